@@ -1,0 +1,43 @@
+# The one entry point: `make demo` and `make test` work on a fresh machine (they build .venv first).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv check lint fmt typecheck test test-fast demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff format --check otelprobe tests bench
+	$(BIN)/ruff check otelprobe tests bench
+
+fmt: venv
+	$(BIN)/ruff format otelprobe tests bench
+	$(BIN)/ruff check --fix otelprobe tests bench
+
+typecheck: venv
+	$(BIN)/mypy otelprobe
+
+check: lint typecheck
+
+test: check
+	$(BIN)/pytest -q
+
+test-fast: venv
+	$(BIN)/pytest -q -x -m "not slow"
+
+demo: venv
+	$(BIN)/otelprobe demo
+
+bench: venv
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

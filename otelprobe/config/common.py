@@ -1,0 +1,89 @@
+"""Config models shared by every probe kind: schedule, retries, IP family, TLS, resolver.
+
+Each probe kind's own config (probes/<kind>.py) subclasses `ProbeConfigBase`; the union of them
+is assembled in probes/__init__.py and used by config/models.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from otelprobe.config.durations import Duration
+
+IPFamily = Literal["ip4", "ip6", "prefer_ip6", "all", "any"]
+"""ip4 / ip6 only; prefer_ip6 falls back to IPv4; all probes every resolved address on its own;
+any takes the resolver's first answer."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetryPolicy(StrictModel):
+    """Retries of a failed attempt, each a new trace linked to the first attempt's trace."""
+
+    count: int = Field(0, ge=0, le=10, description="extra attempts after a failure")
+    backoff_s: Duration = Field(0.5, alias="backoff", description="first backoff")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    max_backoff_s: Duration = Field(10.0, alias="max_backoff", description="backoff cap")
+    jitter: float = Field(0.2, ge=0.0, le=1.0, description="fraction of each backoff randomized")
+
+
+class TLSClientConfig(StrictModel):
+    """Client TLS settings. Verification is on unless explicitly turned off."""
+
+    verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    server_name: str | None = Field(None, alias="sni", description="SNI / hostname to verify")
+    min_version: Literal["1.0", "1.1", "1.2", "1.3"] | None = None
+    max_version: Literal["1.0", "1.1", "1.2", "1.3"] | None = None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TLSClientConfig:
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key given without client_cert")
+        return self
+
+
+class ResolverConfig(StrictModel):
+    """Where names are resolved: the system resolver, or a DNS server of this target's own."""
+
+    server: str | None = Field(None, description="host[:port] of a DNS server; none = system resolver")
+    transport: Literal["udp", "tcp", "tls", "https"] = "udp"
+    timeout_s: Duration = Field(2.0, alias="timeout")
+
+
+class ProbeConfigBase(StrictModel):
+    """Fields every target has, whatever its kind."""
+
+    name: str = Field(min_length=1, description="the target's name, unique in the file")
+    kind: str
+    interval_s: Duration = Field(30.0, alias="interval", gt=0)
+    jitter_s: Duration | None = Field(None, alias="jitter", description="default 10% of interval")
+    timeout_s: Duration = Field(10.0, alias="timeout", gt=0)
+    retries: RetryPolicy = RetryPolicy()
+    ip: IPFamily = "any"
+    resolver: ResolverConfig | None = None
+    failure_threshold: int = Field(3, ge=1, description="consecutive failures before state DOWN")
+    labels: dict[str, str] = Field(default_factory=dict)
+    traceroute_on_failure: bool = False
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> ProbeConfigBase:
+        if self.timeout_s > self.interval_s:
+            raise ValueError(f"timeout ({self.timeout_s:g}s) is longer than interval ({self.interval_s:g}s)")
+        return self
+
+    @property
+    def effective_jitter_s(self) -> float:
+        return self.jitter_s if self.jitter_s is not None else 0.1 * self.interval_s
+
+    def display_address(self) -> str:
+        """What the target points at, for logs and the waterfall (credentials redacted)."""
+        return self.name

@@ -1,0 +1,218 @@
+"""Sockets timed at their events: TCP connect and a TLS handshake driven over memory BIOs.
+
+This is the part no library gives exactly: `tcp.connect` spans connect() issued -> established,
+`tls.handshake` spans ClientHello written -> handshake complete, and a `TimedConnection` reports
+the first and last byte of every read and write to its owner (the HTTP probe marks request,
+TTFB and transfer from them). TLS runs on `ssl.SSLObject` so we see exactly when bytes hit the
+socket, and set TCP_NODELAY so nothing waits behind Nagle (LAB-NOTES pitfall 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from collections.abc import Callable
+
+from otelprobe.errors import ConnectRefused, ConnectTimeout, ProtocolError, TLSError
+from otelprobe.telemetry import names
+from otelprobe.timing import PhaseClock
+
+_READ_SIZE = 65536
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL}
+
+
+class TimedConnection:
+    """A connected non-blocking socket, optionally wrapped in TLS, that stamps its I/O.
+
+    `on_write(first_ns, last_ns)` runs after each application write hits the socket and
+    `on_read(first_ns)` when a read returns data, both with `perf_counter_ns` timestamps.
+    """
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self._loop = loop
+        self.ssl_object: ssl.SSLObject | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.on_write: Callable[[int, int], None] | None = None
+        self.on_read: Callable[[int], None] | None = None
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self._eof = False
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        host, port = self.sock.getpeername()[:2]
+        return str(host), int(port)
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, clock: PhaseClock
+    ) -> ssl.SSLObject:
+        """Run the TLS handshake as the `tls.handshake` phase; raises TLSError on failure."""
+        obj = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
+        )
+        with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:
+            # The phase starts when the ClientHello is written, not when it is built.
+            first_flight = True
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pending = self._outgoing.read()
+                    if pending:
+                        if first_flight:
+                            phase.start_ns = PhaseClock.now_ns()
+                            first_flight = False
+                        await self._send_raw(pending)
+                    data = await self._recv_raw()
+                    if not data:
+                        raise TLSError(
+                            "handshake_eof", "connection closed during the TLS handshake"
+                        ) from None
+                    self._incoming.write(data)
+                except ssl.SSLCertVerificationError as exc:
+                    await self._flush_alert()
+                    raise TLSError(
+                        _cert_detail(exc), f"certificate verify failed: {exc.verify_message}"
+                    ) from exc
+                except ssl.SSLError as exc:
+                    await self._flush_alert()
+                    raise TLSError(_ssl_detail(exc), f"TLS handshake failed: {exc.reason or exc}") from exc
+                except OSError as exc:
+                    raise TLSError(
+                        "handshake_reset", f"connection lost during the TLS handshake: {exc}"
+                    ) from exc
+            pending = self._outgoing.read()
+            if pending:  # TLS 1.3: the client Finished goes out after do_handshake returns
+                await self._send_raw(pending)
+        self.ssl_object = obj
+        return obj
+
+    async def write(self, data: bytes) -> None:
+        if self.ssl_object is not None:
+            self.ssl_object.write(data)
+            data = self._outgoing.read()
+        first = PhaseClock.now_ns()
+        await self._send_raw(data)
+        self.bytes_written += len(data)
+        if self.on_write is not None:
+            self.on_write(first, PhaseClock.now_ns())
+
+    async def read(self, max_bytes: int = _READ_SIZE) -> bytes:
+        """Read up to max_bytes of application data; b"" at end of stream."""
+        if self.ssl_object is None:
+            data = await self._recv_raw(max_bytes)
+            return self._note_read(data)
+        while True:
+            try:
+                return self._note_read(self.ssl_object.read(max_bytes))
+            except ssl.SSLWantReadError:
+                if self._eof:
+                    return b""
+                raw = await self._recv_raw()
+                if not raw:
+                    self._eof = True
+                    self._incoming.write_eof()
+                    continue
+                self._incoming.write(raw)
+            except ssl.SSLZeroReturnError:
+                return b""
+            except ssl.SSLEOFError:
+                # The server closed without close_notify; for HTTP the framing tells if it matters.
+                return b""
+            except ssl.SSLError as exc:
+                raise ProtocolError("tls_record_error", f"TLS error while reading: {exc}") from exc
+
+    def _note_read(self, data: bytes) -> bytes:
+        if data:
+            self.bytes_read += len(data)
+            if self.on_read is not None:
+                self.on_read(PhaseClock.now_ns())
+        return data
+
+    async def _send_raw(self, data: bytes) -> None:
+        await self._loop.sock_sendall(self.sock, data)
+
+    async def _recv_raw(self, max_bytes: int = _READ_SIZE) -> bytes:
+        return await self._loop.sock_recv(self.sock, max_bytes)
+
+    async def _flush_alert(self) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            try:
+                await self._send_raw(pending)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def timed_connect(
+    clock: PhaseClock,
+    address: str,
+    port: int,
+    *,
+    source_address: str | None = None,
+) -> TimedConnection:
+    """Connect to an IP literal as the `tcp.connect` phase; ConnectRefused / ConnectTimeout on failure."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if source_address:
+            sock.bind((source_address, 0))
+        with clock.phase(names.SPAN_TCP_CONNECT) as phase:
+            phase.attributes[names.NETWORK_PEER_ADDRESS] = address
+            phase.attributes[names.NETWORK_PEER_PORT] = port
+            try:
+                await loop.sock_connect(sock, (address, port))
+            except ConnectionRefusedError as exc:
+                raise ConnectRefused(
+                    "connection_refused", f"{address}:{port} refused the connection"
+                ) from exc
+            except ConnectionResetError as exc:
+                raise ConnectRefused("connection_reset", f"{address}:{port} reset the connection") from exc
+            except TimeoutError as exc:
+                raise ConnectTimeout("connect_timeout", f"no answer from {address}:{port}") from exc
+            except OSError as exc:
+                if exc.errno in _UNREACHABLE:
+                    raise ConnectTimeout("unreachable", f"{address}:{port}: {exc.strerror}") from exc
+                raise
+    except BaseException:
+        sock.close()
+        raise
+    return TimedConnection(sock, loop)
+
+
+def _cert_detail(exc: ssl.SSLCertVerificationError) -> str:
+    message = (exc.verify_message or "").lower()
+    code = exc.verify_code
+    if code == 10 or "expired" in message:
+        return "certificate_expired"
+    if code == 9 or "not yet valid" in message:
+        return "certificate_not_yet_valid"
+    if code == 62 or "hostname mismatch" in message or "ip address mismatch" in message:
+        return "hostname_mismatch"
+    if code in (18, 19) or "self-signed" in message or "self signed" in message:
+        return "self_signed_certificate"
+    if code in (2, 20, 21) or "unable to get" in message:
+        return "untrusted_certificate"
+    if code == 23 or "revoked" in message:
+        return "certificate_revoked"
+    return "certificate_verify_failed"
+
+
+def _ssl_detail(exc: ssl.SSLError) -> str:
+    reason = (exc.reason or "").lower()
+    if "version" in reason or "protocol" in reason:
+        return "protocol_version"
+    if "alert" in reason:
+        return f"alert_{reason.split('alert_')[-1]}" if "alert_" in reason else "handshake_alert"
+    return "handshake_failure"

@@ -1,0 +1,111 @@
+"""TLS client contexts from config, and what an SRE wants to know about the peer's certificates.
+
+Shared by every kind that speaks TLS (http, tcp, tls, grpc, websocket). Verification is on unless
+the config turns it off; certificate details are parsed with `cryptography`.
+"""
+
+from __future__ import annotations
+
+import _ssl
+import datetime as dt
+import hashlib
+import ssl
+from collections.abc import Sequence
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from otelprobe.config.common import TLSClientConfig
+from otelprobe.telemetry import names
+from otelprobe.timing import AttributeValue
+
+_VERSIONS: Final = {
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+_PROTOCOL_VERSIONS: Final = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}
+
+
+def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+    """An SSLContext for a probe: system trust (or ca_file), optional client cert, versions, ALPN."""
+    context = ssl.create_default_context(cafile=config.ca_file)
+    if not config.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if config.client_cert:
+        context.load_cert_chain(config.client_cert, config.client_key)
+    if config.min_version:
+        context.minimum_version = _VERSIONS[config.min_version]
+    if config.max_version:
+        context.maximum_version = _VERSIONS[config.max_version]
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
+def protocol_version(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
+    """'1.3' for TLSv1.3, as the `tls.protocol.version` convention writes it."""
+    version = ssl_object.version()
+    return _PROTOCOL_VERSIONS.get(version or "", version)
+
+
+def certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certificate]:
+    """The chain the server sent, leaf first (the verified chain when verification ran).
+
+    Python 3.11 exposes the chain only on the private `_sslobj` (public from 3.13 on).
+    """
+    inner: Any = getattr(ssl_object, "_sslobj", None)
+    try:
+        chain = inner.get_verified_chain() if ssl_object.context.verify_mode else None
+        if not chain:
+            chain = inner.get_unverified_chain()
+        return [x509.load_der_x509_certificate(bytes(c.public_bytes(_ssl.ENCODING_DER))) for c in chain or []]
+    except (AttributeError, ValueError, ssl.SSLError):
+        der = ssl_object.getpeercert(binary_form=True)
+        return [x509.load_der_x509_certificate(der)] if der else []
+
+
+def handshake_attributes(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, AttributeValue]:
+    """`tls.*` semantic-convention attributes of a completed handshake, plus chain expiry."""
+    attrs: dict[str, AttributeValue] = {names.TLS_PROTOCOL_NAME: "tls", names.TLS_ESTABLISHED: True}
+    version = protocol_version(ssl_object)
+    if version:
+        attrs[names.TLS_PROTOCOL_VERSION] = version
+    cipher = ssl_object.cipher()
+    if cipher:
+        attrs[names.TLS_CIPHER] = cipher[0]
+    alpn = ssl_object.selected_alpn_protocol()
+    if alpn:
+        attrs[names.TLS_NEXT_PROTOCOL] = alpn
+    chain = certificate_chain(ssl_object)
+    if chain:
+        attrs.update(leaf_attributes(chain[0]))
+        earliest = min(cert.not_valid_after_utc for cert in chain)
+        attrs[names.PROBE_TLS_CHAIN_NOT_AFTER] = earliest.isoformat()
+        attrs[names.PROBE_TLS_CERT_REMAINING] = (earliest - dt.datetime.now(dt.UTC)).total_seconds()
+    return attrs
+
+
+def leaf_attributes(cert: x509.Certificate) -> dict[str, AttributeValue]:
+    return {
+        names.TLS_SERVER_SUBJECT: cert.subject.rfc4514_string(),
+        names.TLS_SERVER_ISSUER: cert.issuer.rfc4514_string(),
+        names.TLS_SERVER_NOT_BEFORE: cert.not_valid_before_utc.isoformat(),
+        names.TLS_SERVER_NOT_AFTER: cert.not_valid_after_utc.isoformat(),
+        names.TLS_SERVER_HASH_SHA256: hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest().upper(),
+    }
+
+
+def subject_alt_names(cert: x509.Certificate) -> list[str]:
+    """DNS names and IP addresses the certificate is valid for."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        *san.get_values_for_type(x509.DNSName),
+        *(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
+    ]

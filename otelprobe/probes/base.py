@@ -1,0 +1,113 @@
+"""The probe seam: the Probe Protocol, the context probes run in, and the attempt runner.
+
+A probe implements `run(attempt)`; the scheduler owns intervals, retries and cancellation.
+`run_attempt` gives every kind the same deadline handling and error capture, so a misbehaving
+target always becomes a classified failed `ProbeResult` within its deadline, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from otelprobe.config.common import IPFamily, ProbeConfigBase
+from otelprobe.errors import ProbeError
+from otelprobe.probes.resolver import Resolver, SystemResolver, is_ip_literal, resolver_from_config
+from otelprobe.results import ProbeResult
+from otelprobe.telemetry import names
+from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for
+
+Attributes = dict[str, AttributeValue]
+AttemptBody = Callable[[PhaseClock, Attributes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeContext:
+    """What a probe gets from the process: its vantage and the default resolver."""
+
+    vantage: str = field(default_factory=socket.gethostname)
+    resolver: Resolver = field(default_factory=SystemResolver)
+
+    def resolver_for(self, config: ProbeConfigBase) -> Resolver:
+        return resolver_from_config(config.resolver, self.resolver)
+
+
+class Probe(Protocol):
+    """One probe kind bound to one target's config."""
+
+    kind: ClassVar[str]
+
+    async def run(self, attempt: int = 1) -> list[ProbeResult]:
+        """One attempt; one result per probed address (one, unless `ip: all`).
+
+        Never raises for target-side failures: they land in ProbeResult.error.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def run_attempt(
+    kind: str,
+    target: str,
+    attempt: int,
+    timeout_s: float,
+    body: AttemptBody,
+    *,
+    clock: PhaseClock | None = None,
+    attributes: Attributes | None = None,
+) -> ProbeResult:
+    """Run `body` under the deadline and turn its outcome into a ProbeResult.
+
+    `body` marks phases on the clock, fills attributes and raises ProbeError on failure. A
+    deadline expiring inside a phase becomes that phase's timeout class (timing.timeout_error_for).
+    """
+    clock = clock or PhaseClock()
+    attrs: Attributes = attributes if attributes is not None else {}
+    start_ns = clock.now_ns()
+    error: ProbeError | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            await body(clock, attrs)
+    except TimeoutError:
+        # The phase that was open at the deadline has already recorded its timeout error.
+        failed = next((p for p in reversed(clock.phases) if p.error_type), None)
+        open_name = clock.open_phase
+        error = timeout_error_for(open_name or (failed.name if failed else None))
+        clock.close_open(error)
+    except ProbeError as exc:
+        error = exc
+        clock.close_open(exc)
+    end_ns = clock.now_ns()
+    if error is not None:
+        attrs[names.ERROR_TYPE] = error.error_type
+        attrs[names.PROBE_ERROR_DETAIL] = error.detail
+    return ProbeResult(
+        kind=kind,
+        target=target,
+        attempt=attempt,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        anchor_wall_ns=clock.anchor_wall_ns,
+        anchor_mono_ns=clock.anchor_mono_ns,
+        phases=clock.sorted_phases(),
+        error=error,
+        attributes=attrs,
+    )
+
+
+async def timed_resolve(
+    clock: PhaseClock, resolver: Resolver, host: str, family: IPFamily, attrs: Attributes
+) -> list[str]:
+    """Resolve `host` as the `dns.lookup` phase; an IP literal needs no lookup and has no phase."""
+    if is_ip_literal(host):
+        return [host.strip("[]")]
+    with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
+        phase.attributes[names.DNS_QUESTION_NAME] = host
+        addresses = await resolver.resolve(host, family)
+        phase.attributes[names.DNS_ANSWERS] = tuple(addresses)
+    attrs[names.DNS_QUESTION_NAME] = host
+    return addresses

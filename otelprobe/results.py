@@ -1,0 +1,74 @@
+"""What a probe attempt returns: plain data, no OpenTelemetry.
+
+The same `ProbeResult` feeds span and metric emission, the CLI waterfall, JSON output and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from otelprobe.errors import ProbeError
+from otelprobe.timing import AttributeValue, Phase
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRef:
+    """The root span of an exported attempt, so that a retry's trace can link to it."""
+
+    trace_id: int
+    span_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe attempt: its phases on one monotonic clock, its outcome and its attributes."""
+
+    kind: str
+    target: str
+    attempt: int
+    start_ns: int
+    end_ns: int
+    anchor_wall_ns: int
+    anchor_mono_ns: int
+    phases: tuple[Phase, ...]
+    error: ProbeError | None = None
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.error is None
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+    def to_epoch_ns(self, mono_ns: int) -> int:
+        return self.anchor_wall_ns + (mono_ns - self.anchor_mono_ns)
+
+    def phase(self, name: str) -> Phase | None:
+        """The first phase called `name`, if it happened."""
+        return next((p for p in self.phases if p.name == name), None)
+
+    def to_json(self) -> dict[str, object]:
+        """The `otelprobe probe --json` object (DESIGN §7); times in ms from the attempt's start."""
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "success": self.success,
+            "error_type": self.error.error_type if self.error else None,
+            "error_detail": self.error.detail if self.error else None,
+            "duration_ms": round((self.end_ns - self.start_ns) / 1e6, 3),
+            "phases": [
+                {
+                    "name": p.name,
+                    "start_ms": round((p.start_ns - self.start_ns) / 1e6, 3),
+                    "duration_ms": round(p.duration_ns / 1e6, 3),
+                    "error_type": p.error_type,
+                    **({"attributes": dict(p.attributes)} if p.attributes else {}),
+                }
+                for p in self.phases
+            ],
+            "attributes": {k: list(v) if isinstance(v, tuple) else v for k, v in self.attributes.items()},
+        }

@@ -1,0 +1,120 @@
+"""Span names and attribute keys: the span contract of DESIGN §3 as constants.
+
+Stable semantic-convention keys come from opentelemetry-semantic-conventions; incubating ones
+(dns.*, tls.*, rpc.*) are re-exported here so an upstream rename changes one file. Our own keys live
+under `probe.*`, `otelprobe.*` and `lab.*`. Outside this module no literal span name appears in
+otelprobe/.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- span names -------------------------------------------------------------------------------
+SPAN_DNS_LOOKUP: Final = "dns.lookup"
+SPAN_TCP_CONNECT: Final = "tcp.connect"
+SPAN_TLS_HANDSHAKE: Final = "tls.handshake"
+SPAN_HTTP_REQUEST: Final = "http.request"
+SPAN_HTTP_TTFB: Final = "http.ttfb"
+SPAN_HTTP_TRANSFER: Final = "http.transfer"
+SPAN_ICMP_ECHO: Final = "icmp.echo"
+SPAN_RPC_CALL: Final = "rpc.call"
+SPAN_WS_MESSAGE: Final = "websocket.message"
+SPAN_TRACEROUTE_HOP: Final = "traceroute.hop"
+SPAN_STARTTLS: Final = "starttls.negotiate"
+SPAN_TCP_DIALOGUE: Final = "tcp.dialogue"
+SPAN_SLO_VIOLATION: Final = "slo.violation"
+ROOT_SPAN_PREFIX: Final = "probe "
+
+# The phases of an HTTP probe, in wire order (DESIGN §3).
+HTTP_PHASES: Final = (
+    SPAN_DNS_LOOKUP,
+    SPAN_TCP_CONNECT,
+    SPAN_TLS_HANDSHAKE,
+    SPAN_HTTP_REQUEST,
+    SPAN_HTTP_TTFB,
+    SPAN_HTTP_TRANSFER,
+)
+
+# --- resource ---------------------------------------------------------------------------------
+SERVICE_NAME: Final = "service.name"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"
+SERVICE_VERSION: Final = "service.version"
+OTELPROBE_VANTAGE: Final = "otelprobe.vantage"
+
+# --- otelprobe's own keys ---------------------------------------------------------------------
+PROBE_KIND: Final = "probe.kind"
+PROBE_TARGET: Final = "probe.target"
+PROBE_SUCCESS: Final = "probe.success"
+PROBE_ATTEMPT: Final = "probe.attempt"
+PROBE_PHASE: Final = "probe.phase"
+PROBE_ERROR_DETAIL: Final = "probe.error.detail"
+PROBE_REDIRECT_COUNT: Final = "probe.http.redirect_count"
+PROBE_BODY_BYTES: Final = "probe.http.body_bytes"
+PROBE_IP_FAMILY: Final = "probe.ip_family"
+PROBE_TLS_CERT_REMAINING: Final = "probe.tls.cert.remaining"
+PROBE_TLS_CHAIN_NOT_AFTER: Final = "probe.tls.chain.earliest_not_after"
+PROBE_TLS_HOSTNAME_VERIFIED: Final = "probe.tls.hostname_verified"
+PROBE_TLS_CHAIN_TRUSTED: Final = "probe.tls.chain_trusted"
+PROBE_TLS_OCSP_STATUS: Final = "probe.tls.ocsp.status"
+PROBE_DNS_RCODE: Final = "probe.dns.rcode"
+PROBE_DNS_AUTHORITATIVE: Final = "probe.dns.authoritative"
+PROBE_DNS_SOA_SERIAL: Final = "probe.dns.soa_serial"
+PROBE_DNS_AD: Final = "probe.dns.authenticated_data"
+PROBE_DNS_TRANSPORT: Final = "probe.dns.transport"
+PROBE_ICMP_SEQUENCE: Final = "probe.icmp.sequence"
+PROBE_ICMP_LOSS_RATIO: Final = "probe.icmp.loss_ratio"
+PROBE_ICMP_RTT_MIN: Final = "probe.icmp.rtt.min"
+PROBE_ICMP_RTT_AVG: Final = "probe.icmp.rtt.avg"
+PROBE_ICMP_RTT_MAX: Final = "probe.icmp.rtt.max"
+PROBE_ICMP_RTT_STDDEV: Final = "probe.icmp.rtt.stddev"
+PROBE_HOP_TTL: Final = "probe.traceroute.ttl"
+PROBE_GRPC_SERVING_STATUS: Final = "probe.grpc.serving_status"
+PROBE_WS_CLOSE_CODE: Final = "probe.websocket.close_code"
+LAB_FAULT_CAUSE: Final = "lab.fault.cause"
+LAB_FAULT_SCOPE: Final = "lab.fault.scope"
+
+# --- semantic conventions (stable) ------------------------------------------------------------
+ERROR_TYPE: Final = "error.type"
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+URL_FULL: Final = "url.full"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+NETWORK_PROTOCOL_NAME: Final = "network.protocol.name"
+NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
+NETWORK_PEER_ADDRESS: Final = "network.peer.address"
+NETWORK_PEER_PORT: Final = "network.peer.port"
+NETWORK_TRANSPORT: Final = "network.transport"
+NETWORK_TYPE: Final = "network.type"
+USER_AGENT_SYNTHETIC_TYPE: Final = "user_agent.synthetic.type"
+
+# --- semantic conventions (incubating; re-exported so a rename touches one file) --------------
+DNS_QUESTION_NAME: Final = "dns.question.name"
+DNS_ANSWERS: Final = "dns.answers"
+TLS_PROTOCOL_NAME: Final = "tls.protocol.name"
+TLS_PROTOCOL_VERSION: Final = "tls.protocol.version"
+TLS_CIPHER: Final = "tls.cipher"
+TLS_NEXT_PROTOCOL: Final = "tls.next_protocol"
+TLS_ESTABLISHED: Final = "tls.established"
+TLS_SERVER_NOT_AFTER: Final = "tls.server.not_after"
+TLS_SERVER_NOT_BEFORE: Final = "tls.server.not_before"
+TLS_SERVER_SUBJECT: Final = "tls.server.subject"
+TLS_SERVER_ISSUER: Final = "tls.server.issuer"
+TLS_SERVER_HASH_SHA256: Final = "tls.server.hash.sha256"
+RPC_SYSTEM: Final = "rpc.system"
+RPC_SERVICE: Final = "rpc.service"
+RPC_METHOD: Final = "rpc.method"
+RPC_GRPC_STATUS_CODE: Final = "rpc.grpc.status_code"
+
+# --- metric names -----------------------------------------------------------------------------
+METRIC_PROBE_DURATION: Final = "probe.duration"
+METRIC_PROBE_SUCCESS: Final = "probe.success"
+METRIC_TLS_CERT_REMAINING: Final = "probe.tls.cert.remaining"
+METRIC_HTTP_CLIENT_DURATION: Final = "http.client.request.duration"
+METRIC_DNS_LOOKUP_DURATION: Final = "dns.lookup.duration"
+METRIC_EXPORT_DROPPED: Final = "otelprobe.export.dropped"
+METRIC_PROBE_LATENESS: Final = "otelprobe.scheduler.lateness"
+
+# Attribute value of `user_agent.synthetic.type` on every HTTP probe.
+SYNTHETIC_TYPE_TEST: Final = "test"

@@ -1,0 +1,59 @@
+"""Secret values brought in by `${ENV}` / `${file:PATH}` references, and their redaction.
+
+The config loader registers every substituted value here; anything exported or logged that might
+contain one (url.full, error messages) passes through `redact`, so a secret never leaves the
+process. URL credentials are redacted whether or not they came from a reference.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+REDACTED: Final = "REDACTED"
+# Query parameters that carry credentials (semantic conventions: url.full redaction).
+SENSITIVE_QUERY_KEYS: Final = frozenset(
+    {"awsaccesskeyid", "signature", "sig", "x-goog-signature", "token", "access_token", "api_key", "apikey"}
+)
+_MIN_SECRET_LEN: Final = 4  # shorter values would redact ordinary text
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Remember a value that must never be exported or logged."""
+    if len(value) >= _MIN_SECRET_LEN:
+        with _lock:
+            _secrets.add(value)
+
+
+def clear_secrets() -> None:
+    with _lock:
+        _secrets.clear()
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in `text` with REDACTED (longest first)."""
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_url(url: str) -> str:
+    """url.full as the semantic conventions want it: no credentials, no signed query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{REDACTED}:{REDACTED}@{hostport}" if userinfo else hostport
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in SENSITIVE_QUERY_KEYS for k, _ in pairs):
+            query = urlencode([(k, REDACTED if k.lower() in SENSITIVE_QUERY_KEYS else v) for k, v in pairs])
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))

@@ -24,7 +24,7 @@ class HTTPExpect(StrictModel):
     """What a successful response looks like. Every check that fails is reported."""
 
     status: list[int | str] = Field(
-        default_factory=lambda: ["200-299"], description="codes or ranges like '200-299'"
+        default_factory=lambda: list[int | str](["200-299"]), description="codes or ranges like '200-299'"
     )
     headers: dict[str, str] = Field(default_factory=dict, description="header name -> regex")
     body_regex: list[str] = Field(default_factory=list)

@@ -34,6 +34,9 @@ class ProbeResult:
     phases: tuple[Phase, ...]
     error: ProbeError | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    # IDs the root span must carry when the probe already sent them in a `traceparent` header,
+    # so that the target's own server spans join the probe's trace.
+    trace_ref: TraceRef | None = None
 
     @property
     def success(self) -> bool:

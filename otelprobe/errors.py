@@ -92,9 +92,12 @@ class ConfigProblem:
     line: int | None
     path: str
     message: str
+    column: int | None = None  # 1-based; set for syntax errors, where the line alone is too coarse
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"
         field = f" {self.path}:" if self.path else ""
         return f"{where}:{field} {self.message}"
 

@@ -1,0 +1,341 @@
+"""The scheduler: runs every target's probe on its interval, with jitter, a global concurrency bound,
+retries with backoff, an outer safety deadline and per-target UP/DOWN state.
+
+It sits between config and telemetry: `runtime.py` hands it target configs (and again on every
+reload); it creates one probe per target and passes every `ProbeResult` to a `ResultSink`.
+All timers live in the event loop's own heap (one `loop.call_at` handle per target); a task exists
+only while a run is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Final, Protocol
+
+from otelprobe.config.common import ProbeConfigBase
+from otelprobe.errors import ProbeTimeout
+from otelprobe.probes.base import Probe, ProbeContext
+from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.scheduling.health import Health, TargetState, backoff_s
+from otelprobe.scheduling.stats import SchedulerStats
+from otelprobe.telemetry import names
+from otelprobe.timing import PhaseClock
+
+__all__ = ["ProbeFactory", "ResultSink", "Scheduler", "SchedulerStats", "TargetState"]
+
+log = logging.getLogger(__name__)
+
+SAFETY_MARGIN_S: Final = 1.0
+"""The outer deadline is the target's timeout plus this: probes enforce their own timeout, this
+only catches a probe that ignores it."""
+
+
+class ResultSink(Protocol):
+    """Where results go (telemetry in production, a list in tests)."""
+
+    def record(self, result: ProbeResult, link: TraceRef | None) -> TraceRef | None:
+        """Export one attempt; `link` is the first attempt's trace when this is a retry."""
+        ...
+
+
+ProbeFactory = Callable[[ProbeConfigBase, ProbeContext], Probe]
+
+
+def _spread_offset(name: str, interval_s: float) -> float:
+    # Stand-in until otelprobe.targets.spread_offset lands: a stable hash of the name mapped onto
+    # [0, interval), so restarts and replicas keep the same phase for a target.
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * interval_s
+
+
+@dataclass(eq=False, slots=True)
+class _Target:
+    config: ProbeConfigBase
+    probe: Probe
+    health: Health
+    anchor: float
+    """Loop time of deadline number 0; deadline k = anchor + k × interval (no drift)."""
+    seq: int = 0
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def _run_done(t: _Target, _task: asyncio.Task[None]) -> None:
+    t.task = None
+
+
+class Scheduler:
+    """Runs a set of targets until `aclose()`; `apply()` replaces the set (hot reload).
+
+    Args:
+        sink: receives every result.
+        factory: builds the probe of a target (called once per target and config version).
+        ctx: passed to the factory.
+        concurrency: the most attempts in flight at once, over all targets.
+        rng: source of jitter (seed it in tests).
+    """
+
+    def __init__(
+        self,
+        sink: ResultSink,
+        factory: ProbeFactory,
+        ctx: ProbeContext | None = None,
+        *,
+        concurrency: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sink = sink
+        self._factory = factory
+        self._ctx = ctx or ProbeContext()
+        self._rng = rng or random.Random()
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._targets: dict[str, _Target] = {}
+        self._orphans: set[asyncio.Task[list[ProbeResult]]] = set()
+        self._epoch: float | None = None
+        self._closed = False
+        self.stats = SchedulerStats()
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Change the bound; runs already waiting keep the old one, new runs use the new one."""
+        if concurrency != self._concurrency:
+            self._semaphore = asyncio.Semaphore(concurrency)
+            self._concurrency = concurrency
+
+    def targets(self) -> Mapping[str, ProbeConfigBase]:
+        return {name: t.config for name, t in self._targets.items()}
+
+    def states(self) -> Mapping[str, TargetState]:
+        return {name: t.health.state for name, t in self._targets.items()}
+
+    def next_run_at(self, name: str) -> float | None:
+        """Loop time at which the target's next run is due (None when it has no timer)."""
+        timer = self._targets[name].timer
+        return timer.when() if timer is not None else None
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for t in self._targets.values() if t.task is not None)
+
+    async def apply(self, configs: Sequence[ProbeConfigBase]) -> None:
+        """Make `configs` the running set.
+
+        Unchanged targets keep their probe, state and schedule phase; changed ones are rebuilt;
+        removed ones are stopped (an in-flight run is cancelled) and their probe closed.
+        """
+        if self._closed:
+            raise RuntimeError("scheduler is closed")
+        loop = asyncio.get_running_loop()
+        if self._epoch is None:
+            self._epoch = loop.time()
+        wanted = {c.name: c for c in configs}
+        if len(wanted) != len(configs):
+            raise ValueError("target names must be unique")
+        stale = [t for name, t in self._targets.items() if wanted.get(name) != t.config]
+        for t in stale:
+            del self._targets[t.config.name]
+        await asyncio.gather(*(self._stop(t) for t in stale))
+        for name, config in wanted.items():
+            if name in self._targets:
+                continue
+            try:
+                probe = self._factory(config, self._ctx)
+            except Exception:
+                self.stats.build_errors += 1
+                log.exception(
+                    "cannot build the %s probe of target %s; it is not scheduled", config.kind, name
+                )
+                continue
+            target = _Target(config, probe, Health(name, config.failure_threshold), self._anchor(config))
+            self._targets[name] = target
+            self._arm(target, loop)
+        log.info("scheduling %d targets (%d rebuilt or removed)", len(self._targets), len(stale))
+
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        """Stop all timers, let in-flight runs finish within `grace_s`, cancel the rest, close probes."""
+        if self._closed:
+            return
+        self._closed = True
+        targets = list(self._targets.values())
+        self._targets.clear()
+        for t in targets:
+            if t.timer is not None:
+                t.timer.cancel()
+        running = [t.task for t in targets if t.task is not None]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_s)
+            if pending:
+                log.warning("cancelling %d probe runs still going after %.1fs", len(pending), grace_s)
+        await asyncio.gather(*(self._stop(t) for t in targets))
+        if self._orphans:
+            for task in self._orphans:
+                task.cancel()
+            await asyncio.wait(self._orphans, timeout=SAFETY_MARGIN_S)
+
+    # -- timing -----------------------------------------------------------------------------
+
+    def _anchor(self, config: ProbeConfigBase) -> float:
+        # Deadlines are epoch + offset + k × interval: a new target starts at its own phase, and
+        # a target rebuilt with the same interval stays on the phase it had.
+        assert self._epoch is not None
+        interval = config.interval_s
+        first = self._epoch + _spread_offset(config.name, interval)
+        now = asyncio.get_running_loop().time()
+        if first < now:
+            first += math.ceil((now - first) / interval) * interval
+        return first
+
+    def _jitter(self, config: ProbeConfigBase) -> float:
+        jitter = min(config.effective_jitter_s, config.interval_s)
+        return self._rng.uniform(0.0, jitter) if jitter > 0 else 0.0
+
+    def _arm(self, t: _Target, loop: asyncio.AbstractEventLoop) -> None:
+        """Set the timer for run number t.seq, skipping deadlines already missed entirely."""
+        interval = t.config.interval_s
+        now = loop.time()
+        missed = math.floor((now - (t.anchor + t.seq * interval)) / interval)
+        if missed > 0:
+            t.seq += missed
+            self.stats.skipped_runs += missed
+            log.warning("target %s skipped %d runs: the event loop was blocked", t.config.name, missed)
+        when = t.anchor + t.seq * interval + self._jitter(t.config)
+        t.timer = loop.call_at(when, self._fire, t, when)
+
+    def _fire(self, t: _Target, scheduled: float) -> None:
+        loop = asyncio.get_running_loop()
+        t.seq += 1
+        self._arm(t, loop)
+        assert t.timer is not None
+        if t.task is not None:
+            self.stats.skipped_runs += 1
+            log.warning("target %s: previous run still going, skipping this one", t.config.name)
+            return
+        t.task = loop.create_task(self._run(t, scheduled, t.timer.when()), name=f"probe {t.config.name}")
+        t.task.add_done_callback(partial(_run_done, t))
+
+    # -- one run ----------------------------------------------------------------------------
+
+    async def _run(self, t: _Target, scheduled: float, next_run: float) -> None:
+        """The first attempt and its retries; never raises except on cancellation."""
+        loop = asyncio.get_running_loop()
+        config = t.config
+        self.stats.runs += 1
+        success = False
+        links: list[TraceRef | None] = []
+        for attempt in range(1, config.retries.count + 2):
+            if attempt > 1:
+                pause = backoff_s(config.retries, attempt - 1, self._rng)
+                # A retry must finish before the next scheduled run starts.
+                if loop.time() + pause + config.timeout_s > next_run:
+                    break
+                await asyncio.sleep(pause)
+                self.stats.retries += 1
+            async with self._semaphore:
+                if attempt == 1:
+                    self.stats.lateness.add(loop.time() - scheduled)
+                self.stats.attempts += 1
+                results = await self._attempt(t, attempt)
+            if results is None:  # the probe raised: a bug, logged; retrying would repeat it
+                break
+            refs = [
+                self._record(r, links[i] if i < len(links) else (links[0] if links else None))
+                for i, r in enumerate(results)
+            ]
+            if attempt == 1:
+                links = refs
+            success = bool(results) and all(r.success for r in results)
+            if success:
+                break
+        if not success:
+            self.stats.failed_runs += 1
+        t.health.observe(success)
+
+    async def _attempt(self, t: _Target, attempt: int) -> list[ProbeResult] | None:
+        """One probe.run under the outer safety deadline; None if the probe raised."""
+        config = t.config
+        clock = PhaseClock()
+        start_ns = clock.now_ns()
+        # A separate task, so that a probe that swallows cancellation cannot hang the run either.
+        task = asyncio.get_running_loop().create_task(t.probe.run(attempt))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=config.timeout_s + SAFETY_MARGIN_S)
+        except asyncio.CancelledError:
+            # Shutdown or removal: give the probe a moment to unwind (close its sockets).
+            task.cancel()
+            await asyncio.wait({task}, timeout=SAFETY_MARGIN_S)
+            self._orphan(task)
+            raise
+        if not done:
+            task.cancel()
+            self._orphan(task)
+            self.stats.probes_hung += 1
+            log.warning(
+                "target %s: %s probe ignored its %.3gs timeout; cut off at the outer deadline",
+                config.name,
+                t.probe.kind,
+                config.timeout_s,
+            )
+            error = ProbeTimeout("probe_unresponsive", "probe did not return by its timeout + 1 s")
+            return [
+                ProbeResult(
+                    kind=t.probe.kind,
+                    target=config.name,
+                    attempt=attempt,
+                    start_ns=start_ns,
+                    end_ns=clock.now_ns(),
+                    anchor_wall_ns=clock.anchor_wall_ns,
+                    anchor_mono_ns=clock.anchor_mono_ns,
+                    phases=(),
+                    error=error,
+                    attributes={names.ERROR_TYPE: error.error_type, names.PROBE_ERROR_DETAIL: error.detail},
+                )
+            ]
+        exc = task.exception()
+        if exc is not None:
+            self.stats.probe_exceptions += 1
+            log.error("target %s: %s probe raised", config.name, t.probe.kind, exc_info=exc)
+            return None
+        return task.result()
+
+    def _record(self, result: ProbeResult, link: TraceRef | None) -> TraceRef | None:
+        try:
+            return self._sink.record(result, link)
+        except Exception:
+            self.stats.sink_errors += 1
+            log.exception("recording the result of target %s failed", result.target)
+            return None
+
+    def _orphan(self, task: asyncio.Task[list[ProbeResult]]) -> None:
+        # Keep a reference until the cancelled probe actually ends, and collect its outcome.
+        self._orphans.add(task)
+        task.add_done_callback(self._orphan_done)
+
+    def _orphan_done(self, task: asyncio.Task[list[ProbeResult]]) -> None:
+        self._orphans.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("cancelled probe ended with %r", task.exception())
+
+    async def _stop(self, t: _Target) -> None:
+        if t.timer is not None:
+            t.timer.cancel()
+            t.timer = None
+        if t.task is not None:
+            t.task.cancel()
+            await asyncio.wait({t.task})
+        try:
+            await t.probe.aclose()
+        except Exception:
+            log.exception("closing the probe of target %s failed", t.config.name)

@@ -7,10 +7,11 @@ This is the one place to look for what otelprobe can probe; nothing registers it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Final, Union
+from typing import Annotated, Final, Union, get_args
 
 from pydantic import Field
 
+from otelprobe.config.common import ProbeConfigBase
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
@@ -26,4 +27,21 @@ ProbeConfig = Annotated[
     Field(discriminator="kind"),
 ]
 
-__all__ = ["PROBE_TYPES", "Probe", "ProbeConfig", "ProbeContext"]
+
+
+def config_types() -> dict[str, type[ProbeConfigBase]]:
+    """kind -> config class, read off the ProbeConfig union (so there is one list, not two)."""
+    union = get_args(ProbeConfig)[0]
+    members = get_args(union) or (union,)
+    return {member.model_fields["kind"].default: member for member in members}
+
+
+def config_type_for(kind: str) -> type[ProbeConfigBase]:
+    """The config class of a probe kind; KeyError names the known kinds."""
+    types = config_types()
+    if kind not in types:
+        raise KeyError(f"unknown probe kind {kind!r}; known: {', '.join(sorted(types))}")
+    return types[kind]
+
+
+__all__ = ["PROBE_TYPES", "Probe", "ProbeConfig", "ProbeContext", "config_type_for", "config_types"]

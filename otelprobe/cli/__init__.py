@@ -1,0 +1,55 @@
+"""The `otelprobe` command: one entry point, one module per command family.
+
+Each command's module is imported only when that command runs, so `otelprobe validate` does not pay
+for gRPC or LightGBM imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from otelprobe import __version__
+
+# command -> (module, one-line help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "probe": ("otelprobe.cli.probe", "probe one URL once and print its phase waterfall"),
+    "run": ("otelprobe.cli.run", "probe every target of a config file on its schedule"),
+    "validate": ("otelprobe.cli.validate", "check a config file; report every problem (exit 1 if any)"),
+    "demo": ("otelprobe.cli.demo", "run lab targets with a fault and probe them (no Collector needed)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otelprobe", description="OpenTelemetry-native active prober with exact phase timing."
+    )
+    parser.add_argument("--version", action="version", version=f"otelprobe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

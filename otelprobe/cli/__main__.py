@@ -1,0 +1,9 @@
+"""`python -m otelprobe.cli`."""
+
+from __future__ import annotations
+
+import sys
+
+from otelprobe.cli import main
+
+sys.exit(main())

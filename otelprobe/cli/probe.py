@@ -1,0 +1,200 @@
+"""`otelprobe probe URL`: one probe, no config file; the kind comes from the URL's scheme (DESIGN §7).
+
+Options map one-to-one to config fields, so what works here works in a config file. Exit codes:
+0 the probe succeeded, 1 it failed, 2 bad usage (an invalid URL or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from otelprobe.results import ProbeResult
+
+# URL scheme -> probe kind.
+SCHEME_KINDS: Final = {
+    "http": "http",
+    "https": "http",
+    "dns": "dns",
+    "tcp": "tcp",
+    "tls": "tls",
+    "icmp": "icmp",
+    "icmp6": "icmp",
+    "grpc": "grpc",
+    "grpcs": "grpc",
+    "ws": "websocket",
+    "wss": "websocket",
+}
+_IP_FAMILIES: Final = {"4": "ip4", "6": "ip6", "prefer6": "prefer_ip6", "all": "all", "any": "any"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "url", help="what to probe: http(s)://, dns://, tcp://, tls://, icmp://, grpc(s)://, ws(s)://"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per attempt instead of the waterfall"
+    )
+    parser.add_argument("--name", help="target name (default: the URL)")
+    parser.add_argument("--timeout", default="10s", help="probe deadline, e.g. 5s (config: timeout)")
+    parser.add_argument("--ip", choices=sorted(_IP_FAMILIES), help="IP family (config: ip)")
+    parser.add_argument(
+        "--resolver", metavar="HOST[:PORT]", help="DNS server for this probe (config: resolver.server)"
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="do not verify TLS certificates (config: tls.verify)"
+    )
+    parser.add_argument("--ca", metavar="FILE", help="CA bundle to verify with (config: tls.ca_file)")
+    parser.add_argument("--sni", metavar="NAME", help="TLS server name / SNI (config: tls.sni)")
+    parser.add_argument("--cert", metavar="FILE", help="client certificate (config: tls.client_cert)")
+    parser.add_argument("--key", metavar="FILE", help="client key (config: tls.client_key)")
+    parser.add_argument("-X", "--method", help="HTTP method (config: method)")
+    parser.add_argument(
+        "-H", "--header", action="append", default=[], metavar="NAME: VALUE", help="request header"
+    )
+    parser.add_argument("-d", "--data", help="request body (config: body)")
+    parser.add_argument("--http-version", choices=["1.1", "2", "auto"], help="config: http_version")
+    parser.add_argument(
+        "--expect-status", action="append", metavar="CODES", help="e.g. 200-299 (config: expect.status)"
+    )
+    parser.add_argument("--expect-body", action="append", metavar="REGEX", help="config: expect.body_regex")
+    parser.add_argument("--max-redirects", type=int, help="config: redirects.max (0 = do not follow)")
+    parser.add_argument("--vantage", help="vantage name on the telemetry (default: host name)")
+    parser.add_argument("--otlp-endpoint", metavar="URL", help="also export the trace over OTLP/HTTP to URL")
+    parser.add_argument(
+        "--otlp-file", metavar="PATH", help="also append the trace to an OTLP JSON lines file"
+    )
+
+
+def config_overrides(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The config fields the options set, in config-file form (aliases, "5s" durations)."""
+    fields: dict[str, Any] = {"timeout": args.timeout, "interval": _interval_for(args.timeout)}
+    if args.ip:
+        fields["ip"] = _IP_FAMILIES[args.ip]
+    if args.resolver:
+        fields["resolver"] = {"server": args.resolver}
+    tls: dict[str, Any] = {}
+    if args.insecure:
+        tls["verify"] = False
+    for option, key in (("ca", "ca_file"), ("sni", "sni"), ("cert", "client_cert"), ("key", "client_key")):
+        if getattr(args, option):
+            tls[key] = getattr(args, option)
+    if tls:
+        fields["tls"] = tls
+    if kind == "http":
+        if args.method:
+            fields["method"] = args.method
+        if args.header:
+            fields["headers"] = dict(_split_header(h) for h in args.header)
+        if args.data is not None:
+            fields["body"] = args.data
+        if args.http_version:
+            fields["http_version"] = args.http_version
+        expect: dict[str, Any] = {}
+        if args.expect_status:
+            expect["status"] = [code.strip() for item in args.expect_status for code in item.split(",")]
+        if args.expect_body:
+            expect["body_regex"] = args.expect_body
+        if expect:
+            fields["expect"] = expect
+        if args.max_redirects is not None:
+            fields["redirects"] = {"follow": args.max_redirects > 0, "max": args.max_redirects}
+    return fields
+
+
+def build_config(url: str, name: str | None, overrides: dict[str, Any]) -> BaseModel:
+    """The target config for a one-shot URL; raises ValueError / ValidationError on bad input."""
+    scheme = urlsplit(url).scheme.lower()
+    kind = SCHEME_KINDS.get(scheme)
+    if kind is None:
+        raise ValueError(f"unknown URL scheme {scheme!r}: expected one of {', '.join(sorted(SCHEME_KINDS))}")
+    if kind == "http":
+        from otelprobe.probes.http.config import HTTPProbeConfig
+
+        return HTTPProbeConfig.model_validate({"name": name or url, "kind": "http", "url": url, **overrides})
+    from otelprobe.probes import config_type_for
+
+    config_type: Any = config_type_for(kind)
+    if not hasattr(config_type, "from_url"):
+        raise ValueError(f"probe kind {kind!r} cannot be built from a URL")
+    result: BaseModel = config_type.from_url(url, name, **overrides)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    scheme = urlsplit(args.url).scheme.lower()
+    kind = SCHEME_KINDS.get(scheme, "")
+    try:
+        config = build_config(args.url, args.name, config_overrides(args, kind))
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"otelprobe probe: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"otelprobe probe: {exc}", file=sys.stderr)
+        return 2
+    results = asyncio.run(_probe_once(config, args))
+    if args.json:
+        for result in results:
+            print(json.dumps(result.to_json(), default=str))
+    else:
+        from otelprobe.cli.waterfall import render
+
+        print("\n\n".join(render(r, color=sys.stdout.isatty()) for r in results))
+    return 0 if results and all(r.success for r in results) else 1
+
+
+async def _probe_once(config: BaseModel, args: argparse.Namespace) -> list[ProbeResult]:
+    import socket
+
+    from otelprobe.probes import PROBE_TYPES
+    from otelprobe.probes.base import ProbeContext
+
+    kind = str(getattr(config, "kind"))  # noqa: B009  (config is one of the union's members)
+    ctx = ProbeContext(vantage=args.vantage or socket.gethostname())
+    probe: Any = PROBE_TYPES[kind](config, ctx)  # type: ignore[call-arg]
+    try:
+        results: list[ProbeResult] = await probe.run(1)
+    finally:
+        await probe.aclose()
+    if args.otlp_endpoint or args.otlp_file:
+        _export(results, ctx.vantage, args)
+    return results
+
+
+def _export(results: list[ProbeResult], vantage: str, args: argparse.Namespace) -> None:
+    from otelprobe.config.telemetry import TelemetryConfig
+    from otelprobe.telemetry.pipeline import Telemetry
+
+    exporters: list[dict[str, Any]] = []
+    if args.otlp_endpoint:
+        exporters.append({"type": "otlp_http", "endpoint": args.otlp_endpoint})
+    if args.otlp_file:
+        exporters.append({"type": "file", "path": args.otlp_file})
+    telemetry = Telemetry(TelemetryConfig.model_validate({"exporters": exporters}), vantage=vantage)
+    for result in results:
+        telemetry.record(result, None)
+    telemetry.shutdown()
+
+
+def _interval_for(timeout: str) -> str:
+    from otelprobe.config.durations import parse_duration
+
+    try:
+        return f"{max(parse_duration(timeout), 30.0)}s"
+    except ValueError:
+        return "30s"
+
+
+def _split_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"invalid header {text!r}: expected 'Name: value'")
+    return name.strip(), value.strip()

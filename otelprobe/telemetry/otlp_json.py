@@ -1,0 +1,194 @@
+"""OTLP JSON lines: the Collector file exporter's format, written by exporters and read back.
+
+Telemetry files (DESIGN §7) are one ExportTraceServiceRequest (or ExportMetricsServiceRequest) per
+line, encoded per the OTLP/JSON spec: lowerCamelCase fields, trace and span IDs as hex strings
+(not protobuf JSON's base64), enums as integers, int64 as strings. The lab records datasets with
+the writer; `otelprobe attribute` and the sidecar's offline tests replay them with the reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+_logger = logging.getLogger(__name__)
+
+# OTLP/JSON carries these bytes fields as hex, wherever they appear (spans, links, exemplars).
+_ID_KEYS: Final = frozenset({"traceId", "spanId", "parentSpanId"})
+_M = TypeVar("_M", bound=Message)
+
+
+def _ids(value: object, convert: type[bytes] | type[str]) -> object:
+    """Rewrite every ID field of a JSON tree: base64 -> hex (convert=str) or hex -> base64."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            if key in _ID_KEYS and isinstance(item, str):
+                if convert is str:
+                    out[key] = base64.b64decode(item).hex()
+                else:
+                    out[key] = base64.b64encode(bytes.fromhex(item)).decode("ascii")
+            else:
+                out[key] = _ids(item, convert)
+        return out
+    if isinstance(value, list):
+        return [_ids(item, convert) for item in value]
+    return value
+
+
+def message_to_json(message: Message) -> str:
+    """One OTLP/JSON line (no newline) for an Export*ServiceRequest."""
+    tree = json_format.MessageToDict(message, use_integers_for_enums=True)
+    return json.dumps(_ids(tree, str), separators=(",", ":"), ensure_ascii=False)
+
+
+def json_to_message(line: str, message: _M) -> _M:
+    """Parse one OTLP/JSON line into `message`; raises ValueError on malformed input."""
+    try:
+        tree = _ids(json.loads(line), bytes)
+        if not isinstance(tree, dict):
+            raise ValueError("not a JSON object")
+        json_format.ParseDict(tree, message)
+    except (json_format.ParseError, ValueError, TypeError) as exc:
+        raise ValueError(str(exc)) from exc
+    return message
+
+
+class JSONLinesWriter:
+    """Appends lines to a file, rotating it to path.1 .. path.N when it would exceed the cap.
+
+    Thread-safe: the span and metric exporters of one file share a writer.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_size_bytes: int, max_backups: int = 3) -> None:
+        self.path = Path(path)
+        self._max_size = max_size_bytes
+        self._max_backups = max_backups
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_line(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(data) > self._max_size:
+                self._rotate()
+            with self.path.open("ab") as fh:
+                fh.write(data)
+
+    def _rotate(self) -> None:
+        if self._max_backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        for index in range(self._max_backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+
+class OTLPJSONSpanExporter(SpanExporter):
+    """Writes each exported batch as one ExportTraceServiceRequest line."""
+
+    def __init__(self, writer: JSONLinesWriter) -> None:
+        self._writer = writer
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            self._writer.write_line(message_to_json(encode_spans(spans)))
+        except OSError as exc:
+            _logger.warning("cannot write spans to %s: %s", self._writer.path, exc)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class OTLPJSONMetricExporter(MetricExporter):
+    """Writes each collection as one ExportMetricsServiceRequest line (same file as the spans)."""
+
+    def __init__(self, writer: JSONLinesWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        try:
+            self._writer.write_line(message_to_json(encode_metrics(metrics_data)))
+        except OSError as exc:
+            _logger.warning("cannot write metrics to %s: %s", self._writer.path, exc)
+            return MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        return None
+
+
+@dataclass
+class OTLPFile:
+    """What a file held: decoded requests per signal and one message per malformed line."""
+
+    traces: list[ExportTraceServiceRequest] = field(default_factory=list)
+    metrics: list[ExportMetricsServiceRequest] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def malformed(self) -> int:
+        return len(self.problems)
+
+
+def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
+    with Path(path).open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                yield number, line
+
+
+def read_otlp_json(path: str | os.PathLike[str]) -> OTLPFile:
+    """Parse an OTLP JSON lines file; malformed lines are skipped, counted and named file:line.
+
+    Lines of other signals (logs) are skipped silently: the Collector writes every signal it
+    receives into one file.
+    """
+    contents = OTLPFile()
+    for number, line in iter_lines(path):
+        try:
+            head = json.loads(line)
+            if not isinstance(head, dict):
+                raise ValueError("not a JSON object")
+            if "resourceSpans" in head:
+                contents.traces.append(json_to_message(line, ExportTraceServiceRequest()))
+            elif "resourceMetrics" in head:
+                contents.metrics.append(json_to_message(line, ExportMetricsServiceRequest()))
+            elif "resourceLogs" not in head:
+                raise ValueError("no resourceSpans, resourceMetrics or resourceLogs")
+        except ValueError as exc:
+            problem = f"{path}:{number}: malformed OTLP JSON line skipped: {exc}"
+            _logger.warning("%s", problem)
+            contents.problems.append(problem)
+    return contents

@@ -12,15 +12,18 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.node
 import dns.rcode
+import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import pytest
 import trustme
 
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
+from otelprobe.lab.servers.dns_zone import ZoneSpec
 
-ZONE = {
+ZONE: ZoneSpec = {
     "www": {"A": ["127.0.0.1"], "AAAA": ["::1"], "TXT": "hello world"},
     "alias": {"CNAME": "www"},
     "mail": {"MX": ["10 www"]},
@@ -139,11 +142,13 @@ async def test_signed_zone_validates_and_bogus_signature_does_not() -> None:
         keys_msg = await dns.asyncquery.udp(
             dns.message.make_query("lab.test.", "DNSKEY", want_dnssec=True), "127.0.0.1", 2.0, server.port
         )
-        keys = {dns.name.from_text("lab.test."): keys_msg.answer[0]}
+        keys: dict[dns.name.Name, dns.node.Node | dns.rdataset.Rdataset] = {
+            dns.name.from_text("lab.test."): keys_msg.answer[0]
+        }
         dns.dnssec.validate(answer, rrsig, keys)
         server.set_fault("www", DNSFault(bogus_signature=True))
         bogus = await dns.asyncquery.udp(query, "127.0.0.1", 2.0, server.port)
         assert not bogus.flags & dns.flags.AD
-        with pytest.raises(dns.dnssec.ValidationFailure):
+        with pytest.raises(dns.exception.ValidationFailure):
             dns.dnssec.validate(bogus.answer[0], bogus.answer[1], keys)
         assert server.ds is not None and server.dnskey is not None

@@ -1,0 +1,139 @@
+"""Loading and validating config files: `load(path) -> Config`, `validate(path) -> problems`.
+
+The entry point of configuration (DESIGN §2: config -> scheduler -> probes). A file is parsed
+(YAML or JSON, keeping lines), `${...}` references are substituted into its values, and the data is
+validated by the pydantic models in config/models.py. Every problem is collected, not only the
+first, each with the file, line and YAML path it concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from otelprobe.config import envsubst
+from otelprobe.config._yaml import Document, PathKey, format_path, parse
+from otelprobe.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from otelprobe.config.models import Config
+
+# models.py imports the probe kinds, and the probe kinds import config/common.py, which runs this
+# package's __init__ first; so models is imported when first needed, not at import time.
+
+__all__ = ["Config", "ConfigError", "ConfigProblem", "load", "load_text", "validate"]
+
+logger = logging.getLogger(__name__)
+
+
+def load(path: str | Path) -> Config:
+    """Load and validate a config file (.yaml, .yml or .json).
+
+    Raises:
+        ConfigError: with every problem found, each naming file, line and YAML path.
+    """
+    config, problems = _load_path(Path(path))
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def validate(path: str | Path) -> list[ConfigProblem]:
+    """Every problem in a config file; an empty list means the file is valid."""
+    return _load_path(Path(path))[1]
+
+
+def load_text(text: str, filename: str = "<config>", *, base_dir: Path | None = None) -> Config:
+    """Load config from text; `filename` names it in problems and picks JSON when it ends in .json.
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    config, problems = _load(text, filename, base_dir or Path.cwd())
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None, [ConfigProblem(str(path), None, "", f"cannot read config file: {reason}")]
+    return _load(text, str(path), path.resolve().parent)
+
+
+def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list[ConfigProblem]]:
+    from otelprobe.config import _problems
+    from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
+
+    substitution_problems: list[ConfigProblem] = []
+
+    def substitute(value: str, path: PathKey, line: int) -> str | None:
+        result = envsubst.substitute(value, base_dir=base_dir)
+        for message in result.problems:
+            substitution_problems.append(ConfigProblem(filename, line, format_path(path), message))
+        return result.value if result.changed else None
+
+    doc = parse(text, filename, substitute, json_syntax=filename.lower().endswith(".json"))
+    problems = [*doc.problems, *substitution_problems]
+    if doc.data is None and doc.problems:
+        return None, problems  # a syntax error: nothing further can be checked
+    if not isinstance(doc.data, dict):
+        got = "a list" if isinstance(doc.data, list) else repr(doc.data)
+        message = f"the file must be a mapping (vantage:, targets:, ...), got {got}"
+        problems.append(ConfigProblem(filename, 1, "", message))
+        return None, problems
+    problems.extend(_duplicate_names(doc, filename))
+    try:
+        config = Config.model_validate(doc.data)
+    except ValidationError as exc:
+        found = _problems.problems_from(exc, doc, filename, Config, frozenset({DUPLICATE_TARGET_NAME}))
+        # A value whose reference could not be substituted fails validation too; say it once.
+        unresolved = {p.path for p in substitution_problems}
+        problems.extend(p for p in found if p.path not in unresolved)
+        config = None
+    problems.sort(key=lambda p: (p.line is None, p.line or 0))
+    if problems:
+        logger.debug("%s: %d config problems", filename, len(problems))
+        return None, problems
+    return config, []
+
+
+def _duplicate_names(doc: Document, filename: str) -> list[ConfigProblem]:
+    targets: Any = doc.data.get("targets")
+    if not isinstance(targets, list):
+        return []
+    seen: dict[str, list[int]] = defaultdict(list)
+    for index, target in enumerate(targets):
+        if isinstance(target, dict) and isinstance(target.get("name"), str):
+            seen[target["name"]].append(index)
+    problems = []
+    for name, indexes in seen.items():
+        for index in indexes[1:] if len(indexes) > 1 else []:
+            first = indexes[0]
+            first_line = doc.lines.get(("targets", first, "name"))
+            at = f"targets[{first}]" + (f" at line {first_line}" if first_line else "")
+            path: PathKey = ("targets", index, "name")
+            problems.append(
+                ConfigProblem(
+                    filename,
+                    doc.lines.get(path),
+                    format_path(path),
+                    f"duplicate target name {name!r}, also used by {at}; names must be unique",
+                )
+            )
+    return problems
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Config":
+        from otelprobe.config.models import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,141 @@
+"""The top-level config model: who is probing (vantage, shard), defaults, telemetry, and the targets.
+
+Validated by pydantic after config/__init__.py has parsed the file and substituted references;
+each target is one member of the `ProbeConfig` union from probes/__init__.py, chosen by `kind`.
+"""
+
+from __future__ import annotations
+
+import socket
+import typing
+from collections import Counter
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from otelprobe.config.common import IPFamily, ProbeConfigBase, ResolverConfig, RetryPolicy, StrictModel
+from otelprobe.config.common import TLSClientConfig as TLSClientConfig
+from otelprobe.config.durations import Duration
+from otelprobe.config.telemetry import TelemetryConfig
+from otelprobe.probes import ProbeConfig
+from otelprobe.targets import Shard, parse_shard, select
+
+DUPLICATE_TARGET_NAME = "duplicate_target_name"
+"""pydantic error type of duplicate target names (the loader reports them itself, with lines)."""
+
+
+def _shard(value: object) -> object:
+    return parse_shard(value) if isinstance(value, str) else value
+
+
+class Defaults(StrictModel):
+    """Base fields merged into every target; a target's own value wins, mappings merge by key."""
+
+    interval_s: Duration | None = Field(None, alias="interval", gt=0)
+    jitter_s: Duration | None = Field(None, alias="jitter")
+    timeout_s: Duration | None = Field(None, alias="timeout", gt=0)
+    retries: RetryPolicy | None = None
+    ip: IPFamily | None = None
+    resolver: ResolverConfig | None = None
+    labels: dict[str, str] | None = None
+    failure_threshold: int | None = Field(None, ge=1)
+    tls: TLSClientConfig | None = Field(None, description="only for kinds that have tls")
+
+
+class Config(StrictModel):
+    """A whole otelprobe config file."""
+
+    vantage: str = Field(default_factory=socket.gethostname, min_length=1, description="region / vantage")
+    service_name: str = Field("otelprobe", min_length=1, description="same as telemetry.service_name")
+    concurrency: int = Field(256, ge=1, description="max probes in flight")
+    shard: Annotated[Shard | None, BeforeValidator(_shard)] = Field(
+        None, description="'INDEX/COUNT': probe only this replica's share of the targets"
+    )
+    defaults: Defaults = Defaults()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    targets: list[ProbeConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        _sync_service_name(data)
+        defaults = data.get("defaults")
+        targets = data.get("targets")
+        if isinstance(defaults, dict) and isinstance(targets, list):
+            data["targets"] = [merge_defaults(defaults, t) if isinstance(t, dict) else t for t in targets]
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        counts = Counter(target.name for target in self.targets)
+        duplicates = sorted(name for name, n in counts.items() if n > 1)
+        if duplicates:
+            raise PydanticCustomError(
+                DUPLICATE_TARGET_NAME, "duplicate target names: {names}", {"names": ", ".join(duplicates)}
+            )
+        return self
+
+    def my_targets(self) -> list[ProbeConfig]:
+        """The targets this replica probes: all of them, or its shard's share."""
+        if self.shard is None:
+            return list(self.targets)
+        return select(self.targets, self.shard.index, self.shard.count)
+
+
+def _sync_service_name(data: dict[str, Any]) -> None:
+    # `service_name` is a shorthand for `telemetry.service_name`; both may be given if they agree.
+    telemetry = data.get("telemetry")
+    top = data.get("service_name")
+    nested = telemetry.get("service_name") if isinstance(telemetry, dict) else None
+    if top is not None and nested is not None and top != nested:
+        raise PydanticCustomError(
+            "service_name_conflict",
+            "service_name {top!r} and telemetry.service_name {nested!r} disagree; give one of them",
+            {"top": top, "nested": nested},
+        )
+    if top is not None and nested is None and (telemetry is None or isinstance(telemetry, dict)):
+        data["telemetry"] = {**(telemetry or {}), "service_name": top}
+    elif nested is not None and top is None:
+        data["service_name"] = nested
+
+
+@cache
+def probe_config_models() -> dict[str, type[ProbeConfigBase]]:
+    """kind -> config model, read from the ProbeConfig union (so no kind is listed twice)."""
+    union = typing.get_args(ProbeConfig)[0]
+    members = typing.get_args(union) or (union,)
+    models: dict[str, type[ProbeConfigBase]] = {}
+    for member in members:
+        for kind in typing.get_args(member.model_fields["kind"].annotation):
+            models[kind] = member
+    return models
+
+
+def _model_keys(model: type[ProbeConfigBase]) -> frozenset[str]:
+    return frozenset(
+        key for name, info in model.model_fields.items() for key in (name, info.alias) if key is not None
+    )
+
+
+def merge_defaults(defaults: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """`target` with `defaults` filled in: the target's values win, mappings merge key by key.
+
+    A default the target's kind does not have (tls for a dns target) is left out.
+    """
+    model = probe_config_models().get(str(target.get("kind")))
+    keys = _model_keys(model) if model is not None else _model_keys(ProbeConfigBase)
+    merged = dict(target)
+    for key, default in defaults.items():
+        if key not in keys or default is None:
+            continue
+        own = merged.get(key)
+        if key not in merged:
+            merged[key] = default
+        elif isinstance(own, dict) and isinstance(default, dict):
+            merged[key] = {**default, **own}
+    return merged

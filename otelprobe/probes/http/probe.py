@@ -1,24 +1,402 @@
-"""PLACEHOLDER written by the lead so that the probe table imports; the engineer who owns the HTTP probe
-replaces this whole file with the real HTTPProbe."""
+"""The HTTP/HTTPS probe: one request (plus redirects) per attempt, every phase timed at the socket.
+
+It sits between the scheduler (which calls `run`) and telemetry (which turns the returned
+`ProbeResult`s into spans): httpcore frames HTTP/1.1 and HTTP/2 over the timed backend of
+`probes/http/backend.py`, and `probes/assertions.py` judges the response.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import asyncio
+import base64
+import dataclasses
+import logging
+import random
+import ssl
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import ClassVar, Final, cast
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-from otelprobe.probes.base import ProbeContext
+import h2.exceptions
+import httpcore
+
+from otelprobe import __version__
+from otelprobe.config.common import IPFamily
+from otelprobe.config.secrets import redact_url
+from otelprobe.errors import ProbeError, ProtocolError, map_exceptions
+from otelprobe.probes._tls import client_context, handshake_attributes
+from otelprobe.probes.assertions import (
+    BodyChecks,
+    Failure,
+    HeaderChecks,
+    JSONPathExpectation,
+    StatusSet,
+    check_cert_remaining,
+    check_latency,
+    raise_failures,
+)
+from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
+from otelprobe.probes.http.backend import ExchangeTimer, TimedBackend
 from otelprobe.probes.http.config import HTTPProbeConfig
-from otelprobe.results import ProbeResult
+from otelprobe.probes.resolver import is_ip_literal
+from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.telemetry import names
+from otelprobe.timing import PhaseClock
+
+logger = logging.getLogger(__name__)
+
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+_HTTP_VERSIONS: Final = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2"}
+# httpcore's exceptions that reach us; our own stream raises ProbeErrors directly.
+_HTTPCORE_ERRORS: Final[Mapping[type[BaseException], tuple[type[ProbeError], str]]] = {
+    httpcore.LocalProtocolError: (ProtocolError, "local_protocol_error"),
+    httpcore.ProtocolError: (ProtocolError, "malformed_response"),
+    h2.exceptions.ProtocolError: (ProtocolError, "malformed_response"),
+    httpcore.WriteError: (ProtocolError, "write_error"),
+    httpcore.NetworkError: (ProtocolError, "network_error"),
+    httpcore.UnsupportedProtocol: (ProtocolError, "unsupported_protocol"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """What one hop returned."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    location: str | None
+    ssl_object: ssl.SSLObject | None
 
 
 class HTTPProbe:
+    """Probes one HTTP(S) URL; a fresh connection per attempt so that every phase is measured."""
+
     kind: ClassVar[str] = "http"
 
     def __init__(self, config: HTTPProbeConfig, ctx: ProbeContext) -> None:
-        self.config = config
-        self.ctx = ctx
-
-    async def run(self, attempt: int = 1) -> list[ProbeResult]:
-        raise NotImplementedError("placeholder")
+        self._config = config
+        self._resolver = ctx.resolver_for(config)
+        self._url = urlsplit(config.url)
+        self._url_full = config.display_address()
+        self._ssl_context: ssl.SSLContext | None = None
+        self._http1 = config.http_version != "2"
+        self._http2 = config.http_version != "1.1"
+        self._body = config.body.encode() if config.body is not None else None
+        self._headers = _base_headers(config, self._url)
+        expect = config.expect
+        self._status = StatusSet(expect.status)
+        self._header_checks = HeaderChecks(expect.headers)
+        self._body_checks = BodyChecks(
+            expect.body_regex,
+            expect.body_not_regex,
+            [JSONPathExpectation(c.path, c.equals, c.regex) for c in expect.json_path],
+        )
 
     async def aclose(self) -> None:
-        return None
+        return None  # nothing outlives an attempt: connections are per attempt
+
+    async def run(self, attempt: int = 1) -> list[ProbeResult]:
+        host = self._url.hostname or ""
+        if self._config.ip == "all" and not is_ip_literal(host):
+            return await self._run_every_address(attempt, host)
+        return [await self._run_one(attempt, self._config.timeout_s, family=self._config.ip)]
+
+    async def _run_one(
+        self,
+        attempt: int,
+        timeout_s: float,
+        *,
+        family: IPFamily,
+        pinned_address: str | None = None,
+        clock: PhaseClock | None = None,
+        attributes: Attributes | None = None,
+    ) -> ProbeResult:
+        trace_ref = _new_trace_ref() if self._config.propagate_trace_context else None
+
+        async def body(clock: PhaseClock, attrs: Attributes) -> None:
+            await self._attempt(clock, attrs, family, pinned_address, trace_ref)
+
+        result = await run_attempt(
+            self.kind,
+            self._config.name,
+            attempt,
+            timeout_s,
+            body,
+            clock=clock,
+            attributes=attributes if attributes is not None else self._root_attributes(),
+        )
+        return dataclasses.replace(result, trace_ref=trace_ref) if trace_ref else result
+
+    async def _run_every_address(self, attempt: int, host: str) -> list[ProbeResult]:
+        """`ip: all`: resolve once, then probe every address concurrently, one result each."""
+        resolve_clock = PhaseClock()
+        resolve_attrs = self._root_attributes()
+        addresses: list[str] = []
+
+        async def resolve(clock: PhaseClock, attrs: Attributes) -> None:
+            addresses.extend(await timed_resolve(clock, self._resolver, host, "all", attrs))
+
+        resolved = await run_attempt(
+            self.kind,
+            self._config.name,
+            attempt,
+            self._config.timeout_s,
+            resolve,
+            clock=resolve_clock,
+            attributes=resolve_attrs,
+        )
+        if not resolved.success:
+            return [resolved]
+        lookup = resolved.phases[0]
+        remaining_s = max(self._config.timeout_s - resolved.duration_s, 1e-3)
+
+        async def probe(address: str) -> ProbeResult:
+            clock = PhaseClock()
+            clock.phases.append(lookup)  # the one lookup is part of every address's attempt
+            result = await self._run_one(
+                attempt,
+                remaining_s,
+                family="all",
+                pinned_address=address,
+                clock=clock,
+                attributes=dict(resolve_attrs),
+            )
+            return dataclasses.replace(result, start_ns=lookup.start_ns)
+
+        return list(await asyncio.gather(*(probe(address) for address in addresses)))
+
+    def _root_attributes(self) -> Attributes:
+        url = self._url
+        return {
+            names.HTTP_REQUEST_METHOD: self._config.method,
+            names.URL_FULL: self._url_full,
+            names.SERVER_ADDRESS: url.hostname or "",
+            names.SERVER_PORT: url.port or _DEFAULT_PORTS[url.scheme],
+            names.USER_AGENT_SYNTHETIC_TYPE: names.SYNTHETIC_TYPE_TEST,
+        }
+
+    async def _attempt(
+        self,
+        clock: PhaseClock,
+        attrs: Attributes,
+        family: IPFamily,
+        pinned_address: str | None,
+        trace_ref: TraceRef | None,
+    ) -> None:
+        started_ns = clock.now_ns()
+        url, method, content = self._url, self._config.method, self._body
+        headers = list(self._headers)
+        if trace_ref is not None:
+            traceparent = f"00-{trace_ref.trace_id:032x}-{trace_ref.span_id:016x}-01"
+            headers.append((b"traceparent", traceparent.encode()))
+        origin_host = url.hostname
+        seen = {url.geturl()}
+        hop = 0
+        while True:
+            pin = pinned_address if url.hostname == origin_host else None
+            reply = await self._exchange(clock, attrs, hop, url, method, content, headers, family, pin)
+            if reply.location is None or not self._config.redirects.follow:
+                break
+            if hop >= self._config.redirects.max:
+                raise ProtocolError("too_many_redirects", f"more than {self._config.redirects.max} redirects")
+            next_url = urlsplit(urljoin(url.geturl(), reply.location))
+            if next_url.scheme not in _DEFAULT_PORTS or not next_url.hostname:
+                raise ProtocolError("invalid_redirect", f"cannot follow a redirect to {next_url.scheme}:")
+            if next_url.geturl() in seen:
+                raise ProtocolError("redirect_loop", f"redirect loop after {hop + 1} redirects")
+            seen.add(next_url.geturl())
+            if reply.status == 303 or (reply.status in (301, 302) and method == "POST"):
+                method, content = "GET", None  # what browsers do, and what servers expect
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+            if _origin(next_url) != _origin(url):
+                headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIAL_HEADERS]
+            url = next_url
+            hop += 1
+        if hop:
+            attrs[names.PROBE_REDIRECT_COUNT] = hop
+            attrs[names.PROBE_HTTP_FINAL_URL] = redact_url(url.geturl())
+        self._check(reply, attrs, (clock.now_ns() - started_ns) / 1e9)
+
+    async def _exchange(
+        self,
+        clock: PhaseClock,
+        attrs: Attributes,
+        hop: int,
+        url: SplitResult,
+        method: str,
+        content: bytes | None,
+        headers: list[tuple[bytes, bytes]],
+        family: IPFamily,
+        pinned_address: str | None,
+    ) -> _Reply:
+        """One request/response on a fresh connection; its phases carry `probe.http.hop`."""
+        hop_attrs: Attributes = {names.PROBE_HTTP_HOP: hop}
+        first_phase = len(clock.phases)
+        timer = ExchangeTimer(clock, hop_attrs)
+        backend = TimedBackend(
+            clock,
+            timer,
+            self._resolver,
+            family,
+            root_attributes=attrs if hop == 0 else {},
+            pinned_address=pinned_address,
+            source_address=self._config.source_address,
+        )
+        request = self._request(url, method, content, headers)
+        connection = httpcore.AsyncHTTPConnection(
+            origin=request.url.origin,
+            ssl_context=self._tls_context() if url.scheme == "https" else None,
+            http1=self._http1,
+            http2=self._http2,
+            network_backend=backend,
+        )
+        try:
+            with map_exceptions(_HTTPCORE_ERRORS):
+                try:
+                    response = await connection.handle_async_request(request)
+                    ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
+                    attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
+                    attrs[names.NETWORK_PROTOCOL_VERSION] = _HTTP_VERSIONS.get(
+                        response.extensions.get("http_version", b""), "1.1"
+                    )
+                    if backend.peer_address is not None:
+                        attrs[names.NETWORK_PEER_ADDRESS] = backend.peer_address
+                    body = await self._read_body(response, attrs)
+                except httpcore.RemoteProtocolError as exc:
+                    raise _remote_protocol_error(exc, timer) from exc
+            timer.finish()
+        finally:
+            await connection.aclose()
+            backend.close()
+            _tag_phases(clock, first_phase, hop_attrs)
+        location = None
+        if response.status in _REDIRECT_STATUSES:
+            location = next(
+                (v.decode("latin-1") for k, v in response.headers if k.lower() == b"location"), None
+            )
+        return _Reply(response.status, response.headers, body, location, ssl_object)
+
+    async def _read_body(self, response: httpcore.Response, attrs: Attributes) -> bytes:
+        """Read the body, keeping it only if a check needs it; over the cap is a failure."""
+        limit = self._config.body_max_bytes
+        keep = self._body_checks.needs_body
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_stream())) as stream:
+                async for chunk in stream:
+                    total += len(chunk)
+                    if total > limit:
+                        raise ProtocolError("body_too_large", f"body exceeds body_max ({limit} bytes)")
+                    if keep:
+                        chunks.append(chunk)
+        finally:
+            attrs[names.PROBE_BODY_BYTES] = total
+            await response.aclose()
+        return b"".join(chunks)
+
+    def _request(
+        self, url: SplitResult, method: str, content: bytes | None, headers: list[tuple[bytes, bytes]]
+    ) -> httpcore.Request:
+        port = url.port
+        host = url.hostname or ""
+        authority = f"[{host}]" if ":" in host else host
+        if port and port != _DEFAULT_PORTS[url.scheme]:
+            authority = f"{authority}:{port}"
+        request_headers = [(b"Host", authority.encode("idna" if not host.isascii() else "ascii")), *headers]
+        if content is not None:
+            request_headers.append((b"Content-Length", str(len(content)).encode()))
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        extensions: dict[str, object] = {}
+        sni = self._config.tls.server_name
+        if sni and url.hostname == self._url.hostname:
+            extensions["sni_hostname"] = sni
+        return httpcore.Request(
+            method,
+            httpcore.URL(scheme=url.scheme, host=host, port=port, target=target),
+            headers=request_headers,
+            content=content,
+            extensions=extensions,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # Built once per probe: loading the trust store costs milliseconds of CPU.
+        if self._ssl_context is None:
+            self._ssl_context = client_context(self._config.tls)
+        return self._ssl_context
+
+    def _check(self, reply: _Reply, attrs: Attributes, duration_s: float) -> None:
+        """Evaluate every expectation on the final response; raise the first, list them all."""
+        expect = self._config.expect
+        remaining_s: float | None = None
+        if reply.ssl_object is not None:
+            tls_attrs = handshake_attributes(reply.ssl_object)
+            attrs.update(tls_attrs)
+            remaining = tls_attrs.get(names.PROBE_TLS_CERT_REMAINING)
+            remaining_s = float(remaining) if isinstance(remaining, int | float) else None
+        failures: list[Failure] = []
+        status = self._status.check(reply.status)
+        if status is not None:
+            failures.append(status)
+        failures += self._header_checks.check(reply.headers)
+        failures += self._body_checks.check(reply.body)
+        for bound in (
+            check_latency(duration_s, expect.max_duration_s),
+            check_cert_remaining(remaining_s, expect.cert_min_remaining_s),
+        ):
+            if bound is not None:
+                failures.append(bound)
+        # A wrong status says more than the content checks it usually causes: report it first.
+        failures.sort(key=lambda f: f is not status)
+        raise_failures(failures)
+
+
+def _base_headers(config: HTTPProbeConfig, url: SplitResult) -> list[tuple[bytes, bytes]]:
+    """Headers sent on every request; values may be secrets and are never logged or exported."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in config.headers.items()]
+    present = {k.lower() for k, _ in headers}
+    if b"user-agent" not in present:
+        headers.append((b"User-Agent", f"otelprobe/{__version__}".encode()))
+    if b"accept" not in present:
+        headers.append((b"Accept", b"*/*"))
+    if url.username is not None and b"authorization" not in present:
+        userinfo = f"{unquote(url.username)}:{unquote(url.password or '')}"
+        headers.append((b"Authorization", b"Basic " + base64.b64encode(userinfo.encode())))
+    return headers
+
+
+def _new_trace_ref() -> TraceRef:
+    # W3C trace context: all-zero IDs are invalid.
+    return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+
+
+def _origin(url: SplitResult) -> tuple[str, str | None, int]:
+    return url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def _tag_phases(clock: PhaseClock, first: int, attributes: Attributes) -> None:
+    """Add the hop attributes to the phases recorded by the shared helpers since index `first`."""
+    for index in range(first, len(clock.phases)):
+        phase = clock.phases[index]
+        if not attributes.keys() <= phase.attributes.keys():
+            clock.phases[index] = dataclasses.replace(phase, attributes={**phase.attributes, **attributes})
+
+
+def _remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:
+    message = str(exc)
+    if "without sending a response" in message or message == "Server disconnected":
+        detail = "server_disconnected" if not timer.response_started else "incomplete_body"
+    elif "incomplete" in message or "complete message body" in message:
+        detail = "incomplete_body"
+    elif "StreamReset" in message:
+        detail = "stream_reset"
+    elif "ConnectionTerminated" in message:
+        detail = "connection_terminated"
+    else:
+        detail = "malformed_response"
+    return ProtocolError(detail, f"{detail}: {message}")

@@ -1,0 +1,281 @@
+"""httpcore's network-backend seam, timed: DNS, connect and TLS phases, and the request's own phases.
+
+httpcore speaks HTTP/1.1 and HTTP/2; this module owns the sockets under it. `TimedBackend`
+resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py and _net.py),
+`TimedStream.start_tls` is the `tls.handshake` phase, and `ExchangeTimer` derives `http.request`,
+`http.ttfb` and `http.transfer` from the bytes that cross the stream (DESIGN §3):
+
+- `http.request`: first request byte written -> last request byte written. On HTTP/1.1 the
+  request is complete when httpcore first reads (it writes the whole request before reading).
+  On HTTP/2 it starts with the connection preface (the server needs it before it can serve the
+  request) and ends with the write that carries END_STREAM on a request stream.
+- `http.ttfb`: last request byte written -> first response byte read. Only decrypted
+  application data counts: TLS 1.3 NewSessionTicket records arriving before the response are
+  consumed inside `TimedConnection.read` and never reach the stream. On HTTP/2 the server's
+  SETTINGS / WINDOW_UPDATE / PING frames (stream 0) are not the response either: the first
+  byte of the first frame on a request stream is.
+- `http.transfer`: first response byte -> last body byte read (`ExchangeTimer.finish`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from typing import Any, Final
+
+import httpcore
+
+from otelprobe.config.common import IPFamily
+from otelprobe.errors import ProtocolError
+from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes.base import Attributes, timed_resolve
+from otelprobe.probes.resolver import Resolver
+from otelprobe.telemetry import names
+from otelprobe.timing import OpenPhase, PhaseClock
+
+_H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_H2_FRAME_HEADER: Final = 9
+_H2_DATA: Final = 0x0
+_H2_HEADERS: Final = 0x1
+_H2_END_STREAM: Final = 0x1
+
+
+class _FrameScanner:
+    """Finds HTTP/2 frame headers in a byte stream fed in arbitrary chunks (payloads are skipped)."""
+
+    __slots__ = ("_header", "_skip")
+
+    def __init__(self, skip: int = 0) -> None:
+        self._skip = skip
+        self._header = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, int, int]]:
+        """(type, flags, stream_id) of every frame whose header completes in `data`."""
+        frames: list[tuple[int, int, int]] = []
+        position, size = 0, len(data)
+        while position < size:
+            if self._skip:
+                taken = min(self._skip, size - position)
+                self._skip -= taken
+                position += taken
+                continue
+            need = _H2_FRAME_HEADER - len(self._header)
+            self._header += data[position : position + need]
+            position += need
+            if len(self._header) == _H2_FRAME_HEADER:
+                header, self._header = self._header, b""
+                self._skip = int.from_bytes(header[:3], "big")
+                stream_id = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+                frames.append((header[3], header[4], stream_id))
+        return frames
+
+
+class ExchangeTimer:
+    """Marks `http.request`, `http.ttfb` and `http.transfer` of one request on one connection."""
+
+    __slots__ = (
+        "_attributes",
+        "_clock",
+        "_incoming",
+        "_outgoing",
+        "_request",
+        "_transfer",
+        "_ttfb",
+        "last_read_ns",
+        "last_write_ns",
+        "response_started",
+    )
+
+    def __init__(self, clock: PhaseClock, attributes: Attributes) -> None:
+        self._clock = clock
+        self._attributes = attributes
+        self._request: OpenPhase | None = None
+        self._ttfb: OpenPhase | None = None
+        self._transfer: OpenPhase | None = None
+        # Set on HTTP/2 only (recognised by the connection preface of the first write).
+        self._outgoing: _FrameScanner | None = None
+        self._incoming: _FrameScanner | None = None
+        self.last_write_ns = 0
+        self.last_read_ns = 0
+        self.response_started = False
+
+    def _open(self, name: str, start_ns: int) -> OpenPhase:
+        phase = self._clock.start(name, start_ns)
+        phase.attributes.update(self._attributes)
+        return phase
+
+    def _request_done(self) -> None:
+        assert self._request is not None
+        self._request.end(self.last_write_ns)
+        self._request = None
+        self._ttfb = self._open(names.SPAN_HTTP_TTFB, self.last_write_ns)
+
+    def wrote(self, data: bytes, first_ns: int, last_ns: int) -> None:
+        if self._request is None:
+            if self.last_write_ns:
+                return  # the request is complete: this is a SETTINGS ACK, WINDOW_UPDATE, ...
+            self._request = self._open(names.SPAN_HTTP_REQUEST, first_ns)
+            if data.startswith(_H2_PREFACE):
+                self._outgoing = _FrameScanner(skip=len(_H2_PREFACE))
+                self._incoming = _FrameScanner()
+        self.last_write_ns = last_ns
+        if self._outgoing is not None and any(
+            kind in (_H2_DATA, _H2_HEADERS) and flags & _H2_END_STREAM and stream
+            for kind, flags, stream in self._outgoing.feed(data)
+        ):
+            self._request_done()
+
+    def reading(self) -> None:
+        """httpcore is about to read: on HTTP/1.1 the request has been written in full."""
+        if self._request is not None and self._outgoing is None:
+            self._request_done()
+
+    def received(self, data: bytes, read_ns: int) -> None:
+        self.last_read_ns = read_ns
+        if self._ttfb is None:
+            return
+        if self._incoming is not None and not any(stream for _, _, stream in self._incoming.feed(data)):
+            return  # connection-level frames only (SETTINGS, WINDOW_UPDATE, PING)
+        self._ttfb.end(read_ns)
+        self._ttfb = None
+        self._incoming = None
+        self.response_started = True
+        self._transfer = self._open(names.SPAN_HTTP_TRANSFER, read_ns)
+
+    def finish(self) -> None:
+        """The body has been read in full: `http.transfer` ends at the last byte read."""
+        if self._transfer is not None:
+            self._transfer.end(self.last_read_ns)
+            self._transfer = None
+
+
+class TimedStream(httpcore.AsyncNetworkStream):
+    """A `TimedConnection` as httpcore's stream, reporting its bytes to an `ExchangeTimer`."""
+
+    def __init__(self, connection: TimedConnection, clock: PhaseClock, timer: ExchangeTimer) -> None:
+        self._connection = connection
+        self._clock = clock
+        self._timer = timer
+        self._write_span = (0, 0)
+        self._read_ns = 0
+        connection.on_write = self._stamp_write
+        connection.on_read = self._stamp_read
+
+    def _stamp_write(self, first_ns: int, last_ns: int) -> None:
+        self._write_span = (first_ns, last_ns)
+
+    def _stamp_read(self, read_ns: int) -> None:
+        self._read_ns = read_ns
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._timer.reading()
+        try:
+            data = await self._connection.read(max_bytes)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            detail = "reset_mid_body" if self._timer.response_started else "connection_reset"
+            raise ProtocolError(detail, f"connection reset by peer ({detail})") from exc
+        except OSError as exc:
+            raise ProtocolError("read_error", f"read failed: {exc}") from exc
+        if data:
+            self._timer.received(data, self._read_ns)
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        try:
+            await self._connection.write(buffer)
+        except OSError as exc:
+            # httpcore's HTTP/1.1 path reads the response after a WriteError: servers may answer
+            # (e.g. 413) and close before taking the whole request.
+            raise httpcore.WriteError(str(exc)) from exc
+        self._timer.wrote(buffer, *self._write_span)
+
+    async def aclose(self) -> None:
+        self._connection.close()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            await self._connection.start_tls(ssl_context, server_hostname, self._clock)
+        except BaseException:
+            self._connection.close()
+            raise
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":
+            return self._connection.ssl_object
+        if info == "server_addr":
+            return self._connection.peer
+        if info == "socket":
+            return self._connection.sock
+        if info == "is_readable":
+            return False  # connections are never reused, so pool liveness checks do not apply
+        return None
+
+
+class TimedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves through the target's resolver and connects with timed phases; one per request."""
+
+    def __init__(
+        self,
+        clock: PhaseClock,
+        timer: ExchangeTimer,
+        resolver: Resolver,
+        family: IPFamily,
+        *,
+        root_attributes: Attributes,
+        pinned_address: str | None = None,
+        source_address: str | None = None,
+    ) -> None:
+        self._clock = clock
+        self._timer = timer
+        self._resolver = resolver
+        self._family = family
+        self._root_attributes = root_attributes
+        self._pinned_address = pinned_address
+        self._source_address = source_address
+        self._connections: list[TimedConnection] = []
+        self.peer_address: str | None = None
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if self._pinned_address is not None:
+            address = self._pinned_address
+        else:
+            addresses = await timed_resolve(
+                self._clock, self._resolver, host, self._family, self._root_attributes
+            )
+            address = addresses[0]
+        connection = await timed_connect(self._clock, address, port, source_address=self._source_address)
+        self._connections.append(connection)
+        self.peer_address = address
+        return TimedStream(connection, self._clock, self._timer)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise NotImplementedError("HTTP probes connect over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def close(self) -> None:
+        """Close every socket this backend opened (httpcore leaves some open on failed connects)."""
+        for connection in self._connections:
+            connection.close()

@@ -1,0 +1,238 @@
+"""Loopback HTTP servers for the HTTP probe's tests: a well-behaved aiohttp app, raw misbehaving
+asyncio servers, and a tiny HTTP/2 server (h2 over TLS with ALPN).
+
+Each server is an async context manager bound to 127.0.0.1 on an ephemeral port, and closes
+everything it opened (the tests run with filterwarnings=error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+from aiohttp import web
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Seen:
+    """What the aiohttp app received, for assertions on the server side."""
+
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+
+def make_app(seen: Seen) -> web.Application:
+    async def ok(request: web.Request) -> web.Response:
+        seen.headers.append(dict(request.headers))
+        return web.Response(text="hello otelprobe", headers={"X-Build": "v1.2.3"})
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("delay", "0.2")))
+        return web.Response(text="slow hello")
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        chunks, pause = int(request.query.get("chunks", "5")), float(request.query.get("pause", "0.05"))
+        response = web.StreamResponse(headers={"Content-Length": str(chunks * 100)})
+        await response.prepare(request)
+        for _ in range(chunks):
+            await response.write(b"x" * 100)
+            await asyncio.sleep(pause)
+        await response.write_eof()
+        return response
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100_000):  # bounded: 6.5 GB at most, the client gives up long before
+                await response.write(b"y" * 65536)
+        return response
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]), text="status")
+
+    async def data(request: web.Request) -> web.Response:
+        return web.json_response({"status": "up", "items": [{"id": 7}, {"id": 8}], "ok": True})
+
+    async def redirect(request: web.Request) -> web.Response:
+        left = int(request.match_info["n"])
+        target = "/ok" if left == 0 else f"../redirect/{left - 1}"  # relative Location
+        raise web.HTTPFound(target)
+
+    async def loop_a(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop-b")
+
+    async def loop_b(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop-a")
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.headers.append(dict(request.headers))
+        return web.Response(text=json.dumps({"method": request.method, "body": body.decode()}))
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/trickle", trickle)
+    app.router.add_get("/endless", endless)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/json", data)
+    app.router.add_get("/redirect/{n}", redirect)
+    app.router.add_get("/loop-a", loop_a)
+    app.router.add_get("/loop-b", loop_b)
+    app.router.add_route("*", "/echo", echo)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None, hosts: tuple[str, ...] = ("127.0.0.1",)
+) -> AsyncIterator[int]:
+    """Serve `app` on every host in `hosts`, all on the same ephemeral port; yields the port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        first = web.TCPSite(runner, hosts[0], 0, ssl_context=ssl_context)
+        await first.start()
+        server = first._server
+        assert isinstance(server, asyncio.Server)
+        port = int(server.sockets[0].getsockname()[1])
+        for host in hosts[1:]:
+            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_raw(handler: RawHandler) -> AsyncIterator[int]:
+    """A raw asyncio TCP server running `handler` per connection; yields its port."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.transport.abort()
+            tasks.discard(task)
+
+    server = await asyncio.start_server(run, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(1)
+
+
+async def reset_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    sock = writer.get_extra_info("socket")
+    # SO_LINGER 0: close() sends RST instead of FIN.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def close_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
+    await writer.drain()
+    writer.close()
+
+
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    await asyncio.sleep(30)  # cancelled when the server closes
+
+
+async def close_without_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.close()
+
+
+@dataclass
+class H2Server:
+    """HTTP/2 over TLS (ALPN h2) with the h2 package; answers every request after `delay_s`."""
+
+    ssl_context: ssl.SSLContext
+    delay_s: float = 0.0
+    body: bytes = b"hello over h2"
+    requests: list[dict[str, str]] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def __aenter__(self) -> H2Server:
+        self.ssl_context.set_alpn_protocols(["h2"])
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())  # server SETTINGS go out before any request arrives
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        headers = {k.decode(): v.decode() for k, v in event.headers or []}
+                        self.requests.append(headers)
+                        if event.stream_ended is None:
+                            continue
+                        await asyncio.sleep(self.delay_s)
+                        assert event.stream_id is not None
+                        conn.send_headers(
+                            event.stream_id,
+                            [(":status", "200"), ("content-length", str(len(self.body)))],
+                        )
+                        conn.send_data(event.stream_id, self.body, end_stream=True)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.transport.abort()
+            self._tasks.discard(task)

@@ -1,0 +1,207 @@
+"""One DNS message exchange over UDP, TCP, DNS-over-TLS or DNS-over-HTTPS, timed at the socket.
+
+The dns probe (probes/dns.py) opens a channel (`tcp.connect` and `tls.handshake` phases for the
+stream transports) and exchanges queries on it; each exchange is the caller's `dns.lookup` phase,
+from the query's first byte written to the answer's last byte read. UDP answers with TC set are
+retried over TCP inside the same phase, as a stub resolver would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import struct
+from typing import Final, Literal
+
+import dns.exception
+import dns.flags
+import dns.message
+
+from otelprobe.errors import DNSError, ProtocolError
+from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._stream import BufferedConnection
+from otelprobe.timing import PhaseClock
+
+DNSTransport = Literal["udp", "tcp", "tls", "https"]
+DEFAULT_PORTS: Final[dict[str, int]] = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
+_UDP_MAX: Final = 65535
+_DOH_TYPE: Final = "application/dns-message"
+
+
+class DNSChannel:
+    """A connection to one DNS server; `exchange` sends one query and returns its answer."""
+
+    def __init__(self, transport: DNSTransport, ip: str, port: int) -> None:
+        self.transport = transport
+        self.ip = ip
+        self.port = port
+        self.fell_back_to_tcp = False
+        self._udp: socket.socket | None = None
+        self._stream: BufferedConnection | None = None
+        self._doh_host = ip
+        self._doh_path = "/dns-query"
+
+    @classmethod
+    async def open(
+        cls,
+        clock: PhaseClock,
+        transport: DNSTransport,
+        ip: str,
+        port: int,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        doh_path: str = "/dns-query",
+    ) -> DNSChannel:
+        """Connect (and handshake) as phases of `clock`; a UDP channel only creates its socket."""
+        channel = cls(transport, ip, port)
+        try:
+            if transport == "udp":
+                channel._udp = _udp_socket(ip, port)
+                return channel
+            conn = await timed_connect(clock, ip, port)
+            channel._stream = BufferedConnection(conn)
+            if transport in ("tls", "https"):
+                if tls_context is None:
+                    raise ValueError(f"transport {transport} needs a TLS context")
+                await conn.start_tls(tls_context, server_hostname, clock)
+            channel._doh_host = server_hostname or ip
+            channel._doh_path = doh_path
+        except BaseException:
+            channel.close()
+            raise
+        return channel
+
+    async def exchange(self, query: dns.message.Message, *, tcp_fallback: bool = True) -> dns.message.Message:
+        """Send `query`, return the matching answer; DNSError / ProtocolError on failure."""
+        wire = query.to_wire()
+        if self._udp is not None:
+            response = await self._exchange_udp(self._udp, query, wire)
+            if response.flags & dns.flags.TC and tcp_fallback:
+                self.fell_back_to_tcp = True
+                response = await self._exchange_tcp_fallback(query, wire)
+            return response
+        assert self._stream is not None
+        if self.transport == "https":
+            return await self._exchange_doh(self._stream, query, wire)
+        await self._stream.conn.write(struct.pack("!H", len(wire)) + wire)
+        length = struct.unpack("!H", await self._stream.read_exactly(2, "the DNS answer length"))[0]
+        return _parse(await self._stream.read_exactly(length, "the DNS answer"), query)
+
+    async def _exchange_udp(
+        self, sock: socket.socket, query: dns.message.Message, wire: bytes
+    ) -> dns.message.Message:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_sendall(sock, wire)
+            while True:
+                data = await loop.sock_recv(sock, _UDP_MAX)
+                try:
+                    response = _parse(data, query)
+                except ProtocolError:
+                    # A stray or forged datagram is not our answer; keep waiting (the deadline bounds it).
+                    continue
+                return response
+        except ConnectionRefusedError as exc:
+            raise DNSError(
+                "resolver_unreachable", f"{self.ip}:{self.port}: port unreachable (no DNS server)"
+            ) from exc
+
+    async def _exchange_tcp_fallback(self, query: dns.message.Message, wire: bytes) -> dns.message.Message:
+        # Not a phase of its own: the fallback is part of resolving, as in any stub resolver.
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await loop.sock_connect(sock, (self.ip, self.port))
+            except OSError as exc:
+                raise DNSError(
+                    "tcp_fallback_failed", f"TCP fallback to {self.ip}:{self.port}: {exc}"
+                ) from exc
+            stream = BufferedConnection(TimedConnection(sock, loop))
+            await stream.conn.write(struct.pack("!H", len(wire)) + wire)
+            length = struct.unpack("!H", await stream.read_exactly(2, "the DNS answer length"))[0]
+            return _parse(await stream.read_exactly(length, "the DNS answer"), query)
+        finally:
+            sock.close()
+
+    async def _exchange_doh(
+        self, stream: BufferedConnection, query: dns.message.Message, wire: bytes
+    ) -> dns.message.Message:
+        # RFC 8484 over HTTP/1.1 (every public DoH service accepts it); POST keeps the ID intact.
+        head = (
+            f"POST {self._doh_path} HTTP/1.1\r\nHost: {self._doh_host}\r\n"
+            f"Content-Type: {_DOH_TYPE}\r\nAccept: {_DOH_TYPE}\r\n"
+            f"Content-Length: {len(wire)}\r\nConnection: keep-alive\r\n\r\n"
+        )
+        await stream.conn.write(head.encode("ascii") + wire)
+        status_line, headers = _parse_head(await stream.read_until(b"\r\n\r\n", "the DoH response headers"))
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ProtocolError("malformed_http_response", f"DoH status line {status_line!r}")
+        status = int(parts[1])
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = await _read_chunked(stream)
+        elif "content-length" in headers:
+            body = await stream.read_exactly(int(headers["content-length"]), "the DoH response body")
+        else:
+            raise ProtocolError("malformed_http_response", "DoH response without a length")
+        if status != 200:
+            raise DNSError(f"doh_http_{status}", f"DoH server answered HTTP {status}")
+        return _parse(body, query)
+
+    def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._stream is not None:
+            self._stream.conn.close()
+
+
+def _udp_socket(ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        # A connected UDP socket only accepts datagrams from the server and reports ICMP errors.
+        sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _parse(data: bytes, query: dns.message.Message) -> dns.message.Message:
+    try:
+        response = dns.message.from_wire(data)
+    except dns.exception.DNSException as exc:
+        raise ProtocolError("invalid_dns_answer", f"malformed DNS answer: {exc}") from exc
+    if not query.is_response(response):
+        raise ProtocolError("invalid_dns_answer", "the answer does not match the query (ID or question)")
+    return response
+
+
+def _parse_head(raw: bytes) -> tuple[str, dict[str, str]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0], headers
+
+
+async def _read_chunked(stream: BufferedConnection) -> bytes:
+    body = bytearray()
+    while True:
+        size_line = await stream.read_until(b"\r\n", "a DoH chunk size")
+        try:
+            size = int(size_line.split(b";")[0].strip(), 16)
+        except ValueError as exc:
+            raise ProtocolError("malformed_http_response", f"bad chunk size {size_line!r}") from exc
+        if size == 0:
+            await stream.read_until(b"\r\n", "the DoH trailer")
+            return bytes(body)
+        body.extend((await stream.read_exactly(size + 2, "a DoH chunk"))[:size])

@@ -1,0 +1,62 @@
+"""Buffered reads over a TimedConnection: exact lengths, delimiters and regex waits.
+
+Used by the line-oriented dialogues of the dns (TCP framing, DoH over HTTP/1.1) and tcp (send /
+expect, STARTTLS) kinds; the connection underneath still stamps every socket read.
+"""
+
+from __future__ import annotations
+
+import re
+
+from otelprobe.errors import ProtocolError
+from otelprobe.probes._net import TimedConnection
+
+_MAX_BUFFER = 1 << 20
+
+
+class BufferedConnection:
+    """Reads from a TimedConnection into a buffer; `conn` stays usable for writes and TLS."""
+
+    def __init__(self, conn: TimedConnection) -> None:
+        self.conn = conn
+        self.buffer = bytearray()
+
+    async def _fill(self, what: str) -> None:
+        data = await self.conn.read()
+        if not data:
+            raise ProtocolError("unexpected_eof", f"connection closed while reading {what}")
+        self.buffer.extend(data)
+        if len(self.buffer) > _MAX_BUFFER:
+            raise ProtocolError("response_too_large", f"more than {_MAX_BUFFER} bytes while reading {what}")
+
+    async def read_exactly(self, n: int, what: str = "data") -> bytes:
+        while len(self.buffer) < n:
+            await self._fill(what)
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read_until(self, delimiter: bytes, what: str = "data") -> bytes:
+        """Everything up to and including `delimiter`."""
+        while (index := self.buffer.find(delimiter)) < 0:
+            await self._fill(what)
+        end = index + len(delimiter)
+        data = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return data
+
+    async def read_match(self, pattern: re.Pattern[bytes], what: str = "data") -> re.Match[bytes]:
+        """Read until `pattern` matches the buffered bytes; consume through the match's end.
+
+        At end of stream without a match, raises ProtocolError (the caller's deadline bounds the wait).
+        """
+        while (match := pattern.search(self.buffer)) is None:
+            await self._fill(what)
+        del self.buffer[: match.end()]
+        return match
+
+    def take_pending(self) -> bytes:
+        """Bytes already read but not consumed (must be empty before a STARTTLS upgrade)."""
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data

@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig, decode_response, encode_request

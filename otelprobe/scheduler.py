@@ -10,7 +10,6 @@ only while a run is in flight.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import random
@@ -25,6 +24,7 @@ from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.health import Health, TargetState, backoff_s
 from otelprobe.scheduling.stats import SchedulerStats
+from otelprobe.targets import spread_offset
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
@@ -46,13 +46,6 @@ class ResultSink(Protocol):
 
 
 ProbeFactory = Callable[[ProbeConfigBase, ProbeContext], Probe]
-
-
-def _spread_offset(name: str, interval_s: float) -> float:
-    # Stand-in until otelprobe.targets.spread_offset lands: a stable hash of the name mapped onto
-    # [0, interval), so restarts and replicas keep the same phase for a target.
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 * interval_s
 
 
 @dataclass(eq=False, slots=True)
@@ -192,7 +185,7 @@ class Scheduler:
         # a target rebuilt with the same interval stays on the phase it had.
         assert self._epoch is not None
         interval = config.interval_s
-        first = self._epoch + _spread_offset(config.name, interval)
+        first = self._epoch + spread_offset(config.name, interval)
         now = asyncio.get_running_loop().time()
         if first < now:
             first += math.ceil((now - first) / interval) * interval

@@ -1,0 +1,282 @@
+"""The prober process behind `otelprobe run FILE`: config in, scheduler running, reloads and shutdown.
+
+It loads the config file, keeps this replica's shard of the targets, runs them on a `Scheduler`
+that records into telemetry, re-reads the file when it changes (polled) or on SIGHUP, and on
+SIGTERM/SIGINT lets in-flight probes finish within a grace period before flushing telemetry.
+A file that fails validation is rejected with every problem logged; the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+from otelprobe.config.common import ProbeConfigBase
+from otelprobe.errors import ConfigError
+from otelprobe.probes.base import Probe, ProbeContext
+from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.scheduler import ProbeFactory, Scheduler
+from otelprobe.targets import parse_shard, select
+
+__all__ = ["Runtime", "RuntimeConfig", "TelemetrySink", "default_probe_factory", "run"]
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S: Final = 1.0
+GRACE_S: Final = 10.0
+DEFAULT_CONCURRENCY: Final = 256
+
+
+class RuntimeConfig(Protocol):
+    """What the runtime reads from a loaded config (`otelprobe.config.Config`)."""
+
+    @property
+    def probes(self) -> Sequence[ProbeConfigBase]: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def shard(self) -> str | None: ...
+
+
+class TelemetrySink(Protocol):
+    """A ResultSink that must be flushed at exit (`otelprobe.telemetry.pipeline.Telemetry`)."""
+
+    def record(self, result: ProbeResult, link: TraceRef | None) -> TraceRef | None: ...
+
+    async def shutdown(self) -> None:
+        """Flush everything recorded and stop exporting."""
+        ...
+
+
+ConfigLoader = Callable[[Path], RuntimeConfig]
+SinkFactory = Callable[[RuntimeConfig], TelemetrySink]
+
+
+def default_probe_factory(config: ProbeConfigBase, ctx: ProbeContext) -> Probe:
+    """Build the probe of `config.kind` from the one table of kinds."""
+    from otelprobe.probes import PROBE_TYPES
+
+    probe_type: Callable[[ProbeConfigBase, ProbeContext], Probe] = PROBE_TYPES[config.kind]
+    return probe_type(config, ctx)
+
+
+def _default_loader(path: Path) -> RuntimeConfig:
+    from otelprobe.config import load
+
+    config: RuntimeConfig = load(path)
+    return config
+
+
+def _default_sink(config: RuntimeConfig) -> TelemetrySink:
+    from otelprobe.telemetry.pipeline import Telemetry
+
+    sink: TelemetrySink = Telemetry.from_config(config)
+    return sink
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class Runtime:
+    """One prober process's life: `serve()` runs until `request_stop()` (or a signal, via `run`).
+
+    Args:
+        path: the config file.
+        loader: path -> config; raises ConfigError on an invalid file.
+        sink_factory: builds the telemetry sink from the first valid config.
+        probe_factory: builds each target's probe.
+        ctx: the probe context (vantage, default resolver).
+        shard: "i/n" overriding the config's shard.
+        poll_interval_s: how often the file's mtime/size is checked.
+        grace_s: how long in-flight probes may run after a stop request.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        loader: ConfigLoader | None = None,
+        sink_factory: SinkFactory | None = None,
+        probe_factory: ProbeFactory = default_probe_factory,
+        ctx: ProbeContext | None = None,
+        shard: str | None = None,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        grace_s: float = GRACE_S,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._loader = loader or _default_loader
+        self._sink_factory = sink_factory or _default_sink
+        self._probe_factory = probe_factory
+        self._ctx = ctx
+        self._shard_override = shard
+        self._poll_interval_s = poll_interval_s
+        self._grace_s = grace_s
+        self._rng = rng
+        self._stamp: tuple[int, int, int] | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._sink: TelemetrySink | None = None
+        self._scheduler: Scheduler | None = None
+        self.config: RuntimeConfig | None = None
+        self.reloads = 0
+        """Reloads applied (the first load is not counted)."""
+        self.rejected_reloads = 0
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise RuntimeError("the runtime has not started")
+        return self._scheduler
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def start(self) -> None:
+        """Load the file and start probing.
+
+        Raises:
+            ConfigError: the file is invalid (every problem is logged too).
+        """
+        self._stamp = _file_stamp(self.path)
+        try:
+            config = self._loader(self.path)
+        except ConfigError as exc:
+            self._log_problems(exc)
+            raise
+        self._sink = self._sink_factory(config)
+        self._scheduler = Scheduler(
+            self._sink,
+            self._probe_factory,
+            self._ctx,
+            concurrency=config.concurrency or DEFAULT_CONCURRENCY,
+            rng=self._rng,
+        )
+        await self._apply(config)
+
+    async def reload(self) -> bool:
+        """Re-read the file; apply it if valid, else log every problem and keep the running config."""
+        self._stamp = _file_stamp(self.path)
+        try:
+            config = self._loader(self.path)
+            targets = self._select(config)
+        except ConfigError as exc:
+            self.rejected_reloads += 1
+            self._log_problems(exc)
+            log.error("config %s rejected; still running the previous config", self.path)
+            return False
+        except (OSError, ValueError) as exc:
+            self.rejected_reloads += 1
+            log.error("config %s rejected (%s); still running the previous config", self.path, exc)
+            return False
+        self.scheduler.set_concurrency(config.concurrency or DEFAULT_CONCURRENCY)
+        await self.scheduler.apply(targets)
+        self.config = config
+        self.reloads += 1
+        log.info("config %s reloaded: %d targets on this replica", self.path, len(targets))
+        return True
+
+    async def serve(self) -> None:
+        """start(), then handle reloads until a stop is requested, then shutdown()."""
+        try:
+            await self.start()
+            await self._watch()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop the scheduler (in-flight probes get `grace_s`), then flush telemetry."""
+        if self._scheduler is not None:
+            await self._scheduler.aclose(self._grace_s)
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            try:
+                await sink.shutdown()
+            except Exception:
+                log.exception("flushing telemetry failed")
+        log.info("prober stopped")
+
+    async def _watch(self) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                reload = asyncio.ensure_future(self._reload.wait())
+                await asyncio.wait({stop, reload}, timeout=self._poll_interval_s)
+                reload.cancel()
+                if self._stop.is_set():
+                    break
+                if self._reload.is_set():
+                    self._reload.clear()
+                    log.info("reload requested")
+                    await self.reload()
+                elif _file_stamp(self.path) != self._stamp:
+                    log.info("config %s changed on disk", self.path)
+                    await self.reload()
+        finally:
+            stop.cancel()
+
+    async def _apply(self, config: RuntimeConfig) -> None:
+        targets = self._select(config)
+        await self.scheduler.apply(targets)
+        self.config = config
+        log.info("probing %d targets from %s", len(targets), self.path)
+
+    def _select(self, config: RuntimeConfig) -> list[ProbeConfigBase]:
+        shard_text = self._shard_override or config.shard
+        targets = list(config.probes)
+        if not shard_text:
+            return targets
+        shard = parse_shard(shard_text)
+        mine = select(targets, shard.index, shard.count)
+        log.info("shard %s: %d of %d targets", shard, len(mine), len(targets))
+        return mine
+
+    def _log_problems(self, exc: ConfigError) -> None:
+        for problem in exc.problems:
+            log.error("invalid config: %s", problem)
+
+
+def run(
+    path: str | os.PathLike[str],
+    *,
+    runtime_factory: Callable[[Path], Runtime] | None = None,
+) -> int:
+    """Run the prober until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code.
+
+    0 after a clean shutdown, 1 when the config file is invalid at start-up.
+    """
+
+    async def main() -> int:
+        runtime = runtime_factory(Path(path)) if runtime_factory else Runtime(path)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runtime.request_stop)
+        try:
+            await runtime.serve()
+        except ConfigError:
+            return 1
+        finally:
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        return 0
+
+    return asyncio.run(main())

@@ -34,6 +34,9 @@ class TimedConnection:
         self.sock = sock
         self._loop = loop
         self.ssl_object: ssl.SSLObject | None = None
+        # The object of the last handshake, kept even when it fails: a failed verification
+        # still received the server's certificates, and the tls probe reports them.
+        self.handshake_object: ssl.SSLObject | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self.on_write: Callable[[int, int], None] | None = None
@@ -54,6 +57,7 @@ class TimedConnection:
         obj = context.wrap_bio(
             self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
         )
+        self.handshake_object = obj
         with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:
             # The phase starts when the ClientHello is written, not when it is built.
             first_flight = True

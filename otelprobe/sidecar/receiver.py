@@ -44,6 +44,9 @@ DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024  # the Collector's default max_r
 _TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 _METRICS_SERVICE: Final = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 _M = TypeVar("_M", bound=Message)
+# Content-Encoding -> zlib wbits. The runner turns aiohttp's own inflating off: inflating here
+# caps the inflated size (a small gzip bomb) and answers a broken stream with a clean 400.
+_WBITS: Final[dict[str, int | None]] = {"identity": None, "": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
 
 TracesCallback = Callable[[ExportTraceServiceRequest], None]
 MetricsCallback = Callable[[ExportMetricsServiceRequest], None]
@@ -111,12 +114,13 @@ def _validate_ids(request: ExportTraceServiceRequest) -> None:
             raise MalformedRequest(f"span {span.name!r}: parent_span_id must be 8 bytes")
 
 
-def _gunzip(body: bytes, max_bytes: int) -> bytes:
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+def _inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:
+    # wbits 0 takes the zlib header's window size (HTTP "deflate" is zlib-wrapped).
+    decompressor = zlib.decompressobj(wbits=wbits or zlib.MAX_WBITS)
     try:
         data = decompressor.decompress(body, max_bytes + 1)
     except zlib.error as exc:
-        raise MalformedRequest(f"invalid gzip body: {exc}") from exc
+        raise MalformedRequest(f"invalid compressed body: {exc}") from exc
     if len(data) > max_bytes or decompressor.unconsumed_tail:
         raise BodyTooLarge(f"decompressed body exceeds {max_bytes} bytes")
     return data
@@ -201,7 +205,7 @@ class OTLPReceiver:
             app = web.Application(client_max_size=self.max_body_bytes)
             app.router.add_post("/v1/traces", self._http_traces)
             app.router.add_post("/v1/metrics", self._http_metrics)
-            self._runner = web.AppRunner(app, access_log=None)
+            self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self._http_port)
             await site.start()
@@ -274,12 +278,16 @@ class OTLPReceiver:
         content_type = request.content_type
         if content_type not in (CONTENT_PROTOBUF, CONTENT_JSON):
             raise web.HTTPUnsupportedMediaType(text=f"unsupported content type {content_type!r}")
-        body = await request.read()
         encoding = request.headers.get("Content-Encoding", "identity").lower()
-        if encoding == "gzip":
-            body = _gunzip(body, self.max_body_bytes)
-        elif encoding not in ("identity", ""):
+        if encoding not in _WBITS:
             raise MalformedRequest(f"unsupported Content-Encoding {encoding!r}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyTooLarge(f"body exceeds {self.max_body_bytes} bytes") from exc
+        wbits = _WBITS[encoding]
+        if wbits is not None:
+            body = _inflate(body, wbits, self.max_body_bytes)
         return body, content_type
 
     @staticmethod

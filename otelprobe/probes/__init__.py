@@ -13,20 +13,28 @@ from pydantic import Field
 
 from otelprobe.config.common import ProbeConfigBase
 from otelprobe.probes.base import Probe, ProbeContext
+from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
+from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
+from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 
 PROBE_TYPES: Final[Mapping[str, type[Probe]]] = {
     "http": HTTPProbe,
+    "icmp": ICMPProbe,
+    "grpc": GRPCProbe,
+    "websocket": WebSocketProbe,
 }
 
 ProbeConfig = Annotated[
     Union[  # noqa: UP007  (a one-member `X | Y` cannot be written; kinds are added here)
         HTTPProbeConfig,
+        ICMPProbeConfig,
+        GRPCProbeConfig,
+        WebSocketProbeConfig,
     ],
     Field(discriminator="kind"),
 ]
-
 
 
 def config_types() -> dict[str, type[ProbeConfigBase]]:

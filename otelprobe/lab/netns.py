@@ -174,6 +174,10 @@ class Namespace:
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start a process inside the namespace; the lab kills it on cleanup."""
+        if self._lab is not None:
+            # The marker lets cleanup tell our process from an unrelated one that reused its pid.
+            env = dict(kwargs.pop("env", None) or os.environ)
+            kwargs["env"] = {**env, "OTELPROBE_LAB_ID": self._lab.lab_id}
         proc = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
         if self._lab is not None:
             self._lab.register_pid(proc.pid)
@@ -267,13 +271,12 @@ class Lab:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie counts as gone (its owner reaps it, we do not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _kill(pid: int, lab_id: str) -> None:
@@ -290,13 +293,10 @@ def _kill(pid: int, lab_id: str) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline and _pid_alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.01)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.005)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _remove(lab_id: str, pids: Sequence[int], namespaces: Sequence[str]) -> None:

@@ -21,7 +21,8 @@ class BufferedConnection:
         self.conn = conn
         self.buffer = bytearray()
 
-    async def _fill(self, what: str) -> None:
+    async def read_more(self, what: str = "data") -> None:
+        """Append the next chunk to `buffer`; ProtocolError unexpected_eof at end of stream."""
         data = await self.conn.read()
         if not data:
             raise ProtocolError("unexpected_eof", f"connection closed while reading {what}")
@@ -31,7 +32,7 @@ class BufferedConnection:
 
     async def read_exactly(self, n: int, what: str = "data") -> bytes:
         while len(self.buffer) < n:
-            await self._fill(what)
+            await self.read_more(what)
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         return data
@@ -39,7 +40,7 @@ class BufferedConnection:
     async def read_until(self, delimiter: bytes, what: str = "data") -> bytes:
         """Everything up to and including `delimiter`."""
         while (index := self.buffer.find(delimiter)) < 0:
-            await self._fill(what)
+            await self.read_more(what)
         end = index + len(delimiter)
         data = bytes(self.buffer[:end])
         del self.buffer[:end]
@@ -51,7 +52,7 @@ class BufferedConnection:
         At end of stream without a match, raises ProtocolError (the caller's deadline bounds the wait).
         """
         while (match := pattern.search(self.buffer)) is None:
-            await self._fill(what)
+            await self.read_more(what)
         del self.buffer[: match.end()]
         return match
 

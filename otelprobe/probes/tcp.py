@@ -1,0 +1,182 @@
+"""The tcp probe kind: connect, optionally TLS (direct or STARTTLS), optionally a send/expect dialogue.
+
+Phases: `dns.lookup` (names only), `tcp.connect`, `starttls.negotiate`, `tls.handshake`, and
+`tcp.dialogue` for the scripted exchange; all measured at the socket by probes/_net.py.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
+from otelprobe.probes import _starttls
+from otelprobe.probes._attempts import run_per_address
+from otelprobe.probes._net import timed_connect
+from otelprobe.probes._stream import BufferedConnection
+from otelprobe.probes._tls import client_context, handshake_attributes
+from otelprobe.probes.base import Attributes, ProbeContext
+from otelprobe.probes.resolver import is_ip_literal, split_host_port
+from otelprobe.results import ProbeResult
+from otelprobe.telemetry import names
+from otelprobe.timing import OpenPhase, PhaseClock
+
+
+class DialogueStep(StrictModel):
+    """One step: send text, then wait for a regex to match what the server sent; or upgrade to TLS."""
+
+    send: str | None = None
+    expect: str | None = Field(
+        None, description="regex (multiline) over the bytes received since the last match"
+    )
+    starttls: bool = Field(False, description="start TLS here (after this step's send/expect)")
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+
+class TCPProbeConfig(ProbeConfigBase):
+    """A TCP target `address: host:port`, with optional TLS and dialogue."""
+
+    kind: Literal["tcp"] = "tcp"
+    address: str = Field(description="host:port ([v6]:port)")
+    source_address: str | None = Field(None, description="local IP to connect from")
+    tls: bool = Field(False, description="TLS right after connect")
+    starttls: _starttls.StartTLSProtocol | None = None
+    tls_config: TLSClientConfig = TLSClientConfig()
+    dialogue: list[DialogueStep] = Field(default_factory=list)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, port = split_host_port(value, default_port=0)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"address must be host:port, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_tls(self) -> TCPProbeConfig:
+        if self.tls and self.starttls:
+            raise ValueError("tls (direct) and starttls exclude each other")
+        return self
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.address, default_port=0)
+
+    def display_address(self) -> str:
+        return f"tcp://{self.address}"
+
+    @classmethod
+    def from_url(cls, url: str, name: str | None = None, **overrides: Any) -> TCPProbeConfig:
+        """`tcp://host:port` (`?starttls=smtp|imap|pop3` or `?tls=1` optional)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "tcp" or not parts.netloc:
+            raise ConfigError([ConfigProblem("<url>", None, "", f"not a tcp://host:port URL: {url!r}")])
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        fields: dict[str, Any] = {"name": name or url, "address": parts.netloc}
+        if "starttls" in query:
+            fields["starttls"] = query["starttls"]
+        if query.get("tls", "").lower() in ("1", "true", "yes"):
+            fields["tls"] = True
+        return cls.model_validate({**fields, **overrides})
+
+
+class TCPProbe:
+    """Connects to a TCP service and optionally talks to it; one result per probed address."""
+
+    kind: ClassVar[str] = "tcp"
+
+    def __init__(self, config: TCPProbeConfig, ctx: ProbeContext) -> None:
+        self.config = config
+        self._resolver = ctx.resolver_for(config)
+        self._tls_context = (
+            client_context(config.tls_config)
+            if config.tls or config.starttls or any(s.starttls for s in config.dialogue)
+            else None
+        )
+        self._steps = [
+            (
+                step.send.encode() if step.send is not None else None,
+                re.compile(step.expect.encode(), re.MULTILINE) if step.expect is not None else None,
+                step.starttls,
+            )
+            for step in config.dialogue
+        ]
+
+    async def run(self, attempt: int = 1) -> list[ProbeResult]:
+        host, _ = self.config.host_port
+        return await run_per_address(self.config, self.kind, attempt, self._resolver, host, self._probe)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _probe(self, clock: PhaseClock, attrs: Attributes, ip: str) -> None:
+        cfg = self.config
+        host, port = cfg.host_port
+        attrs[names.SERVER_ADDRESS] = host
+        attrs[names.SERVER_PORT] = port
+        attrs[names.NETWORK_PEER_ADDRESS] = ip
+        attrs[names.NETWORK_TRANSPORT] = "tcp"
+        conn = await timed_connect(clock, ip, port, source_address=cfg.source_address)
+        try:
+            stream = BufferedConnection(conn)
+            if cfg.tls:
+                await self._start_tls(clock, stream, host, attrs)
+            elif cfg.starttls:
+                attrs[names.PROBE_TCP_STARTTLS] = cfg.starttls
+                with clock.phase(names.SPAN_STARTTLS):
+                    await _starttls.negotiate(stream, cfg.starttls)
+                await self._start_tls(clock, stream, host, attrs)
+            if self._steps:
+                await self._dialogue(clock, stream, host, attrs)
+        finally:
+            conn.close()
+
+    async def _start_tls(
+        self, clock: PhaseClock, stream: BufferedConnection, host: str, attrs: Attributes
+    ) -> None:
+        assert self._tls_context is not None
+        server_name = self.config.tls_config.server_name or (None if is_ip_literal(host) else host)
+        ssl_object = await stream.conn.start_tls(self._tls_context, server_name, clock)
+        attrs.update(handshake_attributes(ssl_object))
+
+    async def _dialogue(
+        self, clock: PhaseClock, stream: BufferedConnection, host: str, attrs: Attributes
+    ) -> None:
+        opened: OpenPhase | None = clock.start(names.SPAN_TCP_DIALOGUE)
+        try:
+            for index, (send, expect, starttls) in enumerate(self._steps, start=1):
+                if opened is None:
+                    opened = clock.start(names.SPAN_TCP_DIALOGUE)
+                opened.attributes[names.PROBE_TCP_DIALOGUE_STEP] = index
+                if send is not None:
+                    await stream.conn.write(send)
+                if expect is not None:
+                    try:
+                        await stream.read_match(expect, f"step {index}'s expected reply")
+                    except ProtocolError as exc:
+                        raise AssertionFailed(
+                            "expect_not_matched",
+                            f"step {index}: connection closed before /{expect.pattern.decode()}/ matched",
+                        ) from exc
+                if starttls:
+                    # The handshake is its own phase; a later step opens a new dialogue phase.
+                    opened.end()
+                    opened = None
+                    stream.take_pending()
+                    await self._start_tls(clock, stream, host, attrs)
+        except (AssertionFailed, ProtocolError) as exc:
+            if opened is not None:
+                opened.end(error=exc)
+            raise
+        if opened is not None:
+            opened.end()

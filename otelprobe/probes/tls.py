@@ -1,0 +1,165 @@
+"""The tls probe kind: one TLS handshake, and everything an SRE checks about it and its certificates.
+
+Phases: `dns.lookup` (names only), `tcp.connect`, `tls.handshake`. The handshake verifies as
+configured; when verification fails, the certificates are still read from that same failed
+handshake (`TimedConnection.handshake_object`), so an expired or untrusted certificate is
+reported with its details. Certificate parsing lives in probes/_tls_report.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.config.durations import Duration
+from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
+from otelprobe.probes import _tls_report
+from otelprobe.probes._attempts import run_per_address
+from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._tls import client_context, protocol_version
+from otelprobe.probes.base import Attributes, ProbeContext
+from otelprobe.probes.resolver import is_ip_literal, split_host_port
+from otelprobe.results import ProbeResult
+from otelprobe.telemetry import names
+from otelprobe.timing import PhaseClock
+
+logger = logging.getLogger(__name__)
+
+TLSVersion = Literal["1.0", "1.1", "1.2", "1.3"]
+
+
+class TLSExpect(StrictModel):
+    """Assertions on the handshake: remaining validity, protocol version, trust."""
+
+    cert_warn_before_s: Duration | None = Field(
+        None, alias="cert_warn_before", description='e.g. "30d": log a warning and flag the result'
+    )
+    cert_fail_before_s: Duration | None = Field(
+        None, alias="cert_fail_before", description='e.g. "7d": fail when the chain expires sooner'
+    )
+    versions: list[TLSVersion] = Field(default_factory=list, description="allowed versions; empty = any")
+    chain_trusted: bool = Field(True, description="a verification failure fails the probe")
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> TLSExpect:
+        warn, fail = self.cert_warn_before_s, self.cert_fail_before_s
+        if warn is not None and fail is not None and warn < fail:
+            raise ValueError("cert_warn_before is shorter than cert_fail_before")
+        return self
+
+
+class TLSProbeConfig(ProbeConfigBase):
+    """A TLS endpoint `address: host:port`; `tls.sni` overrides the name sent and verified."""
+
+    kind: Literal["tls"] = "tls"
+    address: str = Field(description="host:port ([v6]:port)")
+    source_address: str | None = None
+    tls: TLSClientConfig = TLSClientConfig()
+    alpn: list[str] = Field(default_factory=list)
+    expect: TLSExpect = TLSExpect()
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, port = split_host_port(value, default_port=0)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"address must be host:port, got {value!r}")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.address, default_port=0)
+
+    def display_address(self) -> str:
+        return f"tls://{self.address}"
+
+    @classmethod
+    def from_url(cls, url: str, name: str | None = None, **overrides: Any) -> TLSProbeConfig:
+        """`tls://host:port` (port 443 when omitted)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "tls" or not parts.netloc:
+            raise ConfigError([ConfigProblem("<url>", None, "", f"not a tls://host:port URL: {url!r}")])
+        host, port = split_host_port(parts.netloc, default_port=443)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return cls.model_validate({"name": name or url, "address": address, **overrides})
+
+
+class TLSProbe:
+    """Handshakes with a TLS endpoint and reports protocol, cipher, chain and trust."""
+
+    kind: ClassVar[str] = "tls"
+
+    def __init__(self, config: TLSProbeConfig, ctx: ProbeContext) -> None:
+        self.config = config
+        self._resolver = ctx.resolver_for(config)
+        self._context = client_context(config.tls, alpn=config.alpn)
+
+    async def run(self, attempt: int = 1) -> list[ProbeResult]:
+        host, _ = self.config.host_port
+        return await run_per_address(self.config, self.kind, attempt, self._resolver, host, self._probe)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _probe(self, clock: PhaseClock, attrs: Attributes, ip: str) -> None:
+        cfg = self.config
+        host, port = cfg.host_port
+        server_name = cfg.tls.server_name or host
+        attrs[names.SERVER_ADDRESS] = server_name
+        attrs[names.SERVER_PORT] = port
+        attrs[names.NETWORK_PEER_ADDRESS] = ip
+        attrs[names.PROBE_TLS_SERVER_NAME] = server_name
+        conn = await timed_connect(clock, ip, port, source_address=cfg.source_address)
+        try:
+            await self._handshake(clock, conn, server_name, attrs)
+        finally:
+            conn.close()
+
+    async def _handshake(
+        self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
+    ) -> None:
+        cfg = self.config
+        sni = None if is_ip_literal(server_name) else server_name
+        # An IP target is verified against the certificate's IP SANs (check_hostname does it
+        # when server_hostname is the IP literal), so pass it even though no SNI is sent for it.
+        try:
+            ssl_object = await conn.start_tls(self._context, sni or server_name, clock)
+        except TLSError as exc:
+            failed = conn.handshake_object
+            if failed is not None:
+                attrs.update(_tls_report.chain_attributes(failed))
+                attrs.update(_tls_report.trust_from_failure(exc.detail, failed, server_name))
+            if cfg.expect.chain_trusted or not _tls_report.is_certificate_detail(exc.detail):
+                raise
+            return
+        attrs.update(_tls_report.session_attributes(ssl_object))
+        attrs.update(_tls_report.chain_attributes(ssl_object))
+        if cfg.tls.verify:
+            attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = True
+            attrs[names.PROBE_TLS_CHAIN_TRUSTED] = True
+        else:
+            attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = _tls_report.hostname_matches(ssl_object, server_name)
+        self._check(attrs, protocol_version(ssl_object))
+
+    def _check(self, attrs: Attributes, version: str | None) -> None:
+        expect = self.config.expect
+        if expect.versions and version not in expect.versions:
+            raise AssertionFailed(
+                "tls_version_not_allowed", f"negotiated TLS {version}, allowed: {', '.join(expect.versions)}"
+            )
+        remaining = attrs.get(names.PROBE_TLS_CERT_REMAINING)
+        if not isinstance(remaining, float):
+            return
+        if expect.cert_fail_before_s is not None and remaining < expect.cert_fail_before_s:
+            raise AssertionFailed(
+                "certificate_expires_soon",
+                f"the chain expires in {remaining / 86400:.1f} days"
+                f" (fail below {expect.cert_fail_before_s / 86400:g})",
+            )
+        if expect.cert_warn_before_s is not None and remaining < expect.cert_warn_before_s:
+            attrs[names.PROBE_TLS_CERT_EXPIRY_WARNING] = True
+            logger.warning("%s: certificate chain expires in %.1f days", self.config.name, remaining / 86400)

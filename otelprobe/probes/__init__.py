@@ -13,10 +13,13 @@ from pydantic import Field
 
 from otelprobe.config.common import ProbeConfigBase
 from otelprobe.probes.base import Probe, ProbeContext
+from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
+from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 
 PROBE_TYPES: Final[Mapping[str, type[Probe]]] = {
@@ -24,6 +27,9 @@ PROBE_TYPES: Final[Mapping[str, type[Probe]]] = {
     "icmp": ICMPProbe,
     "grpc": GRPCProbe,
     "websocket": WebSocketProbe,
+    "dns": DNSProbe,
+    "tcp": TCPProbe,
+    "tls": TLSProbe,
 }
 
 ProbeConfig = Annotated[
@@ -32,6 +38,9 @@ ProbeConfig = Annotated[
         ICMPProbeConfig,
         GRPCProbeConfig,
         WebSocketProbeConfig,
+        DNSProbeConfig,
+        TCPProbeConfig,
+        TLSProbeConfig,
     ],
     Field(discriminator="kind"),
 ]

@@ -8,6 +8,7 @@ first, each with the file, line and YAML path it concerns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -73,11 +74,14 @@ def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list
     from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
 
     substitution_problems: list[ConfigProblem] = []
+    substituted: set[str] = set()
 
     def substitute(value: str, path: PathKey, line: int) -> str | None:
         result = envsubst.substitute(value, base_dir=base_dir)
         for message in result.problems:
             substitution_problems.append(ConfigProblem(filename, line, format_path(path), message))
+        if result.changed:
+            substituted.add(format_path(path))
         return result.value if result.changed else None
 
     doc = parse(text, filename, substitute, json_syntax=filename.lower().endswith(".json"))
@@ -96,13 +100,21 @@ def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list
         found = _problems.problems_from(exc, doc, filename, Config, frozenset({DUPLICATE_TARGET_NAME}))
         # A value whose reference could not be substituted fails validation too; say it once.
         unresolved = {p.path for p in substitution_problems}
-        problems.extend(p for p in found if p.path not in unresolved)
+        problems.extend(_with_hint(p, substituted) for p in found if p.path not in unresolved)
         config = None
     problems.sort(key=lambda p: (p.line is None, p.line or 0))
     if problems:
         logger.debug("%s: %d config problems", filename, len(problems))
         return None, problems
     return config, []
+
+
+def _with_hint(problem: ConfigProblem, substituted: set[str]) -> ConfigProblem:
+    # An unquoted `${VAR}` is typed after substitution (OTel's rule): VAR=8080 makes an integer.
+    if problem.path in substituted and problem.message.startswith("expected a string"):
+        hint = '; quote the reference ("${...}") to keep the value a string'
+        return dataclasses.replace(problem, message=problem.message + hint)
+    return problem
 
 
 def _duplicate_names(doc: Document, filename: str) -> list[ConfigProblem]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from otelprobe.config._yaml import Document, PathKey, format_path
+from otelprobe.config.models import prepare
 from otelprobe.config.secrets import redact
 from otelprobe.errors import ConfigProblem
 
@@ -36,12 +37,14 @@ def problems_from(
     error: ValidationError, doc: Document, filename: str, model: type[BaseModel], skip_types: frozenset[str]
 ) -> list[ConfigProblem]:
     """One problem per distinct (path, message); alternatives of a union are joined with "or"."""
+    # Paths are walked in the data the model saw (defaults merged), lines looked up in the file's.
+    effective = _effective(doc.data)
     by_path: dict[PathKey, list[str]] = {}
     found: dict[PathKey, str] = {}
     for details in error.errors():
         if details["type"] in skip_types:
             continue
-        path, data = _user_path(details["loc"], doc.data, missing=details["type"] == "missing")
+        path, data = _user_path(details["loc"], effective, missing=details["type"] == "missing")
         path, message = _message(details, path, data, model)
         messages = by_path.setdefault(path, [])
         if message not in messages:
@@ -60,6 +63,13 @@ def problems_from(
                 line, message = doc.lines[origin], f"{message} (the value comes from defaults)"
         problems.append(ConfigProblem(filename, line, format_path(path), redact(message)))
     return _drop_repeated_default_problems(problems)
+
+
+def _effective(data: Any) -> Any:
+    try:
+        return prepare(data)
+    except ValueError:
+        return data
 
 
 def _user_path(loc: tuple[int | str, ...], data: Any, *, missing: bool) -> tuple[PathKey, Any]:

@@ -40,6 +40,14 @@ class _Core12Loader(yaml.SafeLoader):
 
     yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012  (PyYAML's class-level registry)
 
+    def compose_scalar_node(self, anchor: Any) -> ScalarNode:
+        # Remember whether the tag was written (`!!str ${X}`): only implicit tags are re-resolved
+        # after substitution.
+        explicit = self.peek_event().tag not in (None, "!")  # type: ignore[no-untyped-call]
+        node = super().compose_scalar_node(anchor)
+        node.explicit_tag = explicit  # type: ignore[attr-defined]
+        return node
+
 
 _IMPLICIT: Final[list[tuple[str, re.Pattern[str], list[str]]]] = [
     (_NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]),
@@ -182,7 +190,7 @@ class _Builder:
             substituted = self.substituter(text, path, line)
             if substituted is not None:
                 text = substituted
-                if node.style is None and tag != _STR:
+                if node.style is None and not getattr(node, "explicit_tag", False):
                     # A plain scalar is typed after substitution (`port: ${PORT}` is an int), but
                     # it stays one scalar whatever the value holds: structure cannot be injected.
                     tag = _implicit_tag(text)

@@ -7,9 +7,7 @@ each target is one member of the `ProbeConfig` union from probes/__init__.py, ch
 from __future__ import annotations
 
 import socket
-import typing
 from collections import Counter
-from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -19,7 +17,7 @@ from otelprobe.config.common import IPFamily, ProbeConfigBase, ResolverConfig, R
 from otelprobe.config.common import TLSClientConfig as TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.config.telemetry import TelemetryConfig
-from otelprobe.probes import ProbeConfig
+from otelprobe.probes import ProbeConfig, config_types
 from otelprobe.targets import Shard, parse_shard, select
 
 DUPLICATE_TARGET_NAME = "duplicate_target_name"
@@ -60,15 +58,7 @@ class Config(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _prepare(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        _sync_service_name(data)
-        defaults = data.get("defaults")
-        targets = data.get("targets")
-        if isinstance(defaults, dict) and isinstance(targets, list):
-            data["targets"] = [merge_defaults(defaults, t) if isinstance(t, dict) else t for t in targets]
-        return data
+        return prepare(data)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -85,6 +75,21 @@ class Config(StrictModel):
         if self.shard is None:
             return list(self.targets)
         return select(self.targets, self.shard.index, self.shard.count)
+
+
+def prepare(data: Any) -> Any:
+    """The file's data as the models see it: `x-` keys dropped, defaults merged into targets."""
+    if not isinstance(data, dict):
+        return data
+    # Top-level `x-` keys are the file's own (anchors to reuse), as in docker compose.
+    data = {key: value for key, value in data.items() if not str(key).startswith("x-")}
+    _sync_service_name(data)
+    defaults = data.get("defaults")
+    targets = data.get("targets")
+    if isinstance(defaults, dict) and isinstance(targets, list):
+        models = config_types()
+        data["targets"] = [merge_defaults(defaults, t, models) if isinstance(t, dict) else t for t in targets]
+    return data
 
 
 def _sync_service_name(data: dict[str, Any]) -> None:
@@ -104,30 +109,21 @@ def _sync_service_name(data: dict[str, Any]) -> None:
         data["service_name"] = nested
 
 
-@cache
-def probe_config_models() -> dict[str, type[ProbeConfigBase]]:
-    """kind -> config model, read from the ProbeConfig union (so no kind is listed twice)."""
-    union = typing.get_args(ProbeConfig)[0]
-    members = typing.get_args(union) or (union,)
-    models: dict[str, type[ProbeConfigBase]] = {}
-    for member in members:
-        for kind in typing.get_args(member.model_fields["kind"].annotation):
-            models[kind] = member
-    return models
-
-
 def _model_keys(model: type[ProbeConfigBase]) -> frozenset[str]:
     return frozenset(
         key for name, info in model.model_fields.items() for key in (name, info.alias) if key is not None
     )
 
 
-def merge_defaults(defaults: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+def merge_defaults(
+    defaults: dict[str, Any], target: dict[str, Any], models: dict[str, type[ProbeConfigBase]] | None = None
+) -> dict[str, Any]:
     """`target` with `defaults` filled in: the target's values win, mappings merge key by key.
 
-    A default the target's kind does not have (tls for a dns target) is left out.
+    A default the target's kind does not have (tls for an icmp target) is left out.
+    `models` is `probes.config_types()`, passed in when merging many targets.
     """
-    model = probe_config_models().get(str(target.get("kind")))
+    model = (models if models is not None else config_types()).get(str(target.get("kind")))
     keys = _model_keys(model) if model is not None else _model_keys(ProbeConfigBase)
     merged = dict(target)
     for key, default in defaults.items():

@@ -7,7 +7,10 @@ each target is one member of the `ProbeConfig` union from probes/__init__.py, ch
 from __future__ import annotations
 
 import socket
+import types
+import typing
 from collections import Counter
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -109,10 +112,29 @@ def _sync_service_name(data: dict[str, Any]) -> None:
         data["service_name"] = nested
 
 
-def _model_keys(model: type[ProbeConfigBase]) -> frozenset[str]:
-    return frozenset(
-        key for name, info in model.model_fields.items() for key in (name, info.alias) if key is not None
-    )
+@cache
+def _defaultable_keys(model: type[ProbeConfigBase]) -> frozenset[str]:
+    """The `defaults` keys that fit `model`: it has the key, with a type that takes the default.
+
+    (The tcp kind's `tls` is a bool, not TLS settings, so `defaults.tls` does not reach it.)
+    """
+    by_key = {info.alias or name: info for name, info in model.model_fields.items()}
+    keys = set()
+    for name, info in Defaults.model_fields.items():
+        key = info.alias or name
+        own = by_key.get(key)
+        if own is not None and _types(info.annotation) - {type(None)} <= _types(own.annotation):
+            keys.add(key)
+    return frozenset(keys)
+
+
+def _types(annotation: Any) -> set[Any]:
+    """The members of a (possibly Annotated / Optional) union, unwrapped."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _types(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {member for arg in typing.get_args(annotation) for member in _types(arg)}
+    return {annotation}
 
 
 def merge_defaults(
@@ -124,7 +146,7 @@ def merge_defaults(
     `models` is `probes.config_types()`, passed in when merging many targets.
     """
     model = (models if models is not None else config_types()).get(str(target.get("kind")))
-    keys = _model_keys(model) if model is not None else _model_keys(ProbeConfigBase)
+    keys = _defaultable_keys(model if model is not None else ProbeConfigBase)
     merged = dict(target)
     for key, default in defaults.items():
         if key not in keys or default is None:

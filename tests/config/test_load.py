@@ -174,7 +174,10 @@ def test_defaults_only_reach_kinds_that_have_the_field() -> None:
     assert merged == {"kind": "no-such-kind", "name": "x", "interval": "5s"}
     for kind, model in config_types().items():
         got = merge_defaults(defaults, {"kind": kind, "name": "x"})
-        assert ("tls" in got) == ("tls" in model.model_fields), kind
+        takes_tls = "tls" in model.model_fields and "TLSClientConfig" in str(
+            model.model_fields["tls"].annotation
+        )
+        assert ("tls" in got) == takes_tls, kind
 
 
 def test_kinds_come_from_the_probe_union() -> None:
@@ -191,3 +194,8 @@ def test_defaults_reach_other_kinds_without_tls() -> None:
     assert isinstance(web, HTTPProbeConfig) and web.tls.verify is False
     assert gateway.kind == "icmp" and gateway.interval_s == 10.0
     assert "tls" not in type(gateway).model_fields
+    if "tcp" in config_types():  # tcp's `tls` is a bool (TLS on/off), so defaults.tls skips it
+        tcp = load_text(
+            "defaults: {tls: {verify: false}}\ntargets: [{name: t, kind: tcp, address: '127.0.0.1:22'}]\n"
+        )
+        assert tcp.targets[0].kind == "tcp"

@@ -12,9 +12,10 @@ import contextlib
 import socket
 import ssl
 import statistics
+import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 _READ: Final = 65536
@@ -34,6 +35,26 @@ class HTTPTiming:
     body: bytes
     outcome: Literal["complete", "reset", "incomplete"]
     """complete: the announced body arrived; reset: ECONNRESET before it did; incomplete: EOF early."""
+    data_segments_in: int | None = None
+    """TCP segments with payload the client received (Linux TCP_INFO); None over TLS or elsewhere.
+    Tells headers-first (head in its own segment) from coalesced writes, LAB-NOTES pitfall 4."""
+
+
+_TCPI_DATA_SEGS_IN: Final = 152
+"""Offset of tcpi_data_segs_in in Linux's struct tcp_info (stable since kernel 4.6)."""
+
+
+def data_segments_in(sock: socket.socket) -> int | None:
+    """Payload-carrying TCP segments received on `sock` so far, or None where TCP_INFO lacks it."""
+    if not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except OSError:  # already closed by the transport, e.g. after a reset
+        return None
+    if len(info) < _TCPI_DATA_SEGS_IN + 4:
+        return None
+    return int(struct.unpack_from("I", info, _TCPI_DATA_SEGS_IN)[0])
 
 
 def _now() -> float:
@@ -94,7 +115,10 @@ async def http_get(
             writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             await writer.drain()
             sent = _now()
-            return await _read_response(reader, connected - start, sent)
+            timing = await _read_response(reader, connected - start, sent)
+            if ssl_context is None:
+                timing = replace(timing, data_segments_in=data_segments_in(writer.get_extra_info("socket")))
+            return timing
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):

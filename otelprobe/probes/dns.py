@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -48,7 +49,10 @@ class EDNSConfig(StrictModel):
     @classmethod
     def _subnet(cls, value: str | None) -> str | None:
         if value is not None:
-            dns.edns.ECSOption.from_text(value)
+            try:
+                dns.edns.ECSOption.from_text(value)
+            except (ValueError, dns.exception.DNSException) as exc:
+                raise ValueError(f"invalid client subnet {value!r}") from exc
         return value
 
 
@@ -67,7 +71,10 @@ class DNSExpect(StrictModel):
     @field_validator("rcodes")
     @classmethod
     def _rcodes(cls, value: list[str]) -> list[str]:
-        return [dns.rcode.to_text(dns.rcode.from_text(v.upper())) for v in value]
+        try:
+            return [dns.rcode.to_text(dns.rcode.from_text(v.upper())) for v in value]
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"unknown rcode in {value!r}") from exc
 
     @field_validator("answer_regex", "answer_not_regex", "authority_regex", "additional_regex")
     @classmethod
@@ -104,12 +111,18 @@ class DNSProbeConfig(ProbeConfigBase):
     @field_validator("query_type")
     @classmethod
     def _type(cls, value: str) -> str:
-        return dns.rdatatype.to_text(dns.rdatatype.from_text(value.upper()))
+        try:
+            return dns.rdatatype.to_text(dns.rdatatype.from_text(value.upper()))
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"unknown record type {value!r}") from exc
 
     @field_validator("query_class")
     @classmethod
     def _class(cls, value: str) -> str:
-        return dns.rdataclass.to_text(dns.rdataclass.from_text(value.upper()))
+        try:
+            return dns.rdataclass.to_text(dns.rdataclass.from_text(value.upper()))
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"unknown record class {value!r}") from exc
 
     def display_address(self) -> str:
         return (

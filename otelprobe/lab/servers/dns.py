@@ -156,6 +156,7 @@ class DNSFaultServer:
         self._stopping.set()
         if self._udp is not None:
             self._udp.close()
+            await asyncio.sleep(0)  # the transport closes its socket on the next loop iteration
         for server in (self._tcp, self._dot):
             if server is not None:
                 server.close()

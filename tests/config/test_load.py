@@ -199,3 +199,11 @@ def test_defaults_reach_other_kinds_without_tls() -> None:
             "defaults: {tls: {verify: false}}\ntargets: [{name: t, kind: tcp, address: '127.0.0.1:22'}]\n"
         )
         assert tcp.targets[0].kind == "tcp"
+
+
+def test_docs_complete_example_is_valid() -> None:
+    doc = (HERE.parents[1] / "docs" / "config.md").read_text()
+    example = doc.split("## A complete example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_text(example, "docs/config.md")
+    assert [t.kind for t in config.targets] == ["http", "dns", "tcp", "icmp"]
+    assert str(config.shard) == "0/1"

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar, Final, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Union
 
 from pydantic import Field, TypeAdapter
 
 from otelprobe.config.common import StrictModel
 from otelprobe.config.durations import Duration, Size
+
+if TYPE_CHECKING:
+    from otelprobe.lab.servers.dns_zone import DNSFault as DNSServerFault
 
 RootCause = Literal[
     "dns_latency",
@@ -126,7 +129,8 @@ class DNSWrongAnswer(_Probabilistic):
 
 
 class NetworkLatency(FaultBase):
-    """Every packet in `direction` is delayed by `delay` (± `jitter`)."""
+    """Every packet in `direction` is delayed by `delay` (± `jitter`, one standard deviation).
+    The delay is one-way: with direction "both" the round trip grows by twice `delay`."""
 
     kind: Literal["network_latency"] = "network_latency"
     delay_s: Duration = Field(alias="delay")
@@ -141,6 +145,7 @@ class PacketLoss(FaultBase):
 
     kind: Literal["packet_loss"] = "packet_loss"
     rate: float = Field(gt=0.0, le=1.0, description="share of packets dropped")
+    burst_packets: float = Field(1.0, alias="burst", ge=1.0, description="mean loss-burst length")
     direction: Direction = "both"
     root_cause: ClassVar[RootCause] = "packet_loss"
     server: ClassVar[FaultServer] = "link"
@@ -333,6 +338,59 @@ def parse_fault(data: Mapping[str, Any]) -> Fault:
         pydantic.ValidationError: unknown kind, unknown key, or a bad value.
     """
     return _FAULT_ADAPTER.validate_python(dict(data))
+
+
+LinkDirection = Literal["up", "down", "both"]
+_LINK_DIRECTIONS: Final[Mapping[Direction, LinkDirection]] = {
+    "upstream": "up",
+    "downstream": "down",
+    "both": "both",
+}
+LINK_CLEAR: Final[Mapping[str, Mapping[str, float | None]]] = MappingProxyType(
+    {
+        "network_latency": {"delay_s": 0.0, "jitter_s": 0.0},
+        "packet_loss": {"loss": 0.0, "loss_burst": 1.0},
+        "bandwidth_limit": {"rate_bps": None},
+    }
+)
+"""The lab/link.py settings that turn each link fault off again."""
+
+
+def link_settings(
+    fault: NetworkLatency | PacketLoss | BandwidthLimit,
+) -> tuple[LinkDirection, dict[str, float | None]]:
+    """The `Link.set(direction, **changes)` call (lab/link.py) that injects a link fault."""
+    direction = _LINK_DIRECTIONS[fault.direction]
+    if isinstance(fault, NetworkLatency):
+        return direction, {"delay_s": fault.delay_s, "jitter_s": fault.jitter_s}
+    if isinstance(fault, PacketLoss):
+        return direction, {"loss": fault.rate, "loss_burst": fault.burst_packets}
+    # The emulator counts bits of IP packets per second; faults say bytes per second.
+    return direction, {"rate_bps": 8.0 * fault.rate_bytes_per_s}
+
+
+def dns_server_fault(
+    fault: DNSDelay | DNSServfail | DNSNxdomain | DNSTimeout | DNSTruncate | DNSWrongAnswer,
+) -> DNSServerFault:
+    """The `DNSFault` that lab/servers/dns.py's `set_fault(pattern, ...)` takes for a DNS fault."""
+    # Imported here: the table stays importable without the DNS server's dependencies loaded.
+    import dns.rcode
+
+    from otelprobe.lab.servers.dns_zone import DNSFault
+
+    if isinstance(fault, DNSDelay):
+        low, high = max(0.0, fault.delay_s - fault.jitter_s), fault.delay_s + fault.jitter_s
+        delay = fault.delay_s if not fault.jitter_s else (lambda rng: rng.uniform(low, high))
+        return DNSFault(delay=delay, probability=fault.probability)
+    if isinstance(fault, DNSServfail):
+        return DNSFault(rcode=dns.rcode.SERVFAIL, probability=fault.probability)
+    if isinstance(fault, DNSNxdomain):
+        return DNSFault(rcode=dns.rcode.NXDOMAIN, probability=fault.probability)
+    if isinstance(fault, DNSTimeout):
+        return DNSFault(drop=True, probability=fault.probability)
+    if isinstance(fault, DNSTruncate):
+        return DNSFault(truncate=True, probability=fault.probability)
+    return DNSFault(answers=fault.answers, probability=fault.probability)
 
 
 def faults_causing(cause: RootCause) -> tuple[str, ...]:

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import typing
 
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
 import pytest
 from pydantic import ValidationError
 
 from otelprobe.lab import faults
-from otelprobe.lab.faults import FAULT_TYPES, ROOT_CAUSES, Fault, faults_causing, parse_fault
+from otelprobe.lab.faults import (
+    FAULT_TYPES,
+    LINK_CLEAR,
+    ROOT_CAUSES,
+    Fault,
+    dns_server_fault,
+    faults_causing,
+    link_settings,
+    parse_fault,
+)
 
 DESIGN_CAUSES = {
     "dns_latency",
@@ -110,3 +125,44 @@ def test_servers_named_for_each_fault() -> None:
         "packet_loss",
         "bandwidth_limit",
     }
+
+
+def test_link_settings_match_the_emulator_parameters() -> None:
+    from otelprobe.lab.link import LinkParams
+
+    latency = link_settings(faults.NetworkLatency(delay_s=0.04, jitter_s=0.002, direction="downstream"))
+    loss = link_settings(faults.PacketLoss(rate=0.07, direction="both"))
+    limit = link_settings(faults.BandwidthLimit(rate_bytes_per_s=125_000, direction="upstream"))
+    assert latency == ("down", {"delay_s": 0.04, "jitter_s": 0.002})
+    assert loss == ("both", {"loss": 0.07, "loss_burst": 1.0})
+    assert limit == ("up", {"rate_bps": 1_000_000.0})
+    for _, changes in (latency, loss, limit, *((None, c) for c in LINK_CLEAR.values())):
+        LinkParams.from_dict(dict(changes))  # every key is a real emulator setting with a valid value
+
+
+async def dns_query(port: int, rdtype: str = "A", timeout_s: float = 2.0) -> dns.message.Message:
+    query = dns.message.make_query("www.lab.test.", rdtype)
+    return await dns.asyncquery.udp(query, "127.0.0.1", timeout_s, port, ignore_trailing=True)
+
+
+async def test_dns_faults_drive_the_lab_dns_server() -> None:
+    from otelprobe.lab.servers.dns import DNSFaultServer
+
+    async with DNSFaultServer(zone={"www": {"A": "127.0.0.1"}}) as server:
+        server.set_fault("*", dns_server_fault(faults.DNSServfail()))
+        assert (await dns_query(server.port)).rcode() == dns.rcode.SERVFAIL
+        server.set_fault("*", dns_server_fault(faults.DNSNxdomain()))
+        assert (await dns_query(server.port)).rcode() == dns.rcode.NXDOMAIN
+        server.set_fault("*", dns_server_fault(faults.DNSWrongAnswer(answers=("127.0.0.9",))))
+        assert (await dns_query(server.port)).answer[0][0].to_text() == "127.0.0.9"
+        server.set_fault("*", dns_server_fault(faults.DNSTruncate()))
+        assert (await dns_query(server.port)).flags & dns.flags.TC
+        server.set_fault("*", dns_server_fault(faults.DNSTimeout()))
+        with pytest.raises(dns.exception.Timeout):
+            await dns_query(server.port, timeout_s=0.2)
+        server.set_fault("*", dns_server_fault(faults.DNSDelay(delay_s=0.1, jitter_s=0.02)))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answer = await dns_query(server.port)
+        assert 0.08 <= loop.time() - start < 0.12 + 0.03
+        assert answer.answer[0][0].to_text() == "127.0.0.1"

@@ -14,10 +14,11 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
+from otelprobe.config import load
 from otelprobe.config.common import ProbeConfigBase
 from otelprobe.errors import ConfigError
 from otelprobe.probes.base import Probe, ProbeContext
@@ -25,26 +26,15 @@ from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduler import ProbeFactory, Scheduler
 from otelprobe.targets import parse_shard, select
 
-__all__ = ["Runtime", "RuntimeConfig", "TelemetrySink", "default_probe_factory", "run"]
+if TYPE_CHECKING:
+    from otelprobe.config.models import Config
+
+__all__ = ["Runtime", "TelemetrySink", "default_probe_factory", "default_sink", "run"]
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S: Final = 1.0
 GRACE_S: Final = 10.0
-DEFAULT_CONCURRENCY: Final = 256
-
-
-class RuntimeConfig(Protocol):
-    """What the runtime reads from a loaded config (`otelprobe.config.Config`)."""
-
-    @property
-    def probes(self) -> Sequence[ProbeConfigBase]: ...
-
-    @property
-    def concurrency(self) -> int: ...
-
-    @property
-    def shard(self) -> str | None: ...
 
 
 class TelemetrySink(Protocol):
@@ -57,8 +47,8 @@ class TelemetrySink(Protocol):
         ...
 
 
-ConfigLoader = Callable[[Path], RuntimeConfig]
-SinkFactory = Callable[[RuntimeConfig], TelemetrySink]
+ConfigLoader = Callable[[Path], "Config"]
+SinkFactory = Callable[["Config"], TelemetrySink]
 
 
 def default_probe_factory(config: ProbeConfigBase, ctx: ProbeContext) -> Probe:
@@ -69,18 +59,11 @@ def default_probe_factory(config: ProbeConfigBase, ctx: ProbeContext) -> Probe:
     return probe_type(config, ctx)
 
 
-def _default_loader(path: Path) -> RuntimeConfig:
-    from otelprobe.config import load
-
-    config: RuntimeConfig = load(path)
-    return config
-
-
-def _default_sink(config: RuntimeConfig) -> TelemetrySink:
+def default_sink(config: Config) -> TelemetrySink:
+    """The telemetry pipeline the config describes (exporters, service name, vantage)."""
     from otelprobe.telemetry.pipeline import Telemetry
 
-    sink: TelemetrySink = Telemetry.from_config(config)
-    return sink
+    return Telemetry(config.telemetry, vantage=config.vantage)
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -119,8 +102,8 @@ class Runtime:
         rng: random.Random | None = None,
     ) -> None:
         self.path = Path(path)
-        self._loader = loader or _default_loader
-        self._sink_factory = sink_factory or _default_sink
+        self._loader: ConfigLoader = loader or load
+        self._sink_factory = sink_factory or default_sink
         self._probe_factory = probe_factory
         self._ctx = ctx
         self._shard_override = shard
@@ -132,7 +115,7 @@ class Runtime:
         self._reload = asyncio.Event()
         self._sink: TelemetrySink | None = None
         self._scheduler: Scheduler | None = None
-        self.config: RuntimeConfig | None = None
+        self.config: Config | None = None
         self.reloads = 0
         """Reloads applied (the first load is not counted)."""
         self.rejected_reloads = 0
@@ -165,8 +148,8 @@ class Runtime:
         self._scheduler = Scheduler(
             self._sink,
             self._probe_factory,
-            self._ctx,
-            concurrency=config.concurrency or DEFAULT_CONCURRENCY,
+            self._ctx or ProbeContext(vantage=config.vantage),
+            concurrency=config.concurrency,
             rng=self._rng,
         )
         await self._apply(config)
@@ -186,7 +169,12 @@ class Runtime:
             self.rejected_reloads += 1
             log.error("config %s rejected (%s); still running the previous config", self.path, exc)
             return False
-        self.scheduler.set_concurrency(config.concurrency or DEFAULT_CONCURRENCY)
+        if self.config is not None and (config.vantage, config.telemetry) != (
+            self.config.vantage,
+            self.config.telemetry,
+        ):
+            log.warning("vantage and telemetry changes take effect at the next restart")
+        self.scheduler.set_concurrency(config.concurrency)
         await self.scheduler.apply(targets)
         self.config = config
         self.reloads += 1
@@ -218,7 +206,9 @@ class Runtime:
         try:
             while not self._stop.is_set():
                 reload = asyncio.ensure_future(self._reload.wait())
-                await asyncio.wait({stop, reload}, timeout=self._poll_interval_s)
+                await asyncio.wait(
+                    {stop, reload}, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED
+                )
                 reload.cancel()
                 if self._stop.is_set():
                     break
@@ -232,20 +222,18 @@ class Runtime:
         finally:
             stop.cancel()
 
-    async def _apply(self, config: RuntimeConfig) -> None:
+    async def _apply(self, config: Config) -> None:
         targets = self._select(config)
         await self.scheduler.apply(targets)
         self.config = config
         log.info("probing %d targets from %s", len(targets), self.path)
 
-    def _select(self, config: RuntimeConfig) -> list[ProbeConfigBase]:
-        shard_text = self._shard_override or config.shard
-        targets = list(config.probes)
-        if not shard_text:
-            return targets
-        shard = parse_shard(shard_text)
-        mine = select(targets, shard.index, shard.count)
-        log.info("shard %s: %d of %d targets", shard, len(mine), len(targets))
+    def _select(self, config: Config) -> list[ProbeConfigBase]:
+        shard = parse_shard(self._shard_override) if self._shard_override else config.shard
+        if shard is None:
+            return list(config.targets)
+        mine: list[ProbeConfigBase] = select(config.targets, shard.index, shard.count)
+        log.info("shard %s: %d of %d targets", shard, len(mine), len(config.targets))
         return mine
 
     def _log_problems(self, exc: ConfigError) -> None:

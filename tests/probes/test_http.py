@@ -129,6 +129,25 @@ async def test_https_phases_in_wire_order_with_tls_attributes(https_port: int, c
     assert result.attributes["network.protocol.version"] == "1.1"
 
 
+async def test_repeated_attempts_report_the_same_certificate_with_fresh_remaining_time(
+    https_port: int, ca_file: str
+) -> None:
+    config = {"name": "t", "url": f"https://localhost:{https_port}/ok", "tls": {"ca_file": ca_file}}
+    probe = HTTPProbe(HTTPProbeConfig.model_validate(config), CTX)
+    [first] = await probe.run()
+    [second] = await probe.run(attempt=2)
+    await probe.aclose()
+
+    assert first.success and second.success
+    tls_keys = {k for k in first.attributes if k.startswith(("tls.", "probe.tls."))}
+    assert {k for k in second.attributes if k.startswith(("tls.", "probe.tls."))} == tls_keys
+    for key in tls_keys - {"probe.tls.cert.remaining"}:
+        assert first.attributes[key] == second.attributes[key], key
+    remaining = (first.attributes["probe.tls.cert.remaining"], second.attributes["probe.tls.cert.remaining"])
+    assert isinstance(remaining[0], float) and isinstance(remaining[1], float)
+    assert 0 <= remaining[0] - remaining[1] < 5
+
+
 async def test_ttfb_delay_shows_in_ttfb_only_even_with_tls13_session_tickets(
     https_port: int, ca_file: str
 ) -> None:
@@ -230,6 +249,17 @@ async def test_accepts_but_never_answers_times_out_in_ttfb() -> None:
     assert 0.29 <= result.duration_s < 1.0
     ttfb = result.phase("http.ttfb")
     assert ttfb is not None and ttfb.error_type == "timeout"
+
+
+async def test_tls_attributes_reported_when_the_response_never_comes(https_port: int, ca_file: str) -> None:
+    result = await probe_once(
+        f"https://localhost:{https_port}/slow?delay=2", tls={"ca_file": ca_file}, timeout="300ms"
+    )
+
+    assert result.error is not None
+    assert result.error.detail == "deadline_exceeded_in_http_ttfb"
+    assert result.attributes["tls.protocol.version"] == "1.3"
+    assert "probe.tls.cert.remaining" in result.attributes
 
 
 @pytest.mark.parametrize(

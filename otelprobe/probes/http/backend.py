@@ -20,19 +20,32 @@ resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import h2.exceptions
 import httpcore
 
 from otelprobe.config.common import IPFamily
-from otelprobe.errors import ProtocolError
+from otelprobe.errors import ProbeError, ProtocolError
 from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._tls import handshake_attributes, protocol_version
 from otelprobe.probes.base import Attributes, timed_resolve
 from otelprobe.probes.resolver import Resolver
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock
+
+# httpcore's exceptions that reach us; our own stream raises ProbeErrors directly.
+HTTPCORE_ERRORS: Final[Mapping[type[BaseException], tuple[type[ProbeError], str]]] = {
+    httpcore.LocalProtocolError: (ProtocolError, "local_protocol_error"),
+    httpcore.ProtocolError: (ProtocolError, "malformed_response"),
+    h2.exceptions.ProtocolError: (ProtocolError, "malformed_response"),
+    httpcore.WriteError: (ProtocolError, "write_error"),
+    httpcore.NetworkError: (ProtocolError, "network_error"),
+    httpcore.UnsupportedProtocol: (ProtocolError, "unsupported_protocol"),
+}
 
 _H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _H2_FRAME_HEADER: Final = 9
@@ -244,6 +257,11 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         self._connections: list[TimedConnection] = []
         self.peer_address: str | None = None
 
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS session of the last connection, once its handshake has completed."""
+        return self._connections[-1].ssl_object if self._connections else None
+
     async def connect_tcp(
         self,
         host: str,
@@ -279,3 +297,55 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         """Close every socket this backend opened (httpcore leaves some open on failed connects)."""
         for connection in self._connections:
             connection.close()
+
+
+class TLSAttributeCache:
+    """`tls.*` attributes of handshakes, parsing a certificate only when it differs from the last.
+
+    One per probe: the same target presents the same chain attempt after attempt, and parsing
+    it with `cryptography` is most of the CPU a handshake costs us beyond OpenSSL's own work.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[bytes, Attributes, dt.datetime] | None = None
+
+    def attributes(self, ssl_object: ssl.SSLObject) -> Attributes:
+        der = ssl_object.getpeercert(binary_form=True) or b""
+        if self._last is None or self._last[0] != der:
+            parsed = handshake_attributes(ssl_object)
+            not_after = parsed.get(names.PROBE_TLS_CHAIN_NOT_AFTER)
+            if isinstance(not_after, str):
+                self._last = (der, parsed, dt.datetime.fromisoformat(not_after))
+            return parsed
+        _, cached, not_after_dt = self._last
+        attrs = dict(cached)
+        attrs[names.PROBE_TLS_CERT_REMAINING] = (not_after_dt - dt.datetime.now(dt.UTC)).total_seconds()
+        cipher = ssl_object.cipher()
+        for key, value in (
+            (names.TLS_PROTOCOL_VERSION, protocol_version(ssl_object)),
+            (names.TLS_CIPHER, cipher[0] if cipher else None),
+            (names.TLS_NEXT_PROTOCOL, ssl_object.selected_alpn_protocol()),
+        ):
+            if value:
+                attrs[key] = value
+            else:
+                attrs.pop(key, None)
+        return attrs
+
+
+def remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:
+    """The ProtocolError for what httpcore saw, made precise by how far the exchange got."""
+    message = str(exc)
+    if "without sending a response" in message or message == "Server disconnected":
+        detail = "server_disconnected" if not timer.response_started else "incomplete_body"
+    elif "incomplete" in message or "complete message body" in message:
+        detail = "incomplete_body"
+    elif "StreamReset" in message:
+        detail = "stream_reset"
+    elif "ConnectionTerminated" in message:
+        detail = "connection_terminated"
+    else:
+        detail = "malformed_response"
+    return ProtocolError(detail, f"{detail}: {message}")

@@ -13,20 +13,19 @@ import dataclasses
 import logging
 import random
 import ssl
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Final, cast
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-import h2.exceptions
 import httpcore
 
 from otelprobe import __version__
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
-from otelprobe.errors import ProbeError, ProtocolError, map_exceptions
-from otelprobe.probes._tls import client_context, handshake_attributes
+from otelprobe.errors import ProtocolError, map_exceptions
+from otelprobe.probes._tls import client_context
 from otelprobe.probes.assertions import (
     BodyChecks,
     Failure,
@@ -38,7 +37,13 @@ from otelprobe.probes.assertions import (
     raise_failures,
 )
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
-from otelprobe.probes.http.backend import ExchangeTimer, TimedBackend
+from otelprobe.probes.http.backend import (
+    HTTPCORE_ERRORS,
+    ExchangeTimer,
+    TimedBackend,
+    TLSAttributeCache,
+    remote_protocol_error,
+)
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult, TraceRef
@@ -51,15 +56,6 @@ _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 _HTTP_VERSIONS: Final = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2"}
-# httpcore's exceptions that reach us; our own stream raises ProbeErrors directly.
-_HTTPCORE_ERRORS: Final[Mapping[type[BaseException], tuple[type[ProbeError], str]]] = {
-    httpcore.LocalProtocolError: (ProtocolError, "local_protocol_error"),
-    httpcore.ProtocolError: (ProtocolError, "malformed_response"),
-    h2.exceptions.ProtocolError: (ProtocolError, "malformed_response"),
-    httpcore.WriteError: (ProtocolError, "write_error"),
-    httpcore.NetworkError: (ProtocolError, "network_error"),
-    httpcore.UnsupportedProtocol: (ProtocolError, "unsupported_protocol"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +66,6 @@ class _Reply:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     location: str | None
-    ssl_object: ssl.SSLObject | None
 
 
 class HTTPProbe:
@@ -84,6 +79,7 @@ class HTTPProbe:
         self._url = urlsplit(config.url)
         self._url_full = config.display_address()
         self._ssl_context: ssl.SSLContext | None = None
+        self._tls_attributes = TLSAttributeCache()
         self._http1 = config.http_version != "2"
         self._http2 = config.http_version != "1.1"
         self._body = config.body.encode() if config.body is not None else None
@@ -215,6 +211,7 @@ class HTTPProbe:
                 headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
             if _origin(next_url) != _origin(url):
                 headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIAL_HEADERS]
+            logger.debug("%s: redirect %d to %s", self._config.name, hop + 1, redact_url(next_url.geturl()))
             url = next_url
             hop += 1
         if hop:
@@ -256,10 +253,9 @@ class HTTPProbe:
             network_backend=backend,
         )
         try:
-            with map_exceptions(_HTTPCORE_ERRORS):
+            with map_exceptions(HTTPCORE_ERRORS):
                 try:
                     response = await connection.handle_async_request(request)
-                    ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
                     attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
                     attrs[names.NETWORK_PROTOCOL_VERSION] = _HTTP_VERSIONS.get(
                         response.extensions.get("http_version", b""), "1.1"
@@ -268,18 +264,21 @@ class HTTPProbe:
                         attrs[names.NETWORK_PEER_ADDRESS] = backend.peer_address
                     body = await self._read_body(response, attrs)
                 except httpcore.RemoteProtocolError as exc:
-                    raise _remote_protocol_error(exc, timer) from exc
+                    raise remote_protocol_error(exc, timer) from exc
             timer.finish()
         finally:
             await connection.aclose()
             backend.close()
             _tag_phases(clock, first_phase, hop_attrs)
+            if backend.ssl_object is not None:
+                # Known as soon as the handshake is done, so a later failure still reports them.
+                attrs.update(self._tls_attributes.attributes(backend.ssl_object))
         location = None
         if response.status in _REDIRECT_STATUSES:
             location = next(
                 (v.decode("latin-1") for k, v in response.headers if k.lower() == b"location"), None
             )
-        return _Reply(response.status, response.headers, body, location, ssl_object)
+        return _Reply(response.status, response.headers, body, location)
 
     async def _read_body(self, response: httpcore.Response, attrs: Attributes) -> bytes:
         """Read the body, keeping it only if a check needs it; over the cap is a failure."""
@@ -333,12 +332,8 @@ class HTTPProbe:
     def _check(self, reply: _Reply, attrs: Attributes, duration_s: float) -> None:
         """Evaluate every expectation on the final response; raise the first, list them all."""
         expect = self._config.expect
-        remaining_s: float | None = None
-        if reply.ssl_object is not None:
-            tls_attrs = handshake_attributes(reply.ssl_object)
-            attrs.update(tls_attrs)
-            remaining = tls_attrs.get(names.PROBE_TLS_CERT_REMAINING)
-            remaining_s = float(remaining) if isinstance(remaining, int | float) else None
+        remaining = attrs.get(names.PROBE_TLS_CERT_REMAINING)
+        remaining_s = float(remaining) if isinstance(remaining, int | float) else None
         failures: list[Failure] = []
         status = self._status.check(reply.status)
         if status is not None:
@@ -385,18 +380,3 @@ def _tag_phases(clock: PhaseClock, first: int, attributes: Attributes) -> None:
         phase = clock.phases[index]
         if not attributes.keys() <= phase.attributes.keys():
             clock.phases[index] = dataclasses.replace(phase, attributes={**phase.attributes, **attributes})
-
-
-def _remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:
-    message = str(exc)
-    if "without sending a response" in message or message == "Server disconnected":
-        detail = "server_disconnected" if not timer.response_started else "incomplete_body"
-    elif "incomplete" in message or "complete message body" in message:
-        detail = "incomplete_body"
-    elif "StreamReset" in message:
-        detail = "stream_reset"
-    elif "ConnectionTerminated" in message:
-        detail = "connection_terminated"
-    else:
-        detail = "malformed_response"
-    return ProtocolError(detail, f"{detail}: {message}")

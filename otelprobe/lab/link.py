@@ -260,7 +260,15 @@ class Link:
             listener.close()
         lab.register_pid(self.process.pid)
         self.control = LinkControl(self.control_path)
-        self.control.request("ping")  # returns once the forwarder serves
+        try:
+            self.control.request("ping")  # returns once the forwarder serves
+        except (OSError, ValueError):
+            self.close()
+            raise
+        lab.note(
+            f"link:{name}",
+            {"control": str(self.control_path), "vantage": vantage.name, "ipv4": self.vantage_ipv4},
+        )
 
     def set(self, direction: Direction | Literal["both"], *, retime: bool = True, **changes: Any) -> None:
         """See `LinkControl.set`."""
@@ -317,13 +325,19 @@ class LinkEmulator:
         *,
         namespace: Namespace | None = None,
         mtu: int = 1500,
-        realtime: bool = False,
+        realtime: bool = True,
     ) -> Link:
         """Create vantage namespace `v-<name>` (unless given) and link it to the target.
 
         Args:
-            realtime: run the forwarder under SCHED_FIFO, which trims its tail latency when other
-                processes load the CPUs (it only ever blocks in select(), so it cannot hog one).
+            name: vantage name; its namespace is `otp-<labid>-v-<name>`.
+            up: settings for vantage -> target packets; down: for target -> vantage.
+            namespace: use this namespace as the vantage instead of creating one.
+            mtu: of both TUN devices.
+            realtime: run the forwarder under SCHED_FIFO. Measured here at 200 connects/s, it
+                cuts the forwarder's p99 lateness from ~4 ms to ~0.1 ms when other processes
+                load the two cores; it blocks in select() between packets and used 7 % of a core
+                at that load (60 % when forwarding 70k packets/s of unshaped bulk traffic).
         """
         if name in self.links:
             raise ValueError(f"vantage {name!r} already exists")

@@ -203,6 +203,7 @@ class Lab:
         self.registry = RUN_DIR / f"{self.lab_id}.json"
         self.namespaces: dict[str, Namespace] = {}
         self._pids: list[int] = []
+        self._notes: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
         self._closed = False
         self._lock = threading.Lock()
@@ -236,6 +237,12 @@ class Lab:
             self._pids.append(pid)
             self._save()
 
+    def note(self, key: str, value: Any) -> None:
+        """Record something JSON-serialisable in the registry (e.g. a link's control socket)."""
+        with self._lock:
+            self._notes[key] = value
+            self._save()
+
     def on_close(self, fn: Callable[[], None]) -> None:
         """Run `fn` at cleanup, before processes are killed and namespaces deleted (LIFO)."""
         self._closers.append(fn)
@@ -264,6 +271,7 @@ class Lab:
             "created": time.time(),
             "namespaces": [ns.name for ns in self.namespaces.values()],
             "pids": self._pids,
+            "notes": self._notes,
         }
         tmp = self.registry.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))

@@ -11,15 +11,17 @@ import random
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from otelprobe.lab._shaper import DirectionShaper
 from otelprobe.lab.link import TARGET_IPV4, TARGET_IPV6, Link, LinkEmulator, LinkParams
-from otelprobe.lab.netns import Lab, Namespace
+from otelprobe.lab.netns import Lab, Namespace, cleanup_all
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and TUN devices need root")
 PORT = 8080
@@ -213,3 +215,26 @@ def test_model_keeps_order_unless_reordering_is_asked() -> None:
         order = [int.from_bytes(d, "big") for d in shaper.pop_due(10**9)]
         assert sorted(order) == list(range(200))
         assert (order == sorted(order)) is not reorder
+
+
+@pytest.mark.netns
+@root_only
+def test_forwarder_exits_and_lab_down_cleans_after_owner_is_killed() -> None:
+    script = (
+        "import os, signal\n"
+        "from otelprobe.lab.netns import Lab\n"
+        "from otelprobe.lab.link import LinkEmulator\n"
+        "lab = Lab()\n"
+        "link = LinkEmulator(lab).add_vantage('a')\n"
+        "print(lab.lab_id, link.process.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    lab_id, forwarder = child.stdout.split()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{forwarder}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the lifeline pipe hit EOF when its owner died
+    assert not Path(f"/proc/{forwarder}").exists()
+    assert f"otp-{lab_id}-target" in cleanup_all()
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"otp-{lab_id}-" not in left

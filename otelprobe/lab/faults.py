@@ -9,6 +9,7 @@ FAULT_TYPES and one member to `Fault`. tests/lab/test_faults.py checks that they
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Union
@@ -73,15 +74,39 @@ class _Probabilistic(FaultBase):
     probability: float = Field(1.0, ge=0.0, le=1.0, description="share of requests affected")
 
 
+DelayDistribution = Literal["uniform", "normal", "exponential"]
+
+
+class _Delayed(_Probabilistic):
+    """A per-request delay: `delay`, spread by `jitter` according to `distribution`."""
+
+    delay_s: Duration = Field(alias="delay")
+    jitter_s: Duration = Field(0.0, alias="jitter")
+    distribution: DelayDistribution = Field(
+        "uniform",
+        description="uniform: delay ± jitter; normal: σ = jitter; exponential: delay + Exp(mean jitter)",
+    )
+
+    def sample_delay(self, rng: random.Random) -> float:
+        """One delay in seconds, never negative."""
+        if not self.jitter_s:
+            return self.delay_s
+        if self.distribution == "uniform":
+            spread = rng.uniform(-self.jitter_s, self.jitter_s)
+        elif self.distribution == "normal":
+            spread = rng.gauss(0.0, self.jitter_s)
+        else:  # a long right tail, as slow backends have
+            spread = rng.expovariate(1.0 / self.jitter_s)
+        return max(0.0, self.delay_s + spread)
+
+
 # --- DNS (lab/servers/dns.py) -----------------------------------------------------------------
 
 
-class DNSDelay(_Probabilistic):
-    """Answers are held back by `delay` (± uniform `jitter`)."""
+class DNSDelay(_Delayed):
+    """Answers are held back by `delay`, spread by `jitter`."""
 
     kind: Literal["dns_delay"] = "dns_delay"
-    delay_s: Duration = Field(alias="delay")
-    jitter_s: Duration = Field(0.0, alias="jitter")
     root_cause: ClassVar[RootCause] = "dns_latency"
     server: ClassVar[FaultServer] = "dns"
 
@@ -164,13 +189,11 @@ class BandwidthLimit(FaultBase):
 # --- TLS front (lab/servers/tls.py) -----------------------------------------------------------
 
 
-class TLSDelay(_Probabilistic):
-    """The server accepts, waits `delay` (± `jitter`), then handshakes: `tls.handshake` grows,
+class TLSDelay(_Delayed):
+    """The server accepts, waits `delay` (spread by `jitter`), then handshakes: `tls.handshake` grows,
     `tcp.connect` does not."""
 
     kind: Literal["tls_delay"] = "tls_delay"
-    delay_s: Duration = Field(alias="delay")
-    jitter_s: Duration = Field(0.0, alias="jitter")
     root_cause: ClassVar[RootCause] = "tls_slow"
     server: ClassVar[FaultServer] = "tls"
 
@@ -187,12 +210,10 @@ class BadCertificate(FaultBase):
 # --- HTTP (lab/servers/http.py, lab/servers/raw.py) -------------------------------------------
 
 
-class TTFBDelay(_Probabilistic):
-    """The response starts `delay` (± `jitter`) after the request was read."""
+class TTFBDelay(_Delayed):
+    """The response starts `delay` (spread by `jitter`) after the request was read."""
 
     kind: Literal["ttfb_delay"] = "ttfb_delay"
-    delay_s: Duration = Field(alias="delay")
-    jitter_s: Duration = Field(0.0, alias="jitter")
     root_cause: ClassVar[RootCause] = "backend_slow"
     server: ClassVar[FaultServer] = "http"
 
@@ -379,9 +400,7 @@ def dns_server_fault(
     from otelprobe.lab.servers.dns_zone import DNSFault
 
     if isinstance(fault, DNSDelay):
-        low, high = max(0.0, fault.delay_s - fault.jitter_s), fault.delay_s + fault.jitter_s
-        delay = fault.delay_s if not fault.jitter_s else (lambda rng: rng.uniform(low, high))
-        return DNSFault(delay=delay, probability=fault.probability)
+        return DNSFault(delay=fault.sample_delay, probability=fault.probability)
     if isinstance(fault, DNSServfail):
         return DNSFault(rcode=dns.rcode.SERVFAIL, probability=fault.probability)
     if isinstance(fault, DNSNxdomain):

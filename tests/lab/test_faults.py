@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import statistics
 import typing
 
 import dns.asyncquery
@@ -166,3 +168,24 @@ async def test_dns_faults_drive_the_lab_dns_server() -> None:
         answer = await dns_query(server.port)
         assert 0.08 <= loop.time() - start < 0.12 + 0.03
         assert answer.answer[0][0].to_text() == "127.0.0.1"
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "normal", "exponential"])
+def test_delay_distributions(distribution: str) -> None:
+    fault = parse_fault(
+        {"kind": "ttfb_delay", "delay": "100ms", "jitter": "20ms", "distribution": distribution}
+    )
+    assert isinstance(fault, faults.TTFBDelay)
+    rng = random.Random(1)
+    samples = [fault.sample_delay(rng) for _ in range(2000)]
+    assert all(s >= 0 for s in samples)
+    if distribution == "uniform":
+        assert 0.08 <= min(samples) and max(samples) <= 0.12
+        assert statistics.mean(samples) == pytest.approx(0.1, abs=0.002)
+    elif distribution == "normal":
+        assert statistics.stdev(samples) == pytest.approx(0.02, rel=0.1)
+        assert statistics.mean(samples) == pytest.approx(0.1, abs=0.002)
+    else:
+        assert min(samples) >= 0.1
+        assert statistics.mean(samples) == pytest.approx(0.12, abs=0.003)
+    assert faults.TTFBDelay(delay_s=0.05).sample_delay(rng) == 0.05

@@ -119,8 +119,7 @@ def plan_response(
     try:
         hop = int(query.get(_HOP, "0"))
         if (f := faults.get("ttfb_delay")) is not None and isinstance(f, TTFBDelay) and hits(f):
-            delay = f.delay_s + (rng.uniform(-f.jitter_s, f.jitter_s) if f.jitter_s else 0.0)
-            plan = replace(plan, ttfb_delay_s=max(0.0, delay))
+            plan = replace(plan, ttfb_delay_s=f.sample_delay(rng))
         if (f := faults.get("trickle_body")) is not None and isinstance(f, TrickleBody) and hits(f):
             plan = replace(plan, trickle_bytes_per_s=float(f.rate_bytes_per_s), trickle_chunk=f.chunk_bytes)
         if (f := faults.get("reset_mid_body")) is not None and isinstance(f, ResetMidBody) and hits(f):

@@ -97,8 +97,7 @@ class TLSFront:
         fault = self._delay
         if fault is None or (fault.probability < 1.0 and self._rng.random() >= fault.probability):
             return 0.0
-        jitter = self._rng.uniform(-fault.jitter_s, fault.jitter_s) if fault.jitter_s else 0.0
-        return max(0.0, fault.delay_s + jitter)
+        return fault.sample_delay(self._rng)
 
     # --- life cycle --------------------------------------------------------------------------
 

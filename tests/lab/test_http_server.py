@@ -20,7 +20,7 @@ from otelprobe.lab.faults import (
     parse_fault,
 )
 from otelprobe.lab.servers.http import LAB_BODY_LINE, HTTPFaultServer
-from otelprobe.lab.servers.measure import HTTPTiming, http_get
+from otelprobe.lab.servers.measure import HTTPTiming, http_get, measure_accuracy
 from otelprobe.lab.servers.raw import GARBAGE, RawFaultServer
 
 
@@ -179,3 +179,10 @@ async def test_raw_server_modes() -> None:
         assert endless.status == 200 and len(endless.body) > 2 * 1024 * 1024
         assert raw.counts == {"garbage": 1, "reset": 1, "hang": 1, "endless_body": 1}
     assert GARBAGE[:1] == b"\x16"  # looks like TLS, is not HTTP
+
+
+async def test_measure_accuracy_reports_achieved_vs_requested() -> None:
+    report = await measure_accuracy("ttfb_delay", 0.03, samples=5)
+    assert report.samples == 5 and report.requested_s == 0.03
+    assert 0.0 <= report.median_error_s < 0.015
+    assert report.median_error_s <= report.p90_error_s <= report.max_error_s

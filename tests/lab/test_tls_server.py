@@ -14,7 +14,7 @@ import pytest
 from otelprobe.lab.certs import LabCA, LeafKind
 from otelprobe.lab.faults import BadCertificate, CertProblem, ResetMidBody, TLSDelay, TTFBDelay
 from otelprobe.lab.servers.http import LAB_BODY_LINE, HTTPFaultServer
-from otelprobe.lab.servers.measure import http_get, server_hello_delay
+from otelprobe.lab.servers.measure import http_get, measure_accuracy, server_hello_delay
 from otelprobe.lab.servers.tls import TLSFront
 
 
@@ -141,3 +141,8 @@ async def test_https_fault_server_with_a_lab_certificate(lab_ca: LabCA) -> None:
             server_hostname="localhost",
         )
         assert result.status == 200 and 0.05 <= result.ttfb_s < 0.05 + 0.03
+
+
+async def test_measure_accuracy_for_tls_delay() -> None:
+    report = await measure_accuracy("tls_delay", 0.03, samples=5)
+    assert 0.0 <= report.median_error_s < 0.015

@@ -168,6 +168,9 @@ class ICMPProbe:
             )
 
 
+_Outcome = tuple[int | None, ProbeError | None]  # (rtt_ns, error) of one packet
+
+
 class _EchoSession:
     """One attempt's echo requests on one socket: a sender loop and a reply reader."""
 
@@ -181,13 +184,13 @@ class _EchoSession:
         self._ident = ident
         self._config = config
         self._payload = packet.echo_payload(config.payload_size)
-        self._waiting: dict[int, asyncio.Future[tuple[int, packet.ICMPMessage | ProbeError]]] = {}
+        self._waiting: dict[int, asyncio.Future[tuple[int, packet.ICMPMessage | ProbeError, str]]] = {}
 
-    async def run(self, clock: PhaseClock, first_sequence: int) -> list[tuple[int, int | None]]:
-        """Send every packet and wait for its reply; returns (sequence, rtt_ns or None) per packet."""
+    async def run(self, clock: PhaseClock, first_sequence: int) -> list[_Outcome]:
+        """Send every packet and wait for its reply; returns (rtt_ns, error) per packet."""
         loop = asyncio.get_running_loop()
         sent: list[tuple[int, int, float]] = []  # (sequence, send perf ns, loop-time deadline)
-        outcomes: list[tuple[int, int | None]] = []
+        outcomes: list[_Outcome] = []
         reader = asyncio.create_task(self._read_replies())
         try:
             for index in range(self._config.count):
@@ -224,33 +227,33 @@ class _EchoSession:
 
     async def _outcome(
         self, clock: PhaseClock, loop: asyncio.AbstractEventLoop, sequence: int, send_ns: int, deadline: float
-    ) -> tuple[int, int | None]:
+    ) -> _Outcome:
         waiter = self._waiting[sequence]
         attrs: dict[str, AttributeValue] = {names.PROBE_ICMP_SEQUENCE: sequence}
         try:
             async with asyncio.timeout_at(deadline):
-                recv_ns, reply = await asyncio.shield(waiter)
+                recv_ns, reply, responder = await asyncio.shield(waiter)
         except TimeoutError:
             end_ns = send_ns + int(self._config.packet_timeout_s * 1e9)
-            clock.record(names.SPAN_ICMP_ECHO, send_ns, end_ns, ConnectTimeout("no_reply"), attrs)
-            return sequence, None
+            lost = ConnectTimeout("no_reply")
+            clock.record(names.SPAN_ICMP_ECHO, send_ns, end_ns, lost, attrs)
+            return None, lost
         if isinstance(reply, ProbeError):
             clock.record(names.SPAN_ICMP_ECHO, send_ns, recv_ns, reply, attrs)
-            return sequence, None
+            return None, reply
         if reply.ttl is not None:
             attrs[names.PROBE_ICMP_REPLY_TTL] = reply.ttl
         if not reply.is_echo_reply:
             error = _icmp_error(reply)
-            if reply.quoted is not None:
-                attrs[names.PROBE_ICMP_RESPONDER] = reply.quoted.source
+            attrs[names.PROBE_ICMP_RESPONDER] = responder
             clock.record(names.SPAN_ICMP_ECHO, send_ns, recv_ns, error, attrs)
-            return sequence, None
+            return None, error
         if reply.payload != self._payload:
             error = ProtocolError("payload_mismatch", f"echo reply {sequence} carried a different payload")
             clock.record(names.SPAN_ICMP_ECHO, send_ns, recv_ns, error, attrs)
-            return sequence, None
+            return None, error
         clock.record(names.SPAN_ICMP_ECHO, send_ns, recv_ns, None, attrs)
-        return sequence, recv_ns - send_ns
+        return recv_ns - send_ns, None
 
     async def _read_replies(self) -> None:
         loop = asyncio.get_running_loop()
@@ -266,10 +269,11 @@ class _EchoSession:
                 reply = packet.parse_icmp(data, v6=self._v6, has_ip_header=self._raw)
             except packet.PacketError:
                 continue
-            sequence = self._match(reply, str(source[0]).split("%")[0])
+            responder = str(source[0]).split("%")[0]
+            sequence = self._match(reply, responder)
             waiter = self._waiting.get(sequence) if sequence is not None else None
             if waiter is not None and not waiter.done():
-                waiter.set_result((recv_ns, reply))
+                waiter.set_result((recv_ns, reply, responder))
 
     def _match(self, reply: packet.ICMPMessage, source: str) -> int | None:
         """The sequence number a received message answers, or None when it is someone else's."""
@@ -287,12 +291,12 @@ class _EchoSession:
     def _resolve_oldest(self, error: ProbeError) -> None:
         for waiter in self._waiting.values():
             if not waiter.done():
-                waiter.set_result((PhaseClock.now_ns(), error))
+                waiter.set_result((PhaseClock.now_ns(), error, self._address))
                 return
 
 
-def _summarize(outcomes: list[tuple[int, int | None]], attrs: Attributes, config: ICMPProbeConfig) -> None:
-    rtts = [rtt / 1e9 for _, rtt in outcomes if rtt is not None]
+def _summarize(outcomes: list[_Outcome], attrs: Attributes, config: ICMPProbeConfig) -> None:
+    rtts = [rtt / 1e9 for rtt, _ in outcomes if rtt is not None]
     sent = len(outcomes)
     loss = 1.0 - len(rtts) / sent if sent else 1.0
     attrs[names.PROBE_ICMP_PACKETS_SENT] = sent
@@ -304,7 +308,11 @@ def _summarize(outcomes: list[tuple[int, int | None]], attrs: Attributes, config
         attrs[names.PROBE_ICMP_RTT_MAX] = max(rtts)
         attrs[names.PROBE_ICMP_RTT_STDDEV] = statistics.pstdev(rtts)
     if not rtts:
-        raise ConnectTimeout("no_reply", f"no echo reply to {sent} packet(s)")
+        # An ICMP error (unreachable, TTL exceeded) says more than silence does.
+        errors = [error for _, error in outcomes if error is not None]
+        raise next((e for e in errors if e.detail != "no_reply"), None) or ConnectTimeout(
+            "no_reply", f"no echo reply to {sent} packet(s)"
+        )
     if config.max_loss_ratio is not None and loss > config.max_loss_ratio:
         raise AssertionFailed(
             "loss_ratio_exceeded", f"lost {loss:.0%} of {sent} packets (max {config.max_loss_ratio:.0%})"

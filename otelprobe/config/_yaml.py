@@ -35,18 +35,49 @@ _MERGE: Final = "tag:yaml.org,2002:merge"
 _MAX_DEPTH: Final = 64  # deeper means a recursive alias; no real config nests this far
 
 
-class _Core12Loader(yaml.SafeLoader):
-    """SafeLoader with the YAML 1.2 core schema's implicit types instead of YAML 1.1's."""
+class _Core12Resolver(yaml.resolver.BaseResolver):
+    """The YAML 1.2 core schema's implicit types instead of YAML 1.1's."""
 
     yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012  (PyYAML's class-level registry)
 
+
+class _MarkingComposer(yaml.composer.Composer):
     def compose_scalar_node(self, anchor: Any) -> ScalarNode:
         # Remember whether the tag was written (`!!str ${X}`): only implicit tags are re-resolved
         # after substitution.
-        explicit = self.peek_event().tag not in (None, "!")  # type: ignore[no-untyped-call]
+        explicit = self.peek_event().tag not in (None, "!")  # type: ignore[attr-defined]
         node = super().compose_scalar_node(anchor)
         node.explicit_tag = explicit  # type: ignore[attr-defined]
         return node
+
+
+class _PureLoader(
+    yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _MarkingComposer, _Core12Resolver
+):
+    """Pure-Python parsing: used for syntax errors, whose messages are the clearer ones."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _MarkingComposer.__init__(self)
+        _Core12Resolver.__init__(self)
+
+
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser
+
+    class _FastLoader(_MarkingComposer, CParser, _Core12Resolver):
+        """libyaml's parser (about 5x faster on 10,000 targets) under the same composer."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _MarkingComposer.__init__(self)
+            _Core12Resolver.__init__(self)
+
+    _Loader: type[Any] = _FastLoader
+else:  # pragma: no cover (PyYAML wheels bundle libyaml)
+    _Loader = _PureLoader
 
 
 _IMPLICIT: Final[list[tuple[str, re.Pattern[str], list[str]]]] = [
@@ -64,7 +95,7 @@ _IMPLICIT: Final[list[tuple[str, re.Pattern[str], list[str]]]] = [
     (_MERGE, re.compile(r"^(?:<<)$"), ["<"]),
 ]
 for _tag, _pattern, _first in _IMPLICIT:
-    _Core12Loader.add_implicit_resolver(_tag, _pattern, _first)
+    _Core12Resolver.add_implicit_resolver(_tag, _pattern, _first)
 
 
 def _implicit_tag(text: str) -> str:
@@ -104,15 +135,29 @@ def parse(text: str, filename: str, substituter: Substituter, *, json_syntax: bo
         # hold a raw tab) they are only whitespace, so replacing them keeps every position.
         text = text.replace("\t", " ")
     try:
-        root = yaml.compose(text, Loader=_Core12Loader)
-    except yaml.MarkedYAMLError as exc:
-        return Document(data=None, problems=[_syntax_problem(exc, filename, json_syntax)])
-    except yaml.YAMLError as exc:
-        return Document(data=None, problems=[ConfigProblem(filename, None, "", f"YAML error: {exc}")])
+        root = _compose(text, _Loader)
+    except yaml.YAMLError:
+        # Parse again in Python for the message: it names the context, and reads the same with
+        # or without libyaml.
+        try:
+            root = _compose(text, _PureLoader)
+        except yaml.MarkedYAMLError as exc:
+            return Document(data=None, problems=[_syntax_problem(exc, filename, json_syntax)])
+        except yaml.YAMLError as exc:
+            return Document(data=None, problems=[ConfigProblem(filename, None, "", f"YAML error: {exc}")])
     doc = Document(data={})
     if root is not None:
         doc.data = _Builder(filename, substituter, doc).build(root, (), 0)
     return doc
+
+
+def _compose(text: str, loader_class: type[Any]) -> Node | None:
+    loader = loader_class(text)
+    try:
+        node: Node | None = loader.get_single_node()
+        return node
+    finally:
+        loader.dispose()
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, filename: str, json_syntax: bool) -> ConfigProblem:
@@ -190,7 +235,7 @@ class _Builder:
             substituted = self.substituter(text, path, line)
             if substituted is not None:
                 text = substituted
-                if node.style is None and not getattr(node, "explicit_tag", False):
+                if not node.style and not getattr(node, "explicit_tag", False):
                     # A plain scalar is typed after substitution (`port: ${PORT}` is an int), but
                     # it stays one scalar whatever the value holds: structure cannot be injected.
                     tag = _implicit_tag(text)

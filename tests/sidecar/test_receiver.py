@@ -165,7 +165,9 @@ async def test_bodies_over_the_cap_are_413_even_when_compressed(http: aiohttp.Cl
 
 async def test_malformed_grpc_is_invalid_argument(receiver: OTLPReceiver) -> None:
     async with grpc.aio.insecure_channel(receiver.grpc_endpoint) as channel:
-        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export", None, None
+        )
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await export(b"\xff\xff\xff garbage", timeout=5)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -174,6 +176,7 @@ async def test_malformed_grpc_is_invalid_argument(receiver: OTLPReceiver) -> Non
 async def test_full_queue_rejects_through_partial_success_and_counts(http: aiohttp.ClientSession) -> None:
     async with OTLPReceiver(max_queue=2, grpc_port=None) as rcv:
         headers = {"Content-Type": "application/x-protobuf"}
+        response = ExportTraceServiceResponse()
         for _ in range(5):
             async with http.post(
                 rcv.http_endpoint + TRACES_PATH, data=request_with(3).SerializeToString(), headers=headers

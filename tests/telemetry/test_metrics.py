@@ -51,7 +51,7 @@ def test_probe_duration_has_one_observation_per_phase_and_total(
     assert ttfb.count == 1
     assert ttfb.sum == pytest.approx(0.0115)
     assert tuple(ttfb.explicit_bounds) == LATENCY_BUCKETS_S
-    assert dict(ttfb.attributes) == {
+    assert dict(ttfb.attributes or {}) == {
         names.PROBE_KIND: "http",
         names.PROBE_TARGET: "api",
         names.OTELPROBE_VANTAGE: "eu-1",

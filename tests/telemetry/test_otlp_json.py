@@ -118,7 +118,11 @@ def test_metrics_lines_share_the_file_with_spans(tmp_path: Path, result_factory:
     assert contents.problems == []
     assert sum(1 for r in contents.traces for _ in iter_spans(r)) == 7
     metric_names = {
-        m.name for r in contents.metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        m.name
+        for r in contents.metrics
+        for rm in r.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
     }
     assert {names.METRIC_PROBE_DURATION, names.METRIC_PROBE_SUCCESS} <= metric_names
     resource = contents.metrics[0].resource_metrics[0].resource

@@ -83,7 +83,7 @@ class Runtime:
         sink_factory: builds the telemetry sink from the first valid config.
         probe_factory: builds each target's probe.
         ctx: the probe context (vantage, default resolver).
-        shard: "i/n" overriding the config's shard.
+        shard: "i/n" overriding the config's shard (ValueError if malformed).
         poll_interval_s: how often the file's mtime/size is checked.
         grace_s: how long in-flight probes may run after a stop request.
     """
@@ -106,7 +106,8 @@ class Runtime:
         self._sink_factory = sink_factory or default_sink
         self._probe_factory = probe_factory
         self._ctx = ctx
-        self._shard_override = shard
+        # An invalid override is the caller's error: raise ValueError now, not at the first load.
+        self._shard_override = parse_shard(shard) if shard else None
         self._poll_interval_s = poll_interval_s
         self._grace_s = grace_s
         self._rng = rng
@@ -229,7 +230,7 @@ class Runtime:
         log.info("probing %d targets from %s", len(targets), self.path)
 
     def _select(self, config: Config) -> list[ProbeConfigBase]:
-        shard = parse_shard(self._shard_override) if self._shard_override else config.shard
+        shard = self._shard_override or config.shard
         if shard is None:
             return list(config.targets)
         mine: list[ProbeConfigBase] = select(config.targets, shard.index, shard.count)

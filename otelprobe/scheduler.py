@@ -231,8 +231,8 @@ class Scheduler:
         for attempt in range(1, config.retries.count + 2):
             if attempt > 1:
                 pause = backoff_s(config.retries, attempt - 1, self._rng)
-                # A retry must finish before the next scheduled run starts.
-                if loop.time() + pause + config.timeout_s > next_run:
+                # A retry must finish before the next scheduled run starts; none start at shutdown.
+                if self._closed or loop.time() + pause + config.timeout_s > next_run:
                     break
                 await asyncio.sleep(pause)
                 self.stats.retries += 1
@@ -296,7 +296,7 @@ class Scheduler:
                     attributes={names.ERROR_TYPE: error.error_type, names.PROBE_ERROR_DETAIL: error.detail},
                 )
             ]
-        exc = task.exception()
+        exc = asyncio.CancelledError("the probe cancelled itself") if task.cancelled() else task.exception()
         if exc is not None:
             self.stats.probe_exceptions += 1
             log.error("target %s: %s probe raised", config.name, t.probe.kind, exc_info=exc)

@@ -183,6 +183,14 @@ async def test_shard_selects_this_replicas_targets(tmp_path: Path, server: Serve
         assert 0 < len(mine) < len(names)
     finally:
         await rt.shutdown()
+    override = Runtime(path, sink_factory=lambda config: MemorySink(), shard="2/3")
+    await override.start()
+    try:
+        assert set(override.scheduler.targets()) == {n for n in names if shard_of(n, 3) == 2}
+    finally:
+        await override.shutdown()
+    with pytest.raises(ValueError, match="out of range"):
+        Runtime(path, shard="3/3")
 
 
 async def test_a_bad_file_at_start_up_raises_config_error(tmp_path: Path) -> None:

@@ -12,11 +12,13 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from otelprobe.config.common import ProbeConfigBase
+from otelprobe.config.common import ProbeConfigBase, RetryPolicy
 from otelprobe.errors import ConnectRefused
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduler import Scheduler, TargetState
+from otelprobe.scheduling.health import backoff_s
+from otelprobe.scheduling.stats import LatencyStats
 from otelprobe.targets import spread_offset
 from otelprobe.timing import PhaseClock
 
@@ -471,3 +473,27 @@ async def test_real_http_probes_retry_into_linked_traces() -> None:
         await scheduler.aclose()
         await telemetry.shutdown()
         await runner.cleanup()
+
+
+def test_lateness_percentiles_over_a_bounded_window() -> None:
+    stats = LatencyStats(window=100)
+    for ms in range(1, 201):  # 1..200 ms; the window keeps the last 100: 101..200
+        stats.add(ms / 1000)
+    assert stats.count == 200
+    assert len(stats.samples()) == 100
+    assert stats.percentile(0) == pytest.approx(0.101)
+    assert stats.percentile(50) == pytest.approx(0.150)
+    assert stats.percentile(99) == pytest.approx(0.199)
+    assert stats.percentile(100) == stats.max_s == pytest.approx(0.200)
+    assert LatencyStats().percentile(99) == 0.0
+
+
+def test_backoff_grows_is_capped_and_jittered_within_its_fraction() -> None:
+    policy = RetryPolicy.model_validate(
+        {"count": 5, "backoff": 0.1, "multiplier": 3, "max_backoff": 0.5, "jitter": 0.2}
+    )
+    rng = random.Random(7)
+    for retry, base in [(1, 0.1), (2, 0.3), (3, 0.5), (4, 0.5)]:
+        pauses = [backoff_s(policy, retry, rng) for _ in range(200)]
+        assert all(base * 0.8 - 1e-9 <= p <= base * 1.2 + 1e-9 for p in pauses)
+        assert max(pauses) - min(pauses) > base * 0.2  # jitter really spreads them

@@ -175,7 +175,7 @@ class Namespace:
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start a process inside the namespace; the lab kills it on cleanup."""
         if self._lab is not None:
-            # The marker lets cleanup tell our process from an unrelated one that reused its pid.
+            # Marks the lab's processes for people looking at `ps e`.
             env = dict(kwargs.pop("env", None) or os.environ)
             kwargs["env"] = {**env, "OTELPROBE_LAB_ID": self._lab.lab_id}
         proc = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
@@ -202,7 +202,7 @@ class Lab:
         self.run_dir = RUN_DIR / self.lab_id
         self.registry = RUN_DIR / f"{self.lab_id}.json"
         self.namespaces: dict[str, Namespace] = {}
-        self._pids: list[int] = []
+        self._pids: list[tuple[int, int | None]] = []
         self._notes: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
         self._closed = False
@@ -234,7 +234,7 @@ class Lab:
     def register_pid(self, pid: int) -> None:
         """Record a process to be killed on cleanup (also by `cleanup_all` after a crash)."""
         with self._lock:
-            self._pids.append(pid)
+            self._pids.append((pid, _start_time(pid)))
             self._save()
 
     def note(self, key: str, value: Any) -> None:
@@ -278,38 +278,43 @@ class Lab:
         tmp.replace(self.registry)
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """Boot-relative start time: with the pid it names one process, even across exec()."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
 def _pid_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie counts as gone (its owner reaps it, we do not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
-def _kill(pid: int, lab_id: str) -> None:
-    """Kill `pid` if it still is a process of this lab (pids get reused after a crash)."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+def _kill(pid: int, start_time: int | None) -> None:
+    """Kill `pid` if it still is the process we started (pids get reused after a crash)."""
+    if start_time is None or _start_time(pid) != start_time:
         return
-    marker = lab_id.encode()
-    if marker not in cmdline and b"OTELPROBE_LAB_ID=" + marker not in environ:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(0.005)
-    if _pid_alive(pid):
+    for sig, wait_s in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 1.0)):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.005)
+        if not _pid_alive(pid):
+            return
 
 
-def _remove(lab_id: str, pids: Sequence[int], namespaces: Sequence[str]) -> None:
-    for pid in pids:
-        _kill(pid, lab_id)
+def _remove(lab_id: str, pids: Sequence[tuple[int, int | None]], namespaces: Sequence[str]) -> None:
+    for pid, start_time in pids:
+        _kill(pid, start_time)
     for name in namespaces:
         done = _ip("netns", "del", name, check=False)
         if done.returncode != 0 and (NETNS_DIR / name).exists():
@@ -349,7 +354,8 @@ def cleanup_all(*, include_live: bool = False) -> list[str]:
             live_ids.add(lab_id)
             continue
         names = [str(n) for n in data.get("namespaces", [])]
-        _remove(lab_id, [int(p) for p in data.get("pids", [])], names)
+        pids = [(int(pid), None if start is None else int(start)) for pid, start in data.get("pids", [])]
+        _remove(lab_id, pids, names)
         removed.extend(n for n in names if n not in removed)
     # Namespaces with our prefix but no registry (e.g. a crash between add and save).
     for name in lab_namespaces():

@@ -96,7 +96,7 @@ async def test_delay_each_direction_adds_to_connect(env: Env, host: str) -> None
     for direction in ("up", "down"):
         env.link.set(direction, delay_s=0.020)
     rtt = await median_connect_s(env.link.vantage, host=host)
-    assert 0.040 <= rtt <= 0.044, rtt
+    assert 0.040 <= rtt <= 0.048, rtt  # never early; slack for a loaded client
     stats = env.link.stats()
     assert stats["up"].delay_p50_s is not None and 0.020 <= stats["up"].delay_p50_s < 0.022
 
@@ -105,8 +105,8 @@ async def test_delay_each_direction_adds_to_connect(env: Env, host: str) -> None
 @root_only
 async def test_vantages_have_their_own_links(env: Env) -> None:
     slow = env.emulator.add_vantage("b", LinkParams(delay_s=0.015), LinkParams(delay_s=0.015))
-    assert await median_connect_s(env.link.vantage, n=7) < 0.005
-    assert 0.030 <= await median_connect_s(slow.vantage, n=7) <= 0.034
+    assert await median_connect_s(env.link.vantage, n=7) < 0.010
+    assert 0.030 <= await median_connect_s(slow.vantage, n=7) <= 0.038
 
 
 @pytest.mark.netns
@@ -159,7 +159,7 @@ async def test_rate_limit_paces_a_transfer(env: Env) -> None:
 @root_only
 async def test_settings_change_at_run_time_and_take_effect_at_once(env: Env) -> None:
     env.link.set("up", delay_s=0.030)
-    assert 0.030 <= await median_connect_s(env.link.vantage, n=5) <= 0.034
+    assert 0.030 <= await median_connect_s(env.link.vantage, n=5) <= 0.038
     assert env.link.control.wait_drained(1.0)  # the FINs and ACKs of those connections
     # A SYN waiting out a 0.5 s delay is re-timed when the delay drops (LAB-NOTES pitfall 6).
     env.link.set("up", delay_s=0.5)
@@ -168,7 +168,7 @@ async def test_settings_change_at_run_time_and_take_effect_at_once(env: Env) -> 
     assert env.link.stats()["up"].queued >= 1  # the SYN (and maybe a late ACK of a closed one)
     env.link.set("up", delay_s=0.0)
     assert await pending < 0.1
-    assert await median_connect_s(env.link.vantage, n=5) < 0.005
+    assert await median_connect_s(env.link.vantage, n=5) < 0.010
     assert env.link.params()["up"].delay_s == 0.0
 
 

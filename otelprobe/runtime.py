@@ -29,7 +29,7 @@ from otelprobe.targets import parse_shard, select
 if TYPE_CHECKING:
     from otelprobe.config.models import Config
 
-__all__ = ["Runtime", "TelemetrySink", "default_probe_factory", "default_sink", "run"]
+__all__ = ["Runtime", "TelemetrySink", "default_probe_factory", "default_sink", "main", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Runtime:
         probe_factory: builds each target's probe.
         ctx: the probe context (vantage, default resolver).
         shard: "i/n" overriding the config's shard (ValueError if malformed).
+        vantage: overrides the config's vantage name.
         poll_interval_s: how often the file's mtime/size is checked.
         grace_s: how long in-flight probes may run after a stop request.
     """
@@ -97,6 +98,7 @@ class Runtime:
         probe_factory: ProbeFactory = default_probe_factory,
         ctx: ProbeContext | None = None,
         shard: str | None = None,
+        vantage: str | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
         grace_s: float = GRACE_S,
         rng: random.Random | None = None,
@@ -108,6 +110,7 @@ class Runtime:
         self._ctx = ctx
         # An invalid override is the caller's error: raise ValueError now, not at the first load.
         self._shard_override = parse_shard(shard) if shard else None
+        self._vantage_override = vantage
         self._poll_interval_s = poll_interval_s
         self._grace_s = grace_s
         self._rng = rng
@@ -141,7 +144,7 @@ class Runtime:
         """
         self._stamp = _file_stamp(self.path)
         try:
-            config = self._loader(self.path)
+            config = self._load()
         except ConfigError as exc:
             self._log_problems(exc)
             raise
@@ -159,7 +162,7 @@ class Runtime:
         """Re-read the file; apply it if valid, else log every problem and keep the running config."""
         self._stamp = _file_stamp(self.path)
         try:
-            config = self._loader(self.path)
+            config = self._load()
             targets = self._select(config)
         except ConfigError as exc:
             self.rejected_reloads += 1
@@ -229,6 +232,12 @@ class Runtime:
         self.config = config
         log.info("probing %d targets from %s", len(targets), self.path)
 
+    def _load(self) -> Config:
+        config = self._loader(self.path)
+        if self._vantage_override:
+            config = config.model_copy(update={"vantage": self._vantage_override})
+        return config
+
     def _select(self, config: Config) -> list[ProbeConfigBase]:
         shard = self._shard_override or config.shard
         if shard is None:
@@ -269,3 +278,13 @@ def run(
         return 0
 
     return asyncio.run(main())
+
+
+def main(path: str | os.PathLike[str], *, shard: str | None = None, vantage: str | None = None) -> int:
+    """`otelprobe run FILE`: 0 after a clean shutdown, 1 on an invalid config, 2 on a bad --shard."""
+    try:
+        runtime = Runtime(path, shard=shard, vantage=vantage)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    return run(path, runtime_factory=lambda _path: runtime)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from otelprobe.config.models import Config
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.runtime import Runtime
+from otelprobe.runtime import Runtime, main
 from otelprobe.targets import shard_of
 
 
@@ -191,6 +191,26 @@ async def test_shard_selects_this_replicas_targets(tmp_path: Path, server: Serve
         await override.shutdown()
     with pytest.raises(ValueError, match="out of range"):
         Runtime(path, shard="3/3")
+    assert main(path, shard="3/3") == 2  # bad usage, before anything starts
+
+
+async def test_vantage_override_reaches_config_and_probes(tmp_path: Path, server: Server) -> None:
+    path = tmp_path / "otelprobe.yaml"
+    write_config(path, server.url, ["a"])
+    seen: list[Config] = []
+
+    def sink_factory(config: Config) -> MemorySink:
+        seen.append(config)
+        return MemorySink()
+
+    rt = Runtime(path, sink_factory=sink_factory, vantage="eu-1")
+    await rt.start()
+    try:
+        assert rt.config is not None and rt.config.vantage == "eu-1"
+        assert seen[0].vantage == "eu-1"
+        assert rt.scheduler._ctx.vantage == "eu-1"
+    finally:
+        await rt.shutdown()
 
 
 async def test_a_bad_file_at_start_up_raises_config_error(tmp_path: Path) -> None:

@@ -165,11 +165,11 @@ async def _probe_once(config: BaseModel, args: argparse.Namespace) -> list[Probe
     finally:
         await probe.aclose()
     if args.otlp_endpoint or args.otlp_file:
-        _export(results, ctx.vantage, args)
+        await _export(results, ctx.vantage, args)
     return results
 
 
-def _export(results: list[ProbeResult], vantage: str, args: argparse.Namespace) -> None:
+async def _export(results: list[ProbeResult], vantage: str, args: argparse.Namespace) -> None:
     from otelprobe.config.telemetry import TelemetryConfig
     from otelprobe.telemetry.pipeline import Telemetry
 
@@ -181,7 +181,7 @@ def _export(results: list[ProbeResult], vantage: str, args: argparse.Namespace) 
     telemetry = Telemetry(TelemetryConfig.model_validate({"exporters": exporters}), vantage=vantage)
     for result in results:
         telemetry.record(result, None)
-    telemetry.shutdown()
+    await telemetry.shutdown()
 
 
 def _interval_for(timeout: str) -> str:

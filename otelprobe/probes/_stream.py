@@ -1,12 +1,10 @@
-"""Buffered reads over a TimedConnection: exact lengths, delimiters and regex waits.
+"""Buffered reads over a TimedConnection: exact lengths and delimiters.
 
 Used by the line-oriented dialogues of the dns (TCP framing, DoH over HTTP/1.1) and tcp (send /
 expect, STARTTLS) kinds; the connection underneath still stamps every socket read.
 """
 
 from __future__ import annotations
-
-import re
 
 from otelprobe.errors import ProtocolError
 from otelprobe.probes._net import TimedConnection
@@ -45,16 +43,6 @@ class BufferedConnection:
         data = bytes(self.buffer[:end])
         del self.buffer[:end]
         return data
-
-    async def read_match(self, pattern: re.Pattern[bytes], what: str = "data") -> re.Match[bytes]:
-        """Read until `pattern` matches the buffered bytes; consume through the match's end.
-
-        At end of stream without a match, raises ProtocolError (the caller's deadline bounds the wait).
-        """
-        while (match := pattern.search(self.buffer)) is None:
-            await self.read_more(what)
-        del self.buffer[: match.end()]
-        return match
 
     def take_pending(self) -> bytes:
         """Bytes already read but not consumed (must be empty before a STARTTLS upgrade)."""

@@ -106,7 +106,7 @@ class TCPProbe:
         self._steps = [
             (
                 step.send.encode() if step.send is not None else None,
-                re.compile(step.expect.encode(), re.MULTILINE) if step.expect is not None else None,
+                re.compile(step.expect.encode()) if step.expect is not None else None,
                 step.starttls,
             )
             for step in config.dialogue
@@ -162,7 +162,7 @@ class TCPProbe:
                     await stream.conn.write(send)
                 if expect is not None:
                     try:
-                        await stream.read_match(expect, f"step {index}'s expected reply")
+                        await _read_matching_line(stream, expect, index)
                     except ProtocolError as exc:
                         raise AssertionFailed(
                             "expect_not_matched",
@@ -180,3 +180,11 @@ class TCPProbe:
             raise
         if opened is not None:
             opened.end()
+
+
+async def _read_matching_line(stream: BufferedConnection, pattern: re.Pattern[bytes], index: int) -> None:
+    """Consume lines until one matches (blackbox_exporter's query_response semantics)."""
+    while True:
+        line = await stream.read_until(b"\n", f"step {index}'s expected reply")
+        if pattern.search(line.rstrip(b"\r\n")):
+            return

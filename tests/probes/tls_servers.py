@@ -1,0 +1,81 @@
+"""Loopback TLS and line-protocol servers for the tcp and tls probe tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """Run `handler` per connection on 127.0.0.1:<port>; yields the port, closes everything after."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # Teardown: a handshake cancelled mid-way leaves wait_closed() pending forever.
+            writer.transport.abort()
+            raise
+        finally:
+            tasks.discard(task)
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0, ssl=ssl_context)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def close_after_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1024)
+
+
+def smtp_server(tls_context: ssl.SSLContext, *, refuse: bool = False) -> Handler:
+    """A minimal SMTP server that offers STARTTLS (or refuses it with 454)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220-lab.test ESMTP\r\n220 ready\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-lab.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+        await reader.readline()  # STARTTLS
+        if refuse:
+            writer.write(b"454 4.7.0 TLS not available\r\n")
+            await writer.drain()
+            await reader.read(1024)
+            return
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        await writer.start_tls(tls_context)
+        await reader.read(1024)
+
+    return handler
+
+
+def pop3_server(tls_context: ssl.SSLContext) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK POP3 ready\r\n")
+        await reader.readline()  # STLS
+        writer.write(b"+OK begin TLS\r\n")
+        await writer.drain()
+        await writer.start_tls(tls_context)
+        await reader.read(1024)
+
+    return handler

@@ -24,23 +24,23 @@ from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 
 PROBE_TYPES: Final[Mapping[str, type[Probe]]] = {
     "http": HTTPProbe,
-    "icmp": ICMPProbe,
-    "grpc": GRPCProbe,
-    "websocket": WebSocketProbe,
     "dns": DNSProbe,
     "tcp": TCPProbe,
     "tls": TLSProbe,
+    "icmp": ICMPProbe,
+    "grpc": GRPCProbe,
+    "websocket": WebSocketProbe,
 }
 
 ProbeConfig = Annotated[
-    Union[  # noqa: UP007  (a one-member `X | Y` cannot be written; kinds are added here)
+    Union[  # noqa: UP007  (one member per line keeps additions one-line diffs)
         HTTPProbeConfig,
-        ICMPProbeConfig,
-        GRPCProbeConfig,
-        WebSocketProbeConfig,
         DNSProbeConfig,
         TCPProbeConfig,
         TLSProbeConfig,
+        ICMPProbeConfig,
+        GRPCProbeConfig,
+        WebSocketProbeConfig,
     ],
     Field(discriminator="kind"),
 ]

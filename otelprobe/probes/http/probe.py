@@ -164,7 +164,9 @@ class HTTPProbe:
             )
             return dataclasses.replace(result, start_ns=lookup.start_ns)
 
-        return list(await asyncio.gather(*(probe(address) for address in addresses)))
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(probe(address)) for address in addresses]
+        return [task.result() for task in tasks]
 
     def _root_attributes(self) -> Attributes:
         url = self._url
@@ -184,7 +186,8 @@ class HTTPProbe:
         pinned_address: str | None,
         trace_ref: TraceRef | None,
     ) -> None:
-        started_ns = clock.now_ns()
+        # With `ip: all` the shared lookup, recorded before this body ran, counts towards latency.
+        started_ns = min([clock.now_ns(), *(p.start_ns for p in clock.phases)])
         url, method, content = self._url, self._config.method, self._body
         headers = list(self._headers)
         if trace_ref is not None:

@@ -78,8 +78,11 @@ def root_attributes(result: ProbeResult, vantage: str) -> dict[str, OTelAttribut
     return attrs
 
 
-def _phase_attributes(phase: Phase) -> dict[str, OTelAttributeValue]:
+def _phase_attributes(phase: Phase, target: str) -> dict[str, OTelAttributeValue]:
     attrs = _otel_attributes(phase.attributes)
+    # Every span of a probe trace names its target, so a Collector can route whole traces to
+    # sidecar replicas by attribute (collector-config/collector-loadbalancing.yaml).
+    attrs[names.PROBE_TARGET] = target
     if phase.error_type is not None:
         attrs[names.ERROR_TYPE] = phase.error_type
         if phase.error_detail:
@@ -137,7 +140,7 @@ def emit_result_spans(
             phase.name,
             context=parent,
             kind=SpanKind.INTERNAL,
-            attributes=_phase_attributes(phase),
+            attributes=_phase_attributes(phase, result.target),
             start_time=result.to_epoch_ns(phase.start_ns),
         )
         if phase.error_type is not None:

@@ -5,6 +5,12 @@ This is the part no library gives exactly: `tcp.connect` spans connect() issued 
 the first and last byte of every read and write to its owner (the HTTP probe marks request,
 TTFB and transfer from them). TLS runs on `ssl.SSLObject` so we see exactly when bytes hit the
 socket, and set TCP_NODELAY so nothing waits behind Nagle (LAB-NOTES pitfall 3).
+
+Edges that a read ends come from the kernel (`probes/_kernel_time.py`), not from when the event
+loop got round to the read: `tcp.connect` ends at connect() + the kernel's SYN -> SYN-ACK sample,
+a read is stamped with the kernel receive time of its newest byte. Edges a write starts or ends
+are marked just before / after the send syscall, which runs in the same loop step, so loop lag
+does not reach them. `otelprobe lab verify` checks both against a packet capture.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import ssl
 from collections.abc import Callable
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout, ProtocolError, TLSError
+from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
@@ -27,7 +34,9 @@ class TimedConnection:
     """A connected non-blocking socket, optionally wrapped in TLS, that stamps its I/O.
 
     `on_write(first_ns, last_ns)` runs after each application write hits the socket and
-    `on_read(first_ns)` when a read returns data, both with `perf_counter_ns` timestamps.
+    `on_read(read_ns)` when a read returns data, both with `perf_counter_ns` timestamps.
+    `read_ns` is when the newest byte of that read arrived (the kernel's receive stamp where
+    available): for a first read, when the answer arrived, for a last read, when the data ended.
     """
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
@@ -44,6 +53,9 @@ class TimedConnection:
         self.bytes_read = 0
         self.bytes_written = 0
         self._eof = False
+        self._receiver = StampedReceiver(sock, loop)
+        self._received_ns = 0
+        """Arrival of the newest raw byte read so far (what a decrypted read is stamped with)."""
 
     @property
     def peer(self) -> tuple[str, int]:
@@ -61,6 +73,7 @@ class TimedConnection:
         with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:
             # The phase starts when the ClientHello is written, not when it is built.
             first_flight = True
+            arrived_ns = 0
             while True:
                 try:
                     obj.do_handshake()
@@ -78,6 +91,9 @@ class TimedConnection:
                             "handshake_eof", "connection closed during the TLS handshake"
                         ) from None
                     self._incoming.write(data)
+                    # The handshake ends when the last flight it needed arrived (the server's
+                    # Finished), not after our certificate checks: that CPU is ours, not the peer's.
+                    arrived_ns = self._received_ns
                 except ssl.SSLCertVerificationError as exc:
                     await self._flush_alert()
                     raise TLSError(
@@ -93,6 +109,7 @@ class TimedConnection:
             pending = self._outgoing.read()
             if pending:  # TLS 1.3: the client Finished goes out after do_handshake returns
                 await self._send_raw(pending)
+            phase.end(arrived_ns or None)
         self.ssl_object = obj
         return obj
 
@@ -135,14 +152,15 @@ class TimedConnection:
         if data:
             self.bytes_read += len(data)
             if self.on_read is not None:
-                self.on_read(PhaseClock.now_ns())
+                self.on_read(self._received_ns)
         return data
 
     async def _send_raw(self, data: bytes) -> None:
         await self._loop.sock_sendall(self.sock, data)
 
     async def _recv_raw(self, max_bytes: int = _READ_SIZE) -> bytes:
-        return await self._loop.sock_recv(self.sock, max_bytes)
+        data, self._received_ns = await self._receiver.receive(max_bytes)
+        return data
 
     async def _flush_alert(self) -> None:
         pending = self._outgoing.read()
@@ -176,6 +194,8 @@ async def timed_connect(
             phase.attributes[names.NETWORK_PEER_ADDRESS] = address
             phase.attributes[names.NETWORK_PEER_PORT] = port
             try:
+                # For an IP literal sock_connect issues connect() (the SYN) in this loop step,
+                # so the phase's start is the SYN's departure to within microseconds.
                 await loop.sock_connect(sock, (address, port))
             except ConnectionRefusedError as exc:
                 raise ConnectRefused(
@@ -189,6 +209,9 @@ async def timed_connect(
                 if exc.errno in _UNREACHABLE:
                     raise ConnectTimeout("unreachable", f"{address}:{port}: {exc.strerror}") from exc
                 raise
+            connected_ns = PhaseClock.now_ns()
+            phase.attributes[names.NETWORK_LOCAL_PORT] = int(sock.getsockname()[1])
+            phase.end(handshake_end_ns(sock, phase.start_ns, connected_ns))
     except BaseException:
         sock.close()
         raise

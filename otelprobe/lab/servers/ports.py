@@ -41,6 +41,9 @@ class RefusedPort:
         self.host = host
         self._sock: socket.socket | None = socket.socket(_family(host), socket.SOCK_STREAM)
         try:
+            # A server that just closed on this port leaves TIME_WAIT connections behind, which
+            # block a plain bind (EADDRINUSE) for a minute; the lab swaps servers for faults here.
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._sock.bind((host, port))
         except OSError:
             self._sock.close()
@@ -78,6 +81,7 @@ class BlackholePort:
         self._listener: socket.socket | None = socket.socket(family, socket.SOCK_STREAM)
         self._filler: socket.socket | None = None
         try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as in RefusedPort
             self._listener.bind((host, port))
             # Backlog 0 lets exactly one connection wait in the accept queue (the kernel compares
             # queued > backlog); the filler below takes that place and is never accepted.

@@ -16,10 +16,12 @@ does not reach them. `otelprobe lab verify` checks both against a packet capture
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout, ProtocolError, TLSError
 from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns
@@ -28,6 +30,53 @@ from otelprobe.timing import PhaseClock
 
 _READ_SIZE = 65536
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL}
+
+
+class TLSEngine(Protocol):
+    """The client side of a TLS handshake over memory buffers, driven by `TimedConnection.handshake`."""
+
+    def step(self) -> bool:
+        """Advance the handshake: True when complete, False when it needs the peer's next bytes.
+
+        Raises TLSError (with its DESIGN §4 detail) when the handshake fails.
+        """
+        ...
+
+    def take_output(self) -> bytes:
+        """The TLS records waiting to be sent; b"" when there are none."""
+        ...
+
+    def feed(self, data: bytes) -> None:
+        """Bytes received from the peer."""
+        ...
+
+
+class _SSLObjectEngine:
+    """`ssl.SSLObject` as a TLSEngine."""
+
+    def __init__(self, obj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+        self._obj = obj
+        self._incoming = incoming
+        self._outgoing = outgoing
+
+    def step(self) -> bool:
+        try:
+            self._obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLCertVerificationError as exc:
+            detail = verify_detail(exc.verify_code, exc.verify_message or "")
+            raise TLSError(detail, f"certificate verify failed: {exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            detail = handshake_failure_detail(exc.reason or "")
+            raise TLSError(detail, f"TLS handshake failed: {exc.reason or exc}") from exc
+        return True
+
+    def take_output(self) -> bytes:
+        return self._outgoing.read()
+
+    def feed(self, data: bytes) -> None:
+        self._incoming.write(data)
 
 
 class TimedConnection:
@@ -70,16 +119,24 @@ class TimedConnection:
             self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
         )
         self.handshake_object = obj
+        await self.handshake(_SSLObjectEngine(obj, self._incoming, self._outgoing), clock)
+        self.ssl_object = obj
+        return obj
+
+    async def handshake(self, engine: TLSEngine, clock: PhaseClock) -> None:
+        """Drive `engine`'s handshake over this socket as the `tls.handshake` phase.
+
+        `start_tls` uses it with `ssl.SSLObject`; the tls probe's OCSP mode with pyOpenSSL
+        (probes/_pyopenssl.py), so both are timed at the same socket events. The connection
+        stays plaintext for `read`/`write` unless `start_tls` ran. Raises TLSError on failure.
+        """
         with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:
             # The phase starts when the ClientHello is written, not when it is built.
             first_flight = True
             arrived_ns = 0
-            while True:
-                try:
-                    obj.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    pending = self._outgoing.read()
+            try:
+                while not await self._step(engine):
+                    pending = engine.take_output()
                     if pending:
                         if first_flight:
                             phase.start_ns = PhaseClock.now_ns()
@@ -87,31 +144,28 @@ class TimedConnection:
                         await self._send_raw(pending)
                     data = await self._recv_raw()
                     if not data:
-                        raise TLSError(
-                            "handshake_eof", "connection closed during the TLS handshake"
-                        ) from None
-                    self._incoming.write(data)
+                        raise TLSError("handshake_eof", "connection closed during the TLS handshake")
+                    engine.feed(data)
                     # The handshake ends when the last flight it needed arrived (the server's
                     # Finished), not after our certificate checks: that CPU is ours, not the peer's.
                     arrived_ns = self._received_ns
-                except ssl.SSLCertVerificationError as exc:
-                    await self._flush_alert()
-                    raise TLSError(
-                        _cert_detail(exc), f"certificate verify failed: {exc.verify_message}"
-                    ) from exc
-                except ssl.SSLError as exc:
-                    await self._flush_alert()
-                    raise TLSError(_ssl_detail(exc), f"TLS handshake failed: {exc.reason or exc}") from exc
-                except OSError as exc:
-                    raise TLSError(
-                        "handshake_reset", f"connection lost during the TLS handshake: {exc}"
-                    ) from exc
-            pending = self._outgoing.read()
-            if pending:  # TLS 1.3: the client Finished goes out after do_handshake returns
-                await self._send_raw(pending)
+                pending = engine.take_output()
+                if pending:  # TLS 1.3: the client Finished goes out after the handshake completes
+                    await self._send_raw(pending)
+            except OSError as exc:
+                raise TLSError("handshake_reset", f"connection lost during the TLS handshake: {exc}") from exc
             phase.end(arrived_ns or None)
-        self.ssl_object = obj
-        return obj
+
+    async def _step(self, engine: TLSEngine) -> bool:
+        try:
+            return engine.step()
+        except TLSError:
+            # Send the alert that says why (e.g. bad_certificate) before the caller closes.
+            pending = engine.take_output()
+            if pending:
+                with contextlib.suppress(OSError):
+                    await self._send_raw(pending)
+            raise
 
     async def write(self, data: bytes) -> None:
         if self.ssl_object is not None:
@@ -162,14 +216,6 @@ class TimedConnection:
         data, self._received_ns = await self._receiver.receive(max_bytes)
         return data
 
-    async def _flush_alert(self) -> None:
-        pending = self._outgoing.read()
-        if pending:
-            try:
-                await self._send_raw(pending)
-            except OSError:
-                pass
-
     def close(self) -> None:
         self.sock.close()
 
@@ -218,9 +264,9 @@ async def timed_connect(
     return TimedConnection(sock, loop)
 
 
-def _cert_detail(exc: ssl.SSLCertVerificationError) -> str:
-    message = (exc.verify_message or "").lower()
-    code = exc.verify_code
+def verify_detail(code: int | None, message: str) -> str:
+    """The detail of a certificate verification failure, from OpenSSL's X509_V_ERR code and text."""
+    message = message.lower()
     if code == 10 or "expired" in message:
         return "certificate_expired"
     if code == 9 or "not yet valid" in message:
@@ -236,8 +282,9 @@ def _cert_detail(exc: ssl.SSLCertVerificationError) -> str:
     return "certificate_verify_failed"
 
 
-def _ssl_detail(exc: ssl.SSLError) -> str:
-    reason = (exc.reason or "").lower()
+def handshake_failure_detail(reason: str) -> str:
+    """The detail of any other handshake failure, from OpenSSL's reason (e.g. TLSV1_ALERT_...)."""
+    reason = reason.lower().replace(" ", "_")
     if "version" in reason or "protocol" in reason:
         return "protocol_version"
     if "alert" in reason:

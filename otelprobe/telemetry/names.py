@@ -105,6 +105,10 @@ PROBE_WS_MESSAGE_INDEX: Final = "probe.websocket.message.index"
 PROBE_WS_SUBPROTOCOL: Final = "probe.websocket.subprotocol"
 LAB_FAULT_CAUSE: Final = "lab.fault.cause"
 LAB_FAULT_SCOPE: Final = "lab.fault.scope"
+LAB_FAULT_INCIDENT: Final = "lab.fault.incident"
+"""The lab incident (labels.jsonl `incident`) whose cause and scope the span carries."""
+LAB_FAULT_CAUSES: Final = "lab.fault.causes"
+"""Every overlapping incident's cause, in start order, where more than one fault hit a probe."""
 
 # --- semantic conventions (stable) ------------------------------------------------------------
 ERROR_TYPE: Final = "error.type"

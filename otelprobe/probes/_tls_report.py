@@ -1,7 +1,9 @@
 """What the tls probe reports about a handshake: every certificate of the chain, and trust.
 
 Works on completed and on failed handshakes alike (a failed verification still holds the
-certificates the server sent). Used by probes/tls.py on top of probes/_tls.py.
+certificates the server sent), and on either TLS library: both the ssl path and pyOpenSSL's
+(probes/_pyopenssl.py) describe their handshake as a `Handshake`. Used by probes/tls.py on top
+of probes/_tls.py.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import datetime as dt
 import hashlib
 import ipaddress
 import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from otelprobe.probes._tls import certificate_chain, handshake_attributes, leaf_attributes, subject_alt_names
+from otelprobe.probes._tls import certificate_chain, leaf_attributes, protocol_version, subject_alt_names
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
@@ -40,18 +44,49 @@ _TRUSTED_CHAIN_DETAILS: Final = frozenset(
 _UNTRUSTED_CHAIN_DETAILS: Final = frozenset({"self_signed_certificate", "untrusted_certificate"})
 
 
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """A handshake as the tls probe reports it, whichever library ran it."""
+
+    chain: Sequence[x509.Certificate]
+    """Leaf first: the verified chain when verification ran, else what the server sent."""
+    version: str | None = None
+    """'1.3' (the `tls.protocol.version` spelling); None for a failed handshake."""
+    cipher: str | None = None
+    alpn: str | None = None
+
+
+def from_ssl_object(ssl_object: ssl.SSLObject, *, completed: bool = True) -> Handshake:
+    if not completed:
+        return Handshake(certificate_chain(ssl_object))
+    cipher = ssl_object.cipher()
+    return Handshake(
+        certificate_chain(ssl_object),
+        protocol_version(ssl_object),
+        cipher[0] if cipher else None,
+        ssl_object.selected_alpn_protocol(),
+    )
+
+
 def is_certificate_detail(detail: str) -> bool:
     return detail in _CERT_DETAILS
 
 
-def session_attributes(ssl_object: ssl.SSLObject) -> dict[str, AttributeValue]:
-    """tls.* of a completed handshake: version, cipher, ALPN, leaf, earliest expiry."""
-    return handshake_attributes(ssl_object)
+def session_attributes(handshake: Handshake) -> dict[str, AttributeValue]:
+    """tls.* of a completed handshake (version, cipher, ALPN), as `_tls.handshake_attributes` writes them."""
+    attrs: dict[str, AttributeValue] = {names.TLS_PROTOCOL_NAME: "tls", names.TLS_ESTABLISHED: True}
+    if handshake.version:
+        attrs[names.TLS_PROTOCOL_VERSION] = handshake.version
+    if handshake.cipher:
+        attrs[names.TLS_CIPHER] = handshake.cipher
+    if handshake.alpn:
+        attrs[names.TLS_NEXT_PROTOCOL] = handshake.alpn
+    return attrs
 
 
-def chain_attributes(ssl_object: ssl.SSLObject) -> dict[str, AttributeValue]:
+def chain_attributes(handshake: Handshake) -> dict[str, AttributeValue]:
     """Leaf and per-certificate details (leaf first) and the earliest expiry in the chain."""
-    chain = certificate_chain(ssl_object)
+    chain = handshake.chain
     if not chain:
         return {}
     attrs: dict[str, AttributeValue] = dict(leaf_attributes(chain[0]))
@@ -70,7 +105,7 @@ def chain_attributes(ssl_object: ssl.SSLObject) -> dict[str, AttributeValue]:
     return attrs
 
 
-def trust_from_failure(detail: str, ssl_object: ssl.SSLObject, server_name: str) -> dict[str, AttributeValue]:
+def trust_from_failure(detail: str, handshake: Handshake, server_name: str) -> dict[str, AttributeValue]:
     """hostname_verified / chain_trusted after a failed verification, from OpenSSL's first error."""
     attrs: dict[str, AttributeValue] = {}
     if detail in _TRUSTED_CHAIN_DETAILS:
@@ -83,14 +118,13 @@ def trust_from_failure(detail: str, ssl_object: ssl.SSLObject, server_name: str)
         attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = True
     elif detail in _CERT_DETAILS:
         # OpenSSL stopped before checking the name: check it ourselves on the leaf.
-        attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = hostname_matches(ssl_object, server_name)
+        attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = hostname_matches(handshake, server_name)
     return attrs
 
 
-def hostname_matches(ssl_object: ssl.SSLObject, server_name: str) -> bool:
+def hostname_matches(handshake: Handshake, server_name: str) -> bool:
     """RFC 6125 matching of `server_name` against the leaf's SANs (wildcard in the left label only)."""
-    chain = certificate_chain(ssl_object)
-    return bool(chain) and _matches(chain[0], server_name)
+    return bool(handshake.chain) and _matches(handshake.chain[0], server_name)
 
 
 def _matches(cert: x509.Certificate, server_name: str) -> bool:

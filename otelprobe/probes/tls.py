@@ -3,11 +3,14 @@
 Phases: `dns.lookup` (names only), `tcp.connect`, `tls.handshake`. The handshake verifies as
 configured; when verification fails, the certificates are still read from that same failed
 handshake (`TimedConnection.handshake_object`), so an expired or untrusted certificate is
-reported with its details. Certificate parsing lives in probes/_tls_report.py.
+reported with its details. Certificate parsing lives in probes/_tls_report.py. With `ocsp: true`
+the one handshake runs on pyOpenSSL (probes/_pyopenssl.py), which asks for a stapled OCSP
+response; probes/_ocsp.py reads it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import urllib.parse
 from typing import Any, ClassVar, Literal
@@ -17,12 +20,12 @@ from pydantic import Field, field_validator, model_validator
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
-from otelprobe.probes import _tls_report
+from otelprobe.probes import _ocsp, _pyopenssl, _tls_report
 from otelprobe.probes._attempts import run_per_address
 from otelprobe.probes._net import TimedConnection, timed_connect
-from otelprobe.probes._tls import client_context, protocol_version
+from otelprobe.probes._tls import client_context
 from otelprobe.probes.base import Attributes, ProbeContext
-from otelprobe.probes.resolver import is_ip_literal, split_host_port
+from otelprobe.probes.resolver import split_host_port
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
@@ -43,6 +46,11 @@ class TLSExpect(StrictModel):
     )
     versions: list[TLSVersion] = Field(default_factory=list, description="allowed versions; empty = any")
     chain_trusted: bool = Field(True, description="a verification failure fails the probe")
+    ocsp: _ocsp.OCSPExpectation | None = Field(
+        None,
+        description="required: a verified, current stapled OCSP response; good: that, saying good"
+        " (needs `ocsp: true`)",
+    )
 
     @model_validator(mode="after")
     def _thresholds(self) -> TLSExpect:
@@ -60,7 +68,14 @@ class TLSProbeConfig(ProbeConfigBase):
     source_address: str | None = None
     tls: TLSClientConfig = TLSClientConfig()
     alpn: list[str] = Field(default_factory=list)
+    ocsp: bool = Field(False, description="ask for a stapled OCSP response (runs the handshake on pyOpenSSL)")
     expect: TLSExpect = TLSExpect()
+
+    @model_validator(mode="after")
+    def _ocsp_expectation(self) -> TLSProbeConfig:
+        if self.expect.ocsp and not self.ocsp:
+            raise ValueError("expect.ocsp needs ocsp: true")
+        return self
 
     @field_validator("address")
     @classmethod
@@ -97,6 +112,9 @@ class TLSProbe:
         self.config = config
         self._resolver = ctx.resolver_for(config)
         self._context = client_context(config.tls, alpn=config.alpn)
+        self._ocsp_context = (
+            _pyopenssl.ocsp_context(config.tls, config.alpn, self._context) if config.ocsp else None
+        )
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host, _ = self.config.host_port
@@ -123,27 +141,81 @@ class TLSProbe:
         self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
     ) -> None:
         cfg = self.config
-        sni = None if is_ip_literal(server_name) else server_name
         # An IP target is verified against the certificate's IP SANs (check_hostname does it
         # when server_hostname is the IP literal), so pass it even though no SNI is sent for it.
-        try:
-            ssl_object = await conn.start_tls(self._context, sni or server_name, clock)
-        except TLSError as exc:
-            failed = conn.handshake_object
-            if failed is not None:
-                attrs.update(_tls_report.chain_attributes(failed))
-                attrs.update(_tls_report.trust_from_failure(exc.detail, failed, server_name))
-            if cfg.expect.chain_trusted or not _tls_report.is_certificate_detail(exc.detail):
-                raise
+        if self._ocsp_context is None:
+            handshake = await self._ssl_handshake(clock, conn, server_name, attrs)
+        else:
+            handshake = await self._ocsp_handshake(clock, conn, server_name, attrs)
+        if handshake is None:
             return
-        attrs.update(_tls_report.session_attributes(ssl_object))
-        attrs.update(_tls_report.chain_attributes(ssl_object))
+        attrs.update(_tls_report.session_attributes(handshake))
+        attrs.update(_tls_report.chain_attributes(handshake))
         if cfg.tls.verify:
             attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = True
             attrs[names.PROBE_TLS_CHAIN_TRUSTED] = True
         else:
-            attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = _tls_report.hostname_matches(ssl_object, server_name)
-        self._check(attrs, protocol_version(ssl_object))
+            attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = _tls_report.hostname_matches(handshake, server_name)
+        self._check(attrs, handshake.version)
+
+    async def _ssl_handshake(
+        self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
+    ) -> _tls_report.Handshake | None:
+        try:
+            ssl_object = await conn.start_tls(self._context, server_name, clock)
+        except TLSError as exc:
+            failed = conn.handshake_object
+            seen = _tls_report.from_ssl_object(failed, completed=False) if failed is not None else None
+            self._failed(exc, seen, server_name, attrs)
+            return None
+        return _tls_report.from_ssl_object(ssl_object)
+
+    async def _ocsp_handshake(
+        self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
+    ) -> _tls_report.Handshake | None:
+        """The handshake on pyOpenSSL, asking for a staple; a verified `revoked` fails it."""
+        assert self._ocsp_context is not None
+        cfg = self.config
+        engine = _pyopenssl.OCSPEngine(
+            self._ocsp_context,
+            server_name,
+            verify=cfg.tls.verify,
+            check_hostname_flags_from=self._context,
+            reject_revoked=cfg.tls.verify and cfg.expect.chain_trusted,
+        )
+        now = dt.datetime.now(dt.UTC)
+        try:
+            await conn.handshake(engine, clock)
+        except TLSError as exc:
+            self._report_staple(engine.staple, attrs, now)
+            if exc.detail == "certificate_revoked" and engine.staple is not None:
+                # OpenSSL reads the staple only after the chain and the name verified.
+                attrs[names.PROBE_TLS_CHAIN_TRUSTED] = True
+                attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = True
+                attrs.update(_tls_report.chain_attributes(engine.result(completed=False)))
+                raise
+            self._failed(exc, engine.result(completed=False), server_name, attrs)
+            return None
+        self._report_staple(engine.staple, attrs, now)
+        _ocsp.check(cfg.expect.ocsp, engine.staple, now)
+        return engine.result()
+
+    def _failed(
+        self, exc: TLSError, seen: _tls_report.Handshake | None, server_name: str, attrs: Attributes
+    ) -> None:
+        """Report what a failed handshake showed; re-raise unless certificate problems are accepted."""
+        if seen is not None:
+            attrs.update(_tls_report.chain_attributes(seen))
+            attrs.update(_tls_report.trust_from_failure(exc.detail, seen, server_name))
+        if self.config.expect.chain_trusted or not _tls_report.is_certificate_detail(exc.detail):
+            raise exc
+
+    @staticmethod
+    def _report_staple(staple: _ocsp.OCSPReport | None, attrs: Attributes, now: dt.datetime) -> None:
+        if staple is None:
+            attrs[names.PROBE_TLS_OCSP_STAPLED] = False
+        else:
+            attrs.update(staple.attributes(now))
 
     def _check(self, attrs: Attributes, version: str | None) -> None:
         expect = self.config.expect

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("otelprobe.cli.run", "probe every target of a config file on its schedule"),
     "validate": ("otelprobe.cli.validate", "check a config file; report every problem (exit 1 if any)"),
     "demo": ("otelprobe.cli.demo", "run lab targets with a fault and probe them (no Collector needed)"),
+    "lab": (
+        "otelprobe.cli.lab",
+        "fault lab: record labeled scenarios, generate campaigns, serve fault servers",
+    ),
 }
 
 

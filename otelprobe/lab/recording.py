@@ -1,0 +1,259 @@
+"""A lab recording's files: the probers' configs going in, and the truth written onto the spans
+coming out.
+
+lab/runner.py writes one config per vantage (`prober_config`), lets each prober write OTLP JSON
+lines, and afterwards `label_recording` merges those files into the recording, adding
+`lab.fault.cause` / `lab.fault.scope` to every span of every probe that overlapped a fault on its
+(target, vantage); `read_labels` and `iter_spans` read a recording back for notebooks and tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from otelprobe.lab.scenario import Scenario
+from otelprobe.lab.servers.http import LAB_BODY_LINE
+from otelprobe.lab.topology import LAB_ZONE, TargetSide
+from otelprobe.telemetry import names
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentWindow:
+    """When an incident was really on (epoch ns, as injected) and which pairs it reached."""
+
+    id: int
+    cause: str
+    scope: str
+    start_ns: int
+    end_ns: int
+    pairs: frozenset[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class LabelStats:
+    traces: int = 0
+    labeled_traces: int = 0
+    spans: int = 0
+    traces_per_incident: dict[int, int] = field(default_factory=dict)
+
+
+def prober_config(
+    scenario: Scenario, vantage: str, side: TargetSide, ca_file: Path, traces_file: Path
+) -> dict[str, Any]:
+    """The `otelprobe run` config of one vantage: every target, through this vantage's resolver,
+    exported as OTLP JSON lines into `traces_file`."""
+    probe = scenario.probe
+    resolver = {"server": side.resolver_address(vantage), "timeout": probe.timeout_s}
+    targets: list[dict[str, Any]] = []
+    for spec in scenario.targets:
+        host = f"{spec.name}.{LAB_ZONE}"
+        target: dict[str, Any] = {"name": spec.name, "kind": spec.kind}
+        if spec.kind == "dns":
+            target.update(
+                kind="dns",
+                server=side.resolver_address(vantage),
+                query_name=host,
+                expect={"min_answers": 1, "answer_regex": [re.escape(side.host) + "$"]},
+            )
+        else:
+            port = side.endpoint(spec.name, vantage)
+            target["resolver"] = resolver
+            tls = {"ca_file": str(ca_file)}
+            if spec.uses_http:
+                target.update(
+                    kind="http",
+                    url=f"{'https' if spec.uses_tls else 'http'}://{host}:{port}/",
+                    http_version="1.1",
+                    expect={"body_regex": [re.escape(LAB_BODY_LINE.decode().strip())]},
+                )
+                if spec.uses_tls:
+                    target["tls"] = tls
+            elif spec.kind == "tls":
+                target.update(address=f"{host}:{port}", tls=tls)
+            else:
+                target.update(address=f"{host}:{port}", tls=spec.uses_tls)
+                if spec.uses_tls:
+                    target["tls_config"] = tls
+        targets.append(target)
+    return {
+        "vantage": vantage,
+        "concurrency": probe.concurrency,
+        "defaults": {
+            "interval": probe.interval_s,
+            "timeout": probe.timeout_s,
+            "ip": "ip4",
+            "retries": {"count": 0},
+        },
+        "telemetry": {
+            "exporters": [{"type": "file", "path": str(traces_file), "max_size": "4GiB", "max_backups": 0}],
+            "queue": {"max_queue_size": 200_000, "max_export_batch_size": 2048, "schedule_delay": "500ms"},
+            "metric_export_interval": "1h",
+        },
+        "targets": targets,
+    }
+
+
+def _attr(span: dict[str, Any], key: str) -> Any:
+    for item in span.get("attributes", ()):
+        if item.get("key") == key:
+            value = item.get("value", {})
+            return next(iter(value.values()), None)
+    return None
+
+
+def _string(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _open_out(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        # mtime=0: the same recording compresses to the same bytes.
+        return gzip.open(gzip.GzipFile(path, "wb", mtime=0), "wt", encoding="utf-8")
+    return path.open("w", encoding="utf-8")
+
+
+def _span_lines(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    """Every trace request in `paths`; metric lines (the file exporter writes both) are skipped."""
+    for path in paths:
+        if not path.exists():
+            continue
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    request = json.loads(line)
+                    if "resourceSpans" in request:
+                        yield request
+
+
+def _root_windows(paths: Sequence[Path]) -> dict[str, tuple[str, str, int, int]]:
+    """traceId -> (target, vantage, start ns, end ns) of each probe attempt's root span."""
+    roots: dict[str, tuple[str, str, int, int]] = {}
+    for request in _span_lines(paths):
+        for resource_spans in request["resourceSpans"]:
+            vantage = _attr(resource_spans.get("resource", {}), names.OTELPROBE_VANTAGE)
+            for scope_spans in resource_spans.get("scopeSpans", ()):
+                for span in scope_spans.get("spans", ()):
+                    target = _attr(span, names.PROBE_TARGET)
+                    if span.get("parentSpanId") or target is None:
+                        continue
+                    roots[span["traceId"]] = (
+                        str(target),
+                        str(vantage),
+                        int(span["startTimeUnixNano"]),
+                        int(span["endTimeUnixNano"]),
+                    )
+    return roots
+
+
+def label_recording(
+    raw_files: Sequence[Path], windows: Sequence[IncidentWindow], out_path: Path
+) -> LabelStats:
+    """Merge the probers' files into `out_path` (gzip if it ends in .gz) with the truth on the spans.
+
+    A probe attempt is labeled when its root span overlaps an incident's window and its (target,
+    vantage) is among the incident's pairs; every span of its trace gets `lab.fault.cause`,
+    `lab.fault.scope` and `lab.fault.incident`. Where incidents overlap, the one that started
+    first names the cause, and `lab.fault.causes` lists all of them.
+    """
+    stats = LabelStats()
+    ordered = sorted(windows, key=lambda w: (w.start_ns, w.id))
+    labels: dict[str, list[dict[str, Any]]] = {}
+    for trace_id, (target, vantage, start, end) in _root_windows(raw_files).items():
+        stats.traces += 1
+        hits = [w for w in ordered if (target, vantage) in w.pairs and start < w.end_ns and end > w.start_ns]
+        if not hits:
+            continue
+        stats.labeled_traces += 1
+        for hit in hits:
+            stats.traces_per_incident[hit.id] = stats.traces_per_incident.get(hit.id, 0) + 1
+        first = hits[0]
+        attrs = [
+            _string(names.LAB_FAULT_CAUSE, first.cause),
+            _string(names.LAB_FAULT_SCOPE, first.scope),
+            {"key": names.LAB_FAULT_INCIDENT, "value": {"intValue": str(first.id)}},
+        ]
+        if len(hits) > 1:
+            values = [{"stringValue": w.cause} for w in hits]
+            attrs.append({"key": names.LAB_FAULT_CAUSES, "value": {"arrayValue": {"values": values}}})
+        labels[trace_id] = attrs
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with _open_out(out_path) as out:
+        for request in _span_lines(raw_files):
+            for resource_spans in request["resourceSpans"]:
+                for scope_spans in resource_spans.get("scopeSpans", ()):
+                    for span in scope_spans.get("spans", ()):
+                        stats.spans += 1
+                        extra = labels.get(span["traceId"])
+                        if extra is not None:
+                            span.setdefault("attributes", []).extend(extra)
+            out.write(json.dumps(request, separators=(",", ":")) + "\n")
+    return stats
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a recording file for reading, gzip or not."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_labels(path: str | Path) -> list[dict[str, Any]]:
+    """The incidents of a labels.jsonl file."""
+    with open_text(Path(path)) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedSpan:
+    """One span of a recording, flattened for analysis."""
+
+    trace_id: str
+    name: str
+    vantage: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    is_root: bool
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+def _value(value: dict[str, Any]) -> Any:
+    if "arrayValue" in value:
+        return [_value(v) for v in value["arrayValue"].get("values", ())]
+    if "intValue" in value:
+        return int(value["intValue"])
+    return next(iter(value.values()), None)
+
+
+def iter_spans(path: str | Path) -> Iterator[RecordedSpan]:
+    """Every span of a recording (traces.jsonl or traces.jsonl.gz), attributes decoded."""
+    with open_text(Path(path)) as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            for resource_spans in request.get("resourceSpans", ()):
+                vantage = str(_attr(resource_spans.get("resource", {}), names.OTELPROBE_VANTAGE))
+                for scope_spans in resource_spans.get("scopeSpans", ()):
+                    for span in scope_spans.get("spans", ()):
+                        attributes = {
+                            a["key"]: _value(a.get("value", {})) for a in span.get("attributes", ())
+                        }
+                        yield RecordedSpan(
+                            trace_id=span["traceId"],
+                            name=span["name"],
+                            vantage=vantage,
+                            start_ns=int(span["startTimeUnixNano"]),
+                            end_ns=int(span["endTimeUnixNano"]),
+                            attributes=attributes,
+                            is_root=not span.get("parentSpanId"),
+                        )

@@ -1,0 +1,312 @@
+"""The target side of a lab run: every scenario target served once per vantage, a DNS resolver per
+vantage, all on one event loop whose thread lives in the target namespace, and the reconciliation
+of the active faults onto those servers.
+
+lab/runner.py builds a `TargetSide`, hands its endpoints to the probers' configs, and calls
+`set_faults` whenever an incident starts or ends. One server per (target, vantage) is what lets a
+server fault be scoped to one path, one target or one vantage without the servers knowing about
+vantages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from otelprobe.lab.certs import LabCA
+from otelprobe.lab.faults import (
+    BadCertificate,
+    Blackhole,
+    Fault,
+    Refused,
+    TTFBDelay,
+    dns_server_fault,
+)
+from otelprobe.lab.netns import _enter_netns
+from otelprobe.lab.scenario import Scenario, TargetSpec
+from otelprobe.lab.servers.dns import DNSFaultServer
+from otelprobe.lab.servers.http import HTTPFault, HTTPFaultServer
+from otelprobe.lab.servers.ports import BlackholePort, RefusedPort
+from otelprobe.lab.servers.tls import TLSFault, TLSFront
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LAB_ZONE: Final = "lab.test"
+FIRST_PORT: Final = 20000
+FIRST_DNS_PORT: Final = 5301
+_CALL_TIMEOUT_S: Final = 30.0
+
+
+class ServerLoop:
+    """An asyncio loop on its own thread, inside the network namespace at `netns_path` if given.
+
+    Sockets belong to the namespace of the thread that creates them, and asyncio creates them on
+    the loop's thread, so every server started here listens inside that namespace.
+    """
+
+    def __init__(self, netns_path: str | None = None, name: str = "lab-servers") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = concurrent.futures.Future[None]()
+        self._thread = threading.Thread(target=self._main, args=(netns_path,), name=name, daemon=True)
+        self._thread.start()
+        self._ready.result(timeout=_CALL_TIMEOUT_S)
+
+    def _main(self, netns_path: str | None) -> None:
+        try:
+            if netns_path is not None:
+                _enter_netns(netns_path)
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            return
+        asyncio.set_event_loop(self.loop)
+        self._ready.set_result(None)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = _CALL_TIMEOUT_S) -> T:
+        """Run `coro` on the loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(_CALL_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+async def _close_and_wait(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
+
+
+async def _accept_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A plain TCP target: accepts, then closes once the prober has gone (or after 5 s)."""
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(5.0):
+            await reader.read()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+class Service:
+    """One target as one vantage reaches it: its front port plus, for https, the HTTP upstream.
+
+    `set_faults` makes the served behaviour equal to the baseline plus the given faults; a
+    refused or black-holed fault takes the front port over and gives it back afterwards.
+    """
+
+    def __init__(
+        self, spec: TargetSpec, host: str, port: int, upstream_port: int, ca: LabCA, seed: int
+    ) -> None:
+        self.spec, self.host, self.port = spec, host, port
+        self._upstream_port, self._ca, self._seed = upstream_port, ca, seed
+        self.http: HTTPFaultServer | None = None
+        self.tls: TLSFront | None = None
+        self._tcp: asyncio.Server | None = None
+        self._port_fault: RefusedPort | BlackholePort | None = None
+        self._port_fault_kind: str | None = None
+
+    def _http_server(self, host: str, port: int) -> HTTPFaultServer:
+        return HTTPFaultServer(
+            host, port, body_size=self.spec.body_size, coalesce=self.spec.coalesce, seed=self._seed
+        )
+
+    async def start(self) -> None:
+        if self.spec.kind == "https":
+            self.http = self._http_server("127.0.0.1", self._upstream_port)
+            await self.http.start()
+        await self._start_front()
+
+    async def _start_front(self) -> None:
+        spec = self.spec
+        if spec.kind == "http":
+            self.http = self._http_server(self.host, self.port)
+            await self.http.start()
+        elif spec.uses_tls:
+            upstream = ("127.0.0.1", self._upstream_port) if spec.kind == "https" else None
+            self.tls = TLSFront(
+                self._ca, upstream, self.host, self.port, seed=self._seed, body_size=spec.body_size
+            )
+            await self.tls.start()
+        elif spec.kind == "tcp":
+            self._tcp = await asyncio.start_server(_accept_and_close, self.host, self.port)
+
+    async def _stop_front(self) -> None:
+        if self.spec.kind == "http" and self.http is not None:
+            await self.http.aclose()
+            self.http = None
+        if self.tls is not None:
+            await self.tls.aclose()
+            self.tls = None
+        if self._tcp is not None:
+            await _close_and_wait(self._tcp)
+            self._tcp = None
+
+    async def set_faults(self, faults: Sequence[Fault]) -> None:
+        """Serve the baseline plus `faults` (later entries win over earlier ones of the same kind)."""
+        port_faults = [f for f in faults if isinstance(f, Refused | Blackhole)]
+        wanted = port_faults[-1].kind if port_faults else None
+        if wanted != self._port_fault_kind:
+            if self._port_fault is None:
+                await self._stop_front()
+            else:
+                self._port_fault.close()
+                self._port_fault = None
+            if wanted == "refused":
+                self._port_fault = RefusedPort(self.host, self.port)
+            elif wanted == "blackhole":
+                self._port_fault = BlackholePort(self.host, self.port)
+            else:
+                await self._start_front()
+            self._port_fault_kind = wanted
+        if self.http is not None:
+            self.http.clear()
+            for fault in self._http_faults(faults):
+                self.http.apply(fault)
+        if self.tls is not None:
+            self.tls.clear()
+            for tls_fault in self._tls_faults(faults):
+                self.tls.apply(tls_fault)
+
+    def _http_faults(self, faults: Sequence[Fault]) -> list[HTTPFault]:
+        spec = self.spec
+        baseline = TTFBDelay.model_validate(
+            {"delay": spec.backend_delay_s, "jitter": spec.backend_jitter_s, "distribution": "exponential"}
+        )
+        chosen: dict[str, HTTPFault] = {}
+        if spec.backend_delay_s or spec.backend_jitter_s:
+            chosen["ttfb_delay"] = baseline
+        for fault in faults:
+            if fault.server != "http":
+                continue
+            if isinstance(fault, TTFBDelay):
+                # A slow backend is slow on top of its usual latency.
+                fault = fault.model_copy(update={"delay_s": fault.delay_s + baseline.delay_s})
+            chosen[fault.kind] = fault  # type: ignore[assignment]
+        return list(chosen.values())
+
+    def _tls_faults(self, faults: Sequence[Fault]) -> list[TLSFault]:
+        chosen: dict[str, TLSFault] = {}
+        if self.spec.cert != "valid":
+            chosen["bad_certificate"] = BadCertificate(problem=self.spec.cert)
+        for fault in faults:
+            if fault.server == "tls":
+                chosen[fault.kind] = fault  # type: ignore[assignment]
+        return list(chosen.values())
+
+    async def aclose(self) -> None:
+        if self._port_fault is not None:
+            self._port_fault.close()
+            self._port_fault = None
+        await self._stop_front()
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+
+
+class TargetSide:
+    """Every service and resolver of a scenario, on a `ServerLoop`.
+
+    Args:
+        scenario: the topology.
+        host: the address servers listen on (the target namespace's address, or 127.0.0.1).
+        ca: the lab CA whose certificates the TLS targets serve.
+        loop: where the servers run.
+    """
+
+    def __init__(self, scenario: Scenario, host: str, ca: LabCA, loop: ServerLoop) -> None:
+        self.scenario, self.host, self.ca, self.loop = scenario, host, ca, loop
+        self.services: dict[tuple[str, str], Service] = {}
+        self.resolvers: dict[str, DNSFaultServer] = {}
+        zone = {t.name: {"A": [host]} for t in scenario.targets}
+        port = FIRST_PORT
+        for v_index, vantage in enumerate(scenario.vantage_names):
+            self.resolvers[vantage] = DNSFaultServer(
+                host, FIRST_DNS_PORT + v_index, zone, origin=LAB_ZONE + ".", seed=scenario.seed + v_index
+            )
+            for target in scenario.targets:
+                if target.kind != "dns":
+                    seed = scenario.seed * 1000 + port
+                    self.services[target.name, vantage] = Service(target, host, port, port + 1, ca, seed)
+                port += 2
+
+    def start(self) -> None:
+        async def start_all() -> None:
+            for resolver in self.resolvers.values():
+                await resolver.start()
+            for service in self.services.values():
+                await service.start()
+
+        self.loop.run(start_all())
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            for service in self.services.values():
+                await service.aclose()
+            for resolver in self.resolvers.values():
+                await resolver.stop()
+
+        try:
+            self.loop.run(close_all())
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("lab servers did not stop cleanly", exc_info=True)
+
+    def resolver_address(self, vantage: str) -> str:
+        return f"{self.host}:{self.resolvers[vantage].port}"
+
+    def endpoint(self, target: str, vantage: str) -> int:
+        """The port `vantage` reaches `target` on (its own instance of the target)."""
+        return self.services[target, vantage].port
+
+    def set_faults(
+        self, active: Mapping[tuple[str, str], Sequence[Fault]], touched: set[tuple[str, str]]
+    ) -> None:
+        """Make every touched (target, vantage) serve exactly its `active` faults (in start order).
+
+        DNS faults go to the vantage's resolver, for the target's name; the others to the service.
+        """
+        vantages = {v for _, v in touched}
+        dns_faults: dict[str, dict[str, Fault]] = {v: {} for v in vantages}
+        for (target, vantage), faults in active.items():
+            if vantage in dns_faults:
+                for fault in faults:
+                    if fault.server == "dns":
+                        dns_faults[vantage][target] = fault
+
+        async def apply() -> None:
+            for vantage in vantages:
+                resolver = self.resolvers[vantage]
+                resolver.clear_faults()
+                for target, fault in dns_faults[vantage].items():
+                    resolver.set_fault(target, dns_server_fault(fault))  # type: ignore[arg-type]
+            for pair in sorted(touched):
+                service = self.services.get(pair)
+                if service is not None:
+                    await service.set_faults(
+                        [f for f in active.get(pair, ()) if f.server in ("http", "tls", "ports")]
+                    )
+
+        self.loop.run(apply())
+
+
+def write_ca(ca: LabCA, directory: Path) -> Path:
+    """Write the lab's root certificate (the one the probers trust; no keys) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "ca.pem"
+    path.write_bytes(ca.root_pem)
+    return path
+
+
+def lab_ca(scenario: Scenario) -> LabCA:
+    """A CA whose valid leaves name every target (`<target>.lab.test`) plus loopback."""
+    hosts = [f"{t.name}.{LAB_ZONE}" for t in scenario.targets]
+    return LabCA([*hosts, "localhost", "127.0.0.1"], name=f"otelprobe lab {scenario.name}")

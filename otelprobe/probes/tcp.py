@@ -17,6 +17,7 @@ from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, Protoc
 from otelprobe.probes import _starttls
 from otelprobe.probes._attempts import run_per_address
 from otelprobe.probes._net import timed_connect
+from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes._stream import BufferedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext
@@ -114,7 +115,8 @@ class TCPProbe:
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host, _ = self.config.host_port
-        return await run_per_address(self.config, self.kind, attempt, self._resolver, host, self._probe)
+        results = await run_per_address(self.config, self.kind, attempt, self._resolver, host, self._probe)
+        return await attach_path_traces(self.config, results)
 
     async def aclose(self) -> None:
         return None

@@ -25,6 +25,7 @@ from otelprobe import __version__
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError, map_exceptions
+from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes._tls import client_context
 from otelprobe.probes.assertions import (
     BodyChecks,
@@ -99,8 +100,10 @@ class HTTPProbe:
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host = self._url.hostname or ""
         if self._config.ip == "all" and not is_ip_literal(host):
-            return await self._run_every_address(attempt, host)
-        return [await self._run_one(attempt, self._config.timeout_s, family=self._config.ip)]
+            results = await self._run_every_address(attempt, host)
+        else:
+            results = [await self._run_one(attempt, self._config.timeout_s, family=self._config.ip)]
+        return await attach_path_traces(self._config, results)
 
     async def _run_one(
         self,

@@ -4,6 +4,7 @@ otelprobe lab run SCENARIO --out DIR        record labeled OTLP JSON (root: name
 otelprobe lab generate --out FILE --seed N  write a balanced campaign scenario
 otelprobe lab down                          remove namespaces/processes a crashed run left
 otelprobe lab serve                         fault servers on loopback until Ctrl-C
+otelprobe lab verify                        fault accuracy + phase timing error vs the wire (root)
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import contextlib
 import sys
 import tempfile
 from pathlib import Path
+
+from otelprobe.cli import lab_verify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", help="run the fault servers on loopback until Ctrl-C")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
 
+    verify = sub.add_parser("verify", help="fault accuracy and phase timing error against a packet capture")
+    lab_verify.add_arguments(verify)
+
 
 def run(args: argparse.Namespace) -> int:
     command = args.lab_command
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         return _generate(args)
     if command == "down":
         return _down()
+    if command == "verify":
+        return lab_verify.run(args)
     return _serve(args.host)
 
 

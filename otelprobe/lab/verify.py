@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from otelprobe.config.common import TLSClientConfig
-from otelprobe.lab._verify_target import TargetSpec
+from otelprobe.config.common import ResolverConfig, TLSClientConfig
+from otelprobe.lab._verify_target import TARGET_NAME, TargetSpec
 from otelprobe.lab.capture import PacketCapture
 from otelprobe.lab.servers.measure import Accuracy, measure_accuracy
 from otelprobe.lab.wire import wire_phases
@@ -63,7 +63,7 @@ class TimingRun:
     errors: list[PhaseError] = field(default_factory=list)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
+def quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
@@ -82,7 +82,7 @@ def summarize(pairs: dict[str, list[tuple[int, int]]]) -> list[PhaseError]:
                 phase,
                 len(matched),
                 statistics.fmean(absolute),
-                _quantile(absolute, 0.99),
+                quantile(absolute, 0.99),
                 statistics.fmean(signed),
                 statistics.median(wire / 1e6 for _, wire in matched),
             )
@@ -108,9 +108,21 @@ def match(
     return pairs
 
 
+@dataclass(frozen=True, slots=True)
+class LabTarget:
+    """A running target: HTTPS on 127.0.0.1:`port`, DNS for `www.lab.test` on `dns_port`."""
+
+    port: int
+    dns_port: int
+    ca_path: Path
+
+    def url(self, *, by_name: bool = False) -> str:
+        return f"https://{TARGET_NAME if by_name else '127.0.0.1'}:{self.port}/"
+
+
 @contextlib.asynccontextmanager
-async def lab_target(spec: TargetSpec) -> AsyncIterator[tuple[int, Path]]:
-    """Run the target process; yields (TLS port on 127.0.0.1, path of the CA to trust)."""
+async def lab_target(spec: TargetSpec) -> AsyncIterator[LabTarget]:
+    """Run the target process until the block ends."""
     with tempfile.TemporaryDirectory(prefix="otelprobe-verify-") as tmp:
         ca_path = Path(tmp, "ca.pem")
         process = await asyncio.create_subprocess_exec(
@@ -127,7 +139,8 @@ async def lab_target(spec: TargetSpec) -> AsyncIterator[tuple[int, Path]]:
             line = await asyncio.wait_for(process.stdout.readline(), 30.0)
             if not line.strip():
                 raise RuntimeError("the lab target did not start")
-            yield int(line), ca_path
+            tls_port, dns_port = (int(part) for part in line.split())
+            yield LabTarget(tls_port, dns_port, ca_path)
         finally:
             process.stdin.close()
             try:
@@ -138,13 +151,18 @@ async def lab_target(spec: TargetSpec) -> AsyncIterator[tuple[int, Path]]:
 
 
 async def probe_rounds(
-    port: int, ca_path: Path, concurrency: int, probes: int, timeout_s: float = 10.0
+    target: LabTarget, concurrency: int, probes: int, *, by_name: bool = False, timeout_s: float = 10.0
 ) -> list[ProbeResult]:
-    """`probes` HTTPS probes to 127.0.0.1:`port`, started `concurrency` at a time (all at once per round)."""
+    """`probes` HTTPS probes of `target`, started `concurrency` at a time (all at once per round).
+
+    `by_name` resolves `www.lab.test` through the target's DNS server (a `dns.lookup` phase).
+    """
     config = HTTPProbeConfig(
         name="verify",
-        url=f"https://127.0.0.1:{port}/",
-        tls=TLSClientConfig(ca_file=str(ca_path)),
+        url=target.url(by_name=by_name),
+        tls=TLSClientConfig(ca_file=str(target.ca_path)),
+        resolver=ResolverConfig(server=f"127.0.0.1:{target.dns_port}") if by_name else ResolverConfig(),
+        ip="ip4",
         timeout_s=timeout_s,
         propagate_trace_context=False,
     )
@@ -161,12 +179,12 @@ async def probe_rounds(
 
 
 async def timing_error(
-    spec: TargetSpec, concurrency: int, probes: int, *, port: int, ca_path: Path
+    target: LabTarget, concurrency: int, probes: int, *, by_name: bool = False
 ) -> TimingRun:
     """Probe a running target under capture and compare each span with the wire."""
-    async with PacketCapture(port) as capture:
-        results = await probe_rounds(port, ca_path, concurrency, probes)
-    truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, port).items()}
+    async with PacketCapture(target.port) as capture:
+        results = await probe_rounds(target, concurrency, probes, by_name=by_name)
+    truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, target.port).items()}
     pairs = match(results, truth)
     matched = len(pairs.get(names.SPAN_TCP_CONNECT, []))
     failed = sum(1 for r in results if not r.success)
@@ -179,11 +197,10 @@ async def verify(
     """Timing error at each concurrency (at least `probes` probes each) against one target."""
     spec = spec or TargetSpec()
     runs: list[TimingRun] = []
-    async with lab_target(spec) as (port, ca_path):
-        await probe_rounds(port, ca_path, 1, 3)  # warm up both processes
+    async with lab_target(spec) as target:
+        await probe_rounds(target, 1, 3)  # warm up both processes
         for concurrency in concurrencies:
-            count = max(probes, concurrency)
-            runs.append(await timing_error(spec, concurrency, count, port=port, ca_path=ca_path))
+            runs.append(await timing_error(target, concurrency, max(probes, concurrency)))
     return runs
 
 

@@ -1,0 +1,104 @@
+"""Kernel timestamps at the socket: a read is stamped when its data arrived, not when a busy
+loop got to it; tcp.connect ends at the kernel's SYN -> SYN-ACK sample."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns, rx_stamp_ns, tcp_info
+from otelprobe.probes._net import timed_connect
+from otelprobe.timing import PhaseClock
+
+
+async def _server(reply: bytes, sent_at: list[int], done: asyncio.Event) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        sent_at.append(time.perf_counter_ns())
+        writer.write(reply)
+        await writer.drain()
+        await reader.read(100)  # until the client closes
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_read_is_stamped_with_arrival_not_with_a_late_wakeup() -> None:
+    sent_at: list[int] = []
+    done = asyncio.Event()
+    server = await _server(b"hello", sent_at, done)
+    port = server.sockets[0].getsockname()[1]
+    clock = PhaseClock()
+    conn = await timed_connect(clock, "127.0.0.1", port)
+    stamps: list[int] = []
+    conn.on_read = stamps.append
+    try:
+        await conn.write(b"ping")
+        while not sent_at:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # the reply is in our receive queue by now
+        time.sleep(0.05)  # a busy loop: nothing reads for 50 ms
+        read_at = time.perf_counter_ns()
+        assert await conn.read() == b"hello"
+    finally:
+        conn.close()
+        await asyncio.wait_for(done.wait(), 5)
+        server.close()
+        await server.wait_closed()
+    (stamp,) = stamps
+    assert read_at - stamp > 40_000_000, "the stamp should predate the late read"
+    assert 0 <= stamp - sent_at[0] < 5_000_000, "the stamp should be the arrival"
+
+
+async def test_connect_phase_ends_at_the_syn_ack_and_names_the_local_port() -> None:
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clock = PhaseClock()
+    conn = await timed_connect(clock, "127.0.0.1", port)
+    try:
+        (phase,) = clock.phases
+        assert phase.name == "tcp.connect"
+        assert phase.attributes["network.local.port"] == conn.sock.getsockname()[1]
+        assert 0 < phase.duration_ns < 5_000_000
+        info = tcp_info(conn.sock)
+        assert info is not None and info[0] > 0 and info[1] == 0
+    finally:
+        conn.close()
+        await asyncio.wait_for(done.wait(), 5)
+        server.close()
+        await server.wait_closed()
+
+
+def test_handshake_end_falls_back_without_a_sample() -> None:
+    with socket.socket() as unconnected:
+        assert handshake_end_ns(unconnected, 100, 500) == 500  # tcpi_rtt is 0: user-space mark
+    assert rx_stamp_ns([], 0) is None
+
+
+async def test_receiver_waits_for_data_and_sees_eof() -> None:
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    receiver = StampedReceiver(left, asyncio.get_running_loop())
+    try:
+        pending = asyncio.ensure_future(receiver.receive(10))
+        await asyncio.sleep(0.01)
+        assert not pending.done()
+        right.send(b"abc")
+        data, stamp = await pending
+        assert data == b"abc" and stamp <= time.perf_counter_ns()
+        right.close()
+        assert (await receiver.receive(10))[0] == b""
+    finally:
+        left.close()
+        right.close()

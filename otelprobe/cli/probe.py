@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--expect-body", action="append", metavar="REGEX", help="config: expect.body_regex")
     parser.add_argument("--max-redirects", type=int, help="config: redirects.max (0 = do not follow)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any config field by its path, value in YAML: --set ocsp=true --set expect.cert_fail_before=7d",
+    )
     parser.add_argument("--vantage", help="vantage name on the telemetry (default: host name)")
     parser.add_argument("--otlp-endpoint", metavar="URL", help="also export the trace over OTLP/HTTP to URL")
     parser.add_argument(
@@ -105,7 +112,29 @@ def config_overrides(args: argparse.Namespace, kind: str) -> dict[str, Any]:
             fields["expect"] = expect
         if args.max_redirects is not None:
             fields["redirects"] = {"follow": args.max_redirects > 0, "max": args.max_redirects}
+    for assignment in args.set:
+        _set_field(fields, assignment)
     return fields
+
+
+def _set_field(fields: dict[str, Any], assignment: str) -> None:
+    """Apply `a.b.c=value` to the nested config mapping; the value is parsed as YAML."""
+    import yaml
+
+    path, sep, raw = assignment.partition("=")
+    keys = [key for key in path.strip().split(".") if key]
+    if not sep or not keys:
+        raise ValueError(f"invalid --set {assignment!r}: expected FIELD=VALUE, e.g. expect.status=200")
+    node = fields
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"invalid --set {assignment!r}: {key} is not a mapping")
+        node = child
+    try:
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid --set {assignment!r}: {exc}") from exc
 
 
 def build_config(url: str, name: str | None, overrides: dict[str, Any]) -> BaseModel:
@@ -131,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     scheme = urlsplit(args.url).scheme.lower()
     kind = SCHEME_KINDS.get(scheme, "")
     try:
-        config = build_config(args.url, args.name, config_overrides(args, kind))
+        overrides = config_overrides(args, kind)
+        config = build_config(args.url, args.name, overrides)
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(part) for part in error["loc"])

@@ -104,3 +104,14 @@ async def test_dns_url_queries_the_named_server() -> None:
     assert record["kind"] == "dns"
     assert [p["name"] for p in record["phases"]] == ["dns.lookup"]
     assert "127.0.0.1" in record["attributes"]["dns.answers"]
+
+
+async def test_set_reaches_any_config_field(http_port: int) -> None:
+    code, out, _ = await _otelprobe(
+        f"http://127.0.0.1:{http_port}/", "--json", "--set", "expect.body_regex=[nothing-like-this]"
+    )
+    assert code == 1
+    assert json.loads(out)["error_type"] == "assertion_failed"
+    code, _, err = await _otelprobe(f"http://127.0.0.1:{http_port}/", "--set", "no_such_field=1")
+    assert code == 2
+    assert "no_such_field" in err

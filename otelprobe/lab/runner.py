@@ -65,6 +65,8 @@ class RunResult:
     labeled_traces: int = 0
     spans: int = 0
     duration_s: float = 0.0
+    lab_id: str | None = None
+    """The id of the lab's namespaces (`otp-<id>-...`) in netns mode; all removed by the end."""
 
 
 def _link_params(
@@ -271,6 +273,7 @@ def run_scenario(
         lab: Lab | None = None
         if chosen == "netns":
             lab = stack.enter_context(Lab())
+            result.lab_id = lab.lab_id
             emulator = LinkEmulator(lab)
             for v in scenario.vantages:
                 base = LinkParams(**_link_params(v, (), "up"))

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -144,19 +144,24 @@ class _Timeline:
         self.windows[incident.id][1] = time.time_ns()
         log.info("incident %d off", incident.id)
 
-    def play(self, incidents: Sequence[Incident], t0: float, total_s: float) -> None:
+    def play(
+        self, incidents: Sequence[Incident], t0: float, total_s: float, check: Callable[[], None]
+    ) -> None:
+        """Inject and clear every incident at its time after `t0` (monotonic), calling `check`
+        (which raises if a prober died) at least every half second."""
         events = sorted(
             [(i.start_s, 1, i.id) for i in incidents] + [(i.end_s, 0, i.id) for i in incidents]
         )  # ends before starts at the same instant, so a fault never stacks on its successor
         by_id = {i.id: i for i in incidents}
         for at, is_start, incident_id in events:
-            _sleep_until(t0 + at)
+            _sleep_until(t0 + at, check)
             (self.start if is_start else self.end)(by_id[incident_id])
-        _sleep_until(t0 + total_s)
+        _sleep_until(t0 + total_s, check)
 
 
-def _sleep_until(deadline: float) -> None:
+def _sleep_until(deadline: float, check: Callable[[], None]) -> None:
     while (left := deadline - time.monotonic()) > 0:
+        check()
         time.sleep(min(left, 0.5))
 
 
@@ -174,16 +179,21 @@ def _wait_ready(
     deadline = time.monotonic() + READY_TIMEOUT_S
     waiting = set(procs)
     while waiting:
+        _check_alive(procs, logs)
         for vantage in list(waiting):
-            if procs[vantage].poll() is not None:
-                tail = logs[vantage].read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the prober of vantage {vantage!r} exited early:\n{tail}")
             path = files[vantage]
             if path.exists() and path.stat().st_size > 0:
                 waiting.discard(vantage)
         if time.monotonic() > deadline:
             raise RuntimeError(f"probers of {sorted(waiting)} wrote nothing in {READY_TIMEOUT_S:g}s")
         time.sleep(0.1)
+
+
+def _check_alive(procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path]) -> None:
+    for vantage, proc in procs.items():
+        if proc.poll() is not None:
+            tail = logs[vantage].read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the prober of vantage {vantage!r} exited with {proc.returncode}:\n{tail}")
 
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -308,7 +318,7 @@ def run_scenario(
             "recording %s for %.0f s (%d incidents, %s mode)", scenario.name, total_s, len(played), chosen
         )
         timeline = _Timeline(scenario, side, links)
-        timeline.play(played, t0, total_s)
+        timeline.play(played, t0, total_s, lambda: _check_alive(procs, logs))
         _stop(list(procs.values()))
         link_stats = {name: {d: s.as_dict() for d, s in link.stats().items()} for name, link in links.items()}
     windows = [

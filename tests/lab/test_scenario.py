@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from otelprobe.errors import ConfigError
-from otelprobe.lab.faults import TTFBDelay
+from otelprobe.lab.faults import FAULT_TYPES, TTFBDelay
 from otelprobe.lab.scenario import (
+    MAGNITUDE_KEYS,
     Scenario,
     affected_pairs,
     load_scenario,
@@ -166,3 +167,10 @@ def test_programmatic_scenarios_check_references_too() -> None:
     }
     with pytest.raises(ValueError, match="no target of this scenario can take a hang fault"):
         Scenario.model_validate(data)
+
+
+def test_every_fault_kind_names_its_magnitude_knob() -> None:
+    assert set(MAGNITUDE_KEYS) == set(FAULT_TYPES)
+    for kind, key in MAGNITUDE_KEYS.items():
+        fields = {info.alias or name for name, info in FAULT_TYPES[kind].model_fields.items()}
+        assert key is None or key in fields, kind

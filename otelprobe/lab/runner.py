@@ -293,7 +293,7 @@ def run_scenario(
         else:
             loop, host = ServerLoop(None), "127.0.0.1"
         stack.callback(loop.close)
-        side = TargetSide(scenario, host, lab_ca(scenario), loop)
+        side = TargetSide(scenario, host, lab_ca(scenario), loop, fixed_ports=lab is not None)
         stack.callback(side.close)
         side.start()
         ca_file = write_ca(side.ca, work)

@@ -121,10 +121,18 @@ class Service:
         )
 
     async def start(self) -> None:
+        """Start serving; a port given as 0 is picked now and kept for restarts after faults."""
         if self.spec.kind == "https":
             self.http = self._http_server("127.0.0.1", self._upstream_port)
             await self.http.start()
+            self._upstream_port = self.http.port
         await self._start_front()
+        if self.http is not None and self.spec.kind == "http":
+            self.port = self.http.port
+        elif self.tls is not None:
+            self.port = self.tls.port
+        elif self._tcp is not None:
+            self.port = int(self._tcp.sockets[0].getsockname()[1])
 
     async def _start_front(self) -> None:
         spec = self.spec
@@ -221,22 +229,29 @@ class TargetSide:
         host: the address servers listen on (the target namespace's address, or 127.0.0.1).
         ca: the lab CA whose certificates the TLS targets serve.
         loop: where the servers run.
+        fixed_ports: number ports from FIRST_PORT / FIRST_DNS_PORT (in a private namespace,
+            where they are free, for recordings that read the same every time); otherwise the
+            kernel picks free ones (loopback mode shares the host's ports).
     """
 
-    def __init__(self, scenario: Scenario, host: str, ca: LabCA, loop: ServerLoop) -> None:
+    def __init__(
+        self, scenario: Scenario, host: str, ca: LabCA, loop: ServerLoop, *, fixed_ports: bool = True
+    ) -> None:
         self.scenario, self.host, self.ca, self.loop = scenario, host, ca, loop
         self.services: dict[tuple[str, str], Service] = {}
         self.resolvers: dict[str, DNSFaultServer] = {}
         zone = {t.name: {"A": [host]} for t in scenario.targets}
         port = FIRST_PORT
         for v_index, vantage in enumerate(scenario.vantage_names):
+            dns_port = FIRST_DNS_PORT + v_index if fixed_ports else 0
             self.resolvers[vantage] = DNSFaultServer(
-                host, FIRST_DNS_PORT + v_index, zone, origin=LAB_ZONE + ".", seed=scenario.seed + v_index
+                host, dns_port, zone, origin=LAB_ZONE + ".", seed=scenario.seed + v_index
             )
             for target in scenario.targets:
                 if target.kind != "dns":
                     seed = scenario.seed * 1000 + port
-                    self.services[target.name, vantage] = Service(target, host, port, port + 1, ca, seed)
+                    ports = (port, port + 1) if fixed_ports else (0, 0)
+                    self.services[target.name, vantage] = Service(target, host, *ports, ca, seed)
                 port += 2
 
     def start(self) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,11 @@ def emit(event: str, **fields: object) -> None:
 async def main(args: argparse.Namespace) -> None:
     exporters: list[dict[str, object]] = []
     if args.exporter != "none":
-        exporter: dict[str, object] = {"type": args.exporter, "endpoint": args.endpoint}
+        exporter: dict[str, object] = {
+            "type": args.exporter,
+            "endpoint": args.endpoint,
+            "compression": args.compression,
+        }
         if args.exporter == "otlp_grpc":
             exporter["insecure"] = True
         exporters.append(exporter)
@@ -95,7 +100,12 @@ async def main(args: argparse.Namespace) -> None:
         ProbeContext(vantage="bench"),
         concurrency=args.concurrency,
     )
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     gc.collect()
+    if args.gc_threshold:
+        gc.freeze()
+        gc.set_threshold(args.gc_threshold, 50, 100)
     t_apply = time.monotonic()
     await scheduler.apply(configs)
     apply_s = time.monotonic() - t_apply
@@ -148,9 +158,14 @@ def parse() -> argparse.Namespace:
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--exporter", choices=["otlp_http", "otlp_grpc", "none"], default="otlp_http")
     p.add_argument("--endpoint", default="")
+    p.add_argument("--compression", choices=["gzip", "none"], default="gzip")
     p.add_argument("--metric-interval", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--reset-lateness", action="store_true")
+    p.add_argument("--switch-interval", type=float, default=0.0, help="experiment: sys.setswitchinterval")
+    p.add_argument(
+        "--gc-threshold", type=int, default=0, help="experiment: gc.freeze() + this gen-0 threshold"
+    )
     return p.parse_args()
 
 

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import aiohttp
-
 from _common import (
     BENCH_DIR,
     BLACKBOX,

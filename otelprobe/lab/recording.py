@@ -10,6 +10,7 @@ lines, and afterwards `label_recording` merges those files into the recording, a
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -114,7 +115,7 @@ def _string(key: str, value: str) -> dict[str, Any]:
 def _open_out(path: Path) -> IO[str]:
     if path.suffix == ".gz":
         # mtime=0: the same recording compresses to the same bytes.
-        return gzip.open(gzip.GzipFile(path, "wb", mtime=0), "wt", encoding="utf-8")
+        return io.TextIOWrapper(gzip.GzipFile(path, "wb", mtime=0), encoding="utf-8")
     return path.open("w", encoding="utf-8")
 
 

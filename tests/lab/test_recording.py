@@ -1,0 +1,96 @@
+"""Labeling a recording: which probe attempts get the truth, overlapping incidents, gzip output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from otelprobe.lab.recording import IncidentWindow, iter_spans, label_recording
+from otelprobe.telemetry import names
+from otelprobe.telemetry.otlp_json import read_otlp_json
+
+S = 1_000_000_000
+
+
+def _attr(key: str, value: str) -> dict[str, object]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _trace(trace: int, target: str, start_s: float, end_s: float) -> list[dict[str, object]]:
+    trace_id = f"{trace:032x}"
+    root: dict[str, object] = {
+        "traceId": trace_id,
+        "spanId": f"{trace:016x}",
+        "name": "probe http",
+        "startTimeUnixNano": str(int(start_s * S)),
+        "endTimeUnixNano": str(int(end_s * S)),
+        "attributes": [_attr(names.PROBE_TARGET, target)],
+    }
+    child: dict[str, object] = {
+        "traceId": trace_id,
+        "spanId": f"{trace + 1000:016x}",
+        "parentSpanId": f"{trace:016x}",
+        "name": "tcp.connect",
+        "startTimeUnixNano": str(int(start_s * S)),
+        "endTimeUnixNano": str(int((start_s + 0.01) * S)),
+    }
+    return [root, child]
+
+
+def _write(path: Path, vantage: str, traces: list[list[dict[str, object]]]) -> None:
+    # Children and roots in different lines, as batches may split a trace.
+    lines = []
+    for spans in ([t[1] for t in traces], [t[0] for t in traces]):
+        request = {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": [_attr(names.OTELPROBE_VANTAGE, vantage)]},
+                    "scopeSpans": [{"scope": {"name": "otelprobe"}, "spans": spans}],
+                }
+            ]
+        }
+        lines.append(json.dumps(request))
+    lines.append(json.dumps({"resourceMetrics": []}))  # the file exporter writes metrics too
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_attempts_overlapping_a_window_on_an_affected_pair_are_labeled(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "a.jsonl",
+        "a",
+        [
+            _trace(1, "web", 9.0, 9.5),  # before
+            _trace(2, "web", 9.8, 10.2),  # straddles the start: labeled
+            _trace(3, "web", 12.0, 12.1),  # inside both incidents
+            _trace(4, "api", 12.0, 12.1),  # not an affected target
+            _trace(5, "web", 20.5, 21.0),  # after
+        ],
+    )
+    _write(tmp_path / "b.jsonl", "b", [_trace(6, "web", 12.0, 12.1)])  # other vantage
+    windows = [
+        IncidentWindow(0, "backend_slow", "path", 10 * S, 20 * S, frozenset({("web", "a")})),
+        IncidentWindow(1, "packet_loss", "vantage", 11 * S, 13 * S, frozenset({("web", "a"), ("api", "x")})),
+    ]
+    out = tmp_path / "traces.jsonl.gz"
+    stats = label_recording([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], windows, out)
+    assert (stats.traces, stats.labeled_traces, stats.spans) == (6, 2, 12)
+    assert stats.traces_per_incident == {0: 2, 1: 1}
+    by_trace: dict[int, list[dict[str, object]]] = {}
+    for span in iter_spans(out):
+        by_trace.setdefault(int(span.trace_id, 16), []).append(span.attributes)
+    for trace in (1, 4, 5, 6):
+        assert all(names.LAB_FAULT_CAUSE not in attrs for attrs in by_trace[trace])
+    for attrs in by_trace[2]:
+        assert attrs[names.LAB_FAULT_CAUSE] == "backend_slow" and attrs[names.LAB_FAULT_SCOPE] == "path"
+        assert attrs[names.LAB_FAULT_INCIDENT] == 0 and names.LAB_FAULT_CAUSES not in attrs
+    for attrs in by_trace[3]:
+        assert attrs[names.LAB_FAULT_CAUSE] == "backend_slow"  # the earlier incident names it
+        assert attrs[names.LAB_FAULT_CAUSES] == ["backend_slow", "packet_loss"]
+
+
+def test_plain_output_is_collector_format(tmp_path: Path) -> None:
+    _write(tmp_path / "a.jsonl", "a", [_trace(1, "web", 1.0, 2.0)])
+    out = tmp_path / "traces.jsonl"
+    label_recording([tmp_path / "a.jsonl"], [], out)
+    contents = read_otlp_json(out)
+    assert contents.malformed == 0 and len(contents.traces) == 2 and not contents.metrics

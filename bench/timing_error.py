@@ -11,6 +11,7 @@ Each configuration runs `--repetitions` times; the table gives the median of the
 
     sudo .venv/bin/python bench/timing_error.py [--concurrency 1 50 300] [--probes 300] [--repetitions 3]
         [--user-space]   # baseline: kernel stamps off (phase edges at event-loop wake-ups)
+        [--burst]        # rounds of probes started at once instead of steady, staggered starts
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ def dns_errors(results: list[ProbeResult], injected_s: float) -> list[float]:
     ]
 
 
-async def one_run(spec: TargetSpec, concurrency: int, probes: int) -> dict[str, tuple[float, float, int]]:
+async def one_run(
+    spec: TargetSpec, concurrency: int, probes: int, burst: bool
+) -> dict[str, tuple[float, float, int]]:
     """phase -> (mean abs error ms, p99 abs error ms, samples) for one run."""
     out: dict[str, tuple[float, float, int]] = {}
     async with verify.lab_target(spec) as target:
         await verify.probe_rounds(target, 1, 3, by_name=True)  # warm-up
         async with PacketCapture(target.port) as capture:
-            results = await verify.probe_rounds(target, concurrency, probes, by_name=True)
+            results = await verify.probe_rounds(target, concurrency, probes, by_name=True, burst=burst)
     truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, target.port).items()}
     for error in verify.summarize(verify.match(results, truth)):
         out[error.phase] = (error.mean_abs_ms, error.p99_abs_ms, error.samples)
@@ -76,6 +79,7 @@ async def main() -> None:
     parser.add_argument("--trickle", type=int, default=65536, help="body bytes/s (0: no trickle)")
     parser.add_argument("--body", type=int, default=8192)
     parser.add_argument("--user-space", action="store_true")
+    parser.add_argument("--burst", action="store_true", help="start each round of probes at once")
     args = parser.parse_args()
     if args.user_space:
         user_space_only()
@@ -87,6 +91,7 @@ async def main() -> None:
         body_bytes=args.body,
     )
     mode = "user-space marks" if args.user_space else "kernel stamps"
+    mode += ", burst starts" if args.burst else ", steady starts"
     print(f"# timing error ({mode}); {spec}")
     print(
         "| concurrency | phase | samples/run | mean abs err ms (median of runs) | p99 abs err ms (median) |"
@@ -96,7 +101,9 @@ async def main() -> None:
         runs: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
         started = time.monotonic()
         for _ in range(args.repetitions):
-            for phase, run in (await one_run(spec, concurrency, max(args.probes, concurrency))).items():
+            for phase, run in (
+                await one_run(spec, concurrency, max(args.probes, concurrency), args.burst)
+            ).items():
                 runs[phase].append(run)
         for phase, per_run in runs.items():
             mean = statistics.median(f[0] for f in per_run)

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probes", type=int, default=300, help="probes per concurrency (default 300)")
     parser.add_argument("--tls-delay", default="0ms", help="TLS handshake delay to inject, e.g. 20ms")
     parser.add_argument("--ttfb", default="20ms", help="TTFB delay to inject (default 20ms)")
+    parser.add_argument("--burst", action="store_true", help="start each round of probes at once")
     parser.add_argument("--skip-faults", action="store_true", help="skip the fault accuracy table")
 
 
@@ -43,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
         print(format_accuracy(asyncio.run(fault_accuracy())))
         print()
     print("## Phase timing error: |span - wire| (packet capture on lo, kernel timestamps)\n")
-    print(format_runs(asyncio.run(verify(concurrency, probes, spec))))
+    print(format_runs(asyncio.run(verify(concurrency, probes, spec, burst=args.burst))))
     return 0

@@ -31,6 +31,8 @@ from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 
+_STAGGER_S: Final = 0.2
+
 PHASES: Final = (
     names.SPAN_TCP_CONNECT,
     names.SPAN_TLS_HANDSHAKE,
@@ -151,10 +153,19 @@ async def lab_target(spec: TargetSpec) -> AsyncIterator[LabTarget]:
 
 
 async def probe_rounds(
-    target: LabTarget, concurrency: int, probes: int, *, by_name: bool = False, timeout_s: float = 10.0
+    target: LabTarget,
+    concurrency: int,
+    probes: int,
+    *,
+    by_name: bool = False,
+    burst: bool = False,
+    timeout_s: float = 10.0,
 ) -> list[ProbeResult]:
-    """`probes` HTTPS probes of `target`, started `concurrency` at a time (all at once per round).
+    """`probes` HTTPS probes of `target` with `concurrency` in flight.
 
+    steady (default): `concurrency` workers probe back to back, their starts spread over
+    `_STAGGER_S`, as a scheduler spreads targets over their interval. burst: rounds of
+    `concurrency` probes started at once, the worst case for the loop's wake-up lag.
     `by_name` resolves `www.lab.test` through the target's DNS server (a `dns.lookup` phase).
     """
     config = HTTPProbeConfig(
@@ -170,20 +181,31 @@ async def probe_rounds(
     probers = [HTTPProbe(config, context) for _ in range(concurrency)]
     results: list[ProbeResult] = []
     remaining = max(1, probes)
-    while remaining > 0:
-        batch = probers[: min(concurrency, remaining)]
-        for batch_results in await asyncio.gather(*(p.run() for p in batch)):
-            results.extend(batch_results)
-        remaining -= len(batch)
+    if burst:
+        while remaining > 0:
+            batch = probers[: min(concurrency, remaining)]
+            for batch_results in await asyncio.gather(*(p.run() for p in batch)):
+                results.extend(batch_results)
+            remaining -= len(batch)
+        return results
+
+    async def worker(index: int, prober: HTTPProbe) -> None:
+        nonlocal remaining
+        await asyncio.sleep(_STAGGER_S * index / concurrency)
+        while remaining > 0:
+            remaining -= 1
+            results.extend(await prober.run())
+
+    await asyncio.gather(*(worker(i, p) for i, p in enumerate(probers)))
     return results
 
 
 async def timing_error(
-    target: LabTarget, concurrency: int, probes: int, *, by_name: bool = False
+    target: LabTarget, concurrency: int, probes: int, *, by_name: bool = False, burst: bool = False
 ) -> TimingRun:
     """Probe a running target under capture and compare each span with the wire."""
     async with PacketCapture(target.port) as capture:
-        results = await probe_rounds(target, concurrency, probes, by_name=by_name)
+        results = await probe_rounds(target, concurrency, probes, by_name=by_name, burst=burst)
     truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, target.port).items()}
     pairs = match(results, truth)
     matched = len(pairs.get(names.SPAN_TCP_CONNECT, []))
@@ -192,7 +214,11 @@ async def timing_error(
 
 
 async def verify(
-    concurrencies: Sequence[int] = (1, 300), probes: int = 300, spec: TargetSpec | None = None
+    concurrencies: Sequence[int] = (1, 300),
+    probes: int = 300,
+    spec: TargetSpec | None = None,
+    *,
+    burst: bool = False,
 ) -> list[TimingRun]:
     """Timing error at each concurrency (at least `probes` probes each) against one target."""
     spec = spec or TargetSpec()
@@ -200,7 +226,7 @@ async def verify(
     async with lab_target(spec) as target:
         await probe_rounds(target, 1, 3)  # warm up both processes
         for concurrency in concurrencies:
-            runs.append(await timing_error(target, concurrency, max(probes, concurrency)))
+            runs.append(await timing_error(target, concurrency, max(probes, concurrency), burst=burst))
     return runs
 
 

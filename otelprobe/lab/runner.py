@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import IO, Any, Final, Literal
 
 import yaml
 
@@ -277,41 +277,18 @@ def run_scenario(
     raw_dir.mkdir()
     logs_dir.mkdir(exist_ok=True)
     began = time.monotonic()
-    links: dict[str, Link] = {}
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="otelprobe-lab-")))
-        lab: Lab | None = None
-        if chosen == "netns":
-            lab = stack.enter_context(Lab())
-            result.lab_id = lab.lab_id
-            emulator = LinkEmulator(lab)
-            for v in scenario.vantages:
-                base = LinkParams(**_link_params(v, (), "up"))
-                links[v.name] = emulator.add_vantage(v.name, base, base)
-            loop = ServerLoop(str(emulator.target.path))
-            host = TARGET_IPV4
-        else:
-            loop, host = ServerLoop(None), "127.0.0.1"
-        stack.callback(loop.close)
-        side = TargetSide(scenario, host, lab_ca(scenario), loop, fixed_ports=lab is not None)
-        stack.callback(side.close)
-        side.start()
+        side, links = _bring_up(scenario, chosen, stack, result)
         ca_file = write_ca(side.ca, work)
         procs: dict[str, subprocess.Popen[bytes]] = {}
         stack.callback(lambda: _stop(list(procs.values())))
         files = {v: raw_dir / f"{v}.jsonl" for v in scenario.vantage_names}
         logs = {v: logs_dir / f"{v}.log" for v in scenario.vantage_names}
         for vantage in scenario.vantage_names:
-            config_path = work / f"{vantage}.json"
             config = prober_config(scenario, vantage, side, ca_file, files[vantage])
-            config_path.write_text(json.dumps(config, indent=1))
-            argv = [sys.executable, "-m", "otelprobe.cli", "run", str(config_path)]
             log_file = stack.enter_context(logs[vantage].open("wb"))
-            kwargs: dict[str, Any] = {"env": _prober_env(), "stdout": log_file, "stderr": subprocess.STDOUT}
-            if lab is not None:
-                procs[vantage] = links[vantage].vantage.popen(argv, **kwargs)
-            else:
-                procs[vantage] = subprocess.Popen(argv, **kwargs)
+            procs[vantage] = _start_prober(work / f"{vantage}.json", config, links.get(vantage), log_file)
         _wait_ready(procs, files, logs)
         t0_ns, t0 = time.time_ns(), time.monotonic()
         log.info(
@@ -341,6 +318,40 @@ def run_scenario(
     }
     (out / "lab.json").write_text(json.dumps(meta, indent=1) + "\n")
     return result
+
+
+def _bring_up(
+    scenario: Scenario, mode: Literal["netns", "loopback"], stack: contextlib.ExitStack, result: RunResult
+) -> tuple[TargetSide, dict[str, Link]]:
+    """Namespaces and links (netns mode), then the servers; `stack` takes them down again."""
+    links: dict[str, Link] = {}
+    if mode == "netns":
+        lab = stack.enter_context(Lab())
+        result.lab_id = lab.lab_id
+        emulator = LinkEmulator(lab)
+        for v in scenario.vantages:
+            base = LinkParams(**_link_params(v, (), "up"))
+            links[v.name] = emulator.add_vantage(v.name, base, base)
+        loop, host = ServerLoop(str(emulator.target.path)), TARGET_IPV4
+    else:
+        loop, host = ServerLoop(None), "127.0.0.1"
+    stack.callback(loop.close)
+    side = TargetSide(scenario, host, lab_ca(scenario), loop, fixed_ports=mode == "netns")
+    stack.callback(side.close)
+    side.start()
+    return side, links
+
+
+def _start_prober(
+    config_path: Path, config: dict[str, Any], link: Link | None, log_file: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """`otelprobe run CONFIG` inside the link's vantage namespace (or here, without a link)."""
+    config_path.write_text(json.dumps(config, indent=1))
+    argv = [sys.executable, "-m", "otelprobe.cli", "run", str(config_path)]
+    kwargs: dict[str, Any] = {"env": _prober_env(), "stdout": log_file, "stderr": subprocess.STDOUT}
+    if link is not None:
+        return link.vantage.popen(argv, **kwargs)  # the lab kills it on cleanup, also after a crash
+    return subprocess.Popen(argv, **kwargs)
 
 
 def _write_labels(

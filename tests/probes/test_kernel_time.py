@@ -102,3 +102,25 @@ async def test_receiver_waits_for_data_and_sees_eof() -> None:
     finally:
         left.close()
         right.close()
+
+
+async def test_segments_read_together_carry_the_newest_arrival() -> None:
+    """The known limit: the receive queue merges in-order segments and keeps the newest stamp."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.setblocking(False)
+        receiver = StampedReceiver(client, asyncio.get_running_loop())
+        server.send(b"first")
+        time.sleep(0.03)
+        second_sent = time.perf_counter_ns()
+        server.send(b"second")
+        time.sleep(0.01)
+        data, stamp = await receiver.receive(100)
+        assert data == b"firstsecond"
+        assert stamp >= second_sent - 1_000_000
+    finally:
+        for sock in (server, client, listener):
+            sock.close()

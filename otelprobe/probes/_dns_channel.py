@@ -1,9 +1,11 @@
 """One DNS message exchange over UDP, TCP, DNS-over-TLS or DNS-over-HTTPS, timed at the socket.
 
-The dns probe (probes/dns.py) opens a channel (`tcp.connect` and `tls.handshake` phases for the
-stream transports) and exchanges queries on it; each exchange is the caller's `dns.lookup` phase,
-from the query's first byte written to the answer's last byte read. UDP answers with TC set are
-retried over TCP inside the same phase, as a stub resolver would.
+The dns probe (probes/dns.py) and the per-target resolver (probes/resolver.py) open channels
+(`tcp.connect` and `tls.handshake` phases for the stream transports) and exchange queries on them.
+Each exchange leaves `sent_ns` (when the query's send() began) and `answered_ns` (the kernel's
+receive stamp of the answer's last datagram or segment, `probes/_kernel_time.py`), the edges of
+the caller's `dns.lookup` phase, so a late event loop does not lengthen it. UDP answers with TC
+set are retried over TCP inside the same exchange, as a stub resolver would.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dns.flags
 import dns.message
 
 from otelprobe.errors import DNSError, ProtocolError
+from otelprobe.probes._kernel_time import StampedReceiver
 from otelprobe.probes._net import TimedConnection, timed_connect
 from otelprobe.probes._stream import BufferedConnection
 from otelprobe.timing import PhaseClock
@@ -30,14 +33,21 @@ _DOH_TYPE: Final = "application/dns-message"
 
 
 class DNSChannel:
-    """A connection to one DNS server; `exchange` sends one query and returns its answer."""
+    """A connection to one DNS server; `exchange` sends one query and returns its answer.
+
+    After each exchange, `sent_ns` is when the query's send() began and `answered_ns` when the
+    answer arrived (kernel receive stamp where available), both on the perf_counter_ns clock.
+    """
 
     def __init__(self, transport: DNSTransport, ip: str, port: int) -> None:
         self.transport = transport
         self.ip = ip
         self.port = port
         self.fell_back_to_tcp = False
+        self.sent_ns = 0
+        self.answered_ns = 0
         self._udp: socket.socket | None = None
+        self._receiver: StampedReceiver | None = None
         self._stream: BufferedConnection | None = None
         self._doh_host = ip
         self._doh_path = "/dns-query"
@@ -59,9 +69,10 @@ class DNSChannel:
         try:
             if transport == "udp":
                 channel._udp = _udp_socket(ip, port)
+                channel._receiver = StampedReceiver(channel._udp, asyncio.get_running_loop())
                 return channel
             conn = await timed_connect(clock, ip, port)
-            channel._stream = BufferedConnection(conn)
+            channel._stream = BufferedConnection(channel._stamping(conn))
             if transport in ("tls", "https"):
                 if tls_context is None:
                     raise ValueError(f"transport {transport} needs a TLS context")
@@ -77,7 +88,8 @@ class DNSChannel:
         """Send `query`, return the matching answer; DNSError / ProtocolError on failure."""
         wire = query.to_wire()
         if self._udp is not None:
-            response = await self._exchange_udp(self._udp, query, wire)
+            assert self._receiver is not None
+            response = await self._exchange_udp(self._udp, self._receiver, query, wire)
             if response.flags & dns.flags.TC and tcp_fallback:
                 self.fell_back_to_tcp = True
                 response = await self._exchange_tcp_fallback(query, wire)
@@ -89,19 +101,35 @@ class DNSChannel:
         length = struct.unpack("!H", await self._stream.read_exactly(2, "the DNS answer length"))[0]
         return _parse(await self._stream.read_exactly(length, "the DNS answer"), query)
 
+    def _stamping(self, conn: TimedConnection) -> TimedConnection:
+        """Have `conn` report each query's first write and each answer read to this channel."""
+
+        def wrote(first_ns: int, last_ns: int) -> None:
+            self.sent_ns = first_ns
+
+        def read(arrived_ns: int) -> None:
+            self.answered_ns = arrived_ns
+
+        conn.on_write = wrote
+        conn.on_read = read
+        return conn
+
     async def _exchange_udp(
-        self, sock: socket.socket, query: dns.message.Message, wire: bytes
+        self, sock: socket.socket, receiver: StampedReceiver, query: dns.message.Message, wire: bytes
     ) -> dns.message.Message:
         loop = asyncio.get_running_loop()
         try:
+            # sock_sendall tries send() in this loop step, so this mark is the datagram's departure.
+            self.sent_ns = PhaseClock.now_ns()
             await loop.sock_sendall(sock, wire)
             while True:
-                data = await loop.sock_recv(sock, _UDP_MAX)
+                data, arrived_ns = await receiver.receive(_UDP_MAX)
                 try:
                     response = _parse(data, query)
                 except ProtocolError:
                     # A stray or forged datagram is not our answer; keep waiting (the deadline bounds it).
                     continue
+                self.answered_ns = arrived_ns
                 return response
         except ConnectionRefusedError as exc:
             raise DNSError(
@@ -122,12 +150,17 @@ class DNSChannel:
                 raise DNSError(
                     "tcp_fallback_failed", f"TCP fallback to {self.ip}:{self.port}: {exc}"
                 ) from exc
-            stream = BufferedConnection(TimedConnection(sock, loop))
+            conn = TimedConnection(sock, loop)
+            conn.on_read = self._fallback_read
+            stream = BufferedConnection(conn)
             await stream.conn.write(struct.pack("!H", len(wire)) + wire)
             length = struct.unpack("!H", await stream.read_exactly(2, "the DNS answer length"))[0]
             return _parse(await stream.read_exactly(length, "the DNS answer"), query)
         finally:
             sock.close()
+
+    def _fallback_read(self, arrived_ns: int) -> None:
+        self.answered_ns = arrived_ns
 
     async def _exchange_doh(
         self, stream: BufferedConnection, query: dns.message.Message, wire: bytes

@@ -15,7 +15,14 @@ from typing import ClassVar, Protocol
 
 from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
-from otelprobe.probes.resolver import Resolver, SystemResolver, is_ip_literal, resolver_from_config
+from otelprobe.probes.resolver import (
+    Resolution,
+    Resolver,
+    StampedResolver,
+    SystemResolver,
+    is_ip_literal,
+    resolver_from_config,
+)
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for
@@ -102,12 +109,25 @@ async def run_attempt(
 async def timed_resolve(
     clock: PhaseClock, resolver: Resolver, host: str, family: IPFamily, attrs: Attributes
 ) -> list[str]:
-    """Resolve `host` as the `dns.lookup` phase; an IP literal needs no lookup and has no phase."""
+    """Resolve `host` as the `dns.lookup` phase; an IP literal needs no lookup and has no phase.
+
+    A StampedResolver's phase runs from its first query's send() to its last answer's kernel
+    arrival; any other resolver's (getaddrinfo) from the call to its return.
+    """
     if is_ip_literal(host):
         return [host.strip("[]")]
     with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
         phase.attributes[names.DNS_QUESTION_NAME] = host
-        addresses = await resolver.resolve(host, family)
-        phase.attributes[names.DNS_ANSWERS] = tuple(addresses)
+        if isinstance(resolver, StampedResolver):
+            resolution = await resolver.resolve_stamped(host, family)
+        else:
+            resolution = Resolution(tuple(await resolver.resolve(host, family)))
+        if resolution.sent_ns is not None:
+            phase.start_ns = resolution.sent_ns
+        if resolution.error is None:
+            phase.attributes[names.DNS_ANSWERS] = resolution.addresses
+        phase.end(resolution.answered_ns, resolution.error)
+    if resolution.error is not None:
+        raise resolution.error
     attrs[names.DNS_QUESTION_NAME] = host
-    return addresses
+    return list(resolution.addresses)

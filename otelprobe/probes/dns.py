@@ -24,7 +24,7 @@ import dns.resolver
 from pydantic import Field, field_validator
 
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
-from otelprobe.errors import ConfigError, ConfigProblem
+from otelprobe.errors import ConfigError, ConfigProblem, DNSError
 from otelprobe.probes import _dns_checks
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel, DNSTransport
 from otelprobe.probes._dnssec import validate_answer
@@ -33,7 +33,7 @@ from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_r
 from otelprobe.probes.resolver import is_ip_literal, split_host_port
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
-from otelprobe.timing import Phase, PhaseClock
+from otelprobe.timing import OpenPhase, Phase, PhaseClock
 
 RESOLV_CONF = "/etc/resolv.conf"
 
@@ -220,6 +220,7 @@ class DNSProbe:
         )
         try:
             query = self.build_query()
+            rcode_error: DNSError | None = None
             with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
                 phase.attributes[names.DNS_QUESTION_NAME] = cfg.query_name
                 phase.attributes[names.PROBE_DNS_QUERY_TYPE] = cfg.query_type
@@ -230,7 +231,13 @@ class DNSProbe:
                 attrs.update(phase.attributes)
                 attrs.update(_dns_checks.response_attributes(response))
                 # A failing rcode fails the lookup phase itself, like a resolver error would.
-                _dns_checks.check_rcode(response, cfg.expect.rcodes, cfg.query_name)
+                try:
+                    _dns_checks.check_rcode(response, cfg.expect.rcodes, cfg.query_name)
+                except DNSError as exc:
+                    rcode_error = exc
+                _end_at_wire(phase, channel, rcode_error)
+            if rcode_error is not None:
+                raise rcode_error
             if cfg.dnssec.validate_answer:
                 await self._validate(clock, channel, response, attrs)
             _dns_checks.check_expectations(response, cfg.expect)
@@ -247,6 +254,7 @@ class DNSProbe:
             phase.attributes[names.DNS_QUESTION_NAME] = signer.to_text()
             phase.attributes[names.PROBE_DNS_QUERY_TYPE] = "DNSKEY"
             keys = await channel.exchange(key_query, tcp_fallback=True)
+            _end_at_wire(phase, channel, None)
         try:
             result = validate_answer(response, rdtype, keys, self.config.dnssec.trust_anchors)
         except Exception:
@@ -254,6 +262,12 @@ class DNSProbe:
             raise
         attrs[names.PROBE_DNS_DNSSEC_VALIDATED] = True
         attrs[names.PROBE_DNS_DNSSEC_ANCHORED] = result.anchored
+
+
+def _end_at_wire(phase: OpenPhase, channel: DNSChannel, error: DNSError | None) -> None:
+    """End a lookup phase at the channel's wire edges: query sent -> answer's kernel arrival."""
+    phase.start_ns = channel.sent_ns or phase.start_ns
+    phase.end(channel.answered_ns or None, error)
 
 
 def _flag_bootstrap(phase: Phase) -> Phase:

@@ -1,7 +1,11 @@
 """Name resolution for probes: the Resolver seam, the system resolver and a per-target DNS server.
 
 Every probe kind resolves through a `Resolver`, timed as the `dns.lookup` phase by
-`probes.base.timed_resolve`. Resolvers raise `DNSError` with a precise detail.
+`probes.base.timed_resolve`. Resolvers raise `DNSError` with a precise detail. A resolver that
+sees its own packets (`DNSServerResolver`, on `probes/_dns_channel.py`) also implements
+`StampedResolver`, whose `Resolution` carries when the first query left and when the last answer
+arrived (kernel receive stamps), so the phase is as exact as `tcp.connect`. getaddrinfo runs in a
+thread on sockets we never see, so `SystemResolver`'s phase stays user-space marks.
 """
 
 from __future__ import annotations
@@ -9,19 +13,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Protocol
+import ssl
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-import dns.asyncquery
-import dns.asyncresolver
-import dns.exception
 import dns.message
-import dns.nameserver
 import dns.rcode
 import dns.rdatatype
-import dns.resolver
 
-from otelprobe.config.common import IPFamily, ResolverConfig
-from otelprobe.errors import DNSError
+from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
+from otelprobe.errors import DNSError, ProbeError
+from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel
+from otelprobe.probes._tls import client_context
+from otelprobe.timing import PhaseClock
 
 
 class Resolver(Protocol):
@@ -29,6 +33,34 @@ class Resolver(Protocol):
 
     async def resolve(self, host: str, family: IPFamily) -> list[str]:
         """Raises DNSError (nxdomain, servfail, resolver_timeout, no_address_for_family, ...)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The outcome of one resolution, with the wire edges of the lookup when they are known.
+
+    Attributes:
+        addresses: IP literals in the order to try them (empty when `error` is set).
+        error: why the name did not resolve, or None.
+        sent_ns: when the first query started out: its send() for UDP, the connect() for
+            TCP / DoT / DoH (connecting is part of the lookup there); None when unknown.
+        answered_ns: kernel arrival of the last answer the resolution needed; None when no
+            answer arrived (timeout, unreachable) or it is unknown.
+    """
+
+    addresses: tuple[str, ...]
+    error: DNSError | None = None
+    sent_ns: int | None = None
+    answered_ns: int | None = None
+
+
+@runtime_checkable
+class StampedResolver(Protocol):
+    """A Resolver that knows when its queries left and its answers arrived."""
+
+    async def resolve_stamped(self, host: str, family: IPFamily) -> Resolution:
+        """Never raises for resolution failures: they land in Resolution.error."""
         ...
 
 
@@ -86,56 +118,132 @@ def _gai_detail(exc: socket.gaierror) -> str:
     return "resolution_failed"
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One query's outcome: the response or the error, and its wire edges."""
+
+    response: dns.message.Message | None
+    error: DNSError | None
+    sent_ns: int | None
+    answered_ns: int | None
+
+
 class DNSServerResolver:
-    """Queries one DNS server directly (dnspython), over UDP with TCP fallback, TCP, DoT or DoH."""
+    """Queries one DNS server directly over UDP (TCP fallback on TC), TCP, DoT or DoH.
+
+    A and AAAA go out together, each on its own socket, as getaddrinfo does with AF_UNSPEC
+    (LAB-NOTES 9): the lookup costs one round trip, not two. DoT / DoH verify the server's
+    certificate against the system trust store (SSL_CERT_FILE applies) and its name or IP.
+    """
 
     def __init__(self, config: ResolverConfig) -> None:
         if not config.server:
             raise ValueError("DNSServerResolver needs a server")
-        self._host, self._port = split_host_port(config.server, default_port=_default_port(config.transport))
+        self._host, self._port = split_host_port(config.server, default_port=DEFAULT_PORTS[config.transport])
+        self._host = self._host.strip("[]")
         self._transport = config.transport
         self._timeout_s = config.timeout_s
+        self._tls_context: ssl.SSLContext | None = None
+        if config.transport in ("tls", "https"):
+            alpn = ("http/1.1",) if config.transport == "https" else ("dot",)
+            self._tls_context = client_context(TLSClientConfig(), alpn=alpn)
 
-    async def query(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
-        """One query to the configured server, raising DNSError on failure."""
-        request = dns.message.make_query(name, rdtype)
-        try:
-            if self._transport == "tcp":
-                return await dns.asyncquery.tcp(request, self._host, self._timeout_s, self._port)
-            if self._transport == "tls":
-                return await dns.asyncquery.tls(request, self._host, self._timeout_s, self._port)
-            if self._transport == "https":
-                url = f"https://{_bracket(self._host)}:{self._port}/dns-query"
-                return await dns.asyncquery.https(request, url, timeout=self._timeout_s)
-            response, _ = await dns.asyncquery.udp_with_fallback(
-                request, self._host, self._timeout_s, self._port
-            )
-            return response
-        except dns.exception.Timeout as exc:
-            raise DNSError("resolver_timeout", f"no answer from {self._host}:{self._port}") from exc
-        except (OSError, dns.exception.DNSException) as exc:
-            raise DNSError("resolver_unreachable", f"{self._host}:{self._port}: {exc}") from exc
+    @property
+    def server(self) -> str:
+        return f"{_bracket(self._host)}:{self._port}"
 
     async def resolve(self, host: str, family: IPFamily) -> list[str]:
+        resolution = await self.resolve_stamped(host, family)
+        if resolution.error is not None:
+            raise resolution.error
+        return list(resolution.addresses)
+
+    async def resolve_stamped(self, host: str, family: IPFamily) -> Resolution:
         wanted = {"ip4": ["A"], "ip6": ["AAAA"], "prefer_ip6": ["AAAA", "A"]}.get(family, ["A", "AAAA"])
-        # A and AAAA go out together, as getaddrinfo does with AF_UNSPEC (LAB-NOTES 9): the lookup
-        # costs one round trip, not two.
-        responses = await asyncio.gather(*(self.query(host, dns.rdatatype.from_text(t)) for t in wanted))
+        try:
+            ip = await self._server_ip()
+        except DNSError as exc:
+            return Resolution((), exc)
+        answers = await asyncio.gather(*(self._ask(ip, host, dns.rdatatype.from_text(t)) for t in wanted))
+        sent = [a.sent_ns for a in answers if a.sent_ns is not None]
+        arrived = [a.answered_ns for a in answers if a.answered_ns is not None]
+        sent_ns = min(sent) if sent else None
+        # The lookup ends when the last answer arrived, unless one never came (then: now).
+        answered_ns = max(arrived) if len(arrived) == len(answers) else None
         addresses: list[str] = []
-        for response in responses:
-            rcode = response.rcode()
-            if rcode == dns.rcode.NXDOMAIN:
-                raise DNSError("nxdomain", f"{host}: NXDOMAIN")
-            if rcode != dns.rcode.NOERROR:
-                raise DNSError(dns.rcode.to_text(rcode).lower(), f"{host}: {dns.rcode.to_text(rcode)}")
-            for rrset in response.answer:
-                if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-                    addresses.extend(r.to_text() for r in rrset)
-        return order_for_family(addresses, family)
+        try:
+            for answer in answers:
+                if answer.error is not None:
+                    raise answer.error
+                assert answer.response is not None
+                addresses.extend(_addresses(answer.response, host))
+            ordered = order_for_family(addresses, family)
+        except DNSError as exc:
+            return Resolution((), exc, sent_ns, answered_ns)
+        return Resolution(tuple(ordered), None, sent_ns, answered_ns)
+
+    async def _server_ip(self) -> str:
+        if is_ip_literal(self._host):
+            return self._host
+        # A server given by name is looked up each time, outside the phase (it is not the target's).
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(self._host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise DNSError("resolver_unreachable", f"DNS server {self._host}: {exc.strerror}") from exc
+        return str(infos[0][4][0]).split("%")[0]
+
+    async def _ask(self, ip: str, name: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
+        query = dns.message.make_query(name, rdtype)
+        # Connect and handshake phases of a stream transport belong to this lookup, not the
+        # attempt: they are recorded on a scratch clock, whose first phase starts the lookup.
+        scratch = PhaseClock()
+        channel: DNSChannel | None = None
+
+        def sent_ns() -> int | None:
+            if scratch.phases:
+                return scratch.phases[0].start_ns
+            return channel.sent_ns if channel is not None and channel.sent_ns else None
+
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                channel = await DNSChannel.open(
+                    scratch,
+                    self._transport,
+                    ip,
+                    self._port,
+                    tls_context=self._tls_context,
+                    server_hostname=self._host if self._tls_context is not None else None,
+                )
+                response = await channel.exchange(query)
+        except TimeoutError:
+            return _Answer(
+                None, DNSError("resolver_timeout", f"no answer from {self.server}"), sent_ns(), None
+            )
+        except DNSError as exc:  # port unreachable, TC fallback failed, DoH HTTP status
+            return _Answer(None, exc, sent_ns(), None)
+        except (ProbeError, OSError) as exc:  # refused, TLS failure, malformed answer
+            detail = getattr(exc, "detail", None) or str(exc)
+            error = DNSError("resolver_unreachable", f"{self.server}: {detail}")
+            return _Answer(None, error, sent_ns(), None)
+        finally:
+            if channel is not None:
+                channel.close()
+        return _Answer(response, None, sent_ns(), channel.answered_ns or None)
 
 
-def _default_port(transport: str) -> int:
-    return {"tls": 853, "https": 443}.get(transport, 53)
+def _addresses(response: dns.message.Message, host: str) -> list[str]:
+    """The A / AAAA addresses of a NOERROR answer; DNSError for any other rcode."""
+    rcode = response.rcode()
+    if rcode == dns.rcode.NXDOMAIN:
+        raise DNSError("nxdomain", f"{host}: NXDOMAIN")
+    if rcode != dns.rcode.NOERROR:
+        raise DNSError(dns.rcode.to_text(rcode).lower(), f"{host}: {dns.rcode.to_text(rcode)}")
+    return [
+        rdata.to_text()
+        for rrset in response.answer
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+        for rdata in rrset
+    ]
 
 
 def _bracket(host: str) -> str:

@@ -1,10 +1,11 @@
-"""A bounded batching span processor that counts every span it drops.
+"""A bounded span queue per exporter, drained in batches by one worker thread that counts drops.
 
-Sits between the tracer and each span exporter (`pipeline.Telemetry`). The SDK's
-BatchSpanProcessor also bounds its queue, but it evicts silently from a deque and reports drops
-only through opt-in internal metrics; probing must never wait on a dead or slow Collector, and
-every span lost on the way must show up as `otelprobe.export.dropped`. So `on_end` is O(1) and
-never blocks: a full queue drops the new span and counts it, and one worker thread exports.
+Sits between `Telemetry.record` (which puts each attempt's OTLP spans here) and a `SpanSender`
+(senders.py). Probing must never wait on a dead or slow Collector, and every span lost on the way
+must show up as `otelprobe.export.dropped`: `put` is O(1) and never blocks; when an attempt's
+spans do not fit, all of them are dropped (a trace is useless without its root) and counted. The
+worker builds one ExportTraceServiceRequest per batch (one ResourceSpans/ScopeSpans) and hands it
+to the sender, which serializes it once.
 """
 
 from __future__ import annotations
@@ -13,73 +14,109 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from otelprobe.telemetry.senders import SpanSender
 
 _logger = logging.getLogger(__name__)
 
 
-class CountingBatchSpanProcessor(SpanProcessor):
-    """Queues ended spans (at most `max_queue_size`) and exports them in batches on one thread."""
+def build_request(
+    spans: Sequence[Span], resource: Resource, scope: InstrumentationScope
+) -> ExportTraceServiceRequest:
+    """One OTLP request holding `spans` under one resource and one instrumentation scope."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.CopyFrom(resource)
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.CopyFrom(scope)
+    scope_spans.spans.extend(spans)
+    return request
+
+
+class SpanBatcher:
+    """Queues spans (at most `max_queue_size`) and sends them in batches from one thread.
+
+    Args:
+        sender: where batches go; `send` may block (the worker waits, never the caller of `put`).
+        resource: the OTLP resource of every batch.
+        scope: the instrumentation scope of every batch.
+        max_queue_size: spans held at most; beyond it new attempts are dropped and counted.
+        max_export_batch_size: spans per request at most.
+        schedule_delay_s: the longest a span waits before its batch is sent.
+        timeout_s: the time one send may take, retries included.
+        name: the exporter's name in logs and in `otelprobe.export.dropped`.
+    """
 
     def __init__(
         self,
-        exporter: SpanExporter,
+        sender: SpanSender,
+        resource: Resource,
+        scope: InstrumentationScope,
         *,
         max_queue_size: int = 2048,
         max_export_batch_size: int = 512,
         schedule_delay_s: float = 5.0,
+        timeout_s: float = 10.0,
         name: str = "exporter",
     ) -> None:
-        self.exporter = exporter
+        self.sender = sender
         self.name = name
+        self._resource = resource
+        self._scope = scope
         self._max_queue_size = max_queue_size
         self._batch_size = min(max_export_batch_size, max_queue_size)
         self._delay_s = schedule_delay_s
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._timeout_s = timeout_s
+        self._queue: collections.deque[Span] = collections.deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._flush_requests: list[threading.Event] = []
         self._shutdown = False
         self._dropped = 0
         self._exported = 0
+        self._failed = 0
         self._worker = threading.Thread(target=self._run, name=f"otelprobe-export-{name}", daemon=True)
         self._worker.start()
 
     @property
     def dropped(self) -> int:
-        """Spans dropped so far (queue full, or ended after shutdown)."""
+        """Spans dropped so far (queue full, or put after shutdown, or still queued at shutdown)."""
         return self._dropped
 
     @property
     def exported(self) -> int:
-        """Spans handed to the exporter so far (whatever the exporter then did with them)."""
+        """Spans handed to the sender so far (whatever the Collector then did with them)."""
         return self._exported
+
+    @property
+    def failed(self) -> int:
+        """Spans in batches the sender gave up on (Collector down, rejected, timed out)."""
+        return self._failed
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and not span.context.trace_flags.sampled:
-            return
+    def put(self, spans: Sequence[Span]) -> None:
+        """Queue one attempt's spans, or drop and count all of them if they do not fit."""
         with self._lock:
-            if self._shutdown or len(self._queue) >= self._max_queue_size:
+            if self._shutdown or len(self._queue) + len(spans) > self._max_queue_size:
                 first = self._dropped == 0
-                self._dropped += 1
+                self._dropped += len(spans)
                 if first:
                     _logger.warning("span export queue of %s is full: dropping spans (counted)", self.name)
                 return
-            self._queue.append(span)
+            self._queue.extend(spans)
             if len(self._queue) >= self._batch_size:
                 self._wake.set()
 
-    def _take_batch(self) -> list[ReadableSpan]:
+    def _take_batch(self) -> list[Span]:
         with self._lock:
             count = min(self._batch_size, len(self._queue))
             return [self._queue.popleft() for _ in range(count)]
@@ -88,10 +125,13 @@ class CountingBatchSpanProcessor(SpanProcessor):
         while batch := self._take_batch():
             self._exported += len(batch)
             try:
-                self.exporter.export(batch)
+                sent = self.sender.send(build_request(batch, self._resource, self._scope), self._timeout_s)
             except Exception:
-                # An exporter bug must not kill the worker; the spans are lost, as on a failed export.
-                _logger.exception("span exporter %s raised", self.name)
+                # A sender bug must not kill the worker; the spans are lost, as on a failed export.
+                _logger.exception("span sender %s raised", self.name)
+                sent = False
+            if not sent:
+                self._failed += len(batch)
 
     def _run(self) -> None:
         while True:
@@ -106,23 +146,23 @@ class CountingBatchSpanProcessor(SpanProcessor):
             if stopping:
                 return
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export what is queued; False if that took longer than the timeout."""
+    def force_flush(self, timeout_s: float = 30.0) -> bool:
+        """Send what is queued; False if that took longer than the timeout."""
         done = threading.Event()
         with self._lock:
             if self._shutdown:
                 return False
             self._flush_requests.append(done)
         self._wake.set()
-        return done.wait(timeout_millis / 1000)
+        return done.wait(timeout_s)
 
-    def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Export what is queued within the timeout, then shut the exporter down.
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Send what is queued within the timeout, then close the sender.
 
-        If the exporter is stuck on a dead Collector, its shutdown interrupts the retries; the
-        worker is a daemon thread, so it can never keep the process alive.
+        If the sender is stuck on a dead Collector, closing it interrupts its retries; the worker
+        is a daemon thread, so it can never keep the process alive.
         """
-        deadline = time.monotonic() + timeout_millis / 1000
+        deadline = time.monotonic() + timeout_s
         with self._lock:
             if self._shutdown:
                 return
@@ -131,9 +171,9 @@ class CountingBatchSpanProcessor(SpanProcessor):
         self._worker.join(max(0.0, deadline - time.monotonic()))
         if self._worker.is_alive():
             _logger.warning("span exporter %s did not finish within the shutdown timeout", self.name)
-        self.exporter.shutdown()
+        self.sender.shutdown()
         self._worker.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            # Spans still queued now will never be exported.
+            # Spans still queued now will never be sent.
             self._dropped += len(self._queue)
             self._queue.clear()

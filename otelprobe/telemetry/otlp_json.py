@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -21,12 +21,9 @@ from typing import Final, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 _logger = logging.getLogger(__name__)
 
@@ -107,22 +104,22 @@ class JSONLinesWriter:
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
 
-class OTLPJSONSpanExporter(SpanExporter):
-    """Writes each exported batch as one ExportTraceServiceRequest line."""
+class OTLPJSONSpanSender:
+    """Writes each batch as one ExportTraceServiceRequest line (a `senders.SpanSender`)."""
 
     def __init__(self, writer: JSONLinesWriter) -> None:
         self._writer = writer
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
         try:
-            self._writer.write_line(message_to_json(encode_spans(spans)))
+            self._writer.write_line(message_to_json(request))
         except OSError as exc:
             _logger.warning("cannot write spans to %s: %s", self._writer.path, exc)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return False
         return True
+
+    def shutdown(self) -> None:
+        return None
 
 
 class OTLPJSONMetricExporter(MetricExporter):

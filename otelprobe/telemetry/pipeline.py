@@ -1,9 +1,10 @@
-"""The telemetry pipeline: tracer and meter providers wired to the configured exporters.
+"""The telemetry pipeline: span batchers and a meter provider wired to the configured exporters.
 
-The only place that builds SDK providers. The scheduler (or the CLI) creates one `Telemetry`
-and hands it every `ProbeResult`; `spans.py` and `metrics.py` do the conversion. Exporting never
-blocks probing: spans go through bounded, drop-counting queues (`batching.py`), metrics through
-periodic readers on their own threads.
+The one place that builds exporters. The scheduler (or the CLI) creates one `Telemetry` and hands
+it every `ProbeResult`: `spans.py` turns it into OTLP span messages, which go to one bounded,
+drop-counting `SpanBatcher` per exporter (`batching.py`, worker threads, `senders.py`); `metrics.py`
+observes it through the OpenTelemetry SDK (metrics aggregate, so they keep the SDK and its
+periodic readers). Exporting never blocks probing.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GRPCMetricExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression as HTTPCompression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceProto
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
@@ -30,9 +32,6 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, start_http_server
 
 import otelprobe
@@ -47,20 +46,18 @@ from otelprobe.config.telemetry import (
 )
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
-from otelprobe.telemetry.batching import CountingBatchSpanProcessor
+from otelprobe.telemetry.batching import SpanBatcher
+from otelprobe.telemetry.memory import InMemorySpans
 from otelprobe.telemetry.metrics import ProbeMetrics
-from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONMetricExporter, OTLPJSONSpanExporter
-from otelprobe.telemetry.spans import ProbeIdGenerator, emit_result_spans
+from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONMetricExporter, OTLPJSONSpanSender
+from otelprobe.telemetry.senders import ConsoleSender, OTLPGRPCSender, OTLPHTTPSender, SpanSender
+from otelprobe.telemetry.spans import SpanEncoder, any_value, new_trace_ref
 
 _logger = logging.getLogger(__name__)
 _SCOPE = "otelprobe"
 
 
-def _read(path: str | None) -> bytes | None:
-    return Path(path).read_bytes() if path else None
-
-
-def _grpc_exporters(cfg: OTLPGRPCExporterConfig) -> tuple[SpanExporter, MetricExporter]:
+def _grpc_metric_exporter(cfg: OTLPGRPCExporterConfig) -> MetricExporter:
     # An explicit http:// endpoint means plaintext, as the OTel exporter's own env rules say.
     insecure = cfg.insecure or cfg.endpoint.startswith("http://")
     credentials = None
@@ -70,52 +67,49 @@ def _grpc_exporters(cfg: OTLPGRPCExporterConfig) -> tuple[SpanExporter, MetricEx
             private_key=_read(cfg.client_key),
             certificate_chain=_read(cfg.client_cert),
         )
-    headers = {k.lower(): v.get_secret_value() for k, v in cfg.headers.items()}
     compression = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
-    common = {
-        "endpoint": cfg.endpoint,
-        "insecure": insecure,
-        "credentials": credentials,
-        "headers": headers,
-        "timeout": cfg.timeout_s,
-        "compression": compression,
-    }
-    return GRPCSpanExporter(**common), GRPCMetricExporter(**common)  # type: ignore[arg-type]
-
-
-def _http_exporters(cfg: OTLPHTTPExporterConfig) -> tuple[SpanExporter, MetricExporter]:
-    headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
-    compression = HTTPCompression.Gzip if cfg.compression == "gzip" else HTTPCompression.NoCompression
-    spans = HTTPSpanExporter(
-        endpoint=cfg.signal_url("traces"),
-        certificate_file=cfg.ca_file,
-        client_key_file=cfg.client_key,
-        client_certificate_file=cfg.client_cert,
-        headers=headers,
+    return GRPCMetricExporter(
+        endpoint=cfg.endpoint,
+        insecure=insecure,
+        credentials=credentials,
+        headers={k.lower(): v.get_secret_value() for k, v in cfg.headers.items()},
         timeout=cfg.timeout_s,
         compression=compression,
     )
-    metrics = HTTPMetricExporter(
+
+
+def _http_metric_exporter(cfg: OTLPHTTPExporterConfig) -> MetricExporter:
+    compression = HTTPCompression.Gzip if cfg.compression == "gzip" else HTTPCompression.NoCompression
+    return HTTPMetricExporter(
         endpoint=cfg.signal_url("metrics"),
         certificate_file=cfg.ca_file,
         client_key_file=cfg.client_key,
         client_certificate_file=cfg.client_cert,
-        headers=headers,
+        headers={k: v.get_secret_value() for k, v in cfg.headers.items()},
         timeout=cfg.timeout_s,
         compression=compression,
     )
-    return spans, metrics
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def _resource_proto(resource: Resource) -> ResourceProto:
+    return ResourceProto(
+        attributes=[KeyValue(key=k, value=any_value(v)) for k, v in resource.attributes.items()]  # type: ignore[arg-type]
+    )
 
 
 class Telemetry:
-    """Tracer and meter providers with otelprobe's exporters; `record` turns results into both.
+    """otelprobe's span exporters and meter provider; `record` turns results into both.
 
     Args:
         config: exporters, queue bounds and intervals.
         vantage: the vantage point name (resource and span attribute `otelprobe.vantage`).
         instance_id: `service.instance.id`; a random UUID by default.
-        in_memory: also keep every span and metric in memory (`span_exporter`, `metric_reader`),
-            synchronously, for tests and the one-shot CLI.
+        in_memory: also keep every span (`span_exporter`) and metric (`metric_reader`) in
+            memory, synchronously, for tests and the one-shot CLI.
     """
 
     def __init__(
@@ -136,49 +130,48 @@ class Telemetry:
                 names.OTELPROBE_VANTAGE: vantage,
             }
         )
-        self.tracer_provider = TracerProvider(
-            resource=self.resource, id_generator=ProbeIdGenerator(), shutdown_on_exit=False
-        )
-        self.batch_processors: list[CountingBatchSpanProcessor] = []
-        self.span_exporter: InMemorySpanExporter | None = None
+        self._resource_proto = _resource_proto(self.resource)
+        self._scope = InstrumentationScope(name=_SCOPE, version=otelprobe.__version__)
+        self._encoder = SpanEncoder(vantage)
+        self.span_batchers: list[SpanBatcher] = []
+        self.span_exporter: InMemorySpans | None = None
         self.metric_reader: InMemoryMetricReader | None = None
         self.prometheus_address: tuple[str, int] | None = None
-        self._prometheus_server: tuple[object, threading.Thread] | None = None
+        self._prometheus_server: tuple[Any, threading.Thread] | None = None
         readers: list[MetricReader] = []
-        processors: list[SpanProcessor] = []
         if in_memory:
-            self.span_exporter = InMemorySpanExporter()
+            self.span_exporter = InMemorySpans(self.resource)
             self.metric_reader = InMemoryMetricReader()
-            processors.append(SimpleSpanProcessor(self.span_exporter))
             readers.append(self.metric_reader)
         for index, exporter_config in enumerate(self.config.exporters):
-            span_exporter, reader = self._build(exporter_config)
-            if span_exporter is not None:
-                processors.append(self._batch(span_exporter, f"{exporter_config.type}#{index}"))
+            sender, reader = self._build(exporter_config)
+            if sender is not None:
+                self.span_batchers.append(
+                    self._batch(sender, exporter_config, f"{exporter_config.type}#{index}")
+                )
             if reader is not None:
                 readers.append(reader)
-        for processor in processors:
-            self.tracer_provider.add_span_processor(processor)
+        self._encodes = bool(self.span_batchers) or self.span_exporter is not None
         self.meter_provider = MeterProvider(
             resource=self.resource, metric_readers=readers, shutdown_on_exit=False
         )
-        self.tracer = self.tracer_provider.get_tracer(_SCOPE, otelprobe.__version__)
         self.metrics = ProbeMetrics(
             self.meter_provider.get_meter(_SCOPE, otelprobe.__version__), vantage, self.dropped_by_exporter
         )
         self._closed = False
 
-    def _batch(self, exporter: SpanExporter, name: str) -> CountingBatchSpanProcessor:
+    def _batch(self, sender: SpanSender, cfg: ExporterConfig, name: str) -> SpanBatcher:
         queue = self.config.queue
-        processor = CountingBatchSpanProcessor(
-            exporter,
+        return SpanBatcher(
+            sender,
+            self._resource_proto,
+            self._scope,
             max_queue_size=queue.max_queue_size,
             max_export_batch_size=queue.max_export_batch_size,
             schedule_delay_s=queue.schedule_delay_s,
+            timeout_s=getattr(cfg, "timeout_s", 10.0),
             name=name,
         )
-        self.batch_processors.append(processor)
-        return processor
 
     def _periodic(self, exporter: MetricExporter, timeout_s: float) -> PeriodicExportingMetricReader:
         return PeriodicExportingMetricReader(
@@ -187,18 +180,16 @@ class Telemetry:
             export_timeout_millis=timeout_s * 1000,
         )
 
-    def _build(self, cfg: ExporterConfig) -> tuple[SpanExporter | None, MetricReader | None]:
+    def _build(self, cfg: ExporterConfig) -> tuple[SpanSender | None, MetricReader | None]:
         if isinstance(cfg, OTLPGRPCExporterConfig):
-            spans, metrics = _grpc_exporters(cfg)
-            return spans, self._periodic(metrics, cfg.timeout_s)
+            return OTLPGRPCSender(cfg), self._periodic(_grpc_metric_exporter(cfg), cfg.timeout_s)
         if isinstance(cfg, OTLPHTTPExporterConfig):
-            spans, metrics = _http_exporters(cfg)
-            return spans, self._periodic(metrics, cfg.timeout_s)
+            return OTLPHTTPSender(cfg), self._periodic(_http_metric_exporter(cfg), cfg.timeout_s)
         if isinstance(cfg, FileExporterConfig):
             writer = JSONLinesWriter(cfg.path, cfg.max_size_bytes, cfg.max_backups)
-            return OTLPJSONSpanExporter(writer), self._periodic(OTLPJSONMetricExporter(writer), 10.0)
+            return OTLPJSONSpanSender(writer), self._periodic(OTLPJSONMetricExporter(writer), 10.0)
         if isinstance(cfg, ConsoleExporterConfig):
-            return ConsoleSpanExporter(service_name=self.config.service_name), None
+            return ConsoleSender(), None
         if isinstance(cfg, PrometheusExporterConfig):
             return None, self._start_prometheus(cfg)
         raise AssertionError(f"unhandled exporter config {cfg!r}")
@@ -216,11 +207,16 @@ class Telemetry:
 
     def dropped_by_exporter(self) -> dict[str, int]:
         """Spans dropped so far per exporter (`otelprobe.export.dropped`)."""
-        return {p.name: p.dropped for p in self.batch_processors}
+        return {b.name: b.dropped for b in self.span_batchers}
 
     @property
     def dropped(self) -> int:
-        return sum(p.dropped for p in self.batch_processors)
+        return sum(b.dropped for b in self.span_batchers)
+
+    @property
+    def exported(self) -> int:
+        """Spans handed to the senders so far, summed over the exporters."""
+        return sum(b.exported for b in self.span_batchers)
 
     def record(self, result: ProbeResult, link: TraceRef | None = None) -> TraceRef:
         """Emit `result` as a trace and as metrics; never blocks on an exporter.
@@ -230,17 +226,24 @@ class Telemetry:
             link: the first attempt's root when `result` is a retry.
 
         Returns:
-            The root span's IDs, for the links of later retries.
+            The root span's IDs (`result.trace_ref` when set), for the links of later retries.
         """
-        ref = emit_result_spans(self.tracer, result, self.vantage, link)
+        if self._encodes:
+            ref, spans = self._encoder.encode(result, link)
+            for batcher in self.span_batchers:
+                batcher.put(spans)
+            if self.span_exporter is not None:
+                self.span_exporter.add(spans)
+        else:
+            ref = result.trace_ref or new_trace_ref()
         self.metrics.record(result)
         return ref
 
     def _flush_sync(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         ok = True
-        for processor in self.batch_processors:
-            ok &= processor.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
+        for batcher in self.span_batchers:
+            ok &= batcher.force_flush(max(0.0, deadline - time.monotonic()))
         remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
         ok &= self.meter_provider.force_flush(remaining_ms)
         return ok
@@ -256,22 +259,21 @@ class Telemetry:
         self._closed = True
         deadline = time.monotonic() + timeout_s
 
-        def remaining_ms() -> int:
-            return int(max(0.0, deadline - time.monotonic()) * 1000)
+        def remaining_s() -> float:
+            return max(0.0, deadline - time.monotonic())
 
-        # Processors one by one with the shared deadline: TracerProvider.shutdown passes none.
-        for processor in self.batch_processors:
-            processor.shutdown(remaining_ms())
-        self.tracer_provider.shutdown()
+        # Batchers one by one with the shared deadline.
+        for batcher in self.span_batchers:
+            batcher.shutdown(remaining_s())
         try:
-            self.meter_provider.shutdown(remaining_ms())
+            self.meter_provider.shutdown(remaining_s() * 1000)
         except Exception:
             # A metric exporter that times out at shutdown must not stop the rest of the teardown.
             _logger.warning("metric export did not finish at shutdown", exc_info=True)
         if self._prometheus_server is not None:
             server, thread = self._prometheus_server
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+            server.shutdown()
+            server.server_close()
             thread.join(1.0)
         if self.dropped:
             _logger.warning("%d spans were dropped by full export queues", self.dropped)

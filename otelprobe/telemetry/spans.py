@@ -1,153 +1,203 @@
-"""ProbeResult -> one OpenTelemetry trace: a root span `probe <kind>` and a child span per phase.
+"""ProbeResult -> one OTLP trace: a root span `probe <kind>` and a child span per phase.
 
 The one converter from plain probe data to spans (STYLE §5): probes measure on their monotonic
-clock, and here each timestamp is mapped to epoch time once and given to the SDK explicitly.
-`pipeline.Telemetry` owns the tracer; this module needs only a tracer whose provider uses
-`ProbeIdGenerator`, so that a root can carry the IDs the probe already sent in `traceparent`.
+clock, and here each timestamp is mapped to epoch time once and written straight into OTLP
+protobuf `Span` messages (the C-backed upb runtime), which `batching.py` queues and the senders
+ship. There is no SDK tracer in between: building the messages directly costs a fraction of the
+SDK's span objects plus its pure-Python OTLP encoder, and a root can simply take the IDs the probe
+already sent in `traceparent` (`ProbeResult.trace_ref`).
 """
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+from typing import Final
 
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.util.types import AttributeValue as OTelAttributeValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags, Status
 
 from otelprobe.config.secrets import redact
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, Phase
 
-# The IDs the next root span must take; set only around the root's start_span call.
-_forced_root_ids: contextvars.ContextVar[TraceRef | None] = contextvars.ContextVar(
-    "otelprobe_forced_root_ids", default=None
+SPAN_KIND_INTERNAL: Final = Span.SpanKind.SPAN_KIND_INTERNAL
+SPAN_KIND_CLIENT: Final = Span.SpanKind.SPAN_KIND_CLIENT
+STATUS_ERROR: Final = Status.StatusCode.STATUS_CODE_ERROR
+# What the SDK's encoder writes for a span whose parent (or link) is known to be local.
+_LOCAL_FLAGS: Final = int(SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK)
+# KeyValues are immutable once built and repeat a lot (targets, peers, methods): cache them, with
+# a bound so that values that never repeat (URLs with changing queries) cannot grow it forever.
+_KV_CACHE_MAX: Final = 65_536
+_CACHED_TYPES: Final = frozenset({str, bool, int})
+_ERROR_KEYS: Final = frozenset({names.ERROR_TYPE, names.PROBE_ERROR_DETAIL})
+_ROOT_KEYS: Final = frozenset(
+    {names.PROBE_KIND, names.PROBE_TARGET, names.PROBE_SUCCESS, names.PROBE_ATTEMPT, names.OTELPROBE_VANTAGE}
 )
+_ROOT_ERROR_KEYS: Final = _ROOT_KEYS | _ERROR_KEYS
+_PHASE_KEYS: Final = frozenset({names.PROBE_TARGET})
+_PHASE_ERROR_KEYS: Final = frozenset({names.PROBE_TARGET, names.ERROR_TYPE})
+_PHASE_ERROR_DETAIL_KEYS: Final = _PHASE_KEYS | _ERROR_KEYS
 
 
-class ProbeIdGenerator(RandomIdGenerator):
-    """Random IDs, except for a root whose IDs were already sent on the wire in `traceparent`.
-
-    The SDK asks for a trace ID and then a span ID when it starts a root span; while
-    `_forced_root_ids` holds a TraceRef both come from it, so the exported root is exactly the
-    span the target's server saw as its parent.
-    """
-
-    def generate_trace_id(self) -> int:
-        forced = _forced_root_ids.get()
-        return forced.trace_id if forced is not None else super().generate_trace_id()
-
-    def generate_span_id(self) -> int:
-        forced = _forced_root_ids.get()
-        return forced.span_id if forced is not None else super().generate_span_id()
+def any_value(value: AttributeValue) -> AnyValue:
+    """One attribute value as OTLP AnyValue (bool before int: bool is an int in Python)."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=redact(value))
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
 
 
-@contextmanager
-def _root_ids(ref: TraceRef | None) -> Iterator[None]:
-    token = _forced_root_ids.set(ref)
-    try:
-        yield
-    finally:
-        _forced_root_ids.reset(token)
+def new_trace_ref() -> TraceRef:
+    """Random non-zero trace and span IDs (W3C: all-zero IDs are invalid)."""
+    return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
 
 
-def _otel_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, OTelAttributeValue]:
-    # Tuples are valid OTel sequence attributes; strings may carry a secret that came from config.
-    return {k: redact(v) if isinstance(v, str) else v for k, v in attributes.items()}
+class _TargetAttributes:
+    """The KeyValues every span of one target repeats, built once per (target, kind)."""
+
+    __slots__ = ("child", "root")
+
+    def __init__(self, kind: str, target: str, vantage: str) -> None:
+        target_kv = KeyValue(key=names.PROBE_TARGET, value=AnyValue(string_value=target))
+        self.child: Final = (target_kv,)
+        self.root: Final = (
+            KeyValue(key=names.PROBE_KIND, value=AnyValue(string_value=kind)),
+            target_kv,
+            KeyValue(key=names.OTELPROBE_VANTAGE, value=AnyValue(string_value=vantage)),
+        )
 
 
-def root_attributes(result: ProbeResult, vantage: str) -> dict[str, OTelAttributeValue]:
-    """The root span's attributes (DESIGN §3): the probe's own keys plus the protocol's semconv."""
-    attrs = _otel_attributes(result.attributes)
-    attrs.update(
-        {
-            names.PROBE_KIND: result.kind,
-            names.PROBE_TARGET: result.target,
-            names.PROBE_SUCCESS: result.success,
-            names.PROBE_ATTEMPT: result.attempt,
-            names.OTELPROBE_VANTAGE: vantage,
-        }
-    )
-    if result.error is not None:
-        attrs[names.ERROR_TYPE] = result.error.error_type
-        attrs[names.PROBE_ERROR_DETAIL] = result.error.detail
-    return attrs
-
-
-def _phase_attributes(phase: Phase, target: str) -> dict[str, OTelAttributeValue]:
-    attrs = _otel_attributes(phase.attributes)
-    # Every span of a probe trace names its target, so a Collector can route whole traces to
-    # sidecar replicas by attribute (collector-config/collector-loadbalancing.yaml).
-    attrs[names.PROBE_TARGET] = target
-    if phase.error_type is not None:
-        attrs[names.ERROR_TYPE] = phase.error_type
-        if phase.error_detail:
-            attrs[names.PROBE_ERROR_DETAIL] = phase.error_detail
-    return attrs
-
-
-def emit_result_spans(
-    tracer: trace.Tracer,
-    result: ProbeResult,
-    vantage: str,
-    link: TraceRef | None = None,
-) -> TraceRef:
-    """Export `result` as one trace and return its root, for a retry's link.
+class SpanEncoder:
+    """Turns results into OTLP spans; one per Telemetry (it caches per-target attributes).
 
     Args:
-        tracer: from a TracerProvider built with `ProbeIdGenerator` (required if `result.trace_ref`).
-        result: the attempt; its phases become child spans in start order.
-        vantage: the vantage point name (`otelprobe.vantage`).
-        link: the first attempt's root when this attempt is a retry.
-
-    Returns:
-        The root span's IDs (equal to `result.trace_ref` when that is set).
-
-    Raises:
-        RuntimeError: `result.trace_ref` is set but the tracer's provider cannot honour it.
+        vantage: the vantage point name (`otelprobe.vantage` on every root).
     """
-    links = []
-    if link is not None:
-        links.append(
-            Link(
-                SpanContext(
-                    link.trace_id, link.span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
-                )
+
+    def __init__(self, vantage: str) -> None:
+        self._vantage = vantage
+        self._targets: dict[tuple[str, str], _TargetAttributes] = {}
+        self._kv: dict[tuple[str, type, AttributeValue], KeyValue] = {}
+
+    def _target(self, kind: str, target: str) -> _TargetAttributes:
+        cached = self._targets.get((kind, target))
+        if cached is None:
+            if len(self._targets) >= _KV_CACHE_MAX:
+                self._targets.clear()
+            cached = self._targets[(kind, target)] = _TargetAttributes(kind, target, self._vantage)
+        return cached
+
+    def _key_value(self, key: str, value: AttributeValue) -> KeyValue:
+        kind = type(value)
+        if kind not in _CACHED_TYPES:
+            # Floats rarely repeat, and tuples would mix (1,) with (1.0,) and (True,) as dict keys.
+            return KeyValue(key=key, value=any_value(value))
+        # The type is part of the key: True == 1 as dict keys, but not as OTLP values.
+        cache_key = (key, kind, value)
+        kv = self._kv.get(cache_key)
+        if kv is None:
+            if len(self._kv) >= _KV_CACHE_MAX:
+                self._kv.clear()
+            kv = self._kv[cache_key] = KeyValue(key=key, value=any_value(value))
+        return kv
+
+    def _key_values(
+        self, attributes: Mapping[str, AttributeValue], reserved: frozenset[str]
+    ) -> list[KeyValue]:
+        # Keys the converter sets itself win over a probe's attribute of the same name.
+        return [self._key_value(key, value) for key, value in attributes.items() if key not in reserved]
+
+    def encode(self, result: ProbeResult, link: TraceRef | None = None) -> tuple[TraceRef, list[Span]]:
+        """The attempt's spans, root first, then one child per phase in start order.
+
+        Args:
+            result: one attempt.
+            link: the first attempt's root when `result` is a retry.
+
+        Returns:
+            The root's IDs (`result.trace_ref` when set, else random) and the spans.
+        """
+        ref = result.trace_ref or new_trace_ref()
+        trace_id = ref.trace_id.to_bytes(16, "big")
+        root_id = ref.span_id.to_bytes(8, "big")
+        target = self._target(result.kind, result.target)
+        offset = result.anchor_wall_ns - result.anchor_mono_ns
+
+        root_attrs = self._key_values(
+            result.attributes, _ROOT_KEYS if result.error is None else _ROOT_ERROR_KEYS
+        )
+        root_attrs.extend(target.root)
+        root_attrs.append(self._key_value(names.PROBE_SUCCESS, result.error is None))
+        root_attrs.append(self._key_value(names.PROBE_ATTEMPT, result.attempt))
+        root = Span(
+            trace_id=trace_id,
+            span_id=root_id,
+            name=names.ROOT_SPAN_PREFIX + result.kind,
+            kind=SPAN_KIND_CLIENT,
+            start_time_unix_nano=result.start_ns + offset,
+            end_time_unix_nano=result.end_ns + offset,
+            flags=_LOCAL_FLAGS,
+        )
+        if result.error is not None:
+            root_attrs.append(self._key_value(names.ERROR_TYPE, result.error.error_type))
+            root_attrs.append(self._key_value(names.PROBE_ERROR_DETAIL, result.error.detail))
+            # recording-errors.md: status description is the message; error.type is the class.
+            root.status.code = STATUS_ERROR
+            root.status.message = redact(result.error.message)
+        root.attributes.extend(root_attrs)
+        if link is not None:
+            root.links.add(
+                trace_id=link.trace_id.to_bytes(16, "big"),
+                span_id=link.span_id.to_bytes(8, "big"),
+                flags=_LOCAL_FLAGS,
             )
-        )
-    # An empty Context makes this a root whatever span is current in the caller.
-    with _root_ids(result.trace_ref):
-        root = tracer.start_span(
-            names.ROOT_SPAN_PREFIX + result.kind,
-            context=Context(),
-            kind=SpanKind.CLIENT,
-            attributes=root_attributes(result, vantage),
-            links=links,
-            start_time=result.to_epoch_ns(result.start_ns),
-        )
-    ctx = root.get_span_context()
-    ref = TraceRef(ctx.trace_id, ctx.span_id)
-    if result.trace_ref is not None and ref != result.trace_ref and ctx.is_valid:
-        root.end(end_time=result.to_epoch_ns(result.end_ns))
-        raise RuntimeError("the tracer provider must use ProbeIdGenerator to honour ProbeResult.trace_ref")
-    parent = trace.set_span_in_context(root, Context())
-    for phase in sorted(result.phases, key=lambda p: (p.start_ns, p.end_ns)):
-        child = tracer.start_span(
-            phase.name,
-            context=parent,
-            kind=SpanKind.INTERNAL,
-            attributes=_phase_attributes(phase, result.target),
-            start_time=result.to_epoch_ns(phase.start_ns),
+        spans = [root]
+        for phase in _in_start_order(result.phases):
+            spans.append(self._phase_span(phase, trace_id, root_id, offset, target))
+        return ref, spans
+
+    def _phase_span(
+        self, phase: Phase, trace_id: bytes, root_id: bytes, offset: int, target: _TargetAttributes
+    ) -> Span:
+        if phase.error_type is None:
+            reserved = _PHASE_KEYS
+        else:
+            reserved = _PHASE_ERROR_DETAIL_KEYS if phase.error_detail else _PHASE_ERROR_KEYS
+        attrs = self._key_values(phase.attributes, reserved) if phase.attributes else []
+        # Every span of a probe trace names its target, so a Collector can route whole traces to
+        # sidecar replicas by attribute (collector-config/collector-loadbalancing.yaml).
+        attrs.extend(target.child)
+        span = Span(
+            trace_id=trace_id,
+            span_id=(random.getrandbits(64) or 1).to_bytes(8, "big"),
+            parent_span_id=root_id,
+            name=phase.name,
+            kind=SPAN_KIND_INTERNAL,
+            start_time_unix_nano=phase.start_ns + offset,
+            end_time_unix_nano=phase.end_ns + offset,
+            flags=_LOCAL_FLAGS,
         )
         if phase.error_type is not None:
-            child.set_status(Status(StatusCode.ERROR, redact(phase.error_detail or phase.error_type)))
-        child.end(end_time=result.to_epoch_ns(phase.end_ns))
-    if result.error is not None:
-        # recording-errors.md: status description is the message; error.type is the class.
-        root.set_status(Status(StatusCode.ERROR, redact(result.error.message)))
-    root.end(end_time=result.to_epoch_ns(result.end_ns))
-    return ref
+            attrs.append(self._key_value(names.ERROR_TYPE, phase.error_type))
+            if phase.error_detail:
+                attrs.append(self._key_value(names.PROBE_ERROR_DETAIL, phase.error_detail))
+            span.status.code = STATUS_ERROR
+            span.status.message = redact(phase.error_detail or phase.error_type)
+        span.attributes.extend(attrs)
+        return span
+
+
+def _in_start_order(phases: Sequence[Phase]) -> Sequence[Phase]:
+    # Probes usually record phases in order already; sort only when they did not.
+    for before, after in itertools.pairwise(phases):
+        if (after.start_ns, after.end_ns) < (before.start_ns, before.end_ns):
+            return sorted(phases, key=lambda p: (p.start_ns, p.end_ns))
+    return phases

@@ -8,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otelprobe.results import ProbeResult
 from otelprobe.sidecar.receiver import attributes_dict, iter_spans
 from otelprobe.telemetry import names
-from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanExporter, read_otlp_json
+from otelprobe.telemetry.batching import build_request
+from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender, read_otlp_json
 from otelprobe.telemetry.pipeline import Telemetry
 
 ResultFactory = Callable[..., ProbeResult]
@@ -23,8 +26,11 @@ def record_to_file(path: Path, results: list[ProbeResult]) -> Telemetry:
     for result in results:
         tel.record(result)
     assert tel.span_exporter is not None
-    exporter = OTLPJSONSpanExporter(JSONLinesWriter(path, max_size_bytes=10**7))
-    exporter.export(tel.span_exporter.get_finished_spans())
+    sender = OTLPJSONSpanSender(JSONLinesWriter(path, max_size_bytes=10**7))
+    resource = Resource()
+    resource.attributes.add(key=names.OTELPROBE_VANTAGE).value.string_value = "eu-1"
+    request = build_request(tel.span_exporter.spans, resource, InstrumentationScope(name="otelprobe"))
+    assert sender.send(request, 1.0)
     tel.shutdown_sync(1.0)
     return tel
 

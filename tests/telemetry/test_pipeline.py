@@ -124,7 +124,7 @@ async def test_dead_collector_never_slows_recording_and_drops_are_counted(
     # Bounded per record: nothing waits for the exporter (generous slack for 2 noisy cores).
     assert elapsed < 10.0
     assert slowest < 1.0, f"one record took {slowest:.3f}s"
-    (processor,) = tel.batch_processors
+    (processor,) = tel.span_batchers
     # Silent: only the queue (200) and the few batches stuck in export (50 each) escape dropping.
     assert processor.dropped > (1200 * 7 - 1000 if collector == "silent" else 0)
 
@@ -189,6 +189,6 @@ async def test_no_exporter_configured_exports_nothing(result_factory: ResultFact
     tel = Telemetry(vantage="eu-1")
     ref = tel.record(result_factory())
     assert ref.trace_id != 0
-    assert tel.batch_processors == [] and tel.dropped == 0
+    assert tel.span_batchers == [] and tel.dropped == 0
     await tel.shutdown(1.0)
     await tel.shutdown(1.0)  # idempotent

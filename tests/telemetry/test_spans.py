@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from otelprobe.config.secrets import clear_secrets, register_secret
 from otelprobe.errors import ConnectRefused, ProbeTimeout
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
 from otelprobe.telemetry.pipeline import Telemetry
-from otelprobe.telemetry.spans import emit_result_spans
+from otelprobe.telemetry.spans import SpanEncoder
 
 ResultFactory = Callable[..., ProbeResult]
 
@@ -143,13 +155,109 @@ def test_root_takes_the_ids_already_sent_in_traceparent(
     assert other.trace_id != sent.trace_id
 
 
-def test_trace_ref_without_probe_id_generator_is_a_wiring_bug(result_factory: ResultFactory) -> None:
+def sdk_reference_spans(result: ProbeResult, vantage: str, link: TraceRef | None) -> list[Span]:
+    """The same attempt through the OpenTelemetry SDK tracer and its OTLP encoder, as otelprobe
+    exported it before spans were built directly (the SDK is the reference for the encoding)."""
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with pytest.raises(RuntimeError, match="ProbeIdGenerator"):
-        emit_result_spans(provider.get_tracer("t"), result_factory(trace_ref=TraceRef(1, 2)), "v")
+    tracer = provider.get_tracer("otelprobe")
+    links = [Link(SpanContext(link.trace_id, link.span_id, False, TraceFlags(1)))] if link else []
+    root_attrs: dict[str, Any] = {
+        **result.attributes,
+        names.PROBE_KIND: result.kind,
+        names.PROBE_TARGET: result.target,
+        names.PROBE_SUCCESS: result.success,
+        names.PROBE_ATTEMPT: result.attempt,
+        names.OTELPROBE_VANTAGE: vantage,
+    }
+    if result.error is not None:
+        root_attrs[names.ERROR_TYPE] = result.error.error_type
+        root_attrs[names.PROBE_ERROR_DETAIL] = result.error.detail
+    root = tracer.start_span(
+        names.ROOT_SPAN_PREFIX + result.kind,
+        context=Context(),
+        kind=SpanKind.CLIENT,
+        attributes=root_attrs,
+        links=links,
+        start_time=result.to_epoch_ns(result.start_ns),
+    )
+    parent = set_span_in_context(root, Context())
+    for phase in result.phases:
+        attrs: dict[str, Any] = {**phase.attributes, names.PROBE_TARGET: result.target}
+        if phase.error_type is not None:
+            attrs[names.ERROR_TYPE] = phase.error_type
+            if phase.error_detail:
+                attrs[names.PROBE_ERROR_DETAIL] = phase.error_detail
+        child = tracer.start_span(
+            phase.name,
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attrs,
+            start_time=result.to_epoch_ns(phase.start_ns),
+        )
+        if phase.error_type is not None:
+            child.set_status(Status(StatusCode.ERROR, phase.error_detail or phase.error_type))
+        child.end(end_time=result.to_epoch_ns(phase.end_ns))
+    if result.error is not None:
+        root.set_status(Status(StatusCode.ERROR, result.error.message))
+    root.end(end_time=result.to_epoch_ns(result.end_ns))
+    request = encode_spans(exporter.get_finished_spans())
     provider.shutdown()
+    return list(request.resource_spans[0].scope_spans[0].spans)
+
+
+def comparable(span: Span, root_id: bytes) -> tuple[object, ...]:
+    """Everything but the random IDs: parenting is reduced to "child of the root or not"."""
+    attributes = sorted((kv.key, kv.value.SerializeToString()) for kv in span.attributes)
+    links = [(link.trace_id, link.span_id, link.flags) for link in span.links]
+    return (
+        span.name,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.parent_span_id == root_id if span.parent_span_id else None,
+        attributes,
+        span.status.code,
+        span.status.message,
+        links,
+        span.flags,
+        len(span.events),
+    )
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_spans_equal_what_the_sdk_tracer_and_encoder_produce(
+    failed: bool, result_factory: ResultFactory
+) -> None:
+    error = (
+        ProbeTimeout("deadline_exceeded_in_http_ttfb", "deadline exceeded in http.ttfb") if failed else None
+    )
+    result = result_factory(
+        attempt=2,
+        failed_phase=names.SPAN_HTTP_TTFB if failed else None,
+        error=error,
+        attributes={
+            names.HTTP_REQUEST_METHOD: "GET",
+            names.SERVER_PORT: 443,
+            names.URL_FULL: "https://api/x",
+            "probe.ratio": 0.5,
+            names.DNS_ANSWERS: ("127.0.0.1", "::1"),
+        },
+        phase_attributes={names.SPAN_TCP_CONNECT: {names.NETWORK_PEER_ADDRESS: "127.0.0.1", "n": 3}},
+    )
+    link = TraceRef(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    ref, ours = SpanEncoder("eu-1").encode(result, link)
+    reference = sdk_reference_spans(result, "eu-1", link)
+
+    our_root = ours[0]
+    assert our_root.trace_id == ref.trace_id.to_bytes(16, "big") and not our_root.parent_span_id
+    assert all(s.trace_id == our_root.trace_id for s in ours)
+    assert len({s.span_id for s in ours}) == len(ours)
+    ref_root = next(s for s in reference if not s.parent_span_id)
+    assert sorted(comparable(s, our_root.span_id) for s in ours) == sorted(
+        comparable(s, ref_root.span_id) for s in reference
+    )
 
 
 def test_registered_secrets_never_reach_span_attributes(

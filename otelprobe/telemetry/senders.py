@@ -1,0 +1,207 @@
+"""Span senders: one ExportTraceServiceRequest out over OTLP/HTTP, OTLP/gRPC or to the console.
+
+The last step of the span path: `batching.SpanBatcher`'s worker thread calls `send` with each
+batch; the file sender lives with the OTLP JSON format in `otlp_json.py`. A sender serializes the
+request once (protobuf in C), retries what the OTLP spec calls retryable with exponential backoff,
+all within the timeout it is given, and gives up at once after `shutdown`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Final, Protocol
+
+import grpc
+import urllib3
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+import otelprobe
+from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterConfig
+from otelprobe.telemetry.otlp_json import message_to_json
+
+_logger = logging.getLogger(__name__)
+
+# OTLP/HTTP: "429, 502, 503, 504 are retryable"; every other non-2xx is permanent.
+RETRYABLE_HTTP_STATUS: Final = frozenset({429, 502, 503, 504})
+# OTLP/gRPC: the codes the spec lists as retryable (RESOURCE_EXHAUSTED: the Collector is busy).
+RETRYABLE_GRPC_CODES: Final = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_FIRST_BACKOFF_S: Final = 0.1
+_MAX_BACKOFF_S: Final = 5.0
+# Level 1: on a loopback or LAN hop the CPU is worth more than the last few percent of ratio
+# (OTLP span batches compress about 4x at level 1 and barely better at 9).
+_GZIP_LEVEL: Final = 1
+
+
+class SpanSender(Protocol):
+    """Sends one batch; called from one worker thread at a time."""
+
+    def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
+        """Deliver `request` within `timeout_s` (retries included); False if it was not accepted."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop retrying; later sends fail at once."""
+        ...
+
+
+class _Retrier:
+    """The backoff loop the network senders share: exponential, jittered, cut at the deadline."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def pause(self, attempt: int, deadline: float) -> bool:
+        """Wait before retry number `attempt`; False if the deadline or a shutdown comes first."""
+        delay = min(_MAX_BACKOFF_S, _FIRST_BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.0)
+        remaining = deadline - time.monotonic()
+        if delay >= remaining:
+            return False
+        return not self.stop.wait(delay)
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+class OTLPHTTPSender:
+    """OTLP/HTTP with protobuf bodies (POST <endpoint>/v1/traces), gzip per config, TLS per config."""
+
+    def __init__(self, cfg: OTLPHTTPExporterConfig) -> None:
+        self.url = cfg.signal_url("traces")
+        self._gzip = cfg.compression == "gzip"
+        self._headers = {
+            "Content-Type": "application/x-protobuf",
+            "User-Agent": f"otelprobe/{otelprobe.__version__}",
+            **{k: v.get_secret_value() for k, v in cfg.headers.items()},
+        }
+        if self._gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        # One connection, kept alive: the worker sends one batch at a time.
+        self._pool = urllib3.PoolManager(
+            num_pools=1,
+            maxsize=1,
+            ca_certs=cfg.ca_file,
+            cert_file=cfg.client_cert,
+            key_file=cfg.client_key,
+        )
+        self._retrier = _Retrier()
+
+    def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
+        body = request.SerializeToString()
+        if self._gzip:
+            body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while not self._retrier.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                response = self._pool.request(
+                    "POST",
+                    self.url,
+                    body=body,
+                    headers=self._headers,
+                    timeout=urllib3.Timeout(total=remaining),
+                    retries=False,
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if 200 <= response.status < 300:
+                    return True
+                problem = f"HTTP {response.status}"
+                if response.status not in RETRYABLE_HTTP_STATUS:
+                    _logger.warning("OTLP/HTTP %s rejected spans: %s", self.url, problem)
+                    return False
+            if not self._retrier.pause(attempt, deadline):
+                _logger.warning("OTLP/HTTP %s: giving up on a batch of spans: %s", self.url, problem)
+                return False
+            attempt += 1
+        return False
+
+    def shutdown(self) -> None:
+        self._retrier.stop.set()
+        self._pool.clear()
+
+
+def _grpc_channel(cfg: OTLPGRPCExporterConfig) -> grpc.Channel:
+    endpoint = cfg.endpoint
+    # An explicit http:// endpoint means plaintext, as the OTel exporter's own env rules say.
+    insecure = cfg.insecure or endpoint.startswith("http://")
+    target = endpoint.split("://", 1)[1] if "://" in endpoint else endpoint
+    compression = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
+    if insecure:
+        return grpc.insecure_channel(target, compression=compression)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(cfg.ca_file),
+        private_key=_read(cfg.client_key),
+        certificate_chain=_read(cfg.client_cert),
+    )
+    return grpc.secure_channel(target, credentials, compression=compression)
+
+
+class OTLPGRPCSender:
+    """OTLP/gRPC: TraceService/Export on one channel, TLS or plaintext and gzip per config."""
+
+    def __init__(self, cfg: OTLPGRPCExporterConfig) -> None:
+        self.endpoint = cfg.endpoint
+        self._channel = _grpc_channel(cfg)
+        self._stub = TraceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata = tuple((k.lower(), v.get_secret_value()) for k, v in cfg.headers.items())
+        self._retrier = _Retrier()
+
+    def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while not self._retrier.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                self._stub.Export(request, timeout=remaining, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code not in RETRYABLE_GRPC_CODES:
+                    _logger.warning("OTLP/gRPC %s rejected spans: %s", self.endpoint, code)
+                    return False
+                if not self._retrier.pause(attempt, deadline):
+                    _logger.warning("OTLP/gRPC %s: giving up on a batch of spans: %s", self.endpoint, code)
+                    return False
+                attempt += 1
+            else:
+                return True
+        return False
+
+    def shutdown(self) -> None:
+        self._retrier.stop.set()
+        self._channel.close()
+
+
+class ConsoleSender:
+    """Each batch as one OTLP/JSON line on stdout (debugging; the same format as the file)."""
+
+    def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
+        sys.stdout.write(message_to_json(request) + "\n")
+        sys.stdout.flush()
+        return True
+
+    def shutdown(self) -> None:
+        return None

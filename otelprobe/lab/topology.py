@@ -287,28 +287,20 @@ class TargetSide:
     ) -> None:
         """Make every touched (target, vantage) serve exactly its `active` faults (in start order).
 
-        DNS faults go to the vantage's resolver, for the target's name; the others to the service.
+        DNS faults go to the vantage's resolver, for the target's name (the last one started
+        wins); the others to the pair's service. Pairs not touched keep what they serve.
         """
-        vantages = {v for _, v in touched}
-        dns_faults: dict[str, dict[str, Fault]] = {v: {} for v in vantages}
-        for (target, vantage), faults in active.items():
-            if vantage in dns_faults:
-                for fault in faults:
-                    if fault.server == "dns":
-                        dns_faults[vantage][target] = fault
 
         async def apply() -> None:
-            for vantage in vantages:
-                resolver = self.resolvers[vantage]
-                resolver.clear_faults()
-                for target, fault in dns_faults[vantage].items():
-                    resolver.set_fault(target, dns_server_fault(fault))  # type: ignore[arg-type]
             for pair in sorted(touched):
+                target, vantage = pair
+                faults = active.get(pair, ())
+                dns = [f for f in faults if f.server == "dns"]
+                fault = dns_server_fault(dns[-1]) if dns else None  # type: ignore[arg-type]
+                self.resolvers[vantage].set_fault(target, fault)
                 service = self.services.get(pair)
                 if service is not None:
-                    await service.set_faults(
-                        [f for f in active.get(pair, ()) if f.server in ("http", "tls", "ports")]
-                    )
+                    await service.set_faults([f for f in faults if f.server in ("http", "tls", "ports")])
 
         self.loop.run(apply())
 

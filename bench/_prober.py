@@ -140,7 +140,7 @@ async def main(args: argparse.Namespace) -> None:
     }
     await scheduler.aclose(grace_s=args.timeout)
     flushed = await telemetry.flush(10.0)
-    summary["exported_spans"] = sum(p.exported for p in telemetry.batch_processors)
+    summary["exported_spans"] = telemetry.exported
     summary["dropped_spans"] = telemetry.dropped
     summary["flushed"] = flushed
     await telemetry.shutdown()

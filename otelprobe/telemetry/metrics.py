@@ -74,6 +74,10 @@ _ICMP_GAUGES: Final = (
     (names.PROBE_ICMP_RTT_STDDEV, "s", "standard deviation of echo round-trip times"),
 )
 _HTTP_KIND: Final = "http"
+_ICMP_KIND: Final = "icmp"
+# Series attribute dicts kept at most (targets x phases x outcomes); cleared, not evicted, beyond.
+_ATTR_CACHE_MAX: Final = 100_000
+Attributes = dict[str, OTelAttributeValue]
 _HTTP_SEMCONV_KEYS: Final = (
     names.HTTP_REQUEST_METHOD,
     names.HTTP_RESPONSE_STATUS_CODE,
@@ -92,6 +96,7 @@ class ProbeMetrics:
     def __init__(self, meter: Meter, vantage: str, dropped: DroppedSource | None = None) -> None:
         self._vantage = vantage
         self._dropped = dropped
+        self._attr_cache: dict[tuple[str, str, str | None, str | None], Attributes] = {}
         self._duration = meter.create_histogram(
             names.METRIC_PROBE_DURATION,
             unit="s",
@@ -133,35 +138,49 @@ class ProbeMetrics:
             return []
         return [Observation(count, {"otelprobe.exporter": name}) for name, count in self._dropped().items()]
 
+    def _attrs(self, kind: str, target: str, phase: str | None, error_type: str | None) -> Attributes:
+        # The SDK only reads these dicts (it keys its series by their items), so one dict per
+        # (target, phase, outcome) is built once and handed over on every observation.
+        key = (kind, target, phase, error_type)
+        attrs = self._attr_cache.get(key)
+        if attrs is None:
+            if len(self._attr_cache) >= _ATTR_CACHE_MAX:
+                self._attr_cache.clear()
+            attrs = {
+                names.PROBE_KIND: kind,
+                names.PROBE_TARGET: target,
+                names.OTELPROBE_VANTAGE: self._vantage,
+            }
+            if phase is not None:
+                attrs[names.PROBE_PHASE] = phase
+            if error_type is not None:
+                attrs[names.ERROR_TYPE] = error_type
+            self._attr_cache[key] = attrs
+        return attrs
+
     def record(self, result: ProbeResult) -> None:
         """Observe every instrument that applies to `result`."""
-        base: dict[str, OTelAttributeValue] = {
-            names.PROBE_KIND: result.kind,
-            names.PROBE_TARGET: result.target,
-            names.OTELPROBE_VANTAGE: self._vantage,
-        }
+        kind, target = result.kind, result.target
         error_type = result.error.error_type if result.error else None
+        record_duration = self._duration.record
         for phase in result.phases:
-            attrs = {**base, names.PROBE_PHASE: phase.name}
-            if phase.error_type is not None:
-                attrs[names.ERROR_TYPE] = phase.error_type
-            self._duration.record(phase.duration_s, attrs)
+            record_duration(phase.duration_s, self._attrs(kind, target, phase.name, phase.error_type))
             if phase.name == names.SPAN_DNS_LOOKUP:
                 self._record_dns(result, phase.duration_s, phase.error_type, phase.attributes)
-        total = {**base, names.PROBE_PHASE: PHASE_TOTAL}
-        if error_type is not None:
-            total[names.ERROR_TYPE] = error_type
-        self._duration.record(result.duration_s, total)
+        record_duration(result.duration_s, self._attrs(kind, target, PHASE_TOTAL, error_type))
+        base = self._attrs(kind, target, None, None)
         self._success.set(0 if error_type else 1, base)
 
-        remaining = result.attributes.get(names.PROBE_TLS_CERT_REMAINING)
+        attributes = result.attributes
+        remaining = attributes.get(names.PROBE_TLS_CERT_REMAINING)
         if isinstance(remaining, int | float) and not isinstance(remaining, bool):
             self._cert_remaining.set(remaining, base)
-        for key, gauge in self._icmp.items():
-            value = result.attributes.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                gauge.set(value, base)
-        if result.kind == _HTTP_KIND:
+        if kind == _ICMP_KIND:
+            for key, gauge in self._icmp.items():
+                value = attributes.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    gauge.set(value, base)
+        if kind == _HTTP_KIND:
             self._record_http(result, error_type)
 
     def _record_http(self, result: ProbeResult, error_type: str | None) -> None:

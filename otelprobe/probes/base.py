@@ -18,9 +18,9 @@ from otelprobe.errors import ProbeError
 from otelprobe.probes.resolver import (
     Resolution,
     Resolver,
-    StampedResolver,
     SystemResolver,
     is_ip_literal,
+    is_stamped,
     resolver_from_config,
 )
 from otelprobe.results import ProbeResult
@@ -118,7 +118,7 @@ async def timed_resolve(
         return [host.strip("[]")]
     with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
         phase.attributes[names.DNS_QUESTION_NAME] = host
-        if isinstance(resolver, StampedResolver):
+        if is_stamped(resolver):
             resolution = await resolver.resolve_stamped(host, family)
         else:
             resolution = Resolution(tuple(await resolver.resolve(host, family)))

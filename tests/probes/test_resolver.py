@@ -15,8 +15,8 @@ from otelprobe.errors import DNSError
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.lab.servers.dns_zone import ZoneSpec
 from otelprobe.probes.base import timed_resolve
-from otelprobe.probes.resolver import DNSServerResolver, StampedResolver, SystemResolver
-from otelprobe.timing import PhaseClock
+from otelprobe.probes.resolver import DNSServerResolver, SystemResolver, is_stamped
+from otelprobe.timing import AttributeValue, PhaseClock
 
 ZONE: ZoneSpec = {
     "www": {"A": ["127.0.0.1", "127.0.0.2"], "AAAA": ["::1"]},
@@ -146,7 +146,23 @@ async def test_system_resolver_phase_is_user_space() -> None:
     clock = PhaseClock()
     assert "127.0.0.1" in await timed_resolve(clock, SystemResolver(), "localhost", "ip4", {})
     assert [p.name for p in clock.phases] == ["dns.lookup"]
-    assert not isinstance(SystemResolver(), StampedResolver)
+    assert not is_stamped(SystemResolver())
+    assert is_stamped(DNSServerResolver(ResolverConfig(server="127.0.0.1:53")))
+
+
+class ListResolver:
+    """A resolver with only the plain seam (as a test fake or a third-party resolver has)."""
+
+    async def resolve(self, host: str, family: IPFamily) -> list[str]:
+        return ["192.0.2.1"]
+
+
+async def test_plain_resolvers_still_work_through_timed_resolve() -> None:
+    clock, attrs = PhaseClock(), dict[str, AttributeValue]()
+    assert await timed_resolve(clock, ListResolver(), "x.lab.test", "any", attrs) == ["192.0.2.1"]
+    [phase] = clock.phases
+    assert phase.attributes["dns.answers"] == ("192.0.2.1",)
+    assert attrs == {"dns.question.name": "x.lab.test"}
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from otelprobe.config.common import IPFamily, ResolverConfig
 from otelprobe.errors import DNSError
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.lab.servers.dns_zone import ZoneSpec
-from otelprobe.probes.base import timed_resolve
+from otelprobe.probes.base import ProbeContext, timed_resolve
+from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
 from otelprobe.probes.resolver import DNSServerResolver, SystemResolver, is_stamped
 from otelprobe.timing import AttributeValue, PhaseClock
 
@@ -191,3 +192,14 @@ async def test_stream_transports(tls_server: DNSFaultServer, transport: str) -> 
     # Connecting is part of the lookup; only dns.lookup lands on the attempt's clock.
     [phase] = clock.phases
     assert phase.name == "dns.lookup" and phase.duration_s >= 0.05
+
+
+async def test_dns_probe_lookup_uses_the_same_wire_edges(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.delayed(0.05))
+    config = DNSProbeConfig.model_validate(
+        {"name": "t", "server": f"127.0.0.1:{server.port}", "query_name": "www.lab.test", "timeout": "2s"}
+    )
+    [result] = await DNSProbe(config, ProbeContext(vantage="test")).run()
+    [phase] = result.phases
+    assert result.start_ns < phase.start_ns < phase.end_ns < result.end_ns
+    assert 0.05 <= phase.duration_s < 0.05 + 0.04

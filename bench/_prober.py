@@ -66,7 +66,10 @@ def emit(event: str, **fields: object) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     exporters: list[dict[str, object]] = []
-    if args.exporter != "none":
+    if args.exporter == "prometheus":
+        # Experiment: metrics aggregated (scrapable) but no span export.
+        exporters.append({"type": "prometheus", "port": 0})
+    elif args.exporter != "none":
         exporter: dict[str, object] = {
             "type": args.exporter,
             "endpoint": args.endpoint,
@@ -156,7 +159,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=2.0)
     p.add_argument("--warmup", type=float, required=True)
     p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--exporter", choices=["otlp_http", "otlp_grpc", "none"], default="otlp_http")
+    p.add_argument("--exporter", choices=["otlp_http", "otlp_grpc", "none", "prometheus"], default="otlp_http")
     p.add_argument("--endpoint", default="")
     p.add_argument("--compression", choices=["gzip", "none"], default="gzip")
     p.add_argument("--metric-interval", type=float, default=5.0)

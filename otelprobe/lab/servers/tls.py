@@ -159,7 +159,10 @@ class TLSFront:
         try:
             delay = self._sample_delay()
             if delay > 0:
-                # The ClientHello waits in the socket's receive buffer; nothing reads it yet.
+                # Count the delay from the ClientHello's arrival, not from accept: a client that
+                # writes its hello late must still see the whole delay inside its handshake. The
+                # ClientHello then waits in the receive buffer; nothing reads it yet.
+                await _readable(sock, self.handshake_timeout_s)
                 await asyncio.sleep(delay)
             writer, reader = await self._wrap(sock)
             self.counts["handshakes"] += 1
@@ -226,6 +229,22 @@ class TLSFront:
             up_writer.close()
             with contextlib.suppress(Exception):
                 await up_writer.wait_closed()
+
+
+async def _readable(sock: socket.socket, timeout_s: float) -> None:
+    """Wait until `sock` has data (or EOF) to read, without reading it."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():  # the loop may call again before the waiter removes the reader
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await asyncio.wait_for(ready, timeout_s)
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:

@@ -159,7 +159,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=2.0)
     p.add_argument("--warmup", type=float, required=True)
     p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--exporter", choices=["otlp_http", "otlp_grpc", "none", "prometheus"], default="otlp_http")
+    p.add_argument(
+        "--exporter", choices=["otlp_http", "otlp_grpc", "none", "prometheus"], default="otlp_http"
+    )
     p.add_argument("--endpoint", default="")
     p.add_argument("--compression", choices=["gzip", "none"], default="gzip")
     p.add_argument("--metric-interval", type=float, default=5.0)

@@ -32,7 +32,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--duration", type=float, default=120.0)
-    parser.add_argument("--exporter", choices=["otlp_http", "otlp_grpc", "none", "prometheus"], default="otlp_http")
+    parser.add_argument(
+        "--exporter", choices=["otlp_http", "otlp_grpc", "none", "prometheus"], default="otlp_http"
+    )
     parser.add_argument("--metric-interval", type=float, default=10.0, help="metric export period (s)")
     parser.add_argument("--switch-interval", type=float, default=0.0, help="experiment: GIL switch interval")
     parser.add_argument("--json", type=Path, help="write the result here")

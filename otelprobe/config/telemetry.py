@@ -90,7 +90,7 @@ class FileExporterConfig(StrictModel):
 
 
 class ConsoleExporterConfig(StrictModel):
-    """Spans as JSON on stdout (debugging)."""
+    """Spans on stdout, one OTLP/JSON line per batch (debugging; the file format)."""
 
     type: Literal["console"]
 

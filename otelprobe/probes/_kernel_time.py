@@ -42,17 +42,32 @@ def enable_rx_timestamps(sock: socket.socket) -> bool:
     return True
 
 
-def realtime_offset_ns() -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC now, from a realtime read bracketed by two monotonic ones.
+_OFFSET_READINGS: Final = 5
+_OFFSET_MAX_AGE_NS: Final = 1_000_000_000
+_offset_cache: list[int] = [0, -_OFFSET_MAX_AGE_NS - 1]  # [offset, taken at (perf_counter_ns)]
 
-    Kernel receive stamps are on CLOCK_REALTIME; subtracting this puts them on perf_counter's
-    clock. Both clocks are slewed alike by NTP, so the offset only moves when the wall clock is
-    stepped; callers take it once per connection.
+
+def realtime_offset_ns() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, to put kernel receive stamps on perf_counter's clock.
+
+    Each reading brackets a realtime read between two monotonic ones; a thread preempted inside
+    the bracket would shift every stamp of a connection by the preemption (milliseconds on a busy
+    machine, enough to make a short phase negative), so the tightest of several brackets wins.
+    Both clocks are slewed alike by NTP: the offset moves only when the wall clock is stepped, so
+    one value serves the whole process for up to a second.
     """
-    before = time.perf_counter_ns()
-    real = time.clock_gettime_ns(time.CLOCK_REALTIME)
-    after = time.perf_counter_ns()
-    return real - (before + after) // 2
+    now = time.perf_counter_ns()
+    if now - _offset_cache[1] < _OFFSET_MAX_AGE_NS:
+        return _offset_cache[0]
+    best_width, best_offset = None, 0
+    for _ in range(_OFFSET_READINGS):
+        before = time.perf_counter_ns()
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        after = time.perf_counter_ns()
+        if best_width is None or after - before < best_width:
+            best_width, best_offset = after - before, real - (before + after) // 2
+    _offset_cache[0], _offset_cache[1] = best_offset, now
+    return best_offset
 
 
 def rx_stamp_ns(ancillary: list[tuple[int, int, bytes]], offset_ns: int) -> int | None:

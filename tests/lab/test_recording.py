@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from otelprobe.lab.recording import IncidentWindow, iter_spans, label_recording
+from otelprobe.lab.faults import ROOT_CAUSES
+from otelprobe.lab.recording import IncidentWindow, iter_spans, label_recording, read_labels
 from otelprobe.telemetry import names
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
@@ -94,3 +95,27 @@ def test_plain_output_is_collector_format(tmp_path: Path) -> None:
     label_recording([tmp_path / "a.jsonl"], [], out)
     contents = read_otlp_json(out)
     assert contents.malformed == 0 and len(contents.traces) == 2 and not contents.metrics
+
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "lab"
+
+
+def test_shipped_recordings_hold_every_cause_and_their_labels_match_the_spans() -> None:
+    for name in ("train-101", "eval-202"):
+        labels = read_labels(DATA / name / "labels.jsonl")
+        assert {label["cause"] for label in labels} == set(ROOT_CAUSES), name
+        assert all(label["traces"] > 0 for label in labels), name
+    # The held-out set is small enough to check span by span here.
+    by_id = {label["incident"]: label for label in read_labels(DATA / "eval-202" / "labels.jsonl")}
+    spans = list(iter_spans(DATA / "eval-202" / "traces.jsonl.gz"))
+    roots = {s.trace_id: s for s in spans if s.is_root}
+    assert len(roots) > 4000
+    for span in spans:
+        incident = span.attributes.get(names.LAB_FAULT_INCIDENT)
+        root = roots[span.trace_id]
+        if incident is None:
+            continue
+        label = by_id[int(str(incident))]
+        assert span.attributes[names.LAB_FAULT_CAUSE] == label["cause"]
+        assert [root.attributes[names.PROBE_TARGET], root.vantage] in label["affected"]
+        assert root.start_ns < label["end_unix_nano"] and root.end_ns > label["start_unix_nano"]

@@ -1,6 +1,9 @@
-"""ProbeResult -> OpenTelemetry metrics: phase durations, success, certificate expiry, semconv ones.
+"""ProbeResult -> metrics: phase durations, success, certificate expiry, semconv ones.
 
-Sits beside `spans.py`: `pipeline.Telemetry` feeds every result to both. Instruments:
+Sits beside `spans.py`: `pipeline.Telemetry` feeds every result to both. Observations go into
+otelprobe's own aggregation (`aggregation.MetricStore`: explicit buckets, cumulative), which the
+OTLP exporters (`metrics_otlp.py`) and the Prometheus endpoint (`prometheus.py`) read; the SDK's
+pure-Python aggregation cost ~50 us per result and stalled the loop at each collection. Instruments:
 
 - `probe.duration` (histogram, s): one observation per phase plus `probe.phase="total"`, with
   probe.kind, probe.target, otelprobe.vantage and error.type when that phase/attempt failed.
@@ -18,14 +21,24 @@ Sits beside `spans.py`: `pipeline.Telemetry` feeds every result to both. Instrum
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
-
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.util.types import AttributeValue as OTelAttributeValue
 
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
+from otelprobe.telemetry.aggregation import (
+    HIST_BUCKETS,
+    HIST_COUNT,
+    HIST_MAX,
+    HIST_MIN,
+    HIST_SUM,
+    Attrs,
+    AttrValue,
+    Instrument,
+    MetricStore,
+    Series,
+)
 
 PHASE_TOTAL: Final = "total"
 
@@ -66,18 +79,45 @@ SEMCONV_DURATION_BUCKETS_S: Final = (
     7.5,
     10.0,
 )
-_ICMP_GAUGES: Final = (
-    (names.PROBE_ICMP_LOSS_RATIO, "1", "fraction of echo requests without a reply"),
-    (names.PROBE_ICMP_RTT_MIN, "s", "minimum echo round-trip time"),
-    (names.PROBE_ICMP_RTT_AVG, "s", "mean echo round-trip time"),
-    (names.PROBE_ICMP_RTT_MAX, "s", "maximum echo round-trip time"),
-    (names.PROBE_ICMP_RTT_STDDEV, "s", "standard deviation of echo round-trip times"),
+PROBE_DURATION: Final = Instrument(
+    names.METRIC_PROBE_DURATION,
+    "s",
+    "duration of each probe phase and of the whole attempt (probe.phase=total)",
+    "histogram",
+    LATENCY_BUCKETS_S,
 )
+PROBE_SUCCESS: Final = Instrument(
+    names.METRIC_PROBE_SUCCESS, "1", "1 if the latest attempt succeeded, else 0", "gauge"
+)
+TLS_CERT_REMAINING: Final = Instrument(
+    names.METRIC_TLS_CERT_REMAINING,
+    "s",
+    "time until the earliest certificate of the served chain expires",
+    "gauge",
+)
+HTTP_CLIENT_DURATION: Final = Instrument(
+    names.METRIC_HTTP_CLIENT_DURATION,
+    "s",
+    "duration of HTTP client requests",
+    "histogram",
+    SEMCONV_DURATION_BUCKETS_S,
+)
+DNS_LOOKUP_DURATION: Final = Instrument(
+    names.METRIC_DNS_LOOKUP_DURATION, "s", "duration of DNS lookups", "histogram", SEMCONV_DURATION_BUCKETS_S
+)
+ICMP_GAUGES: Final = (
+    Instrument(names.PROBE_ICMP_LOSS_RATIO, "1", "fraction of echo requests without a reply", "gauge"),
+    Instrument(names.PROBE_ICMP_RTT_MIN, "s", "minimum echo round-trip time", "gauge"),
+    Instrument(names.PROBE_ICMP_RTT_AVG, "s", "mean echo round-trip time", "gauge"),
+    Instrument(names.PROBE_ICMP_RTT_MAX, "s", "maximum echo round-trip time", "gauge"),
+    Instrument(names.PROBE_ICMP_RTT_STDDEV, "s", "standard deviation of echo round-trip times", "gauge"),
+)
+EXPORT_DROPPED: Final = Instrument(
+    names.METRIC_EXPORT_DROPPED, "{span}", "spans dropped because the export queue was full", "counter"
+)
+EXPORTER_ATTRIBUTE: Final = "otelprobe.exporter"
 _HTTP_KIND: Final = "http"
 _ICMP_KIND: Final = "icmp"
-# Series attribute dicts kept at most (targets x phases x outcomes); cleared, not evicted, beyond.
-_ATTR_CACHE_MAX: Final = 100_000
-Attributes = dict[str, OTelAttributeValue]
 _HTTP_SEMCONV_KEYS: Final = (
     names.HTTP_REQUEST_METHOD,
     names.HTTP_RESPONSE_STATUS_CODE,
@@ -90,108 +130,112 @@ DroppedSource = Callable[[], Mapping[str, int]]
 """Returns the cumulative count of dropped spans per exporter name."""
 
 
-class ProbeMetrics:
-    """The instruments, created once per meter; `record(result)` observes one attempt."""
+def _observe(series: Series, bounds: tuple[float, ...], value: float) -> None:
+    state = series.state
+    state[HIST_BUCKETS + bisect_left(bounds, value)] += 1  # OTel buckets: upper bound inclusive
+    state[HIST_COUNT] += 1
+    state[HIST_SUM] += value
+    if value < state[HIST_MIN]:
+        state[HIST_MIN] = value
+    if value > state[HIST_MAX]:
+        state[HIST_MAX] = value
 
-    def __init__(self, meter: Meter, vantage: str, dropped: DroppedSource | None = None) -> None:
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
+
+
+class ProbeMetrics:
+    """The instruments in one store; `record(result)` observes one attempt."""
+
+    def __init__(self, store: MetricStore, vantage: str, dropped: DroppedSource | None = None) -> None:
+        self.store = store
         self._vantage = vantage
         self._dropped = dropped
-        self._attr_cache: dict[tuple[str, str, str | None, str | None], Attributes] = {}
-        self._duration = meter.create_histogram(
-            names.METRIC_PROBE_DURATION,
-            unit="s",
-            description="duration of each probe phase and of the whole attempt (probe.phase=total)",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
-        )
-        self._success = meter.create_gauge(
-            names.METRIC_PROBE_SUCCESS, unit="1", description="1 if the latest attempt succeeded, else 0"
-        )
-        self._cert_remaining = meter.create_gauge(
-            names.METRIC_TLS_CERT_REMAINING,
-            unit="s",
-            description="time until the earliest certificate of the served chain expires",
-        )
-        self._http_duration = meter.create_histogram(
-            names.METRIC_HTTP_CLIENT_DURATION,
-            unit="s",
-            description="duration of HTTP client requests",
-            explicit_bucket_boundaries_advisory=SEMCONV_DURATION_BUCKETS_S,
-        )
-        self._dns_duration = meter.create_histogram(
-            names.METRIC_DNS_LOOKUP_DURATION,
-            unit="s",
-            description="duration of DNS lookups",
-            explicit_bucket_boundaries_advisory=SEMCONV_DURATION_BUCKETS_S,
-        )
-        self._icmp = {
-            key: meter.create_gauge(key, unit=unit, description=desc) for key, unit, desc in _ICMP_GAUGES
-        }
-        meter.create_observable_counter(
-            names.METRIC_EXPORT_DROPPED,
-            callbacks=[self._observe_dropped],
-            unit="{span}",
-            description="spans dropped because the export queue was full",
-        )
+        for instrument in (
+            PROBE_DURATION,
+            PROBE_SUCCESS,
+            TLS_CERT_REMAINING,
+            HTTP_CLIENT_DURATION,
+            DNS_LOOKUP_DURATION,
+            *ICMP_GAUGES,
+        ):
+            store.instrument(instrument)
+        store.observe(EXPORT_DROPPED, self._observe_dropped)
+        # (kind, target, phase, error.type) -> its probe.duration series; phase None: the gauges' set.
+        self._durations: dict[tuple[str, str, str | None, str | None], Series] = {}
+        self._bases: dict[tuple[str, str], Attrs] = {}
 
-    def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+    def _observe_dropped(self) -> Sequence[tuple[Attrs, float]]:
         if self._dropped is None:
             return []
-        return [Observation(count, {"otelprobe.exporter": name}) for name, count in self._dropped().items()]
+        return [(((EXPORTER_ATTRIBUTE, name),), count) for name, count in self._dropped().items()]
 
-    def _attrs(self, kind: str, target: str, phase: str | None, error_type: str | None) -> Attributes:
-        # The SDK only reads these dicts (it keys its series by their items), so one dict per
-        # (target, phase, outcome) is built once and handed over on every observation.
-        key = (kind, target, phase, error_type)
-        attrs = self._attr_cache.get(key)
+    def _base(self, kind: str, target: str) -> Attrs:
+        key = (kind, target)
+        attrs = self._bases.get(key)
         if attrs is None:
-            if len(self._attr_cache) >= _ATTR_CACHE_MAX:
-                self._attr_cache.clear()
-            attrs = {
-                names.PROBE_KIND: kind,
-                names.PROBE_TARGET: target,
-                names.OTELPROBE_VANTAGE: self._vantage,
-            }
-            if phase is not None:
-                attrs[names.PROBE_PHASE] = phase
-            if error_type is not None:
-                attrs[names.ERROR_TYPE] = error_type
-            self._attr_cache[key] = attrs
+            attrs = self._bases[key] = (
+                (names.PROBE_KIND, kind),
+                (names.PROBE_TARGET, target),
+                (names.OTELPROBE_VANTAGE, self._vantage),
+            )
         return attrs
+
+    def _duration_series(self, kind: str, target: str, phase: str, error_type: str | None) -> Series:
+        key = (kind, target, phase, error_type)
+        series = self._durations.get(key)
+        if series is None:
+            attrs: Attrs = (*self._base(kind, target), (names.PROBE_PHASE, phase))
+            if error_type is not None:
+                attrs = (*attrs, (names.ERROR_TYPE, error_type))
+            series = self._durations[key] = self.store.series(PROBE_DURATION, attrs)
+        return series
 
     def record(self, result: ProbeResult) -> None:
         """Observe every instrument that applies to `result`."""
         kind, target = result.kind, result.target
         error_type = result.error.error_type if result.error else None
-        record_duration = self._duration.record
-        for phase in result.phases:
-            record_duration(phase.duration_s, self._attrs(kind, target, phase.name, phase.error_type))
-            if phase.name == names.SPAN_DNS_LOOKUP:
-                self._record_dns(result, phase.duration_s, phase.error_type, phase.attributes)
-        record_duration(result.duration_s, self._attrs(kind, target, PHASE_TOTAL, error_type))
-        base = self._attrs(kind, target, None, None)
-        self._success.set(0 if error_type else 1, base)
+        bounds = LATENCY_BUCKETS_S
+        store = self.store
+        with store.lock:
+            for phase in result.phases:
+                duration_s = phase.duration_s
+                _observe(
+                    self._duration_series(kind, target, phase.name, phase.error_type), bounds, duration_s
+                )
+                if phase.name == names.SPAN_DNS_LOOKUP:
+                    self._record_dns(result, duration_s, phase.error_type, phase.attributes)
+            total_s = result.duration_s
+            _observe(self._duration_series(kind, target, PHASE_TOTAL, error_type), bounds, total_s)
+            base = self._base(kind, target)
+            store.series(PROBE_SUCCESS, base).state[0] = 0 if error_type else 1
 
-        attributes = result.attributes
-        remaining = attributes.get(names.PROBE_TLS_CERT_REMAINING)
-        if isinstance(remaining, int | float) and not isinstance(remaining, bool):
-            self._cert_remaining.set(remaining, base)
-        if kind == _ICMP_KIND:
-            for key, gauge in self._icmp.items():
-                value = attributes.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    gauge.set(value, base)
-        if kind == _HTTP_KIND:
-            self._record_http(result, error_type)
+            attributes = result.attributes
+            remaining = _number(attributes.get(names.PROBE_TLS_CERT_REMAINING))
+            if remaining is not None:
+                store.series(TLS_CERT_REMAINING, base).state[0] = remaining
+            if kind == _ICMP_KIND:
+                for gauge in ICMP_GAUGES:
+                    value = _number(attributes.get(gauge.name))
+                    if value is not None:
+                        store.series(gauge, base).state[0] = value
+            if kind == _HTTP_KIND:
+                self._record_http(result, total_s, error_type)
 
-    def _record_http(self, result: ProbeResult, error_type: str | None) -> None:
-        attrs: dict[str, OTelAttributeValue] = {
-            key: value
+    def _record_http(self, result: ProbeResult, duration_s: float, error_type: str | None) -> None:
+        attrs: list[tuple[str, AttrValue]] = [
+            (key, value)
             for key in _HTTP_SEMCONV_KEYS
             if isinstance(value := result.attributes.get(key), str | int) and not isinstance(value, bool)
-        }
+        ]
         if error_type is not None:
-            attrs[names.ERROR_TYPE] = error_type
-        self._http_duration.record(result.duration_s, attrs)
+            attrs.append((names.ERROR_TYPE, error_type))
+        _observe(
+            self.store.series(HTTP_CLIENT_DURATION, tuple(attrs)), SEMCONV_DURATION_BUCKETS_S, duration_s
+        )
 
     def _record_dns(
         self,
@@ -200,12 +244,12 @@ class ProbeMetrics:
         error_type: str | None,
         phase_attributes: Mapping[str, object],
     ) -> None:
-        attrs: dict[str, OTelAttributeValue] = {}
+        attrs: list[tuple[str, AttrValue]] = []
         question = phase_attributes.get(
             names.DNS_QUESTION_NAME, result.attributes.get(names.DNS_QUESTION_NAME)
         )
         if isinstance(question, str):
-            attrs[names.DNS_QUESTION_NAME] = question
+            attrs.append((names.DNS_QUESTION_NAME, question))
         if error_type is not None:
-            attrs[names.ERROR_TYPE] = error_type
-        self._dns_duration.record(duration_s, attrs)
+            attrs.append((names.ERROR_TYPE, error_type))
+        _observe(self.store.series(DNS_LOOKUP_DURATION, tuple(attrs)), SEMCONV_DURATION_BUCKETS_S, duration_s)

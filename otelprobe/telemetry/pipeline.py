@@ -1,38 +1,24 @@
-"""The telemetry pipeline: span batchers and a meter provider wired to the configured exporters.
+"""The telemetry pipeline: span batchers and metric exporters wired to the configured exporters.
 
 The one place that builds exporters. The scheduler (or the CLI) creates one `Telemetry` and hands
 it every `ProbeResult`: `spans.py` turns it into OTLP span messages, which go to one bounded,
 drop-counting `SpanBatcher` per exporter (`batching.py`, worker threads, `senders.py`); `metrics.py`
-observes it through the OpenTelemetry SDK (metrics aggregate, so they keep the SDK and its
-periodic readers). Exporting never blocks probing.
+aggregates it into a `MetricStore`, which a `PeriodicMetricExporter` per OTLP/file exporter
+(`metrics_otlp.py`, own thread) and the Prometheus endpoint (`prometheus.py`) read. Exporting
+never blocks probing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
-from pathlib import Path
-from typing import Any
 
-import grpc
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GRPCMetricExporter
-from opentelemetry.exporter.otlp.proto.http import Compression as HTTPCompression
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceProto
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    InMemoryMetricReader,
-    MetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, start_http_server
 
 import otelprobe
 from otelprobe.config.telemetry import (
@@ -46,53 +32,23 @@ from otelprobe.config.telemetry import (
 )
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
+from otelprobe.telemetry.aggregation import MetricStore
 from otelprobe.telemetry.batching import SpanBatcher
 from otelprobe.telemetry.memory import InMemorySpans
 from otelprobe.telemetry.metrics import ProbeMetrics
-from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONMetricExporter, OTLPJSONSpanSender
+from otelprobe.telemetry.metrics_otlp import (
+    JSONLinesMetricSender,
+    MetricEncoder,
+    MetricSender,
+    PeriodicMetricExporter,
+)
+from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender
+from otelprobe.telemetry.prometheus import PrometheusServer, PrometheusText
 from otelprobe.telemetry.senders import ConsoleSender, OTLPGRPCSender, OTLPHTTPSender, SpanSender
 from otelprobe.telemetry.spans import SpanEncoder, any_value, new_trace_ref
 
 _logger = logging.getLogger(__name__)
 _SCOPE = "otelprobe"
-
-
-def _grpc_metric_exporter(cfg: OTLPGRPCExporterConfig) -> MetricExporter:
-    # An explicit http:// endpoint means plaintext, as the OTel exporter's own env rules say.
-    insecure = cfg.insecure or cfg.endpoint.startswith("http://")
-    credentials = None
-    if not insecure:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(cfg.ca_file),
-            private_key=_read(cfg.client_key),
-            certificate_chain=_read(cfg.client_cert),
-        )
-    compression = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
-    return GRPCMetricExporter(
-        endpoint=cfg.endpoint,
-        insecure=insecure,
-        credentials=credentials,
-        headers={k.lower(): v.get_secret_value() for k, v in cfg.headers.items()},
-        timeout=cfg.timeout_s,
-        compression=compression,
-    )
-
-
-def _http_metric_exporter(cfg: OTLPHTTPExporterConfig) -> MetricExporter:
-    compression = HTTPCompression.Gzip if cfg.compression == "gzip" else HTTPCompression.NoCompression
-    return HTTPMetricExporter(
-        endpoint=cfg.signal_url("metrics"),
-        certificate_file=cfg.ca_file,
-        client_key_file=cfg.client_key,
-        client_certificate_file=cfg.client_cert,
-        headers={k: v.get_secret_value() for k, v in cfg.headers.items()},
-        timeout=cfg.timeout_s,
-        compression=compression,
-    )
-
-
-def _read(path: str | None) -> bytes | None:
-    return Path(path).read_bytes() if path else None
 
 
 def _resource_proto(resource: Resource) -> ResourceProto:
@@ -108,8 +64,8 @@ class Telemetry:
         config: exporters, queue bounds and intervals.
         vantage: the vantage point name (resource and span attribute `otelprobe.vantage`).
         instance_id: `service.instance.id`; a random UUID by default.
-        in_memory: also keep every span (`span_exporter`) and metric (`metric_reader`) in
-            memory, synchronously, for tests and the one-shot CLI.
+        in_memory: also keep every span (`span_exporter`), synchronously, and allow
+            `collect_metrics()`, for tests and the one-shot CLI.
     """
 
     def __init__(
@@ -133,32 +89,35 @@ class Telemetry:
         self._resource_proto = _resource_proto(self.resource)
         self._scope = InstrumentationScope(name=_SCOPE, version=otelprobe.__version__)
         self._encoder = SpanEncoder(vantage)
+        self.metric_store = MetricStore()
+        self.metrics = ProbeMetrics(self.metric_store, vantage, self.dropped_by_exporter)
         self.span_batchers: list[SpanBatcher] = []
+        self.metric_exporters: list[PeriodicMetricExporter] = []
         self.span_exporter: InMemorySpans | None = None
-        self.metric_reader: InMemoryMetricReader | None = None
         self.prometheus_address: tuple[str, int] | None = None
-        self._prometheus_server: tuple[Any, threading.Thread] | None = None
-        readers: list[MetricReader] = []
+        self._prometheus_server: PrometheusServer | None = None
         if in_memory:
             self.span_exporter = InMemorySpans(self.resource)
-            self.metric_reader = InMemoryMetricReader()
-            readers.append(self.metric_reader)
         for index, exporter_config in enumerate(self.config.exporters):
-            sender, reader = self._build(exporter_config)
+            name = f"{exporter_config.type}#{index}"
+            sender, metric_sender = self._build(exporter_config)
             if sender is not None:
-                self.span_batchers.append(
-                    self._batch(sender, exporter_config, f"{exporter_config.type}#{index}")
+                self.span_batchers.append(self._batch(sender, exporter_config, name))
+            if metric_sender is not None:
+                self.metric_exporters.append(
+                    PeriodicMetricExporter(
+                        self._metric_encoder(),
+                        metric_sender,
+                        self.config.metric_export_interval_s,
+                        getattr(exporter_config, "timeout_s", 10.0),
+                        name,
+                    )
                 )
-            if reader is not None:
-                readers.append(reader)
         self._encodes = bool(self.span_batchers) or self.span_exporter is not None
-        self.meter_provider = MeterProvider(
-            resource=self.resource, metric_readers=readers, shutdown_on_exit=False
-        )
-        self.metrics = ProbeMetrics(
-            self.meter_provider.get_meter(_SCOPE, otelprobe.__version__), vantage, self.dropped_by_exporter
-        )
         self._closed = False
+
+    def _metric_encoder(self) -> MetricEncoder:
+        return MetricEncoder(self.metric_store, self._resource_proto, self._scope)
 
     def _batch(self, sender: SpanSender, cfg: ExporterConfig, name: str) -> SpanBatcher:
         queue = self.config.queue
@@ -173,37 +132,33 @@ class Telemetry:
             name=name,
         )
 
-    def _periodic(self, exporter: MetricExporter, timeout_s: float) -> PeriodicExportingMetricReader:
-        return PeriodicExportingMetricReader(
-            exporter,
-            export_interval_millis=self.config.metric_export_interval_s * 1000,
-            export_timeout_millis=timeout_s * 1000,
-        )
-
-    def _build(self, cfg: ExporterConfig) -> tuple[SpanSender | None, MetricReader | None]:
+    def _build(self, cfg: ExporterConfig) -> tuple[SpanSender | None, MetricSender | None]:
         if isinstance(cfg, OTLPGRPCExporterConfig):
-            return OTLPGRPCSender(cfg), self._periodic(_grpc_metric_exporter(cfg), cfg.timeout_s)
+            return OTLPGRPCSender(cfg), OTLPGRPCSender(cfg, "metrics")
         if isinstance(cfg, OTLPHTTPExporterConfig):
-            return OTLPHTTPSender(cfg), self._periodic(_http_metric_exporter(cfg), cfg.timeout_s)
+            return OTLPHTTPSender(cfg), OTLPHTTPSender(cfg, "metrics")
         if isinstance(cfg, FileExporterConfig):
             writer = JSONLinesWriter(cfg.path, cfg.max_size_bytes, cfg.max_backups)
-            return OTLPJSONSpanSender(writer), self._periodic(OTLPJSONMetricExporter(writer), 10.0)
+            return OTLPJSONSpanSender(writer), JSONLinesMetricSender(writer)
         if isinstance(cfg, ConsoleExporterConfig):
             return ConsoleSender(), None
         if isinstance(cfg, PrometheusExporterConfig):
-            return None, self._start_prometheus(cfg)
+            self._start_prometheus(cfg)
+            return None, None
         raise AssertionError(f"unhandled exporter config {cfg!r}")
 
-    def _start_prometheus(self, cfg: PrometheusExporterConfig) -> MetricReader:
-        # Our own registry, so that two Telemetry objects in one process never collide.
-        registry = CollectorRegistry(auto_describe=True)
-        reader = PrometheusMetricReader(registry=registry)
-        server, thread = start_http_server(cfg.port, addr=cfg.host, registry=registry)
-        self._prometheus_server = (server, thread)
-        host, port = server.server_address[:2]
-        self.prometheus_address = (str(host), int(port))
-        _logger.info("serving Prometheus metrics on http://%s:%s/metrics", host, port)
-        return reader
+    def _start_prometheus(self, cfg: PrometheusExporterConfig) -> None:
+        resource = {
+            k: v for k, v in self.resource.attributes.items() if isinstance(v, str | bool | int | float)
+        }
+        text = PrometheusText(self.metric_store, resource, (_SCOPE, otelprobe.__version__))
+        self._prometheus_server = server = PrometheusServer(text, cfg.host, cfg.port)
+        self.prometheus_address = server.address
+        _logger.info("serving Prometheus metrics on http://%s:%s/metrics", *server.address)
+
+    def collect_metrics(self) -> ExportMetricsServiceRequest:
+        """Every metric series now, as the OTLP exporters would send it (one request)."""
+        return self._metric_encoder().collect()
 
     def dropped_by_exporter(self) -> dict[str, int]:
         """Spans dropped so far per exporter (`otelprobe.export.dropped`)."""
@@ -244,8 +199,8 @@ class Telemetry:
         ok = True
         for batcher in self.span_batchers:
             ok &= batcher.force_flush(max(0.0, deadline - time.monotonic()))
-        remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
-        ok &= self.meter_provider.force_flush(remaining_ms)
+        for exporter in self.metric_exporters:
+            ok &= exporter.export(max(0.0, deadline - time.monotonic()))
         return ok
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
@@ -265,16 +220,10 @@ class Telemetry:
         # Batchers one by one with the shared deadline.
         for batcher in self.span_batchers:
             batcher.shutdown(remaining_s())
-        try:
-            self.meter_provider.shutdown(remaining_s() * 1000)
-        except Exception:
-            # A metric exporter that times out at shutdown must not stop the rest of the teardown.
-            _logger.warning("metric export did not finish at shutdown", exc_info=True)
+        for exporter in self.metric_exporters:
+            exporter.shutdown(remaining_s())
         if self._prometheus_server is not None:
-            server, thread = self._prometheus_server
-            server.shutdown()
-            server.server_close()
-            thread.join(1.0)
+            self._prometheus_server.shutdown()
         if self.dropped:
             _logger.warning("%d spans were dropped by full export queues", self.dropped)
 

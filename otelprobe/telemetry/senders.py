@@ -1,7 +1,8 @@
-"""Span senders: one ExportTraceServiceRequest out over OTLP/HTTP, OTLP/gRPC or to the console.
+"""OTLP senders: one Export*ServiceRequest out over OTLP/HTTP, OTLP/gRPC or to the console.
 
-The last step of the span path: `batching.SpanBatcher`'s worker thread calls `send` with each
-batch; the file sender lives with the OTLP JSON format in `otlp_json.py`. A sender serializes the
+The last step of the span path (`batching.SpanBatcher`'s worker thread calls `send` with each
+batch) and of the metric path (`metrics_otlp.PeriodicMetricExporter` calls `send_serialized` with
+requests it wrote itself); the file senders live with the OTLP JSON format. A sender serializes the
 request once (protobuf in C), retries what the OTLP spec calls retryable with exponential backoff,
 all within the timeout it is given, and gives up at once after `shutdown`.
 """
@@ -15,12 +16,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 import grpc
 import urllib3
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 import otelprobe
 from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterConfig
@@ -47,6 +47,11 @@ _MAX_BACKOFF_S: Final = 5.0
 # Level 1: on a loopback or LAN hop the CPU is worth more than the last few percent of ratio
 # (OTLP span batches compress about 4x at level 1 and barely better at 9).
 _GZIP_LEVEL: Final = 1
+Signal = Literal["traces", "metrics"]
+_GRPC_METHODS: Final = {
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+}
 
 
 class SpanSender(Protocol):
@@ -81,10 +86,11 @@ def _read(path: str | None) -> bytes | None:
 
 
 class OTLPHTTPSender:
-    """OTLP/HTTP with protobuf bodies (POST <endpoint>/v1/traces), gzip per config, TLS per config."""
+    """OTLP/HTTP with protobuf bodies (POST <endpoint>/v1/<signal>), gzip per config, TLS per config."""
 
-    def __init__(self, cfg: OTLPHTTPExporterConfig) -> None:
-        self.url = cfg.signal_url("traces")
+    def __init__(self, cfg: OTLPHTTPExporterConfig, signal: Signal = "traces") -> None:
+        self.url = cfg.signal_url(signal)
+        self._signal = signal
         self._gzip = cfg.compression == "gzip"
         self._headers = {
             "Content-Type": "application/x-protobuf",
@@ -104,7 +110,10 @@ class OTLPHTTPSender:
         self._retrier = _Retrier()
 
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
-        body = request.SerializeToString()
+        return self.send_serialized(request.SerializeToString(), timeout_s)
+
+    def send_serialized(self, body: bytes, timeout_s: float) -> bool:
+        """POST one serialized request of this sender's signal, retrying as the spec allows."""
         if self._gzip:
             body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
         deadline = time.monotonic() + timeout_s
@@ -129,10 +138,12 @@ class OTLPHTTPSender:
                     return True
                 problem = f"HTTP {response.status}"
                 if response.status not in RETRYABLE_HTTP_STATUS:
-                    _logger.warning("OTLP/HTTP %s rejected spans: %s", self.url, problem)
+                    _logger.warning("OTLP/HTTP %s rejected %s: %s", self.url, self._signal, problem)
                     return False
             if not self._retrier.pause(attempt, deadline):
-                _logger.warning("OTLP/HTTP %s: giving up on a batch of spans: %s", self.url, problem)
+                _logger.warning(
+                    "OTLP/HTTP %s: giving up on a batch of %s: %s", self.url, self._signal, problem
+                )
                 return False
             attempt += 1
         return False
@@ -159,16 +170,22 @@ def _grpc_channel(cfg: OTLPGRPCExporterConfig) -> grpc.Channel:
 
 
 class OTLPGRPCSender:
-    """OTLP/gRPC: TraceService/Export on one channel, TLS or plaintext and gzip per config."""
+    """OTLP/gRPC: {Trace,Metrics}Service/Export on one channel, TLS or plaintext and gzip per config."""
 
-    def __init__(self, cfg: OTLPGRPCExporterConfig) -> None:
+    def __init__(self, cfg: OTLPGRPCExporterConfig, signal: Signal = "traces") -> None:
         self.endpoint = cfg.endpoint
+        self._signal = signal
         self._channel = _grpc_channel(cfg)
-        self._stub = TraceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        # No serializers: requests go out as the bytes they already are, replies are not parsed.
+        self._export = self._channel.unary_unary(_GRPC_METHODS[signal], None, None)
         self._metadata = tuple((k.lower(), v.get_secret_value()) for k, v in cfg.headers.items())
         self._retrier = _Retrier()
 
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
+        return self.send_serialized(request.SerializeToString(), timeout_s)
+
+    def send_serialized(self, body: bytes, timeout_s: float) -> bool:
+        """Export one serialized request of this sender's signal, retrying as the spec allows."""
         deadline = time.monotonic() + timeout_s
         attempt = 0
         while not self._retrier.stop.is_set():
@@ -176,14 +193,16 @@ class OTLPGRPCSender:
             if remaining <= 0:
                 break
             try:
-                self._stub.Export(request, timeout=remaining, metadata=self._metadata)
+                self._export(body, timeout=remaining, metadata=self._metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code not in RETRYABLE_GRPC_CODES:
-                    _logger.warning("OTLP/gRPC %s rejected spans: %s", self.endpoint, code)
+                    _logger.warning("OTLP/gRPC %s rejected %s: %s", self.endpoint, self._signal, code)
                     return False
                 if not self._retrier.pause(attempt, deadline):
-                    _logger.warning("OTLP/gRPC %s: giving up on a batch of spans: %s", self.endpoint, code)
+                    _logger.warning(
+                        "OTLP/gRPC %s: giving up on a batch of %s: %s", self.endpoint, self._signal, code
+                    )
                     return False
                 attempt += 1
             else:

@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, NumberDataPoint
 
 from otelprobe.errors import DNSError, HTTPStatusError
 from otelprobe.results import ProbeResult
+from otelprobe.sidecar.receiver import attributes_dict
 from otelprobe.telemetry import names
 from otelprobe.telemetry.metrics import LATENCY_BUCKETS_S
 from otelprobe.telemetry.pipeline import Telemetry
@@ -24,20 +25,33 @@ def telemetry() -> Iterator[Telemetry]:
     tel.shutdown_sync(1.0)
 
 
-def points(tel: Telemetry, metric: str) -> list[Any]:
-    assert tel.metric_reader is not None
-    data = tel.metric_reader.get_metrics_data()
-    found: list[Any] = []
-    for rm in data.resource_metrics if data else []:
+class Point:
+    """One exported data point with its attributes as a dict."""
+
+    def __init__(self, point: HistogramDataPoint | NumberDataPoint) -> None:
+        self.point = point
+        self.attributes = attributes_dict(point.attributes)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "value":
+            assert isinstance(self.point, NumberDataPoint)
+            return getattr(self.point, self.point.WhichOneof("value") or "as_int")
+        return getattr(self.point, name)
+
+
+def points(tel: Telemetry, metric: str) -> list[Point]:
+    found: list[Point] = []
+    for rm in tel.collect_metrics().resource_metrics:
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 if m.name == metric:
-                    found.extend(m.data.data_points)
+                    data = getattr(m, m.WhichOneof("data") or "gauge")
+                    found.extend(Point(p) for p in data.data_points)
     return found
 
 
-def by_phase(tel: Telemetry) -> dict[str, HistogramDataPoint]:
-    return {p.attributes[names.PROBE_PHASE]: p for p in points(tel, names.METRIC_PROBE_DURATION)}
+def by_phase(tel: Telemetry) -> dict[str, Point]:
+    return {str(p.attributes[names.PROBE_PHASE]): p for p in points(tel, names.METRIC_PROBE_DURATION)}
 
 
 def test_probe_duration_has_one_observation_per_phase_and_total(
@@ -51,7 +65,7 @@ def test_probe_duration_has_one_observation_per_phase_and_total(
     assert ttfb.count == 1
     assert ttfb.sum == pytest.approx(0.0115)
     assert tuple(ttfb.explicit_bounds) == LATENCY_BUCKETS_S
-    assert dict(ttfb.attributes or {}) == {
+    assert ttfb.attributes == {
         names.PROBE_KIND: "http",
         names.PROBE_TARGET: "api",
         names.OTELPROBE_VANTAGE: "eu-1",
@@ -73,7 +87,7 @@ def test_success_gauge_follows_the_latest_attempt_and_failures_are_counted_by_er
 ) -> None:
     telemetry.record(result_factory())
     (ok,) = points(telemetry, names.METRIC_PROBE_SUCCESS)
-    assert isinstance(ok, NumberDataPoint) and ok.value == 1
+    assert ok.value == 1
 
     telemetry.record(result_factory(error=HTTPStatusError("status_503")))
     (failed,) = points(telemetry, names.METRIC_PROBE_SUCCESS)
@@ -100,7 +114,7 @@ def test_http_and_dns_semconv_histograms(telemetry: Telemetry, result_factory: R
         )
     )
     (http,) = points(telemetry, names.METRIC_HTTP_CLIENT_DURATION)
-    assert dict(http.attributes) == {
+    assert http.attributes == {
         names.HTTP_REQUEST_METHOD: "GET",
         names.HTTP_RESPONSE_STATUS_CODE: 503,
         names.SERVER_ADDRESS: "api.test",
@@ -109,7 +123,7 @@ def test_http_and_dns_semconv_histograms(telemetry: Telemetry, result_factory: R
     }
     assert http.sum == pytest.approx(0.025)
     (dns,) = points(telemetry, names.METRIC_DNS_LOOKUP_DURATION)
-    assert dict(dns.attributes) == {names.DNS_QUESTION_NAME: "api.test"}
+    assert dns.attributes == {names.DNS_QUESTION_NAME: "api.test"}
     assert dns.sum == pytest.approx(0.001)
 
 
@@ -125,7 +139,7 @@ def test_failed_dns_lookup_carries_error_type(telemetry: Telemetry, result_facto
         )
     )
     (dns,) = points(telemetry, names.METRIC_DNS_LOOKUP_DURATION)
-    assert dict(dns.attributes) == {names.DNS_QUESTION_NAME: "missing.test", names.ERROR_TYPE: "dns_error"}
+    assert dns.attributes == {names.DNS_QUESTION_NAME: "missing.test", names.ERROR_TYPE: "dns_error"}
     assert points(telemetry, names.METRIC_HTTP_CLIENT_DURATION) == []
 
 

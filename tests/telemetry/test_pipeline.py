@@ -12,12 +12,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from opentelemetry.sdk.metrics.export import NumberDataPoint
 
 from otelprobe.config.telemetry import TelemetryConfig
 from otelprobe.errors import ConnectRefused
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.sidecar.receiver import OTLPReceiver, ReceivedSpan
+from otelprobe.sidecar.receiver import OTLPReceiver, ReceivedSpan, attributes_dict
 from otelprobe.telemetry import names
 from otelprobe.telemetry.pipeline import Telemetry
 
@@ -138,18 +137,18 @@ async def test_dead_collector_never_slows_recording_and_drops_are_counted(
             longest_gap = max(longest_gap, time.perf_counter() - before)
 
     tick_task = asyncio.create_task(ticker())
-    assert tel.metric_reader is not None
     dropped_before = processor.dropped
-    dropped_point = next(
-        p
-        for rm in tel.metric_reader.get_metrics_data().resource_metrics  # type: ignore[union-attr]
+    (dropped_metric,) = (
+        m
+        for rm in tel.collect_metrics().resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
         if m.name == names.METRIC_EXPORT_DROPPED
-        for p in m.data.data_points
     )
-    assert isinstance(dropped_point, NumberDataPoint) and dropped_point.value >= dropped_before
-    assert dropped_point.attributes == {"otelprobe.exporter": "otlp_http#0"}
+    assert dropped_metric.sum.is_monotonic
+    (dropped_point,) = dropped_metric.sum.data_points
+    assert dropped_point.as_int >= dropped_before
+    assert attributes_dict(dropped_point.attributes) == {"otelprobe.exporter": "otlp_http#0"}
     shutdown_started = time.perf_counter()
     await tel.shutdown(2.0)
     shutdown_s = time.perf_counter() - shutdown_started

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from pydantic import Field, field_validator
+
 from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
 from otelprobe.probes.resolver import (
@@ -22,6 +24,7 @@ from otelprobe.probes.resolver import (
     is_ip_literal,
     is_stamped,
     resolver_from_config,
+    split_host_port,
 )
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
@@ -55,6 +58,24 @@ class Probe(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class HostPortProbeConfig(ProbeConfigBase):
+    """Config of a kind whose target is one `address: host:port` (tcp, tls)."""
+
+    address: str = Field(description="host:port ([v6]:port)")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, port = split_host_port(value, default_port=0)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"address must be host:port, got {value!r}")
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.address, default_port=0)
 
 
 async def run_attempt(

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
 from otelprobe.probes import _starttls
 from otelprobe.probes._attempts import run_per_address
@@ -20,8 +20,8 @@ from otelprobe.probes._net import timed_connect
 from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes._stream import BufferedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
-from otelprobe.probes.base import Attributes, ProbeContext
-from otelprobe.probes.resolver import is_ip_literal, split_host_port
+from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
+from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock
@@ -44,34 +44,21 @@ class DialogueStep(StrictModel):
         return value
 
 
-class TCPProbeConfig(ProbeConfigBase):
+class TCPProbeConfig(HostPortProbeConfig):
     """A TCP target `address: host:port`, with optional TLS and dialogue."""
 
     kind: Literal["tcp"] = "tcp"
-    address: str = Field(description="host:port ([v6]:port)")
     source_address: str | None = Field(None, description="local IP to connect from")
     tls: bool = Field(False, description="TLS right after connect")
     starttls: _starttls.StartTLSProtocol | None = None
     tls_config: TLSClientConfig = TLSClientConfig()
     dialogue: list[DialogueStep] = Field(default_factory=list)
 
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        host, port = split_host_port(value, default_port=0)
-        if not host or not 0 < port < 65536:
-            raise ValueError(f"address must be host:port, got {value!r}")
-        return value
-
     @model_validator(mode="after")
     def _one_tls(self) -> TCPProbeConfig:
         if self.tls and self.starttls:
             raise ValueError("tls (direct) and starttls exclude each other")
         return self
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        return split_host_port(self.address, default_port=0)
 
     def display_address(self) -> str:
         return f"tcp://{self.address}"

@@ -15,16 +15,16 @@ import logging
 import urllib.parse
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
 from otelprobe.probes import _ocsp, _pyopenssl, _tls_report
 from otelprobe.probes._attempts import run_per_address
 from otelprobe.probes._net import TimedConnection, timed_connect
 from otelprobe.probes._tls import client_context
-from otelprobe.probes.base import Attributes, ProbeContext
+from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.resolver import split_host_port
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
@@ -60,11 +60,10 @@ class TLSExpect(StrictModel):
         return self
 
 
-class TLSProbeConfig(ProbeConfigBase):
+class TLSProbeConfig(HostPortProbeConfig):
     """A TLS endpoint `address: host:port`; `tls.sni` overrides the name sent and verified."""
 
     kind: Literal["tls"] = "tls"
-    address: str = Field(description="host:port ([v6]:port)")
     source_address: str | None = None
     tls: TLSClientConfig = TLSClientConfig()
     alpn: list[str] = Field(default_factory=list)
@@ -76,18 +75,6 @@ class TLSProbeConfig(ProbeConfigBase):
         if self.expect.ocsp and not self.ocsp:
             raise ValueError("expect.ocsp needs ocsp: true")
         return self
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        host, port = split_host_port(value, default_port=0)
-        if not host or not 0 < port < 65536:
-            raise ValueError(f"address must be host:port, got {value!r}")
-        return value
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        return split_host_port(self.address, default_port=0)
 
     def display_address(self) -> str:
         return f"tls://{self.address}"

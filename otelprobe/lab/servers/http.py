@@ -21,7 +21,6 @@ import termios
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import Final
 
 from aiohttp import web
@@ -37,6 +36,7 @@ from otelprobe.lab.faults import (
     TTFBDelay,
     WrongContent,
 )
+from otelprobe.lab.servers._lifecycle import LabServer
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def plan_response(
     return replace(plan, body=lab_body(size, body_line))
 
 
-class HTTPFaultServer:
+class HTTPFaultServer(LabServer):
     """The lab's HTTP(S) server on `host:port` (port 0 picks a free one).
 
     Args:
@@ -231,10 +231,8 @@ class HTTPFaultServer:
         return int(self._runner.addresses[0][1])
 
     @property
-    def url(self) -> str:
-        scheme = "https" if self._ssl_context is not None else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}/"
+    def scheme(self) -> str:
+        return "https" if self._ssl_context is not None else "http"
 
     async def start(self) -> None:
         app = web.Application()
@@ -250,15 +248,6 @@ class HTTPFaultServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> HTTPFaultServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # --- serving -----------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ import contextlib
 import logging
 import socket
 import struct
-from types import TracebackType
 from typing import Final, Literal
+
+from otelprobe.lab.servers._lifecycle import LabServer
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ GARBAGE: Final = b"\x16\x03\x01\x00\xffSSH-2.0-not-http \x00\xfe\r\n\r\n"
 _CHUNK: Final = 16384
 
 
-class RawFaultServer:
+class RawFaultServer(LabServer):
     """A TCP server on `host:port` (port 0 picks a free one) that misbehaves per `mode`.
 
     Args:
@@ -37,6 +38,8 @@ class RawFaultServer:
             so a forgotten client cannot keep the server busy forever.
         max_hang_s: a hanging connection is closed after this long.
     """
+
+    scheme = "http"
 
     def __init__(
         self,
@@ -63,11 +66,6 @@ class RawFaultServer:
             raise RuntimeError("server not started")
         return int(self._server.sockets[0].getsockname()[1])
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
-
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._on_connect, self.host, self._port)
         logger.info("raw fault server (%s) on %s", self.mode, self.url)
@@ -82,15 +80,6 @@ class RawFaultServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> RawFaultServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Tracked so aclose() can end connections that would otherwise outlive the server.

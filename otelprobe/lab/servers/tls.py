@@ -17,11 +17,11 @@ import random
 import socket
 import ssl
 import struct
-from types import TracebackType
 from typing import Final
 
 from otelprobe.lab.certs import LabCA, LeafKind
 from otelprobe.lab.faults import BadCertificate, TLSDelay
+from otelprobe.lab.servers._lifecycle import LabServer
 from otelprobe.lab.servers.http import lab_body
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ _PUMP_BYTES: Final = 65536
 _MAX_HEAD_BYTES: Final = 65536
 
 
-class TLSFront:
+class TLSFront(LabServer):
     """A TLS server on `host:port` (port 0 picks a free one).
 
     Args:
@@ -41,6 +41,8 @@ class TLSFront:
         seed: seeds the Random for jittered / probabilistic delays.
         handshake_timeout_s: a client that never finishes its handshake is dropped after this.
     """
+
+    scheme = "https"
 
     def __init__(
         self,
@@ -107,11 +109,6 @@ class TLSFront:
             raise RuntimeError("server not started")
         return int(self._listener.getsockname()[1])
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}/"
-
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
@@ -133,15 +130,6 @@ class TLSFront:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-
-    async def __aenter__(self) -> TLSFront:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # --- serving -----------------------------------------------------------------------------
 

@@ -87,6 +87,25 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
+def _builder(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    signer: _Issuer,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+) -> x509.CertificateBuilder:
+    """What every lab certificate sets: subject, issuer, public key, a random serial, validity."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer.name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+
+
 def _ca_cert(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
@@ -96,13 +115,7 @@ def _ca_cert(
 ) -> x509.Certificate:
     signer = issuer or _Issuer(subject, key)
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(signer.name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _DAY)
-        .not_valid_after(now + 3650 * _DAY)
+        _builder(subject, key, signer, now - _DAY, now + 3650 * _DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -133,13 +146,7 @@ def _leaf_cert(
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     signer = issuer or _Issuer(subject, key)
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(signer.name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        _builder(subject, key, signer, not_before, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_san(hosts), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -7,7 +7,7 @@ CLI adds (e.g. `--otlp` or the in-memory mode of `otelprobe probe`).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -25,6 +25,21 @@ def _register_header_secrets(headers: dict[str, SecretStr]) -> dict[str, SecretS
     return headers
 
 
+class _ClientCertified(Protocol):
+    client_cert: str | None
+    client_key: str | None
+
+
+_Exporter = TypeVar("_Exporter", bound=_ClientCertified)
+
+
+def _check_client_pair(config: _Exporter) -> _Exporter:
+    # A client key without its certificate (or the reverse) cannot authenticate: reject it at load.
+    if bool(config.client_key) != bool(config.client_cert):
+        raise ValueError("client_cert and client_key must be given together")
+    return config
+
+
 class OTLPGRPCExporterConfig(StrictModel):
     """OTLP over gRPC, the Collector's port 4317."""
 
@@ -39,12 +54,7 @@ class OTLPGRPCExporterConfig(StrictModel):
     timeout_s: Duration = Field(10.0, alias="timeout", gt=0)
 
     _secrets = field_validator("headers")(_register_header_secrets)
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> OTLPGRPCExporterConfig:
-        if bool(self.client_key) != bool(self.client_cert):
-            raise ValueError("client_cert and client_key must be given together")
-        return self
+    _client_pair = model_validator(mode="after")(_check_client_pair)
 
 
 class OTLPHTTPExporterConfig(StrictModel):
@@ -64,12 +74,7 @@ class OTLPHTTPExporterConfig(StrictModel):
     timeout_s: Duration = Field(10.0, alias="timeout", gt=0)
 
     _secrets = field_validator("headers")(_register_header_secrets)
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> OTLPHTTPExporterConfig:
-        if bool(self.client_key) != bool(self.client_cert):
-            raise ValueError("client_cert and client_key must be given together")
-        return self
+    _client_pair = model_validator(mode="after")(_check_client_pair)
 
     def signal_url(self, signal: Literal["traces", "metrics"]) -> str:
         """The URL this exporter posts `signal` to."""

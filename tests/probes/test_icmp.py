@@ -7,18 +7,15 @@ runs in a network namespace this module creates, allows them there and deletes a
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
+from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 from otelprobe.probes._icmp_socket import ICMPNotPermittedError, ping_group_range
 from otelprobe.probes.base import ProbeContext
@@ -26,55 +23,14 @@ from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-
-
-def _socket_permitted(family: socket.AddressFamily, kind: socket.SocketKind) -> str | None:
-    protocol = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
-    try:
-        socket.socket(family, kind, protocol).close()
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
-RAW_DENIED = _socket_permitted(socket.AF_INET, socket.SOCK_RAW)
-needs_raw = pytest.mark.skipif(RAW_DENIED is not None, reason=f"raw ICMP sockets not permitted: {RAW_DENIED}")
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and iproute2"
+needs_raw = pytest.mark.skipif(
+    RAW_ICMP_DENIED is not None, reason=f"raw ICMP sockets not permitted: {RAW_ICMP_DENIED}"
 )
 
 
 def _ping(host: str, **overrides: object) -> list[ProbeResult]:
     config = ICMPProbeConfig.model_validate({"name": "ping", "host": host, **overrides})
     return asyncio.run(ICMPProbe(config, ProbeContext(vantage="test")).run())
-
-
-def _in_netns(namespace: str, work: Callable[[], T]) -> T:
-    """Run `work` on a thread switched into `namespace`: sockets it opens live there."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                outcome["error"] = OSError(ctypes.get_errno(), "setns failed")
-                return
-        finally:
-            os.close(fd)
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=60)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
 
 
 def _sysctl(namespace: str, setting: str) -> None:
@@ -84,13 +40,9 @@ def _sysctl(namespace: str, setting: str) -> None:
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
     name = f"otelprobe-icmp-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with namespaces([name], [f"ip -n {name} link set lo up"]):
         _sysctl(name, "net.ipv4.ping_group_range=0 2147483647")
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _assert_echoes(result: ProbeResult, count: int) -> None:
@@ -145,8 +97,8 @@ def test_name_resolution_is_a_dns_phase() -> None:
 
 @needs_root
 def test_datagram_echo_where_ping_group_range_allows_it(netns: str) -> None:
-    [v4] = _in_netns(netns, lambda: _ping("127.0.0.1", socket="datagram", count=2, packet_interval="10ms"))
-    [v6] = _in_netns(netns, lambda: _ping("::1", socket="datagram", count=2, packet_interval="10ms"))
+    [v4] = in_netns(netns, lambda: _ping("127.0.0.1", socket="datagram", count=2, packet_interval="10ms"))
+    [v6] = in_netns(netns, lambda: _ping("::1", socket="datagram", count=2, packet_interval="10ms"))
     _assert_echoes(v4, 2)
     _assert_echoes(v6, 2)
     # Datagram sockets do not hand over the IP header, so there is no reply TTL.
@@ -158,7 +110,7 @@ def test_unanswered_packets_fail_as_no_reply(netns: str) -> None:
     _sysctl(netns, "net.ipv4.icmp_echo_ignore_all=1")
     try:
         config = {"count": 2, "packet_interval": "10ms", "packet_timeout": "200ms"}
-        [result] = _in_netns(netns, lambda: _ping("127.0.0.1", socket="datagram", **config))
+        [result] = in_netns(netns, lambda: _ping("127.0.0.1", socket="datagram", **config))
     finally:
         _sysctl(netns, "net.ipv4.icmp_echo_ignore_all=0")
     assert result.error is not None
@@ -175,7 +127,7 @@ def test_datagram_sockets_forbidden_names_the_sysctl(netns: str) -> None:
     _sysctl(netns, "net.ipv4.ping_group_range=1 0")
     try:
         with pytest.raises(ICMPNotPermittedError, match=r"net\.ipv4\.ping_group_range"):
-            _in_netns(netns, lambda: _ping("127.0.0.1", socket="datagram"))
+            in_netns(netns, lambda: _ping("127.0.0.1", socket="datagram"))
     finally:
         _sysctl(netns, "net.ipv4.ping_group_range=0 2147483647")
 
@@ -209,8 +161,8 @@ def test_from_url_and_validation() -> None:
 
 
 async def test_probe_runs_inside_a_running_loop() -> None:
-    if RAW_DENIED is not None:
-        pytest.skip(f"raw ICMP sockets not permitted: {RAW_DENIED}")
+    if RAW_ICMP_DENIED is not None:
+        pytest.skip(f"raw ICMP sockets not permitted: {RAW_ICMP_DENIED}")
     probe = ICMPProbe(ICMPProbeConfig.from_url("icmp://127.0.0.1", count=1), ProbeContext(vantage="t"))
     [first] = await probe.run()
     [second] = await probe.run(attempt=2)

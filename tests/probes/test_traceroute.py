@@ -7,16 +7,11 @@ addresses that exist only inside them, and deletes afterwards.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import shutil
-import socket
-import subprocess
-import threading
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
+from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
@@ -25,24 +20,11 @@ from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import Phase, PhaseClock
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 ROUTER_NEAR, ROUTER_FAR, DESTINATION, NOWHERE = "10.231.1.2", "10.231.2.1", "10.231.2.2", "10.231.3.3"
 
 
-def _raw_denied() -> str | None:
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
 pytestmark = pytest.mark.skipif(
-    _raw_denied() is not None, reason=f"traceroute needs raw ICMP: {_raw_denied()}"
-)
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and iproute2"
+    RAW_ICMP_DENIED is not None, reason=f"traceroute needs raw ICMP: {RAW_ICMP_DENIED}"
 )
 
 
@@ -80,41 +62,12 @@ def test_loopback_is_one_hop(host: str, method: TraceMethod, reply: str) -> None
     assert 0 <= hops[0].duration_s < 1.0
 
 
-def _in_netns(namespace: str, work: Callable[[], T]) -> T:
-    """Run `work` on a thread switched into `namespace`: sockets it opens live there."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                outcome["error"] = OSError(ctypes.get_errno(), "setns failed")
-                return
-        finally:
-            os.close(fd)
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=60)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
-
-
 @pytest.fixture(scope="module")
 def path() -> Iterator[str]:
     """src -- router -- dst; yields the src namespace's name."""
     tag = f"otp-tr-{os.getpid()}"
     src, router, dst = f"{tag}-s", f"{tag}-r", f"{tag}-d"
     commands = [
-        f"ip netns add {src}",
-        f"ip netns add {router}",
-        f"ip netns add {dst}",
         f"ip -n {src} link add eth0 type veth peer name west netns {router}",
         f"ip -n {dst} link add eth0 type veth peer name east netns {router}",
         f"ip -n {src} addr add 10.231.1.1/24 dev eth0",
@@ -132,20 +85,15 @@ def path() -> Iterator[str]:
         # Linux rate-limits ICMP errors per peer (burst of 6, then 1/s): the tests here send more.
         *(f"ip netns exec {ns} sysctl -qw net.ipv4.icmp_ratelimit=0" for ns in (router, dst)),
     ]
-    try:
-        for command in commands:
-            subprocess.run(command.split(), check=True, capture_output=True)
+    with namespaces([src, router, dst], commands):
         yield src
-    finally:
-        for ns in (src, router, dst):
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
 @needs_root
 def test_unroutable_destination_ends_at_the_router(path: str) -> None:
     # First in the module on purpose: the router's "no route" errors share a per-peer token
     # bucket (route.error_cost, global, not ours to change) that later tests' ICMP drains.
-    hops = _in_netns(path, lambda: _trace(NOWHERE, "udp"))
+    hops = in_netns(path, lambda: _trace(NOWHERE, "udp"))
     [(ttl, responder, reply, reached)] = _hop_view(hops)
     assert (ttl, responder, reached) == (1, ROUTER_NEAR, False)
     assert str(reply).startswith("unreachable_code_")
@@ -154,7 +102,7 @@ def test_unroutable_destination_ends_at_the_router(path: str) -> None:
 @needs_root
 @pytest.mark.parametrize(("method", "last_reply"), [("udp", "port_unreachable"), ("icmp", "echo_reply")])
 def test_two_hops_through_a_router(path: str, method: TraceMethod, last_reply: str) -> None:
-    hops = _in_netns(path, lambda: _trace(DESTINATION, method))
+    hops = in_netns(path, lambda: _trace(DESTINATION, method))
     assert _hop_view(hops) == [
         (1, ROUTER_NEAR, "time_exceeded", False),
         (2, DESTINATION, last_reply, True),
@@ -169,8 +117,8 @@ def _probe(**overrides: object) -> list[ProbeResult]:
 
 @needs_root
 def test_traceroute_mode_of_the_icmp_probe(path: str) -> None:
-    [reached] = _in_netns(path, lambda: _probe(host=DESTINATION, mode="traceroute"))
-    [unreached] = _in_netns(path, lambda: _probe(host=NOWHERE, mode="traceroute"))
+    [reached] = in_netns(path, lambda: _probe(host=DESTINATION, mode="traceroute"))
+    [unreached] = in_netns(path, lambda: _probe(host=NOWHERE, mode="traceroute"))
 
     assert reached.success, reached.error
     assert [p.name for p in reached.phases] == [names.SPAN_TRACEROUTE_HOP] * 2
@@ -184,7 +132,7 @@ def test_traceroute_mode_of_the_icmp_probe(path: str) -> None:
 
 @needs_root
 def test_echo_with_too_small_ttl_is_ttl_exceeded(path: str) -> None:
-    [result] = _in_netns(path, lambda: _probe(host=DESTINATION, ttl=1, count=1, socket="raw"))
+    [result] = in_netns(path, lambda: _probe(host=DESTINATION, ttl=1, count=1, socket="raw"))
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("connect_timeout", "ttl_exceeded")

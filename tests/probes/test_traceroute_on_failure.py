@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 from tls_servers import serve
 
 from otelprobe.probes.base import ProbeContext
@@ -28,20 +27,11 @@ from otelprobe.results import ProbeResult
 T = TypeVar("T")
 HOP = "traceroute.hop"
 CAP_NET_RAW = 13
-CLONE_NEWNET = 0x40000000
 ROUTER, NOWHERE = "10.232.1.2", "10.232.9.9"
 
 
-def _raw_denied() -> str | None:
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
 needs_raw = pytest.mark.skipif(
-    _raw_denied() is not None, reason=f"path traces need raw ICMP: {_raw_denied()}"
+    RAW_ICMP_DENIED is not None, reason=f"path traces need raw ICMP: {RAW_ICMP_DENIED}"
 )
 
 
@@ -158,40 +148,12 @@ def test_no_raw_socket_is_noted_not_raised() -> None:
     assert "raw" in str(result.attributes["probe.traceroute.error"]).lower()
 
 
-def _in_netns(namespace: str, work: Callable[[], T]) -> T:
-    """Run `work` on a thread switched into `namespace`: sockets it opens live there."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                outcome["error"] = OSError(ctypes.get_errno(), "setns failed")
-                return
-        finally:
-            os.close(fd)
-        try:
-            outcome["value"] = work()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(60)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="module")
 def behind_router() -> Iterator[str]:
     """src -- router, where the router has no route to NOWHERE; yields the src namespace."""
     tag = f"otp-trf-{os.getpid()}"
     src, router = f"{tag}-s", f"{tag}-r"
     commands = [
-        f"ip netns add {src}",
-        f"ip netns add {router}",
         f"ip -n {src} link add eth0 type veth peer name west netns {router}",
         f"ip -n {src} addr add 10.232.1.1/24 dev eth0",
         f"ip -n {router} addr add {ROUTER}/24 dev west",
@@ -202,19 +164,14 @@ def behind_router() -> Iterator[str]:
         f"ip netns exec {router} sysctl -qw net.ipv4.ip_forward=1",
         f"ip netns exec {router} sysctl -qw net.ipv4.icmp_ratelimit=0",
     ]
-    try:
-        for command in commands:
-            subprocess.run(command.split(), check=True, capture_output=True)
+    with namespaces([src, router], commands):
         yield src
-    finally:
-        for ns in (src, router):
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
 @needs_raw
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root")
+@needs_root
 def test_unroutable_target_trace_ends_at_the_router(behind_router: str) -> None:
-    result = _in_netns(
+    result = in_netns(
         behind_router, lambda: asyncio.run(tcp_probe(f"{NOWHERE}:80", traceroute_on_failure=True))
     )
     assert result.error is not None and result.error.error_type == "connect_timeout"

@@ -1,12 +1,15 @@
-"""Shared fixtures: environment hygiene and a throwaway certificate authority."""
+"""Shared fixtures: environment hygiene, a throwaway certificate authority and the lab CA."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trustme
+
+from otelprobe.lab.certs import LabCA
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +34,17 @@ def clean_environ() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def cert_authority() -> trustme.CA:
     return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def lab_ca() -> LabCA:
+    """The lab CA (lab/certs.py): root, intermediate and one leaf per LeafKind; one per module."""
+    return LabCA()
+
+
+@pytest.fixture
+def lab_ca_file(lab_ca: LabCA, tmp_path: Path) -> str:
+    """The lab CA's root certificate as a PEM file, for a client's `ca_file`."""
+    path = tmp_path / "ca.pem"
+    path.write_bytes(lab_ca.root_pem)
+    return str(path)

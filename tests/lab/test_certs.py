@@ -13,11 +13,6 @@ from cryptography import x509
 from otelprobe.lab.certs import LEAF_KINDS, WRONG_HOST, LabCA, LeafKind
 
 
-@pytest.fixture(scope="module")
-def lab_ca() -> LabCA:
-    return LabCA()
-
-
 def handshake(ca: LabCA, kind: LeafKind, server_hostname: str = "localhost") -> ssl.SSLObject:
     """A full TLS handshake between a verifying client and the lab server, in memory."""
     client_ctx, server_ctx = ca.client_context(), ca.server_context(kind)

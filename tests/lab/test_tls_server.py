@@ -18,11 +18,6 @@ from otelprobe.lab.servers.measure import http_get, measure_accuracy, server_hel
 from otelprobe.lab.servers.tls import TLSFront
 
 
-@pytest.fixture(scope="module")
-def lab_ca() -> LabCA:
-    return LabCA()
-
-
 @pytest.fixture
 async def front(lab_ca: LabCA) -> AsyncIterator[TLSFront]:
     async with TLSFront(lab_ca, seed=3) as tls:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,18 +13,6 @@ from otelprobe.lab.certs import LabCA
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
-
-
-@pytest.fixture(scope="module")
-def lab_ca() -> LabCA:
-    return LabCA()
-
-
-@pytest.fixture
-def ca_file(lab_ca: LabCA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    path.write_bytes(lab_ca.root_pem)
-    return str(path)
 
 
 async def probe(address: str, **fields: Any) -> ProbeResult:
@@ -101,9 +88,9 @@ async def test_dialogue_eof_before_match_is_assertion_failure() -> None:
     assert bad.phases[-1].name == "tcp.dialogue" and bad.phases[-1].error_type == "assertion_failed"
 
 
-async def test_direct_tls(lab_ca: LabCA, ca_file: str) -> None:
+async def test_direct_tls(lab_ca: LabCA, lab_ca_file: str) -> None:
     async with serve(close_after_read, lab_ca.server_context("valid")) as port:
-        result = await probe(f"localhost:{port}", ip="ip4", tls=True, tls_config={"ca_file": ca_file})
+        result = await probe(f"localhost:{port}", ip="ip4", tls=True, tls_config={"ca_file": lab_ca_file})
         untrusted = await probe(f"localhost:{port}", ip="ip4", tls=True)
     assert result.success, result.error
     assert names(result) == ["dns.lookup", "tcp.connect", "tls.handshake"]
@@ -111,25 +98,25 @@ async def test_direct_tls(lab_ca: LabCA, ca_file: str) -> None:
     assert untrusted.error is not None and untrusted.error.error_type == "tls_error"
 
 
-async def test_smtp_starttls(lab_ca: LabCA, ca_file: str) -> None:
+async def test_smtp_starttls(lab_ca: LabCA, lab_ca_file: str) -> None:
     async with serve(smtp_server(lab_ca.server_context("valid"))) as port:
-        result = await probe(f"127.0.0.1:{port}", starttls="smtp", tls_config={"ca_file": ca_file})
+        result = await probe(f"127.0.0.1:{port}", starttls="smtp", tls_config={"ca_file": lab_ca_file})
     assert result.success, result.error
     assert names(result) == ["tcp.connect", "starttls.negotiate", "tls.handshake"]
     assert result.attributes["probe.tcp.starttls"] == "smtp"
     assert "tls.cipher" in result.attributes
 
 
-async def test_smtp_starttls_refused(lab_ca: LabCA, ca_file: str) -> None:
+async def test_smtp_starttls_refused(lab_ca: LabCA, lab_ca_file: str) -> None:
     async with serve(smtp_server(lab_ca.server_context("valid"), refuse=True)) as port:
-        result = await probe(f"127.0.0.1:{port}", starttls="smtp", tls_config={"ca_file": ca_file})
+        result = await probe(f"127.0.0.1:{port}", starttls="smtp", tls_config={"ca_file": lab_ca_file})
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("protocol_error", "starttls_refused")
 
 
-async def test_pop3_starttls(lab_ca: LabCA, ca_file: str) -> None:
+async def test_pop3_starttls(lab_ca: LabCA, lab_ca_file: str) -> None:
     async with serve(pop3_server(lab_ca.server_context("valid"))) as port:
-        result = await probe(f"127.0.0.1:{port}", starttls="pop3", tls_config={"ca_file": ca_file})
+        result = await probe(f"127.0.0.1:{port}", starttls="pop3", tls_config={"ca_file": lab_ca_file})
     assert result.success, result.error
 
 

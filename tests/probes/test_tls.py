@@ -17,18 +17,6 @@ from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
 
 
-@pytest.fixture(scope="module")
-def lab_ca() -> LabCA:
-    return LabCA()
-
-
-@pytest.fixture
-def ca_file(lab_ca: LabCA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    path.write_bytes(lab_ca.root_pem)
-    return str(path)
-
-
 async def probe_kind(lab_ca: LabCA, ca_file: str, kind: LeafKind, **fields: Any) -> ProbeResult:
     async with serve(close_after_read, lab_ca.server_context(kind)) as port:
         return await probe(f"127.0.0.1:{port}", ca_file, **fields)
@@ -43,8 +31,8 @@ async def probe(address: str, ca_file: str | None, **fields: Any) -> ProbeResult
     return result
 
 
-async def test_valid_certificate_reports_session_and_chain(lab_ca: LabCA, ca_file: str) -> None:
-    result = await probe_kind(lab_ca, ca_file, "valid", tls={"sni": "localhost"})
+async def test_valid_certificate_reports_session_and_chain(lab_ca: LabCA, lab_ca_file: str) -> None:
+    result = await probe_kind(lab_ca, lab_ca_file, "valid", tls={"sni": "localhost"})
     assert result.success, result.error
     assert [p.name for p in result.phases] == ["tcp.connect", "tls.handshake"]
     attrs = result.attributes
@@ -74,9 +62,9 @@ async def test_valid_certificate_reports_session_and_chain(lab_ca: LabCA, ca_fil
     ],
 )
 async def test_broken_certificates_fail_with_details_from_the_same_handshake(
-    lab_ca: LabCA, ca_file: str, kind: LeafKind, detail: str, trusted: bool, host_ok: bool
+    lab_ca: LabCA, lab_ca_file: str, kind: LeafKind, detail: str, trusted: bool, host_ok: bool
 ) -> None:
-    result = await probe_kind(lab_ca, ca_file, kind)
+    result = await probe_kind(lab_ca, lab_ca_file, kind)
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("tls_error", detail)
     handshake = result.phase("tls.handshake")
@@ -91,42 +79,42 @@ async def test_broken_certificates_fail_with_details_from_the_same_handshake(
         assert attrs["probe.tls.cert.remaining"] < 0  # type: ignore[operator]
 
 
-async def test_untrusted_chain_can_be_accepted_and_still_reported(lab_ca: LabCA, ca_file: str) -> None:
-    result = await probe_kind(lab_ca, ca_file, "expired", expect={"chain_trusted": False})
+async def test_untrusted_chain_can_be_accepted_and_still_reported(lab_ca: LabCA, lab_ca_file: str) -> None:
+    result = await probe_kind(lab_ca, lab_ca_file, "expired", expect={"chain_trusted": False})
     assert result.success
     assert result.attributes["probe.tls.chain_trusted"] is True
     assert result.attributes["probe.tls.cert.remaining"] < 0  # type: ignore[operator]
 
 
-async def test_expiry_thresholds(lab_ca: LabCA, ca_file: str) -> None:
+async def test_expiry_thresholds(lab_ca: LabCA, lab_ca_file: str) -> None:
     warn = await probe_kind(
-        lab_ca, ca_file, "valid", expect={"cert_warn_before": "100d", "cert_fail_before": "7d"}
+        lab_ca, lab_ca_file, "valid", expect={"cert_warn_before": "100d", "cert_fail_before": "7d"}
     )
     assert warn.success and warn.attributes["probe.tls.cert.expiry_warning"] is True
-    fail = await probe_kind(lab_ca, ca_file, "valid", expect={"cert_fail_before": "100d"})
+    fail = await probe_kind(lab_ca, lab_ca_file, "valid", expect={"cert_fail_before": "100d"})
     assert fail.error is not None
     assert (fail.error.error_type, fail.error.detail) == ("assertion_failed", "certificate_expires_soon")
 
 
-async def test_version_limits_and_assertion(lab_ca: LabCA, ca_file: str) -> None:
+async def test_version_limits_and_assertion(lab_ca: LabCA, lab_ca_file: str) -> None:
     capped = await probe_kind(
-        lab_ca, ca_file, "valid", tls={"max_version": "1.2"}, expect={"versions": ["1.2"]}
+        lab_ca, lab_ca_file, "valid", tls={"max_version": "1.2"}, expect={"versions": ["1.2"]}
     )
     assert capped.success, capped.error
     assert capped.attributes["tls.protocol.version"] == "1.2"
-    refused = await probe_kind(lab_ca, ca_file, "valid", expect={"versions": ["1.2"]})
+    refused = await probe_kind(lab_ca, lab_ca_file, "valid", expect={"versions": ["1.2"]})
     assert refused.error is not None and refused.error.detail == "tls_version_not_allowed"
 
 
-async def test_unverified_probe_reports_hostname_match(lab_ca: LabCA, ca_file: str) -> None:
-    result = await probe_kind(lab_ca, ca_file, "wrong_host", tls={"verify": False})
+async def test_unverified_probe_reports_hostname_match(lab_ca: LabCA, lab_ca_file: str) -> None:
+    result = await probe_kind(lab_ca, lab_ca_file, "wrong_host", tls={"verify": False})
     assert result.success
     assert result.attributes["probe.tls.hostname_verified"] is False
     assert "probe.tls.chain_trusted" not in result.attributes
 
 
 async def test_alpn_and_client_certificate(
-    lab_ca: LabCA, ca_file: str, cert_authority: trustme.CA, tmp_path: Path
+    lab_ca: LabCA, lab_ca_file: str, cert_authority: trustme.CA, tmp_path: Path
 ) -> None:
     server_ctx = lab_ca.server_context("valid", alpn=("h2", "http/1.1"))
     server_ctx.verify_mode = ssl.CERT_REQUIRED
@@ -135,15 +123,17 @@ async def test_alpn_and_client_certificate(
     client_pem = tmp_path / "client.pem"
     client.private_key_and_cert_chain_pem.write_to_path(str(client_pem))
     async with serve(close_after_read, server_ctx) as port:
-        result = await probe(f"127.0.0.1:{port}", ca_file, alpn=["h2"], tls={"client_cert": str(client_pem)})
+        result = await probe(
+            f"127.0.0.1:{port}", lab_ca_file, alpn=["h2"], tls={"client_cert": str(client_pem)}
+        )
     assert result.success, result.error
     assert result.attributes["tls.next_protocol"] == "h2"
 
 
-async def test_refused_port_is_connect_refused(ca_file: str) -> None:
+async def test_refused_port_is_connect_refused(lab_ca_file: str) -> None:
     async with serve(close_after_read) as port:
         pass
-    result = await probe(f"127.0.0.1:{port}", ca_file)
+    result = await probe(f"127.0.0.1:{port}", lab_ca_file)
     assert result.error is not None and result.error.error_type == "connect_refused"
 
 

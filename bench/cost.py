@@ -87,7 +87,15 @@ class Point:
 
 
 def run_otelprobe(
-    url: str, ca: Path, sink: OTLPSink, exporter: str, rate: float, window_s: float, run: int
+    url: str,
+    ca: Path,
+    sink: OTLPSink,
+    exporter: str,
+    rate: float,
+    window_s: float,
+    run: int,
+    profile: Path | None = None,
+    metric_interval_s: float = 5.0,
 ) -> Point:
     targets = max(1, round(rate * INTERVAL_S))
     cmd = [
@@ -103,6 +111,7 @@ def run_otelprobe(
         f"--exporter={exporter}",
         f"--endpoint={sink.endpoint(exporter)}",
         "--reset-lateness",
+        f"--metric-interval={metric_interval_s}",
     ]
     spans_before = sink.counts()["spans"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
@@ -114,6 +123,29 @@ def run_otelprobe(
             event = json.loads(line)
             if event["event"] in ("warm", "end"):
                 cpu[event["event"]] = cpu_s(proc.pid)
+            if event["event"] == "warm" and profile is not None:
+                # Sampled from outside (its CPU is not the prober's); collapsed stacks, per thread.
+                out = profile.with_name(f"{profile.stem}-{rate:.0f}-{run}{profile.suffix}")
+                subprocess.Popen(
+                    [
+                        str(Path(PYTHON).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(proc.pid),
+                        "--format",
+                        "raw",
+                        "--threads",
+                        "--native",
+                        "-r",
+                        "200",
+                        "-d",
+                        str(int(window_s)),
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             elif event["event"] == "summary":
                 summary = event
         proc.wait(30)
@@ -343,6 +375,15 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds per point")
     parser.add_argument("--exporter", choices=["otlp_http", "otlp_grpc"], default="otlp_http")
     parser.add_argument("--json", type=Path, help="write every point and the summary here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the prober over each window into PROFILE-<rate>-<run> (collapsed)",
+    )
+    parser.add_argument(
+        "--metric-interval", type=float, default=5.0, help="the prober's metric export period (s)"
+    )
+    parser.add_argument("--only", choices=["otelprobe", "blackbox"], help="measure one tool only")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.rates, args.search, args.window = 1, "50,100", "", 4.0
@@ -367,7 +408,15 @@ def main() -> None:
             def measure(tool: str, rate: float, run: int) -> Point:
                 if tool == "otelprobe":
                     point = run_otelprobe(
-                        nginx.https_url, certs.ca, sink, args.exporter, rate, args.window, run
+                        nginx.https_url,
+                        certs.ca,
+                        sink,
+                        args.exporter,
+                        rate,
+                        args.window,
+                        run,
+                        args.profile,
+                        args.metric_interval,
                     )
                 else:
                     point = asyncio.run(
@@ -384,8 +433,11 @@ def main() -> None:
                         if run % 2 == 0
                         else ("blackbox_exporter", "otelprobe")
                     ):
-                        measure(tool, rate, run)
+                        if args.only is None or tool.startswith(args.only):
+                            measure(tool, rate, run)
             for tool in ("otelprobe", "blackbox_exporter"):
+                if args.only is not None and not tool.startswith(args.only):
+                    continue
                 for rate in search:
                     if not measure(tool, rate, 0).sustained:
                         break

@@ -3,20 +3,23 @@
 Sits under `metrics.py` (which records every result here) and above the two readers of it,
 `metrics_otlp.py` (OTLP protobuf export) and `prometheus.py` (the /metrics endpoint). The SDK's
 pure-Python collection held the event loop for tens of milliseconds at 10,000 targets; here a
-recording is a few list operations under an uncontended lock, and a reader walks the series in
+recording is a few array operations under an uncontended lock, and a reader walks the series in
 small chunks (`chunks`), each read under the lock and turned straight into bytes or text (no
-copies that live long enough to wake the cyclic GC), then sleeps a little: a busy reader thread
-makes the loop wait up to the GIL switch interval (5 ms) at each of its syscalls, so readers
-work in slices of ~0.5 ms and leave the GIL alone in between.
+copies that live long enough to wake the cyclic GC), then sleeps: a busy reader thread makes the
+loop wait up to the GIL switch interval (5 ms) at each of its syscalls, so readers work in
+slices of ~0.5 ms, leave the GIL alone in between, and use at most a quarter of a core. Series
+state lives in arrays, which the cyclic GC never traverses (80k series of lists made its full
+passes tens of ms long).
 """
 
 from __future__ import annotations
 
+import array
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 AttrValue = str | bool | int | float
 Attrs = tuple[tuple[str, AttrValue], ...]
@@ -24,8 +27,15 @@ Kind = Literal["histogram", "gauge", "counter"]
 
 # Series read per lock acquisition (~0.3-0.5 ms of encoding), then the reader sleeps.
 CHUNK: Final = 100
-# The reader's pause between chunks: at most about half a core, and the loop never waits long.
+# The reader's shortest pause between chunks, and the share of one core it may use at most: on
+# 2 shared cores a reader at full speed (plus the Collector decoding what it sends) left the loop
+# waiting for a core.
 PAUSE_S: Final = 0.0005
+READER_SHARE: Final = 0.25
+# Series per instrument at most; beyond it observations go to one overflow series (as the SDK does,
+# whose default limit of 2,000 silently folded most of 10,000 targets into it).
+MAX_SERIES: Final = 250_000
+OVERFLOW_ATTRS: Final[Attrs] = (("otel.metric.overflow", True),)
 # Histogram state layout: [count, sum, min, max, bucket_0 .. bucket_n].
 HIST_COUNT: Final = 0
 HIST_SUM: Final = 1
@@ -34,18 +44,16 @@ HIST_MAX: Final = 3
 HIST_BUCKETS: Final = 4
 
 
-class Series:
-    """One attribute set of one instrument: its mutable state and encodings cached by readers."""
+if TYPE_CHECKING:
+    State = array.array[float]
+else:  # array.array is not subscriptable at run time before Python 3.12
+    State = array.array
+# A series' state: array('d') of [value] (gauges, counters) or [count, sum, min, max, buckets...].
+# Not a list or an object: arrays are invisible to the cyclic GC, and 80k series of tracked objects
+# made every full collection (frequent while series are being created) a pause of tens of ms.
 
-    __slots__ = ("attrs", "otlp_attrs", "prom_labels", "start_ns", "state")
 
-    def __init__(self, attrs: Attrs, state: list[float]) -> None:
-        self.attrs = attrs
-        self.start_ns = time.time_ns()
-        self.state = state
-        # Written once by the reader threads that encode this series (OTLP bytes, Prometheus labels).
-        self.otlp_attrs: bytes | None = None
-        self.prom_labels: str | None = None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,24 +65,34 @@ class Instrument:
     description: str
     kind: Kind
     bounds: tuple[float, ...] = ()
+    integer: bool = False
+    """Exported as integers (OTLP as_int); the store keeps every value as a double."""
 
 
-def new_histogram_state(buckets: int) -> list[float]:
-    return [0, 0.0, float("inf"), float("-inf"), *([0] * buckets)]
+Visitor = Callable[[Instrument, list[tuple[Attrs, State]], int], T]
+
+
+def new_histogram_state(buckets: int) -> State:
+    return array.array("d", [0.0, 0.0, float("inf"), float("-inf"), *([0.0] * buckets)])
 
 
 class MetricStore:
-    """Every series of every instrument; `lock` guards their state."""
+    """Every series of every instrument; `lock` guards their state.
 
-    def __init__(self) -> None:
+    Cumulative temporality from `start_ns`, the store's creation, for every series (a series
+    first seen later was zero until then).
+    """
+
+    def __init__(self, max_series: int = MAX_SERIES) -> None:
         self.lock = threading.Lock()
         self.start_ns = time.time_ns()
         self.instruments: list[Instrument] = []
-        self._series: dict[str, dict[Attrs, Series]] = {}
+        self._max_series = max_series
+        self._series: dict[str, dict[Attrs, State]] = {}
         # Observable instruments: read at collection time (name -> callback returning series values).
         self._observed: dict[str, Callable[[], Sequence[tuple[Attrs, float]]]] = {}
 
-    def instrument(self, instrument: Instrument) -> dict[Attrs, Series]:
+    def instrument(self, instrument: Instrument) -> dict[Attrs, State]:
         """Register `instrument`; returns its series table (keyed by attributes)."""
         self.instruments.append(instrument)
         return self._series.setdefault(instrument.name, {})
@@ -84,37 +102,52 @@ class MetricStore:
         self.instrument(instrument)
         self._observed[instrument.name] = callback
 
-    def series(self, instrument: Instrument, attrs: Attrs) -> Series:
-        """The series of `attrs`, created empty on first use (call with `lock` held)."""
+    def series(self, instrument: Instrument, attrs: Attrs) -> State:
+        """The state of the series `attrs`, created empty on first use (call with `lock` held)."""
         table = self._series[instrument.name]
         found = table.get(attrs)
         if found is None:
+            if len(table) >= self._max_series:
+                attrs = OVERFLOW_ATTRS
+                found = table.get(attrs)
+                if found is not None:
+                    return found
             if instrument.kind == "histogram":
-                state = new_histogram_state(len(instrument.bounds) + 1)
+                found = new_histogram_state(len(instrument.bounds) + 1)
             else:
-                state = [0]
-            found = table[attrs] = Series(attrs, state)
+                found = array.array("d", [0.0])
+            table[attrs] = found
         return found
 
-    def chunks(self, *, pause_s: float = PAUSE_S) -> Iterator[tuple[Instrument, list[Series], int]]:
-        """(instrument, up to CHUNK series, time) with the lock held until the next item is asked for.
+    def chunks(self, visit: Visitor[T], *, pause_s: float = PAUSE_S) -> Iterator[tuple[Instrument, T]]:
+        """`visit(instrument, up to CHUNK (attrs, state) pairs, time)` per chunk, under the lock.
 
-        The consumer reads each series' state while the chunk is current (the lock keeps each
-        point consistent: count, sum and buckets from the same observations); between chunks the
-        lock is free and the thread sleeps `pause_s`.
+        The lock keeps each point consistent (count, sum and buckets from the same observations)
+        while `visit` turns states into bytes or text; its result is yielded with the lock free,
+        then the thread sleeps in proportion to the work done on the chunk (visit and consumer).
         """
         for instrument in self.instruments:
             callback = self._observed.get(instrument.name)
             values = callback() if callback is not None else ()
+            table = self._series[instrument.name]
             with self.lock:
                 for attrs, value in values:
-                    self.series(instrument, attrs).state[0] = value
-                series = list(self._series[instrument.name].values())
-            for start in range(0, len(series), CHUNK):
+                    self.series(instrument, attrs)[0] = value
+                # The keys only: (attrs, state) pairs for every series at once would be 80k
+                # new tracked tuples, enough to set off a full GC pass.
+                keys = list(table)
+            for start in range(0, len(keys), CHUNK):
+                began = time.perf_counter()
                 with self.lock:
-                    yield instrument, series[start : start + CHUNK], time.time_ns()
+                    done = visit(
+                        instrument, [(k, table[k]) for k in keys[start : start + CHUNK]], time.time_ns()
+                    )
+                yield instrument, done
                 if pause_s:
-                    time.sleep(pause_s)
+                    # The work on this chunk (visit, and the consumer's, e.g. a send when a request
+                    # is full) sets the pause, so a reader never takes more than its share of a core.
+                    busy = time.perf_counter() - began
+                    time.sleep(max(pause_s, busy * (1 - READER_SHARE) / READER_SHARE))
 
     def series_count(self) -> int:
         return sum(len(table) for table in self._series.values())

@@ -37,7 +37,7 @@ from otelprobe.telemetry.aggregation import (
     AttrValue,
     Instrument,
     MetricStore,
-    Series,
+    State,
 )
 
 PHASE_TOTAL: Final = "total"
@@ -87,7 +87,7 @@ PROBE_DURATION: Final = Instrument(
     LATENCY_BUCKETS_S,
 )
 PROBE_SUCCESS: Final = Instrument(
-    names.METRIC_PROBE_SUCCESS, "1", "1 if the latest attempt succeeded, else 0", "gauge"
+    names.METRIC_PROBE_SUCCESS, "1", "1 if the latest attempt succeeded, else 0", "gauge", integer=True
 )
 TLS_CERT_REMAINING: Final = Instrument(
     names.METRIC_TLS_CERT_REMAINING,
@@ -113,7 +113,11 @@ ICMP_GAUGES: Final = (
     Instrument(names.PROBE_ICMP_RTT_STDDEV, "s", "standard deviation of echo round-trip times", "gauge"),
 )
 EXPORT_DROPPED: Final = Instrument(
-    names.METRIC_EXPORT_DROPPED, "{span}", "spans dropped because the export queue was full", "counter"
+    names.METRIC_EXPORT_DROPPED,
+    "{span}",
+    "spans dropped because the export queue was full",
+    "counter",
+    integer=True,
 )
 EXPORTER_ATTRIBUTE: Final = "otelprobe.exporter"
 _HTTP_KIND: Final = "http"
@@ -130,8 +134,7 @@ DroppedSource = Callable[[], Mapping[str, int]]
 """Returns the cumulative count of dropped spans per exporter name."""
 
 
-def _observe(series: Series, bounds: tuple[float, ...], value: float) -> None:
-    state = series.state
+def _observe(state: State, bounds: tuple[float, ...], value: float) -> None:
     state[HIST_BUCKETS + bisect_left(bounds, value)] += 1  # OTel buckets: upper bound inclusive
     state[HIST_COUNT] += 1
     state[HIST_SUM] += value
@@ -165,7 +168,7 @@ class ProbeMetrics:
             store.instrument(instrument)
         store.observe(EXPORT_DROPPED, self._observe_dropped)
         # (kind, target, phase, error.type) -> its probe.duration series; phase None: the gauges' set.
-        self._durations: dict[tuple[str, str, str | None, str | None], Series] = {}
+        self._durations: dict[tuple[str, str, str | None, str | None], State] = {}
         self._bases: dict[tuple[str, str], Attrs] = {}
 
     def _observe_dropped(self) -> Sequence[tuple[Attrs, float]]:
@@ -184,7 +187,7 @@ class ProbeMetrics:
             )
         return attrs
 
-    def _duration_series(self, kind: str, target: str, phase: str, error_type: str | None) -> Series:
+    def _duration_series(self, kind: str, target: str, phase: str, error_type: str | None) -> State:
         key = (kind, target, phase, error_type)
         series = self._durations.get(key)
         if series is None:
@@ -211,17 +214,17 @@ class ProbeMetrics:
             total_s = result.duration_s
             _observe(self._duration_series(kind, target, PHASE_TOTAL, error_type), bounds, total_s)
             base = self._base(kind, target)
-            store.series(PROBE_SUCCESS, base).state[0] = 0 if error_type else 1
+            store.series(PROBE_SUCCESS, base)[0] = 0 if error_type else 1
 
             attributes = result.attributes
             remaining = _number(attributes.get(names.PROBE_TLS_CERT_REMAINING))
             if remaining is not None:
-                store.series(TLS_CERT_REMAINING, base).state[0] = remaining
+                store.series(TLS_CERT_REMAINING, base)[0] = remaining
             if kind == _ICMP_KIND:
                 for gauge in ICMP_GAUGES:
                     value = _number(attributes.get(gauge.name))
                     if value is not None:
-                        store.series(gauge, base).state[0] = value
+                        store.series(gauge, base)[0] = value
             if kind == _HTTP_KIND:
                 self._record_http(result, total_s, error_type)
 

@@ -29,9 +29,11 @@ from otelprobe.telemetry.aggregation import (
     HIST_MIN,
     HIST_SUM,
     PAUSE_S,
+    Attrs,
+    AttrValue,
     Instrument,
     MetricStore,
-    Series,
+    State,
 )
 from otelprobe.telemetry.otlp_json import JSONLinesWriter, message_to_json
 from otelprobe.telemetry.spans import any_value
@@ -72,16 +74,6 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-def _attributes(series: Series, tag: bytes) -> bytes:
-    cached = series.otlp_attrs
-    if cached is None:
-        cached = series.otlp_attrs = b"".join(
-            _field(tag, KeyValue(key=key, value=any_value(value)).SerializeToString())
-            for key, value in series.attrs
-        )
-    return cached
-
-
 class MetricEncoder:
     """Serialized ExportMetricsServiceRequests of a store's current state (one resource, one scope)."""
 
@@ -99,6 +91,10 @@ class MetricEncoder:
         self._headers: dict[str, bytes] = {}
         self._bounds: dict[str, bytes] = {}
         self._counts: dict[int, struct.Struct] = {}
+        # Each series' attributes, serialized once (bytes: invisible to the cyclic GC).
+        self._attrs: dict[Attrs, bytes] = {}
+        self._pairs: dict[tuple[str, AttrValue], bytes] = {}
+        self._start_ns = store.start_ns
 
     def _header(self, instrument: Instrument) -> bytes:
         header = self._headers.get(instrument.name)
@@ -113,49 +109,72 @@ class MetricEncoder:
             self._counts[len(bounds) + 1] = struct.Struct(f"<{len(bounds) + 1}Q")
         return header
 
-    def _histogram_points(self, instrument: Instrument, chunk: list[Series], now: int) -> bytes:
+    def _attributes(self, attrs: Attrs, tag: bytes) -> bytes:
+        cached = self._attrs.get(attrs)
+        if cached is None:
+            cached = self._attrs[attrs] = b"".join(_field(tag, self._key_value(pair)) for pair in attrs)
+        return cached
+
+    def _key_value(self, pair: tuple[str, AttrValue]) -> bytes:
+        # Pairs repeat across series (kind, vantage, phase): each is serialized once.
+        cached = self._pairs.get(pair)
+        if cached is None:
+            key, value = pair
+            cached = self._pairs[pair] = KeyValue(key=key, value=any_value(value)).SerializeToString()
+        return cached
+
+    def _histogram_points(
+        self, instrument: Instrument, chunk: list[tuple[Attrs, State]], now: int
+    ) -> list[bytes]:
         bounds = self._bounds[instrument.name]
         counts = self._counts[len(instrument.bounds) + 1]
         bucket_field = b"\x32" + _varint(counts.size)  # bucket_counts (6), packed fixed64
-        out = []
-        for series in chunk:
-            state = series.state
+        out: list[bytes] = []
+        start = self._start_ns
+        for attrs, state in chunk:
             count = int(state[HIST_COUNT])
             point = b"".join(
                 (
-                    _attributes(series, _HIST_ATTR),
-                    _HIST_HEAD.pack(0x11, series.start_ns, 0x19, now, 0x21, count, 0x29, state[HIST_SUM]),
+                    self._attributes(attrs, _HIST_ATTR),
+                    _HIST_HEAD.pack(0x11, start, 0x19, now, 0x21, count, 0x29, state[HIST_SUM]),
                     bucket_field,
-                    counts.pack(*state[HIST_BUCKETS:]),
+                    counts.pack(*map(int, state[HIST_BUCKETS:])),
                     bounds,
                     _HIST_MIN_MAX.pack(0x59, state[HIST_MIN], 0x61, state[HIST_MAX]) if count else b"",
                 )
             )
             out.append(_field(_TAG_1_LEN, point))
-        return _field(_METRIC_HISTOGRAM, b"".join(out) + _CUMULATIVE)
+        return out
 
-    def _number_points(self, instrument: Instrument, chunk: list[Series], now: int) -> bytes:
-        out = []
-        for series in chunk:
-            value = series.state[0]
-            encoded = _AS_INT.pack(0x31, value) if isinstance(value, int) else _AS_DOUBLE.pack(0x21, value)
-            point = (
-                _attributes(series, _NUMBER_ATTR)
-                + _NUMBER_HEAD.pack(0x11, series.start_ns, 0x19, now)
-                + encoded
-            )
+    def _number_points(
+        self, instrument: Instrument, chunk: list[tuple[Attrs, State]], now: int
+    ) -> list[bytes]:
+        out: list[bytes] = []
+        head = _NUMBER_HEAD.pack(0x11, self._start_ns, 0x19, now)
+        integer = instrument.integer
+        for attrs, state in chunk:
+            value = state[0]
+            encoded = _AS_INT.pack(0x31, int(value)) if integer else _AS_DOUBLE.pack(0x21, value)
+            point = self._attributes(attrs, _NUMBER_ATTR) + head + encoded
             out.append(_field(_TAG_1_LEN, point))
-        if instrument.kind == "counter":
-            return _field(_METRIC_SUM, b"".join(out) + _CUMULATIVE + _MONOTONIC)
-        return _field(_METRIC_GAUGE, b"".join(out))
+        return out
 
-    def _metric(self, instrument: Instrument, chunk: list[Series], now: int) -> bytes:
-        header = self._header(instrument)
+    def _points(self, instrument: Instrument, chunk: list[tuple[Attrs, State]], now: int) -> list[bytes]:
+        """Each series of `chunk` as one encoded data point (runs under the store's lock)."""
+        self._header(instrument)  # also prepares the instrument's bounds and counts layout
         if instrument.kind == "histogram":
-            data = self._histogram_points(instrument, chunk, now)
+            return self._histogram_points(instrument, chunk, now)
+        return self._number_points(instrument, chunk, now)
+
+    def _metric(self, instrument: Instrument, points: list[bytes]) -> bytes:
+        data = b"".join(points)
+        if instrument.kind == "histogram":
+            body = _field(_METRIC_HISTOGRAM, data + _CUMULATIVE)
+        elif instrument.kind == "counter":
+            body = _field(_METRIC_SUM, data + _CUMULATIVE + _MONOTONIC)
         else:
-            data = self._number_points(instrument, chunk, now)
-        return _field(_TAG_2_LEN, header + data)
+            body = _field(_METRIC_GAUGE, data)
+        return _field(_TAG_2_LEN, self._header(instrument) + body)
 
     def _request(self, metrics: list[bytes]) -> bytes:
         scope_metrics = _field(_TAG_2_LEN, self._scope + b"".join(metrics))
@@ -164,18 +183,19 @@ class MetricEncoder:
     def requests(self, *, pause: bool = True) -> Iterator[bytes]:
         """The store's series as requests of at most `max_points` points each (none if empty).
 
-        Points are encoded while the store hands out each chunk under its lock; with `pause` the
-        thread sleeps between chunks (see `aggregation`).
+        Points are encoded under the store's lock, chunk by chunk; requests are yielded (and
+        sent) with the lock free; with `pause` the thread sleeps between chunks (`aggregation`).
         """
         metrics: list[bytes] = []
         points = 0
-        for instrument, chunk, now in self.store.chunks(pause_s=PAUSE_S if pause else 0.0):
-            while chunk:
-                taken, chunk = chunk[: self.max_points - points], chunk[self.max_points - points :]
-                metrics.append(self._metric(instrument, taken, now))
+        for instrument, encoded in self.store.chunks(self._points, pause_s=PAUSE_S if pause else 0.0):
+            while encoded:
+                room = self.max_points - points
+                taken, encoded = encoded[:room], encoded[room:]
+                metrics.append(self._metric(instrument, taken))
                 points += len(taken)
                 if points == self.max_points:
-                    yield self._request(metrics)
+                    yield self._request(metrics)  # the store's lock is free here
                     metrics, points = [], 0
         if metrics:
             yield self._request(metrics)

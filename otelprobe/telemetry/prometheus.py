@@ -21,9 +21,11 @@ from otelprobe.telemetry.aggregation import (
     HIST_BUCKETS,
     HIST_COUNT,
     HIST_SUM,
+    Attrs,
     AttrValue,
     Instrument,
     MetricStore,
+    State,
 )
 
 _logger = logging.getLogger(__name__)
@@ -72,37 +74,50 @@ class PrometheusText:
             f"target_info{{{_labels(tuple(resource.items()))}}} 1\n"
         )
         self._scope = (("otel_scope_name", scope[0]), ("otel_scope_version", scope[1]))
+        self._labels: dict[Attrs, str] = {}
+        self._le: dict[str, list[str]] = {}
 
     def _series_labels(self, attrs: tuple[tuple[str, AttrValue], ...]) -> str:
         return _labels((*self._scope, *attrs))
+
+    def _chunk(self, instrument: Instrument, chunk: list[tuple[Attrs, State]], now: int) -> str:
+        """The lines of `chunk` (runs under the store's lock)."""
+        name = metric_name(instrument)
+        lines: list[str] = []
+        for attrs, state in chunk:
+            labels = self._labels.get(attrs)
+            if labels is None:
+                labels = self._labels[attrs] = self._series_labels(attrs)
+            if instrument.kind != "histogram":
+                value = int(state[0]) if instrument.integer else state[0]
+                lines.append(f"{name}{{{labels}}} {_number(value)}\n")
+                continue
+            cumulative = 0
+            for le, count in zip(self._les(instrument), state[HIST_BUCKETS:], strict=True):
+                cumulative += int(count)
+                lines.append(f"{name}_bucket{{{labels},{le}}} {cumulative}\n")
+            lines.append(f"{name}_sum{{{labels}}} {_number(state[HIST_SUM])}\n")
+            lines.append(f"{name}_count{{{labels}}} {int(state[HIST_COUNT])}\n")
+        return "".join(lines)
+
+    def _les(self, instrument: Instrument) -> list[str]:
+        les = self._le.get(instrument.name)
+        if les is None:
+            les = self._le[instrument.name] = [
+                *(f'le="{_number(b)}"' for b in instrument.bounds),
+                'le="+Inf"',
+            ]
+        return les
 
     def render(self) -> Iterator[str]:
         """The page, in pieces (one per chunk of series)."""
         yield self._target_info
         current: Instrument | None = None
-        les: list[str] = []
-        name = ""
-        for instrument, chunk, _ in self.store.chunks():
+        for instrument, text in self.store.chunks(self._chunk):
             if instrument is not current:
                 current, name = instrument, metric_name(instrument)
-                les = [*(f'le="{_number(b)}"' for b in instrument.bounds), 'le="+Inf"']
                 yield f"# HELP {name} {instrument.description}\n# TYPE {name} {instrument.kind}\n"
-            lines: list[str] = []
-            for series in chunk:
-                state = series.state
-                labels = series.prom_labels
-                if labels is None:
-                    labels = series.prom_labels = self._series_labels(series.attrs)
-                if instrument.kind != "histogram":
-                    lines.append(f"{name}{{{labels}}} {_number(state[0])}\n")
-                    continue
-                cumulative = 0
-                for le, count in zip(les, state[HIST_BUCKETS:], strict=True):
-                    cumulative += int(count)
-                    lines.append(f"{name}_bucket{{{labels},{le}}} {cumulative}\n")
-                lines.append(f"{name}_sum{{{labels}}} {_number(state[HIST_SUM])}\n")
-                lines.append(f"{name}_count{{{labels}}} {int(state[HIST_COUNT])}\n")
-            yield "".join(lines)
+            yield text
 
 
 class _Handler(BaseHTTPRequestHandler):

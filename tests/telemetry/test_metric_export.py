@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -190,16 +191,23 @@ async def test_export_of_many_series_does_not_hold_the_event_loop(result_factory
             await asyncio.sleep(0.001)
             longest_gap = max(longest_gap, time.perf_counter() - before)
 
+    del template
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.01)
-    started = time.perf_counter()
-    size = await asyncio.to_thread(lambda: sum(len(b) for b in encoder.requests()))
-    elapsed = time.perf_counter() - started
+    # What is measured is the exporter's hold on the GIL, not this test process's own GC passes
+    # (a whole test session's heap makes them long).
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        size = await asyncio.to_thread(lambda: sum(len(b) for b in encoder.requests()))
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await tel.shutdown(1.0)
     assert size > 4000 * 7 * 200
-    assert elapsed < 10.0
+    assert elapsed < 30.0  # paced to a quarter of a core
     # Generous for 2 noisy shared cores; a held loop would show the whole encode time (~0.1-0.5 s).
     assert longest_gap < 0.05, f"loop held for {longest_gap * 1000:.1f} ms (export took {elapsed:.3f} s)"

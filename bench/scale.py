@@ -37,6 +37,9 @@ def main() -> None:
     )
     parser.add_argument("--metric-interval", type=float, default=10.0, help="metric export period (s)")
     parser.add_argument("--switch-interval", type=float, default=0.0, help="experiment: GIL switch interval")
+    parser.add_argument(
+        "--gc-threshold", type=int, default=0, help="experiment: gc.freeze() after set-up, gen0 threshold N"
+    )
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args()
     if args.quick:
@@ -58,6 +61,7 @@ def main() -> None:
                 f"--endpoint={sink.endpoint(args.exporter)}",
                 f"--metric-interval={args.metric_interval}",
                 *([f"--switch-interval={args.switch_interval}"] if args.switch_interval else []),
+                *([f"--gc-threshold={args.gc_threshold}"] if args.gc_threshold else []),
             ]
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
             assert proc.stdout is not None

@@ -211,3 +211,20 @@ async def test_export_of_many_series_does_not_hold_the_event_loop(result_factory
     assert elapsed < 30.0  # paced to a quarter of a core
     # Generous for 2 noisy shared cores; a held loop would show the whole encode time (~0.1-0.5 s).
     assert longest_gap < 0.05, f"loop held for {longest_gap * 1000:.1f} ms (export took {elapsed:.3f} s)"
+
+
+def test_series_beyond_the_limit_fold_into_one_overflow_series(result_factory: ResultFactory) -> None:
+    store = MetricStore(max_series=3)
+    metrics = ProbeMetrics(store, "eu-1")
+    for target in ("a", "b", "c", "d", "e"):
+        metrics.record(result_factory(target=target, phases=((names.SPAN_HTTP_TTFB, 0.0, 3.0),)))
+    tel = Telemetry(vantage="eu-1")
+    request = MetricEncoder(store, tel._resource_proto, tel._scope).collect()
+    (duration,) = metrics_of([request], names.METRIC_PROBE_DURATION)
+    by_attrs = {
+        tuple(sorted(attributes_dict(p.attributes).items())): p.count for p in duration.histogram.data_points
+    }
+    assert len(by_attrs) == 4
+    # 5 targets x 2 series (ttfb, total): 3 kept, the other 7 observations counted in the overflow.
+    assert by_attrs[(("otel.metric.overflow", True),)] == 7
+    assert sum(by_attrs.values()) == 10

@@ -7,9 +7,9 @@ recording is a few array operations under an uncontended lock, and a reader walk
 small chunks (`chunks`), each read under the lock and turned straight into bytes or text (no
 copies that live long enough to wake the cyclic GC), then sleeps: a busy reader thread makes the
 loop wait up to the GIL switch interval (5 ms) at each of its syscalls, so readers work in
-slices of ~0.5 ms, leave the GIL alone in between, and use at most a quarter of a core. Series
-state lives in arrays, which the cyclic GC never traverses (80k series of lists made its full
-passes tens of ms long).
+slices of ~0.5 ms, leave the GIL alone in between, and use at most a quarter of a core. All series
+of an instrument share one array: the cyclic GC's full passes grow with every tracked object, and
+an object per series (80k at 10k targets) made each pass a 120-250 ms stall of the loop.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ if TYPE_CHECKING:
     State = array.array[float]
 else:  # array.array is not subscriptable at run time before Python 3.12
     State = array.array
-# A series' state: array('d') of [value] (gauges, counters) or [count, sum, min, max, buckets...].
-# Not a list or an object: arrays are invisible to the cyclic GC, and 80k series of tracked objects
-# made every full collection (frequent while series are being created) a pause of tens of ms.
+# A series' state: [value] (gauges, counters) or [count, sum, min, max, buckets...], stored at an
+# offset in one array('d') per instrument. One array for all series, not an object per series:
+# 80k tracked per-series objects (lists, and arrays too: they are GC-tracked) made each full GC
+# pass 120-250 ms, and those passes were the loop stalls of bench/scale.py. Readers get copies.
 
 
 T = TypeVar("T")
@@ -72,8 +73,10 @@ class Instrument:
 Visitor = Callable[[Instrument, list[tuple[Attrs, State]], int], T]
 
 
-def new_histogram_state(buckets: int) -> State:
-    return array.array("d", [0.0, 0.0, float("inf"), float("-inf"), *([0.0] * buckets)])
+def initial_state(instrument: Instrument) -> list[float]:
+    if instrument.kind == "histogram":
+        return [0.0, 0.0, float("inf"), float("-inf"), *([0.0] * (len(instrument.bounds) + 1))]
+    return [0.0]
 
 
 class MetricStore:
@@ -88,22 +91,31 @@ class MetricStore:
         self.start_ns = time.time_ns()
         self.instruments: list[Instrument] = []
         self._max_series = max_series
-        self._series: dict[str, dict[Attrs, State]] = {}
+        # Instrument name -> attributes -> offset of the series' state in the instrument's values.
+        self._series: dict[str, dict[Attrs, int]] = {}
+        self._values: dict[str, State] = {}
+        self._widths: dict[str, int] = {}
         # Observable instruments: read at collection time (name -> callback returning series values).
         self._observed: dict[str, Callable[[], Sequence[tuple[Attrs, float]]]] = {}
 
-    def instrument(self, instrument: Instrument) -> dict[Attrs, State]:
-        """Register `instrument`; returns its series table (keyed by attributes)."""
+    def instrument(self, instrument: Instrument) -> State:
+        """Register `instrument`; returns the array holding its series' states (see `series`)."""
         self.instruments.append(instrument)
-        return self._series.setdefault(instrument.name, {})
+        self._series[instrument.name] = {}
+        self._widths[instrument.name] = len(initial_state(instrument))
+        values = self._values[instrument.name] = array.array("d")
+        return values
 
     def observe(self, instrument: Instrument, callback: Callable[[], Sequence[tuple[Attrs, float]]]) -> None:
         """Register an instrument whose values `callback` reports at each collection."""
         self.instrument(instrument)
         self._observed[instrument.name] = callback
 
-    def series(self, instrument: Instrument, attrs: Attrs) -> State:
-        """The state of the series `attrs`, created empty on first use (call with `lock` held)."""
+    def series(self, instrument: Instrument, attrs: Attrs) -> int:
+        """The offset of series `attrs` in the instrument's values, created empty on first use.
+
+        Call with `lock` held.
+        """
         table = self._series[instrument.name]
         found = table.get(attrs)
         if found is None:
@@ -112,11 +124,9 @@ class MetricStore:
                 found = table.get(attrs)
                 if found is not None:
                     return found
-            if instrument.kind == "histogram":
-                found = new_histogram_state(len(instrument.bounds) + 1)
-            else:
-                found = array.array("d", [0.0])
-            table[attrs] = found
+            values = self._values[instrument.name]
+            found = table[attrs] = len(values)
+            values.extend(initial_state(instrument))
         return found
 
     def chunks(self, visit: Visitor[T], *, pause_s: float = PAUSE_S) -> Iterator[tuple[Instrument, T]]:
@@ -130,18 +140,19 @@ class MetricStore:
             callback = self._observed.get(instrument.name)
             values = callback() if callback is not None else ()
             table = self._series[instrument.name]
+            states = self._values[instrument.name]
+            width = self._widths[instrument.name]
             with self.lock:
                 for attrs, value in values:
-                    self.series(instrument, attrs)[0] = value
+                    states[self.series(instrument, attrs)] = value
                 # The keys only: (attrs, state) pairs for every series at once would be 80k
-                # new tracked tuples, enough to set off a full GC pass.
+                # new tracked objects, enough to set off a full GC pass.
                 keys = list(table)
             for start in range(0, len(keys), CHUNK):
                 began = time.perf_counter()
                 with self.lock:
-                    done = visit(
-                        instrument, [(k, table[k]) for k in keys[start : start + CHUNK]], time.time_ns()
-                    )
+                    chunk = [(k, states[table[k] : table[k] + width]) for k in keys[start : start + CHUNK]]
+                    done = visit(instrument, chunk, time.time_ns())
                 yield instrument, done
                 if pause_s:
                     # The work on this chunk (visit, and the consumer's, e.g. a send when a request

@@ -134,14 +134,15 @@ DroppedSource = Callable[[], Mapping[str, int]]
 """Returns the cumulative count of dropped spans per exporter name."""
 
 
-def _observe(state: State, bounds: tuple[float, ...], value: float) -> None:
-    state[HIST_BUCKETS + bisect_left(bounds, value)] += 1  # OTel buckets: upper bound inclusive
-    state[HIST_COUNT] += 1
-    state[HIST_SUM] += value
-    if value < state[HIST_MIN]:
-        state[HIST_MIN] = value
-    if value > state[HIST_MAX]:
-        state[HIST_MAX] = value
+def _observe(values: State, at: int, bounds: tuple[float, ...], value: float) -> None:
+    """One observation into the histogram series whose state starts at `values[at]`."""
+    values[at + HIST_BUCKETS + bisect_left(bounds, value)] += 1  # OTel buckets: upper bound inclusive
+    values[at + HIST_COUNT] += 1
+    values[at + HIST_SUM] += value
+    if value < values[at + HIST_MIN]:
+        values[at + HIST_MIN] = value
+    if value > values[at + HIST_MAX]:
+        values[at + HIST_MAX] = value
 
 
 def _number(value: object) -> float | None:
@@ -157,18 +158,22 @@ class ProbeMetrics:
         self.store = store
         self._vantage = vantage
         self._dropped = dropped
-        for instrument in (
-            PROBE_DURATION,
-            PROBE_SUCCESS,
-            TLS_CERT_REMAINING,
-            HTTP_CLIENT_DURATION,
-            DNS_LOOKUP_DURATION,
-            *ICMP_GAUGES,
-        ):
-            store.instrument(instrument)
+        # Instrument name -> the array of its series' states (offsets from `store.series`).
+        self._values = {
+            instrument.name: store.instrument(instrument)
+            for instrument in (
+                PROBE_DURATION,
+                PROBE_SUCCESS,
+                TLS_CERT_REMAINING,
+                HTTP_CLIENT_DURATION,
+                DNS_LOOKUP_DURATION,
+                *ICMP_GAUGES,
+            )
+        }
+        self._durations_values = self._values[PROBE_DURATION.name]
         store.observe(EXPORT_DROPPED, self._observe_dropped)
-        # (kind, target, phase, error.type) -> its probe.duration series; phase None: the gauges' set.
-        self._durations: dict[tuple[str, str, str | None, str | None], State] = {}
+        # (kind, target, phase, error.type) -> the offset of its probe.duration series.
+        self._durations: dict[tuple[str, str, str | None, str | None], int] = {}
         self._bases: dict[tuple[str, str], Attrs] = {}
 
     def _observe_dropped(self) -> Sequence[tuple[Attrs, float]]:
@@ -187,7 +192,7 @@ class ProbeMetrics:
             )
         return attrs
 
-    def _duration_series(self, kind: str, target: str, phase: str, error_type: str | None) -> State:
+    def _duration_series(self, kind: str, target: str, phase: str, error_type: str | None) -> int:
         key = (kind, target, phase, error_type)
         series = self._durations.get(key)
         if series is None:
@@ -203,30 +208,33 @@ class ProbeMetrics:
         error_type = result.error.error_type if result.error else None
         bounds = LATENCY_BUCKETS_S
         store = self.store
+        durations = self._durations_values
         with store.lock:
             for phase in result.phases:
                 duration_s = phase.duration_s
-                _observe(
-                    self._duration_series(kind, target, phase.name, phase.error_type), bounds, duration_s
-                )
+                at = self._duration_series(kind, target, phase.name, phase.error_type)
+                _observe(durations, at, bounds, duration_s)
                 if phase.name == names.SPAN_DNS_LOOKUP:
                     self._record_dns(result, duration_s, phase.error_type, phase.attributes)
             total_s = result.duration_s
-            _observe(self._duration_series(kind, target, PHASE_TOTAL, error_type), bounds, total_s)
+            _observe(durations, self._duration_series(kind, target, PHASE_TOTAL, error_type), bounds, total_s)
             base = self._base(kind, target)
-            store.series(PROBE_SUCCESS, base)[0] = 0 if error_type else 1
+            self._set(PROBE_SUCCESS, base, 0 if error_type else 1)
 
             attributes = result.attributes
             remaining = _number(attributes.get(names.PROBE_TLS_CERT_REMAINING))
             if remaining is not None:
-                store.series(TLS_CERT_REMAINING, base)[0] = remaining
+                self._set(TLS_CERT_REMAINING, base, remaining)
             if kind == _ICMP_KIND:
                 for gauge in ICMP_GAUGES:
                     value = _number(attributes.get(gauge.name))
                     if value is not None:
-                        store.series(gauge, base)[0] = value
+                        self._set(gauge, base, value)
             if kind == _HTTP_KIND:
                 self._record_http(result, total_s, error_type)
+
+    def _set(self, gauge: Instrument, attrs: Attrs, value: float) -> None:
+        self._values[gauge.name][self.store.series(gauge, attrs)] = value
 
     def _record_http(self, result: ProbeResult, duration_s: float, error_type: str | None) -> None:
         attrs: list[tuple[str, AttrValue]] = [
@@ -236,9 +244,8 @@ class ProbeMetrics:
         ]
         if error_type is not None:
             attrs.append((names.ERROR_TYPE, error_type))
-        _observe(
-            self.store.series(HTTP_CLIENT_DURATION, tuple(attrs)), SEMCONV_DURATION_BUCKETS_S, duration_s
-        )
+        at = self.store.series(HTTP_CLIENT_DURATION, tuple(attrs))
+        _observe(self._values[HTTP_CLIENT_DURATION.name], at, SEMCONV_DURATION_BUCKETS_S, duration_s)
 
     def _record_dns(
         self,
@@ -255,4 +262,5 @@ class ProbeMetrics:
             attrs.append((names.DNS_QUESTION_NAME, question))
         if error_type is not None:
             attrs.append((names.ERROR_TYPE, error_type))
-        _observe(self.store.series(DNS_LOOKUP_DURATION, tuple(attrs)), SEMCONV_DURATION_BUCKETS_S, duration_s)
+        at = self.store.series(DNS_LOOKUP_DURATION, tuple(attrs))
+        _observe(self._values[DNS_LOOKUP_DURATION.name], at, SEMCONV_DURATION_BUCKETS_S, duration_s)

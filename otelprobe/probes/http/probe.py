@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, cast
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
+import anyio
 import httpcore
 
 from otelprobe import __version__
@@ -98,6 +99,7 @@ class HTTPProbe:
         return None  # nothing outlives an attempt: connections are per attempt
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
+        _warm_up_httpcore()
         host = self._url.hostname or ""
         if self._config.ip == "all" and not is_ip_literal(host):
             results = await self._run_every_address(attempt, host)
@@ -386,3 +388,17 @@ def _tag_phases(clock: PhaseClock, first: int, attributes: Attributes) -> None:
         phase = clock.phases[index]
         if not attributes.keys() <= phase.attributes.keys():
             clock.phases[index] = dataclasses.replace(phase, attributes={**phase.attributes, **attributes})
+
+
+_httpcore_ready: list[bool] = [False]
+
+
+def _warm_up_httpcore() -> None:
+    """Create one anyio lock before the first attempt's clock starts.
+
+    httpcore sets up its lock on a connection's first request, and that imports anyio's asyncio
+    backend: 15-30 ms once per process, which would otherwise sit inside the first attempt.
+    """
+    if not _httpcore_ready[0]:
+        anyio.Lock()
+        _httpcore_ready[0] = True

@@ -20,10 +20,8 @@ from typing import Final, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
 _logger = logging.getLogger(__name__)
 
@@ -119,30 +117,6 @@ class OTLPJSONSpanSender:
         return True
 
     def shutdown(self) -> None:
-        return None
-
-
-class OTLPJSONMetricExporter(MetricExporter):
-    """Writes each collection as one ExportMetricsServiceRequest line (same file as the spans)."""
-
-    def __init__(self, writer: JSONLinesWriter) -> None:
-        super().__init__()
-        self._writer = writer
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
-    ) -> MetricExportResult:
-        try:
-            self._writer.write_line(message_to_json(encode_metrics(metrics_data)))
-        except OSError as exc:
-            _logger.warning("cannot write metrics to %s: %s", self._writer.path, exc)
-            return MetricExportResult.FAILURE
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
         return None
 
 

@@ -126,10 +126,11 @@ class _Timeline:
         self.side.set_faults(active, set(incident.pairs))
 
     def start(self, incident: Incident) -> None:
-        started = time.time_ns()
+        # The window is when the fault was fully on: a link fault is set one direction at a time,
+        # so a SYN sent while it was being applied saw only part of it.
         self.active.append(incident)
         self._apply(incident)
-        self.windows[incident.id] = [started, 0]
+        self.windows[incident.id] = [time.time_ns(), 0]
         log.info(
             "incident %d on: %s %s %s",
             incident.id,
@@ -139,9 +140,9 @@ class _Timeline:
         )
 
     def end(self, incident: Incident) -> None:
+        self.windows[incident.id][1] = time.time_ns()
         self.active.remove(incident)
         self._apply(incident)
-        self.windows[incident.id][1] = time.time_ns()
         log.info("incident %d off", incident.id)
 
     def play(

@@ -1,8 +1,9 @@
 """The HTTP/HTTPS probe: one request (plus redirects) per attempt, every phase timed at the socket.
 
 It sits between the scheduler (which calls `run`) and telemetry (which turns the returned
-`ProbeResult`s into spans): httpcore frames HTTP/1.1 and HTTP/2 over the timed backend of
-`probes/http/backend.py`, and `probes/assertions.py` judges the response.
+`ProbeResult`s into spans): `probes/http/h11_exchange.py` frames HTTP/1.1 (h11) and HTTP/2
+(httpcore) over the timed backend of `probes/http/backend.py`, and `probes/assertions.py`
+judges the response.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from otelprobe.probes.http.backend import (
     remote_protocol_error,
 )
 from otelprobe.probes.http.config import HTTPProbeConfig
+from otelprobe.probes.http.h11_exchange import exchange
 from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
@@ -253,17 +255,14 @@ class HTTPProbe:
             source_address=self._config.source_address,
         )
         request = self._request(url, method, content, headers)
-        connection = httpcore.AsyncHTTPConnection(
-            origin=request.url.origin,
-            ssl_context=self._tls_context() if url.scheme == "https" else None,
-            http1=self._http1,
-            http2=self._http2,
-            network_backend=backend,
-        )
+        ssl_context = self._tls_context() if url.scheme == "https" else None
+        h2_connection: httpcore.AsyncHTTP2Connection | None = None
         try:
             with map_exceptions(HTTPCORE_ERRORS):
                 try:
-                    response = await connection.handle_async_request(request)
+                    response, h2_connection = await exchange(
+                        backend, request, content, ssl_context, http1=self._http1
+                    )
                     attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
                     attrs[names.NETWORK_PROTOCOL_VERSION] = _HTTP_VERSIONS.get(
                         response.extensions.get("http_version", b""), "1.1"
@@ -275,7 +274,8 @@ class HTTPProbe:
                     raise remote_protocol_error(exc, timer) from exc
             timer.finish()
         finally:
-            await connection.aclose()
+            if h2_connection is not None:
+                await h2_connection.aclose()
             backend.close()
             _tag_phases(clock, first_phase, hop_attrs)
             if backend.ssl_object is not None:
@@ -334,7 +334,8 @@ class HTTPProbe:
     def _tls_context(self) -> ssl.SSLContext:
         # Built once per probe: loading the trust store costs milliseconds of CPU.
         if self._ssl_context is None:
-            self._ssl_context = client_context(self._config.tls)
+            alpn = ["http/1.1", "h2"] if self._http2 else ["http/1.1"]
+            self._ssl_context = client_context(self._config.tls, alpn)
         return self._ssl_context
 
     def _check(self, reply: _Reply, attrs: Attributes, duration_s: float) -> None:

@@ -143,10 +143,6 @@ def build_config(url: str, name: str | None, overrides: dict[str, Any]) -> BaseM
     kind = SCHEME_KINDS.get(scheme)
     if kind is None:
         raise ValueError(f"unknown URL scheme {scheme!r}: expected one of {', '.join(sorted(SCHEME_KINDS))}")
-    if kind == "http":
-        from otelprobe.probes.http.config import HTTPProbeConfig
-
-        return HTTPProbeConfig.model_validate({"name": name or url, "kind": "http", "url": url, **overrides})
     from otelprobe.probes import config_type_for
 
     config_type: Any = config_type_for(kind)

@@ -93,3 +93,8 @@ class HTTPProbeConfig(ProbeConfigBase):
 
     def display_address(self) -> str:
         return redact_url(self.url)
+
+    @classmethod
+    def from_url(cls, url: str, name: str | None = None, **overrides: Any) -> HTTPProbeConfig:
+        """`http(s)://host[:port]/path`: the URL is the target as it stands."""
+        return cls.model_validate({"name": name or url, "kind": "http", "url": url, **overrides})

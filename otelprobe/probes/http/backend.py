@@ -1,12 +1,13 @@
 """httpcore's network-backend seam, timed: DNS, connect and TLS phases, and the request's own phases.
 
-httpcore speaks HTTP/1.1 and HTTP/2; this module owns the sockets under it. `TimedBackend`
+h11 (probes/http/h11_exchange.py) speaks HTTP/1.1 and httpcore HTTP/2; this module owns the sockets
+under both. `TimedBackend`
 resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py and _net.py),
 `TimedStream.start_tls` is the `tls.handshake` phase, and `ExchangeTimer` derives `http.request`,
 `http.ttfb` and `http.transfer` from the bytes that cross the stream (DESIGN §3):
 
 - `http.request`: first request byte written -> last request byte written. On HTTP/1.1 the
-  request is complete when httpcore first reads (it writes the whole request before reading).
+  request is complete at the first read (the whole request is written before reading).
   On HTTP/2 it starts with the connection preface (the server needs it before it can serve the
   request) and ends with the write that carries END_STREAM on a request stream.
 - `http.ttfb`: last request byte written -> first response byte read. Only decrypted

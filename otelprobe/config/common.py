@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from otelprobe.config.durations import Duration
 
@@ -43,6 +43,24 @@ class TLSClientConfig(StrictModel):
     server_name: str | None = Field(None, alias="sni", description="SNI / hostname to verify")
     min_version: Literal["1.0", "1.1", "1.2", "1.3"] | None = None
     max_version: Literal["1.0", "1.1", "1.2", "1.3"] | None = None
+    groups: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="key-exchange groups offered, in order (default X25519, P-256, X448, P-521, P-384)",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_known(cls, groups: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if groups is not None:
+            from otelprobe.probes._openssl import unknown_groups  # OpenSSL decides what it knows
+
+            unknown = unknown_groups(groups)
+            if unknown:
+                raise ValueError(
+                    f"unknown TLS group(s) {', '.join(unknown)} (e.g. X25519, P-256, X25519MLKEM768)"
+                )
+        return groups
 
     @model_validator(mode="after")
     def _key_needs_cert(self) -> TLSClientConfig:

@@ -51,13 +51,35 @@ class TLSEngine(Protocol):
         ...
 
 
+class TLSChannel(TLSEngine, Protocol):
+    """A TLSEngine that, once the handshake is done, carries the application data."""
+
+    def encrypt(self, data: bytes) -> bytes:
+        """The TLS records carrying `data`, to be sent."""
+        ...
+
+    def decrypt(self, max_bytes: int) -> bytes | None:
+        """Application data fed so far; None when more input is needed, b"" at the end of the stream.
+
+        Raises ProtocolError on a corrupt record.
+        """
+        ...
+
+    def feed_eof(self) -> None:
+        """The peer closed the connection."""
+        ...
+
+
 class _SSLObjectEngine:
-    """`ssl.SSLObject` as a TLSEngine."""
+    """`ssl.SSLObject` as a TLSChannel."""
+
+    __slots__ = ("_eof", "_incoming", "_obj", "_outgoing")
 
     def __init__(self, obj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
         self._obj = obj
         self._incoming = incoming
         self._outgoing = outgoing
+        self._eof = False
 
     def step(self) -> bool:
         try:
@@ -78,6 +100,30 @@ class _SSLObjectEngine:
     def feed(self, data: bytes) -> None:
         self._incoming.write(data)
 
+    def encrypt(self, data: bytes) -> bytes:
+        self._obj.write(data)
+        return self._outgoing.read()
+
+    def decrypt(self, max_bytes: int) -> bytes | None:
+        try:
+            return self._obj.read(max_bytes)
+        except ssl.SSLWantReadError:
+            return b"" if self._eof else None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            # No close_notify (SSLEOFError) is common; for HTTP the framing tells if it matters.
+            return b""
+        except ssl.SSLError as exc:
+            reason = exc.reason or str(exc)
+            if "ALERT" in reason.upper():  # e.g. TLS 1.3 certificate_required, after the handshake
+                raise TLSError(
+                    handshake_failure_detail(reason), f"TLS alert from the server: {reason}"
+                ) from exc
+            raise ProtocolError("tls_record_error", f"TLS error while reading: {exc}") from exc
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._incoming.write_eof()
+
 
 class TimedConnection:
     """A connected non-blocking socket, optionally wrapped in TLS, that stamps its I/O.
@@ -91,17 +137,17 @@ class TimedConnection:
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.sock = sock
         self._loop = loop
+        self.tls: TLSChannel | None = None
+        """The TLS session once a handshake completed; application data goes through it."""
         self.ssl_object: ssl.SSLObject | None = None
+        """The same session when the `ssl` module runs it (`start_tls`)."""
         # The object of the last handshake, kept even when it fails: a failed verification
         # still received the server's certificates, and the tls probe reports them.
         self.handshake_object: ssl.SSLObject | None = None
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
         self.on_write: Callable[[int, int], None] | None = None
         self.on_read: Callable[[int], None] | None = None
         self.bytes_read = 0
         self.bytes_written = 0
-        self._eof = False
         self._receiver = StampedReceiver(sock, loop)
         self._received_ns = 0
         """Arrival of the newest raw byte read so far (what a decrypted read is stamped with)."""
@@ -114,14 +160,26 @@ class TimedConnection:
     async def start_tls(
         self, context: ssl.SSLContext, server_hostname: str | None, clock: PhaseClock
     ) -> ssl.SSLObject:
-        """Run the TLS handshake as the `tls.handshake` phase; raises TLSError on failure."""
-        obj = context.wrap_bio(
-            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
-        )
+        """Run the TLS handshake with the `ssl` module as the `tls.handshake` phase.
+
+        Raises TLSError on failure.
+        """
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_hostname)
         self.handshake_object = obj
-        await self.handshake(_SSLObjectEngine(obj, self._incoming, self._outgoing), clock)
+        engine = _SSLObjectEngine(obj, incoming, outgoing)
+        await self.handshake(engine, clock)
+        self.tls = engine
         self.ssl_object = obj
         return obj
+
+    async def start_session(self, session: TLSChannel, clock: PhaseClock) -> None:
+        """Run `session`'s handshake (e.g. probes/_openssl.py) as the `tls.handshake` phase.
+
+        Raises TLSError on failure; afterwards `read` and `write` go through the session.
+        """
+        await self.handshake(session, clock)
+        self.tls = session
 
     async def handshake(self, engine: TLSEngine, clock: PhaseClock) -> None:
         """Drive `engine`'s handshake over this socket as the `tls.handshake` phase.
@@ -168,9 +226,8 @@ class TimedConnection:
             raise
 
     async def write(self, data: bytes) -> None:
-        if self.ssl_object is not None:
-            self.ssl_object.write(data)
-            data = self._outgoing.read()
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
         first, last = await self._send_raw(data)
         self.bytes_written += len(data)
         if self.on_write is not None:
@@ -178,28 +235,18 @@ class TimedConnection:
 
     async def read(self, max_bytes: int = _READ_SIZE) -> bytes:
         """Read up to max_bytes of application data; b"" at end of stream."""
-        if self.ssl_object is None:
-            data = await self._recv_raw(max_bytes)
-            return self._note_read(data)
+        tls = self.tls
+        if tls is None:
+            return self._note_read(await self._recv_raw(max_bytes))
         while True:
-            try:
-                return self._note_read(self.ssl_object.read(max_bytes))
-            except ssl.SSLWantReadError:
-                if self._eof:
-                    return b""
-                raw = await self._recv_raw()
-                if not raw:
-                    self._eof = True
-                    self._incoming.write_eof()
-                    continue
-                self._incoming.write(raw)
-            except ssl.SSLZeroReturnError:
-                return b""
-            except ssl.SSLEOFError:
-                # The server closed without close_notify; for HTTP the framing tells if it matters.
-                return b""
-            except ssl.SSLError as exc:
-                raise ProtocolError("tls_record_error", f"TLS error while reading: {exc}") from exc
+            data = tls.decrypt(max_bytes)
+            if data is not None:
+                return self._note_read(data)
+            raw = await self._recv_raw()
+            if raw:
+                tls.feed(raw)
+            else:
+                tls.feed_eof()
 
     def _note_read(self, data: bytes) -> bytes:
         if data:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otelprobe.config.common import TLSClientConfig
+from otelprobe.probes._openssl import TLSSession
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
@@ -27,6 +28,9 @@ _VERSIONS: Final = {
     "1.3": ssl.TLSVersion.TLSv1_3,
 }
 _PROTOCOL_VERSIONS: Final = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}
+
+HandshakeFacts = ssl.SSLObject | ssl.SSLSocket | TLSSession
+"""A completed handshake of either TLS library (they answer the same questions alike)."""
 
 
 def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ssl.SSLContext:
@@ -46,17 +50,19 @@ def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ssl.SSL
     return context
 
 
-def protocol_version(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
+def protocol_version(ssl_object: HandshakeFacts) -> str | None:
     """'1.3' for TLSv1.3, as the `tls.protocol.version` convention writes it."""
     version = ssl_object.version()
     return _PROTOCOL_VERSIONS.get(version or "", version)
 
 
-def certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certificate]:
+def certificate_chain(ssl_object: HandshakeFacts) -> list[x509.Certificate]:
     """The chain the server sent, leaf first (the verified chain when verification ran).
 
     Python 3.11 exposes the chain only on the private `_sslobj` (public from 3.13 on).
     """
+    if isinstance(ssl_object, TLSSession):
+        return ssl_object.chain()
     inner: Any = getattr(ssl_object, "_sslobj", None)
     try:
         chain = inner.get_verified_chain() if ssl_object.context.verify_mode else None
@@ -68,7 +74,7 @@ def certificate_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Ce
         return [x509.load_der_x509_certificate(der)] if der else []
 
 
-def handshake_attributes(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, AttributeValue]:
+def handshake_attributes(ssl_object: HandshakeFacts) -> dict[str, AttributeValue]:
     """`tls.*` semantic-convention attributes of a completed handshake, plus chain expiry."""
     attrs: dict[str, AttributeValue] = {names.TLS_PROTOCOL_NAME: "tls", names.TLS_ESTABLISHED: True}
     version = protocol_version(ssl_object)

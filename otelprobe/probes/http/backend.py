@@ -32,7 +32,8 @@ import httpcore
 from otelprobe.config.common import IPFamily
 from otelprobe.errors import ProbeError, ProtocolError
 from otelprobe.probes._net import TimedConnection, timed_connect
-from otelprobe.probes._tls import handshake_attributes, protocol_version
+from otelprobe.probes._openssl import ClientTLS, TLSSession
+from otelprobe.probes._tls import HandshakeFacts, handshake_attributes, protocol_version
 from otelprobe.probes.base import Attributes, timed_resolve
 from otelprobe.probes.resolver import Resolver
 from otelprobe.telemetry import names
@@ -211,20 +212,26 @@ class TimedStream(httpcore.AsyncNetworkStream):
 
     async def start_tls(
         self,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | ClientTLS,
         server_hostname: str | None = None,
         timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> TimedStream:
+        """The `tls.handshake` phase: on probes/_openssl.py for a ClientTLS, else on `ssl`."""
+        connection = self._connection
         try:
-            await self._connection.start_tls(ssl_context, server_hostname, self._clock)
+            if isinstance(ssl_context, ClientTLS):
+                name = server_hostname or connection.peer[0]
+                await connection.start_session(ssl_context.session(name), self._clock)
+            else:
+                await connection.start_tls(ssl_context, server_hostname, self._clock)
         except BaseException:
-            self._connection.close()
+            connection.close()
             raise
         return self
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
-            return self._connection.ssl_object
+            return session_of(self._connection)
         if info == "server_addr":
             return self._connection.peer
         if info == "socket":
@@ -259,9 +266,9 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         self.peer_address: str | None = None
 
     @property
-    def ssl_object(self) -> ssl.SSLObject | None:
+    def ssl_object(self) -> HandshakeFacts | None:
         """The TLS session of the last connection, once its handshake has completed."""
-        return self._connections[-1].ssl_object if self._connections else None
+        return session_of(self._connections[-1]) if self._connections else None
 
     async def connect_tcp(
         self,
@@ -270,7 +277,7 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> TimedStream:
         if self._pinned_address is not None:
             address = self._pinned_address
         else:
@@ -312,7 +319,7 @@ class TLSAttributeCache:
     def __init__(self) -> None:
         self._last: tuple[bytes, Attributes, dt.datetime] | None = None
 
-    def attributes(self, ssl_object: ssl.SSLObject) -> Attributes:
+    def attributes(self, ssl_object: HandshakeFacts) -> Attributes:
         der = ssl_object.getpeercert(binary_form=True) or b""
         if self._last is None or self._last[0] != der:
             parsed = handshake_attributes(ssl_object)
@@ -334,6 +341,12 @@ class TLSAttributeCache:
             else:
                 attrs.pop(key, None)
         return attrs
+
+
+def session_of(connection: TimedConnection) -> HandshakeFacts | None:
+    """What a completed handshake established, whichever TLS library ran it."""
+    tls = connection.tls
+    return tls if isinstance(tls, TLSSession) else connection.ssl_object
 
 
 def remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:

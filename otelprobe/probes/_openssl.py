@@ -1,0 +1,299 @@
+"""Client TLS on the OpenSSL that `cryptography` bundles, through pyOpenSSL, over memory buffers.
+
+Why not the `ssl` module: it links the system's OpenSSL (3.0 on Debian 12), whose handshake
+spends much of its CPU decoding keys and certificates through the 3.0 provider machinery; the
+OpenSSL in cryptography's wheels (3.5+) does the same handshake in ~40 % less CPU (`bench/
+README.md`, "TLS engine"). A prober pays one full handshake per probe, so this is most of what a
+probe costs us. pyOpenSSL also gives what `ssl` cannot: key-exchange groups, stapled OCSP.
+
+`ClientTLS` is built once per target from its `tls:` config; `ClientTLS.session` makes one
+`TLSSession` per connection, which `TimedConnection.start_session` (probes/_net.py) drives so that
+`tls.handshake` is timed at the socket events, then carries the application data. The settings
+mirror what `ssl.create_default_context` does: verification and host-name checking on (CPython's
+check flags), CPython's TLS 1.2 cipher string, no compression; the groups offered by default are
+OpenSSL 3.0's classic list (what the `ssl` path offered, and what Go clients offer), so a
+hybrid post-quantum key share is opt-in via `tls.groups`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+from otelprobe.config.common import TLSClientConfig
+from otelprobe.errors import ProtocolError, TLSError
+from otelprobe.probes._net import handshake_failure_detail, verify_detail
+
+_READ_SIZE: Final = 65536
+DEFAULT_GROUPS: Final = ("X25519", "P-256", "X448", "P-521", "P-384")
+"""OpenSSL 3.0's default list, i.e. what the `ssl` module offered; X25519 is the key share sent."""
+# CPython's PY_SSL_DEFAULT_CIPHER_STRING (Modules/_ssl.c): TLS 1.2 suites as the ssl path had them.
+_CPYTHON_CIPHERS: Final = (
+    b"@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
+)
+_VERSIONS: Final = {
+    "1.0": SSL.TLS1_VERSION,
+    "1.1": SSL.TLS1_1_VERSION,
+    "1.2": SSL.TLS1_2_VERSION,
+    "1.3": SSL.TLS1_3_VERSION,
+}
+# CPython's check_hostname: no partial wildcards, and never the subject CN (SANs only).
+_HOST_FLAGS: Final = _lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | _lib.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
+_X509_V_OK: Final = 0
+_DER: Final = Encoding.DER
+
+StapleHandler = Callable[[bytes, "TLSSession"], bool]
+"""Called with the stapled OCSP response (b"" when none); returning False aborts the handshake."""
+
+
+class ClientTLS:
+    """A target's client TLS settings, compiled once: trust store, versions, groups, ALPN.
+
+    Raises TLSError("config", ...) when a file or setting cannot be used (e.g. an unknown group).
+    """
+
+    def __init__(
+        self,
+        config: TLSClientConfig,
+        alpn: Sequence[str] = (),
+        *,
+        on_staple: StapleHandler | None = None,
+    ) -> None:
+        self.verify = config.verify
+        self.alpn = tuple(alpn)
+        self._on_staple = on_staple
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.set_options(SSL.OP_NO_COMPRESSION)
+        context.set_min_proto_version(_VERSIONS[config.min_version or "1.2"])
+        if config.max_version:
+            context.set_max_proto_version(_VERSIONS[config.max_version])
+        context.set_cipher_list(_CPYTHON_CIPHERS)
+        _set_groups(context, config.groups or DEFAULT_GROUPS)
+        if config.verify:
+            _load_trust(context, config.ca_file)
+            context.set_verify(SSL.VERIFY_PEER)
+        else:
+            context.set_verify(SSL.VERIFY_NONE)
+        if config.client_cert:
+            context.use_certificate_chain_file(config.client_cert)
+            context.use_privatekey_file(config.client_key or config.client_cert)
+        if alpn:
+            context.set_alpn_protos([p.encode() for p in alpn])
+        if on_staple is not None:
+            context.set_ocsp_client_callback(_staple_received)
+        self._context = context
+
+    def session(self, server_name: str) -> TLSSession:
+        """A client session for one connection; `server_name` is verified (and sent as SNI unless an IP)."""
+        return TLSSession(self, self._context, server_name, request_ocsp=self._on_staple is not None)
+
+    def _staple(self, der: bytes, session: TLSSession) -> bool:
+        return self._on_staple(der, session) if self._on_staple is not None else True
+
+
+class TLSSession:
+    """One client TLS connection over memory buffers: a `_net.TLSEngine`, then the record layer.
+
+    After the handshake the facts read like `ssl.SSLObject`'s (`version`, `cipher`,
+    `selected_alpn_protocol`, `getpeercert(binary_form=True)`), so probes/_tls.py reads both.
+    """
+
+    __slots__ = ("__weakref__", "_client", "_conn", "_eof")
+
+    def __init__(
+        self, client: ClientTLS, context: SSL.Context, server_name: str, *, request_ocsp: bool
+    ) -> None:
+        self._client = client
+        self._eof = False
+        conn = SSL.Connection(context, None)  # no socket: memory BIOs
+        conn.set_connect_state()
+        if request_ocsp:
+            # A weak reference: a strong one would make a cycle that only the GC could free.
+            conn.set_app_data(weakref.ref(self))
+            conn.request_ocsp()
+        try:
+            ip = ipaddress.ip_address(server_name.strip("[]"))
+        except ValueError:
+            ip = None
+            conn.set_tlsext_host_name(server_name.encode("idna"))
+        self._conn = conn
+        if client.verify:
+            _check_identity(conn, server_name, ip)
+
+    # -- handshake (TLSEngine) --------------------------------------------------------------
+
+    def step(self) -> bool:
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.Error as exc:
+            raise self._failure(exc) from exc
+        return True
+
+    def take_output(self) -> bytes:
+        try:
+            first = self._conn.bio_read(_READ_SIZE)
+        except SSL.WantReadError:
+            return b""
+        if len(first) < _READ_SIZE:
+            return first
+        chunks = [first]
+        while True:
+            try:
+                chunks.append(self._conn.bio_read(_READ_SIZE))
+            except SSL.WantReadError:
+                return b"".join(chunks)
+
+    def feed(self, data: bytes) -> None:
+        self._conn.bio_write(data)
+
+    # -- application data -------------------------------------------------------------------
+
+    def encrypt(self, data: bytes) -> bytes:
+        """The TLS records carrying `data`, to be sent."""
+        view = memoryview(data)
+        while view:
+            sent = self._conn.send(view)
+            view = view[sent:]
+        return self.take_output()
+
+    def decrypt(self, max_bytes: int = _READ_SIZE) -> bytes | None:
+        """Decrypted application data; None when more input is needed, b"" at the end of the stream.
+
+        Post-handshake messages (TLS 1.3 session tickets) are consumed here and yield nothing.
+        """
+        try:
+            return self._conn.recv(max_bytes)
+        except SSL.WantReadError:
+            return b"" if self._eof else None
+        except SSL.ZeroReturnError:
+            return b""  # close_notify
+        except SSL.SysCallError:
+            return b""  # EOF without close_notify: the HTTP framing says whether it mattered
+        except SSL.Error as exc:
+            if self._eof:
+                return b""  # OpenSSL 3+: "unexpected eof while reading"
+            reason = _reason(exc)
+            if "alert" in reason:
+                # A TLS 1.3 server judges our certificate after its Finished: its alert
+                # (e.g. certificate_required) comes with the first read.
+                raise TLSError(
+                    handshake_failure_detail(reason), f"TLS alert from the server: {reason}"
+                ) from exc
+            raise ProtocolError("tls_record_error", f"TLS error while reading: {reason}") from exc
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._conn.bio_shutdown()
+
+    # -- what the handshake established ------------------------------------------------------
+
+    def version(self) -> str | None:
+        """'TLSv1.3', as `ssl.SSLObject.version()` says it."""
+        name = self._conn.get_protocol_version_name()
+        return None if name == "Unknown" else name
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        name = self._conn.get_cipher_name()
+        if name is None:
+            return None
+        return name, self._conn.get_cipher_version() or "", self._conn.get_cipher_bits() or 0
+
+    def selected_alpn_protocol(self) -> str | None:
+        alpn = self._conn.get_alpn_proto_negotiated()
+        return alpn.decode("ascii", "replace") if alpn else None
+
+    def getpeercert(self, binary_form: bool = True) -> bytes | None:
+        """The leaf certificate's DER (only the binary form is offered)."""
+        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        return cert.public_bytes(_DER) if cert is not None else None
+
+    def chain(self) -> list[x509.Certificate]:
+        """Leaf first: the verified chain when verification ran, else what the server sent."""
+        verified = self._conn.get_verified_chain(as_cryptography=True) if self._client.verify else None
+        return list(verified or self._conn.get_peer_cert_chain(as_cryptography=True) or [])
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _failure(self, exc: SSL.Error) -> TLSError:
+        code = _lib.SSL_get_verify_result(self._conn._ssl)
+        if code != _X509_V_OK and self._client.verify:
+            message = _ffi.string(_lib.X509_verify_cert_error_string(code)).decode()
+            return TLSError(verify_detail(code, message), f"certificate verify failed: {message}")
+        reason = _reason(exc)
+        return TLSError(handshake_failure_detail(reason), f"TLS handshake failed: {reason}")
+
+    def _staple_received(self, der: bytes) -> bool:
+        return self._client._staple(der, self)
+
+
+def _staple_received(conn: SSL.Connection, der: bytes, data: object) -> bool:
+    ref = conn.get_app_data()
+    session = ref() if isinstance(ref, weakref.ref) else None
+    return session._staple_received(der) if isinstance(session, TLSSession) else True
+
+
+def _reason(exc: SSL.Error) -> str:
+    """OpenSSL's last reason string (e.g. 'tlsv1 alert protocol version')."""
+    entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [str(entry[2]) for entry in entries if len(entry) > 2]
+    return reasons[-1] if reasons else str(exc) or type(exc).__name__
+
+
+def unknown_groups(groups: Sequence[str]) -> list[str]:
+    """The names OpenSSL does not know as key-exchange groups (config validation)."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    return [group for group in groups if not _set_groups(context, [group])]
+
+
+def _set_groups(context: SSL.Context, groups: Sequence[str]) -> bool:
+    if _lib.SSL_CTX_set1_curves_list(context._context, ":".join(groups).encode()) == 1:
+        return True
+    _lib.ERR_clear_error()  # or pyOpenSSL would report this with the next unrelated error
+    return False
+
+
+def _load_trust(context: SSL.Context, ca_file: str | None) -> None:
+    """The CA file, or the system trust store exactly where the `ssl` module finds it.
+
+    cryptography's OpenSSL was built with its own default paths, so the system's (which honour
+    SSL_CERT_FILE / SSL_CERT_DIR) are passed explicitly.
+    """
+    if ca_file:
+        context.load_verify_locations(ca_file)
+        return
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile or paths.capath:
+        context.load_verify_locations(paths.cafile, paths.capath)
+    else:
+        context.set_default_verify_paths()
+
+
+def _check_identity(
+    conn: SSL.Connection, server_name: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> None:
+    """Have OpenSSL check the name during verification, as ssl's check_hostname does.
+
+    pyOpenSSL has no public call for it, so this sets the connection's X509_VERIFY_PARAM through
+    the bindings pyOpenSSL itself uses, with CPython's flags (_ssl.c `_ssl_configure_hostname`).
+    """
+    param = _lib.SSL_get0_param(conn._ssl)
+    _lib.X509_VERIFY_PARAM_set_hostflags(param, _HOST_FLAGS)
+    if ip is not None:
+        packed = ip.packed
+        ok = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+    else:
+        name = server_name.encode("idna")
+        ok = _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
+    if ok != 1:
+        raise TLSError("handshake_failure", f"cannot set the name to verify: {server_name!r}")

@@ -1,11 +1,12 @@
 """A bounded span queue per exporter, drained in batches by one worker thread that counts drops.
 
-Sits between `Telemetry.record` (which puts each attempt's OTLP spans here) and a `SpanSender`
-(senders.py). Probing must never wait on a dead or slow Collector, and every span lost on the way
-must show up as `otelprobe.export.dropped`: `put` is O(1) and never blocks; when an attempt's
-spans do not fit, all of them are dropped (a trace is useless without its root) and counted. The
-worker builds one ExportTraceServiceRequest per batch (one ResourceSpans/ScopeSpans) and hands it
-to the sender, which serializes it once.
+Sits between `Telemetry.record` (which puts each attempt's serialized spans here) and a
+`SpanSender` (senders.py). Probing must never wait on a dead or slow Collector, and every span
+lost on the way must show up as `otelprobe.export.dropped`: `put` is O(1) and never blocks; when
+an attempt's spans do not fit, all of them are dropped (a trace is useless without its root) and
+counted. The worker writes one ExportTraceServiceRequest per batch (one ResourceSpans/ScopeSpans)
+by concatenating the span bytes behind the resource and scope, serialized once, and hands the
+bytes to senders that take them (`send_serialized`), or the parsed request to those that do not.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Protocol, runtime_checkable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -22,21 +24,48 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otelprobe.telemetry.senders import SpanSender
+from otelprobe.telemetry.spans import length_delimited
 
 _logger = logging.getLogger(__name__)
 
+# Wire tags of the request around the spans.
+_RESOURCE_SPANS: Final = b"\x0a"  # ExportTraceServiceRequest.resource_spans (1)
+_RESOURCE: Final = b"\x0a"  # ResourceSpans.resource (1)
+_SCOPE_SPANS: Final = b"\x12"  # ResourceSpans.scope_spans (2)
+_SCOPE: Final = b"\x0a"  # ScopeSpans.scope (1)
+_SPAN: Final = b"\x12"  # ScopeSpans.spans (2)
+
+# A span as `spans.SpanEncoder` writes it (serialized), or a `Span` message built by hand.
+QueuedSpan = bytes | Span
+
+
+@runtime_checkable
+class SerializedSpanSender(Protocol):
+    """A sender that takes a serialized ExportTraceServiceRequest (the OTLP senders do)."""
+
+    def send_serialized(self, body: bytes, timeout_s: float) -> bool: ...
+
+
+def request_bytes(spans: Iterable[QueuedSpan], resource: bytes, scope: bytes) -> bytes:
+    """One serialized ExportTraceServiceRequest holding `spans` under one resource and one scope.
+
+    Args:
+        spans: the spans, in order.
+        resource: the serialized Resource.
+        scope: the serialized InstrumentationScope.
+    """
+    framed = [length_delimited(_SPAN, s if isinstance(s, bytes) else s.SerializeToString()) for s in spans]
+    scope_spans = length_delimited(_SCOPE, scope) + b"".join(framed)
+    resource_spans = length_delimited(_RESOURCE, resource) + length_delimited(_SCOPE_SPANS, scope_spans)
+    return length_delimited(_RESOURCE_SPANS, resource_spans)
+
 
 def build_request(
-    spans: Sequence[Span], resource: Resource, scope: InstrumentationScope
+    spans: Iterable[QueuedSpan], resource: Resource, scope: InstrumentationScope
 ) -> ExportTraceServiceRequest:
-    """One OTLP request holding `spans` under one resource and one instrumentation scope."""
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    resource_spans.resource.CopyFrom(resource)
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.CopyFrom(scope)
-    scope_spans.spans.extend(spans)
-    return request
+    """`request_bytes` parsed: the request as a message (tests, tools)."""
+    body = request_bytes(spans, resource.SerializeToString(), scope.SerializeToString())
+    return ExportTraceServiceRequest.FromString(body)
 
 
 class SpanBatcher:
@@ -67,13 +96,16 @@ class SpanBatcher:
     ) -> None:
         self.sender = sender
         self.name = name
-        self._resource = resource
-        self._scope = scope
+        self._resource = resource.SerializeToString()
+        self._scope = scope.SerializeToString()
+        self._send: Callable[[bytes, float], bool] = (
+            sender.send_serialized if isinstance(sender, SerializedSpanSender) else self._send_parsed
+        )
         self._max_queue_size = max_queue_size
         self._batch_size = min(max_export_batch_size, max_queue_size)
         self._delay_s = schedule_delay_s
         self._timeout_s = timeout_s
-        self._queue: collections.deque[Span] = collections.deque()
+        self._queue: collections.deque[QueuedSpan] = collections.deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._flush_requests: list[threading.Event] = []
@@ -103,7 +135,7 @@ class SpanBatcher:
     def queued(self) -> int:
         return len(self._queue)
 
-    def put(self, spans: Sequence[Span]) -> None:
+    def put(self, spans: Sequence[QueuedSpan]) -> None:
         """Queue one attempt's spans, or drop and count all of them if they do not fit."""
         with self._lock:
             if self._shutdown or len(self._queue) + len(spans) > self._max_queue_size:
@@ -116,7 +148,7 @@ class SpanBatcher:
             if len(self._queue) >= self._batch_size:
                 self._wake.set()
 
-    def _take_batch(self) -> list[Span]:
+    def _take_batch(self) -> list[QueuedSpan]:
         with self._lock:
             count = min(self._batch_size, len(self._queue))
             return [self._queue.popleft() for _ in range(count)]
@@ -125,13 +157,16 @@ class SpanBatcher:
         while batch := self._take_batch():
             self._exported += len(batch)
             try:
-                sent = self.sender.send(build_request(batch, self._resource, self._scope), self._timeout_s)
+                sent = self._send(request_bytes(batch, self._resource, self._scope), self._timeout_s)
             except Exception:
                 # A sender bug must not kill the worker; the spans are lost, as on a failed export.
                 _logger.exception("span sender %s raised", self.name)
                 sent = False
             if not sent:
                 self._failed += len(batch)
+
+    def _send_parsed(self, body: bytes, timeout_s: float) -> bool:
+        return self.sender.send(ExportTraceServiceRequest.FromString(body), timeout_s)
 
     def _run(self) -> None:
         while True:

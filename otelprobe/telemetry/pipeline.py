@@ -1,7 +1,7 @@
 """The telemetry pipeline: span batchers and metric exporters wired to the configured exporters.
 
 The one place that builds exporters. The scheduler (or the CLI) creates one `Telemetry` and hands
-it every `ProbeResult`: `spans.py` turns it into OTLP span messages, which go to one bounded,
+it every `ProbeResult`: `spans.py` turns it into serialized OTLP spans, which go to one bounded,
 drop-counting `SpanBatcher` per exporter (`batching.py`, worker threads, `senders.py`); `metrics.py`
 aggregates it into a `MetricStore`, which a `PeriodicMetricExporter` per OTLP/file exporter
 (`metrics_otlp.py`, own thread) and the Prometheus endpoint (`prometheus.py`) read. Exporting
@@ -18,6 +18,7 @@ import uuid
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceProto
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 
 import otelprobe
@@ -188,7 +189,7 @@ class Telemetry:
             for batcher in self.span_batchers:
                 batcher.put(spans)
             if self.span_exporter is not None:
-                self.span_exporter.add(spans)
+                self.span_exporter.add([Span.FromString(span) for span in spans])
         else:
             ref = result.trace_ref or new_trace_ref()
         self.metrics.record(result)

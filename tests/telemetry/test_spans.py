@@ -247,7 +247,8 @@ def test_spans_equal_what_the_sdk_tracer_and_encoder_produce(
         phase_attributes={names.SPAN_TCP_CONNECT: {names.NETWORK_PEER_ADDRESS: "127.0.0.1", "n": 3}},
     )
     link = TraceRef(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
-    ref, ours = SpanEncoder("eu-1").encode(result, link)
+    ref, encoded = SpanEncoder("eu-1").encode(result, link)
+    ours = [Span.FromString(span) for span in encoded]
     reference = sdk_reference_spans(result, "eu-1", link)
 
     our_root = ours[0]

@@ -48,7 +48,7 @@ from otelprobe.probes.http.backend import (
     remote_protocol_error,
 )
 from otelprobe.probes.http.config import HTTPProbeConfig
-from otelprobe.probes.http.h11_exchange import exchange
+from otelprobe.probes.http.http1_exchange import exchange
 from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names

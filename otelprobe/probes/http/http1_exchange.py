@@ -1,0 +1,204 @@
+"""One request on a fresh timed connection: HTTP/1.1 framed here (httptools parses), HTTP/2 via httpcore.
+
+probes/http/probe.py calls `exchange` once per hop. It connects and runs TLS through
+`backend.TimedBackend` / `TimedStream` (so `ExchangeTimer` marks the phases as before), then
+speaks HTTP/1.1 itself: the request is joined from byte strings and the response parsed by
+httptools (llhttp, in C) — httpcore's connection objects and anyio locks, then h11 in pure Python,
+cost CPU that a one-request connection does not need — and hands HTTP/2 (ALPN "h2", or prior
+knowledge) to httpcore's `AsyncHTTP2Connection` over the same stream. HTTP/1.1 framing errors are
+raised as httpcore's, so `backend.HTTPCORE_ERRORS` and `remote_protocol_error` serve both.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Final
+
+import httpcore
+import httptools
+
+from otelprobe.probes.http.backend import TimedBackend
+
+_READ_SIZE: Final = 64 * 1024
+_MAX_HEAD_SIZE: Final = 100 * 1024  # httpcore's bound on a response head (1xx heads included)
+# RFC 9110 token (method, header name) and request-target characters (visible ASCII).
+_TOKEN_CHARS: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TARGET_CHARS: Final = bytes(range(0x21, 0x7F))
+
+
+async def exchange(
+    backend: TimedBackend,
+    request: httpcore.Request,
+    content: bytes | None,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    http1: bool,
+) -> tuple[httpcore.Response, httpcore.AsyncHTTP2Connection | None]:
+    """Connect, handshake and send `request`; the response's body is still to be read.
+
+    Returns the HTTP/2 connection too when one carries the response (the caller closes it);
+    `http1=False` means HTTP/2 only (prior knowledge on plain http).
+    """
+    origin = request.url.origin
+    host = origin.host.decode("ascii")
+    stream = await backend.connect_tcp(host, origin.port)
+    if ssl_context is not None:
+        sni = request.extensions.get("sni_hostname")
+        stream = await stream.start_tls(ssl_context, server_hostname=sni if isinstance(sni, str) else host)
+    ssl_object = stream.get_extra_info("ssl_object")
+    if not http1 or (ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"):
+        connection = httpcore.AsyncHTTP2Connection(origin=origin, stream=stream)
+        return await connection.handle_async_request(request), connection
+    return await _http11(stream, request, content), None
+
+
+async def _http11(
+    stream: httpcore.AsyncNetworkStream, request: httpcore.Request, content: bytes | None
+) -> httpcore.Response:
+    data = _request_head(request)
+    if content:
+        data += content
+    try:
+        await stream.write(data)  # the whole request in one write: one send() for small requests
+    except httpcore.WriteError:
+        # As httpcore does: servers may answer (e.g. 413) and close before taking the whole request.
+        pass
+    parser = _ResponseParser(head_only=request.method == b"HEAD")
+    received = 0
+    while not parser.head_done:
+        data = await stream.read(_READ_SIZE)
+        if not data:
+            # httpcore's wording, which `remote_protocol_error` classifies as server_disconnected.
+            raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")
+        received += len(data)
+        parser.feed(data)
+        if received > _MAX_HEAD_SIZE and not parser.head_done:
+            raise httpcore.RemoteProtocolError(f"response head longer than {_MAX_HEAD_SIZE} bytes")
+    if parser.status < 100:
+        raise httpcore.RemoteProtocolError(f"invalid response status {parser.status}")
+    return httpcore.Response(
+        parser.status,
+        headers=parser.headers,
+        content=_body(stream, parser),
+        extensions={"http_version": parser.version},
+    )
+
+
+def _request_head(request: httpcore.Request) -> bytes:
+    """The request line and headers, refusing what would let a value end the line or the head."""
+    method, target = request.method, request.url.target
+    if not method or method.translate(None, _TOKEN_CHARS):
+        raise httpcore.LocalProtocolError(f"illegal request method {method!r}")
+    if not target or target.translate(None, _TARGET_CHARS):
+        # Not shown: the query may carry a secret.
+        raise httpcore.LocalProtocolError("illegal character in the request target")
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in request.headers:
+        if not name or name.translate(None, _TOKEN_CHARS):
+            raise httpcore.LocalProtocolError(f"illegal header name {name!r}")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            # The value is not shown: headers may carry secrets.
+            raise httpcore.LocalProtocolError(f"illegal header value for {name.decode()}: CR, LF or NUL")
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _ResponseParser:
+    """llhttp's callbacks, keeping the final response: its head, then its body as it is parsed.
+
+    Informational (1xx) responses before it are skipped, except 101 (the connection then speaks
+    another protocol: no body). Whatever follows the response on the connection is ignored.
+    """
+
+    __slots__ = ("_head_only", "_parser", "body", "complete", "head_done", "headers", "status", "version")
+
+    def __init__(self, *, head_only: bool) -> None:
+        self._head_only = head_only  # a response to HEAD has no body, whatever its headers say
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.status = 0
+        self.version = b""
+        self.head_done = False
+        self.complete = False
+        self.body: list[bytes] = []  # parsed since the last `take_body`
+
+    def feed(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            return
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # After the response (101, data after `Connection: close`) llhttp stops; so do we.
+            if not self.complete:
+                raise httpcore.RemoteProtocolError(f"malformed HTTP/1.1 response: {exc}") from exc
+
+    def take_body(self) -> bytes:
+        body, self.body = self.body, []
+        return b"".join(body)
+
+    def ends_at_close(self) -> bool:
+        """Whether the body is delimited by the end of the connection (RFC 9112 §6.3)."""
+        coding: bytes | None = None
+        has_length = False
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"transfer-encoding":
+                coding = value
+            elif lowered == b"content-length":
+                has_length = True
+        if coding is not None:
+            return coding.rpartition(b",")[2].strip().lower() != b"chunked"
+        return not has_length
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._parser = None  # the parser holds our callbacks: no reference cycle outlives the response
+
+    def on_message_begin(self) -> None:
+        if not self.head_done:
+            self.headers = []  # a 1xx response's headers are not the final response's
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_done:  # trailers are not kept (nor were they with h11)
+            self.headers.append((name, value.rstrip(b" \t")))  # llhttp keeps trailing whitespace
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        if self.head_done or parser is None:
+            return
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # informational: the final response follows
+        self.status = status
+        self.version = b"HTTP/" + parser.get_http_version().encode("ascii")
+        self.head_done = True
+        if self._head_only or status == 101:
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.head_done and not self.complete:
+            self._finish()
+
+
+async def _body(stream: httpcore.AsyncNetworkStream, parser: _ResponseParser) -> AsyncIterator[bytes]:
+    """The body as it arrives, one piece per read; its end is llhttp's, or the connection's."""
+    while True:
+        if parser.body:
+            yield parser.take_body()
+        if parser.complete:
+            return
+        data = await stream.read(_READ_SIZE)
+        if not data:
+            if parser.ends_at_close():
+                return
+            raise httpcore.RemoteProtocolError(
+                "incomplete body: the server closed the connection before the end of the message"
+            )
+        parser.feed(data)

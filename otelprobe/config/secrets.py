@@ -20,25 +20,30 @@ _MIN_SECRET_LEN: Final = 4  # shorter values would redact ordinary text
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()
+"""The secrets in redaction order, replaced whole on change so that `redact` reads it lock-free
+(it runs for every exported string value)."""
 
 
 def register_secret(value: str) -> None:
     """Remember a value that must never be exported or logged."""
+    global _longest_first
     if len(value) >= _MIN_SECRET_LEN:
         with _lock:
             _secrets.add(value)
+            _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def clear_secrets() -> None:
+    global _longest_first
     with _lock:
         _secrets.clear()
+        _longest_first = ()
 
 
 def redact(text: str) -> str:
     """Replace every registered secret in `text` with REDACTED (longest first)."""
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

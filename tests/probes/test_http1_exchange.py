@@ -142,6 +142,13 @@ async def test_protocol_version_from_the_status_line(version: bytes, expected: s
     assert result.attributes[names.NETWORK_PROTOCOL_VERSION] == expected
 
 
+async def test_a_head_with_bare_lf_line_ends_is_read_as_h11_did() -> None:
+    response = b"HTTP/1.1 200 OK\nX-Build: v1\nContent-Length: 2\n\nok"
+    result = await probe_canned(response, expect={"headers": {"X-Build": "^v1$"}, "body_regex": ["^ok$"]})
+
+    assert_ok(result, 200, 2)
+
+
 async def test_a_head_that_never_ends_fails_at_the_bound() -> None:
     sent = [0]
 

@@ -116,7 +116,10 @@ class _ResponseParser:
 
     def __init__(self, *, head_only: bool) -> None:
         self._head_only = head_only  # a response to HEAD has no body, whatever its headers say
-        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        parser = httptools.HttpResponseParser(self)
+        # A bare LF ends a line of the head, as with h11 (RFC 9112 §2.2 lets recipients accept it).
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        self._parser: httptools.HttpResponseParser | None = parser
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.version = b""

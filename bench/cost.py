@@ -96,6 +96,7 @@ def run_otelprobe(
     run: int,
     profile: Path | None = None,
     metric_interval_s: float = 5.0,
+    native: bool = False,
 ) -> Point:
     targets = max(1, round(rate * INTERVAL_S))
     cmd = [
@@ -141,6 +142,7 @@ def run_otelprobe(
                         str(int(window_s)),
                         "-o",
                         str(out),
+                        *(["--native"] if native else []),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -380,6 +382,9 @@ def main() -> None:
         help="py-spy the prober over each window into PROFILE-<rate>-<run> (collapsed)",
     )
     parser.add_argument(
+        "--native", action="store_true", help="with --profile: include native (C) frames"
+    )
+    parser.add_argument(
         "--metric-interval", type=float, default=5.0, help="the prober's metric export period (s)"
     )
     parser.add_argument("--only", choices=["otelprobe", "blackbox"], help="measure one tool only")
@@ -416,6 +421,7 @@ def main() -> None:
                         run,
                         args.profile,
                         args.metric_interval,
+                        args.native,
                     )
                 else:
                     point = asyncio.run(

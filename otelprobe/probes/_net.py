@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -277,18 +278,7 @@ class TimedConnection:
             return 0
 
     async def _writable(self) -> None:
-        future: asyncio.Future[None] = self._loop.create_future()
-        fd = self.sock.fileno()
-
-        def on_writable() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        self._loop.add_writer(fd, on_writable)
-        try:
-            await future
-        finally:
-            self._loop.remove_writer(fd)
+        await _writable(self._loop, self.sock)
 
     async def _recv_raw(self, max_bytes: int = _READ_SIZE) -> bytes:
         data, self._received_ns = await self._receiver.receive(max_bytes)
@@ -318,9 +308,7 @@ async def timed_connect(
             phase.attributes[names.NETWORK_PEER_ADDRESS] = address
             phase.attributes[names.NETWORK_PEER_PORT] = port
             try:
-                # For an IP literal sock_connect issues connect() (the SYN) in this loop step,
-                # so the phase's start is the SYN's departure to within microseconds.
-                await loop.sock_connect(sock, (address, port))
+                await _connect(loop, sock, address, port)
             except ConnectionRefusedError as exc:
                 raise ConnectRefused(
                     "connection_refused", f"{address}:{port} refused the connection"
@@ -340,6 +328,35 @@ async def timed_connect(
         sock.close()
         raise
     return TimedConnection(sock, loop)
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str, port: int) -> None:
+    """connect() (the SYN leaves during this call, right after the phase began), then wait.
+
+    What `loop.sock_connect` does for an IP literal, without its address re-check and extra
+    callbacks; a failure is raised as the OSError subclass of its errno (ConnectionRefusedError...).
+    """
+    error = sock.connect_ex((address, port))
+    if error == errno.EINPROGRESS:
+        await _writable(loop, sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, os.strerror(error))
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    future: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def on_writable() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_writer(fd, on_writable)
+    try:
+        await future
+    finally:
+        loop.remove_writer(fd)
 
 
 def verify_detail(code: int | None, message: str) -> str:

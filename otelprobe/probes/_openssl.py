@@ -24,8 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
@@ -49,7 +48,6 @@ _VERSIONS: Final = {
 # CPython's check_hostname: no partial wildcards, and never the subject CN (SANs only).
 _HOST_FLAGS: Final = _lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | _lib.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
 _X509_V_OK: Final = 0
-_DER: Final = Encoding.DER
 
 StapleHandler = Callable[[bytes, "TLSSession"], bool]
 """Called with the stapled OCSP response (b"" when none); returning False aborts the handshake."""
@@ -215,8 +213,10 @@ class TLSSession:
 
     def getpeercert(self, binary_form: bool = True) -> bytes | None:
         """The leaf certificate's DER (only the binary form is offered)."""
-        cert = self._conn.get_peer_certificate(as_cryptography=True)
-        return cert.public_bytes(_DER) if cert is not None else None
+        # pyOpenSSL's own X509 (no warning when not constructed directly): DER straight from C,
+        # without building a `cryptography` certificate on every probe.
+        cert = self._conn.get_peer_certificate()
+        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) if cert is not None else None
 
     def chain(self) -> list[x509.Certificate]:
         """Leaf first: the verified chain when verification ran, else what the server sent."""

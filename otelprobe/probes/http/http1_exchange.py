@@ -18,6 +18,7 @@ from typing import Final
 import httpcore
 import httptools
 
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes.http.backend import TimedBackend
 
 _READ_SIZE: Final = 64 * 1024
@@ -31,7 +32,7 @@ async def exchange(
     backend: TimedBackend,
     request: httpcore.Request,
     content: bytes | None,
-    ssl_context: ssl.SSLContext | None,
+    ssl_context: ssl.SSLContext | ClientTLS | None,
     *,
     http1: bool,
 ) -> tuple[httpcore.Response, httpcore.AsyncHTTP2Connection | None]:

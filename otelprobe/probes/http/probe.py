@@ -13,7 +13,6 @@ import base64
 import dataclasses
 import logging
 import random
-import ssl
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from otelprobe import __version__
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError, map_exceptions
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes._path_trace import attach_path_traces
-from otelprobe.probes._tls import client_context
 from otelprobe.probes.assertions import (
     BodyChecks,
     Failure,
@@ -82,7 +81,7 @@ class HTTPProbe:
         self._resolver = ctx.resolver_for(config)
         self._url = urlsplit(config.url)
         self._url_full = config.display_address()
-        self._ssl_context: ssl.SSLContext | None = None
+        self._client_tls: ClientTLS | None = None
         self._tls_attributes = TLSAttributeCache()
         self._http1 = config.http_version != "2"
         self._http2 = config.http_version != "1.1"
@@ -331,12 +330,12 @@ class HTTPProbe:
             extensions=extensions,
         )
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def _tls_context(self) -> ClientTLS:
         # Built once per probe: loading the trust store costs milliseconds of CPU.
-        if self._ssl_context is None:
+        if self._client_tls is None:
             alpn = ["http/1.1", "h2"] if self._http2 else ["http/1.1"]
-            self._ssl_context = client_context(self._config.tls, alpn)
-        return self._ssl_context
+            self._client_tls = ClientTLS(self._config.tls, alpn)
+        return self._client_tls
 
     def _check(self, reply: _Reply, attrs: Attributes, duration_s: float) -> None:
         """Evaluate every expectation on the final response; raise the first, list them all."""

@@ -30,7 +30,7 @@ from OpenSSL._util import lib as _lib
 
 from otelprobe.config.common import TLSClientConfig
 from otelprobe.errors import ProtocolError, TLSError
-from otelprobe.probes._net import handshake_failure_detail, verify_detail
+from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
 
 _READ_SIZE: Final = 65536
 DEFAULT_GROUPS: Final = ("X25519", "P-256", "X448", "P-521", "P-384")

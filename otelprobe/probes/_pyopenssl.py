@@ -20,7 +20,7 @@ from cryptography import x509
 from otelprobe.config.common import TLSClientConfig
 from otelprobe.errors import MissingDependencyError, TLSError
 from otelprobe.probes import _ocsp
-from otelprobe.probes._net import handshake_failure_detail, verify_detail
+from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
 from otelprobe.probes._tls_report import Handshake
 
 try:

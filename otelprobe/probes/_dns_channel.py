@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import struct
 from typing import Final, Literal
 
@@ -23,6 +22,7 @@ import dns.message
 from otelprobe.errors import DNSError, ProtocolError
 from otelprobe.probes._kernel_time import StampedReceiver
 from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes._stream import BufferedConnection
 from otelprobe.timing import PhaseClock
 
@@ -60,7 +60,7 @@ class DNSChannel:
         ip: str,
         port: int,
         *,
-        tls_context: ssl.SSLContext | None = None,
+        tls_context: ClientTLS | None = None,
         server_hostname: str | None = None,
         doh_path: str = "/dns-query",
     ) -> DNSChannel:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout, ProtocolError, TLSError
 from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns
+from otelprobe.probes._openssl import ClientTLS, TLSSession
 from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
@@ -145,7 +146,7 @@ class TimedConnection:
         """The same session when the `ssl` module runs it (`start_tls`)."""
         # The object of the last handshake, kept even when it fails: a failed verification
         # still received the server's certificates, and the tls probe reports them.
-        self.handshake_object: ssl.SSLObject | None = None
+        self.handshake_object: ssl.SSLObject | TLSSession | None = None
         self.on_write: Callable[[int, int], None] | None = None
         self.on_read: Callable[[int], None] | None = None
         self.bytes_read = 0
@@ -160,12 +161,18 @@ class TimedConnection:
         return str(host), int(port)
 
     async def start_tls(
-        self, context: ssl.SSLContext, server_hostname: str | None, clock: PhaseClock
-    ) -> ssl.SSLObject:
-        """Run the TLS handshake with the `ssl` module as the `tls.handshake` phase.
+        self, context: ssl.SSLContext | ClientTLS, server_hostname: str | None, clock: PhaseClock
+    ) -> ssl.SSLObject | TLSSession:
+        """Run the TLS handshake as the `tls.handshake` phase; raises TLSError on failure.
 
-        Raises TLSError on failure.
+        `server_hostname` is verified (and sent as SNI unless an IP literal); for a ClientTLS
+        (probes/_openssl.py) it defaults to the peer's address.
         """
+        if isinstance(context, ClientTLS):
+            session = context.session(server_hostname or self.peer[0])
+            self.handshake_object = session
+            await self.start_session(session, clock)
+            return session
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_hostname)
         self.handshake_object = obj

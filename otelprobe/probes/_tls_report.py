@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -19,7 +18,13 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from otelprobe.probes._tls import certificate_chain, leaf_attributes, protocol_version, subject_alt_names
+from otelprobe.probes._tls import (
+    HandshakeFacts,
+    certificate_chain,
+    leaf_attributes,
+    protocol_version,
+    subject_alt_names,
+)
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
@@ -56,7 +61,7 @@ class Handshake:
     alpn: str | None = None
 
 
-def from_ssl_object(ssl_object: ssl.SSLObject, *, completed: bool = True) -> Handshake:
+def from_ssl_object(ssl_object: HandshakeFacts, *, completed: bool = True) -> Handshake:
     if not completed:
         return Handshake(certificate_chain(ssl_object))
     cipher = ssl_object.cipher()

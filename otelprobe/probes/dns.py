@@ -28,7 +28,7 @@ from otelprobe.errors import ConfigError, ConfigProblem, DNSError
 from otelprobe.probes import _dns_checks
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel, DNSTransport
 from otelprobe.probes._dnssec import validate_answer
-from otelprobe.probes._tls import client_context
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
 from otelprobe.probes.resolver import is_ip_literal, split_host_port
 from otelprobe.results import ProbeResult
@@ -167,7 +167,7 @@ class DNSProbe:
         self._ctx = ctx
         self._resolver = ctx.resolver_for(config)
         self._tls_context = (
-            client_context(config.tls, alpn=("http/1.1",) if config.transport == "https" else ("dot",))
+            ClientTLS(config.tls, ("http/1.1",) if config.transport == "https" else ("dot",))
             if config.transport in ("tls", "https")
             else None
         )

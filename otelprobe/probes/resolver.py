@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import ssl
 from dataclasses import dataclass
 from typing import Protocol, TypeGuard, runtime_checkable
 
@@ -24,7 +23,7 @@ import dns.rdatatype
 from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
 from otelprobe.errors import DNSError, ProbeError
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel
-from otelprobe.probes._tls import client_context
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.timing import PhaseClock
 
 
@@ -155,10 +154,10 @@ class DNSServerResolver:
         self._host = self._host.strip("[]")
         self._transport = config.transport
         self._timeout_s = config.timeout_s
-        self._tls_context: ssl.SSLContext | None = None
+        self._tls_context: ClientTLS | None = None
         if config.transport in ("tls", "https"):
             alpn = ("http/1.1",) if config.transport == "https" else ("dot",)
-            self._tls_context = client_context(TLSClientConfig(), alpn=alpn)
+            self._tls_context = ClientTLS(TLSClientConfig(), alpn)
 
     @property
     def server(self) -> str:

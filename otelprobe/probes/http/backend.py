@@ -217,15 +217,10 @@ class TimedStream(httpcore.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> TimedStream:
         """The `tls.handshake` phase: on probes/_openssl.py for a ClientTLS, else on `ssl`."""
-        connection = self._connection
         try:
-            if isinstance(ssl_context, ClientTLS):
-                name = server_hostname or connection.peer[0]
-                await connection.start_session(ssl_context.session(name), self._clock)
-            else:
-                await connection.start_tls(ssl_context, server_hostname, self._clock)
+            await self._connection.start_tls(ssl_context, server_hostname, self._clock)
         except BaseException:
-            connection.close()
+            self._connection.close()
             raise
         return self
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from cryptography import x509
@@ -30,6 +30,7 @@ from OpenSSL._util import lib as _lib
 
 from otelprobe.config.common import TLSClientConfig
 from otelprobe.errors import ProtocolError, TLSError
+from otelprobe.probes import _ocsp
 from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
 
 _READ_SIZE: Final = 65536
@@ -49,9 +50,6 @@ _VERSIONS: Final = {
 _HOST_FLAGS: Final = _lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | _lib.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT
 _X509_V_OK: Final = 0
 
-StapleHandler = Callable[[bytes, "TLSSession"], bool]
-"""Called with the stapled OCSP response (b"" when none); returning False aborts the handshake."""
-
 
 class ClientTLS:
     """A target's client TLS settings, compiled once: trust store, versions, groups, ALPN.
@@ -64,11 +62,13 @@ class ClientTLS:
         config: TLSClientConfig,
         alpn: Sequence[str] = (),
         *,
-        on_staple: StapleHandler | None = None,
+        ocsp: bool = False,
+        reject_revoked: bool = False,
     ) -> None:
         self.verify = config.verify
         self.alpn = tuple(alpn)
-        self._on_staple = on_staple
+        self.ocsp = ocsp
+        self.reject_revoked = reject_revoked and config.verify
         context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         context.set_options(SSL.OP_NO_COMPRESSION)
         context.set_min_proto_version(_VERSIONS[config.min_version or "1.2"])
@@ -86,16 +86,13 @@ class ClientTLS:
             context.use_privatekey_file(config.client_key or config.client_cert)
         if alpn:
             context.set_alpn_protos([p.encode() for p in alpn])
-        if on_staple is not None:
+        if ocsp:
             context.set_ocsp_client_callback(_staple_received)
         self._context = context
 
     def session(self, server_name: str) -> TLSSession:
         """A client session for one connection; `server_name` is verified (and sent as SNI unless an IP)."""
-        return TLSSession(self, self._context, server_name, request_ocsp=self._on_staple is not None)
-
-    def _staple(self, der: bytes, session: TLSSession) -> bool:
-        return self._on_staple(der, session) if self._on_staple is not None else True
+        return TLSSession(self, self._context, server_name)
 
 
 class TLSSession:
@@ -105,16 +102,17 @@ class TLSSession:
     `selected_alpn_protocol`, `getpeercert(binary_form=True)`), so probes/_tls.py reads both.
     """
 
-    __slots__ = ("__weakref__", "_client", "_conn", "_eof")
+    __slots__ = ("__weakref__", "_client", "_conn", "_eof", "_rejected", "staple")
 
-    def __init__(
-        self, client: ClientTLS, context: SSL.Context, server_name: str, *, request_ocsp: bool
-    ) -> None:
+    def __init__(self, client: ClientTLS, context: SSL.Context, server_name: str) -> None:
         self._client = client
         self._eof = False
+        self._rejected = False
+        self.staple: _ocsp.OCSPReport | None = None
+        """With `ocsp`: the stapled response, read during the handshake (None when none was stapled)."""
         conn = SSL.Connection(context, None)  # no socket: memory BIOs
         conn.set_connect_state()
-        if request_ocsp:
+        if client.ocsp:
             # A weak reference: a strong one would make a cycle that only the GC could free.
             conn.set_app_data(weakref.ref(self))
             conn.request_ocsp()
@@ -226,6 +224,13 @@ class TLSSession:
     # -- failures ------------------------------------------------------------------------------
 
     def _failure(self, exc: SSL.Error) -> TLSError:
+        if self._rejected and self.staple is not None:
+            when = self.staple.revocation_time
+            return TLSError(
+                "certificate_revoked",
+                "the stapled OCSP response says the certificate is revoked"
+                + (f" since {when.isoformat()}" if when else ""),
+            )
         code = _lib.SSL_get_verify_result(self._conn._ssl)
         if code != _X509_V_OK and self._client.verify:
             message = _ffi.string(_lib.X509_verify_cert_error_string(code)).decode()
@@ -234,7 +239,15 @@ class TLSSession:
         return TLSError(handshake_failure_detail(reason), f"TLS handshake failed: {reason}")
 
     def _staple_received(self, der: bytes) -> bool:
-        return self._client._staple(der, self)
+        """OpenSSL's status callback, run after the chain and the name verified: keep the
+        response; False aborts the handshake (a verified `revoked`, when the client rejects those)."""
+        if not der:
+            return True
+        self.staple = _ocsp.read_staple(der, self.chain())
+        if self._client.reject_revoked and self.staple.revoked_and_verified:
+            self._rejected = True
+            return False
+        return True
 
 
 def _staple_received(conn: SSL.Connection, der: bytes, data: object) -> bool:

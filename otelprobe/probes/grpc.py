@@ -14,6 +14,7 @@ correctly and said it is unhealthy; a malformed HTTP/2 or gRPC response is `prot
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any, ClassVar, Final, Literal, Self
 from urllib.parse import unquote, urlsplit
 
@@ -27,8 +28,8 @@ from pydantic import Field, field_validator
 
 from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
 from otelprobe.errors import AssertionFailed, ProtocolError
-from otelprobe.probes._attempts import run_per_address
-from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.probes.resolver import split_host_port
@@ -113,23 +114,26 @@ class GRPCProbe:
         self._tls_context = client_context(config.tls, alpn=["h2"]) if config.tls else None
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
-        return await run_per_address(self.config, self.kind, attempt, self._resolver, self._host, self._probe)
+        return await run_with_fallback(
+            self.config, self.kind, attempt, self._resolver, self._host, self._probe
+        )
 
     async def aclose(self) -> None:
         return None
 
-    async def _probe(self, clock: PhaseClock, attrs: Attributes, address: str) -> None:
+    async def _probe(self, clock: PhaseClock, attrs: Attributes, addresses: Sequence[str]) -> None:
         attrs.update(
             {
                 names.SERVER_ADDRESS: self._host,
                 names.SERVER_PORT: self._port,
-                names.NETWORK_PEER_ADDRESS: address,
                 names.RPC_SYSTEM: "grpc",
                 names.RPC_SERVICE: HEALTH_SERVICE,
                 names.RPC_METHOD: HEALTH_METHOD,
             }
         )
-        conn = await timed_connect(clock, address, self._port, source_address=self.config.source_address)
+        conn = await connect_first(
+            clock, addresses, self._port, source_address=self.config.source_address, attrs=attrs
+        )
         try:
             if self._tls_context is not None:
                 assert self.config.tls is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -15,8 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
 from otelprobe.probes import _starttls
-from otelprobe.probes._attempts import run_per_address
-from otelprobe.probes._net import timed_connect
+from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
 from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes._stream import BufferedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
@@ -102,20 +102,19 @@ class TCPProbe:
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host, _ = self.config.host_port
-        results = await run_per_address(self.config, self.kind, attempt, self._resolver, host, self._probe)
+        results = await run_with_fallback(self.config, self.kind, attempt, self._resolver, host, self._probe)
         return await attach_path_traces(self.config, results)
 
     async def aclose(self) -> None:
         return None
 
-    async def _probe(self, clock: PhaseClock, attrs: Attributes, ip: str) -> None:
+    async def _probe(self, clock: PhaseClock, attrs: Attributes, addresses: Sequence[str]) -> None:
         cfg = self.config
         host, port = cfg.host_port
         attrs[names.SERVER_ADDRESS] = host
         attrs[names.SERVER_PORT] = port
-        attrs[names.NETWORK_PEER_ADDRESS] = ip
         attrs[names.NETWORK_TRANSPORT] = "tcp"
-        conn = await timed_connect(clock, ip, port, source_address=cfg.source_address)
+        conn = await connect_first(clock, addresses, port, source_address=cfg.source_address, attrs=attrs)
         try:
             stream = BufferedConnection(conn)
             if cfg.tls:

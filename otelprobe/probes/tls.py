@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -21,8 +22,8 @@ from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
 from otelprobe.probes import _ocsp, _pyopenssl, _tls_report
-from otelprobe.probes._attempts import run_per_address
-from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._tls import client_context
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.resolver import split_host_port
@@ -105,20 +106,19 @@ class TLSProbe:
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host, _ = self.config.host_port
-        return await run_per_address(self.config, self.kind, attempt, self._resolver, host, self._probe)
+        return await run_with_fallback(self.config, self.kind, attempt, self._resolver, host, self._probe)
 
     async def aclose(self) -> None:
         return None
 
-    async def _probe(self, clock: PhaseClock, attrs: Attributes, ip: str) -> None:
+    async def _probe(self, clock: PhaseClock, attrs: Attributes, addresses: Sequence[str]) -> None:
         cfg = self.config
         host, port = cfg.host_port
         server_name = cfg.tls.server_name or host
         attrs[names.SERVER_ADDRESS] = server_name
         attrs[names.SERVER_PORT] = port
-        attrs[names.NETWORK_PEER_ADDRESS] = ip
         attrs[names.PROBE_TLS_SERVER_NAME] = server_name
-        conn = await timed_connect(clock, ip, port, source_address=cfg.source_address)
+        conn = await connect_first(clock, addresses, port, source_address=cfg.source_address, attrs=attrs)
         try:
             await self._handshake(clock, conn, server_name, attrs)
         finally:

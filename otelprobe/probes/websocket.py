@@ -14,6 +14,7 @@ close frame or a malformed frame.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
@@ -34,8 +35,8 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, HTTPStatusError, ProtocolError
-from otelprobe.probes._attempts import run_per_address
-from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
@@ -104,22 +105,25 @@ class WebSocketProbe:
         self._patterns = [re.compile(m.expect) if m.expect is not None else None for m in config.messages]
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
-        return await run_per_address(self.config, self.kind, attempt, self._resolver, self._host, self._probe)
+        return await run_with_fallback(
+            self.config, self.kind, attempt, self._resolver, self._host, self._probe
+        )
 
     async def aclose(self) -> None:
         return None
 
-    async def _probe(self, clock: PhaseClock, attrs: Attributes, address: str) -> None:
+    async def _probe(self, clock: PhaseClock, attrs: Attributes, addresses: Sequence[str]) -> None:
         attrs.update(
             {
                 names.URL_FULL: redact_url(self.config.url),
                 names.SERVER_ADDRESS: self._host,
                 names.SERVER_PORT: self._port,
-                names.NETWORK_PEER_ADDRESS: address,
                 names.USER_AGENT_SYNTHETIC_TYPE: names.SYNTHETIC_TYPE_TEST,
             }
         )
-        conn = await timed_connect(clock, address, self._port, source_address=self.config.source_address)
+        conn = await connect_first(
+            clock, addresses, self._port, source_address=self.config.source_address, attrs=attrs
+        )
         try:
             if self._tls_context is not None:
                 server_name = self.config.tls.server_name or self._host

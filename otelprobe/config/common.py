@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from otelprobe.config.durations import Duration
 
 IPFamily = Literal["ip4", "ip6", "prefer_ip6", "all", "any"]
-"""ip4 / ip6 only; prefer_ip6 falls back to IPv4; all probes every resolved address on its own;
-any takes the resolver's first answer."""
+"""ip4 / ip6 only; prefer_ip6 IPv6 first, IPv4 as fallback; any whatever resolves; several
+addresses are raced RFC 8305 style (probes/_happy_eyeballs.py); all probes every address on its own."""
 
 
 class StrictModel(BaseModel):

@@ -30,9 +30,7 @@ from otelprobe.timing import Phase, PhaseClock
 CONNECTION_ATTEMPT_DELAY_S: Final = 0.25
 """RFC 8305 §5's recommended wait before the next address is tried alongside a silent one."""
 
-# TODO(lead): move to telemetry/names.py and document in docs/spans.md.
-PROBE_CONNECT_ABANDONED: Final = "probe.connect.abandoned"
-"""On a `tcp.connect` phase: cancelled (or closed unused) because another address connected first."""
+PROBE_CONNECT_ABANDONED: Final = names.PROBE_CONNECT_ABANDONED
 
 CandidatesBody = Callable[[PhaseClock, Attributes, Sequence[str]], Awaitable[None]]
 

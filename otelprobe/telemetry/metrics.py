@@ -211,6 +211,8 @@ class ProbeMetrics:
         durations = self._durations_values
         with store.lock:
             for phase in result.phases:
+                if names.PROBE_CONNECT_ABANDONED in phase.attributes:
+                    continue  # a connect attempt cut short because another address won: no latency
                 duration_s = phase.duration_s
                 at = self._duration_series(kind, target, phase.name, phase.error_type)
                 _observe(durations, at, bounds, duration_s)

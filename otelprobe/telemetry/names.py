@@ -51,6 +51,7 @@ PROBE_PHASE: Final = "probe.phase"
 PROBE_ERROR_DETAIL: Final = "probe.error.detail"
 PROBE_REDIRECT_COUNT: Final = "probe.http.redirect_count"
 PROBE_BODY_BYTES: Final = "probe.http.body_bytes"
+PROBE_CONNECT_ABANDONED: Final = "probe.connect.abandoned"  # a tcp.connect attempt another address beat
 PROBE_HTTP_HOP: Final = "probe.http.hop"  # redirect hop index (0 = the configured URL) on phases
 PROBE_HTTP_FINAL_URL: Final = "probe.http.final_url"  # after redirects, credentials redacted
 PROBE_IP_FAMILY: Final = "probe.ip_family"

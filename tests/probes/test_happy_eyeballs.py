@@ -34,6 +34,8 @@ from otelprobe.probes._happy_eyeballs import (
 from otelprobe.probes._net import TimedConnection
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
+from otelprobe.probes.http.config import HTTPProbeConfig
+from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
@@ -323,6 +325,25 @@ async def test_websocket_falls_back() -> None:
         with refused("::1", port=port):
             config = WebSocketProbeConfig.from_url(f"ws://ws.test:{port}/ws", name="w", ip="prefer_ip6")
             [result] = await WebSocketProbe(config, pinned()).run()
+    finally:
+        await runner.cleanup()
+    assert_fell_back(result)
+
+
+async def test_http_falls_back() -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        with refused("::1", port=port):
+            config = HTTPProbeConfig.from_url(f"http://web.test:{port}/", name="h", ip="prefer_ip6")
+            [result] = await HTTPProbe(config, pinned()).run()
     finally:
         await runner.cleanup()
     assert_fell_back(result)

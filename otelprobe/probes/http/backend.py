@@ -31,7 +31,8 @@ import httpcore
 
 from otelprobe.config.common import IPFamily
 from otelprobe.errors import ProbeError, ProtocolError
-from otelprobe.probes._net import TimedConnection, timed_connect
+from otelprobe.probes._happy_eyeballs import connect_first
+from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._openssl import ClientTLS, TLSSession
 from otelprobe.probes._tls import HandshakeFacts, handshake_attributes, protocol_version
 from otelprobe.probes.base import Attributes, timed_resolve
@@ -274,15 +275,17 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> TimedStream:
         if self._pinned_address is not None:
-            address = self._pinned_address
+            addresses = [self._pinned_address]
         else:
             addresses = await timed_resolve(
                 self._clock, self._resolver, host, self._family, self._root_attributes
             )
-            address = addresses[0]
-        connection = await timed_connect(self._clock, address, port, source_address=self._source_address)
+        # RFC 8305: the next address when one fails or is silent for 250 ms; the first to connect wins.
+        connection = await connect_first(
+            self._clock, addresses, port, source_address=self._source_address, attrs=self._root_attributes
+        )
         self._connections.append(connection)
-        self.peer_address = address
+        self.peer_address = connection.peer[0]
         return TimedStream(connection, self._clock, self._timer)
 
     async def connect_unix_socket(

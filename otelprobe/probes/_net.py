@@ -193,8 +193,8 @@ class TimedConnection:
     async def handshake(self, engine: TLSEngine, clock: PhaseClock) -> None:
         """Drive `engine`'s handshake over this socket as the `tls.handshake` phase.
 
-        `start_tls` uses it with `ssl.SSLObject`; the tls probe's OCSP mode with pyOpenSSL
-        (probes/_pyopenssl.py), so both are timed at the same socket events. The connection
+        `start_tls` and `start_session` use it with either TLS library (probes/_openssl.py, or
+        `ssl.SSLObject`), so both are timed at the same socket events. The connection
         stays plaintext for `read`/`write` unless `start_tls` ran. Raises TLSError on failure.
         """
         with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:

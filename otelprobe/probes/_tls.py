@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otelprobe.config.common import TLSClientConfig
-from otelprobe.probes._openssl import TLSSession
+from otelprobe.probes._openssl import ClientTLS, TLSSession
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
@@ -33,21 +33,9 @@ HandshakeFacts = ssl.SSLObject | ssl.SSLSocket | TLSSession
 """A completed handshake of either TLS library (they answer the same questions alike)."""
 
 
-def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ssl.SSLContext:
-    """An SSLContext for a probe: system trust (or ca_file), optional client cert, versions, ALPN."""
-    context = ssl.create_default_context(cafile=config.ca_file)
-    if not config.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if config.client_cert:
-        context.load_cert_chain(config.client_cert, config.client_key)
-    if config.min_version:
-        context.minimum_version = _VERSIONS[config.min_version]
-    if config.max_version:
-        context.maximum_version = _VERSIONS[config.max_version]
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    return context
+def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ClientTLS:
+    """A probe's TLS client (probes/_openssl.py): system trust (or ca_file), client cert, versions, ALPN."""
+    return ClientTLS(config, alpn)
 
 
 def protocol_version(ssl_object: HandshakeFacts) -> str | None:

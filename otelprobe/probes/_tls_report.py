@@ -1,8 +1,8 @@
 """What the tls probe reports about a handshake: every certificate of the chain, and trust.
 
 Works on completed and on failed handshakes alike (a failed verification still holds the
-certificates the server sent), and on either TLS library: both the ssl path and pyOpenSSL's
-(probes/_pyopenssl.py) describe their handshake as a `Handshake`. Used by probes/tls.py on top
+certificates the server sent), and on either TLS library: probes/_openssl.py's sessions and
+`ssl.SSLObject` both become a `Handshake`. Used by probes/tls.py on top
 of probes/_tls.py.
 """
 

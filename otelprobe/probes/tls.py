@@ -4,8 +4,7 @@ Phases: `dns.lookup` (names only), `tcp.connect`, `tls.handshake`. The handshake
 configured; when verification fails, the certificates are still read from that same failed
 handshake (`TimedConnection.handshake_object`), so an expired or untrusted certificate is
 reported with its details. Certificate parsing lives in probes/_tls_report.py. With `ocsp: true`
-the one handshake runs on pyOpenSSL (probes/_pyopenssl.py), which asks for a stapled OCSP
-response; probes/_ocsp.py reads it.
+the same handshake (probes/_openssl.py) asks for a stapled OCSP response; probes/_ocsp.py reads it.
 """
 
 from __future__ import annotations
@@ -21,10 +20,10 @@ from pydantic import Field, model_validator
 from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
-from otelprobe.probes import _ocsp, _pyopenssl, _tls_report
+from otelprobe.probes import _ocsp, _tls_report
 from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
 from otelprobe.probes._net import TimedConnection
-from otelprobe.probes._tls import client_context
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.resolver import split_host_port
 from otelprobe.results import ProbeResult
@@ -68,7 +67,7 @@ class TLSProbeConfig(HostPortProbeConfig):
     source_address: str | None = None
     tls: TLSClientConfig = TLSClientConfig()
     alpn: list[str] = Field(default_factory=list)
-    ocsp: bool = Field(False, description="ask for a stapled OCSP response (runs the handshake on pyOpenSSL)")
+    ocsp: bool = Field(False, description="ask for a stapled OCSP response")
     expect: TLSExpect = TLSExpect()
 
     @model_validator(mode="after")
@@ -99,9 +98,11 @@ class TLSProbe:
     def __init__(self, config: TLSProbeConfig, ctx: ProbeContext) -> None:
         self.config = config
         self._resolver = ctx.resolver_for(config)
-        self._context = client_context(config.tls, alpn=config.alpn)
-        self._ocsp_context = (
-            _pyopenssl.ocsp_context(config.tls, config.alpn, self._context) if config.ocsp else None
+        self._client = ClientTLS(
+            config.tls,
+            config.alpn,
+            ocsp=config.ocsp,
+            reject_revoked=config.tls.verify and config.expect.chain_trusted,
         )
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
@@ -128,12 +129,8 @@ class TLSProbe:
         self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
     ) -> None:
         cfg = self.config
-        # An IP target is verified against the certificate's IP SANs (check_hostname does it
-        # when server_hostname is the IP literal), so pass it even though no SNI is sent for it.
-        if self._ocsp_context is None:
-            handshake = await self._ssl_handshake(clock, conn, server_name, attrs)
-        else:
-            handshake = await self._ocsp_handshake(clock, conn, server_name, attrs)
+        # An IP target is verified against the certificate's IP SANs, without SNI.
+        handshake = await self._run_handshake(clock, conn, server_name, attrs)
         if handshake is None:
             return
         attrs.update(_tls_report.session_attributes(handshake))
@@ -145,47 +142,32 @@ class TLSProbe:
             attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = _tls_report.hostname_matches(handshake, server_name)
         self._check(attrs, handshake.version)
 
-    async def _ssl_handshake(
+    async def _run_handshake(
         self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
     ) -> _tls_report.Handshake | None:
-        try:
-            ssl_object = await conn.start_tls(self._context, server_name, clock)
-        except TLSError as exc:
-            failed = conn.handshake_object
-            seen = _tls_report.from_ssl_object(failed, completed=False) if failed is not None else None
-            self._failed(exc, seen, server_name, attrs)
-            return None
-        return _tls_report.from_ssl_object(ssl_object)
-
-    async def _ocsp_handshake(
-        self, clock: PhaseClock, conn: TimedConnection, server_name: str, attrs: Attributes
-    ) -> _tls_report.Handshake | None:
-        """The handshake on pyOpenSSL, asking for a staple; a verified `revoked` fails it."""
-        assert self._ocsp_context is not None
+        """The handshake, asking for a staple with `ocsp`; a verified `revoked` fails it."""
         cfg = self.config
-        engine = _pyopenssl.OCSPEngine(
-            self._ocsp_context,
-            server_name,
-            verify=cfg.tls.verify,
-            check_hostname_flags_from=self._context,
-            reject_revoked=cfg.tls.verify and cfg.expect.chain_trusted,
-        )
+        session = self._client.session(server_name)
         now = dt.datetime.now(dt.UTC)
         try:
-            await conn.handshake(engine, clock)
+            await conn.start_session(session, clock)
         except TLSError as exc:
-            self._report_staple(engine.staple, attrs, now)
-            if exc.detail == "certificate_revoked" and engine.staple is not None:
+            if cfg.ocsp:
+                self._report_staple(session.staple, attrs, now)
+            if exc.detail == "certificate_revoked" and session.staple is not None:
                 # OpenSSL reads the staple only after the chain and the name verified.
                 attrs[names.PROBE_TLS_CHAIN_TRUSTED] = True
                 attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = True
-                attrs.update(_tls_report.chain_attributes(engine.result(completed=False)))
+                attrs.update(
+                    _tls_report.chain_attributes(_tls_report.from_ssl_object(session, completed=False))
+                )
                 raise
-            self._failed(exc, engine.result(completed=False), server_name, attrs)
+            self._failed(exc, _tls_report.from_ssl_object(session, completed=False), server_name, attrs)
             return None
-        self._report_staple(engine.staple, attrs, now)
-        _ocsp.check(cfg.expect.ocsp, engine.staple, now)
-        return engine.result()
+        if cfg.ocsp:
+            self._report_staple(session.staple, attrs, now)
+            _ocsp.check(cfg.expect.ocsp, session.staple, now)
+        return _tls_report.from_ssl_object(session)
 
     def _failed(
         self, exc: TLSError, seen: _tls_report.Handshake | None, server_name: str, attrs: Attributes

@@ -25,8 +25,6 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
-from otelprobe.errors import MissingDependencyError
-from otelprobe.probes import _pyopenssl
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
@@ -272,10 +270,6 @@ async def test_staple_signed_by_a_stranger_is_not_believed(ca: Issued, leaf: Iss
     assert required.error is not None and required.error.detail == "ocsp_invalid"
 
 
-def test_config_and_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expect_ocsp_needs_ocsp() -> None:
     with pytest.raises(ValueError, match=r"expect\.ocsp needs ocsp: true"):
         TLSProbeConfig.model_validate({"name": "x", "address": "h:1", "expect": {"ocsp": "good"}})
-    config = TLSProbeConfig.model_validate({"name": "x", "address": "127.0.0.1:1", "ocsp": True})
-    monkeypatch.setattr(_pyopenssl, "_AVAILABLE", False)
-    with pytest.raises(MissingDependencyError, match=r'pip install "otelprobe\[ocsp\]"'):
-        TLSProbe(config, ProbeContext(vantage="test"))

@@ -3,8 +3,8 @@
 This is the part no library gives exactly: `tcp.connect` spans connect() issued -> established,
 `tls.handshake` spans ClientHello written -> handshake complete, and a `TimedConnection` reports
 the first and last byte of every read and write to its owner (the HTTP probe marks request,
-TTFB and transfer from them). TLS runs on `ssl.SSLObject` so we see exactly when bytes hit the
-socket, and set TCP_NODELAY so nothing waits behind Nagle (LAB-NOTES pitfall 3).
+TTFB and transfer from them). TLS runs over memory buffers (probes/_openssl.py) so we see exactly
+when bytes hit the socket, and set TCP_NODELAY so nothing waits behind Nagle (LAB-NOTES pitfall 3).
 
 Edges that a read ends come from the kernel (`probes/_kernel_time.py`), not from when the event
 loop got round to the read: `tcp.connect` ends at connect() + the kernel's SYN -> SYN-ACK sample,
@@ -20,14 +20,12 @@ import contextlib
 import errno
 import os
 import socket
-import ssl
 from collections.abc import Callable
 from typing import Protocol
 
-from otelprobe.errors import ConnectRefused, ConnectTimeout, ProtocolError, TLSError
+from otelprobe.errors import ConnectRefused, ConnectTimeout, TLSError
 from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns
 from otelprobe.probes._openssl import ClientTLS, TLSSession
-from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
@@ -73,61 +71,6 @@ class TLSChannel(TLSEngine, Protocol):
         ...
 
 
-class _SSLObjectEngine:
-    """`ssl.SSLObject` as a TLSChannel."""
-
-    __slots__ = ("_eof", "_incoming", "_obj", "_outgoing")
-
-    def __init__(self, obj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
-        self._obj = obj
-        self._incoming = incoming
-        self._outgoing = outgoing
-        self._eof = False
-
-    def step(self) -> bool:
-        try:
-            self._obj.do_handshake()
-        except ssl.SSLWantReadError:
-            return False
-        except ssl.SSLCertVerificationError as exc:
-            detail = verify_detail(exc.verify_code, exc.verify_message or "")
-            raise TLSError(detail, f"certificate verify failed: {exc.verify_message}") from exc
-        except ssl.SSLError as exc:
-            detail = handshake_failure_detail(exc.reason or "")
-            raise TLSError(detail, f"TLS handshake failed: {exc.reason or exc}") from exc
-        return True
-
-    def take_output(self) -> bytes:
-        return self._outgoing.read()
-
-    def feed(self, data: bytes) -> None:
-        self._incoming.write(data)
-
-    def encrypt(self, data: bytes) -> bytes:
-        self._obj.write(data)
-        return self._outgoing.read()
-
-    def decrypt(self, max_bytes: int) -> bytes | None:
-        try:
-            return self._obj.read(max_bytes)
-        except ssl.SSLWantReadError:
-            return b"" if self._eof else None
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            # No close_notify (SSLEOFError) is common; for HTTP the framing tells if it matters.
-            return b""
-        except ssl.SSLError as exc:
-            reason = exc.reason or str(exc)
-            if "ALERT" in reason.upper():  # e.g. TLS 1.3 certificate_required, after the handshake
-                raise TLSError(
-                    handshake_failure_detail(reason), f"TLS alert from the server: {reason}"
-                ) from exc
-            raise ProtocolError("tls_record_error", f"TLS error while reading: {exc}") from exc
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._incoming.write_eof()
-
-
 class TimedConnection:
     """A connected non-blocking socket, optionally wrapped in TLS, that stamps its I/O.
 
@@ -142,11 +85,6 @@ class TimedConnection:
         self._loop = loop
         self.tls: TLSChannel | None = None
         """The TLS session once a handshake completed; application data goes through it."""
-        self.ssl_object: ssl.SSLObject | None = None
-        """The same session when the `ssl` module runs it (`start_tls`)."""
-        # The object of the last handshake, kept even when it fails: a failed verification
-        # still received the server's certificates, and the tls probe reports them.
-        self.handshake_object: ssl.SSLObject | TLSSession | None = None
         self.on_write: Callable[[int, int], None] | None = None
         self.on_read: Callable[[int], None] | None = None
         self.bytes_read = 0
@@ -161,26 +99,16 @@ class TimedConnection:
         return str(host), int(port)
 
     async def start_tls(
-        self, context: ssl.SSLContext | ClientTLS, server_hostname: str | None, clock: PhaseClock
-    ) -> ssl.SSLObject | TLSSession:
+        self, client: ClientTLS, server_hostname: str | None, clock: PhaseClock
+    ) -> TLSSession:
         """Run the TLS handshake as the `tls.handshake` phase; raises TLSError on failure.
 
-        `server_hostname` is verified (and sent as SNI unless an IP literal); for a ClientTLS
-        (probes/_openssl.py) it defaults to the peer's address.
+        `server_hostname` is verified (and sent as SNI unless an IP literal); it defaults to
+        the peer's address.
         """
-        if isinstance(context, ClientTLS):
-            session = context.session(server_hostname or self.peer[0])
-            self.handshake_object = session
-            await self.start_session(session, clock)
-            return session
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_hostname)
-        self.handshake_object = obj
-        engine = _SSLObjectEngine(obj, incoming, outgoing)
-        await self.handshake(engine, clock)
-        self.tls = engine
-        self.ssl_object = obj
-        return obj
+        session = client.session(server_hostname or self.peer[0])
+        await self.start_session(session, clock)
+        return session
 
     async def start_session(self, session: TLSChannel, clock: PhaseClock) -> None:
         """Run `session`'s handshake (e.g. probes/_openssl.py) as the `tls.handshake` phase.
@@ -193,8 +121,8 @@ class TimedConnection:
     async def handshake(self, engine: TLSEngine, clock: PhaseClock) -> None:
         """Drive `engine`'s handshake over this socket as the `tls.handshake` phase.
 
-        `start_tls` and `start_session` use it with either TLS library (probes/_openssl.py, or
-        `ssl.SSLObject`), so both are timed at the same socket events. The connection
+        `start_tls` and `start_session` use it with probes/_openssl.py's sessions; any other
+        engine would be timed at the same socket events. The connection
         stays plaintext for `read`/`write` unless `start_tls` ran. Raises TLSError on failure.
         """
         with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:

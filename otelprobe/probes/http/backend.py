@@ -218,6 +218,8 @@ class TimedStream(httpcore.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> TimedStream:
         """The `tls.handshake` phase: on probes/_openssl.py for a ClientTLS, else on `ssl`."""
+        if not isinstance(ssl_context, ClientTLS):
+            raise TypeError("HTTP probes handshake through a ClientTLS (probes/_openssl.py)")
         try:
             await self._connection.start_tls(ssl_context, server_hostname, self._clock)
         except BaseException:
@@ -344,7 +346,7 @@ class TLSAttributeCache:
 def session_of(connection: TimedConnection) -> HandshakeFacts | None:
     """What a completed handshake established, whichever TLS library ran it."""
     tls = connection.tls
-    return tls if isinstance(tls, TLSSession) else connection.ssl_object
+    return tls if isinstance(tls, TLSSession) else None
 
 
 def remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:

@@ -18,7 +18,9 @@ hybrid post-quantum key share is opt-in via `tls.groups`.
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
+import threading
 import weakref
 from collections.abc import Sequence
 from typing import Final
@@ -89,6 +91,41 @@ class ClientTLS:
         if ocsp:
             context.set_ocsp_client_callback(_staple_received)
         self._context = context
+
+    @classmethod
+    def shared(
+        cls,
+        config: TLSClientConfig,
+        alpn: Sequence[str] = (),
+        *,
+        ocsp: bool = False,
+        reject_revoked: bool = False,
+    ) -> ClientTLS:
+        """The ClientTLS of these settings, shared by every target that has them.
+
+        A context holds its own copy of the trust store (the system's is ~150 certificates), so
+        10,000 HTTPS targets with one context each would cost gigabytes. Shared while any probe
+        holds it; the key includes the files' mtime and size, so an edited CA file or client
+        certificate is read again on the next config reload. SNI and the name to verify are per
+        session, so they are not part of the key.
+        """
+        key = (
+            config.verify,
+            config.min_version,
+            config.max_version,
+            config.groups,
+            tuple(alpn),
+            ocsp,
+            reject_revoked,
+            *(_file_key(path) for path in (config.ca_file, config.client_cert, config.client_key)),
+            *(_system_trust_key() if config.verify and not config.ca_file else ()),
+        )
+        with _shared_lock:
+            client = _shared.get(key)
+            if client is None:
+                client = cls(config, alpn, ocsp=ocsp, reject_revoked=reject_revoked)
+                _shared[key] = client
+            return client
 
     def session(self, server_name: str) -> TLSSession:
         """A client session for one connection; `server_name` is verified (and sent as SNI unless an IP)."""
@@ -261,6 +298,26 @@ def _reason(exc: SSL.Error) -> str:
     entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
     reasons = [str(entry[2]) for entry in entries if len(entry) > 2]
     return reasons[-1] if reasons else str(exc) or type(exc).__name__
+
+
+_shared: weakref.WeakValueDictionary[tuple[object, ...], ClientTLS] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def _file_key(path: str | None) -> tuple[str, int, int] | None:
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path, -1, -1)  # ClientTLS will report the file itself
+    return (path, stat.st_mtime_ns, stat.st_size)
+
+
+def _system_trust_key() -> tuple[object, ...]:
+    """Where the system trust store is now (SSL_CERT_FILE / SSL_CERT_DIR may move it), and its age."""
+    paths = ssl.get_default_verify_paths()
+    return (_file_key(paths.cafile), _file_key(paths.capath))
 
 
 def unknown_groups(groups: Sequence[str]) -> list[str]:

@@ -35,7 +35,7 @@ HandshakeFacts = ssl.SSLObject | ssl.SSLSocket | TLSSession
 
 def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ClientTLS:
     """A probe's TLS client (probes/_openssl.py): system trust (or ca_file), client cert, versions, ALPN."""
-    return ClientTLS(config, alpn)
+    return ClientTLS.shared(config, alpn)
 
 
 def protocol_version(ssl_object: HandshakeFacts) -> str | None:

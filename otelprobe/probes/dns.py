@@ -167,7 +167,7 @@ class DNSProbe:
         self._ctx = ctx
         self._resolver = ctx.resolver_for(config)
         self._tls_context = (
-            ClientTLS(config.tls, ("http/1.1",) if config.transport == "https" else ("dot",))
+            ClientTLS.shared(config.tls, ("http/1.1",) if config.transport == "https" else ("dot",))
             if config.transport in ("tls", "https")
             else None
         )

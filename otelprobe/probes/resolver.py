@@ -157,7 +157,7 @@ class DNSServerResolver:
         self._tls_context: ClientTLS | None = None
         if config.transport in ("tls", "https"):
             alpn = ("http/1.1",) if config.transport == "https" else ("dot",)
-            self._tls_context = ClientTLS(TLSClientConfig(), alpn)
+            self._tls_context = ClientTLS.shared(TLSClientConfig(), alpn)
 
     @property
     def server(self) -> str:

@@ -98,7 +98,7 @@ class TLSProbe:
     def __init__(self, config: TLSProbeConfig, ctx: ProbeContext) -> None:
         self.config = config
         self._resolver = ctx.resolver_for(config)
-        self._client = ClientTLS(
+        self._client = ClientTLS.shared(
             config.tls,
             config.alpn,
             ocsp=config.ocsp,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -20,6 +21,7 @@ import trustme
 from tls_servers import serve
 
 from otelprobe.config.common import TLSClientConfig
+from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
@@ -191,3 +193,16 @@ async def test_server_closing_without_close_notify_after_the_body(ca: trustme.CA
         result = await probe_once(f"https://localhost:{port}/", tls={"ca_file": ca_file})
     assert result.success, result.error
     assert result.attributes["probe.http.body_bytes"] == len(b"body until close")
+
+
+def test_targets_with_the_same_tls_settings_share_one_context(ca_file: str, tmp_path: Path) -> None:
+    first = ClientTLS.shared(TLSClientConfig(ca_file=ca_file, sni="a.test"), ["http/1.1"])
+    # SNI is per session: a different name still shares the trust store.
+    assert ClientTLS.shared(TLSClientConfig(ca_file=ca_file, sni="b.test"), ["http/1.1"]) is first
+    assert ClientTLS.shared(TLSClientConfig(ca_file=ca_file), ["h2"]) is not first
+    assert ClientTLS.shared(TLSClientConfig(ca_file=ca_file, min_version="1.3"), ["http/1.1"]) is not first
+    # An edited CA file is read again (next reload builds new probes, which ask again).
+    path = Path(ca_file)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert ClientTLS.shared(TLSClientConfig(ca_file=ca_file), ["http/1.1"]) is not first

@@ -334,7 +334,7 @@ class HTTPProbe:
         # Built once per probe: loading the trust store costs milliseconds of CPU.
         if self._client_tls is None:
             alpn = ["http/1.1", "h2"] if self._http2 else ["http/1.1"]
-            self._client_tls = ClientTLS(self._config.tls, alpn)
+            self._client_tls = ClientTLS.shared(self._config.tls, alpn)
         return self._client_tls
 
     def _check(self, reply: _Reply, attrs: Attributes, duration_s: float) -> None:

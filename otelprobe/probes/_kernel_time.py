@@ -11,6 +11,13 @@ in-order segments and keeps the *newest* segment's stamp, so a read's stamp is t
 newest byte it returns — exact for a read of one segment or one burst, and never later than a
 user-space mark. TCP_INFO's `tcpi_rtt` after the handshake is the SYN -> SYN-ACK sample in
 microseconds (the smoothed RTT starts at the first sample), unless a SYN was retransmitted.
+
+The kernel stamps packets only while some socket on the host asks for stamps (the global
+`netstamp_needed_key`); the first such socket turns it on and the last one's close turns it off,
+each a kernel code patch run by a kworker. One idle socket held for the life of the process keeps
+it on, so a connection's setsockopt is just a flag. Stamps stay the arrival times either way: with
+the key on, every packet is stamped on arrival; with it off, a packet that arrived first would
+only be stamped when read (UDP) or not at all (TCP), so holding it on never makes a stamp later.
 """
 
 from __future__ import annotations
@@ -33,8 +40,65 @@ _TCPI_TOTAL_RETRANS: Final = 100
 _TCPI_SIZE: Final = _TCPI_TOTAL_RETRANS + 4
 
 
+_holder_fd: list[int] = []
+"""The socket that keeps the kernel's receive stamping on (a bare fd: no ResourceWarning at exit)."""
+
+
+def hold_rx_timestamping(wait_s: float = 0.0) -> bool:
+    """Keep the kernel stamping received packets for the life of the process; False if it cannot.
+
+    Without it, a setsockopt(SO_TIMESTAMPNS) when no other socket has stamps on, and every close
+    of the last such socket, toggle the kernel's key: with connections 2 ms apart, setsockopt took
+    ~65 us instead of ~2 us and open+connect+close ~175 us instead of ~100 us on loopback. The
+    holder is unbound UDP and never receives anything. Turning the key on is
+    deferred to a kernel worker (usually done within microseconds), so data arriving just after the
+    process's first request for stamps may miss its stamp; `wait_s` > 0 blocks, at most that
+    long, until packets are stamped on arrival (for start-up, before the first probe).
+    """
+    if not _holder_fd:
+        try:
+            holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError:
+            return False
+        try:
+            holder.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            holder.close()
+            return False
+        _holder_fd.append(holder.detach())
+    if wait_s <= 0:
+        return True
+    deadline = time.perf_counter() + wait_s
+    while not _stamped_on_arrival():
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def _stamped_on_arrival() -> bool:
+    """Whether the kernel stamps a packet when it arrives (else only when it is read, or never)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        tx.sendto(b"", rx.getsockname())  # on loopback it arrives inside this call
+        after_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        try:
+            _, ancillary, _, _ = rx.recvmsg(1, _ANCILLARY_BYTES)
+        except OSError:
+            return False
+    stamp = _realtime_stamp_ns(ancillary)
+    return stamp is not None and stamp <= after_ns
+
+
 def enable_rx_timestamps(sock: socket.socket) -> bool:
     """Ask the kernel to stamp received data on `sock`; False where the option is unavailable."""
+    if not _holder_fd:
+        hold_rx_timestamping()
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     except OSError:
@@ -72,12 +136,18 @@ def realtime_offset_ns() -> int:
 
 def rx_stamp_ns(ancillary: list[tuple[int, int, bytes]], offset_ns: int) -> int | None:
     """The kernel receive time (perf_counter_ns clock) in recvmsg's ancillary data, if any."""
+    stamp = _realtime_stamp_ns(ancillary)
+    if stamp is None:
+        return None
+    # Never later than now: guards against a wall-clock step since the offset was taken.
+    return min(stamp - offset_ns, time.perf_counter_ns())
+
+
+def _realtime_stamp_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            # Never later than now: guards against a wall-clock step since the offset was taken.
-            stamp: int = seconds * 1_000_000_000 + nanoseconds - offset_ns
-            return min(stamp, time.perf_counter_ns())
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
     return None
 
 

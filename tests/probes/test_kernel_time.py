@@ -7,9 +7,26 @@ import asyncio
 import socket
 import time
 
-from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns, rx_stamp_ns, tcp_info
+import pytest
+
+from otelprobe.probes._kernel_time import (
+    StampedReceiver,
+    enable_rx_timestamps,
+    handshake_end_ns,
+    hold_rx_timestamping,
+    realtime_offset_ns,
+    rx_stamp_ns,
+    tcp_info,
+)
 from otelprobe.probes._net import timed_connect
 from otelprobe.timing import PhaseClock
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stamping_on() -> None:
+    """The kernel turns stamping on in a deferred worker: data arriving in the first moments of a
+    process could miss its stamp, and these tests check stamps against arrival."""
+    assert hold_rx_timestamping(wait_s=1.0)
 
 
 async def _server(reply: bytes, sent_at: list[int], done: asyncio.Event) -> asyncio.Server:
@@ -124,3 +141,35 @@ async def test_segments_read_together_carry_the_newest_arrival() -> None:
     finally:
         for sock in (server, client, listener):
             sock.close()
+
+
+def test_kernel_keeps_stamping_between_connections() -> None:
+    """Once a socket asked for stamps, the kernel keeps stamping every packet on arrival, also
+    after that socket closed (hold_rx_timestamping), so no connection toggles it.
+
+    The witness: a datagram queued on a socket *before* it asked for stamps. Had the kernel
+    stopped stamping when the connection closed, its stamp would be the time of the read.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+        assert enable_rx_timestamps(first)
+    time.sleep(0.02)  # the kernel turns stamping off in a deferred work item; give it time
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        address = receiver.getsockname()
+        before_ns = time.perf_counter_ns()
+        sender.sendto(b"x", address)  # on loopback it arrives inside this call
+        after_ns = time.perf_counter_ns()
+        time.sleep(0.03)
+        assert enable_rx_timestamps(receiver)
+        read_ns = time.perf_counter_ns()
+        _, ancillary, _, _ = receiver.recvmsg(16, socket.CMSG_SPACE(16))
+        stamp = rx_stamp_ns(ancillary, realtime_offset_ns())
+    finally:
+        receiver.close()
+        sender.close()
+    assert stamp is not None
+    # 200 us: slack for the realtime -> monotonic offset; a stamp taken at the read is 30 ms late.
+    assert before_ns - 200_000 <= stamp <= after_ns + 200_000, "stamped on arrival"
+    assert read_ns - stamp > 25_000_000

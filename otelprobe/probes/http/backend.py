@@ -1,7 +1,7 @@
 """httpcore's network-backend seam, timed: DNS, connect and TLS phases, and the request's own phases.
 
-h11 (probes/http/h11_exchange.py) speaks HTTP/1.1 and httpcore HTTP/2; this module owns the sockets
-under both. `TimedBackend`
+probes/http/http1_exchange.py frames HTTP/1.1 itself (httptools parses) and hands HTTP/2 to
+httpcore; this module owns the sockets under both. `TimedBackend`
 resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py and _net.py),
 `TimedStream.start_tls` is the `tls.handshake` phase, and `ExchangeTimer` derives `http.request`,
 `http.ttfb` and `http.transfer` from the bytes that cross the stream (DESIGN §3):

@@ -1,8 +1,8 @@
 """The HTTP/HTTPS probe: one request (plus redirects) per attempt, every phase timed at the socket.
 
 It sits between the scheduler (which calls `run`) and telemetry (which turns the returned
-`ProbeResult`s into spans): `probes/http/h11_exchange.py` frames HTTP/1.1 (h11) and HTTP/2
-(httpcore) over the timed backend of `probes/http/backend.py`, and `probes/assertions.py`
+`ProbeResult`s into spans): `probes/http/http1_exchange.py` frames HTTP/1.1 (httptools) and
+HTTP/2 (httpcore) over the timed backend of `probes/http/backend.py`, and `probes/assertions.py`
 judges the response.
 """
 

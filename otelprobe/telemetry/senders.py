@@ -1,9 +1,9 @@
 """OTLP senders: one Export*ServiceRequest out over OTLP/HTTP, OTLP/gRPC or to the console.
 
-The last step of the span path (`batching.SpanBatcher`'s worker thread calls `send` with each
-batch) and of the metric path (`metrics_otlp.PeriodicMetricExporter` calls `send_serialized` with
-requests it wrote itself); the file senders live with the OTLP JSON format. A sender serializes the
-request once (protobuf in C), retries what the OTLP spec calls retryable with exponential backoff,
+The last step of the span path and of the metric path: `batching.SpanBatcher`'s worker thread and
+`metrics_otlp.PeriodicMetricExporter` hand the OTLP/HTTP and gRPC senders requests they wrote as
+wire bytes themselves (`send_serialized`); other senders (console, and the file senders that live
+with the OTLP JSON format) get the decoded request (`send`). A sender retries what the OTLP spec calls retryable with exponential backoff,
 all within the timeout it is given, and gives up at once after `shutdown`.
 """
 

@@ -15,15 +15,12 @@ import asyncio
 import collections
 import dataclasses
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-from otelprobe.config.common import ProbeConfigBase
 from otelprobe.errors import ConnectRefused, ConnectTimeout, ProbeError
 from otelprobe.probes._net import TimedConnection, timed_connect
-from otelprobe.probes.base import Attributes, run_attempt, timed_resolve
-from otelprobe.probes.resolver import Resolver
-from otelprobe.results import ProbeResult
+from otelprobe.probes.base import Attributes
 from otelprobe.telemetry import names
 from otelprobe.timing import Phase, PhaseClock
 
@@ -31,39 +28,6 @@ CONNECTION_ATTEMPT_DELAY_S: Final = 0.25
 """RFC 8305 §5's recommended wait before the next address is tried alongside a silent one."""
 
 PROBE_CONNECT_ABANDONED: Final = names.PROBE_CONNECT_ABANDONED
-
-CandidatesBody = Callable[[PhaseClock, Attributes, Sequence[str]], Awaitable[None]]
-
-
-async def run_with_fallback(
-    config: ProbeConfigBase,
-    kind: str,
-    attempt: int,
-    resolver: Resolver,
-    host: str,
-    body: CandidatesBody,
-) -> list[ProbeResult]:
-    """Resolve `host` as the first attempt's `dns.lookup`, then run `body` on its candidates.
-
-    `body` gets every resolved address (to pass to `connect_first`), or with `ip: all` one
-    address per result, as `_attempts.run_per_address` does for kinds that do not connect.
-    """
-    resolved: list[str] = []
-    per_address = config.ip == "all"
-
-    async def first(clock: PhaseClock, attrs: Attributes) -> None:
-        resolved.extend(await timed_resolve(clock, resolver, host, config.ip, attrs))
-        await body(clock, attrs, resolved[:1] if per_address else resolved)
-
-    results = [await run_attempt(kind, config.name, attempt, config.timeout_s, first)]
-    if per_address:
-        for address in resolved[1:]:
-
-            async def other(clock: PhaseClock, attrs: Attributes, address: str = address) -> None:
-                await body(clock, attrs, (address,))
-
-            results.append(await run_attempt(kind, config.name, attempt, config.timeout_s, other))
-    return results
 
 
 def connect_order(addresses: Iterable[str], source_address: str | None = None) -> list[str]:

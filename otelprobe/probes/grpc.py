@@ -28,7 +28,8 @@ from pydantic import Field, field_validator
 
 from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
 from otelprobe.errors import AssertionFailed, ProtocolError
-from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._attempts import run_with_fallback
+from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext

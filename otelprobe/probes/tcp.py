@@ -16,7 +16,8 @@ from pydantic import Field, field_validator, model_validator
 from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
 from otelprobe.probes import _starttls
-from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._attempts import run_with_fallback
+from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes._stream import BufferedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes

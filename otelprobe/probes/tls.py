@@ -21,7 +21,8 @@ from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
 from otelprobe.probes import _ocsp, _tls_report
-from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._attempts import run_with_fallback
+from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext

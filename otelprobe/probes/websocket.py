@@ -35,7 +35,8 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, HTTPStatusError, ProtocolError
-from otelprobe.probes._happy_eyeballs import connect_first, run_with_fallback
+from otelprobe.probes._attempts import run_with_fallback
+from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext

@@ -3,8 +3,9 @@
 The last step of the span path and of the metric path: `batching.SpanBatcher`'s worker thread and
 `metrics_otlp.PeriodicMetricExporter` hand the OTLP/HTTP and gRPC senders requests they wrote as
 wire bytes themselves (`send_serialized`); other senders (console, and the file senders that live
-with the OTLP JSON format) get the decoded request (`send`). A sender retries what the OTLP spec calls retryable with exponential backoff,
-all within the timeout it is given, and gives up at once after `shutdown`.
+with the OTLP JSON format) get the decoded request (`send`). A sender retries what the OTLP spec
+calls retryable with exponential backoff, all within the timeout it is given, and gives up at
+once after `shutdown`.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from otelprobe.probes.http.backend import (
     remote_protocol_error,
 )
 from otelprobe.probes.http.config import HTTPProbeConfig
+from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
 from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult, TraceRef
@@ -347,16 +348,31 @@ class HTTPProbe:
         if status is not None:
             failures.append(status)
         failures += self._header_checks.check(reply.headers)
-        failures += self._body_checks.check(reply.body)
+        failures += self._check_body(reply)
         for bound in (
             check_latency(duration_s, expect.max_duration_s),
             check_cert_remaining(remaining_s, expect.cert_min_remaining_s),
         ):
             if bound is not None:
                 failures.append(bound)
-        # A wrong status says more than the content checks it usually causes: report it first.
-        failures.sort(key=lambda f: f is not status)
+        # A wrong status says more than the content checks it usually causes: report it first;
+        # then a body that cannot be read, which says more than the checks it could not run.
+        failures.sort(key=lambda f: (f is not status, f.error_class is not ProtocolError))
         raise_failures(failures)
+
+    def _check_body(self, reply: _Reply) -> list[Failure]:
+        """The body checks, on the body with its Content-Encoding undone (only when they exist).
+
+        Decoding waits until here so that its CPU time stays out of `http.transfer`, and only
+        the final hop's body is decoded; `probe.http.body_bytes` stays the size on the wire.
+        """
+        if not self._body_checks.needs_body:
+            return []
+        try:
+            body = decode_body(reply.body, content_codings(reply.headers), self._config.body_max_bytes)
+        except ProtocolError as exc:
+            return [Failure(exc.detail, exc.message, ProtocolError)]
+        return self._body_checks.check(body)
 
 
 def _base_headers(config: HTTPProbeConfig, url: SplitResult) -> list[tuple[bytes, bytes]]:

@@ -381,9 +381,7 @@ def main() -> None:
         type=Path,
         help="py-spy the prober over each window into PROFILE-<rate>-<run> (collapsed)",
     )
-    parser.add_argument(
-        "--native", action="store_true", help="with --profile: include native (C) frames"
-    )
+    parser.add_argument("--native", action="store_true", help="with --profile: include native (C) frames")
     parser.add_argument(
         "--metric-interval", type=float, default=5.0, help="the prober's metric export period (s)"
     )

@@ -1,5 +1,5 @@
 """Loopback HTTP servers for the HTTP probe's tests: a well-behaved aiohttp app, raw misbehaving
-asyncio servers, and a tiny HTTP/2 server (h2 over TLS with ALPN).
+asyncio servers, and a tiny HTTP/2 server (h2 over TLS with ALPN, or h2c with prior knowledge).
 
 Each server is an async context manager bound to 127.0.0.1 on an ephemeral port, and closes
 everything it opened (the tests run with filterwarnings=error).
@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 from aiohttp import web
+from hyperframe.frame import GoAwayFrame
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -183,18 +185,36 @@ async def close_without_answer(reader: asyncio.StreamReader, writer: asyncio.Str
 
 @dataclass
 class H2Server:
-    """HTTP/2 over TLS (ALPN h2) with the h2 package; answers every request after `delay_s`."""
+    """HTTP/2 with the h2 package: over TLS (ALPN h2), or cleartext with prior knowledge (h2c) when
+    `ssl_context` is None. Answers every request once its stream ends, after `delay_s`, with
+    `body` in `chunks` DATA frames `chunk_pause_s` apart; `/redirect` answers 302 to `/final`,
+    `/echo` answers the length of the request body. `fault` makes it misbehave instead:
 
-    ssl_context: ssl.SSLContext
+    - "reset": RST_STREAM (CANCEL) on the request's stream instead of a response;
+    - "reset_mid_body": the headers and first chunk, then RST_STREAM (INTERNAL_ERROR);
+    - "goaway": GOAWAY (INTERNAL_ERROR) instead of a response, then close;
+    - "goaway_refused": GOAWAY (NO_ERROR, last stream 0: the request was not processed), then close;
+    - "goaway_graceful": GOAWAY (NO_ERROR, last stream 1), then the response as usual;
+    - "early_413": 413 and RST_STREAM (NO_ERROR) as soon as the request's HEADERS arrive, without
+      reading its body (nor opening the flow-control window for it).
+    """
+
+    ssl_context: ssl.SSLContext | None = None
     delay_s: float = 0.0
     body: bytes = b"hello over h2"
+    chunks: int = 1
+    chunk_pause_s: float = 0.0
+    fault: str | None = None
     requests: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    whole_request_in_first_read: list[bool] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def __aenter__(self) -> H2Server:
-        self.ssl_context.set_alpn_protocols(["h2"])
+        if self.ssl_context is not None:
+            self.ssl_context.set_alpn_protocols(["h2"])
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
@@ -214,21 +234,34 @@ class H2Server:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         conn.initiate_connection()
         writer.write(conn.data_to_send())  # server SETTINGS go out before any request arrives
+        paths: dict[int, str] = {}
+        bodies: dict[int, bytearray] = {}
+        reads = 0
         try:
             while data := await reader.read(65536):
+                reads += 1
                 for event in conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
+                        assert event.stream_id is not None
                         headers = {k.decode(): v.decode() for k, v in event.headers or []}
                         self.requests.append(headers)
-                        if event.stream_ended is None:
-                            continue
-                        await asyncio.sleep(self.delay_s)
+                        paths[event.stream_id] = headers[":path"]
+                        bodies[event.stream_id] = bytearray()
+                        if self.fault == "early_413":
+                            conn.send_headers(event.stream_id, [(":status", "413")], end_stream=True)
+                            conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                            del paths[event.stream_id]
+                    elif isinstance(event, h2.events.DataReceived) and event.stream_id in bodies:
                         assert event.stream_id is not None
-                        conn.send_headers(
-                            event.stream_id,
-                            [(":status", "200"), ("content-length", str(len(self.body)))],
-                        )
-                        conn.send_data(event.stream_id, self.body, end_stream=True)
+                        conn.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+                        bodies[event.stream_id] += event.data or b""
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id in paths:
+                        stream_id = event.stream_id
+                        self.whole_request_in_first_read.append(reads == 1)
+                        self.bodies.append(bytes(bodies[stream_id]))
+                        path = paths.pop(stream_id)
+                        if not await self._answer(conn, writer, stream_id, path, len(bodies[stream_id])):
+                            return
                 writer.write(conn.data_to_send())
                 await writer.drain()
         except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
@@ -236,3 +269,50 @@ class H2Server:
         finally:
             writer.transport.abort()
             self._tasks.discard(task)
+
+    async def _answer(
+        self,
+        conn: h2.connection.H2Connection,
+        writer: asyncio.StreamWriter,
+        stream_id: int,
+        path: str,
+        got: int,
+    ) -> bool:
+        """Answer one request; False when the connection is to be closed."""
+        await asyncio.sleep(self.delay_s)
+        if self.fault == "reset":
+            conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            return True
+        if self.fault in ("goaway", "goaway_refused"):
+            code = (
+                h2.errors.ErrorCodes.INTERNAL_ERROR
+                if self.fault == "goaway"
+                else h2.errors.ErrorCodes.NO_ERROR
+            )
+            conn.close_connection(code, last_stream_id=stream_id if self.fault == "goaway" else 0)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+            return False
+        if self.fault == "goaway_graceful":
+            # Written by hand: h2 stops sending on its side of a connection once it sent GOAWAY.
+            writer.write(GoAwayFrame(0, last_stream_id=stream_id, error_code=0).serialize())
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the response follows in its own segments
+        if path == "/redirect":
+            conn.send_headers(stream_id, [(":status", "302"), ("location", "/final")], end_stream=True)
+            return True
+        body = str(got).encode() if path == "/echo" else self.body
+        conn.send_headers(stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+        size = -(-len(body) // self.chunks)
+        for index in range(self.chunks):
+            if index:
+                await asyncio.sleep(self.chunk_pause_s)
+            if self.fault == "reset_mid_body" and index:
+                conn.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                return True
+            conn.send_data(
+                stream_id, body[index * size : (index + 1) * size], end_stream=index == self.chunks - 1
+            )
+            writer.write(conn.data_to_send())
+            await writer.drain()
+        return True

@@ -13,8 +13,10 @@ resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py
 - `http.ttfb`: last request byte written -> first response byte read. Only decrypted
   application data counts: TLS 1.3 NewSessionTicket records arriving before the response are
   consumed inside `TimedConnection.read` and never reach the stream. On HTTP/2 the server's
-  SETTINGS / WINDOW_UPDATE / PING frames (stream 0) are not the response either: the first
-  byte of the first frame on a request stream is.
+  SETTINGS / WINDOW_UPDATE / PING frames (stream 0) are not the response either, nor are a
+  request stream's WINDOW_UPDATE or RST_STREAM (a reset is a failure of this phase): the first
+  HEADERS frame on a request stream is. A response that arrives before the request is complete
+  (the server answers early) ends the request where it stopped, with a zero `http.ttfb`.
 - `http.transfer`: first response byte -> last body byte read (`ExchangeTimer.finish`).
 """
 
@@ -40,7 +42,8 @@ from otelprobe.probes.resolver import Resolver
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock
 
-# httpcore's exceptions that reach us; our own stream raises ProbeErrors directly.
+# httpcore's exceptions that reach us (the HTTP/1.1 path raises them); our own stream and the
+# HTTP/2 path raise ProbeErrors directly, h2's are here in case one escapes them.
 HTTPCORE_ERRORS: Final[Mapping[type[BaseException], tuple[type[ProbeError], str]]] = {
     httpcore.LocalProtocolError: (ProtocolError, "local_protocol_error"),
     httpcore.ProtocolError: (ProtocolError, "malformed_response"),
@@ -149,20 +152,26 @@ class ExchangeTimer:
 
     def received(self, data: bytes, read_ns: int) -> None:
         self.last_read_ns = read_ns
+        if self._incoming is not None:
+            # Fed from the first read on, so frames stay aligned whenever the response begins.
+            if not any(kind == _H2_HEADERS and stream for kind, _, stream in self._incoming.feed(data)):
+                return
+            self._incoming = None
+            if self._request is not None:
+                self._request_done()  # answered before the whole request was sent (e.g. 413)
         if self._ttfb is None:
             return
-        if self._incoming is not None and not any(stream for _, _, stream in self._incoming.feed(data)):
-            return  # connection-level frames only (SETTINGS, WINDOW_UPDATE, PING)
+        # The kernel stamps arrival: an early answer may predate the last write (zero, not negative).
+        read_ns = max(read_ns, self._ttfb.start_ns)
         self._ttfb.end(read_ns)
         self._ttfb = None
-        self._incoming = None
         self.response_started = True
         self._transfer = self._open(names.SPAN_HTTP_TRANSFER, read_ns)
 
     def finish(self) -> None:
         """The body has been read in full: `http.transfer` ends at the last byte read."""
         if self._transfer is not None:
-            self._transfer.end(self.last_read_ns)
+            self._transfer.end(max(self.last_read_ns, self._transfer.start_ns))
             self._transfer = None
 
 
@@ -356,10 +365,6 @@ def remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTime
         detail = "server_disconnected" if not timer.response_started else "incomplete_body"
     elif "incomplete" in message or "complete message body" in message:
         detail = "incomplete_body"
-    elif "StreamReset" in message:
-        detail = "stream_reset"
-    elif "ConnectionTerminated" in message:
-        detail = "connection_terminated"
     else:
         detail = "malformed_response"
     return ProtocolError(detail, f"{detail}: {message}")

@@ -1,12 +1,14 @@
-"""One request on a fresh timed connection: HTTP/1.1 framed here (httptools parses), HTTP/2 via httpcore.
+"""One request on a fresh timed connection: HTTP/1.1 framed here (httptools parses), HTTP/2 by h2.
 
 probes/http/probe.py calls `exchange` once per hop. It connects and runs TLS through
 `backend.TimedBackend` / `TimedStream` (so `ExchangeTimer` marks the phases as before), then
 speaks HTTP/1.1 itself: the request is joined from byte strings and the response parsed by
 httptools (llhttp, in C) — httpcore's connection objects and anyio locks, then h11 in pure Python,
-cost CPU that a one-request connection does not need — and hands HTTP/2 (ALPN "h2", or prior
-knowledge) to httpcore's `AsyncHTTP2Connection` over the same stream. HTTP/1.1 framing errors are
-raised as httpcore's, so `backend.HTTPCORE_ERRORS` and `remote_protocol_error` serve both.
+cost CPU that a one-request connection does not need — or hands the stream to
+probes/http/http2_exchange.py: after ALPN "h2", or at once with prior knowledge (`http_version:
+"2"` on plain http). `http_version: "2"` on https needs ALPN to choose h2 (RFC 9113 §3.3: prior
+knowledge is for cleartext only). HTTP/1.1 framing errors are raised as httpcore's, so
+`backend.HTTPCORE_ERRORS` and `remote_protocol_error` classify them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Final
 import httpcore
 import httptools
 
+from otelprobe.errors import ProtocolError
 from otelprobe.probes._openssl import ClientTLS
+from otelprobe.probes.http import http2_exchange
 from otelprobe.probes.http.backend import TimedBackend
 
 _READ_SIZE: Final = 64 * 1024
@@ -38,20 +42,40 @@ async def exchange(
 ) -> tuple[httpcore.Response, httpcore.AsyncHTTP2Connection | None]:
     """Connect, handshake and send `request`; the response's body is still to be read.
 
-    Returns the HTTP/2 connection too when one carries the response (the caller closes it);
-    `http1=False` means HTTP/2 only (prior knowledge on plain http).
+    `http1=False` means HTTP/2 only. The second item is always None now (no httpcore connection
+    is left to close: the caller's `backend.close()` closes the socket); probe.py still reads it.
     """
     origin = request.url.origin
     host = origin.host.decode("ascii")
     stream = await backend.connect_tcp(host, origin.port)
-    if ssl_context is not None:
-        sni = request.extensions.get("sni_hostname")
-        stream = await stream.start_tls(ssl_context, server_hostname=sni if isinstance(sni, str) else host)
+    if ssl_context is None:
+        if not http1:
+            return await _http2(stream, request, content, prior_knowledge=True), None
+        return await _http11(stream, request, content), None
+    sni = request.extensions.get("sni_hostname")
+    stream = await stream.start_tls(ssl_context, server_hostname=sni if isinstance(sni, str) else host)
     ssl_object = stream.get_extra_info("ssl_object")
-    if not http1 or (ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"):
-        connection = httpcore.AsyncHTTP2Connection(origin=origin, stream=stream)
-        return await connection.handle_async_request(request), connection
+    alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    if alpn == "h2":
+        return await _http2(stream, request, content, prior_knowledge=False), None
+    if not http1:
+        chose = f"it chose {alpn}" if alpn else "it chose no protocol"
+        raise ProtocolError(
+            "alpn_h2_not_negotiated",
+            f'http_version "2": the server did not agree to HTTP/2 by ALPN ({chose})',
+        )
     return await _http11(stream, request, content), None
+
+
+async def _http2(
+    stream: httpcore.AsyncNetworkStream,
+    request: httpcore.Request,
+    content: bytes | None,
+    *,
+    prior_knowledge: bool,
+) -> httpcore.Response:
+    _check_request(request)
+    return await http2_exchange.request(stream, request, content, prior_knowledge=prior_knowledge)
 
 
 async def _http11(
@@ -89,21 +113,36 @@ async def _http11(
 def _request_head(request: httpcore.Request) -> bytes:
     """The request line and headers, refusing what would let a value end the line or the head."""
     method, target = request.method, request.url.target
+    _check_request_line(method, target)
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in request.headers:
+        _check_header(name, value)
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _check_request(request: httpcore.Request) -> None:
+    """HTTP/2 refuses the same (RFC 9113 §8.2.1, §8.3.1), with the same errors as HTTP/1.1."""
+    _check_request_line(request.method, request.url.target)
+    for name, value in request.headers:
+        _check_header(name, value)
+
+
+def _check_request_line(method: bytes, target: bytes) -> None:
     if not method or method.translate(None, _TOKEN_CHARS):
         raise httpcore.LocalProtocolError(f"illegal request method {method!r}")
     if not target or target.translate(None, _TARGET_CHARS):
         # Not shown: the query may carry a secret.
         raise httpcore.LocalProtocolError("illegal character in the request target")
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers:
-        if not name or name.translate(None, _TOKEN_CHARS):
-            raise httpcore.LocalProtocolError(f"illegal header name {name!r}")
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            # The value is not shown: headers may carry secrets.
-            raise httpcore.LocalProtocolError(f"illegal header value for {name.decode()}: CR, LF or NUL")
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+
+
+def _check_header(name: bytes, value: bytes) -> None:
+    if not name or name.translate(None, _TOKEN_CHARS):
+        raise httpcore.LocalProtocolError(f"illegal header name {name!r}")
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        # The value is not shown: headers may carry secrets.
+        raise httpcore.LocalProtocolError(f"illegal header value for {name.decode()}: CR, LF or NUL")
 
 
 class _ResponseParser:

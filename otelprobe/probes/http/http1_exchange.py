@@ -39,32 +39,32 @@ async def exchange(
     ssl_context: ssl.SSLContext | ClientTLS | None,
     *,
     http1: bool,
-) -> tuple[httpcore.Response, httpcore.AsyncHTTP2Connection | None]:
+) -> httpcore.Response:
     """Connect, handshake and send `request`; the response's body is still to be read.
 
-    `http1=False` means HTTP/2 only. The second item is always None now (no httpcore connection
-    is left to close: the caller's `backend.close()` closes the socket); probe.py still reads it.
+    `http1=False` means HTTP/2 only. Nothing outlives the exchange but the socket, which the
+    caller's `backend.close()` closes.
     """
     origin = request.url.origin
     host = origin.host.decode("ascii")
     stream = await backend.connect_tcp(host, origin.port)
     if ssl_context is None:
         if not http1:
-            return await _http2(stream, request, content, prior_knowledge=True), None
-        return await _http11(stream, request, content), None
+            return await _http2(stream, request, content, prior_knowledge=True)
+        return await _http11(stream, request, content)
     sni = request.extensions.get("sni_hostname")
     stream = await stream.start_tls(ssl_context, server_hostname=sni if isinstance(sni, str) else host)
     ssl_object = stream.get_extra_info("ssl_object")
     alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
     if alpn == "h2":
-        return await _http2(stream, request, content, prior_knowledge=False), None
+        return await _http2(stream, request, content, prior_knowledge=False)
     if not http1:
         chose = f"it chose {alpn}" if alpn else "it chose no protocol"
         raise ProtocolError(
             "alpn_h2_not_negotiated",
             f'http_version "2": the server did not agree to HTTP/2 by ALPN ({chose})',
         )
-    return await _http11(stream, request, content), None
+    return await _http11(stream, request, content)
 
 
 async def _http2(

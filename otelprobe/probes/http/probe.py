@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, cast
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-import anyio
 import httpcore
 
 from otelprobe import __version__
@@ -101,7 +100,6 @@ class HTTPProbe:
         return None  # nothing outlives an attempt: connections are per attempt
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
-        _warm_up_httpcore()
         host = self._url.hostname or ""
         if self._config.ip == "all" and not is_ip_literal(host):
             results = await self._run_every_address(attempt, host)
@@ -256,13 +254,10 @@ class HTTPProbe:
         )
         request = self._request(url, method, content, headers)
         ssl_context = self._tls_context() if url.scheme == "https" else None
-        h2_connection: httpcore.AsyncHTTP2Connection | None = None
         try:
             with map_exceptions(HTTPCORE_ERRORS):
                 try:
-                    response, h2_connection = await exchange(
-                        backend, request, content, ssl_context, http1=self._http1
-                    )
+                    response = await exchange(backend, request, content, ssl_context, http1=self._http1)
                     attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
                     attrs[names.NETWORK_PROTOCOL_VERSION] = _HTTP_VERSIONS.get(
                         response.extensions.get("http_version", b""), "1.1"
@@ -274,8 +269,6 @@ class HTTPProbe:
                     raise remote_protocol_error(exc, timer) from exc
             timer.finish()
         finally:
-            if h2_connection is not None:
-                await h2_connection.aclose()
             backend.close()
             _tag_phases(clock, first_phase, hop_attrs)
             if backend.ssl_object is not None:
@@ -334,7 +327,9 @@ class HTTPProbe:
     def _tls_context(self) -> ClientTLS:
         # Built once per probe: loading the trust store costs milliseconds of CPU.
         if self._client_tls is None:
-            alpn = ["http/1.1", "h2"] if self._http2 else ["http/1.1"]
+            # h2 first, as browsers offer it; http/1.1 stays listed even for "2", so a 1.1-only server
+            # answers with its choice (a clear alpn_h2_not_negotiated) rather than a TLS alert.
+            alpn = ["h2", "http/1.1"] if self._http2 else ["http/1.1"]
             self._client_tls = ClientTLS.shared(self._config.tls, alpn)
         return self._client_tls
 
@@ -404,17 +399,3 @@ def _tag_phases(clock: PhaseClock, first: int, attributes: Attributes) -> None:
         phase = clock.phases[index]
         if not attributes.keys() <= phase.attributes.keys():
             clock.phases[index] = dataclasses.replace(phase, attributes={**phase.attributes, **attributes})
-
-
-_httpcore_ready: list[bool] = [False]
-
-
-def _warm_up_httpcore() -> None:
-    """Create one anyio lock before the first attempt's clock starts.
-
-    httpcore sets up its lock on a connection's first request, and that imports anyio's asyncio
-    backend: 15-30 ms once per process, which would otherwise sit inside the first attempt.
-    """
-    if not _httpcore_ready[0]:
-        anyio.Lock()
-        _httpcore_ready[0] = True

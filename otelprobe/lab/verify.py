@@ -30,6 +30,7 @@ from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
+from otelprobe.timing import Phase
 
 _STAGGER_S: Final = 0.2
 
@@ -98,16 +99,22 @@ def match(
     """Pair each probe's phase spans with the wire phases of its connection (by client port)."""
     pairs: dict[str, list[tuple[int, int]]] = {}
     for result in results:
-        connect = next((p for p in result.phases if p.name == names.SPAN_TCP_CONNECT), None)
+        # The connection the attempt used: with several addresses raced, the one that won.
+        connect = next((p for p in result.phases if p.name == names.SPAN_TCP_CONNECT and _used(p)), None)
         port = connect.attributes.get(names.NETWORK_LOCAL_PORT) if connect else None
         wire = wire_by_port.get(port) if isinstance(port, int) else None
         if wire is None:
             continue
         for phase in result.phases:
             truth = wire.get(phase.name)
-            if truth is not None and not phase.failed:
+            if truth is not None and _used(phase):
                 pairs.setdefault(phase.name, []).append((phase.duration_ns, truth))
     return pairs
+
+
+def _used(phase: Phase) -> bool:
+    """Neither failed nor a connect attempt abandoned because another address won."""
+    return not phase.failed and names.PROBE_CONNECT_ABANDONED not in phase.attributes
 
 
 @dataclass(frozen=True, slots=True)

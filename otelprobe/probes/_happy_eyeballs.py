@@ -162,6 +162,9 @@ class _Race:
                     if queue:
                         attempt = _Attempt(queue.popleft(), self._port, self._source_address)
                         self._running[attempt.task] = attempt
+                        # One loop step: the task's first step sends the SYN (and starts its phase)
+                        # before the delay to the next attempt starts counting.
+                        await asyncio.sleep(0)
                     # Wait for an outcome, but no longer than the delay while addresses remain.
                     done, _ = await asyncio.wait(
                         self._running, timeout=delay_s if queue else None, return_when=asyncio.FIRST_COMPLETED

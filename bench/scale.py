@@ -41,6 +41,9 @@ def main() -> None:
         "--gc-threshold", type=int, default=0, help="experiment: gc.freeze() before set-up, gen-0 threshold N"
     )
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--https", action="store_true", help="HTTPS targets (full handshake each, one CA for all)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.targets, args.interval, args.duration = 2000, 10.0, 30.0
@@ -51,7 +54,11 @@ def main() -> None:
             cmd = [
                 PYTHON,
                 str(BENCH_DIR / "_prober.py"),
-                f"--url={nginx.http_url}",
+                *(
+                    [f"--url={nginx.https_url}", f"--ca={certs.ca}"]
+                    if args.https
+                    else [f"--url={nginx.http_url}"]
+                ),
                 f"--targets={args.targets}",
                 f"--interval={args.interval}",
                 "--timeout=5",

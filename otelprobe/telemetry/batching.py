@@ -23,8 +23,8 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otelprobe.telemetry.protowire import length_delimited
 from otelprobe.telemetry.senders import SpanSender
-from otelprobe.telemetry.spans import length_delimited
 
 _logger = logging.getLogger(__name__)
 

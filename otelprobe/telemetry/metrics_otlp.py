@@ -36,6 +36,7 @@ from otelprobe.telemetry.aggregation import (
     State,
 )
 from otelprobe.telemetry.otlp_json import JSONLinesWriter, message_to_json
+from otelprobe.telemetry.protowire import length_delimited, varint
 from otelprobe.telemetry.spans import any_value
 
 _logger = logging.getLogger(__name__)
@@ -61,19 +62,6 @@ _AS_DOUBLE: Final = struct.Struct("<Bd")  # as_double (4)
 _AS_INT: Final = struct.Struct("<Bq")  # as_int (6, sfixed64)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
-
-
 class MetricEncoder:
     """Serialized ExportMetricsServiceRequests of a store's current state (one resource, one scope)."""
 
@@ -86,8 +74,8 @@ class MetricEncoder:
     ) -> None:
         self.store = store
         self.max_points = max_points
-        self._resource = _field(_TAG_1_LEN, resource.SerializeToString())
-        self._scope = _field(_TAG_1_LEN, scope.SerializeToString())
+        self._resource = length_delimited(_TAG_1_LEN, resource.SerializeToString())
+        self._scope = length_delimited(_TAG_1_LEN, scope.SerializeToString())
         self._headers: dict[str, bytes] = {}
         self._bounds: dict[str, bytes] = {}
         self._counts: dict[int, struct.Struct] = {}
@@ -100,19 +88,23 @@ class MetricEncoder:
         header = self._headers.get(instrument.name)
         if header is None:
             header = self._headers[instrument.name] = (
-                _field(_TAG_1_LEN, instrument.name.encode())
-                + _field(_TAG_2_LEN, instrument.description.encode())
-                + _field(_TAG_3_LEN, instrument.unit.encode())
+                length_delimited(_TAG_1_LEN, instrument.name.encode())
+                + length_delimited(_TAG_2_LEN, instrument.description.encode())
+                + length_delimited(_TAG_3_LEN, instrument.unit.encode())
             )
             bounds = instrument.bounds
-            self._bounds[instrument.name] = _field(b"\x3a", struct.pack(f"<{len(bounds)}d", *bounds))
+            self._bounds[instrument.name] = length_delimited(
+                b"\x3a", struct.pack(f"<{len(bounds)}d", *bounds)
+            )
             self._counts[len(bounds) + 1] = struct.Struct(f"<{len(bounds) + 1}Q")
         return header
 
     def _attributes(self, attrs: Attrs, tag: bytes) -> bytes:
         cached = self._attrs.get(attrs)
         if cached is None:
-            cached = self._attrs[attrs] = b"".join(_field(tag, self._key_value(pair)) for pair in attrs)
+            cached = self._attrs[attrs] = b"".join(
+                length_delimited(tag, self._key_value(pair)) for pair in attrs
+            )
         return cached
 
     def _key_value(self, pair: tuple[str, AttrValue]) -> bytes:
@@ -128,7 +120,7 @@ class MetricEncoder:
     ) -> list[bytes]:
         bounds = self._bounds[instrument.name]
         counts = self._counts[len(instrument.bounds) + 1]
-        bucket_field = b"\x32" + _varint(counts.size)  # bucket_counts (6), packed fixed64
+        bucket_field = b"\x32" + varint(counts.size)  # bucket_counts (6), packed fixed64
         out: list[bytes] = []
         start = self._start_ns
         for attrs, state in chunk:
@@ -143,7 +135,7 @@ class MetricEncoder:
                     _HIST_MIN_MAX.pack(0x59, state[HIST_MIN], 0x61, state[HIST_MAX]) if count else b"",
                 )
             )
-            out.append(_field(_TAG_1_LEN, point))
+            out.append(length_delimited(_TAG_1_LEN, point))
         return out
 
     def _number_points(
@@ -156,7 +148,7 @@ class MetricEncoder:
             value = state[0]
             encoded = _AS_INT.pack(0x31, int(value)) if integer else _AS_DOUBLE.pack(0x21, value)
             point = self._attributes(attrs, _NUMBER_ATTR) + head + encoded
-            out.append(_field(_TAG_1_LEN, point))
+            out.append(length_delimited(_TAG_1_LEN, point))
         return out
 
     def _points(self, instrument: Instrument, chunk: list[tuple[Attrs, State]], now: int) -> list[bytes]:
@@ -169,16 +161,16 @@ class MetricEncoder:
     def _metric(self, instrument: Instrument, points: list[bytes]) -> bytes:
         data = b"".join(points)
         if instrument.kind == "histogram":
-            body = _field(_METRIC_HISTOGRAM, data + _CUMULATIVE)
+            body = length_delimited(_METRIC_HISTOGRAM, data + _CUMULATIVE)
         elif instrument.kind == "counter":
-            body = _field(_METRIC_SUM, data + _CUMULATIVE + _MONOTONIC)
+            body = length_delimited(_METRIC_SUM, data + _CUMULATIVE + _MONOTONIC)
         else:
-            body = _field(_METRIC_GAUGE, data)
-        return _field(_TAG_2_LEN, self._header(instrument) + body)
+            body = length_delimited(_METRIC_GAUGE, data)
+        return length_delimited(_TAG_2_LEN, self._header(instrument) + body)
 
     def _request(self, metrics: list[bytes]) -> bytes:
-        scope_metrics = _field(_TAG_2_LEN, self._scope + b"".join(metrics))
-        return _field(_TAG_1_LEN, self._resource + scope_metrics)
+        scope_metrics = length_delimited(_TAG_2_LEN, self._scope + b"".join(metrics))
+        return length_delimited(_TAG_1_LEN, self._resource + scope_metrics)
 
     def requests(self, *, pause: bool = True) -> Iterator[bytes]:
         """The store's series as requests of at most `max_points` points each (none if empty).

@@ -24,6 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from otelprobe.config.secrets import redact
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
+from otelprobe.telemetry.protowire import ONE_BYTE_LENGTHS, length_delimited, varint
 from otelprobe.timing import AttributeValue, Phase
 
 # Wire tags (field number << 3 | wire type) of the OTLP trace messages written here.
@@ -51,7 +52,6 @@ _FALSE: Final = b"\x10\x00"
 _INT: Final = b"\x18"  # AnyValue.int_value (3), varint
 _DOUBLE: Final = struct.Struct("<Bd")  # AnyValue.double_value (4), fixed64
 _ARRAY: Final = b"\x2a"  # AnyValue.array_value (5)
-_ONE_BYTE_LENGTHS: Final = tuple(bytes((n,)) for n in range(128))
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 # `KeyValue.value` after its tag (length, AnyValue) for the common values, and the tag and length
@@ -91,22 +91,6 @@ def any_value(value: AttributeValue) -> AnyValue:
 def new_trace_ref() -> TraceRef:
     """Random non-zero trace and span IDs (W3C: all-zero IDs are invalid)."""
     return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
-
-
-def varint(value: int) -> bytes:
-    """A non-negative int as a protobuf base-128 varint."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def length_delimited(tag: bytes, payload: bytes) -> bytes:
-    """One length-delimited field (a string, bytes or embedded message) with its tag."""
-    size = len(payload)
-    return tag + (_ONE_BYTE_LENGTHS[size] if size < 128 else varint(size)) + payload
 
 
 def _value_field(string: bytes) -> bytes:
@@ -175,7 +159,7 @@ class SpanEncoder:
         else:
             any_value = encode_any_value(value)
             size = len(any_value)
-            tail = (_ONE_BYTE_LENGTHS[size] if size < 128 else varint(size)) + any_value
+            tail = (ONE_BYTE_LENGTHS[size] if size < 128 else varint(size)) + any_value
         size = len(head) + len(tail)
         return (_ATTRIBUTE_HEADS[size] if size < 128 else _ATTRIBUTE + varint(size)) + head + tail
 

@@ -8,40 +8,17 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import http_servers as servers
 import pytest
 import trustme
+from http_probing import CTX, duration, names_of, probe_once
 from http_servers import H2Server, Seen, make_app, serve_app, serve_raw
 
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
-from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
-
-CTX = ProbeContext(vantage="test")
-
-
-async def probe_once(url: str, **options: Any) -> ProbeResult:
-    options.setdefault("ip", "ip4")
-    probe = HTTPProbe(HTTPProbeConfig.model_validate({"name": "t", "url": url, **options}), CTX)
-    try:
-        [result] = await probe.run()
-    finally:
-        await probe.aclose()
-    return result
-
-
-def names_of(result: ProbeResult) -> list[str]:
-    return [p.name for p in result.phases]
-
-
-def duration(result: ProbeResult, name: str) -> float:
-    phase = result.phase(name)
-    assert phase is not None, f"no {name} in {names_of(result)}"
-    return phase.duration_s
 
 
 def assert_contiguous(result: ProbeResult) -> None:

@@ -11,27 +11,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from http_probing import probe_once
 from http_servers import RawHandler, read_request, serve_raw
 
-from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http import http1_exchange
-from otelprobe.probes.http.config import HTTPProbeConfig
-from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
-
-CTX = ProbeContext(vantage="test")
-
-
-async def probe_once(url: str, **options: Any) -> ProbeResult:
-    options.setdefault("ip", "ip4")
-    options.setdefault("timeout", "2s")
-    probe = HTTPProbe(HTTPProbeConfig.model_validate({"name": "t", "url": url, **options}), CTX)
-    try:
-        [result] = await probe.run()
-    finally:
-        await probe.aclose()
-    return result
 
 
 def canned(response: bytes, *, close: bool, requests: list[bytes] | None = None) -> RawHandler:

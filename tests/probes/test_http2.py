@@ -18,41 +18,17 @@ from typing import Any
 import http_servers as servers
 import pytest
 import trustme
+from http_probing import duration, names_of, probe_once
 from http_servers import H2Server, Seen, make_app, serve_app, serve_raw
 
-from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http import http2_exchange
-from otelprobe.probes.http.config import HTTPProbeConfig
-from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
 
-CTX = ProbeContext(vantage="test")
 H2C_PHASES = ["tcp.connect", "http.request", "http.ttfb", "http.transfer"]
-
-
-async def probe_once(url: str, **options: Any) -> ProbeResult:
-    options.setdefault("ip", "ip4")
-    options.setdefault("timeout", "2s")
-    probe = HTTPProbe(HTTPProbeConfig.model_validate({"name": "t", "url": url, **options}), CTX)
-    try:
-        [result] = await probe.run()
-    finally:
-        await probe.aclose()
-    return result
 
 
 async def h2c(server: H2Server, path: str = "/h2", **options: Any) -> ProbeResult:
     return await probe_once(f"http://127.0.0.1:{server.port}{path}", http_version="2", **options)
-
-
-def names_of(result: ProbeResult) -> list[str]:
-    return [p.name for p in result.phases]
-
-
-def duration(result: ProbeResult, name: str) -> float:
-    phase = result.phase(name)
-    assert phase is not None, f"no {name} in {names_of(result)}"
-    return phase.duration_s
 
 
 def assert_wire_order(result: ProbeResult) -> None:

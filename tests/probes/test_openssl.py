@@ -14,25 +14,14 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
+from http_probing import probe_once
 from tls_servers import serve
 
 from otelprobe.config.common import TLSClientConfig
 from otelprobe.probes._openssl import ClientTLS
-from otelprobe.probes.base import ProbeContext
-from otelprobe.probes.http.config import HTTPProbeConfig
-from otelprobe.probes.http.probe import HTTPProbe
-from otelprobe.results import ProbeResult
-
-
-async def probe_once(url: str, **options: Any) -> ProbeResult:
-    config = HTTPProbeConfig.model_validate({"name": "t", "url": url, "timeout": "3s", **options})
-    probe = HTTPProbe(config, ProbeContext())
-    [result] = await probe.run()
-    return result
 
 
 async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -16,6 +16,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
@@ -67,11 +68,38 @@ class SpanSender(Protocol):
         ...
 
 
+Failure = tuple[bool, str]
+"""How one try failed: (retryable per the OTLP spec, what went wrong)."""
+
+
 class _Retrier:
     """The backoff loop the network senders share: exponential, jittered, cut at the deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: str, destination: str, signal: Signal) -> None:
         self.stop = threading.Event()
+        self._where = f"{transport} {destination}"
+        self._signal = signal
+
+    def deliver(self, try_once: Callable[[float], Failure | None], timeout_s: float) -> bool:
+        """Call `try_once(remaining_s)` until it succeeds (returns None), fails for good, or time is up."""
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            failure = try_once(remaining)
+            if failure is None:
+                return True
+            retryable, problem = failure
+            if not retryable:
+                _logger.warning("%s rejected %s: %s", self._where, self._signal, problem)
+                return False
+            if not self.pause(attempt, deadline):
+                _logger.warning("%s: giving up on a batch of %s: %s", self._where, self._signal, problem)
+                return False
+            attempt += 1
+        return False
 
     def pause(self, attempt: int, deadline: float) -> bool:
         """Wait before retry number `attempt`; False if the deadline or a shutdown comes first."""
@@ -91,7 +119,6 @@ class OTLPHTTPSender:
 
     def __init__(self, cfg: OTLPHTTPExporterConfig, signal: Signal = "traces") -> None:
         self.url = cfg.signal_url(signal)
-        self._signal = signal
         self._gzip = cfg.compression == "gzip"
         self._headers = {
             "Content-Type": "application/x-protobuf",
@@ -108,7 +135,7 @@ class OTLPHTTPSender:
             cert_file=cfg.client_cert,
             key_file=cfg.client_key,
         )
-        self._retrier = _Retrier()
+        self._retrier = _Retrier("OTLP/HTTP", self.url, signal)
 
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
         return self.send_serialized(request.SerializeToString(), timeout_s)
@@ -117,37 +144,24 @@ class OTLPHTTPSender:
         """POST one serialized request of this sender's signal, retrying as the spec allows."""
         if self._gzip:
             body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
-        deadline = time.monotonic() + timeout_s
-        attempt = 0
-        while not self._retrier.stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+
+        def post(remaining_s: float) -> Failure | None:
             try:
                 response = self._pool.request(
                     "POST",
                     self.url,
                     body=body,
                     headers=self._headers,
-                    timeout=urllib3.Timeout(total=remaining),
+                    timeout=urllib3.Timeout(total=remaining_s),
                     retries=False,
                 )
             except urllib3.exceptions.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if 200 <= response.status < 300:
-                    return True
-                problem = f"HTTP {response.status}"
-                if response.status not in RETRYABLE_HTTP_STATUS:
-                    _logger.warning("OTLP/HTTP %s rejected %s: %s", self.url, self._signal, problem)
-                    return False
-            if not self._retrier.pause(attempt, deadline):
-                _logger.warning(
-                    "OTLP/HTTP %s: giving up on a batch of %s: %s", self.url, self._signal, problem
-                )
-                return False
-            attempt += 1
-        return False
+                return True, f"{type(exc).__name__}: {exc}"
+            if 200 <= response.status < 300:
+                return None
+            return response.status in RETRYABLE_HTTP_STATUS, f"HTTP {response.status}"
+
+        return self._retrier.deliver(post, timeout_s)
 
     def shutdown(self) -> None:
         self._retrier.stop.set()
@@ -175,40 +189,27 @@ class OTLPGRPCSender:
 
     def __init__(self, cfg: OTLPGRPCExporterConfig, signal: Signal = "traces") -> None:
         self.endpoint = cfg.endpoint
-        self._signal = signal
         self._channel = _grpc_channel(cfg)
         # No serializers: requests go out as the bytes they already are, replies are not parsed.
         self._export = self._channel.unary_unary(_GRPC_METHODS[signal], None, None)
         self._metadata = tuple((k.lower(), v.get_secret_value()) for k, v in cfg.headers.items())
-        self._retrier = _Retrier()
+        self._retrier = _Retrier("OTLP/gRPC", self.endpoint, signal)
 
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
         return self.send_serialized(request.SerializeToString(), timeout_s)
 
     def send_serialized(self, body: bytes, timeout_s: float) -> bool:
         """Export one serialized request of this sender's signal, retrying as the spec allows."""
-        deadline = time.monotonic() + timeout_s
-        attempt = 0
-        while not self._retrier.stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+
+        def export(remaining_s: float) -> Failure | None:
             try:
-                self._export(body, timeout=remaining, metadata=self._metadata)
+                self._export(body, timeout=remaining_s, metadata=self._metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
-                if code not in RETRYABLE_GRPC_CODES:
-                    _logger.warning("OTLP/gRPC %s rejected %s: %s", self.endpoint, self._signal, code)
-                    return False
-                if not self._retrier.pause(attempt, deadline):
-                    _logger.warning(
-                        "OTLP/gRPC %s: giving up on a batch of %s: %s", self.endpoint, self._signal, code
-                    )
-                    return False
-                attempt += 1
-            else:
-                return True
-        return False
+                return code in RETRYABLE_GRPC_CODES, str(code)
+            return None
+
+        return self._retrier.deliver(export, timeout_s)
 
     def shutdown(self) -> None:
         self._retrier.stop.set()

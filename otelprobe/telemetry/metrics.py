@@ -42,26 +42,6 @@ from otelprobe.telemetry.aggregation import (
 
 PHASE_TOTAL: Final = "total"
 
-# Latency buckets from 0.5 ms (loopback DNS) to 10 s (a probe's usual deadline).
-LATENCY_BUCKETS_S: Final = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-)
 # The semantic conventions' advice for http.client.request.duration and dns.lookup.duration.
 SEMCONV_DURATION_BUCKETS_S: Final = (
     0.005,
@@ -79,6 +59,8 @@ SEMCONV_DURATION_BUCKETS_S: Final = (
     7.5,
     10.0,
 )
+# probe.duration: the same, from 0.5 ms (loopback DNS) up; 10 s is a probe's usual deadline.
+LATENCY_BUCKETS_S: Final = (0.0005, 0.001, 0.0025, *SEMCONV_DURATION_BUCKETS_S)
 PROBE_DURATION: Final = Instrument(
     names.METRIC_PROBE_DURATION,
     "s",

@@ -11,14 +11,13 @@ import contextlib
 import os
 import socket
 import ssl
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 from http_probing import probe_once
-from tls_servers import serve
+from tls_servers import blocking_server, serve
 
 from otelprobe.config.common import TLSClientConfig
 from otelprobe.probes._openssl import ClientTLS
@@ -32,40 +31,21 @@ async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 @contextlib.contextmanager
 def blocking_tls_server(context: ssl.SSLContext) -> Iterator[int]:
-    """A thread serving one TLS connection at a time with blocking sockets.
+    """Answers one request per TLS connection; a failed handshake's alert is flushed, as real servers do."""
 
-    Unlike asyncio's TLS transport, a blocking handshake flushes the alert that says why it
-    failed before the connection closes, as real servers do.
-    """
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
+    def answer(raw: socket.socket) -> None:
+        raw.settimeout(3)
+        with context.wrap_socket(raw, server_side=True) as conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
-    def serve_forever() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except TimeoutError:
-                continue
-            raw.settimeout(3)
-            with contextlib.suppress(OSError), raw:
-                with context.wrap_socket(raw, server_side=True) as conn:
-                    request = b""
-                    while b"\r\n\r\n" not in request:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        request += chunk
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-
-    thread = threading.Thread(target=serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with blocking_server(answer) as port:
+        yield port
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import ipaddress
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from tls_servers import blocking_server
 
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
@@ -114,34 +114,17 @@ def stapling_server(leaf: Issued, ca: Issued, staple: bytes) -> Iterator[int]:
     context.use_privatekey(leaf.key)
     context.add_extra_chain_cert(ca.cert)
     context.set_ocsp_server_callback(lambda conn, data: staple)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.05)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with raw:
-                raw.setblocking(True)  # pyOpenSSL works on the fd: a timeout would make it non-blocking
-                conn = SSL.Connection(context, raw)
-                conn.set_accept_state()
-                with contextlib.suppress(SSL.Error, OSError):
-                    conn.do_handshake()
-                    conn.recv(1024)
+    def handshake(raw: socket.socket) -> None:
+        raw.setblocking(True)  # pyOpenSSL works on the fd: a timeout would make it non-blocking
+        conn = SSL.Connection(context, raw)
+        conn.set_accept_state()
+        with contextlib.suppress(SSL.Error):
+            conn.do_handshake()
+            conn.recv(1024)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with blocking_server(handshake) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

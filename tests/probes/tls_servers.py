@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -42,6 +44,36 @@ async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> 
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
+
+
+@contextlib.contextmanager
+def blocking_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A thread on 127.0.0.1:<port> running `handle` on each accepted (blocking) socket in turn.
+
+    For servers asyncio cannot play: its TLS transport closes without flushing the alert that
+    says why a handshake failed, and pyOpenSSL servers need a plain socket.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with raw, contextlib.suppress(OSError):
+                handle(raw)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
 
 
 async def close_after_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -21,7 +21,6 @@ import errno
 import os
 import socket
 from collections.abc import Callable
-from typing import Protocol
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout, TLSError
 from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns
@@ -31,44 +30,6 @@ from otelprobe.timing import PhaseClock
 
 _READ_SIZE = 65536
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL}
-
-
-class TLSEngine(Protocol):
-    """The client side of a TLS handshake over memory buffers, driven by `TimedConnection.handshake`."""
-
-    def step(self) -> bool:
-        """Advance the handshake: True when complete, False when it needs the peer's next bytes.
-
-        Raises TLSError (with its DESIGN §4 detail) when the handshake fails.
-        """
-        ...
-
-    def take_output(self) -> bytes:
-        """The TLS records waiting to be sent; b"" when there are none."""
-        ...
-
-    def feed(self, data: bytes) -> None:
-        """Bytes received from the peer."""
-        ...
-
-
-class TLSChannel(TLSEngine, Protocol):
-    """A TLSEngine that, once the handshake is done, carries the application data."""
-
-    def encrypt(self, data: bytes) -> bytes:
-        """The TLS records carrying `data`, to be sent."""
-        ...
-
-    def decrypt(self, max_bytes: int) -> bytes | None:
-        """Application data fed so far; None when more input is needed, b"" at the end of the stream.
-
-        Raises ProtocolError on a corrupt record.
-        """
-        ...
-
-    def feed_eof(self) -> None:
-        """The peer closed the connection."""
-        ...
 
 
 class TimedConnection:
@@ -83,7 +44,7 @@ class TimedConnection:
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.sock = sock
         self._loop = loop
-        self.tls: TLSChannel | None = None
+        self.tls: TLSSession | None = None
         """The TLS session once a handshake completed; application data goes through it."""
         self.on_write: Callable[[int, int], None] | None = None
         self.on_read: Callable[[int], None] | None = None
@@ -110,28 +71,18 @@ class TimedConnection:
         await self.start_session(session, clock)
         return session
 
-    async def start_session(self, session: TLSChannel, clock: PhaseClock) -> None:
-        """Run `session`'s handshake (e.g. probes/_openssl.py) as the `tls.handshake` phase.
+    async def start_session(self, session: TLSSession, clock: PhaseClock) -> None:
+        """Drive `session`'s handshake over this socket as the `tls.handshake` phase.
 
         Raises TLSError on failure; afterwards `read` and `write` go through the session.
-        """
-        await self.handshake(session, clock)
-        self.tls = session
-
-    async def handshake(self, engine: TLSEngine, clock: PhaseClock) -> None:
-        """Drive `engine`'s handshake over this socket as the `tls.handshake` phase.
-
-        `start_tls` and `start_session` use it with probes/_openssl.py's sessions; any other
-        engine would be timed at the same socket events. The connection
-        stays plaintext for `read`/`write` unless `start_tls` ran. Raises TLSError on failure.
         """
         with clock.phase(names.SPAN_TLS_HANDSHAKE) as phase:
             # The phase starts when the ClientHello is written, not when it is built.
             first_flight = True
             arrived_ns = 0
             try:
-                while not await self._step(engine):
-                    pending = engine.take_output()
+                while not await self._step(session):
+                    pending = session.take_output()
                     if pending:
                         if first_flight:
                             phase.start_ns = PhaseClock.now_ns()
@@ -140,23 +91,24 @@ class TimedConnection:
                     data = await self._recv_raw()
                     if not data:
                         raise TLSError("handshake_eof", "connection closed during the TLS handshake")
-                    engine.feed(data)
+                    session.feed(data)
                     # The handshake ends when the last flight it needed arrived (the server's
                     # Finished), not after our certificate checks: that CPU is ours, not the peer's.
                     arrived_ns = self._received_ns
-                pending = engine.take_output()
+                pending = session.take_output()
                 if pending:  # TLS 1.3: the client Finished goes out after the handshake completes
                     await self._send_raw(pending)
             except OSError as exc:
                 raise TLSError("handshake_reset", f"connection lost during the TLS handshake: {exc}") from exc
             phase.end(arrived_ns or None)
+        self.tls = session
 
-    async def _step(self, engine: TLSEngine) -> bool:
+    async def _step(self, session: TLSSession) -> bool:
         try:
-            return engine.step()
+            return session.step()
         except TLSError:
             # Send the alert that says why (e.g. bad_certificate) before the caller closes.
-            pending = engine.take_output()
+            pending = session.take_output()
             if pending:
                 with contextlib.suppress(OSError):
                     await self._send_raw(pending)

@@ -133,7 +133,8 @@ class ClientTLS:
 
 
 class TLSSession:
-    """One client TLS connection over memory buffers: a `_net.TLSEngine`, then the record layer.
+    """One client TLS connection over memory buffers: the handshake `TimedConnection` drives, then
+    the record layer.
 
     After the handshake the facts read like `ssl.SSLObject`'s (`version`, `cipher`,
     `selected_alpn_protocol`, `getpeercert(binary_form=True)`), so probes/_tls.py reads both.
@@ -162,7 +163,7 @@ class TLSSession:
         if client.verify:
             _check_identity(conn, server_name, ip)
 
-    # -- handshake (TLSEngine) --------------------------------------------------------------
+    # -- handshake ----------------------------------------------------------------------------
 
     def step(self) -> bool:
         try:

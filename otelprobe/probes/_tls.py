@@ -6,12 +6,10 @@ the config turns it off; certificate details are parsed with `cryptography`.
 
 from __future__ import annotations
 
-import _ssl
 import datetime as dt
 import hashlib
-import ssl
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -21,16 +19,7 @@ from otelprobe.probes._openssl import ClientTLS, TLSSession
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
-_VERSIONS: Final = {
-    "1.0": ssl.TLSVersion.TLSv1,
-    "1.1": ssl.TLSVersion.TLSv1_1,
-    "1.2": ssl.TLSVersion.TLSv1_2,
-    "1.3": ssl.TLSVersion.TLSv1_3,
-}
 _PROTOCOL_VERSIONS: Final = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}
-
-HandshakeFacts = ssl.SSLObject | ssl.SSLSocket | TLSSession
-"""A completed handshake of either TLS library (they answer the same questions alike)."""
 
 
 def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ClientTLS:
@@ -38,43 +27,25 @@ def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> ClientT
     return ClientTLS.shared(config, alpn)
 
 
-def protocol_version(ssl_object: HandshakeFacts) -> str | None:
+def protocol_version(session: TLSSession) -> str | None:
     """'1.3' for TLSv1.3, as the `tls.protocol.version` convention writes it."""
-    version = ssl_object.version()
+    version = session.version()
     return _PROTOCOL_VERSIONS.get(version or "", version)
 
 
-def certificate_chain(ssl_object: HandshakeFacts) -> list[x509.Certificate]:
-    """The chain the server sent, leaf first (the verified chain when verification ran).
-
-    Python 3.11 exposes the chain only on the private `_sslobj` (public from 3.13 on).
-    """
-    if isinstance(ssl_object, TLSSession):
-        return ssl_object.chain()
-    inner: Any = getattr(ssl_object, "_sslobj", None)
-    try:
-        chain = inner.get_verified_chain() if ssl_object.context.verify_mode else None
-        if not chain:
-            chain = inner.get_unverified_chain()
-        return [x509.load_der_x509_certificate(bytes(c.public_bytes(_ssl.ENCODING_DER))) for c in chain or []]
-    except (AttributeError, ValueError, ssl.SSLError):
-        der = ssl_object.getpeercert(binary_form=True)
-        return [x509.load_der_x509_certificate(der)] if der else []
-
-
-def handshake_attributes(ssl_object: HandshakeFacts) -> dict[str, AttributeValue]:
+def handshake_attributes(session: TLSSession) -> dict[str, AttributeValue]:
     """`tls.*` semantic-convention attributes of a completed handshake, plus chain expiry."""
     attrs: dict[str, AttributeValue] = {names.TLS_PROTOCOL_NAME: "tls", names.TLS_ESTABLISHED: True}
-    version = protocol_version(ssl_object)
+    version = protocol_version(session)
     if version:
         attrs[names.TLS_PROTOCOL_VERSION] = version
-    cipher = ssl_object.cipher()
+    cipher = session.cipher()
     if cipher:
         attrs[names.TLS_CIPHER] = cipher[0]
-    alpn = ssl_object.selected_alpn_protocol()
+    alpn = session.selected_alpn_protocol()
     if alpn:
         attrs[names.TLS_NEXT_PROTOCOL] = alpn
-    chain = certificate_chain(ssl_object)
+    chain = session.chain()
     if chain:
         attrs.update(leaf_attributes(chain[0]))
         earliest = min(cert.not_valid_after_utc for cert in chain)

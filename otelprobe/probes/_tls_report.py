@@ -1,9 +1,8 @@
 """What the tls probe reports about a handshake: every certificate of the chain, and trust.
 
 Works on completed and on failed handshakes alike (a failed verification still holds the
-certificates the server sent), and on either TLS library: probes/_openssl.py's sessions and
-`ssl.SSLObject` both become a `Handshake`. Used by probes/tls.py on top
-of probes/_tls.py.
+certificates the server sent): a probes/_openssl.py session becomes a `Handshake`. Used by
+probes/tls.py on top of probes/_tls.py.
 """
 
 from __future__ import annotations
@@ -18,13 +17,8 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from otelprobe.probes._tls import (
-    HandshakeFacts,
-    certificate_chain,
-    leaf_attributes,
-    protocol_version,
-    subject_alt_names,
-)
+from otelprobe.probes._openssl import TLSSession
+from otelprobe.probes._tls import leaf_attributes, protocol_version, subject_alt_names
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
@@ -51,7 +45,7 @@ _UNTRUSTED_CHAIN_DETAILS: Final = frozenset({"self_signed_certificate", "untrust
 
 @dataclass(frozen=True, slots=True)
 class Handshake:
-    """A handshake as the tls probe reports it, whichever library ran it."""
+    """A handshake as the tls probe reports it."""
 
     chain: Sequence[x509.Certificate]
     """Leaf first: the verified chain when verification ran, else what the server sent."""
@@ -61,15 +55,16 @@ class Handshake:
     alpn: str | None = None
 
 
-def from_ssl_object(ssl_object: HandshakeFacts, *, completed: bool = True) -> Handshake:
+def from_session(session: TLSSession, *, completed: bool = True) -> Handshake:
+    """What `session` showed; `completed=False` after a failed handshake (its chain only)."""
     if not completed:
-        return Handshake(certificate_chain(ssl_object))
-    cipher = ssl_object.cipher()
+        return Handshake(session.chain())
+    cipher = session.cipher()
     return Handshake(
-        certificate_chain(ssl_object),
-        protocol_version(ssl_object),
+        session.chain(),
+        protocol_version(session),
         cipher[0] if cipher else None,
-        ssl_object.selected_alpn_protocol(),
+        session.selected_alpn_protocol(),
     )
 
 

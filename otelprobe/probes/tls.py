@@ -159,16 +159,14 @@ class TLSProbe:
                 # OpenSSL reads the staple only after the chain and the name verified.
                 attrs[names.PROBE_TLS_CHAIN_TRUSTED] = True
                 attrs[names.PROBE_TLS_HOSTNAME_VERIFIED] = True
-                attrs.update(
-                    _tls_report.chain_attributes(_tls_report.from_ssl_object(session, completed=False))
-                )
+                attrs.update(_tls_report.chain_attributes(_tls_report.from_session(session, completed=False)))
                 raise
-            self._failed(exc, _tls_report.from_ssl_object(session, completed=False), server_name, attrs)
+            self._failed(exc, _tls_report.from_session(session, completed=False), server_name, attrs)
             return None
         if cfg.ocsp:
             self._report_staple(session.staple, attrs, now)
             _ocsp.check(cfg.expect.ocsp, session.staple, now)
-        return _tls_report.from_ssl_object(session)
+        return _tls_report.from_session(session)
 
     def _failed(
         self, exc: TLSError, seen: _tls_report.Handshake | None, server_name: str, attrs: Attributes

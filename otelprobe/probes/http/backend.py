@@ -36,7 +36,7 @@ from otelprobe.errors import ProbeError, ProtocolError
 from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._net import TimedConnection
 from otelprobe.probes._openssl import ClientTLS, TLSSession
-from otelprobe.probes._tls import HandshakeFacts, handshake_attributes, protocol_version
+from otelprobe.probes._tls import handshake_attributes, protocol_version
 from otelprobe.probes.base import Attributes, timed_resolve
 from otelprobe.probes.resolver import Resolver
 from otelprobe.telemetry import names
@@ -226,7 +226,7 @@ class TimedStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> TimedStream:
-        """The `tls.handshake` phase: on probes/_openssl.py for a ClientTLS, else on `ssl`."""
+        """The `tls.handshake` phase on probes/_openssl.py (httpcore's signature takes an SSLContext)."""
         if not isinstance(ssl_context, ClientTLS):
             raise TypeError("HTTP probes handshake through a ClientTLS (probes/_openssl.py)")
         try:
@@ -238,7 +238,7 @@ class TimedStream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
-            return session_of(self._connection)
+            return self._connection.tls
         if info == "server_addr":
             return self._connection.peer
         if info == "socket":
@@ -273,9 +273,9 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         self.peer_address: str | None = None
 
     @property
-    def ssl_object(self) -> HandshakeFacts | None:
+    def ssl_object(self) -> TLSSession | None:
         """The TLS session of the last connection, once its handshake has completed."""
-        return session_of(self._connections[-1]) if self._connections else None
+        return self._connections[-1].tls if self._connections else None
 
     async def connect_tcp(
         self,
@@ -328,7 +328,7 @@ class TLSAttributeCache:
     def __init__(self) -> None:
         self._last: tuple[bytes, Attributes, dt.datetime] | None = None
 
-    def attributes(self, ssl_object: HandshakeFacts) -> Attributes:
+    def attributes(self, ssl_object: TLSSession) -> Attributes:
         der = ssl_object.getpeercert(binary_form=True) or b""
         if self._last is None or self._last[0] != der:
             parsed = handshake_attributes(ssl_object)
@@ -350,12 +350,6 @@ class TLSAttributeCache:
             else:
                 attrs.pop(key, None)
         return attrs
-
-
-def session_of(connection: TimedConnection) -> HandshakeFacts | None:
-    """What a completed handshake established, whichever TLS library ran it."""
-    tls = connection.tls
-    return tls if isinstance(tls, TLSSession) else None
 
 
 def remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:

@@ -13,7 +13,6 @@ knowledge is for cleartext only). HTTP/1.1 framing errors are raised as httpcore
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -36,7 +35,7 @@ async def exchange(
     backend: TimedBackend,
     request: httpcore.Request,
     content: bytes | None,
-    ssl_context: ssl.SSLContext | ClientTLS | None,
+    ssl_context: ClientTLS | None,
     *,
     http1: bool,
 ) -> httpcore.Response:

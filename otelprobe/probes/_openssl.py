@@ -136,8 +136,8 @@ class TLSSession:
     """One client TLS connection over memory buffers: the handshake `TimedConnection` drives, then
     the record layer.
 
-    After the handshake the facts read like `ssl.SSLObject`'s (`version`, `cipher`,
-    `selected_alpn_protocol`, `getpeercert(binary_form=True)`), so probes/_tls.py reads both.
+    After the handshake, `version`, `cipher` and `selected_alpn_protocol` answer as
+    `ssl.SSLObject`'s do; `leaf_der` and `chain` give the server's certificates.
     """
 
     __slots__ = ("__weakref__", "_client", "_conn", "_eof", "_rejected", "staple")
@@ -247,8 +247,8 @@ class TLSSession:
         alpn = self._conn.get_alpn_proto_negotiated()
         return alpn.decode("ascii", "replace") if alpn else None
 
-    def getpeercert(self, binary_form: bool = True) -> bytes | None:
-        """The leaf certificate's DER (only the binary form is offered)."""
+    def leaf_der(self) -> bytes | None:
+        """The leaf certificate's DER."""
         # pyOpenSSL's own X509 (no warning when not constructed directly): DER straight from C,
         # without building a `cryptography` certificate on every probe.
         cert = self._conn.get_peer_certificate()

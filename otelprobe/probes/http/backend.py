@@ -329,7 +329,7 @@ class TLSAttributeCache:
         self._last: tuple[bytes, Attributes, dt.datetime] | None = None
 
     def attributes(self, ssl_object: TLSSession) -> Attributes:
-        der = ssl_object.getpeercert(binary_form=True) or b""
+        der = ssl_object.leaf_der() or b""
         if self._last is None or self._last[0] != der:
             parsed = handshake_attributes(ssl_object)
             not_after = parsed.get(names.PROBE_TLS_CHAIN_NOT_AFTER)

@@ -1,5 +1,5 @@
 """The fault lab's one table of fault types: what each fault is, which server injects it, and the
-DESIGN §5 root-cause class it produces.
+DESIGN §5 root-cause class it produces (the vocabulary itself lives in otelprobe/causes.py).
 
 Scenario YAML names faults by `kind` (toxiproxy's registry, STYLE §4); `parse_fault` validates one
 entry into a frozen value object, and the servers (lab/servers/*, lab/link.py) act on those values.
@@ -16,27 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Unio
 
 from pydantic import Field, TypeAdapter
 
+from otelprobe.causes import ROOT_CAUSES as ROOT_CAUSES  # re-exported for existing callers
+from otelprobe.causes import RootCause
 from otelprobe.config.common import StrictModel
 from otelprobe.config.durations import Duration, Size
 
 if TYPE_CHECKING:
     from otelprobe.lab.servers.dns_zone import DNSFault as DNSServerFault
 
-RootCause = Literal[
-    "dns_latency",
-    "dns_failure",
-    "network_latency",
-    "packet_loss",
-    "bandwidth_limit",
-    "tls_slow",
-    "certificate_invalid",
-    "backend_slow",
-    "http_error",
-    "target_unreachable",
-    "content_mismatch",
-]
-ROOT_CAUSES: Final[tuple[RootCause, ...]] = get_args(RootCause)
-"""DESIGN §5's root-cause classes, in the order attribution lists them."""
 
 FaultServer = Literal["dns", "link", "tls", "http", "ports"]
 """Who injects a fault: lab/servers/dns.py, lab/link.py, lab/servers/tls.py, lab/servers/http.py

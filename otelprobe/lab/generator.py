@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from otelprobe.lab.faults import ROOT_CAUSES, RootCause, parse_fault
-from otelprobe.lab.scenario import Scenario, Scope, affected_pairs, fault_fits
+from otelprobe.causes import ROOT_CAUSES, RootCause, Scope
+from otelprobe.lab.faults import parse_fault
+from otelprobe.lab.scenario import Scenario, affected_pairs, fault_fits
 
 Split = Literal["train", "eval"]
 SPLITS: Final[tuple[Split, ...]] = ("train", "eval")

@@ -17,16 +17,15 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints, ValidationError, ValidationInfo, model_validator
 
+from otelprobe.causes import RootCause, Scope
 from otelprobe.config._problems import problems_from
 from otelprobe.config._yaml import PathKey, format_path, parse
 from otelprobe.config.common import StrictModel
 from otelprobe.config.durations import Duration, Size
 from otelprobe.errors import ConfigError, ConfigProblem
 from otelprobe.lab.certs import LeafKind
-from otelprobe.lab.faults import Fault, RootCause, parse_fault
+from otelprobe.lab.faults import Fault, parse_fault
 
-Scope = Literal["vantage", "target", "path"]
-SCOPES: Final[tuple[Scope, ...]] = ("vantage", "target", "path")
 TargetKind = Literal["http", "https", "dns", "tcp", "tls"]
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = ("http", "https", "dns", "tcp", "tls")
 

@@ -72,6 +72,7 @@ PROBE_DNS_TCP_FALLBACK: Final = "probe.dns.tcp_fallback"
 PROBE_DNS_DNSSEC_VALIDATED: Final = "probe.dns.dnssec.validated"
 PROBE_DNS_DNSSEC_ANCHORED: Final = "probe.dns.dnssec.anchored"
 PROBE_DNS_BOOTSTRAP: Final = "probe.dns.bootstrap"
+PROBE_DNS_ATTEMPTS: Final = "probe.dns.attempts"  # queries sent for one lookup (retries included)
 PROBE_TCP_STARTTLS: Final = "probe.tcp.starttls"
 PROBE_TCP_DIALOGUE_STEP: Final = "probe.tcp.dialogue.step"
 PROBE_TLS_SERVER_SANS: Final = "probe.tls.server.sans"

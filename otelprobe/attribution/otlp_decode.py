@@ -1,0 +1,201 @@
+"""OTLP trace requests -> plain span views: the one place that walks OTLP span structures.
+
+Two inputs give the same `SpanView`s: a decoded ExportTraceServiceRequest (the receiver's
+protobuf, or JSON parsed into protobuf) and a parsed OTLP/JSON line walked as dicts. The second
+is the fast path for recordings: json.loads plus a direct walk is several times faster than
+protobuf's json_format (figures in docs/attribution.md). records.py joins the views into one
+record per probe attempt; lab/recording.py and the receiver's test helpers read views too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+_STATUS_ERROR: Final = Status.StatusCode.STATUS_CODE_ERROR
+_TRACE_ID_HEX: Final = 32
+_SPAN_ID_HEX: Final = 16
+
+
+class SpanView(NamedTuple):
+    """One span as plain values (a NamedTuple: cheap to build by the million)."""
+
+    trace_id: str
+    """32 lower-case hex digits."""
+    span_id: str
+    """16 hex digits."""
+    parent_span_id: str
+    """16 hex digits, or "" for a root span."""
+    name: str
+    start_ns: int
+    end_ns: int
+    error: bool
+    """Status code ERROR."""
+    status_message: str
+    attributes: Mapping[str, object]
+    resource: Mapping[str, object]
+    """The resource's attributes (one dict shared by every span of a ResourceSpans)."""
+
+
+class MalformedSpan(ValueError):
+    """A span without the fields every probe span has (IDs, name, timestamps)."""
+
+
+# --- protobuf -----------------------------------------------------------------------------------
+
+
+def any_value(value: AnyValue) -> object:
+    """An OTLP AnyValue as the Python value it carries (arrays as tuples, kvlists as dicts)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(any_value(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return attributes_dict(value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
+    """OTLP attributes (repeated KeyValue) as a dict."""
+    return {kv.key: any_value(kv.value) for kv in attributes}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedSpan:
+    """One protobuf span with the resource it came from (transport-level tests inspect these)."""
+
+    resource: Resource
+    span: Span
+
+    @property
+    def name(self) -> str:
+        return self.span.name
+
+    @property
+    def attributes(self) -> dict[str, object]:
+        return attributes_dict(self.span.attributes)
+
+    @property
+    def resource_attributes(self) -> dict[str, object]:
+        return attributes_dict(self.resource.attributes)
+
+
+def iter_received(request: ExportTraceServiceRequest) -> Iterator[ReceivedSpan]:
+    """Every span of a request, as protobuf, with its resource."""
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield ReceivedSpan(resource_spans.resource, span)
+
+
+def views_from_request(request: ExportTraceServiceRequest) -> Iterator[SpanView]:
+    """Every span of a decoded request as a SpanView.
+
+    Raises:
+        MalformedSpan: a span whose trace or span ID has the wrong size.
+    """
+    for resource_spans in request.resource_spans:
+        resource = attributes_dict(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    raise MalformedSpan(f"span {span.name!r}: trace_id must be 16 bytes, span_id 8")
+                yield SpanView(
+                    span.trace_id.hex(),
+                    span.span_id.hex(),
+                    span.parent_span_id.hex(),
+                    span.name,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                    span.status.code == _STATUS_ERROR,
+                    span.status.message,
+                    attributes_dict(span.attributes),
+                    resource,
+                )
+
+
+# --- OTLP/JSON as dicts -------------------------------------------------------------------------
+
+
+def json_value(value: Mapping[str, Any]) -> object:
+    """One OTLP/JSON AnyValue (`{"intValue": "3"}`) as a Python value; int64s arrive as strings."""
+    for kind, item in value.items():
+        if kind == "stringValue" or kind == "boolValue":
+            return item
+        if kind == "intValue":
+            return int(item)
+        if kind == "doubleValue":
+            # The protobuf JSON mapping writes NaN and the infinities as strings.
+            return float(item)
+        if kind == "arrayValue":
+            return tuple(json_value(v) for v in item.get("values", ()))
+        if kind == "kvlistValue":
+            return json_attributes(item.get("values", ()))
+        if kind == "bytesValue":
+            return item
+    return None
+
+
+def json_attributes(items: Iterable[Mapping[str, Any]]) -> dict[str, object]:
+    """OTLP/JSON attributes (`[{"key": ..., "value": {...}}]`) as a dict."""
+    return {item["key"]: json_value(item.get("value") or {}) for item in items}
+
+
+def _hex_id(value: object, digits: int, what: str) -> str:
+    if not isinstance(value, str) or len(value) != digits:
+        raise MalformedSpan(f"{what} must be {digits} hex digits, got {value!r:.40}")
+    return value.lower()
+
+
+def json_span_view(span: Mapping[str, Any], resource: Mapping[str, object]) -> SpanView:
+    """One OTLP/JSON span dict as a SpanView.
+
+    Raises:
+        MalformedSpan: missing or ill-formed IDs, name or timestamps.
+    """
+    try:
+        parent = span.get("parentSpanId") or ""
+        status = span.get("status") or {}
+        return SpanView(
+            _hex_id(span.get("traceId"), _TRACE_ID_HEX, "traceId"),
+            _hex_id(span.get("spanId"), _SPAN_ID_HEX, "spanId"),
+            _hex_id(parent, _SPAN_ID_HEX, "parentSpanId") if parent else "",
+            str(span["name"]),
+            int(span["startTimeUnixNano"]),
+            int(span["endTimeUnixNano"]),
+            status.get("code") in (2, "STATUS_CODE_ERROR"),
+            str(status.get("message", "")),
+            json_attributes(span.get("attributes", ())),
+            resource,
+        )
+    except MalformedSpan:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise MalformedSpan(f"span {span.get('name')!r:.60}: {type(exc).__name__}: {exc}") from exc
+
+
+def json_resource_spans(request: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, object], list[Any]]]:
+    """(resource attributes, span dicts) per scope of a parsed ExportTraceServiceRequest line.
+
+    Raises:
+        MalformedSpan: the structure is not that of a trace request.
+    """
+    try:
+        for resource_spans in request["resourceSpans"]:
+            resource = json_attributes((resource_spans.get("resource") or {}).get("attributes", ()))
+            for scope_spans in resource_spans.get("scopeSpans", ()):
+                spans = scope_spans.get("spans", ())
+                if not isinstance(spans, list):
+                    raise MalformedSpan("scopeSpans.spans is not a list")
+                yield resource, spans
+    except MalformedSpan:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedSpan(f"not an OTLP trace request: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,510 @@
+"""Probe spans -> one flat `ProbeRecord` per probe attempt: the only reader of probe traces.
+
+Everything that reads probe telemetry goes through here (notes: RECORDS.md is the column contract):
+the sidecar's receiver hands decoded requests to `records_from_request` or a `TraceAssembler`,
+and recordings (OTLP JSON lines, plain or gzip) stream through `iter_records` / `read_records`.
+Spans of one trace may arrive in different requests; the assembler joins them with bounded
+memory. Bad input is counted in `ReaderStats` (with file:line), never raised. pandas is imported
+only by `records_frame`, so the prober and the receiver never load it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from operator import attrgetter, itemgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from otelprobe.attribution.otlp_decode import (
+    MalformedSpan,
+    SpanView,
+    json_resource_spans,
+    json_span_view,
+    views_from_request,
+)
+from otelprobe.telemetry import names
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+NAN: Final = math.nan
+MAX_DURATION_S: Final = 3600.0
+"""A phase or probe longer than this (or negative) is a broken clock, not a measurement."""
+MAX_PROBLEMS_KEPT: Final = 100
+"""Problem messages kept in ReaderStats (all are counted)."""
+DEFAULT_MAX_LINE_BYTES: Final = 256 * 1024 * 1024
+DEFAULT_MAX_PENDING_TRACES: Final = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """One probe attempt (one trace). Field order = RECORD_COLUMNS; meanings in RECORDS.md."""
+
+    trace_id: str
+    span_id: str
+    target: str
+    vantage: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    total_s: float
+    success: bool
+    attempt: int
+    error_type: str | None
+    error_detail: str | None
+    failed_phase: str | None
+    status_code: float
+    body_bytes: float
+    cert_remaining_s: float
+    tls_version: str | None
+    dns_s: float
+    connect_s: float
+    tls_s: float
+    request_s: float
+    ttfb_s: float
+    transfer_s: float
+    other_s: float
+    connect_attempts: int
+    dns_attempts: float
+    phases_ok: bool
+    lab_cause: str | None
+    lab_scope: str | None
+    lab_incident: float
+    lab_causes: str | None
+
+
+RECORD_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(ProbeRecord))
+_STR: Final = "str"
+COLUMN_DTYPES: Final[Mapping[str, str]] = {
+    column: (
+        "int64"
+        if column in ("start_ns", "end_ns", "attempt", "connect_attempts")
+        else "bool"
+        if column in ("success", "phases_ok")
+        else _STR
+        if column
+        in (
+            "trace_id",
+            "span_id",
+            "target",
+            "vantage",
+            "kind",
+            "error_type",
+            "error_detail",
+            "failed_phase",
+            "tls_version",
+            "lab_cause",
+            "lab_scope",
+            "lab_causes",
+        )
+        else "float64"
+    )
+    for column in RECORD_COLUMNS
+}
+"""The pandas dtype of each column ("str": pandas' string dtype, missing values NaN)."""
+
+
+@dataclass(slots=True)
+class ReaderStats:
+    """What a reader saw and what it could not use; `problems` names the first few, file:line."""
+
+    lines: int = 0
+    requests: int = 0
+    spans: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    bad_spans: int = 0
+    other_lines: int = 0
+    """Metric and log lines (the Collector's file exporter writes every signal into one file)."""
+    foreign_spans: int = 0
+    """Spans of traces whose root is not a probe root (e.g. slo.violation)."""
+    orphan_traces: int = 0
+    """Traces whose root never arrived (evicted by count or age, or left at the end)."""
+    orphan_spans: int = 0
+    late_spans: int = 0
+    """Spans that arrived after their trace's record was made (or a second root)."""
+    absurd_values: int = 0
+    """Durations < 0 or > 1 h, and numeric attributes that are NaN, infinite or negative: NaN'd."""
+    problem_count: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, message: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(message)
+
+    def summary(self) -> str:
+        """One line for logs and CLIs."""
+        dropped = (
+            f"{self.bad_lines} bad lines, {self.bad_spans} bad spans, {self.orphan_traces} orphan traces"
+            f" ({self.orphan_spans} spans), {self.late_spans} late spans, {self.foreign_spans} non-probe"
+            f" spans, {self.absurd_values} absurd values dropped"
+        )
+        return f"{self.records} probe records from {self.spans} spans in {self.requests} requests; {dropped}"
+
+
+# --- one trace -> one record --------------------------------------------------------------------
+
+_FIRST_PHASES: Final = frozenset(
+    {
+        names.SPAN_DNS_LOOKUP,
+        names.SPAN_TLS_HANDSHAKE,
+        names.SPAN_HTTP_REQUEST,
+        names.SPAN_HTTP_TTFB,
+        names.SPAN_HTTP_TRANSFER,
+    }
+)
+_START: Final = itemgetter(4)  # SpanView.start_ns
+
+
+def _seconds(start_ns: int, end_ns: int, stats: ReaderStats) -> float:
+    seconds = (end_ns - start_ns) / 1e9
+    if 0.0 <= seconds <= MAX_DURATION_S:
+        return seconds
+    stats.absurd_values += 1
+    return NAN
+
+
+def _number(attributes: Mapping[str, object], key: str, stats: ReaderStats, *, signed: bool = False) -> float:
+    value = attributes.get(key)
+    if value is None:
+        return NAN
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (signed or number >= 0.0):
+            return number
+    stats.absurd_values += 1
+    return NAN
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def build_record(root: SpanView, children: list[SpanView], stats: ReaderStats) -> ProbeRecord:
+    """The record of one probe attempt from its root span and its phase spans (any order)."""
+    children.sort(key=_START)
+    first: dict[str, SpanView] = {}
+    connect: SpanView | None = None
+    connect_attempts = 0
+    other_s = NAN
+    failed_phase: str | None = None
+    for span in children:
+        if span.error and failed_phase is None:
+            failed_phase = span.name
+        hop = span.attributes.get(names.PROBE_HTTP_HOP)
+        if hop:  # a redirect hop's phases count in the total only
+            continue
+        if span.name == names.SPAN_TCP_CONNECT:
+            connect_attempts += 1
+            if span.attributes.get(names.PROBE_CONNECT_ABANDONED) is not True:
+                connect = span  # the last one carried the request
+        elif span.name in _FIRST_PHASES:
+            first.setdefault(span.name, span)
+        else:
+            seconds = _seconds(span.start_ns, span.end_ns, stats)
+            if not math.isnan(seconds):
+                other_s = seconds if math.isnan(other_s) else other_s + seconds
+
+    def phase_s(span: SpanView | None) -> float:
+        return NAN if span is None else _seconds(span.start_ns, span.end_ns, stats)
+
+    attrs = root.attributes
+    dns = first.get(names.SPAN_DNS_LOOKUP)
+    tls = first.get(names.SPAN_TLS_HANDSHAKE)
+    tls_version = attrs.get(names.TLS_PROTOCOL_VERSION)
+    if tls_version is None and tls is not None:
+        tls_version = tls.attributes.get(names.TLS_PROTOCOL_VERSION)
+    attempt = _number(attrs, names.PROBE_ATTEMPT, stats)
+    causes = attrs.get(names.LAB_FAULT_CAUSES)
+    kind = attrs.get(names.PROBE_KIND)
+    vantage = attrs.get(names.OTELPROBE_VANTAGE) or root.resource.get(names.OTELPROBE_VANTAGE) or ""
+    return ProbeRecord(
+        trace_id=root.trace_id,
+        span_id=root.span_id,
+        target=str(attrs.get(names.PROBE_TARGET, "")),
+        vantage=str(vantage),
+        kind=str(kind) if kind is not None else root.name.removeprefix(names.ROOT_SPAN_PREFIX),
+        start_ns=root.start_ns,
+        end_ns=root.end_ns,
+        total_s=_seconds(root.start_ns, root.end_ns, stats),
+        success=attrs.get(names.PROBE_SUCCESS) is True,
+        attempt=1 if math.isnan(attempt) else int(attempt),
+        error_type=_text(attrs.get(names.ERROR_TYPE)),
+        error_detail=_text(attrs.get(names.PROBE_ERROR_DETAIL)),
+        failed_phase=failed_phase,
+        status_code=_number(attrs, names.HTTP_RESPONSE_STATUS_CODE, stats),
+        body_bytes=_number(attrs, names.PROBE_BODY_BYTES, stats),
+        cert_remaining_s=_number(attrs, names.PROBE_TLS_CERT_REMAINING, stats, signed=True),
+        tls_version=_text(tls_version),
+        dns_s=phase_s(dns),
+        connect_s=phase_s(connect),
+        tls_s=phase_s(tls),
+        request_s=phase_s(first.get(names.SPAN_HTTP_REQUEST)),
+        ttfb_s=phase_s(first.get(names.SPAN_HTTP_TTFB)),
+        transfer_s=phase_s(first.get(names.SPAN_HTTP_TRANSFER)),
+        other_s=other_s,
+        connect_attempts=connect_attempts,
+        dns_attempts=NAN if dns is None else _number(dns.attributes, names.PROBE_DNS_ATTEMPTS, stats),
+        phases_ok=failed_phase is None,
+        lab_cause=_text(attrs.get(names.LAB_FAULT_CAUSE)),
+        lab_scope=_text(attrs.get(names.LAB_FAULT_SCOPE)),
+        lab_incident=_number(attrs, names.LAB_FAULT_INCIDENT, stats),
+        lab_causes=",".join(map(str, causes)) if isinstance(causes, tuple | list) else _text(causes),
+    )
+
+
+# --- joining spans into traces ------------------------------------------------------------------
+
+
+class _Pending:
+    __slots__ = ("born_s", "children", "root")
+
+    def __init__(self, born_s: float) -> None:
+        self.born_s = born_s
+        self.root: SpanView | None = None
+        self.children: list[SpanView] = []
+
+
+class TraceAssembler:
+    """Joins the spans of each trace, across requests, and makes a record when the root is in.
+
+    A probe's root span ends after all its phases, so senders (ours and the SDK's batch processor)
+    export the phases in the same request as the root or earlier: a trace is complete at the end of
+    the batch that brings its root. Spans still waiting for a root are bounded by count (oldest
+    evicted first) and by age; evicted ones count as orphans. Spans arriving after their trace was
+    recorded count as late (a bounded memory of recent trace IDs tells them from orphans).
+
+    Args:
+        stats: where counts go (shared with a file reader).
+        max_pending_traces: traces without a root kept at most.
+        max_age_s: rootless traces older than this (by `clock`) are orphaned; None = no age limit.
+        clock: seconds, monotonic.
+    """
+
+    def __init__(
+        self,
+        stats: ReaderStats | None = None,
+        *,
+        max_pending_traces: int = DEFAULT_MAX_PENDING_TRACES,
+        max_age_s: float | None = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stats = stats if stats is not None else ReaderStats()
+        self._max_pending = max_pending_traces
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._done: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def pending_traces(self) -> int:
+        return len(self._pending)
+
+    def add(self, spans: Iterable[SpanView]) -> list[ProbeRecord]:
+        """Take one batch (request) of spans; returns the records completed by it."""
+        stats = self.stats
+        now_s = self._clock()
+        rooted: list[str] = []
+        for span in spans:
+            stats.spans += 1
+            trace_id = span.trace_id
+            if trace_id in self._done:
+                stats.late_spans += 1
+                continue
+            pending = self._pending.get(trace_id)
+            if pending is None:
+                pending = self._pending[trace_id] = _Pending(now_s)
+            if span.parent_span_id:
+                pending.children.append(span)
+            elif pending.root is None:
+                pending.root = span
+                rooted.append(trace_id)
+            else:
+                stats.late_spans += 1  # a second root: keep the first
+        records: list[ProbeRecord] = []
+        for trace_id in rooted:
+            done = self._pending.pop(trace_id)
+            self._remember(trace_id)
+            assert done.root is not None
+            if not done.root.name.startswith(names.ROOT_SPAN_PREFIX):
+                stats.foreign_spans += 1 + len(done.children)
+                continue
+            records.append(build_record(done.root, done.children, stats))
+        stats.records += len(records)
+        self._evict(now_s)
+        return records
+
+    def close(self) -> None:
+        """End of input: every trace still waiting for its root is an orphan."""
+        while self._pending:
+            self._orphan()
+
+    def _remember(self, trace_id: str) -> None:
+        self._done[trace_id] = None
+        if len(self._done) > self._max_pending:
+            self._done.popitem(last=False)
+
+    def _orphan(self) -> None:
+        _, pending = self._pending.popitem(last=False)
+        self.stats.orphan_traces += 1
+        self.stats.orphan_spans += len(pending.children)
+
+    def _evict(self, now_s: float) -> None:
+        while len(self._pending) > self._max_pending:
+            self._orphan()
+        if self._max_age_s is not None:
+            while self._pending and now_s - next(iter(self._pending.values())).born_s > self._max_age_s:
+                self._orphan()
+
+
+def records_from_request(
+    request: ExportTraceServiceRequest, stats: ReaderStats | None = None
+) -> list[ProbeRecord]:
+    """The records of the whole traces in one decoded request (the receiver's path); spans
+    without their root in the request are counted as orphans. For traces split over requests,
+    feed `otlp_decode.views_from_request(request)` to one long-lived TraceAssembler instead.
+
+    Raises:
+        otlp_decode.MalformedSpan: a span with ill-sized IDs (the receiver answers 400).
+    """
+    assembler = TraceAssembler(stats, max_age_s=None)
+    records = assembler.add(list(views_from_request(request)))
+    assembler.close()
+    if stats is not None:
+        stats.requests += 1
+    return records
+
+
+# --- recordings: OTLP JSON lines, plain or gzip -------------------------------------------------
+
+
+def _lines(path: Path, stats: ReaderStats, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a file; over-long lines are skipped whole, a truncated or corrupt
+    gzip stream ends the file with a problem (the lines before it are kept)."""
+    number = 0
+    with path.open("rb") as raw:
+        head = raw.read(2)
+        raw.seek(0)
+        stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if head == b"\x1f\x8b" else raw
+        try:
+            while line := stream.readline(max_line_bytes + 1):
+                number += 1
+                if len(line) > max_line_bytes:
+                    while (rest := stream.readline(max_line_bytes)) and not rest.endswith(b"\n"):
+                        pass
+                    stats.bad_lines += 1
+                    stats.problem(f"{path}:{number}: line longer than {max_line_bytes} bytes skipped")
+                    continue
+                yield number, line
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            stats.problem(f"{path}:{number + 1}: gzip stream unreadable from here ({exc}); rest skipped")
+            stats.bad_lines += 1
+
+
+def _line_views(path: Path, number: int, line: bytes, stats: ReaderStats) -> list[SpanView] | None:
+    """The spans of one line; None for a line that is not a trace request (counted)."""
+    where = f"{path}:{number}"
+    try:
+        request: Any = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        stats.bad_lines += 1
+        stats.problem(f"{where}: not JSON ({exc})")
+        return None
+    if not isinstance(request, dict) or "resourceSpans" not in request:
+        if isinstance(request, dict) and ("resourceMetrics" in request or "resourceLogs" in request):
+            stats.other_lines += 1
+        else:
+            stats.bad_lines += 1
+            stats.problem(f"{where}: not an OTLP trace, metrics or logs request")
+        return None
+    views: list[SpanView] = []
+    try:
+        for resource, spans in json_resource_spans(request):
+            for span in spans:
+                try:
+                    views.append(json_span_view(span, resource))
+                except MalformedSpan as exc:
+                    stats.bad_spans += 1
+                    stats.problem(f"{where}: span skipped: {exc}")
+    except MalformedSpan as exc:
+        stats.bad_lines += 1
+        stats.problem(f"{where}: {exc}")
+        return None
+    stats.requests += 1
+    return views
+
+
+def _paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(paths, str | os.PathLike):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def iter_records(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    stats: ReaderStats | None = None,
+    *,
+    max_pending_traces: int = DEFAULT_MAX_PENDING_TRACES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[ProbeRecord]:
+    """Stream the records of OTLP JSON-lines files (plain or gzip), one line in memory at a time.
+
+    Bad lines and spans are counted in `stats` with file:line and skipped; metric and log lines
+    are skipped. Traces split over lines (or files) are joined while at most `max_pending_traces`
+    of them wait for their root.
+
+    Raises:
+        OSError: a file cannot be opened.
+    """
+    stats = stats if stats is not None else ReaderStats()
+    assembler = TraceAssembler(stats, max_pending_traces=max_pending_traces, max_age_s=None)
+    for path in _paths(paths):
+        for number, line in _lines(path, stats, max_line_bytes):
+            stats.lines += 1
+            if not line.strip():
+                continue
+            views = _line_views(path, number, line, stats)
+            if views:
+                yield from assembler.add(views)
+    assembler.close()
+
+
+_ROW: Final = attrgetter(*RECORD_COLUMNS)
+
+
+def records_frame(records: Iterable[ProbeRecord]) -> pd.DataFrame:
+    """The records as a DataFrame with RECORD_COLUMNS and COLUMN_DTYPES, one row per attempt."""
+    import pandas as pd
+
+    rows = [_ROW(record) for record in records]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in RECORD_COLUMNS]
+    return pd.DataFrame(
+        {
+            name: pd.Series(values, dtype=COLUMN_DTYPES[name])
+            for name, values in zip(RECORD_COLUMNS, columns, strict=True)
+        }
+    )
+
+
+def read_records(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> tuple[pd.DataFrame, ReaderStats]:
+    """Every record of the files as a DataFrame, with what the reader skipped.
+
+    Raises:
+        OSError: a file cannot be opened.
+    """
+    stats = ReaderStats()
+    frame = records_frame(iter_records(paths, stats))
+    return frame, stats

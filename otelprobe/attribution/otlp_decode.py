@@ -143,9 +143,14 @@ def json_value(value: Mapping[str, Any]) -> object:
     return None
 
 
-def json_attributes(items: Iterable[Mapping[str, Any]]) -> dict[str, object]:
-    """OTLP/JSON attributes (`[{"key": ..., "value": {...}}]`) as a dict."""
-    return {item["key"]: json_value(item.get("value") or {}) for item in items}
+def json_attributes(
+    items: Iterable[Mapping[str, Any]], keys: frozenset[str] | None = None
+) -> dict[str, object]:
+    """OTLP/JSON attributes (`[{"key": ..., "value": {...}}]`) as a dict; only `keys` if given
+    (decoding values is most of a reader's time, and a record needs about twenty keys)."""
+    if keys is None:
+        return {item["key"]: json_value(item.get("value") or {}) for item in items}
+    return {item["key"]: json_value(item.get("value") or {}) for item in items if item["key"] in keys}
 
 
 def _hex_id(value: object, digits: int, what: str) -> str:
@@ -154,8 +159,10 @@ def _hex_id(value: object, digits: int, what: str) -> str:
     return value.lower()
 
 
-def json_span_view(span: Mapping[str, Any], resource: Mapping[str, object]) -> SpanView:
-    """One OTLP/JSON span dict as a SpanView.
+def json_span_view(
+    span: Mapping[str, Any], resource: Mapping[str, object], keys: frozenset[str] | None = None
+) -> SpanView:
+    """One OTLP/JSON span dict as a SpanView, with the attributes in `keys` (all if None).
 
     Raises:
         MalformedSpan: missing or ill-formed IDs, name or timestamps.
@@ -172,7 +179,7 @@ def json_span_view(span: Mapping[str, Any], resource: Mapping[str, object]) -> S
             int(span["endTimeUnixNano"]),
             status.get("code") in (2, "STATUS_CODE_ERROR"),
             str(status.get("message", "")),
-            json_attributes(span.get("attributes", ())),
+            json_attributes(span.get("attributes", ()), keys),
             resource,
         )
     except MalformedSpan:

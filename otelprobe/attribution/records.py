@@ -165,6 +165,29 @@ _FIRST_PHASES: Final = frozenset(
     }
 )
 _START: Final = itemgetter(4)  # SpanView.start_ns
+RECORD_KEYS: Final = frozenset(
+    {
+        names.PROBE_TARGET,
+        names.PROBE_KIND,
+        names.OTELPROBE_VANTAGE,
+        names.PROBE_SUCCESS,
+        names.PROBE_ATTEMPT,
+        names.ERROR_TYPE,
+        names.PROBE_ERROR_DETAIL,
+        names.HTTP_RESPONSE_STATUS_CODE,
+        names.PROBE_BODY_BYTES,
+        names.PROBE_TLS_CERT_REMAINING,
+        names.TLS_PROTOCOL_VERSION,
+        names.PROBE_HTTP_HOP,
+        names.PROBE_CONNECT_ABANDONED,
+        names.PROBE_DNS_ATTEMPTS,
+        names.LAB_FAULT_CAUSE,
+        names.LAB_FAULT_SCOPE,
+        names.LAB_FAULT_INCIDENT,
+        names.LAB_FAULT_CAUSES,
+    }
+)
+"""The span attributes a record reads (the JSON reader decodes only these)."""
 
 
 def _seconds(start_ns: int, end_ns: int, stats: ReaderStats) -> float:
@@ -433,7 +456,7 @@ def _line_views(path: Path, number: int, line: bytes, stats: ReaderStats) -> lis
         for resource, spans in json_resource_spans(request):
             for span in spans:
                 try:
-                    views.append(json_span_view(span, resource))
+                    views.append(json_span_view(span, resource, RECORD_KEYS))
                 except MalformedSpan as exc:
                     stats.bad_spans += 1
                     stats.problem(f"{where}: span skipped: {exc}")

@@ -10,28 +10,37 @@ only by `records_frame`, so the prober and the receiver never load it.
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import math
-import os
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from operator import attrgetter, itemgetter
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from otelprobe.attribution.otlp_decode import (
-    MalformedSpan,
-    SpanView,
-    json_resource_spans,
-    json_span_view,
-    views_from_request,
+from otelprobe.attribution.otlp_decode import SpanView, views_from_request
+from otelprobe.attribution.otlp_files import (
+    DEFAULT_MAX_LINE_BYTES,
+    PathsArg,
+    ReaderStats,
+    iter_span_batches,
 )
 from otelprobe.telemetry import names
+
+__all__ = [
+    "COLUMN_DTYPES",
+    "MAX_DURATION_S",
+    "RECORD_COLUMNS",
+    "RECORD_KEYS",
+    "ProbeRecord",
+    "ReaderStats",
+    "TraceAssembler",
+    "build_record",
+    "iter_records",
+    "read_records",
+    "records_frame",
+    "records_from_request",
+]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,9 +49,6 @@ if TYPE_CHECKING:
 NAN: Final = math.nan
 MAX_DURATION_S: Final = 3600.0
 """A phase or probe longer than this (or negative) is a broken clock, not a measurement."""
-MAX_PROBLEMS_KEPT: Final = 100
-"""Problem messages kept in ReaderStats (all are counted)."""
-DEFAULT_MAX_LINE_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_MAX_PENDING_TRACES: Final = 50_000
 
 
@@ -112,45 +118,6 @@ COLUMN_DTYPES: Final[Mapping[str, str]] = {
     for column in RECORD_COLUMNS
 }
 """The pandas dtype of each column ("str": pandas' string dtype, missing values NaN)."""
-
-
-@dataclass(slots=True)
-class ReaderStats:
-    """What a reader saw and what it could not use; `problems` names the first few, file:line."""
-
-    lines: int = 0
-    requests: int = 0
-    spans: int = 0
-    records: int = 0
-    bad_lines: int = 0
-    bad_spans: int = 0
-    other_lines: int = 0
-    """Metric and log lines (the Collector's file exporter writes every signal into one file)."""
-    foreign_spans: int = 0
-    """Spans of traces whose root is not a probe root (e.g. slo.violation)."""
-    orphan_traces: int = 0
-    """Traces whose root never arrived (evicted by count or age, or left at the end)."""
-    orphan_spans: int = 0
-    late_spans: int = 0
-    """Spans that arrived after their trace's record was made (or a second root)."""
-    absurd_values: int = 0
-    """Durations < 0 or > 1 h, and numeric attributes that are NaN, infinite or negative: NaN'd."""
-    problem_count: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def problem(self, message: str) -> None:
-        self.problem_count += 1
-        if len(self.problems) < MAX_PROBLEMS_KEPT:
-            self.problems.append(message)
-
-    def summary(self) -> str:
-        """One line for logs and CLIs."""
-        dropped = (
-            f"{self.bad_lines} bad lines, {self.bad_spans} bad spans, {self.orphan_traces} orphan traces"
-            f" ({self.orphan_spans} spans), {self.late_spans} late spans, {self.foreign_spans} non-probe"
-            f" spans, {self.absurd_values} absurd values dropped"
-        )
-        return f"{self.records} probe records from {self.spans} spans in {self.requests} requests; {dropped}"
 
 
 # --- one trace -> one record --------------------------------------------------------------------
@@ -409,73 +376,8 @@ def records_from_request(
     return records
 
 
-# --- recordings: OTLP JSON lines, plain or gzip -------------------------------------------------
-
-
-def _lines(path: Path, stats: ReaderStats, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a file; over-long lines are skipped whole, a truncated or corrupt
-    gzip stream ends the file with a problem (the lines before it are kept)."""
-    number = 0
-    with path.open("rb") as raw:
-        head = raw.read(2)
-        raw.seek(0)
-        stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if head == b"\x1f\x8b" else raw
-        try:
-            while line := stream.readline(max_line_bytes + 1):
-                number += 1
-                if len(line) > max_line_bytes:
-                    while (rest := stream.readline(max_line_bytes)) and not rest.endswith(b"\n"):
-                        pass
-                    stats.bad_lines += 1
-                    stats.problem(f"{path}:{number}: line longer than {max_line_bytes} bytes skipped")
-                    continue
-                yield number, line
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            stats.problem(f"{path}:{number + 1}: gzip stream unreadable from here ({exc}); rest skipped")
-            stats.bad_lines += 1
-
-
-def _line_views(path: Path, number: int, line: bytes, stats: ReaderStats) -> list[SpanView] | None:
-    """The spans of one line; None for a line that is not a trace request (counted)."""
-    where = f"{path}:{number}"
-    try:
-        request: Any = json.loads(line)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        stats.bad_lines += 1
-        stats.problem(f"{where}: not JSON ({exc})")
-        return None
-    if not isinstance(request, dict) or "resourceSpans" not in request:
-        if isinstance(request, dict) and ("resourceMetrics" in request or "resourceLogs" in request):
-            stats.other_lines += 1
-        else:
-            stats.bad_lines += 1
-            stats.problem(f"{where}: not an OTLP trace, metrics or logs request")
-        return None
-    views: list[SpanView] = []
-    try:
-        for resource, spans in json_resource_spans(request):
-            for span in spans:
-                try:
-                    views.append(json_span_view(span, resource, RECORD_KEYS))
-                except MalformedSpan as exc:
-                    stats.bad_spans += 1
-                    stats.problem(f"{where}: span skipped: {exc}")
-    except MalformedSpan as exc:
-        stats.bad_lines += 1
-        stats.problem(f"{where}: {exc}")
-        return None
-    stats.requests += 1
-    return views
-
-
-def _paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
-    if isinstance(paths, str | os.PathLike):
-        return [Path(paths)]
-    return [Path(p) for p in paths]
-
-
 def iter_records(
-    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    paths: PathsArg,
     stats: ReaderStats | None = None,
     *,
     max_pending_traces: int = DEFAULT_MAX_PENDING_TRACES,
@@ -492,14 +394,8 @@ def iter_records(
     """
     stats = stats if stats is not None else ReaderStats()
     assembler = TraceAssembler(stats, max_pending_traces=max_pending_traces, max_age_s=None)
-    for path in _paths(paths):
-        for number, line in _lines(path, stats, max_line_bytes):
-            stats.lines += 1
-            if not line.strip():
-                continue
-            views = _line_views(path, number, line, stats)
-            if views:
-                yield from assembler.add(views)
+    for views in iter_span_batches(paths, stats, keys=RECORD_KEYS, max_line_bytes=max_line_bytes):
+        yield from assembler.add(views)
     assembler.close()
 
 
@@ -520,9 +416,7 @@ def records_frame(records: Iterable[ProbeRecord]) -> pd.DataFrame:
     )
 
 
-def read_records(
-    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-) -> tuple[pd.DataFrame, ReaderStats]:
+def read_records(paths: PathsArg) -> tuple[pd.DataFrame, ReaderStats]:
     """Every record of the files as a DataFrame, with what the reader skipped.
 
     Raises:

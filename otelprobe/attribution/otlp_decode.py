@@ -105,8 +105,12 @@ def views_from_request(request: ExportTraceServiceRequest) -> Iterator[SpanView]
         resource = attributes_dict(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
-                    raise MalformedSpan(f"span {span.name!r}: trace_id must be 16 bytes, span_id 8")
+                if (
+                    len(span.trace_id) != 16
+                    or len(span.span_id) != 8
+                    or len(span.parent_span_id) not in (0, 8)
+                ):
+                    raise MalformedSpan(f"span {span.name!r}: trace_id must be 16 bytes, span IDs 8")
                 yield SpanView(
                     span.trace_id.hex(),
                     span.span_id.hex(),

@@ -3,14 +3,15 @@
 Lab fault servers (DNS, HTTP, TLS) stand in for a small shop; four of its five targets carry one
 known fault each. The real runtime (config file -> scheduler -> probes -> telemetry) probes them and
 exports every trace over OTLP/HTTP to an in-process OTLP receiver, which decodes the protobuf; the demo
-then prints each target's last waterfall and the per-phase medians computed from the received spans,
-beside the fault that was injected.
+then prints each target's last waterfall and the per-phase medians of the probe records read from the
+received spans (attribution/records.py), beside the fault that was injected.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,7 @@ import yaml
 from otelprobe.results import ProbeResult, TraceRef
 
 if TYPE_CHECKING:
+    from otelprobe.attribution.records import ProbeRecord
     from otelprobe.config.models import Config
     from otelprobe.runtime import TelemetrySink
     from otelprobe.sidecar.receiver import OTLPReceiver
@@ -169,9 +171,19 @@ def _write_config(
     return path
 
 
+# The report's phase columns: header, ProbeRecord field.
+_PHASE_COLUMNS: Final = (
+    ("lookup", "dns_s"),
+    ("connect", "connect_s"),
+    ("handshake", "tls_s"),
+    ("request", "request_s"),
+    ("ttfb", "ttfb_s"),
+    ("transfer", "transfer_s"),
+)
+
+
 def _print_report(latest: dict[str, ProbeResult], receiver: OTLPReceiver) -> None:
     from otelprobe.cli.waterfall import render
-    from otelprobe.sidecar.receiver import ReceivedSpan, iter_spans
 
     color = sys.stdout.isatty()
     print("\nlast probe of each target (phases measured at the socket):\n")
@@ -179,32 +191,19 @@ def _print_report(latest: dict[str, ProbeResult], receiver: OTLPReceiver) -> Non
         if target.name in latest:
             print(render(latest[target.name], color=color))
             print(f"     injected fault: {target.injected}\n")
-    # Per-phase medians, computed from what the OTLP receiver decoded (not from memory).
-    durations: dict[tuple[str, str], list[float]] = defaultdict(list)
-    roots: dict[str, list[bool]] = defaultdict(list)
-    parents: dict[bytes, str] = {}
-    spans: list[ReceivedSpan] = []
-    while not receiver.queue.empty():
-        spans.extend(iter_spans(receiver.queue.get_nowait()))
-    for span in spans:
-        attrs = span.attributes
-        if span.name.startswith("probe "):
-            parents[span.span.span_id] = str(attrs.get("probe.target"))
-            roots[str(attrs.get("probe.target"))].append(bool(attrs.get("probe.success")))
-    for span in spans:
-        owner = parents.get(span.span.parent_span_id)
-        if owner is not None:
-            durations[(owner, span.name)].append(
-                (span.span.end_time_unix_nano - span.span.start_time_unix_nano) / 1e6
-            )
-    phases = ("dns.lookup", "tcp.connect", "tls.handshake", "http.request", "http.ttfb", "http.transfer")
-    print(f"received over OTLP: {len(spans)} spans in {sum(len(v) for v in roots.values())} probe traces")
+    # Per-phase medians, from the records of what the OTLP receiver decoded (not from memory).
+    records = receiver.drain_records()
+    by_target: dict[str, list[ProbeRecord]] = defaultdict(list)
+    for record in records:
+        by_target[record.target].append(record)
+    print(f"received over OTLP: {receiver.record_stats.spans} spans in {len(records)} probe traces")
     print(f"\nmedian phase durations in ms, from the received spans\n{'target':<10}{'ok':>6}", end="")
-    print("".join(f"{p.split('.')[-1]:>11}" for p in phases), f"  {'injected (cause)'}")
+    print("".join(f"{header:>11}" for header, _ in _PHASE_COLUMNS), f"  {'injected (cause)'}")
     for target in TARGETS:
-        ok = roots.get(target.name, [])
-        row = f"{target.name:<10}{(f'{sum(ok)}/{len(ok)}'):>6}"
-        for phase in phases:
-            values = durations.get((target.name, phase))
-            row += f"{statistics.median(values):>11.2f}" if values else f"{'-':>11}"
+        attempts = by_target.get(target.name, [])
+        ok = sum(r.success for r in attempts)
+        row = f"{target.name:<10}{(f'{ok}/{len(attempts)}'):>6}"
+        for _, column in _PHASE_COLUMNS:
+            values = [v for r in attempts if not math.isnan(v := getattr(r, column))]
+            row += f"{statistics.median(values) * 1e3:>11.2f}" if values else f"{'-':>11}"
         print(row, f"  {target.injected} ({target.cause})")

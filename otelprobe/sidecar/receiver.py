@@ -3,7 +3,9 @@
 The sidecar's input (DESIGN §2) and the loopback Collector stand-in of the telemetry tests, in the
 shape of OTel's `_otlp_test_server.py`. It only decodes and validates: each ExportTraceService-
 Request goes to a callback or a bounded asyncio queue (requests beyond it are rejected through
-OTLP partial success and counted), so memory stays bounded whatever the senders do.
+OTLP partial success and counted), so memory stays bounded whatever the senders do. Probe
+semantics are not read here: queued requests become ProbeRecords through attribution/records.py
+(`wait_for_records`, `drain_records`); a sidecar's `on_traces` feeds its own TraceAssembler.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -30,11 +32,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otelprobe.attribution.otlp_decode import ReceivedSpan as ReceivedSpan  # re-exported for tests
+from otelprobe.attribution.otlp_decode import attributes_dict as attributes_dict
+from otelprobe.attribution.otlp_decode import iter_received, views_from_request
+from otelprobe.attribution.records import ProbeRecord, ReaderStats, TraceAssembler
 from otelprobe.telemetry.otlp_json import json_to_message, message_to_json
+
+iter_spans = iter_received
+"""Every span of a request as protobuf with its resource (transport-level inspection; probe
+semantics are read by attribution/records.py)."""
 
 _logger = logging.getLogger(__name__)
 
@@ -58,50 +65,6 @@ class MalformedRequest(ValueError):
 
 class BodyTooLarge(ValueError):
     """The (decompressed) body exceeds the size cap (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
-
-
-def any_value(value: AnyValue) -> object:
-    """An OTLP AnyValue as the Python value it carries (arrays as tuples, kvlists as dicts)."""
-    kind = value.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return tuple(any_value(v) for v in value.array_value.values)
-    if kind == "kvlist_value":
-        return attributes_dict(value.kvlist_value.values)
-    return getattr(value, kind)
-
-
-def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, object]:
-    """OTLP attributes (repeated KeyValue) as a dict."""
-    return {kv.key: any_value(kv.value) for kv in attributes}
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedSpan:
-    """One decoded span with the resource it came from."""
-
-    resource: Resource
-    span: Span
-
-    @property
-    def name(self) -> str:
-        return self.span.name
-
-    @property
-    def attributes(self) -> dict[str, object]:
-        return attributes_dict(self.span.attributes)
-
-    @property
-    def resource_attributes(self) -> dict[str, object]:
-        return attributes_dict(self.resource.attributes)
-
-
-def iter_spans(request: ExportTraceServiceRequest) -> Iterator[ReceivedSpan]:
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                yield ReceivedSpan(resource_spans.resource, span)
 
 
 def _validate_ids(request: ExportTraceServiceRequest) -> None:
@@ -190,6 +153,10 @@ class OTLPReceiver:
         self._runner: web.AppRunner | None = None
         self._grpc_server: grpc.aio.Server | None = None
         self._collected: list[ReceivedSpan] = []
+        # Records of the queued requests, read by the one reader (attribution/records.py).
+        self.record_stats = ReaderStats()
+        self._assembler = TraceAssembler(self.record_stats)
+        self._records: list[ProbeRecord] = []
 
     @property
     def http_endpoint(self) -> str:
@@ -356,6 +323,10 @@ class OTLPReceiver:
 
     # --- test helpers ---------------------------------------------------------------------------
 
+    def _take(self, request: ExportTraceServiceRequest) -> None:
+        self._collected.extend(iter_spans(request))
+        self._records.extend(self._assembler.add(views_from_request(request)))
+
     async def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Every span received so far, once there are at least `count` (queue mode only).
 
@@ -364,8 +335,7 @@ class OTLPReceiver:
         """
         async with asyncio.timeout(timeout):
             while len(self._collected) < count:
-                request = await self.queue.get()
-                self._collected.extend(iter_spans(request))
+                self._take(await self.queue.get())
         return list(self._collected)
 
     async def wait_for_span(self, name: str, timeout: float = 10.0) -> ReceivedSpan:
@@ -375,4 +345,21 @@ class OTLPReceiver:
                 found = next((s for s in self._collected if s.name == name), None)
                 if found is not None:
                     return found
-                self._collected.extend(iter_spans(await self.queue.get()))
+                self._take(await self.queue.get())
+
+    async def wait_for_records(self, count: int, timeout: float = 10.0) -> list[ProbeRecord]:
+        """Every probe record received so far, once there are at least `count` (queue mode only).
+
+        Raises:
+            TimeoutError: fewer than `count` whole probe traces arrived within `timeout` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while len(self._records) < count:
+                self._take(await self.queue.get())
+        return list(self._records)
+
+    def drain_records(self) -> list[ProbeRecord]:
+        """Every probe record received so far, without waiting (queue mode only)."""
+        while not self.queue.empty():
+            self._take(self.queue.get_nowait())
+        return list(self._records)

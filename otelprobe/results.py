@@ -70,6 +70,20 @@ class ProbeResult:
                     "duration_ms": round(p.duration_ns / 1e6, 3),
                     "error_type": p.error_type,
                     **({"attributes": dict(p.attributes)} if p.attributes else {}),
+                    **(
+                        {
+                            "events": [
+                                {
+                                    "name": e.name,
+                                    "at_ms": round((e.time_ns - self.start_ns) / 1e6, 3),
+                                    **({"attributes": dict(e.attributes)} if e.attributes else {}),
+                                }
+                                for e in p.events
+                            ]
+                        }
+                        if p.events
+                        else {}
+                    ),
                 }
                 for p in self.phases
             ],

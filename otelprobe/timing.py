@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -17,6 +17,15 @@ from otelprobe.errors import ConnectTimeout, DNSError, ProbeError, ProbeTimeout
 from otelprobe.telemetry import names
 
 AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseEvent:
+    """Something that happened at one instant inside a phase (a span event), e.g. a retransmit."""
+
+    name: str
+    time_ns: int
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,7 @@ class Phase:
     error_type: str | None = None
     error_detail: str | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    events: tuple[PhaseEvent, ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -65,13 +75,20 @@ def timeout_error_for(phase_name: str | None) -> ProbeError:
 class OpenPhase:
     """A phase that has started and not ended; attributes may be added before it ends."""
 
-    __slots__ = ("_clock", "attributes", "name", "start_ns")
+    __slots__ = ("_clock", "attributes", "events", "name", "start_ns")
 
     def __init__(self, clock: PhaseClock, name: str, start_ns: int) -> None:
         self._clock = clock
         self.name = name
         self.start_ns = start_ns
         self.attributes: dict[str, AttributeValue] = {}
+        self.events: list[PhaseEvent] = []
+
+    def add_event(
+        self, name: str, time_ns: int, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> None:
+        """Note an instant inside the phase (on the same monotonic clock), e.g. a retransmit."""
+        self.events.append(PhaseEvent(name, time_ns, dict(attributes or {})))
 
     def end(self, end_ns: int | None = None, error: ProbeError | None = None) -> Phase:
         return self._clock._close(self, end_ns if end_ns is not None else time.perf_counter_ns(), error)
@@ -132,8 +149,9 @@ class PhaseClock:
         end_ns: int,
         error: ProbeError | None = None,
         attributes: Mapping[str, AttributeValue] | None = None,
+        events: Sequence[PhaseEvent] = (),
     ) -> Phase:
-        """Record a phase measured elsewhere (e.g. from kernel timestamps)."""
+        """Record a phase measured elsewhere (e.g. from kernel timestamps); events in time order."""
         phase = Phase(
             name,
             start_ns,
@@ -141,6 +159,7 @@ class PhaseClock:
             error.error_type if error else None,
             error.detail if error else None,
             dict(attributes or {}),
+            tuple(sorted(events, key=lambda event: event.time_ns)) if events else (),
         )
         self.phases.append(phase)
         return phase
@@ -159,7 +178,7 @@ class PhaseClock:
     def _close(self, opened: OpenPhase, end_ns: int, error: ProbeError | None) -> Phase:
         if opened in self._open:
             self._open.remove(opened)
-        return self.record(opened.name, opened.start_ns, end_ns, error, opened.attributes)
+        return self.record(opened.name, opened.start_ns, end_ns, error, opened.attributes, opened.events)
 
     def sorted_phases(self) -> tuple[Phase, ...]:
         return tuple(sorted(self.phases, key=lambda p: (p.start_ns, p.end_ns)))

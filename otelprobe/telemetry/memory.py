@@ -15,7 +15,7 @@ from typing import Final
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
@@ -56,6 +56,7 @@ def to_readable_span(span: Span, resource: Resource) -> ReadableSpan:
         resource=resource,
         attributes=_attributes(span.attributes),
         links=[Link(_context(link.trace_id, link.span_id)) for link in span.links],
+        events=[Event(e.name, _attributes(e.attributes), e.time_unix_nano) for e in span.events],
         kind=_KINDS[span.kind],
         status=status,
         start_time=span.start_time_unix_nano,

@@ -24,6 +24,10 @@ SPAN_TRACEROUTE_HOP: Final = "traceroute.hop"
 SPAN_STARTTLS: Final = "starttls.negotiate"
 SPAN_TCP_DIALOGUE: Final = "tcp.dialogue"
 SPAN_SLO_VIOLATION: Final = "slo.violation"
+
+# --- span event names -------------------------------------------------------------------------
+EVENT_DNS_RETRANSMIT: Final = "probe.dns.retransmit"
+"""On `dns.lookup`: a UDP query sent again (same ID and question) after its try timed out."""
 ROOT_SPAN_PREFIX: Final = "probe "
 
 # The phases of an HTTP probe, in wire order (DESIGN §3).
@@ -72,6 +76,16 @@ PROBE_DNS_TCP_FALLBACK: Final = "probe.dns.tcp_fallback"
 PROBE_DNS_DNSSEC_VALIDATED: Final = "probe.dns.dnssec.validated"
 PROBE_DNS_DNSSEC_ANCHORED: Final = "probe.dns.dnssec.anchored"
 PROBE_DNS_BOOTSTRAP: Final = "probe.dns.bootstrap"
+PROBE_DNS_ATTEMPTS: Final = "probe.dns.attempts"
+"""On `dns.lookup` over UDP: tries sent by the query that needed the most (1 = no retransmit)."""
+PROBE_DNS_ATTEMPT: Final = "probe.dns.attempt"
+"""On a `probe.dns.retransmit` event: which try (2, 3, ...) this send was."""
+PROBE_DNS_ANSWERED_ATTEMPT: Final = "probe.dns.answered_attempt"
+"""On `dns.lookup` over UDP: the try whose answer ended the lookup (each try has its own socket)."""
+PROBE_DNS_MISSING_FAMILY: Final = "probe.dns.missing_family"
+"""On `dns.lookup` (`ip: any` / `prefer_ip6`): `ip4` or `ip6`, the family the probe went on without."""
+PROBE_DNS_MISSING_REASON: Final = "probe.dns.missing_reason"
+"""Why that family is missing: `late` (not answered within the resolution delay) or its error detail."""
 PROBE_DNS_ATTEMPTS: Final = "probe.dns.attempts"  # queries sent for one lookup (retries included)
 PROBE_TCP_STARTTLS: Final = "probe.tcp.starttls"
 PROBE_TCP_DIALOGUE_STEP: Final = "probe.tcp.dialogue.step"

@@ -25,7 +25,7 @@ from otelprobe.config.secrets import redact
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
 from otelprobe.telemetry.protowire import ONE_BYTE_LENGTHS, length_delimited, varint
-from otelprobe.timing import AttributeValue, Phase
+from otelprobe.timing import AttributeValue, Phase, PhaseEvent
 
 # Wire tags (field number << 3 | wire type) of the OTLP trace messages written here.
 _TRACE_ID: Final = b"\x0a\x10"  # Span.trace_id (1), always 16 bytes
@@ -36,6 +36,10 @@ _KIND_INTERNAL: Final = b"\x30\x01"  # Span.kind (6) = SPAN_KIND_INTERNAL
 _KIND_CLIENT: Final = b"\x30\x03"  # SPAN_KIND_CLIENT
 _TIMES: Final = struct.Struct("<BQBQ")  # start_time_unix_nano (7), end_time_unix_nano (8): fixed64
 _ATTRIBUTE: Final = b"\x4a"  # Span.attributes (9)
+_EVENT: Final = b"\x5a"  # Span.events (11)
+_EVENT_TIME: Final = struct.Struct("<BQ")  # Event.time_unix_nano (1): fixed64
+_EVENT_NAME: Final = b"\x12"  # Event.name (2)
+_EVENT_ATTRIBUTE: Final = 0x1A  # Event.attributes (3): same KeyValue as Span.attributes, other tag
 _LINK: Final = b"\x6a"  # Span.links (13)
 _STATUS: Final = b"\x7a"  # Span.status (15)
 # Span.flags (16, fixed32) and Link.flags (6): what the SDK's encoder writes for a parent (or
@@ -239,6 +243,8 @@ class SpanEncoder:
             # Every span of a probe trace names its target, so a Collector can route whole traces
             # to sidecar replicas by attribute (collector-config/collector-loadbalancing.yaml).
             parts.append(target)
+            if phase.events:
+                parts += self._events(phase.events, offset)
         else:
             detail = phase.error_detail
             parts += self._attributes(
@@ -248,9 +254,23 @@ class SpanEncoder:
             parts.append(self._attribute(names.ERROR_TYPE, phase.error_type))
             if detail:
                 parts.append(self._attribute(names.PROBE_ERROR_DETAIL, detail))
+            if phase.events:
+                parts += self._events(phase.events, offset)
             parts.append(_status(detail or phase.error_type))
         parts.append(_FLAGS)
         return b"".join(parts)
+
+    def _events(self, events: Sequence[PhaseEvent], offset: int) -> list[bytes]:
+        """`Span.events` entries (after the attributes and before the status, in field order)."""
+        encoded = []
+        for event in events:
+            body = [_EVENT_TIME.pack(0x09, event.time_ns + offset), length_delimited(_EVENT_NAME, event.name.encode())]
+            for key, value in event.attributes.items():
+                entry = bytearray(self._attribute(key, value))
+                entry[0] = _EVENT_ATTRIBUTE  # the entry's one-byte tag: Event.attributes, not Span's
+                body.append(bytes(entry))
+            encoded.append(length_delimited(_EVENT, b"".join(body)))
+        return encoded
 
 
 def _status(message: str) -> bytes:

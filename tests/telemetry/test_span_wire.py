@@ -3,6 +3,7 @@ must decode (`FromString`) to exactly the message the upb-message path built bef
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import threading
@@ -20,7 +21,7 @@ from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names, spans
 from otelprobe.telemetry.batching import SpanBatcher, build_request, request_bytes
 from otelprobe.telemetry.spans import SpanEncoder, any_value, new_trace_ref
-from otelprobe.timing import AttributeValue, Phase
+from otelprobe.timing import AttributeValue, Phase, PhaseEvent
 
 ResultFactory = Callable[..., ProbeResult]
 LOCAL: int = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
@@ -92,6 +93,10 @@ def reference_phase(phase: Phase, trace_id: bytes, root_id: bytes, offset: int, 
         span.status.code = Status.StatusCode.STATUS_CODE_ERROR
         span.status.message = redact(phase.error_detail or phase.error_type)
     span.attributes.extend(attrs)
+    for event in phase.events:
+        span.events.add(
+            time_unix_nano=event.time_ns + offset, name=event.name, attributes=kvs(event.attributes, set())
+        )
     return span
 
 
@@ -160,6 +165,61 @@ def test_spans_decode_to_what_the_message_path_built(
         },
     )
     assert_same_as_reference(result, LINK if with_link else None)
+
+
+def with_events(result: ProbeResult, events: Mapping[str, Sequence[PhaseEvent]]) -> ProbeResult:
+    phases = tuple(dataclasses.replace(p, events=tuple(events.get(p.name, ()))) for p in result.phases)
+    return dataclasses.replace(result, phases=phases)
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_phase_events_decode_to_the_messages_and_serialize_byte_for_byte(
+    failed: bool, result_factory: ResultFactory
+) -> None:
+    error = DNSError("resolver_timeout", "no answer") if failed else None
+    result = result_factory(
+        failed_phase=names.SPAN_DNS_LOOKUP if failed else None,
+        error=error,
+        phase_attributes={names.SPAN_DNS_LOOKUP: {names.PROBE_DNS_ATTEMPTS: 2}},
+    )
+    lookup = result.phases[0]
+    retransmit = {names.PROBE_DNS_QUERY_TYPE: "AAAA", names.PROBE_DNS_ATTEMPT: 2}
+    result = with_events(
+        result,
+        {
+            names.SPAN_DNS_LOOKUP: [
+                PhaseEvent(names.EVENT_DNS_RETRANSMIT, lookup.start_ns + 500_000, retransmit),
+                PhaseEvent("awkward", lookup.start_ns + 600_000, AWKWARD),
+                PhaseEvent("bare", lookup.end_ns),
+            ]
+        },
+    )
+    assert_same_as_reference(result)
+    random.seed(7)
+    _, ours = SpanEncoder("eu-1").encode(result)
+    random.seed(7)
+    reference = reference_spans(result, "eu-1", None)
+    # Field order too: the bytes are what the protobuf runtime itself serializes.
+    assert ours[1] == reference[1].SerializeToString()
+    decoded = Span.FromString(ours[1])
+    assert [(e.name, e.time_unix_nano) for e in decoded.events] == [
+        (names.EVENT_DNS_RETRANSMIT, result.to_epoch_ns(lookup.start_ns + 500_000)),
+        ("awkward", result.to_epoch_ns(lookup.start_ns + 600_000)),
+        ("bare", result.to_epoch_ns(lookup.end_ns)),
+    ]
+
+
+def test_event_values_are_redacted(result_factory: ResultFactory) -> None:
+    register_secret("s3cr3t-token")
+    try:
+        result = result_factory()
+        at = result.phases[0].start_ns
+        result = with_events(result, {names.SPAN_DNS_LOOKUP: [PhaseEvent("e", at, {"why": "s3cr3t-token"})]})
+        assert_same_as_reference(result)
+        _, ours = SpanEncoder("eu-1").encode(result)
+    finally:
+        clear_secrets()
+    assert not any(b"s3cr3t-token" in span for span in ours)
 
 
 def test_probe_attributes_never_override_the_converters_own(result_factory: ResultFactory) -> None:

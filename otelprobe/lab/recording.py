@@ -4,7 +4,9 @@ coming out.
 lab/runner.py writes one config per vantage (`prober_config`), lets each prober write OTLP JSON
 lines, and afterwards `label_recording` merges those files into the recording, adding
 `lab.fault.cause` / `lab.fault.scope` to every span of every probe that overlapped a fault on its
-(target, vantage); `read_labels` and `iter_spans` read a recording back for notebooks and tests.
+(target, vantage). Reading spans back goes through the one reader (attribution/records.py and
+its file layer): `iter_spans` for span-level checks, `attribution.records.read_records` for
+analysis; `read_labels` reads the incidents.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from otelprobe.attribution.otlp_files import ReaderStats, iter_span_batches
+from otelprobe.attribution.records import iter_records
 from otelprobe.lab.scenario import Scenario
 from otelprobe.lab.servers.http import LAB_BODY_LINE
 from otelprobe.lab.topology import LAB_ZONE, TargetSide
@@ -42,6 +46,8 @@ class LabelStats:
     labeled_traces: int = 0
     spans: int = 0
     traces_per_incident: dict[int, int] = field(default_factory=dict)
+    bad_lines: int = 0
+    """Lines of the probers' files that are not JSON: left out of the recording."""
 
 
 def prober_config(
@@ -100,14 +106,6 @@ def prober_config(
     }
 
 
-def _attr(span: dict[str, Any], key: str) -> Any:
-    for item in span.get("attributes", ()):
-        if item.get("key") == key:
-            value = item.get("value", {})
-            return next(iter(value.values()), None)
-    return None
-
-
 def _string(key: str, value: str) -> dict[str, Any]:
     return {"key": key, "value": {"stringValue": value}}
 
@@ -119,37 +117,26 @@ def _open_out(path: Path) -> IO[str]:
     return path.open("w", encoding="utf-8")
 
 
-def _span_lines(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
-    """Every trace request in `paths`; metric lines (the file exporter writes both) are skipped."""
+def _span_lines(paths: Sequence[Path], stats: LabelStats) -> Iterator[dict[str, Any]]:
+    """Every trace request in `paths` as a JSON tree, to be rewritten with labels; metric lines
+    (the file exporter writes both) are skipped, lines that are not JSON counted and skipped."""
     for path in paths:
-        if not path.exists():
-            continue
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     request = json.loads(line)
-                    if "resourceSpans" in request:
-                        yield request
+                except ValueError:
+                    stats.bad_lines += 1
+                    continue
+                if isinstance(request, dict) and "resourceSpans" in request:
+                    yield request
 
 
 def _root_windows(paths: Sequence[Path]) -> dict[str, tuple[str, str, int, int]]:
-    """traceId -> (target, vantage, start ns, end ns) of each probe attempt's root span."""
-    roots: dict[str, tuple[str, str, int, int]] = {}
-    for request in _span_lines(paths):
-        for resource_spans in request["resourceSpans"]:
-            vantage = _attr(resource_spans.get("resource", {}), names.OTELPROBE_VANTAGE)
-            for scope_spans in resource_spans.get("scopeSpans", ()):
-                for span in scope_spans.get("spans", ()):
-                    target = _attr(span, names.PROBE_TARGET)
-                    if span.get("parentSpanId") or target is None:
-                        continue
-                    roots[span["traceId"]] = (
-                        str(target),
-                        str(vantage),
-                        int(span["startTimeUnixNano"]),
-                        int(span["endTimeUnixNano"]),
-                    )
-    return roots
+    """traceId -> (target, vantage, start ns, end ns) of each probe attempt, from its record."""
+    return {r.trace_id: (r.target, r.vantage, r.start_ns, r.end_ns) for r in iter_records(paths)}
 
 
 def label_recording(
@@ -163,6 +150,7 @@ def label_recording(
     first names the cause, and `lab.fault.causes` lists all of them.
     """
     stats = LabelStats()
+    raw_files = [path for path in raw_files if path.exists()]  # a vantage that wrote nothing
     ordered = sorted(windows, key=lambda w: (w.start_ns, w.id))
     labels: dict[str, list[dict[str, Any]]] = {}
     for trace_id, (target, vantage, start, end) in _root_windows(raw_files).items():
@@ -185,7 +173,7 @@ def label_recording(
         labels[trace_id] = attrs
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with _open_out(out_path) as out:
-        for request in _span_lines(raw_files):
+        for request in _span_lines(raw_files, stats):
             for resource_spans in request["resourceSpans"]:
                 for scope_spans in resource_spans.get("scopeSpans", ()):
                     for span in scope_spans.get("spans", ()):
@@ -227,34 +215,22 @@ class RecordedSpan:
         return (self.end_ns - self.start_ns) / 1e9
 
 
-def _value(value: dict[str, Any]) -> Any:
-    if "arrayValue" in value:
-        return [_value(v) for v in value["arrayValue"].get("values", ())]
-    if "intValue" in value:
-        return int(value["intValue"])
-    return next(iter(value.values()), None)
+def iter_spans(path: str | Path, stats: ReaderStats | None = None) -> Iterator[RecordedSpan]:
+    """Every span of a recording (traces.jsonl or traces.jsonl.gz), attributes decoded (arrays as
+    tuples); bad lines are counted in `stats` and skipped.
 
-
-def iter_spans(path: str | Path) -> Iterator[RecordedSpan]:
-    """Every span of a recording (traces.jsonl or traces.jsonl.gz), attributes decoded."""
-    with open_text(Path(path)) as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            request = json.loads(line)
-            for resource_spans in request.get("resourceSpans", ()):
-                vantage = str(_attr(resource_spans.get("resource", {}), names.OTELPROBE_VANTAGE))
-                for scope_spans in resource_spans.get("scopeSpans", ()):
-                    for span in scope_spans.get("spans", ()):
-                        attributes = {
-                            a["key"]: _value(a.get("value", {})) for a in span.get("attributes", ())
-                        }
-                        yield RecordedSpan(
-                            trace_id=span["traceId"],
-                            name=span["name"],
-                            vantage=vantage,
-                            start_ns=int(span["startTimeUnixNano"]),
-                            end_ns=int(span["endTimeUnixNano"]),
-                            attributes=attributes,
-                            is_root=not span.get("parentSpanId"),
-                        )
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    stats = stats if stats is not None else ReaderStats()
+    for views in iter_span_batches(path, stats):
+        for view in views:
+            yield RecordedSpan(
+                trace_id=view.trace_id,
+                name=view.name,
+                vantage=str(view.resource.get(names.OTELPROBE_VANTAGE, "")),
+                start_ns=view.start_ns,
+                end_ns=view.end_ns,
+                attributes=dict(view.attributes),
+                is_root=not view.parent_span_id,
+            )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from otelprobe.lab.faults import ROOT_CAUSES
+from otelprobe.causes import ROOT_CAUSES
 from otelprobe.lab.recording import IncidentWindow, iter_spans, label_recording, read_labels
 from otelprobe.telemetry import names
 from otelprobe.telemetry.otlp_json import read_otlp_json
@@ -86,7 +86,7 @@ def test_attempts_overlapping_a_window_on_an_affected_pair_are_labeled(tmp_path:
         assert attrs[names.LAB_FAULT_INCIDENT] == 0 and names.LAB_FAULT_CAUSES not in attrs
     for attrs in by_trace[3]:
         assert attrs[names.LAB_FAULT_CAUSE] == "backend_slow"  # the earlier incident names it
-        assert attrs[names.LAB_FAULT_CAUSES] == ["backend_slow", "packet_loss"]
+        assert attrs[names.LAB_FAULT_CAUSES] == ("backend_slow", "packet_loss")
 
 
 def test_plain_output_is_collector_format(tmp_path: Path) -> None:

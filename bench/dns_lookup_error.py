@@ -4,14 +4,16 @@ The lab DNS server runs in its own process and answers `www.lab.test` after `--d
 `--concurrency` workers resolve it back to back through `timed_resolve` with a
 `DNSServerResolver` (A and AAAA in parallel, each on its own UDP socket), `--resolves` in all,
 while an optional `--busy-ms` callback blocks the event loop now and then, as other probes'
-work would. Truth: an AF_PACKET capture of lo filtered to the DNS port, each packet with the
-kernel's receive stamp (on lo that is the send time too); a lookup on the wire runs from its
-first query datagram to its last answer datagram, matched by (client port, DNS ID), which the
-bench records per exchange; the capture runs in its own process. Reports mean / p99 of
-|span - wire| for start, end and duration, in ms.
+work would. With `--lose-first N` the server ignores the first N datagrams of every query, so
+each lookup is answered on try N+1 (retransmits every `--try-timeout`). Truth: an AF_PACKET
+capture of lo filtered to the DNS port, each packet with the kernel's receive stamp (on lo that
+is the send time too); a lookup on the wire runs from its first query datagram to its last
+answer datagram, matched by (client port, DNS ID) — each try has its own port, and the bench
+records every try's and which one was answered; the capture runs in its own process. Reports
+mean / p99 of |span - wire| for start, end and duration, in ms.
 
     sudo .venv/bin/python bench/dns_lookup_error.py [--concurrency 1 50 300] [--resolves 600]
-        [--delay 0.02] [--busy-ms 0 5] [--user-space]
+        [--delay 0.02] [--busy-ms 0 5] [--user-space] [--lose-first 1 --try-timeout 0.1]
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ import dns.message
 from otelprobe.config.common import ResolverConfig
 from otelprobe.errors import DNSError
 from otelprobe.probes import _dns_channel, _kernel_time
+from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy
 from otelprobe.probes.base import timed_resolve
 from otelprobe.probes.resolver import DNSServerResolver
 from otelprobe.timing import Phase, PhaseClock
 
-_EXCHANGES: contextvars.ContextVar[list[tuple[int, int]]] = contextvars.ContextVar("exchanges")
+Exchange = tuple[tuple[int, ...], int, int | None]
+"""One query's (source port of each try, DNS ID, answered try or None)."""
+_EXCHANGES: contextvars.ContextVar[list[Exchange]] = contextvars.ContextVar("exchanges")
 _PACKET_OUTGOING = 4
 _SO_RCVBUFFORCE = 33
 _SOL_PACKET = 263
@@ -50,7 +55,7 @@ from pathlib import Path
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 async def main():
     async with DNSFaultServer(zone={"www": {"A": ["127.0.0.1"], "AAAA": ["::1"]}}) as server:
-        server.set_fault("www", DNSFault.delayed(float(sys.argv[2])))
+        server.set_fault("www", DNSFault(delay=float(sys.argv[2]), drop_first=int(sys.argv[3])))
         Path(sys.argv[1]).write_text(str(server.port))
         await asyncio.Event().wait()
 asyncio.run(main())
@@ -58,15 +63,23 @@ asyncio.run(main())
 
 
 def record_exchanges() -> None:
-    """Note each UDP exchange's (client port, DNS ID), so spans can be matched to packets (bench only)."""
+    """Note each UDP query's tries (client ports, DNS ID, answered try), so spans can be matched
+    to packets (bench only)."""
     original = _dns_channel.DNSChannel.exchange
 
     async def exchange(
-        self: _dns_channel.DNSChannel, query: dns.message.Message, *, tcp_fallback: bool = True
+        self: _dns_channel.DNSChannel,
+        query: dns.message.Message,
+        *,
+        tcp_fallback: bool = True,
+        retransmit: RetransmitPolicy = ONE_TRY,
     ) -> dns.message.Message:
-        if self._udp is not None:
-            _EXCHANGES.get().append((int(self._udp.getsockname()[1]), query.id))
-        return await original(self, query, tcp_fallback=tcp_fallback)
+        try:
+            return await original(self, query, tcp_fallback=tcp_fallback, retransmit=retransmit)
+        finally:
+            tries = self.tries
+            if tries is not None:
+                _EXCHANGES.get().append((tries.local_ports, query.id, tries.answered))
 
     setattr(_dns_channel.DNSChannel, "exchange", exchange)  # noqa: B010
 
@@ -148,17 +161,20 @@ def read_capture(path: Path) -> dict[tuple[int, int, bool], int]:
 
 
 async def run(
-    port: int, concurrency: int, resolves: int, busy_ms: float
-) -> list[tuple[Phase, list[tuple[int, int]]]]:
-    resolver = DNSServerResolver(ResolverConfig.model_validate({"server": f"127.0.0.1:{port}"}))
-    results: list[tuple[Phase, list[tuple[int, int]]]] = []
+    port: int, concurrency: int, resolves: int, busy_ms: float, try_timeout_s: float | None
+) -> list[tuple[Phase, list[Exchange]]]:
+    fields: dict[str, object] = {"server": f"127.0.0.1:{port}"}
+    if try_timeout_s is not None:
+        fields["try_timeout"] = try_timeout_s
+    resolver = DNSServerResolver(ResolverConfig.model_validate(fields))
+    results: list[tuple[Phase, list[Exchange]]] = []
     remaining = [resolves]
 
     async def worker(index: int) -> None:
         await asyncio.sleep(index * 0.2 / concurrency)  # staggered starts
         while remaining[0] > 0:
             remaining[0] -= 1
-            exchanges: list[tuple[int, int]] = []
+            exchanges: list[Exchange] = []
             _EXCHANGES.set(exchanges)
             clock = PhaseClock()
             with contextlib.suppress(DNSError):  # counted as a lookup without a wire match
@@ -181,13 +197,16 @@ async def run(
 
 
 def errors_ms(
-    results: list[tuple[Phase, list[tuple[int, int]]]], packets: dict[tuple[int, int, bool], int]
+    results: list[tuple[Phase, list[Exchange]]], packets: dict[tuple[int, int, bool], int]
 ) -> dict[str, list[float]]:
+    """|span - wire| per lookup: first try's query datagram -> the answering try's answer datagram."""
     out: dict[str, list[float]] = {"start": [], "end": [], "duration": []}
     for phase, exchanges in results:
-        sent = [packets.get((p, i, False)) for p, i in exchanges]
-        answered = [packets.get((p, i, True)) for p, i in exchanges]
-        if phase.failed or not exchanges or None in sent or None in answered:
+        if phase.failed or not exchanges or any(answered is None for _, _, answered in exchanges):
+            continue
+        sent = [packets.get((ports[0], i, False)) for ports, i, _ in exchanges]
+        answered = [packets.get((ports[(a or 1) - 1], i, True)) for ports, i, a in exchanges]
+        if None in sent or None in answered:
             continue
         wire_start = min(s for s in sent if s is not None)
         wire_end = max(a for a in answered if a is not None)
@@ -206,6 +225,10 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--busy-ms", type=float, nargs="+", default=[0.0, 5.0])
     parser.add_argument("--user-space", action="store_true", help="kernel stamps off (baseline)")
+    parser.add_argument(
+        "--lose-first", type=int, default=0, help="datagrams of each query the server ignores"
+    )
+    parser.add_argument("--try-timeout", type=float, default=None, help="resolver try_timeout (s)")
     parser.add_argument("--capture", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.capture:
@@ -216,13 +239,16 @@ def main() -> None:
     record_exchanges()
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
-        server = subprocess.Popen([sys.executable, "-c", _SERVE, str(port_file), str(args.delay)])
+        server = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(port_file), str(args.delay), str(args.lose_first)]
+        )
         try:
             while not port_file.exists() or not port_file.read_text():
                 time.sleep(0.05)
             port = int(port_file.read_text())
             mode = "user-space marks" if args.user_space else "kernel stamps"
-            print(f"# dns.lookup vs wire ({mode}); server delay {args.delay * 1e3:.0f} ms")
+            lost = f", first {args.lose_first} datagram(s) of each query lost" if args.lose_first else ""
+            print(f"# dns.lookup vs wire ({mode}); server delay {args.delay * 1e3:.0f} ms{lost}")
             columns = "start mean / p99 | end mean / p99 | duration mean / p99"
             print(f"| concurrency | loop busy ms / 5 ms | lookups | {columns} |")
             print("|---:|---:|---:|---:|---:|---:|")
@@ -238,7 +264,7 @@ def main() -> None:
                         time.sleep(0.1)
                         rcvbuf_errors = udp_rcvbuf_errors()
                         results = asyncio.run(
-                            run(port, concurrency, max(args.resolves, concurrency), busy_ms)
+                            run(port, concurrency, max(args.resolves, concurrency), busy_ms, args.try_timeout)
                         )
                         time.sleep(0.1)
                     finally:
@@ -253,11 +279,11 @@ def main() -> None:
                         for v in errors.values()
                     ]
                     failed = sum(phase.failed for phase, _ in results)
+                    median_ms = statistics.median(p.duration_ns / 1e6 for p, _ in results)
                     print(
                         f"| {concurrency} | {busy_ms:g} | {len(errors['end'])}/{len(results)}"
-                        f" ({failed} failed, {rcvbuf_errors} UDP rcvbuf drops, {drops} capture drops) | "
-                        + " | ".join(cells)
-                        + " |",
+                        f" ({failed} failed, {rcvbuf_errors} UDP rcvbuf drops, {drops} capture drops,"
+                        f" median lookup {median_ms:.1f} ms) | " + " | ".join(cells) + " |",
                         flush=True,
                     )
         finally:

@@ -6,9 +6,9 @@ is assembled in probes/__init__.py and used by config/models.py.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from otelprobe.config.durations import Duration
 
@@ -69,12 +69,47 @@ class TLSClientConfig(StrictModel):
         return self
 
 
+MAX_DNS_ATTEMPTS: Final = 5
+"""glibc's resolver caps `options attempts:` at 5 as well."""
+
+
+def check_try_timeout(try_timeout_s: float | None, info: ValidationInfo) -> float | None:
+    """A per-try timeout must leave room for a retransmit within the whole timeout."""
+    timeout_s, attempts = info.data.get("timeout_s"), info.data.get("attempts")
+    if try_timeout_s is None or timeout_s is None or attempts is None or attempts < 2:
+        return try_timeout_s
+    if try_timeout_s >= timeout_s:
+        raise ValueError(
+            f"try_timeout ({try_timeout_s:g}s) must be shorter than timeout ({timeout_s:g}s),"
+            " or no retransmit is ever sent"
+        )
+    return try_timeout_s
+
+
 class ResolverConfig(StrictModel):
-    """Where names are resolved: the system resolver, or a DNS server of this target's own."""
+    """Where names are resolved: the system resolver, or a DNS server of this target's own.
+
+    Over UDP a query is retransmitted as a stub resolver does: `attempts` tries, each waiting
+    `try_timeout` (default `timeout / attempts`) before the next, all within `timeout`.
+    """
 
     server: str | None = Field(None, description="host[:port] of a DNS server; none = system resolver")
     transport: Literal["udp", "tcp", "tls", "https"] = "udp"
-    timeout_s: Duration = Field(2.0, alias="timeout")
+    timeout_s: Duration = Field(2.0, alias="timeout", gt=0, description="deadline of the whole resolution")
+    attempts: int = Field(
+        2,
+        ge=1,
+        le=MAX_DNS_ATTEMPTS,
+        description="UDP tries per query (1 = no retransmit), as glibc's attempts:",
+    )
+    try_timeout_s: Duration | None = Field(
+        None,
+        alias="try_timeout",
+        gt=0,
+        description="wait for an answer before retransmitting; default timeout/attempts",
+    )
+
+    _try_timeout = field_validator("try_timeout_s")(check_try_timeout)
 
 
 class ProbeConfigBase(StrictModel):

@@ -4,8 +4,11 @@ The dns probe (probes/dns.py) and the per-target resolver (probes/resolver.py) o
 (`tcp.connect` and `tls.handshake` phases for the stream transports) and exchange queries on them.
 Each exchange leaves `sent_ns` (when the query's send() began) and `answered_ns` (the kernel's
 receive stamp of the answer's last datagram or segment, `probes/_kernel_time.py`), the edges of
-the caller's `dns.lookup` phase, so a late event loop does not lengthen it. UDP answers with TC
-set are retried over TCP inside the same exchange, as a stub resolver would.
+the caller's `dns.lookup` phase, so a late event loop does not lengthen it. A UDP query is
+retransmitted per the caller's `RetransmitPolicy` (probes/_dns_retransmit.py: same ID and
+question, a socket per try, an answer to any try accepted); then `sent_ns` is the first try's
+send and `answered_ns` the arrival of the answer used. UDP answers with TC set are retried over
+TCP inside the same exchange, as a stub resolver would.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import dns.flags
 import dns.message
 
 from otelprobe.errors import DNSError, ProtocolError
-from otelprobe.probes._kernel_time import StampedReceiver
+from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy, UDPExchange, UDPTries
 from otelprobe.probes._net import TimedConnection, timed_connect
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes._stream import BufferedConnection
@@ -28,15 +31,15 @@ from otelprobe.timing import PhaseClock
 
 DNSTransport = Literal["udp", "tcp", "tls", "https"]
 DEFAULT_PORTS: Final[dict[str, int]] = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
-_UDP_MAX: Final = 65535
 _DOH_TYPE: Final = "application/dns-message"
 
 
 class DNSChannel:
     """A connection to one DNS server; `exchange` sends one query and returns its answer.
 
-    After each exchange, `sent_ns` is when the query's send() began and `answered_ns` when the
-    answer arrived (kernel receive stamp where available), both on the perf_counter_ns clock.
+    After each exchange, `sent_ns` is when the query's (first) send() began and `answered_ns`
+    when the answer arrived (kernel receive stamp where available), both on the perf_counter_ns
+    clock; over UDP `tries` says how the tries went (also after a timeout or a cancellation).
     """
 
     def __init__(self, transport: DNSTransport, ip: str, port: int) -> None:
@@ -46,8 +49,7 @@ class DNSChannel:
         self.fell_back_to_tcp = False
         self.sent_ns = 0
         self.answered_ns = 0
-        self._udp: socket.socket | None = None
-        self._receiver: StampedReceiver | None = None
+        self._udp: UDPExchange | None = None
         self._stream: BufferedConnection | None = None
         self._doh_host = ip
         self._doh_path = "/dns-query"
@@ -64,13 +66,11 @@ class DNSChannel:
         server_hostname: str | None = None,
         doh_path: str = "/dns-query",
     ) -> DNSChannel:
-        """Connect (and handshake) as phases of `clock`; a UDP channel only creates its socket."""
+        """Connect (and handshake) as phases of `clock`; UDP sockets are made per try, in exchange."""
         channel = cls(transport, ip, port)
+        if transport == "udp":
+            return channel
         try:
-            if transport == "udp":
-                channel._udp = _udp_socket(ip, port)
-                channel._receiver = StampedReceiver(channel._udp, asyncio.get_running_loop())
-                return channel
             conn = await timed_connect(clock, ip, port)
             channel._stream = BufferedConnection(channel._stamping(conn))
             if transport in ("tls", "https"):
@@ -84,12 +84,31 @@ class DNSChannel:
             raise
         return channel
 
-    async def exchange(self, query: dns.message.Message, *, tcp_fallback: bool = True) -> dns.message.Message:
-        """Send `query`, return the matching answer; DNSError / ProtocolError on failure."""
+    @property
+    def tries(self) -> UDPTries | None:
+        """The tries of the last UDP exchange; None before one, and on stream transports."""
+        return self._udp.tries if self._udp is not None else None
+
+    async def exchange(
+        self,
+        query: dns.message.Message,
+        *,
+        tcp_fallback: bool = True,
+        retransmit: RetransmitPolicy = ONE_TRY,
+    ) -> dns.message.Message:
+        """Send `query`, return the matching answer; DNSError / ProtocolError on failure.
+
+        `retransmit` applies over UDP only: a stream transport's own retransmits recover a loss.
+        """
         wire = query.to_wire()
-        if self._udp is not None:
-            assert self._receiver is not None
-            response = await self._exchange_udp(self._udp, self._receiver, query, wire)
+        if self.transport == "udp":
+            self._udp = UDPExchange(self.ip, self.port, query, lambda data: _parse(data, query), retransmit)
+            self.answered_ns = 0
+            try:
+                response, self.answered_ns = await self._udp.run()
+            finally:
+                sent_ns = self._udp.tries.sent_ns
+                self.sent_ns = sent_ns[0] if sent_ns else 0
             if response.flags & dns.flags.TC and tcp_fallback:
                 self.fell_back_to_tcp = True
                 response = await self._exchange_tcp_fallback(query, wire)
@@ -113,28 +132,6 @@ class DNSChannel:
         conn.on_write = wrote
         conn.on_read = read
         return conn
-
-    async def _exchange_udp(
-        self, sock: socket.socket, receiver: StampedReceiver, query: dns.message.Message, wire: bytes
-    ) -> dns.message.Message:
-        loop = asyncio.get_running_loop()
-        try:
-            # sock_sendall tries send() in this loop step, so this mark is the datagram's departure.
-            self.sent_ns = PhaseClock.now_ns()
-            await loop.sock_sendall(sock, wire)
-            while True:
-                data, arrived_ns = await receiver.receive(_UDP_MAX)
-                try:
-                    response = _parse(data, query)
-                except ProtocolError:
-                    # A stray or forged datagram is not our answer; keep waiting (the deadline bounds it).
-                    continue
-                self.answered_ns = arrived_ns
-                return response
-        except ConnectionRefusedError as exc:
-            raise DNSError(
-                "resolver_unreachable", f"{self.ip}:{self.port}: port unreachable (no DNS server)"
-            ) from exc
 
     async def _exchange_tcp_fallback(self, query: dns.message.Message, wire: bytes) -> dns.message.Message:
         # Not a phase of its own: the fallback is part of resolving, as in any stub resolver.
@@ -188,22 +185,9 @@ class DNSChannel:
         return _parse(body, query)
 
     def close(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
+        # A UDP exchange closes its sockets itself when it ends, however it ends.
         if self._stream is not None:
             self._stream.conn.close()
-
-
-def _udp_socket(ip: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        # A connected UDP socket only accepts datagrams from the server and reports ICMP errors.
-        sock.connect((ip, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _parse(data: bytes, query: dns.message.Message) -> dns.message.Message:

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
+from otelprobe.probes._dns_retransmit import record_tries
 from otelprobe.probes.resolver import (
     Resolution,
     Resolver,
@@ -132,8 +133,9 @@ async def timed_resolve(
 ) -> list[str]:
     """Resolve `host` as the `dns.lookup` phase; an IP literal needs no lookup and has no phase.
 
-    A StampedResolver's phase runs from its first query's send() to its last answer's kernel
-    arrival; any other resolver's (getaddrinfo) from the call to its return.
+    A StampedResolver's phase runs from its first query's send() to the kernel arrival of the
+    answer that ended the lookup, and carries its UDP tries (retransmits as events) and any
+    family it went on without; any other resolver's (getaddrinfo) from the call to its return.
     """
     if is_ip_literal(host):
         return [host.strip("[]")]
@@ -147,6 +149,10 @@ async def timed_resolve(
             phase.start_ns = resolution.sent_ns
         if resolution.error is None:
             phase.attributes[names.DNS_ANSWERS] = resolution.addresses
+        record_tries(phase, resolution.tries, resolution.answered_attempt)
+        if resolution.missing_family is not None:
+            phase.attributes[names.PROBE_DNS_MISSING_FAMILY] = resolution.missing_family
+            phase.attributes[names.PROBE_DNS_MISSING_REASON] = resolution.missing_reason or ""
         phase.end(resolution.answered_ns, resolution.error)
     if resolution.error is not None:
         raise resolution.error

@@ -23,10 +23,18 @@ import dns.rdatatype
 import dns.resolver
 from pydantic import Field, field_validator
 
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.config.common import (
+    MAX_DNS_ATTEMPTS,
+    ProbeConfigBase,
+    StrictModel,
+    TLSClientConfig,
+    check_try_timeout,
+)
+from otelprobe.config.durations import Duration
 from otelprobe.errors import ConfigError, ConfigProblem, DNSError
 from otelprobe.probes import _dns_checks
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel, DNSTransport
+from otelprobe.probes._dns_retransmit import RetransmitPolicy, record_tries
 from otelprobe.probes._dnssec import validate_answer
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
@@ -103,10 +111,21 @@ class DNSProbeConfig(ProbeConfigBase):
     recursion_desired: bool = True
     edns: EDNSConfig | None = EDNSConfig()
     tcp_fallback: bool = Field(True, description="retry over TCP when a UDP answer is truncated")
+    attempts: int = Field(
+        2, ge=1, le=MAX_DNS_ATTEMPTS, description="UDP tries of the query (1 = no retransmit: see every loss)"
+    )
+    try_timeout_s: Duration | None = Field(
+        None,
+        alias="try_timeout",
+        gt=0,
+        description="wait for an answer before retransmitting; default timeout/attempts",
+    )
     tls: TLSClientConfig = TLSClientConfig()
     doh_path: str = "/dns-query"
     expect: DNSExpect = DNSExpect()
     dnssec: DNSSECConfig = DNSSECConfig()
+
+    _try_timeout = field_validator("try_timeout_s")(check_try_timeout)
 
     @field_validator("query_type")
     @classmethod
@@ -171,6 +190,7 @@ class DNSProbe:
             if config.transport in ("tls", "https")
             else None
         )
+        self._retransmit = RetransmitPolicy.of(config.attempts, config.try_timeout_s, config.timeout_s)
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         return [await run_attempt(self.kind, self.config.name, attempt, self.config.timeout_s, self._attempt)]
@@ -224,7 +244,7 @@ class DNSProbe:
             with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
                 phase.attributes[names.DNS_QUESTION_NAME] = cfg.query_name
                 phase.attributes[names.PROBE_DNS_QUERY_TYPE] = cfg.query_type
-                response = await channel.exchange(query, tcp_fallback=cfg.tcp_fallback)
+                response = await _exchange(phase, channel, query, cfg.tcp_fallback, self._retransmit)
                 phase.attributes.update(_dns_checks.answer_attributes(response))
                 if channel.fell_back_to_tcp:
                     phase.attributes[names.PROBE_DNS_TCP_FALLBACK] = True
@@ -253,7 +273,7 @@ class DNSProbe:
         with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
             phase.attributes[names.DNS_QUESTION_NAME] = signer.to_text()
             phase.attributes[names.PROBE_DNS_QUERY_TYPE] = "DNSKEY"
-            keys = await channel.exchange(key_query, tcp_fallback=True)
+            keys = await _exchange(phase, channel, key_query, True, self._retransmit)
             _end_at_wire(phase, channel, None)
         try:
             result = validate_answer(response, rdtype, keys, self.config.dnssec.trust_anchors)
@@ -262,6 +282,22 @@ class DNSProbe:
             raise
         attrs[names.PROBE_DNS_DNSSEC_VALIDATED] = True
         attrs[names.PROBE_DNS_DNSSEC_ANCHORED] = result.anchored
+
+
+async def _exchange(
+    phase: OpenPhase,
+    channel: DNSChannel,
+    query: dns.message.Message,
+    tcp_fallback: bool,
+    retransmit: RetransmitPolicy,
+) -> dns.message.Message:
+    """One exchange inside a lookup phase; its UDP tries land on the phase however it ends."""
+    try:
+        return await channel.exchange(query, tcp_fallback=tcp_fallback, retransmit=retransmit)
+    finally:
+        tries = channel.tries
+        if tries is not None:
+            record_tries(phase, (tries,), tries.answered)
 
 
 def _end_at_wire(phase: OpenPhase, channel: DNSChannel, error: DNSError | None) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from dataclasses import dataclass
-from typing import Protocol, TypeGuard, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Final, Protocol, TypeGuard, runtime_checkable
 
 import dns.message
 import dns.rcode
@@ -23,8 +23,20 @@ import dns.rdatatype
 from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
 from otelprobe.errors import DNSError, ProbeError
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel
+from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy, UDPTries
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.timing import PhaseClock
+
+RESOLUTION_DELAY_S: Final = 0.05
+"""RFC 8305 §3's recommended Resolution Delay: how long one family's answer waits for the other's."""
+_RESOLUTION_DELAY_NS: Final = int(RESOLUTION_DELAY_S * 1e9)
+_QUERY_TYPES: Final[dict[str, tuple[str, ...]]] = {
+    "ip4": ("A",),
+    "ip6": ("AAAA",),
+    "prefer_ip6": ("AAAA", "A"),
+}
+_RACED_FAMILIES: Final = frozenset({"any", "prefer_ip6"})
+"""Families whose lookup goes on with one family's addresses; `all` wants every address."""
 
 
 class Resolver(Protocol):
@@ -45,13 +57,23 @@ class Resolution:
         sent_ns: when the first query started out: its send() for UDP, the connect() for
             TCP / DoT / DoH (connecting is part of the lookup there); None when unknown.
         answered_ns: kernel arrival of the last answer the resolution needed; None when no
-            answer arrived (timeout, unreachable) or it is unknown.
+            answer arrived (timeout, unreachable) or it is unknown. When a raced family was
+            given up as late, the end of its resolution delay.
+        tries: each UDP query's tries (empty for other transports and unstamped resolvers).
+        answered_attempt: the try whose answer ended the resolution, over UDP.
+        missing_family: `ip4` / `ip6` when the resolution went on without that family's
+            addresses (`ip: any` / `prefer_ip6`); `missing_reason` says why: `late` or the
+            error detail of its query.
     """
 
     addresses: tuple[str, ...]
     error: DNSError | None = None
     sent_ns: int | None = None
     answered_ns: int | None = None
+    tries: tuple[UDPTries, ...] = ()
+    answered_attempt: int | None = None
+    missing_family: IPFamily | None = None
+    missing_reason: str | None = None
 
 
 @runtime_checkable
@@ -131,20 +153,51 @@ def _gai_detail(exc: socket.gaierror) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """One query's outcome: the response or the error, and its wire edges."""
+    """One query's outcome: its addresses, or why it has none, and when its answer arrived."""
 
-    response: dns.message.Message | None
+    addresses: tuple[str, ...]
     error: DNSError | None
-    sent_ns: int | None
     answered_ns: int | None
+
+
+class _Query:
+    """One question (A or AAAA) of a resolution, with its channel's wire edges and tries."""
+
+    def __init__(self, rdtype: str) -> None:
+        self.rdtype = rdtype
+        self.family: IPFamily = "ip6" if rdtype == "AAAA" else "ip4"
+        # Connect and handshake phases of a stream transport belong to this lookup, not the
+        # attempt: they are recorded on a scratch clock, whose first phase starts the lookup.
+        self.scratch = PhaseClock()
+        self.channel: DNSChannel | None = None
+        self.answer: _Answer | None = None
+        """None while the query runs, and when it was given up (the other family sufficed)."""
+
+    @property
+    def sent_ns(self) -> int | None:
+        if self.scratch.phases:
+            return self.scratch.phases[0].start_ns
+        return self.channel.sent_ns if self.channel is not None and self.channel.sent_ns else None
+
+    @property
+    def tries(self) -> UDPTries | None:
+        return self.channel.tries if self.channel is not None else None
+
+    @property
+    def positive(self) -> bool:
+        return self.answer is not None and bool(self.answer.addresses)
 
 
 class DNSServerResolver:
     """Queries one DNS server directly over UDP (TCP fallback on TC), TCP, DoT or DoH.
 
     A and AAAA go out together, each on its own socket, as getaddrinfo does with AF_UNSPEC
-    (LAB-NOTES 9): the lookup costs one round trip, not two. DoT / DoH verify the server's
-    certificate against the system trust store (SSL_CERT_FILE applies) and its name or IP.
+    (LAB-NOTES 9): the lookup costs one round trip, not two. Over UDP each query is retransmitted
+    as a stub resolver does (`RetransmitPolicy`: `attempts` tries of `try_timeout` each, same ID
+    and question). With `ip: any` / `prefer_ip6` the two families race as RFC 8305 §3 says: once
+    one family's addresses are in, the other gets `RESOLUTION_DELAY_S` more, then the lookup goes
+    on without it (`Resolution.missing_family`). DoT / DoH verify the server's certificate
+    against the system trust store (SSL_CERT_FILE applies) and its name or IP.
     """
 
     def __init__(self, config: ResolverConfig) -> None:
@@ -154,6 +207,11 @@ class DNSServerResolver:
         self._host = self._host.strip("[]")
         self._transport = config.transport
         self._timeout_s = config.timeout_s
+        self._retransmit = (
+            RetransmitPolicy.of(config.attempts, config.try_timeout_s, config.timeout_s)
+            if config.transport == "udp"
+            else ONE_TRY
+        )
         self._tls_context: ClientTLS | None = None
         if config.transport in ("tls", "https"):
             alpn = ("http/1.1",) if config.transport == "https" else ("dot",)
@@ -170,28 +228,30 @@ class DNSServerResolver:
         return list(resolution.addresses)
 
     async def resolve_stamped(self, host: str, family: IPFamily) -> Resolution:
-        wanted = {"ip4": ["A"], "ip6": ["AAAA"], "prefer_ip6": ["AAAA", "A"]}.get(family, ["A", "AAAA"])
         try:
             ip = await self._server_ip()
         except DNSError as exc:
             return Resolution((), exc)
-        answers = await asyncio.gather(*(self._ask(ip, host, dns.rdatatype.from_text(t)) for t in wanted))
-        sent = [a.sent_ns for a in answers if a.sent_ns is not None]
-        arrived = [a.answered_ns for a in answers if a.answered_ns is not None]
-        sent_ns = min(sent) if sent else None
-        # The lookup ends when the last answer arrived, unless one never came (then: now).
-        answered_ns = max(arrived) if len(arrived) == len(answers) else None
-        addresses: list[str] = []
+        deadline_ns = PhaseClock.now_ns() + int(self._timeout_s * 1e9)
+        queries = [_Query(rdtype) for rdtype in _QUERY_TYPES.get(family, ("A", "AAAA"))]
+        tasks = [asyncio.create_task(self._ask(query, ip, host, deadline_ns)) for query in queries]
+        gave_up_ns: int | None = None
         try:
-            for answer in answers:
-                if answer.error is not None:
-                    raise answer.error
-                assert answer.response is not None
-                addresses.extend(_addresses(answer.response, host))
-            ordered = order_for_family(addresses, family)
-        except DNSError as exc:
-            return Resolution((), exc, sent_ns, answered_ns)
-        return Resolution(tuple(ordered), None, sent_ns, answered_ns)
+            if family in _RACED_FAMILIES:
+                gave_up_ns = await _race(queries, tasks, deadline_ns)
+            else:
+                await asyncio.wait(tasks)
+        finally:
+            # A query given up (or the caller's deadline) is cancelled; its channel closes itself.
+            pending = [task for task in tasks if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # a bug in _ask: to be seen
+        return _resolution(host, family, queries, gave_up_ns)
 
     async def _server_ip(self) -> str:
         if is_ip_literal(self._host):
@@ -203,43 +263,99 @@ class DNSServerResolver:
             raise DNSError("resolver_unreachable", f"DNS server {self._host}: {exc.strerror}") from exc
         return str(infos[0][4][0]).split("%")[0]
 
-    async def _ask(self, ip: str, name: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
-        query = dns.message.make_query(name, rdtype)
-        # Connect and handshake phases of a stream transport belong to this lookup, not the
-        # attempt: they are recorded on a scratch clock, whose first phase starts the lookup.
-        scratch = PhaseClock()
-        channel: DNSChannel | None = None
-
-        def sent_ns() -> int | None:
-            if scratch.phases:
-                return scratch.phases[0].start_ns
-            return channel.sent_ns if channel is not None and channel.sent_ns else None
-
+    async def _ask(self, query: _Query, ip: str, name: str, deadline_ns: int) -> None:
+        """Ask one question; its outcome lands in `query.answer` (never raises for DNS failures)."""
+        message = dns.message.make_query(name, dns.rdatatype.from_text(query.rdtype))
         try:
-            async with asyncio.timeout(self._timeout_s):
-                channel = await DNSChannel.open(
-                    scratch,
+            async with asyncio.timeout((deadline_ns - PhaseClock.now_ns()) / 1e9):
+                query.channel = await DNSChannel.open(
+                    query.scratch,
                     self._transport,
                     ip,
                     self._port,
                     tls_context=self._tls_context,
                     server_hostname=self._host if self._tls_context is not None else None,
                 )
-                response = await channel.exchange(query)
+                response = await query.channel.exchange(message, retransmit=self._retransmit)
         except TimeoutError:
-            return _Answer(
-                None, DNSError("resolver_timeout", f"no answer from {self.server}"), sent_ns(), None
-            )
-        except DNSError as exc:  # port unreachable, TC fallback failed, DoH HTTP status
-            return _Answer(None, exc, sent_ns(), None)
+            query.answer = _Answer((), DNSError("resolver_timeout", f"no answer from {self.server}"), None)
+            return
+        except DNSError as exc:  # no answer to any try, port unreachable, TC fallback failed, DoH status
+            query.answer = _Answer((), exc, None)
+            return
         except (ProbeError, OSError) as exc:  # refused, TLS failure, malformed answer
             detail = getattr(exc, "detail", None) or str(exc)
-            error = DNSError("resolver_unreachable", f"{self.server}: {detail}")
-            return _Answer(None, error, sent_ns(), None)
+            query.answer = _Answer((), DNSError("resolver_unreachable", f"{self.server}: {detail}"), None)
+            return
         finally:
-            if channel is not None:
-                channel.close()
-        return _Answer(response, None, sent_ns(), channel.answered_ns or None)
+            if query.channel is not None:
+                query.channel.close()
+        answered_ns = query.channel.answered_ns or None
+        try:
+            query.answer = _Answer(tuple(_addresses(response, name)), None, answered_ns)
+        except DNSError as exc:  # an rcode other than NOERROR: an answer, but no addresses
+            query.answer = _Answer((), exc, answered_ns)
+
+
+async def _race(queries: list[_Query], tasks: list[asyncio.Task[None]], deadline_ns: int) -> int | None:
+    """Wait for A and AAAA as RFC 8305 §3 says; returns when the late family was given up, if it was.
+
+    Once one family has addresses, the other gets the resolution delay from that answer's
+    arrival (never past the resolver's deadline); a family without addresses (an error, or
+    no data) waits for the other as long as it takes.
+    """
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    first = next(query for query, task in zip(queries, tasks, strict=True) if task in done)
+    others = [task for task in tasks if not task.done()]
+    if not others:
+        return None
+    if not first.positive:
+        await asyncio.wait(others)
+        return None
+    assert first.answer is not None
+    arrived_ns = first.answer.answered_ns or PhaseClock.now_ns()
+    give_up_ns = min(arrived_ns + _RESOLUTION_DELAY_NS, deadline_ns)
+    wait_s = (give_up_ns - PhaseClock.now_ns()) / 1e9
+    if wait_s > 0:
+        await asyncio.wait(others, timeout=wait_s)
+    return give_up_ns if any(not task.done() for task in others) else None
+
+
+def _resolution(host: str, family: IPFamily, queries: list[_Query], gave_up_ns: int | None) -> Resolution:
+    """The outcome of a resolution's queries (in the family's preference order)."""
+    sent = [q.sent_ns for q in queries if q.sent_ns is not None]
+    tries = tuple(t for q in queries if (t := q.tries) is not None)
+    answered = [(q, q.answer) for q in queries if q.answer is not None]
+    # The lookup ends at the arrival of the last answer it waited for (or when it gave up).
+    arrivals = [(a.answered_ns, q) for q, a in answered if a.answered_ns is not None]
+    last_ns, last = max(arrivals, key=lambda arrival: arrival[0], default=(None, None))
+    attempt = last.tries.answered if last is not None and last.tries is not None else None
+    base = Resolution((), None, min(sent) if sent else None, None, tries, attempt)
+    positive = [a for _, a in answered if a.addresses]
+    if family in _RACED_FAMILIES and positive and len(positive) < len(queries):
+        missing = next(q for q in queries if q.answer is None or not q.answer.addresses)
+        error = missing.answer.error if missing.answer is not None else None
+        if missing.answer is None or error is not None:
+            # One family's addresses are enough to go on (RFC 8305): the other is noted, not fatal.
+            return replace(
+                base,
+                addresses=tuple(order_for_family([x for a in positive for x in a.addresses], family)),
+                answered_ns=last_ns if error is not None else gave_up_ns,
+                missing_family=missing.family,
+                missing_reason=error.detail if error is not None else "late",
+            )
+    # Only when every query was answered does the lookup end at an arrival (else: when it failed).
+    answered_ns = last_ns if len(arrivals) == len(queries) else None
+    addresses: list[str] = []
+    try:
+        for _, answer in answered:
+            if answer.error is not None:
+                raise answer.error
+            addresses.extend(answer.addresses)
+        ordered = order_for_family(addresses, family)
+    except DNSError as exc:
+        return replace(base, error=exc, answered_ns=answered_ns)
+    return replace(base, addresses=tuple(ordered), answered_ns=answered_ns)
 
 
 def _addresses(response: dns.message.Message, host: str) -> list[str]:

@@ -24,10 +24,6 @@ SPAN_TRACEROUTE_HOP: Final = "traceroute.hop"
 SPAN_STARTTLS: Final = "starttls.negotiate"
 SPAN_TCP_DIALOGUE: Final = "tcp.dialogue"
 SPAN_SLO_VIOLATION: Final = "slo.violation"
-
-# --- span event names -------------------------------------------------------------------------
-EVENT_DNS_RETRANSMIT: Final = "probe.dns.retransmit"
-"""On `dns.lookup`: a UDP query sent again (same ID and question) after its try timed out."""
 ROOT_SPAN_PREFIX: Final = "probe "
 
 # The phases of an HTTP probe, in wire order (DESIGN §3).
@@ -39,6 +35,10 @@ HTTP_PHASES: Final = (
     SPAN_HTTP_TTFB,
     SPAN_HTTP_TRANSFER,
 )
+
+# --- span event names -------------------------------------------------------------------------
+EVENT_DNS_RETRANSMIT: Final = "probe.dns.retransmit"
+"""On `dns.lookup`: a UDP query sent again (same ID and question) after its try timed out."""
 
 # --- resource ---------------------------------------------------------------------------------
 SERVICE_NAME: Final = "service.name"
@@ -86,7 +86,6 @@ PROBE_DNS_MISSING_FAMILY: Final = "probe.dns.missing_family"
 """On `dns.lookup` (`ip: any` / `prefer_ip6`): `ip4` or `ip6`, the family the probe went on without."""
 PROBE_DNS_MISSING_REASON: Final = "probe.dns.missing_reason"
 """Why that family is missing: `late` (not answered within the resolution delay) or its error detail."""
-PROBE_DNS_ATTEMPTS: Final = "probe.dns.attempts"  # queries sent for one lookup (retries included)
 PROBE_TCP_STARTTLS: Final = "probe.tcp.starttls"
 PROBE_TCP_DIALOGUE_STEP: Final = "probe.tcp.dialogue.step"
 PROBE_TLS_SERVER_SANS: Final = "probe.tls.server.sans"

@@ -264,7 +264,10 @@ class SpanEncoder:
         """`Span.events` entries (after the attributes and before the status, in field order)."""
         encoded = []
         for event in events:
-            body = [_EVENT_TIME.pack(0x09, event.time_ns + offset), length_delimited(_EVENT_NAME, event.name.encode())]
+            body = [
+                _EVENT_TIME.pack(0x09, event.time_ns + offset),
+                length_delimited(_EVENT_NAME, event.name.encode()),
+            ]
             for key, value in event.attributes.items():
                 entry = bytearray(self._attribute(key, value))
                 entry[0] = _EVENT_ATTRIBUTE  # the entry's one-byte tag: Event.attributes, not Span's

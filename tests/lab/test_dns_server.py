@@ -97,6 +97,33 @@ async def test_no_answer_times_out_over_udp_and_tcp(server: DNSFaultServer) -> N
         await dns.asyncquery.tcp(dns.message.make_query("www.lab.test.", "A"), "127.0.0.1", 0.2, server.port)
 
 
+async def test_first_lost_drops_the_first_datagram_of_each_query_over_udp(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.first_lost())
+    query = dns.message.make_query("www.lab.test.", "A")
+    with pytest.raises(dns.exception.Timeout):
+        await dns.asyncquery.udp(query, "127.0.0.1", 0.2, server.port)
+    # The same message again (same ID and question), as a retransmitting resolver sends it.
+    again = await dns.asyncquery.udp(query, "127.0.0.1", 2.0, server.port)
+    assert again.id == query.id and again.answer[0][0].to_text() == "127.0.0.1"
+    # Another query (a new ID) loses its first datagram too; TCP is never dropped.
+    with pytest.raises(dns.exception.Timeout):
+        await udp(server, "www.lab.test.", "AAAA", timeout=0.2)
+    tcp = await dns.asyncquery.tcp(
+        dns.message.make_query("www.lab.test.", "A"), "127.0.0.1", 2.0, server.port
+    )
+    assert tcp.answer[0][0].to_text() == "127.0.0.1"
+
+
+async def test_a_fault_can_target_one_query_type(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault(drop=True, rdtypes=("AAAA",)))
+    assert (await udp(server, "www.lab.test.", "A")).answer[0][0].to_text() == "127.0.0.1"
+    with pytest.raises(dns.exception.Timeout):
+        await udp(server, "www.lab.test.", "AAAA", timeout=0.2)
+    # A pattern's fault for another type leaves the baseline of a broader pattern in place.
+    server.set_fault("*", DNSFault.servfail())
+    assert (await udp(server, "www.lab.test.", "A")).rcode() == dns.rcode.SERVFAIL
+
+
 async def test_truncation_sets_tc_over_udp_and_answers_over_tcp(server: DNSFaultServer) -> None:
     server.set_fault("www", DNSFault.truncated())
     response = await udp(server, "www.lab.test.")

@@ -107,6 +107,47 @@ async def test_no_answer_is_resolver_timeout_within_the_deadline(server: DNSFaul
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("dns_error", "resolver_timeout")
     assert 0.29 <= result.duration_s < 1.0
+    assert result.phases[-1].attributes["probe.dns.attempts"] == 2 and len(server.queries) == 2
+
+
+async def test_a_lost_query_is_retransmitted_and_the_probe_succeeds(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.first_lost())
+    result = await probe(server, timeout="400ms")  # two tries of 200 ms
+    assert result.success, result.error
+    [lookup] = result.phases
+    assert (lookup.attributes["probe.dns.attempts"], lookup.attributes["probe.dns.answered_attempt"]) == (
+        2,
+        2,
+    )
+    assert result.attributes["probe.dns.attempts"] == 2
+    [event] = lookup.events
+    assert event.name == "probe.dns.retransmit" and event.attributes["probe.dns.attempt"] == 2
+    assert 0.2 <= (event.time_ns - lookup.start_ns) / 1e9 < 0.26
+    assert 0.2 <= lookup.duration_s < 0.3
+    first, again = (q.message for q in server.queries)
+    assert (first.id, first.question) == (again.id, again.question)
+
+
+async def test_attempts_one_sees_a_single_lost_packet(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.first_lost())
+    result = await probe(server, timeout="300ms", attempts=1)
+    assert result.error is not None and result.error.detail == "resolver_timeout"
+    assert result.phases[0].attributes["probe.dns.attempts"] == 1 and not result.phases[0].events
+    assert len(server.queries) == 1
+
+
+async def test_stream_transports_do_not_retransmit(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.no_answer())
+    result = await probe(server, transport="tcp", timeout="300ms")
+    assert result.error is not None and result.error.detail == "resolver_timeout"
+    assert len(server.queries) == 1 and "probe.dns.attempts" not in result.phases[-1].attributes
+
+
+def test_try_timeout_must_leave_room_for_a_retransmit() -> None:
+    fields = {"name": "t", "query_name": "x.test", "timeout": "1s", "try_timeout": "1s"}
+    with pytest.raises(ValidationError, match="no retransmit is ever sent"):
+        DNSProbeConfig.model_validate(fields)
+    assert DNSProbeConfig.model_validate({**fields, "attempts": 1}).try_timeout_s == 1.0
 
 
 async def test_delay_shows_in_the_lookup_phase(server: DNSFaultServer) -> None:

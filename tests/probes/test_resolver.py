@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import threading
@@ -11,10 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import dns.message
+import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
 import trustme
+from pydantic import ValidationError
 
 from otelprobe.config.common import IPFamily, ResolverConfig
 from otelprobe.errors import DNSError
@@ -22,7 +25,9 @@ from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.lab.servers.dns_zone import ZoneSpec
 from otelprobe.probes.base import ProbeContext, timed_resolve
 from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
-from otelprobe.probes.resolver import DNSServerResolver, SystemResolver, is_stamped
+from otelprobe.probes.resolver import RESOLUTION_DELAY_S, DNSServerResolver, SystemResolver, is_stamped
+from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.results import ProbeResult
 from otelprobe.timing import AttributeValue, Phase, PhaseClock
 
 ZONE: ZoneSpec = {
@@ -48,8 +53,10 @@ class SlowResponder:
     against the injected delay then fails although every stamp is right. This checks the wire.
     """
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, lose_first: int = 0) -> None:
         self.delay_s = delay_s
+        self.lose_first = lose_first
+        self._seen: dict[tuple[int, int], int] = {}
         self.received_ns: list[int] = []
         self._sent: list[tuple[int, int]] = []
         self._timers: list[threading.Timer] = []
@@ -74,6 +81,11 @@ class SlowResponder:
             except TimeoutError:
                 continue
             self.received_ns.append(time.perf_counter_ns())
+            query = dns.message.from_wire(wire)
+            key = (query.id, query.question[0].rdtype)
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if self._seen[key] <= self.lose_first:
+                continue  # lost on the way: the resolver must send it again
             timer = threading.Timer(self.delay_s, self._answer, (wire, peer))
             timer.daemon = True
             self._timers.append(timer)
@@ -297,3 +309,217 @@ async def test_dns_probe_lookup_uses_the_same_wire_edges(slow_responder: SlowRes
     [phase] = result.phases
     assert result.start_ns < phase.start_ns < phase.end_ns < result.end_ns
     assert_ends_at_the_last_answer(phase, slow_responder)
+
+
+# --- retransmits and the A/AAAA race (a lost datagram must not fail the probe) ------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def retransmits(phase: Phase) -> list[tuple[str, AttributeValue, int]]:
+    """(query type, try number, ms after the phase's start) of each retransmit event."""
+    return sorted(
+        (
+            str(e.attributes["probe.dns.query_type"]),
+            e.attributes["probe.dns.attempt"],
+            round((e.time_ns - phase.start_ns) / 1e6),
+        )
+        for e in phase.events
+        if e.name == "probe.dns.retransmit"
+    )
+
+
+async def test_a_lost_first_query_is_sent_again_with_the_same_id_and_question(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.first_lost())
+    clock = PhaseClock()
+    # 400 ms over the default 2 attempts: each try waits 200 ms.
+    addresses = await timed_resolve(clock, resolver_for(server, timeout="400ms"), "www.lab.test", "any", {})
+    assert sorted(addresses) == ["127.0.0.1", "127.0.0.2", "::1"]
+    [phase] = clock.phases
+    assert not phase.failed
+    assert (phase.attributes["probe.dns.attempts"], phase.attributes["probe.dns.answered_attempt"]) == (2, 2)
+    events = retransmits(phase)
+    assert [(kind, number) for kind, number, _ in events] == [("A", 2), ("AAAA", 2)]
+    assert all(200 <= at_ms < 260 for _, _, at_ms in events), events
+    assert 0.2 <= phase.duration_s < 0.3, "one retransmit step, then the answer"
+    for rdtype in ("A", "AAAA"):
+        sent = [q.message for q in server.queries if q.rdtype == rdtype]
+        assert len(sent) == 2 and sent[0].id == sent[1].id and sent[0].question == sent[1].question
+
+
+async def test_the_lookup_ends_at_the_kernel_arrival_of_the_answering_try() -> None:
+    responder = SlowResponder(0.02, lose_first=1)
+    try:
+        resolver = DNSServerResolver(
+            ResolverConfig.model_validate({"server": f"127.0.0.1:{responder.port}", "try_timeout": "100ms"})
+        )
+        clock = PhaseClock()
+        asyncio.get_running_loop().call_later(0.11, time.sleep, 0.03)  # the answers are read late
+        await timed_resolve(clock, resolver, "www.lab.test", "any", {})
+        [phase] = clock.phases
+        assert len(responder.received_ns) == 4 and len(responder.sent()) == 2, "two tries of A and AAAA"
+        assert phase.attributes["probe.dns.answered_attempt"] == 2
+        assert_ends_at_the_last_answer(phase, responder)
+    finally:
+        responder.close()
+
+
+async def test_an_answer_to_an_earlier_try_is_accepted_and_named(server: DNSFaultServer) -> None:
+    # Answers take 300 ms: the retransmit at 200 ms goes out, and the first try's answer wins.
+    server.set_fault("www", DNSFault.delayed(0.3))
+    clock = PhaseClock()
+    resolver = DNSServerResolver(
+        ResolverConfig.model_validate({"server": f"127.0.0.1:{server.port}", "try_timeout": "200ms"})
+    )
+    await timed_resolve(clock, resolver, "www.lab.test", "ip4", {})
+    [phase] = clock.phases
+    assert (phase.attributes["probe.dns.attempts"], phase.attributes["probe.dns.answered_attempt"]) == (2, 1)
+    assert 0.3 <= phase.duration_s < 0.45, "not the second try's 200 + 300 ms"
+
+
+async def test_attempts_one_sees_the_loss(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.first_lost())
+    resolver = DNSServerResolver(
+        ResolverConfig.model_validate(
+            {"server": f"127.0.0.1:{server.port}", "timeout": "200ms", "attempts": 1}
+        )
+    )
+    resolution = await resolver.resolve_stamped("www.lab.test", "ip4")
+    assert resolution.error is not None and resolution.error.detail == "resolver_timeout"
+    assert [len(t.sent_ns) for t in resolution.tries] == [1]
+
+
+async def test_truncation_after_a_loss_still_falls_back_to_tcp(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault(drop_first=1, truncate=True))
+    resolution = await resolver_for(server, timeout="400ms").resolve_stamped("www.lab.test", "ip4")
+    assert sorted(resolution.addresses) == ["127.0.0.1", "127.0.0.2"]
+    assert [q.transport for q in server.queries] == ["udp", "udp", "tcp"]
+    assert resolution.answered_attempt == 2
+
+
+async def test_every_try_lost_is_resolver_timeout_within_the_timeout(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.no_answer())
+    fds = open_fds()
+    clock = PhaseClock()
+    started = time.perf_counter()
+    with pytest.raises(DNSError) as caught:
+        await timed_resolve(clock, resolver_for(server, timeout="300ms"), "www.lab.test", "any", {})
+    assert 0.29 <= time.perf_counter() - started < 0.45
+    assert caught.value.detail == "resolver_timeout"
+    [phase] = clock.phases
+    assert phase.error_detail == "resolver_timeout" and phase.attributes["probe.dns.attempts"] == 2
+    assert "probe.dns.answered_attempt" not in phase.attributes
+    assert [(kind, number) for kind, number, _ in retransmits(phase)] == [("A", 2), ("AAAA", 2)]
+    assert open_fds() == fds, "every try's socket is closed"
+
+
+async def test_lost_aaaa_goes_on_over_ipv4_after_the_resolution_delay(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault(drop=True, rdtypes=("AAAA",)))
+    fds = open_fds()
+    clock = PhaseClock()
+    started = time.perf_counter()
+    addresses = await timed_resolve(clock, resolver_for(server, timeout="1s"), "www.lab.test", "any", {})
+    elapsed = time.perf_counter() - started
+    assert sorted(addresses) == ["127.0.0.1", "127.0.0.2"]
+    [phase] = clock.phases
+    assert not phase.failed
+    assert phase.attributes["probe.dns.missing_family"] == "ip6"
+    assert phase.attributes["probe.dns.missing_reason"] == "late"
+    # 50 ms after the A answer, not the AAAA retransmit at 500 ms nor the 1 s timeout.
+    assert RESOLUTION_DELAY_S <= phase.duration_s < RESOLUTION_DELAY_S + 0.03
+    assert elapsed < 0.2 and not retransmits(phase)
+    assert open_fds() == fds and asyncio.all_tasks() == {asyncio.current_task()}, "the AAAA query is gone"
+
+
+async def test_an_aaaa_within_the_resolution_delay_is_waited_for(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault(delay=0.02, rdtypes=("AAAA",)))
+    resolution = await resolver_for(server).resolve_stamped("www.lab.test", "any")
+    assert sorted(resolution.addresses) == ["127.0.0.1", "127.0.0.2", "::1"]
+    assert resolution.missing_family is None
+
+
+async def test_prefer_ip6_goes_on_with_ipv4_when_aaaa_fails(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault(rcode=dns.rcode.SERVFAIL, rdtypes=("AAAA",)))
+    resolution = await resolver_for(server).resolve_stamped("www.lab.test", "prefer_ip6")
+    assert sorted(resolution.addresses) == ["127.0.0.1", "127.0.0.2"]
+    assert (resolution.missing_family, resolution.missing_reason) == ("ip6", "servfail")
+    # ip: all wants every address: the same failure fails it, as before.
+    all_of_them = await resolver_for(server).resolve_stamped("www.lab.test", "all")
+    assert all_of_them.error is not None and all_of_them.error.detail == "servfail"
+
+
+async def test_a_probe_deadline_mid_retransmit_leaves_nothing_behind(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.no_answer())
+    fds = open_fds()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.15):
+            await resolver_for(server, timeout="1s").resolve_stamped("www.lab.test", "any")
+    assert open_fds() == fds and asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.fixture
+async def ipv4_listener() -> AsyncIterator[int]:
+    async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(close, "127.0.0.1", 0)
+    async with listener:
+        yield int(listener.sockets[0].getsockname()[1])
+
+
+async def tcp_probe(server: DNSFaultServer, port: int, ip: str, timeout: str = "1s") -> ProbeResult:
+    config = TCPProbeConfig.model_validate(
+        {
+            "name": "t",
+            "address": f"www.lab.test:{port}",
+            "ip": ip,
+            "timeout": "2s",
+            "resolver": {"server": f"127.0.0.1:{server.port}", "timeout": timeout},
+        }
+    )
+    [result] = await TCPProbe(config, ProbeContext(vantage="test")).run()
+    return result
+
+
+async def test_an_ip_any_probe_with_every_aaaa_lost_succeeds_over_ipv4(
+    server: DNSFaultServer, ipv4_listener: int
+) -> None:
+    server.set_records("www", "A", ["127.0.0.1"])
+    server.set_fault("www", DNSFault(drop=True, rdtypes=("AAAA",)))
+    result = await tcp_probe(server, ipv4_listener, "any")
+    assert result.success, result.error
+    lookup = result.phase("dns.lookup")
+    assert lookup is not None and lookup.attributes["probe.dns.missing_family"] == "ip6"
+    assert result.attributes["network.peer.address"] == "127.0.0.1"
+
+
+async def test_a_probe_survives_the_loss_of_every_first_query(
+    server: DNSFaultServer, ipv4_listener: int
+) -> None:
+    server.set_records("www", "A", ["127.0.0.1"])
+    server.set_fault("www", DNSFault.first_lost())
+    result = await tcp_probe(server, ipv4_listener, "ip4", timeout="400ms")
+    assert result.success, result.error
+    lookup = result.phase("dns.lookup")
+    assert lookup is not None and lookup.attributes["probe.dns.attempts"] == 2
+
+
+async def test_a_probe_with_everything_lost_fails_as_dns_error_within_the_resolver_timeout(
+    server: DNSFaultServer, ipv4_listener: int
+) -> None:
+    server.set_fault("www", DNSFault.no_answer())
+    result = await tcp_probe(server, ipv4_listener, "any", timeout="300ms")
+    assert result.error is not None
+    assert (result.error.error_type, result.error.detail) == ("dns_error", "resolver_timeout")
+    assert 0.29 <= result.duration_s < 0.45
+
+
+def test_try_timeout_is_checked_against_the_timeout() -> None:
+    with pytest.raises(ValidationError, match=r"try_timeout \(2s\) must be shorter than timeout \(1s\)"):
+        ResolverConfig.model_validate({"server": "127.0.0.1", "timeout": "1s", "try_timeout": "2s"})
+    one_try = ResolverConfig.model_validate({"server": "127.0.0.1", "attempts": 1, "try_timeout": "5s"})
+    assert one_try.try_timeout_s == 5.0
+    with pytest.raises(ValidationError):
+        ResolverConfig.model_validate({"server": "127.0.0.1", "attempts": 0})

@@ -183,7 +183,7 @@ def test_phase_events_decode_to_the_messages_and_serialize_byte_for_byte(
         phase_attributes={names.SPAN_DNS_LOOKUP: {names.PROBE_DNS_ATTEMPTS: 2}},
     )
     lookup = result.phases[0]
-    retransmit = {names.PROBE_DNS_QUERY_TYPE: "AAAA", names.PROBE_DNS_ATTEMPT: 2}
+    retransmit: dict[str, AttributeValue] = {names.PROBE_DNS_QUERY_TYPE: "AAAA", names.PROBE_DNS_ATTEMPT: 2}
     result = with_events(
         result,
         {

@@ -34,6 +34,8 @@ DelaySpec = float | Callable[[random.Random], float]
 DEFAULT_ORIGIN: Final = "lab.test."
 DEFAULT_TTL: Final = 60
 _DEFAULT_SOA: Final = "ns1 hostmaster 2024010101 3600 600 86400 60"
+_DATAGRAMS_REMEMBERED: Final = 4096
+"""Queries whose datagrams `drop_first` counts; retransmits come within seconds, so recent ones suffice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,10 @@ class DNSFault:
         truncate: over UDP answer with TC set and no records; TCP-based transports get the full answer.
         answers: rdata texts that replace the real answer's records (a wrong answer).
         bogus_signature: corrupt RRSIGs (a signed zone's DNSSEC validation fails).
+        drop_first: over UDP, the first `drop_first` datagrams of each query (same ID and
+            question) go unanswered, as if lost on the way; a retransmit after them is answered.
+            TCP-based transports are unaffected (TCP retransmits a lost segment itself).
+        rdtypes: only queries of these types are faulted (e.g. ("AAAA",)); empty = every type.
         probability: chance that the fault applies to a query.
     """
 
@@ -57,6 +63,8 @@ class DNSFault:
     truncate: bool = False
     answers: tuple[str, ...] | None = None
     bogus_signature: bool = False
+    drop_first: int = 0
+    rdtypes: tuple[str, ...] = ()
     probability: float = 1.0
 
     @classmethod
@@ -86,6 +94,15 @@ class DNSFault:
     @classmethod
     def wrong_answer(cls, *answers: str) -> DNSFault:
         return cls(answers=tuple(answers))
+
+    @classmethod
+    def first_lost(cls, count: int = 1) -> DNSFault:
+        """The first `count` UDP datagrams of every query are lost; a retransmit gets through."""
+        return cls(drop_first=count)
+
+    def applies_to(self, rdtype: dns.rdatatype.RdataType | None) -> bool:
+        """Whether queries of `rdtype` are faulted (`rdtypes` empty: all of them)."""
+        return not self.rdtypes or rdtype is None or dns.rdatatype.to_text(rdtype) in self.rdtypes
 
     def sample_delay(self, rng: random.Random) -> float:
         return max(0.0, self.delay(rng) if callable(self.delay) else self.delay)
@@ -126,6 +143,7 @@ class Zone:
         self._rrsets: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self._sigs: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self._faults: dict[str, DNSFault] = {}
+        self._datagrams_seen: dict[tuple[int, str, int], int] = {}
         self._rng = random.Random(seed)
         self.authenticated_data = authenticated_data
         self._key: ec.EllipticCurvePrivateKey | None = None
@@ -182,16 +200,21 @@ class Zone:
     def clear_faults(self) -> None:
         self._faults.clear()
 
-    def fault_for(self, qname: dns.name.Name) -> DNSFault | None:
+    def fault_for(
+        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType | None = None
+    ) -> DNSFault | None:
         text = qname.to_text().lower()
         fault = self._faults.get(text)
+        if fault is not None and not fault.applies_to(rdtype):
+            fault = None
         if fault is None:
             relative = qname.relativize(self.origin).to_text().lower()
             fault = next(
                 (
                     f
                     for p, f in self._faults.items()
-                    if fnmatch.fnmatchcase(text, p) or fnmatch.fnmatchcase(relative, p)
+                    if (fnmatch.fnmatchcase(text, p) or fnmatch.fnmatchcase(relative, p))
+                    and f.applies_to(rdtype)
                 ),
                 None,
             )
@@ -207,9 +230,16 @@ class Zone:
             response.set_rcode(dns.rcode.FORMERR)
             return Reply(response, 0.0, max_size)
         question = query.question[0]
-        fault = self.fault_for(question.name)
+        fault = self.fault_for(question.name, question.rdtype)
         delay = fault.sample_delay(self._rng) if fault else 0.0
         if fault is not None and fault.drop:
+            return Reply(None, delay, max_size)
+        if (
+            fault is not None
+            and fault.drop_first
+            and transport == "udp"
+            and self._lost(query, fault.drop_first)
+        ):
             return Reply(None, delay, max_size)
         if fault is not None and fault.rcode is not None:
             response.set_rcode(fault.rcode)
@@ -229,6 +259,16 @@ class Zone:
             if dnssec_ok or query.flags & dns.flags.AD:
                 response.flags |= dns.flags.AD
         return Reply(response, delay, max_size)
+
+    def _lost(self, query: dns.message.Message, drop_first: int) -> bool:
+        """Count this datagram of its query (ID and question); True while it is among the first lost."""
+        question = query.question[0]
+        key = (query.id, question.name.to_text().lower(), question.rdtype)
+        seen = self._datagrams_seen.pop(key, 0) + 1
+        self._datagrams_seen[key] = seen  # re-inserted: the oldest entries are forgotten first
+        while len(self._datagrams_seen) > _DATAGRAMS_REMEMBERED:
+            del self._datagrams_seen[next(iter(self._datagrams_seen))]
+        return seen <= drop_first
 
     def _answer(
         self,

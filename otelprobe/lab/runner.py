@@ -109,18 +109,24 @@ class _Timeline:
         self.scenario, self.side, self.links = scenario, side, links
         self.active: list[Incident] = []
         self.windows: dict[int, list[int]] = {}
+        self.current: dict[int, Fault] = {}
+        """The fault each active incident injects now (a ramp's step, or the incident's fault)."""
+        self.steps: dict[int, list[tuple[int, Fault]]] = {}
+        """When each step of a ramp was really switched on (epoch ns)."""
 
     def _apply(self, incident: Incident) -> None:
         if incident.fault.server == "link":
             vantage = str(incident.vantage)
             spec = next(v for v in self.scenario.vantages if v.name == vantage)
-            faults = [i.fault for i in self.active if i.fault.server == "link" and i.vantage == vantage]
+            faults = [
+                self.current[i.id] for i in self.active if i.fault.server == "link" and i.vantage == vantage
+            ]
             link = self.links[vantage]
             for direction in ("up", "down"):
                 link.set(direction, **_link_params(spec, faults, direction))
             return
         active = {
-            pair: [i.fault for i in self.active if pair in i.pairs and i.fault.server != "link"]
+            pair: [self.current[i.id] for i in self.active if pair in i.pairs and i.fault.server != "link"]
             for pair in incident.pairs
         }
         self.side.set_faults(active, set(incident.pairs))
@@ -129,8 +135,11 @@ class _Timeline:
         # The window is when the fault was fully on: a link fault is set one direction at a time,
         # so a SYN sent while it was being applied saw only part of it.
         self.active.append(incident)
+        self.current[incident.id] = incident.steps[0][1] if incident.steps else incident.fault
         self._apply(incident)
         self.windows[incident.id] = [time.time_ns(), 0]
+        if incident.steps:
+            self.steps[incident.id] = [(self.windows[incident.id][0], self.current[incident.id])]
         log.info(
             "incident %d on: %s %s %s",
             incident.id,
@@ -143,20 +152,39 @@ class _Timeline:
         self.windows[incident.id][1] = time.time_ns()
         self.active.remove(incident)
         self._apply(incident)
+        del self.current[incident.id]
         log.info("incident %d off", incident.id)
+
+    def step(self, incident: Incident, index: int) -> None:
+        """Switch a ramping incident to its `index`-th step."""
+        fault = incident.steps[index][1]
+        self.current[incident.id] = fault
+        self._apply(incident)
+        self.steps[incident.id].append((time.time_ns(), fault))
+        log.info("incident %d step %d: %s", incident.id, index, fault)
 
     def play(
         self, incidents: Sequence[Incident], t0: float, total_s: float, check: Callable[[], None]
     ) -> None:
         """Inject and clear every incident at its time after `t0` (monotonic), calling `check`
         (which raises if a prober died) at least every half second."""
+        # Ends sort before starts at the same instant, so a fault never stacks on its successor;
+        # a ramp's later steps (kind 2) come after its start.
         events = sorted(
-            [(i.start_s, 1, i.id) for i in incidents] + [(i.end_s, 0, i.id) for i in incidents]
-        )  # ends before starts at the same instant, so a fault never stacks on its successor
+            [(i.start_s, 1, i.id, 0) for i in incidents]
+            + [(i.end_s, 0, i.id, 0) for i in incidents]
+            + [(i.start_s + at, 2, i.id, k) for i in incidents for k, (at, _) in enumerate(i.steps) if k]
+        )
         by_id = {i.id: i for i in incidents}
-        for at, is_start, incident_id in events:
+        for at, kind, incident_id, step in events:
             _sleep_until(t0 + at, check)
-            (self.start if is_start else self.end)(by_id[incident_id])
+            incident = by_id[incident_id]
+            if kind == 0:
+                self.end(incident)
+            elif kind == 1:
+                self.start(incident)
+            else:
+                self.step(incident, step)
         _sleep_until(t0 + total_s, check)
 
 
@@ -305,7 +333,7 @@ def run_scenario(
     ]
     stats = label_recording(sorted(files.values()), windows, out / result.traces_file)
     shutil.rmtree(raw_dir, ignore_errors=True)
-    _write_labels(out / LABELS_FILE, played, timeline.windows, t0_ns, stats.traces_per_incident)
+    _write_labels(out / LABELS_FILE, played, timeline, t0_ns, stats.traces_per_incident)
     (out / "scenario.yaml").write_text(source_text or _scenario_yaml(scenario))
     result.traces, result.labeled_traces, result.spans = stats.traces, stats.labeled_traces, stats.spans
     result.duration_s = round(time.monotonic() - began, 1)
@@ -356,12 +384,21 @@ def _start_prober(
 
 
 def _write_labels(
-    path: Path,
-    incidents: Sequence[Incident],
-    windows: dict[int, list[int]],
-    t0_ns: int,
-    traces: dict[int, int],
+    path: Path, incidents: Sequence[Incident], timeline: _Timeline, t0_ns: int, traces: dict[int, int]
 ) -> None:
+    windows = timeline.windows
+
+    def overlapping(incident: Incident, *, shared_pairs: bool) -> list[int]:
+        start_ns, end_ns = windows[incident.id]
+        return [
+            other.id
+            for other in incidents
+            if other.id != incident.id
+            and windows[other.id][0] < end_ns
+            and start_ns < windows[other.id][1]
+            and bool(other.pairs & incident.pairs) == shared_pairs
+        ]
+
     with path.open("w", encoding="utf-8") as fh:
         for incident in incidents:
             start_ns, end_ns = windows[incident.id]
@@ -374,7 +411,14 @@ def _write_labels(
                 "start_s": round((start_ns - t0_ns) / 1e9, 3),
                 "end_s": round((end_ns - t0_ns) / 1e9, 3),
                 "traces": traces.get(incident.id, 0),
+                "compound_with": overlapping(incident, shared_pairs=True),
+                "concurrent_with": overlapping(incident, shared_pairs=False),
             }
+            if incident.steps:
+                line["ramp"] = [
+                    {**planned, "start_unix_nano": at_ns, "start_s": round((at_ns - t0_ns) / 1e9, 3)}
+                    for planned, (at_ns, _) in zip(line["ramp"], timeline.steps[incident.id], strict=True)
+                ]
             fh.write(json.dumps(line) + "\n")
 
 

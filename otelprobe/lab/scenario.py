@@ -68,6 +68,12 @@ class VantageSpec(StrictModel):
     jitter_s: Duration = Field(0.0, alias="jitter", description="baseline delay spread (σ)")
     loss: float = Field(0.0, ge=0.0, lt=1.0, description="baseline share of packets lost")
     rate_bytes_per_s: Size | None = Field(None, alias="rate", gt=0, description="baseline link rate")
+    resolver_delay_s: Duration = Field(
+        0.0, alias="resolver_delay", description="the local resolver's usual answer time (server side)"
+    )
+    resolver_jitter_s: Duration = Field(
+        0.0, alias="resolver_jitter", description="mean of an exponential extra: slow answers now and then"
+    )
 
 
 class TargetSpec(StrictModel):
@@ -81,6 +87,19 @@ class TargetSpec(StrictModel):
     backend_delay_s: Duration = Field(0.0, alias="backend_delay", description="baseline TTFB")
     backend_jitter_s: Duration = Field(0.0, alias="backend_jitter", description="exponential spread")
     coalesce: bool = Field(False, description="HTTP headers and body in one write")
+    tls_record_bytes: Size | None = Field(
+        None,
+        alias="tls_record",
+        gt=0,
+        description="largest TLS record the front writes (default: what the backend wrote in one read, "
+        "up to 16 KiB a record)",
+    )
+    think_spike_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of requests the backend stalls on (unlabeled noise)"
+    )
+    think_spike_s: Duration = Field(
+        0.2, alias="think_spike", description="a stall's mean length (drawn 0.5x to 1.5x)"
+    )
 
     @property
     def uses_tls(self) -> bool:
@@ -91,9 +110,13 @@ class TargetSpec(StrictModel):
         return self.kind in ("http", "https")
 
     @model_validator(mode="after")
-    def _tls_only_for_tcp(self) -> TargetSpec:
+    def _knobs_fit_kind(self) -> TargetSpec:
         if self.tls and self.kind != "tcp":
             raise ValueError(f"tls: true is for tcp targets; a {self.kind} target decides TLS by its kind")
+        if self.tls_record_bytes is not None and not self.uses_tls:
+            raise ValueError(f"tls_record is for targets that speak TLS; {self.kind} does not")
+        if self.think_spike_rate and not self.uses_http:
+            raise ValueError(f"think_spike_rate is for http and https targets; {self.kind} has no backend")
         return self
 
 
@@ -111,6 +134,19 @@ class ProbeSettings(StrictModel):
         return self
 
 
+Band = Literal["subtle", "low", "medium", "high", "gross"]
+BANDS: Final[tuple[Band, ...]] = ("subtle", "low", "medium", "high", "gross")
+"""How visible a magnitude is meant to be, from near the noise floor to gross (a label only)."""
+
+
+class Ramp(StrictModel):
+    """A magnitude that steps from `from` to the entry's `magnitude` over the fault's duration, in
+    `steps` equal parts (geometric steps when both ends are positive): a gradual onset."""
+
+    start: Number = Field(alias="from", description="the first step's magnitude")
+    steps: int = Field(3, ge=2, le=20)
+
+
 class TimelineEntry(StrictModel):
     """One fault of the timeline. `start`, `duration` and `magnitude` take a value or a [low, high]
     range drawn under the scenario's seed; an omitted target or vantage is drawn too."""
@@ -123,6 +159,8 @@ class TimelineEntry(StrictModel):
     start: Duration | DurationRange = Field(description="seconds after recording starts")
     duration: Duration | DurationRange
     magnitude: Number | Ranged | None = Field(None, description="value of the fault's main knob")
+    ramp: Ramp | None = Field(None, description="step up to `magnitude` from `ramp.from`")
+    band: Band | None = Field(None, description="how visible the magnitude is meant to be (a label)")
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +183,15 @@ class TimelineEntry(StrictModel):
     def _scope_fits_fault(self) -> TimelineEntry:
         if self.magnitude is not None and MAGNITUDE_KEYS[self.fault.kind] is None:
             raise ValueError(f"fault {self.fault.kind} has no magnitude")
+        if self.ramp is not None:
+            if self.magnitude is None:
+                raise ValueError("a ramp steps up to the entry's magnitude; give magnitude")
+            key = str(MAGNITUDE_KEYS[self.fault.kind])
+            try:
+                parse_fault({**self.fault.model_dump(by_alias=True), key: self.ramp.start})
+            except ValidationError as exc:
+                first = exc.errors()[0]["msg"]
+                raise ValueError(f"ramp.from {self.ramp.start!r} is not a valid {key}: {first}") from None
         if self.fault.server == "link" and self.scope not in (None, "vantage"):
             raise ValueError(
                 f"{self.fault.kind} is injected on a vantage's link, so its scope can only be vantage"
@@ -249,6 +296,9 @@ class Incident:
     magnitude: float | None
     pairs: frozenset[tuple[str, str]]
     """Every (target, vantage) whose probes the fault reaches."""
+    steps: tuple[tuple[float, Fault], ...] = ()
+    """A ramp: (seconds after the start, the fault from then on); the last one is `fault`."""
+    band: Band | None = None
 
     @property
     def end_s(self) -> float:
@@ -313,6 +363,7 @@ def resolve(scenario: Scenario, seed: int | None = None) -> list[Incident]:
             vantage = rng.choice(scenario.vantage_names)
         start = _draw(entry.start, rng)
         duration = _draw(entry.duration, rng)
+        steps = _ramp_steps(entry, fault, duration) if entry.ramp is not None else ()
         incidents.append(
             Incident(
                 id=index,
@@ -325,9 +376,35 @@ def resolve(scenario: Scenario, seed: int | None = None) -> list[Incident]:
                 duration_s=round(duration, 3),
                 magnitude=_magnitude_value(fault),
                 pairs=affected_pairs(scenario, fault, scope, vantage, target),
+                steps=steps,
+                band=entry.band,
             )
         )
     return incidents
+
+
+def _ramp_steps(entry: TimelineEntry, peak: Fault, duration_s: float) -> tuple[tuple[float, Fault], ...]:
+    """The faults of a ramp, one per equal part of `duration_s`, from `ramp.from` to `peak`."""
+    assert entry.ramp is not None
+    key = str(MAGNITUDE_KEYS[peak.kind])
+    data = peak.model_dump(by_alias=True)
+    first = _magnitude_value(parse_fault({**data, key: entry.ramp.start})) or 0.0
+    last = _magnitude_value(peak) or 0.0
+    count = entry.ramp.steps
+    steps = []
+    for k in range(count):
+        share = k / (count - 1)
+        if first > 0 and last > 0:
+            value: float | int = first * (last / first) ** share
+        else:
+            value = first + (last - first) * share
+        if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
+            value = max(1, round(value))
+        else:
+            value = round(value, 6)
+        fault = peak if k == count - 1 else parse_fault({**data, key: value})
+        steps.append((round(duration_s * k / count, 3), fault))
+    return tuple(steps)
 
 
 def total_duration_s(scenario: Scenario, incidents: Sequence[Incident]) -> float:
@@ -392,6 +469,8 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "fault": incident.fault.kind,
         "params": incident.fault.model_dump(mode="json", by_alias=True, exclude={"kind"}),
         "magnitude": incident.magnitude,
+        "band": incident.band,
+        "ramp": [{"after_s": at, "magnitude": _magnitude_value(f)} for at, f in incident.steps] or None,
         "vantage": incident.vantage,
         "target": incident.target,
         "affected": sorted([t, v] for t, v in incident.pairs),

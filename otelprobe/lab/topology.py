@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
@@ -23,14 +24,16 @@ from otelprobe.lab.certs import LabCA
 from otelprobe.lab.faults import (
     BadCertificate,
     Blackhole,
+    DNSDelay,
     Fault,
     Refused,
     TTFBDelay,
     dns_server_fault,
 )
 from otelprobe.lab.netns import _enter_netns
-from otelprobe.lab.scenario import Scenario, TargetSpec
+from otelprobe.lab.scenario import Scenario, TargetSpec, VantageSpec
 from otelprobe.lab.servers.dns import DNSFaultServer
+from otelprobe.lab.servers.dns_zone import DNSFault
 from otelprobe.lab.servers.http import HTTPFault, HTTPFaultServer
 from otelprobe.lab.servers.ports import BlackholePort, RefusedPort
 from otelprobe.lab.servers.tls import TLSFault, TLSFront
@@ -116,8 +119,15 @@ class Service:
         self._port_fault_kind: str | None = None
 
     def _http_server(self, host: str, port: int) -> HTTPFaultServer:
+        spec = self.spec
         return HTTPFaultServer(
-            host, port, body_size=self.spec.body_size, coalesce=self.spec.coalesce, seed=self._seed
+            host,
+            port,
+            body_size=spec.body_size,
+            coalesce=spec.coalesce,
+            seed=self._seed,
+            think_spike_rate=spec.think_spike_rate,
+            think_spike_s=spec.think_spike_s,
         )
 
     async def start(self) -> None:
@@ -142,7 +152,13 @@ class Service:
         elif spec.uses_tls:
             upstream = ("127.0.0.1", self._upstream_port) if spec.kind == "https" else None
             self.tls = TLSFront(
-                self._ca, upstream, self.host, self.port, seed=self._seed, body_size=spec.body_size
+                self._ca,
+                upstream,
+                self.host,
+                self.port,
+                seed=self._seed,
+                body_size=spec.body_size,
+                record_bytes=spec.tls_record_bytes,
             )
             await self.tls.start()
         elif spec.kind == "tcp":
@@ -262,6 +278,30 @@ class TargetSide:
                 await service.start()
 
         self.loop.run(start_all())
+        for vantage, resolver in self.resolvers.items():
+            usual = resolver_baseline(self._vantage(vantage))
+            if usual is not None:
+                resolver.set_fault("*", DNSFault(delay=usual.sample_delay))
+
+    def _vantage(self, name: str) -> VantageSpec:
+        return next(v for v in self.scenario.vantages if v.name == name)
+
+    def _dns_fault(self, vantage: str, fault: Fault | None) -> DNSFault | None:
+        """What `vantage`'s resolver does for one name while `fault` is on: the fault, after the
+        resolver's usual answer time. Queries the fault leaves alone (probability < 1), and names
+        without a fault, fall through to the "*" entry: the usual answer time alone."""
+        if fault is None:
+            return None
+        server_fault = dns_server_fault(fault)  # type: ignore[arg-type]
+        usual = resolver_baseline(self._vantage(vantage))
+        if usual is None:
+            return server_fault
+        if isinstance(fault, DNSDelay):
+            slow = fault  # a slow resolver is slow on top of its usual latency
+            return dataclasses.replace(
+                server_fault, delay=lambda rng: slow.sample_delay(rng) + usual.sample_delay(rng)
+            )
+        return dataclasses.replace(server_fault, delay=usual.sample_delay)
 
     def close(self) -> None:
         async def close_all() -> None:
@@ -296,13 +336,21 @@ class TargetSide:
                 target, vantage = pair
                 faults = active.get(pair, ())
                 dns = [f for f in faults if f.server == "dns"]
-                fault = dns_server_fault(dns[-1]) if dns else None  # type: ignore[arg-type]
-                self.resolvers[vantage].set_fault(target, fault)
+                self.resolvers[vantage].set_fault(target, self._dns_fault(vantage, dns[-1] if dns else None))
                 service = self.services.get(pair)
                 if service is not None:
                     await service.set_faults([f for f in faults if f.server in ("http", "tls", "ports")])
 
         self.loop.run(apply())
+
+
+def resolver_baseline(spec: VantageSpec) -> DNSDelay | None:
+    """A vantage's local resolver answer time as a delay fault (exponential tail), or None."""
+    if not spec.resolver_delay_s and not spec.resolver_jitter_s:
+        return None
+    return DNSDelay.model_validate(
+        {"delay": spec.resolver_delay_s, "jitter": spec.resolver_jitter_s, "distribution": "exponential"}
+    )
 
 
 def write_ca(ca: LabCA, directory: Path) -> Path:

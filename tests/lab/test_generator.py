@@ -10,12 +10,34 @@ import pytest
 from otelprobe.cli import main
 from otelprobe.lab.faults import ROOT_CAUSES
 from otelprobe.lab.generator import RECIPES, CampaignShape, generate_campaign
-from otelprobe.lab.scenario import Incident, Scenario, load_scenario, resolve, total_duration_s
+from otelprobe.lab.scenario import (
+    MAGNITUDE_KEYS,
+    Incident,
+    Scenario,
+    load_scenario,
+    resolve,
+    total_duration_s,
+)
 
 
-def campaign(seed: int, split: str = "train", incidents: int = 120) -> tuple[Scenario, list[Incident]]:
-    scenario = Scenario.model_validate(generate_campaign(seed, split=split, incidents=incidents))  # type: ignore[arg-type]
+def campaign(
+    seed: int, split: str = "train", incidents: int = 120, profile: str = "standard"
+) -> tuple[Scenario, list[Incident]]:
+    data = generate_campaign(seed, split=split, incidents=incidents, profile=profile)  # type: ignore[arg-type]
+    scenario = Scenario.model_validate(data)
     return scenario, resolve(scenario)
+
+
+def magnitudes(incidents: list[Incident]) -> set[tuple[str, float]]:
+    """Every (kind, magnitude) a campaign draws (not fixed defaults), ramp steps included."""
+    values: set[tuple[str, float]] = {
+        (i.fault.kind, i.magnitude) for i in incidents if i.magnitude is not None and i.band
+    }
+    for incident in incidents:
+        for _, fault in incident.steps:
+            key = MAGNITUDE_KEYS[fault.kind]
+            values.add((fault.kind, float(fault.model_dump(by_alias=True)[str(key)])))
+    return values
 
 
 def test_every_cause_is_balanced_over_the_scopes_it_can_take() -> None:
@@ -68,9 +90,7 @@ def test_splits_differ_in_targets_vantages_and_magnitudes() -> None:
     assert {t.body_size for t in train.targets if t.uses_http} != {
         t.body_size for t in held_out.targets if t.uses_http
     }
-    train_values = {(i.fault.kind, i.magnitude) for i in train_incidents if i.magnitude is not None}
-    eval_values = {(i.fault.kind, i.magnitude) for i in eval_incidents if i.magnitude is not None}
-    assert not train_values & eval_values
+    assert not magnitudes(train_incidents) & magnitudes(eval_incidents)
 
 
 def test_same_seed_same_campaign() -> None:
@@ -87,3 +107,75 @@ def test_cli_generate_writes_a_loadable_scenario(tmp_path: Path, capsys: pytest.
     assert "wrote" in capsys.readouterr().out
     scenario = load_scenario(out)
     assert scenario.name == "campaign-eval-9" and len(scenario.timeline) >= 30
+
+
+def test_shifted_profile_shares_no_name_magnitude_or_environment_with_standard() -> None:
+    campaigns = {
+        "train": campaign(4, "train", 200),
+        "eval": campaign(5, "eval", 120),
+        "shifted": campaign(6, "eval", 120, profile="shifted"),
+    }
+    names = {k: {t.name for t in s.targets} | set(s.vantage_names) for k, (s, _) in campaigns.items()}
+    values = {k: magnitudes(incidents) for k, (_, incidents) in campaigns.items()}
+    for a, b in (("train", "eval"), ("train", "shifted"), ("eval", "shifted")):
+        assert not names[a] & names[b], (a, b)
+        assert not values[a] & values[b], (a, b)
+    standard = [v for k in ("train", "eval") for v in campaigns[k][0].vantages]
+    shifted = campaigns["shifted"][0]
+    assert not {v.delay_s for v in shifted.vantages} & {v.delay_s for v in standard}
+    assert max(v.delay_s for v in shifted.vantages) > max(v.delay_s for v in standard)
+    assert min(v.delay_s for v in shifted.vantages) < min(v.delay_s for v in standard)
+    assert min(v.resolver_delay_s for v in shifted.vantages) > max(v.resolver_delay_s for v in standard)
+    assert min(v.resolver_jitter_s for v in shifted.vantages) > max(v.resolver_jitter_s for v in standard)
+    # Server behaviour differs too: which HTTP bodies come coalesced, and the body sizes.
+    standard_http = {
+        (t.kind, t.coalesce, t.body_size) for k in ("train", "eval") for t in campaigns[k][0].targets
+    }
+    assert not {(t.kind, t.coalesce, t.body_size) for t in shifted.targets if t.uses_http} & standard_http
+
+
+def test_campaign_features_compound_concurrent_ramps_and_subtle() -> None:
+    _, incidents = campaign(12, incidents=240)
+
+    def overlap(a: Incident, b: Incident) -> bool:
+        return a.id != b.id and a.start_s < b.end_s and b.start_s < a.end_s
+
+    compound = {a.id for a in incidents for b in incidents if overlap(a, b) and a.pairs & b.pairs}
+    concurrent = {a.id for a in incidents for b in incidents if overlap(a, b) and not a.pairs & b.pairs}
+    assert 0.15 <= len(compound) / len(incidents) <= 0.5
+    assert len(concurrent) / len(incidents) >= 0.5  # other series are faulted at the same time
+    for a in incidents:  # compound incidents put two different causes on one series at once
+        for b in incidents:
+            if overlap(a, b) and a.pairs & b.pairs:
+                assert a.cause != b.cause or a.fault.kind != b.fault.kind
+    ramps = [i for i in incidents if i.steps]
+    assert len(ramps) >= 0.05 * len(incidents)
+    for ramp in ramps:
+        assert ramp.band in ("medium", "high", "gross") and len(ramp.steps) in (3, 4)
+        values = [float(f.model_dump(by_alias=True)[str(MAGNITUDE_KEYS[f.kind])]) for _, f in ramp.steps]
+        rising = values == sorted(values)  # delays, loss and error rates rise; a rate limit falls
+        assert rising != (ramp.fault.kind in ("bandwidth_limit", "trickle_body")), ramp
+        assert ramp.steps[-1][1] == ramp.fault and ramp.duration_s >= 9.0
+    with_magnitude = [i for i in incidents if i.magnitude is not None]
+    subtle = [i for i in with_magnitude if i.band == "subtle"]
+    assert 0.08 <= len(subtle) / len(with_magnitude) <= 0.25
+    by_kind: dict[str, list[Incident]] = defaultdict(list)
+    for incident in with_magnitude:
+        by_kind[incident.fault.kind].append(incident)
+    ttfb = by_kind["ttfb_delay"]
+    assert max(i.magnitude or 0 for i in ttfb if i.band == "subtle") < min(
+        i.magnitude or 0 for i in ttfb if i.band == "low"
+    )
+
+
+def test_cli_generate_shifted_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "shifted.yaml"
+    assert main(["lab", "generate", "--out", str(out), "--seed", "3", "--profile", "shifted"]) == 0
+    scenario = load_scenario(out)
+    assert scenario.name == "campaign-shifted-eval-3"
+    assert "intl-x" in scenario.vantage_names
+    code = main(
+        ["lab", "generate", "--out", str(out), "--seed", "3", "--profile", "shifted", "--split", "train"]
+    )
+    assert code == 2
+    assert "profile 'shifted' has no train split (it has: eval)" in capsys.readouterr().err

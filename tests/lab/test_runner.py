@@ -298,3 +298,44 @@ def test_lab_down_reports_what_it_removed(capsys: pytest.CaptureFixture[str]) ->
 
     assert main(["lab", "down"]) == 0
     assert capsys.readouterr().out.startswith("removed ")
+
+
+RAMP_AND_COMPOUND = """\
+name: ramp
+vantages: [{name: here}]
+targets: [{name: web, kind: http}, {name: api, kind: http}]
+probe: {interval: 250ms, timeout: 250ms}
+timeline:
+  - {fault: {kind: ttfb_delay}, magnitude: 150ms, ramp: {from: 15ms, steps: 2}, band: gross,
+     target: web, start: 1s, duration: 4s}
+  - {fault: {kind: http_5xx, rate: 1.0}, scope: path, target: web, vantage: here, start: 2s, duration: 2s}
+  - {fault: {kind: wrong_content}, target: api, start: 2s, duration: 1s}
+tail: 1s
+"""
+
+
+def test_ramps_step_up_and_labels_say_when_and_what_overlapped(tmp_path: Path) -> None:
+    recording = _load(run_scenario(load_scenario_text(RAMP_AND_COMPOUND), tmp_path, mode="loopback"))
+    ramp, errors, content = recording.labels
+    steps = ramp["ramp"]
+    assert isinstance(steps, list) and [s["magnitude"] for s in steps] == [0.015, 0.15]
+    assert steps[0]["start_unix_nano"] == ramp["start_unix_nano"]
+    assert 1.9 <= steps[1]["start_s"] - steps[0]["start_s"] <= 2.2  # half of the 4 s
+    assert ramp["band"] == "gross" and ramp["magnitude"] == 0.15
+    assert ramp["compound_with"] == [1] and errors["compound_with"] == [0]
+    assert ramp["concurrent_with"] == [2] and content["compound_with"] == []
+    # The served delay follows the steps: ~15 ms in the first half, ~150 ms in the second.
+    switched = int(steps[1]["start_unix_nano"])
+    on, off = int(ramp["start_unix_nano"]), int(ramp["end_unix_nano"])  # type: ignore[call-overload]
+    first_half = [
+        s.duration_s
+        for r, s in recording.phases("http.ttfb", "web", "here")
+        if on < r.start_ns < r.end_ns < switched
+    ]
+    second_half = [
+        s.duration_s
+        for r, s in recording.phases("http.ttfb", "web", "here")
+        if switched < r.start_ns < r.end_ns < off
+    ]
+    assert first_half and second_half
+    assert max(first_half) < 0.1 and min(second_half) >= 0.14

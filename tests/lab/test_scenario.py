@@ -174,3 +174,69 @@ def test_every_fault_kind_names_its_magnitude_knob() -> None:
     for kind, key in MAGNITUDE_KEYS.items():
         fields = {info.alias or name for name, info in FAULT_TYPES[kind].model_fields.items()}
         assert key is None or key in fields, kind
+
+
+def test_environment_knobs_fit_their_target_kinds() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_scenario_text(
+            "vantages: [{name: a, resolver_delay: 2ms, resolver_jitter: 5ms}]\n"
+            "targets:\n"
+            "  - {name: web, kind: http, tls_record: 1400}\n"  # line 3
+            "  - {name: ns, kind: dns, think_spike_rate: 0.1}\n"  # line 4
+            "  - {name: api, kind: https, tls_record: 1400, think_spike_rate: 0.02, think_spike: 300ms}\n",
+            "s.yaml",
+        )
+    assert [str(p) for p in info.value.problems] == [
+        "s.yaml:3: targets[0]: tls_record is for targets that speak TLS; http does not",
+        "s.yaml:4: targets[1]: think_spike_rate is for http and https targets; dns has no backend",
+    ]
+    scenario = load_scenario_text(
+        "vantages: [{name: a, resolver_delay: 2ms, resolver_jitter: 5ms}]\n"
+        "targets: [{name: api, kind: https, tls_record: 1400, think_spike_rate: 0.02, think_spike: 300ms}]\n"
+    )
+    assert scenario.vantages[0].resolver_delay_s == 0.002 and scenario.vantages[0].resolver_jitter_s == 0.005
+    api = scenario.targets[0]
+    assert (api.tls_record_bytes, api.think_spike_rate, api.think_spike_s) == (1400, 0.02, 0.3)
+
+
+def test_a_ramp_steps_from_its_start_to_the_magnitude() -> None:
+    scenario = load_scenario_text(
+        TOPOLOGY
+        + "timeline:\n"
+        + "  - fault: {kind: ttfb_delay}\n"
+        + "    magnitude: 160ms\n"
+        + "    ramp: {from: 10ms, steps: 3}\n"
+        + "    band: gross\n"
+        + "    target: web\n"
+        + "    start: 2s\n"
+        + "    duration: 9s\n"
+        + "  - fault: {kind: bandwidth_limit}\n"
+        + "    magnitude: 64KiB\n"
+        + "    ramp: {from: 4MiB, steps: 4}\n"
+        + "    vantage: a\n"
+        + "    start: 2s\n"
+        + "    duration: 8s\n"
+    )
+    ttfb, rate = resolve(scenario)
+    assert [at for at, _ in ttfb.steps] == [0.0, 3.0, 6.0]
+    assert [f.delay_s for _, f in ttfb.steps] == pytest.approx([0.01, 0.04, 0.16])  # type: ignore[union-attr]
+    assert ttfb.steps[-1][1] == ttfb.fault and ttfb.magnitude == pytest.approx(0.16)
+    assert ttfb.band == "gross"
+    rates = [f.rate_bytes_per_s for _, f in rate.steps]  # type: ignore[union-attr]
+    assert rates[0] == 4 * 2**20 and rates[-1] == 64 * 1024 and rates == sorted(rates, reverse=True)
+    assert [at for at, _ in rate.steps] == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_ramp_problems() -> None:
+    found = problems(
+        "timeline:\n"
+        "  - {fault: {kind: ttfb_delay, delay: 1s}, ramp: {from: 1ms}, target: web, start: 1, duration: 2}\n"
+        "  - {fault: {kind: hang}, magnitude: 0.5, ramp: {from: lots}, target: web, start: 1, duration: 2}\n"
+        "  - {fault: {kind: hang}, magnitude: 0.5, ramp: {from: 0.1, steps: 1}, target: web, start: 1s,"
+        " duration: 2s}\n"
+        "  - {fault: {kind: hang}, band: huge, target: web, start: 1s, duration: 2s}\n"
+    )
+    assert found[0] == "s.yaml:11: timeline[0]: a ramp steps up to the entry's magnitude; give magnitude"
+    assert found[1].startswith("s.yaml:12: timeline[1]: ramp.from 'lots' is not a valid probability")
+    assert found[2].startswith("s.yaml:13: timeline[2].ramp.steps:")
+    assert found[3].startswith("s.yaml:14: timeline[3].band:")

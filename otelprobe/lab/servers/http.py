@@ -181,6 +181,9 @@ class HTTPFaultServer(LabServer):
         coalesce: write headers and body in one write (True) or headers first (False, default),
             LAB-NOTES pitfall 4: the two give different first-byte times on a slow link.
         seed: seeds the Random that decides probabilistic faults, for reproducible scenarios.
+        think_spike_rate: share of requests on which the backend stalls (garbage collection, a
+            cold cache, a lock): background noise on top of any fault, not a fault itself.
+        think_spike_s: a stall's mean length; each is drawn between 0.5x and 1.5x of it.
     """
 
     def __init__(
@@ -193,8 +196,11 @@ class HTTPFaultServer(LabServer):
         coalesce: bool = False,
         seed: int | None = None,
         max_hang_s: float = 300.0,
+        think_spike_rate: float = 0.0,
+        think_spike_s: float = 0.2,
     ) -> None:
         self.host, self._port = host, port
+        self.think_spike_rate, self.think_spike_s = think_spike_rate, think_spike_s
         self._ssl_context = ssl_context
         self.body_size, self.coalesce = body_size, coalesce
         self.max_hang_s = max_hang_s
@@ -203,6 +209,8 @@ class HTTPFaultServer(LabServer):
         self._runner: web.AppRunner | None = None
         self.statuses: collections.Counter[int] = collections.Counter()
         """Responses started, by status code (0 for a hang that was never answered)."""
+        self.think_spikes = 0
+        """Requests the backend stalled on (`think_spike_rate`)."""
 
     # --- fault state -------------------------------------------------------------------------
 
@@ -251,6 +259,12 @@ class HTTPFaultServer(LabServer):
 
     # --- serving -----------------------------------------------------------------------------
 
+    def _think_spike_s(self) -> float:
+        if self.think_spike_rate <= 0 or self._rng.random() >= self.think_spike_rate:
+            return 0.0
+        self.think_spikes += 1
+        return self.think_spike_s * self._rng.uniform(0.5, 1.5)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             plan = plan_response(
@@ -259,8 +273,9 @@ class HTTPFaultServer(LabServer):
         except BadQuery as exc:
             self.statuses[400] += 1
             return web.Response(status=400, text=f"bad lab parameter: {exc}\n")
-        if plan.ttfb_delay_s > 0:
-            await asyncio.sleep(plan.ttfb_delay_s)
+        delay_s = plan.ttfb_delay_s + self._think_spike_s()
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         if plan.hang:
             self.statuses[0] += 1
             await asyncio.sleep(self.max_hang_s)

@@ -40,6 +40,11 @@ class TLSFront(LabServer):
             itself with a small 200 (`lab_body`).
         seed: seeds the Random for jittered / probabilistic delays.
         handshake_timeout_s: a client that never finishes its handshake is dropped after this.
+        record_bytes: the largest TLS record written towards the client. None writes what the
+            backend gave in one read as one record (up to TLS's 16 KiB a record), as servers
+            without dynamic record sizing do: a first record larger than the initial congestion
+            window can be decrypted only after a second flight. Small records (~1400 bytes, as
+            with dynamic record sizing) let the first byte through after one round trip.
     """
 
     scheme = "https"
@@ -54,8 +59,10 @@ class TLSFront(LabServer):
         seed: int | None = None,
         handshake_timeout_s: float = 10.0,
         body_size: int = 1024,
+        record_bytes: int | None = None,
     ) -> None:
         self.ca, self.upstream = ca, upstream
+        self.record_bytes = record_bytes
         self.host, self._port = host, port
         self.handshake_timeout_s, self.body_size = handshake_timeout_s, body_size
         self._rng = random.Random(seed)
@@ -197,7 +204,7 @@ class TLSFront(LabServer):
             if b"content-length:" in request.lower():
                 length = int(request.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
-            writer.write(head + body)
+            _write_records(writer, head + body, self.record_bytes)
             await writer.drain()
 
     async def _proxy(
@@ -209,7 +216,7 @@ class TLSFront(LabServer):
         try:
             # The response direction decides when the connection ends: upstream closing (or
             # resetting) ends it even though TLS cannot be half-closed towards the client.
-            if await _pump(up_reader, writer) == "reset":
+            if await _pump(up_reader, writer, self.record_bytes) == "reset":
                 _abort_with_rst(writer)
         finally:
             requests.cancel()
@@ -235,17 +242,29 @@ async def _readable(sock: socket.socket, timeout_s: float) -> None:
         loop.remove_reader(sock.fileno())
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record_bytes: int | None = None
+) -> str:
     """Copy until EOF ("eof", half-closing the other side where it can be) or a reset ("reset")."""
     try:
         while data := await reader.read(_PUMP_BYTES):
-            writer.write(data)
+            _write_records(writer, data, record_bytes)
             await writer.drain()
     except ConnectionResetError:
         return "reset"
     if writer.can_write_eof():
         writer.write_eof()
     return "eof"
+
+
+def _write_records(writer: asyncio.StreamWriter, data: bytes, record_bytes: int | None) -> None:
+    """Write `data`, at most `record_bytes` per TLS record: asyncio's SSL transport hands each
+    write to one SSL_write, which makes records of at most that write's size."""
+    if record_bytes is None:
+        writer.write(data)
+        return
+    for offset in range(0, len(data), record_bytes):
+        writer.write(data[offset : offset + record_bytes])
 
 
 def _abort_with_rst(writer: asyncio.StreamWriter) -> None:

@@ -11,26 +11,14 @@ import asyncio
 import json
 import sys
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from otelprobe.cli.probe_url import SCHEME_KINDS, UsageError, build_config, one_line, parse_probe_url
 from otelprobe.results import ProbeResult
 
-# URL scheme -> probe kind.
-SCHEME_KINDS: Final = {
-    "http": "http",
-    "https": "http",
-    "dns": "dns",
-    "tcp": "tcp",
-    "tls": "tls",
-    "icmp": "icmp",
-    "icmp6": "icmp",
-    "grpc": "grpc",
-    "grpcs": "grpc",
-    "ws": "websocket",
-    "wss": "websocket",
-}
+__all__ = ["SCHEME_KINDS", "UsageError", "add_arguments", "run", "target_config"]
+
 _IP_FAMILIES: Final = {"4": "ip4", "6": "ip6", "prefer6": "prefer_ip6", "all": "all", "any": "any"}
 
 
@@ -137,33 +125,20 @@ def _set_field(fields: dict[str, Any], assignment: str) -> None:
         raise ValueError(f"invalid --set {assignment!r}: {exc}") from exc
 
 
-def build_config(url: str, name: str | None, overrides: dict[str, Any]) -> BaseModel:
-    """The target config for a one-shot URL; raises ValueError / ValidationError on bad input."""
-    scheme = urlsplit(url).scheme.lower()
-    kind = SCHEME_KINDS.get(scheme)
-    if kind is None:
-        raise ValueError(f"unknown URL scheme {scheme!r}: expected one of {', '.join(sorted(SCHEME_KINDS))}")
-    from otelprobe.probes import config_type_for
-
-    config_type: Any = config_type_for(kind)
-    if not hasattr(config_type, "from_url"):
-        raise ValueError(f"probe kind {kind!r} cannot be built from a URL")
-    result: BaseModel = config_type.from_url(url, name, **overrides)
-    return result
+def target_config(args: argparse.Namespace) -> BaseModel:
+    """The target config the arguments describe; UsageError (one line) if the URL or an option is bad."""
+    kind, _ = parse_probe_url(args.url)
+    try:
+        overrides = config_overrides(args, kind)
+    except ValueError as exc:
+        raise UsageError(one_line(str(exc))) from None
+    return build_config(args.url, args.name, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    scheme = urlsplit(args.url).scheme.lower()
-    kind = SCHEME_KINDS.get(scheme, "")
     try:
-        overrides = config_overrides(args, kind)
-        config = build_config(args.url, args.name, overrides)
-    except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            print(f"otelprobe probe: {where}: {error['msg']}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+        config = target_config(args)
+    except UsageError as exc:
         print(f"otelprobe probe: {exc}", file=sys.stderr)
         return 2
     results = asyncio.run(_probe_once(config, args))

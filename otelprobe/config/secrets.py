@@ -7,6 +7,7 @@ process. URL credentials are redacted whether or not they came from a reference.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -17,6 +18,11 @@ SENSITIVE_QUERY_KEYS: Final = frozenset(
     {"awsaccesskeyid", "signature", "sig", "x-goog-signature", "token", "access_token", "api_key", "apikey"}
 )
 _MIN_SECRET_LEN: Final = 4  # shorter values would redact ordinary text
+# For URLs urlsplit refuses: the userinfo and the values of sensitive query keys, found by text.
+_USERINFO: Final = re.compile(r"^([^:/?#]*://)[^/?#]*@")
+_SENSITIVE_QUERY_VALUE: Final = re.compile(
+    r"([?&](?:" + "|".join(map(re.escape, SENSITIVE_QUERY_KEYS)) + r")=)[^&#]*", re.IGNORECASE
+)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -51,7 +57,11 @@ def redact(text: str) -> str:
 
 def redact_url(url: str) -> str:
     """url.full as the semantic conventions want it: no credentials, no signed query values."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket, say: error messages show it, never its userinfo
+        text = _USERINFO.sub(rf"\1{REDACTED}:{REDACTED}@", url)
+        return redact(_SENSITIVE_QUERY_VALUE.sub(rf"\1{REDACTED}", text))
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -61,4 +71,8 @@ def redact_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(k.lower() in SENSITIVE_QUERY_KEYS for k, _ in pairs):
             query = urlencode([(k, REDACTED if k.lower() in SENSITIVE_QUERY_KEYS else v) for k, v in pairs])
-    return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+    # The text pattern as well, for what urlsplit does not read as userinfo ("://user:pw@host").
+    text = _USERINFO.sub(
+        rf"\1{REDACTED}:{REDACTED}@", urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    )
+    return redact(text)

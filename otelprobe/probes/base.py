@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import Field, field_validator
 
+from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
 from otelprobe.probes._dns_retransmit import record_tries
@@ -69,9 +70,7 @@ class HostPortProbeConfig(ProbeConfigBase):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        host, port = split_host_port(value, default_port=0)
-        if not host or not 0 < port < 65536:
-            raise ValueError(f"address must be host:port, got {value!r}")
+        check_host_port(value)
         return value
 
     @property

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from pydantic import Field, field_validator
 
+from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
 from otelprobe.errors import AssertionFailed, ProtocolError
 from otelprobe.probes._attempts import run_with_fallback
@@ -73,6 +74,12 @@ class GRPCProbeConfig(ProbeConfigBase):
     metadata: dict[str, str] = Field(default_factory=dict, description="request metadata (headers)")
     authority: str | None = Field(None, description=":authority; default the address")
     source_address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        check_host_port(value)
+        return value
 
     @field_validator("metadata")
     @classmethod

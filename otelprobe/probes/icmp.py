@@ -26,8 +26,9 @@ import statistics
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from otelprobe.config.addresses import check_host
 from otelprobe.config.common import ProbeConfigBase, StrictModel
 from otelprobe.config.durations import Duration
 from otelprobe.errors import AssertionFailed, ConnectRefused, ConnectTimeout, ProbeError, ProtocolError
@@ -72,6 +73,11 @@ class ICMPProbeConfig(ProbeConfigBase):
         None, ge=0.0, lt=1.0, description="fail above this loss; default: fail only when all are lost"
     )
     traceroute: TracerouteOptions = TracerouteOptions()
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host(value)
 
     @model_validator(mode="after")
     def _packets_fit_timeout(self) -> ICMPProbeConfig:

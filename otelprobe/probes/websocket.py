@@ -32,6 +32,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from otelprobe.config.addresses import parse_url
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, HTTPStatusError, ProtocolError
@@ -75,9 +76,12 @@ class WebSocketProbeConfig(ProbeConfigBase):
     @field_validator("url")
     @classmethod
     def _ws_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        if not value.lower().startswith(("ws://", "wss://")):
             raise ValueError(f"expected a ws:// or wss:// URL with a host, got {redact_url(value)!r}")
+        try:
+            parse_url(value, ("ws", "wss"))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (in {redact_url(value)!r})") from None
         return value
 
     @classmethod

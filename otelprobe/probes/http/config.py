@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from otelprobe.config.addresses import parse_url
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration, Size
 from otelprobe.config.secrets import redact_url
@@ -73,9 +73,12 @@ class HTTPProbeConfig(ProbeConfigBase):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not value.lower().startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
+        try:
+            parse_url(value, ("http", "https"))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (in {redact_url(value)!r})") from None
         return value
 
     @field_validator("method")

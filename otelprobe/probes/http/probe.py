@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Final, cast
-from urllib.parse import SplitResult, unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import httpcore
 
@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_TARGET_SAFE: Final = "".join(map(chr, range(0x21, 0x7F)))  # printable ASCII stays as written
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 _HTTP_VERSIONS: Final = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2"}
 
@@ -304,14 +305,15 @@ class HTTPProbe:
         self, url: SplitResult, method: str, content: bytes | None, headers: list[tuple[bytes, bytes]]
     ) -> httpcore.Request:
         port = url.port
-        host = url.hostname or ""
+        host = _ascii_host(url.hostname or "")
         authority = f"[{host}]" if ":" in host else host
         if port and port != _DEFAULT_PORTS[url.scheme]:
             authority = f"{authority}:{port}"
-        request_headers = [(b"Host", authority.encode("idna" if not host.isascii() else "ascii")), *headers]
+        request_headers = [(b"Host", authority.encode("ascii")), *headers]
         if content is not None:
             request_headers.append((b"Content-Length", str(len(content)).encode()))
-        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        # httpcore takes ASCII only: other characters go UTF-8 percent-encoded, as browsers send them.
+        target = quote((url.path or "/") + (f"?{url.query}" if url.query else ""), safe=_TARGET_SAFE)
         extensions: dict[str, object] = {}
         sni = self._config.tls.server_name
         if sni and url.hostname == self._url.hostname:
@@ -387,6 +389,16 @@ def _base_headers(config: HTTPProbeConfig, url: SplitResult) -> list[tuple[bytes
 def _new_trace_ref() -> TraceRef:
     # W3C trace context: all-zero IDs are invalid.
     return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+
+
+def _ascii_host(host: str) -> str:
+    """The host as httpcore, getaddrinfo and SNI take it: an IDN as its A-label (IDNA 2003)."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:  # configured hosts are checked when loaded: only a redirect gets here
+        raise ProtocolError("invalid_redirect", f"cannot follow a redirect to host {host!r}") from None
 
 
 def _origin(url: SplitResult) -> tuple[str, str | None, int]:

@@ -203,24 +203,23 @@ class Zone:
     def fault_for(
         self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType | None = None
     ) -> DNSFault | None:
+        """The fault for a query: the exact name's entry, else the first matching pattern. An
+        entry that misses by its probability falls through to the next one (so "*" can hold a
+        baseline that a name's occasional fault leaves in place)."""
         text = qname.to_text().lower()
-        fault = self._faults.get(text)
-        if fault is not None and not fault.applies_to(rdtype):
-            fault = None
-        if fault is None:
-            relative = qname.relativize(self.origin).to_text().lower()
-            fault = next(
-                (
-                    f
-                    for p, f in self._faults.items()
-                    if (fnmatch.fnmatchcase(text, p) or fnmatch.fnmatchcase(relative, p))
-                    and f.applies_to(rdtype)
-                ),
-                None,
-            )
-        if fault is not None and fault.probability < 1.0 and self._rng.random() >= fault.probability:
-            return None
-        return fault
+        relative = qname.relativize(self.origin).to_text().lower()
+        entries = [self._faults[text]] if text in self._faults else []
+        entries += [
+            f
+            for p, f in self._faults.items()
+            if p != text and (fnmatch.fnmatchcase(text, p) or fnmatch.fnmatchcase(relative, p))
+        ]
+        for fault in entries:
+            if not fault.applies_to(rdtype):
+                continue
+            if fault.probability >= 1.0 or self._rng.random() < fault.probability:
+                return fault
+        return None
 
     def reply(self, query: dns.message.Message, transport: Transport) -> Reply:
         """The response to `query` over `transport`, with the delay and faults applied."""

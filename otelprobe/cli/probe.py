@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per attempt instead of the waterfall"
     )
-    parser.add_argument("--name", help="target name (default: the URL)")
+    parser.add_argument("--name", help="target name (default: the URL, credentials redacted)")
     parser.add_argument("--timeout", default="10s", help="probe deadline, e.g. 5s (config: timeout)")
     parser.add_argument("--ip", choices=sorted(_IP_FAMILIES), help="IP family (config: ip)")
     parser.add_argument(

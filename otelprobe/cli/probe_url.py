@@ -63,13 +63,17 @@ def parse_probe_url(url: str) -> tuple[str, str]:
 
 
 def build_config(url: str, name: str | None, overrides: dict[str, Any]) -> BaseModel:
-    """The target config for a one-shot URL, `overrides` being config fields; UsageError if invalid."""
+    """The target config for a one-shot URL, `overrides` being config fields; UsageError if invalid.
+
+    Without `name`, the target is named by the URL with its credentials redacted (DESIGN §3): the
+    name is `probe.target` on every span and the `target` of --json, so it is never a secret.
+    """
     try:
         kind, url = parse_probe_url(url)
         from otelprobe.probes import config_type_for
 
         config_type: Any = config_type_for(kind)
-        result: BaseModel = config_type.from_url(url, name, **overrides)
+        result: BaseModel = config_type.from_url(url, name or redact_url(url), **overrides)
     except ValidationError as exc:
         raise UsageError(describe_validation_error(exc)) from None
     except ConfigError as exc:

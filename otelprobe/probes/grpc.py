@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
+from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ProtocolError
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes._happy_eyeballs import connect_first
@@ -97,7 +98,7 @@ class GRPCProbeConfig(ProbeConfigBase):
             raise ValueError(f"expected grpc://host:port/service or grpcs://..., got {url!r}")
         secure = parts.scheme == "grpcs"
         fields: dict[str, Any] = {
-            "name": name or url,
+            "name": name or redact_url(url),
             "address": parts.netloc if parts.port else f"{parts.netloc}:{443 if secure else 80}",
             "service": parts.path.strip("/"),
         }

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from otelprobe.config.addresses import check_host
 from otelprobe.config.common import ProbeConfigBase, StrictModel
 from otelprobe.config.durations import Duration
+from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConnectRefused, ConnectTimeout, ProbeError, ProtocolError
 from otelprobe.probes import _icmp_packet as packet
 from otelprobe.probes._attempts import run_per_address
@@ -96,7 +97,7 @@ class ICMPProbeConfig(ProbeConfigBase):
         if parts.scheme not in ("icmp", "icmp6") or not parts.hostname:
             raise ValueError(f"expected icmp://host or icmp6://host, got {url!r}")
         fields: dict[str, Any] = {
-            "name": name or url,
+            "name": name or redact_url(url),
             "host": parts.hostname,
             "ip": "ip6" if parts.scheme == "icmp6" else "ip4",
         }

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from otelprobe.config.common import StrictModel, TLSClientConfig
+from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
 from otelprobe.probes import _starttls
 from otelprobe.probes._attempts import run_with_fallback
@@ -71,7 +72,7 @@ class TCPProbeConfig(HostPortProbeConfig):
         if parts.scheme != "tcp" or not parts.netloc:
             raise ConfigError([ConfigProblem("<url>", None, "", f"not a tcp://host:port URL: {url!r}")])
         query = dict(urllib.parse.parse_qsl(parts.query))
-        fields: dict[str, Any] = {"name": name or url, "address": parts.netloc}
+        fields: dict[str, Any] = {"name": name or redact_url(url), "address": parts.netloc}
         if "starttls" in query:
             fields["starttls"] = query["starttls"]
         if query.get("tls", "").lower() in ("1", "true", "yes"):

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
+from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
 from otelprobe.probes import _ocsp, _tls_report
 from otelprobe.probes._attempts import run_with_fallback
@@ -88,7 +89,7 @@ class TLSProbeConfig(HostPortProbeConfig):
             raise ConfigError([ConfigProblem("<url>", None, "", f"not a tls://host:port URL: {url!r}")])
         host, port = split_host_port(parts.netloc, default_port=443)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return cls.model_validate({"name": name or url, "address": address, **overrides})
+        return cls.model_validate({"name": name or redact_url(url), "address": address, **overrides})
 
 
 class TLSProbe:

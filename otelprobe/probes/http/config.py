@@ -100,4 +100,4 @@ class HTTPProbeConfig(ProbeConfigBase):
     @classmethod
     def from_url(cls, url: str, name: str | None = None, **overrides: Any) -> HTTPProbeConfig:
         """`http(s)://host[:port]/path`: the URL is the target as it stands."""
-        return cls.model_validate({"name": name or url, "kind": "http", "url": url, **overrides})
+        return cls.model_validate({"name": name or redact_url(url), "kind": "http", "url": url, **overrides})

@@ -130,21 +130,20 @@ def views_from_request(request: ExportTraceServiceRequest) -> Iterator[SpanView]
 
 def json_value(value: Mapping[str, Any]) -> object:
     """One OTLP/JSON AnyValue (`{"intValue": "3"}`) as a Python value; int64s arrive as strings."""
-    for kind, item in value.items():
-        if kind == "stringValue" or kind == "boolValue":
-            return item
-        if kind == "intValue":
-            return int(item)
-        if kind == "doubleValue":
-            # The protobuf JSON mapping writes NaN and the infinities as strings.
-            return float(item)
-        if kind == "arrayValue":
-            return tuple(json_value(v) for v in item.get("values", ()))
-        if kind == "kvlistValue":
-            return json_attributes(item.get("values", ()))
-        if kind == "bytesValue":
-            return item
-    return None
+    # Membership tests in order of frequency: this runs once per attribute read.
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "boolValue" in value:
+        return value["boolValue"]
+    if "doubleValue" in value:
+        return float(value["doubleValue"])  # NaN and the infinities arrive as strings
+    if "arrayValue" in value:
+        return tuple(json_value(v) for v in value["arrayValue"].get("values", ()))
+    if "kvlistValue" in value:
+        return json_attributes(value["kvlistValue"].get("values", ()))
+    return value.get("bytesValue")
 
 
 def json_attributes(
@@ -158,9 +157,9 @@ def json_attributes(
 
 
 def _hex_id(value: object, digits: int, what: str) -> str:
-    if not isinstance(value, str) or len(value) != digits:
+    if type(value) is not str or len(value) != digits:
         raise MalformedSpan(f"{what} must be {digits} hex digits, got {value!r:.40}")
-    return value.lower()
+    return value
 
 
 def json_span_view(
@@ -171,9 +170,16 @@ def json_span_view(
     Raises:
         MalformedSpan: missing or ill-formed IDs, name or timestamps.
     """
+    if not isinstance(span, dict):
+        raise MalformedSpan(f"a span must be a JSON object, got {span!r:.40}")
     try:
-        parent = span.get("parentSpanId") or ""
-        status = span.get("status") or {}
+        parent = span.get("parentSpanId")
+        status = span.get("status")
+        error = False
+        message = ""
+        if status:
+            error = status.get("code") in (2, "STATUS_CODE_ERROR")
+            message = str(status.get("message", ""))
         return SpanView(
             _hex_id(span.get("traceId"), _TRACE_ID_HEX, "traceId"),
             _hex_id(span.get("spanId"), _SPAN_ID_HEX, "spanId"),
@@ -181,8 +187,8 @@ def json_span_view(
             str(span["name"]),
             int(span["startTimeUnixNano"]),
             int(span["endTimeUnixNano"]),
-            status.get("code") in (2, "STATUS_CODE_ERROR"),
-            str(status.get("message", "")),
+            error,
+            message,
             json_attributes(span.get("attributes", ()), keys),
             resource,
         )

@@ -234,3 +234,56 @@ async def test_broken_gzip_and_unknown_encoding_are_400(
         headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": encoding}
         async with http.post(url, data=body, headers=headers) as r:
             assert r.status == 400, encoding
+
+
+def probe_spans(trace: int) -> list[Span]:
+    """A probe attempt's root and two phases, as the prober's encoder writes them."""
+    trace_id, root_id = trace.to_bytes(16, "big"), trace.to_bytes(8, "big")
+    ms = 1_000_000
+    root = Span(
+        trace_id=trace_id,
+        span_id=root_id,
+        name="probe tcp",
+        start_time_unix_nano=1000 * ms,
+        end_time_unix_nano=1010 * ms,
+    )
+    for key, value in (("probe.kind", "tcp"), ("probe.target", "db"), ("otelprobe.vantage", "io-1")):
+        root.attributes.add(key=key).value.string_value = value
+    root.attributes.add(key="probe.success").value.bool_value = True
+    phases = [
+        Span(
+            trace_id=trace_id,
+            span_id=(trace * 10 + i).to_bytes(8, "big"),
+            parent_span_id=root_id,
+            name=name,
+            start_time_unix_nano=(1000 + start) * ms,
+            end_time_unix_nano=(1000 + end) * ms,
+        )
+        for i, (name, start, end) in enumerate((("dns.lookup", 0, 3), ("tcp.connect", 3, 10)))
+    ]
+    return [root, *phases]
+
+
+def request_of(spans: list[Span]) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+
+
+async def test_probe_traces_split_over_requests_become_one_record_each(
+    receiver: OTLPReceiver, http: aiohttp.ClientSession
+) -> None:
+    url = receiver.http_endpoint + TRACES_PATH
+    first, second = probe_spans(5), probe_spans(6)
+    # The phases of attempt 5 as JSON; its root, with all of attempt 6, later as protobuf.
+    async with http.post(
+        url, data=message_to_json(request_of(first[1:])), headers={"Content-Type": "application/json"}
+    ) as r:
+        assert r.status == 200
+    body = request_of([first[0], *second]).SerializeToString()
+    async with http.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as r:
+        assert r.status == 200
+    records = await receiver.wait_for_records(2, timeout=5)
+    assert [int(r.trace_id, 16) for r in records] == [5, 6]
+    for record in records:
+        assert (record.kind, record.target, record.vantage, record.success) == ("tcp", "db", "io-1", True)
+        assert record.dns_s == pytest.approx(0.003) and record.connect_s == pytest.approx(0.007)
+    assert receiver.record_stats.orphan_traces == 0 and receiver.record_stats.spans == 6

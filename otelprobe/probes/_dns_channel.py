@@ -85,6 +85,13 @@ class DNSChannel:
         return channel
 
     @property
+    def arrived_ns(self) -> int | None:
+        """When an answer to the current exchange arrived, as soon as it has been read."""
+        if self._udp is not None and self._udp.arrived_ns is not None:
+            return self._udp.arrived_ns
+        return self.answered_ns or None
+
+    @property
     def tries(self) -> UDPTries | None:
         """The tries of the last UDP exchange; None before one, and on stream transports."""
         return self._udp.tries if self._udp is not None else None

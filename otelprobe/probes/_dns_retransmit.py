@@ -98,6 +98,8 @@ class UDPExchange:
         self._sent_ns: list[int] = []
         self._ports: list[int] = []
         self._answered: int | None = None
+        self.arrived_ns: int | None = None
+        """Kernel arrival of the answer once it has been read, before `run()` returns it."""
         self._offset_ns = 0
         self._answer: asyncio.Future[tuple[dns.message.Message, int]] | None = None
 
@@ -178,7 +180,7 @@ class UDPExchange:
                 response = self._parse(data)
             except ProtocolError:
                 continue  # a stray or forged datagram is not our answer; keep waiting
-            self._answered = number
+            self._answered, self.arrived_ns = number, arrived_ns
             answer.set_result((response, arrived_ns))
             return
 

@@ -53,9 +53,10 @@ class SlowResponder:
     against the injected delay then fails although every stamp is right. This checks the wire.
     """
 
-    def __init__(self, delay_s: float, lose_first: int = 0) -> None:
+    def __init__(self, delay_s: float, lose_first: int = 0, aaaa_extra_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.lose_first = lose_first
+        self.aaaa_extra_s = aaaa_extra_s
         self._seen: dict[tuple[int, int], int] = {}
         self.received_ns: list[int] = []
         self._sent: list[tuple[int, int]] = []
@@ -86,7 +87,8 @@ class SlowResponder:
             self._seen[key] = self._seen.get(key, 0) + 1
             if self._seen[key] <= self.lose_first:
                 continue  # lost on the way: the resolver must send it again
-            timer = threading.Timer(self.delay_s, self._answer, (wire, peer))
+            extra_s = self.aaaa_extra_s if query.question[0].rdtype == dns.rdatatype.AAAA else 0.0
+            timer = threading.Timer(self.delay_s + extra_s, self._answer, (wire, peer))
             timer.daemon = True
             self._timers.append(timer)
             timer.start()
@@ -438,6 +440,20 @@ async def test_an_aaaa_within_the_resolution_delay_is_waited_for(server: DNSFaul
     resolution = await resolver_for(server).resolve_stamped("www.lab.test", "any")
     assert sorted(resolution.addresses) == ["127.0.0.1", "127.0.0.2", "::1"]
     assert resolution.missing_family is None
+
+
+async def test_the_wire_not_the_loop_decides_whether_a_family_was_late() -> None:
+    # A at 10 ms, AAAA at 40 ms: within the resolution delay. The loop is blocked from 25 to
+    # 125 ms, so it reads the AAAA answer after the delay ran out by its own clock.
+    responder = SlowResponder(0.01, aaaa_extra_s=0.03)
+    try:
+        resolver = DNSServerResolver(ResolverConfig(server=f"127.0.0.1:{responder.port}"))
+        asyncio.get_running_loop().call_later(0.025, time.sleep, 0.1)
+        resolution = await resolver.resolve_stamped("www.lab.test", "any")
+    finally:
+        responder.close()
+    assert resolution.missing_family is None
+    assert sorted(resolution.addresses) == ["127.0.0.1", "::1"]
 
 
 async def test_prefer_ip6_goes_on_with_ipv4_when_aaaa_fails(server: DNSFaultServer) -> None:

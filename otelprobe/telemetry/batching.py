@@ -43,7 +43,9 @@ QueuedSpan = bytes | Span
 class SerializedSpanSender(Protocol):
     """A sender that takes a serialized ExportTraceServiceRequest (the OTLP senders do)."""
 
-    def send_serialized(self, body: bytes, timeout_s: float) -> bool: ...
+    def send_serialized(self, body: bytes, timeout_s: float, items: int = 0) -> bool:
+        """Deliver `body`, a request of `items` spans (for the sender's failure log)."""
+        ...
 
 
 def request_bytes(spans: Iterable[QueuedSpan], resource: bytes, scope: bytes) -> bytes:
@@ -98,7 +100,7 @@ class SpanBatcher:
         self.name = name
         self._resource = resource.SerializeToString()
         self._scope = scope.SerializeToString()
-        self._send: Callable[[bytes, float], bool] = (
+        self._send: Callable[[bytes, float, int], bool] = (
             sender.send_serialized if isinstance(sender, SerializedSpanSender) else self._send_parsed
         )
         self._max_queue_size = max_queue_size
@@ -157,7 +159,8 @@ class SpanBatcher:
         while batch := self._take_batch():
             self._exported += len(batch)
             try:
-                sent = self._send(request_bytes(batch, self._resource, self._scope), self._timeout_s)
+                body = request_bytes(batch, self._resource, self._scope)
+                sent = self._send(body, self._timeout_s, len(batch))
             except Exception:
                 # A sender bug must not kill the worker; the spans are lost, as on a failed export.
                 _logger.exception("span sender %s raised", self.name)
@@ -165,7 +168,7 @@ class SpanBatcher:
             if not sent:
                 self._failed += len(batch)
 
-    def _send_parsed(self, body: bytes, timeout_s: float) -> bool:
+    def _send_parsed(self, body: bytes, timeout_s: float, items: int) -> bool:
         return self.sender.send(ExportTraceServiceRequest.FromString(body), timeout_s)
 
     def _run(self) -> None:

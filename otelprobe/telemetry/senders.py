@@ -5,13 +5,13 @@ The last step of the span path and of the metric path: `batching.SpanBatcher`'s 
 wire bytes themselves (`send_serialized`); other senders (console, and the file senders that live
 with the OTLP JSON format) get the decoded request (`send`). A sender retries what the OTLP spec
 calls retryable with exponential backoff, all within the timeout it is given, and gives up at
-once after `shutdown`.
+once after `shutdown`. Batches it gives up on are logged a few lines per outage, not one each
+(`export_failures.ExportFailureLog`).
 """
 
 from __future__ import annotations
 
 import gzip
-import logging
 import random
 import sys
 import threading
@@ -26,9 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 import otelprobe
 from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterConfig
+from otelprobe.telemetry.export_failures import SUMMARY_INTERVAL_S, ExportFailureLog
 from otelprobe.telemetry.otlp_json import message_to_json
-
-_logger = logging.getLogger(__name__)
 
 # OTLP/HTTP: "429, 502, 503, 504 are retryable"; every other non-2xx is permanent.
 RETRYABLE_HTTP_STATUS: Final = frozenset({429, 502, 503, 504})
@@ -75,30 +74,40 @@ Failure = tuple[bool, str]
 class _Retrier:
     """The backoff loop the network senders share: exponential, jittered, cut at the deadline."""
 
-    def __init__(self, transport: str, destination: str, signal: Signal) -> None:
+    def __init__(self, transport: str, destination: str, signal: Signal, summary_interval_s: float) -> None:
         self.stop = threading.Event()
-        self._where = f"{transport} {destination}"
-        self._signal = signal
+        self.failures = ExportFailureLog(
+            f"{transport} {destination}",
+            signal,
+            "spans" if signal == "traces" else "points",
+            summary_interval_s=summary_interval_s,
+        )
 
-    def deliver(self, try_once: Callable[[float], Failure | None], timeout_s: float) -> bool:
-        """Call `try_once(remaining_s)` until it succeeds (returns None), fails for good, or time is up."""
+    def deliver(self, try_once: Callable[[float], Failure | None], timeout_s: float, items: int = 0) -> bool:
+        """Call `try_once(remaining_s)` until it succeeds (returns None), fails for good, or time is up.
+
+        `items` (spans) were in the batch: the failure log counts them if it is given up on.
+        """
         deadline = time.monotonic() + timeout_s
         attempt = 0
+        problem = f"no time left to send (timeout {timeout_s:g}s)"
         while not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             failure = try_once(remaining)
             if failure is None:
+                self.failures.succeeded()
                 return True
             retryable, problem = failure
             if not retryable:
-                _logger.warning("%s rejected %s: %s", self._where, self._signal, problem)
+                self.failures.failed(f"rejected ({problem})", items)
                 return False
             if not self.pause(attempt, deadline):
-                _logger.warning("%s: giving up on a batch of %s: %s", self._where, self._signal, problem)
-                return False
+                break
             attempt += 1
+        if not self.stop.is_set():  # a batch cut short by shutdown is the shutdown's to report
+            self.failures.failed(problem, items)
         return False
 
     def pause(self, attempt: int, deadline: float) -> bool:
@@ -110,6 +119,10 @@ class _Retrier:
         return not self.stop.wait(delay)
 
 
+def _span_count(request: ExportTraceServiceRequest) -> int:
+    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+
+
 def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
@@ -117,7 +130,13 @@ def _read(path: str | None) -> bytes | None:
 class OTLPHTTPSender:
     """OTLP/HTTP with protobuf bodies (POST <endpoint>/v1/<signal>), gzip per config, TLS per config."""
 
-    def __init__(self, cfg: OTLPHTTPExporterConfig, signal: Signal = "traces") -> None:
+    def __init__(
+        self,
+        cfg: OTLPHTTPExporterConfig,
+        signal: Signal = "traces",
+        *,
+        failure_summary_interval_s: float = SUMMARY_INTERVAL_S,
+    ) -> None:
         self.url = cfg.signal_url(signal)
         self._gzip = cfg.compression == "gzip"
         self._headers = {
@@ -135,13 +154,13 @@ class OTLPHTTPSender:
             cert_file=cfg.client_cert,
             key_file=cfg.client_key,
         )
-        self._retrier = _Retrier("OTLP/HTTP", self.url, signal)
+        self._retrier = _Retrier("OTLP/HTTP", self.url, signal, failure_summary_interval_s)
 
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
-        return self.send_serialized(request.SerializeToString(), timeout_s)
+        return self.send_serialized(request.SerializeToString(), timeout_s, _span_count(request))
 
-    def send_serialized(self, body: bytes, timeout_s: float) -> bool:
-        """POST one serialized request of this sender's signal, retrying as the spec allows."""
+    def send_serialized(self, body: bytes, timeout_s: float, items: int = 0) -> bool:
+        """POST one request of this sender's signal (`items` spans), retrying as the spec allows."""
         if self._gzip:
             body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
 
@@ -161,10 +180,11 @@ class OTLPHTTPSender:
                 return None
             return response.status in RETRYABLE_HTTP_STATUS, f"HTTP {response.status}"
 
-        return self._retrier.deliver(post, timeout_s)
+        return self._retrier.deliver(post, timeout_s, items)
 
     def shutdown(self) -> None:
         self._retrier.stop.set()
+        self._retrier.failures.close()
         self._pool.clear()
 
 
@@ -187,19 +207,25 @@ def _grpc_channel(cfg: OTLPGRPCExporterConfig) -> grpc.Channel:
 class OTLPGRPCSender:
     """OTLP/gRPC: {Trace,Metrics}Service/Export on one channel, TLS or plaintext and gzip per config."""
 
-    def __init__(self, cfg: OTLPGRPCExporterConfig, signal: Signal = "traces") -> None:
+    def __init__(
+        self,
+        cfg: OTLPGRPCExporterConfig,
+        signal: Signal = "traces",
+        *,
+        failure_summary_interval_s: float = SUMMARY_INTERVAL_S,
+    ) -> None:
         self.endpoint = cfg.endpoint
         self._channel = _grpc_channel(cfg)
         # No serializers: requests go out as the bytes they already are, replies are not parsed.
         self._export = self._channel.unary_unary(_GRPC_METHODS[signal], None, None)
         self._metadata = tuple((k.lower(), v.get_secret_value()) for k, v in cfg.headers.items())
-        self._retrier = _Retrier("OTLP/gRPC", self.endpoint, signal)
+        self._retrier = _Retrier("OTLP/gRPC", self.endpoint, signal, failure_summary_interval_s)
 
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
-        return self.send_serialized(request.SerializeToString(), timeout_s)
+        return self.send_serialized(request.SerializeToString(), timeout_s, _span_count(request))
 
-    def send_serialized(self, body: bytes, timeout_s: float) -> bool:
-        """Export one serialized request of this sender's signal, retrying as the spec allows."""
+    def send_serialized(self, body: bytes, timeout_s: float, items: int = 0) -> bool:
+        """Export one request of this sender's signal (`items` spans), retrying as the spec allows."""
 
         def export(remaining_s: float) -> Failure | None:
             try:
@@ -209,10 +235,11 @@ class OTLPGRPCSender:
                 return code in RETRYABLE_GRPC_CODES, str(code)
             return None
 
-        return self._retrier.deliver(export, timeout_s)
+        return self._retrier.deliver(export, timeout_s, items)
 
     def shutdown(self) -> None:
         self._retrier.stop.set()
+        self._retrier.failures.close()
         self._channel.close()
 
 

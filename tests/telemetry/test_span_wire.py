@@ -331,7 +331,7 @@ class BytesSender:
     def send(self, request: ExportTraceServiceRequest, timeout_s: float) -> bool:
         raise AssertionError("a sender that takes bytes gets bytes")
 
-    def send_serialized(self, body: bytes, timeout_s: float) -> bool:
+    def send_serialized(self, body: bytes, timeout_s: float, items: int = 0) -> bool:
         self.bodies.append(body)
         return True
 

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
@@ -24,11 +24,23 @@ from otelprobe.errors import ConfigError, ConfigProblem
 BASELINE: Final = "baseline"
 """A latency threshold learned from the series' own healthy windows instead of a fixed one."""
 
+_T = TypeVar("_T")
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+def _not_empty(items: list[_T], what: str) -> list[_T]:
+    if not items:
+        raise ValueError(f"give at least {what}")
+    return items
+
+
 def _threshold(value: object) -> object:
-    return value if value == BASELINE else parse_duration(value)
+    if value == BASELINE:
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or 'baseline'") from None
 
 
 def _fraction(value: object) -> object:
@@ -75,8 +87,15 @@ WORKBOOK_RULES: Final = (
 class Selector(StrictModel):
     """Which (target, vantage) series an SLO covers: shell-style globs, any match counts."""
 
-    targets: tuple[str, ...] = Field(("*",), min_length=1, description="target name globs")
-    vantages: tuple[str, ...] = Field(("*",), min_length=1, description="vantage name globs")
+    targets: list[str] = Field(["*"], description="target name globs")
+    vantages: list[str] = Field(["*"], description="vantage name globs")
+
+    @field_validator("targets", "vantages")
+    @classmethod
+    def _not_empty(cls, globs: list[str]) -> list[str]:
+        if not globs:
+            raise ValueError("give at least one name or glob ('*' selects all)")
+        return globs
 
     def matches(self, target: str, vantage: str) -> bool:
         return any(fnmatchcase(target, g) for g in self.targets) and any(
@@ -153,9 +172,7 @@ class SLO(StrictModel):
     select: Selector = Selector()
     availability: Availability | None = None
     latency: Latency | None = None
-    rules: tuple[BurnRateRule, ...] | None = Field(
-        None, min_length=1, description="this SLO's own rules instead of the file's"
-    )
+    rules: list[BurnRateRule] | None = Field(None, description="this SLO's own rules instead of the file's")
 
     @field_validator("name")
     @classmethod
@@ -163,6 +180,11 @@ class SLO(StrictModel):
         if not _NAME.fullmatch(name):
             raise ValueError("use letters, digits, '.', '_' and '-' (it names columns and spans)")
         return name
+
+    @field_validator("rules")
+    @classmethod
+    def _some_rules(cls, rules: list[BurnRateRule] | None) -> list[BurnRateRule] | None:
+        return _not_empty(rules, "one rule") if rules is not None else None
 
     @model_validator(mode="after")
     def _one_objective(self) -> SLO:
@@ -184,13 +206,19 @@ class SLOFile(StrictModel):
     window_represents_s: Duration | None = Field(
         None, alias="window_represents", gt=0, description="instead of time_scale: one window stands for this"
     )
-    rules: tuple[BurnRateRule, ...] = Field(WORKBOOK_RULES, min_length=1)
+    rules: list[BurnRateRule] = Field(list(WORKBOOK_RULES))
     baseline: BaselineSettings = BaselineSettings()
-    slos: tuple[SLO, ...] = Field(min_length=1)
+    slos: list[SLO]
+
+    @field_validator("rules")
+    @classmethod
+    def _some_rules(cls, rules: list[BurnRateRule]) -> list[BurnRateRule]:
+        return _not_empty(rules, "one rule")
 
     @field_validator("slos")
     @classmethod
-    def _unique_names(cls, slos: tuple[SLO, ...]) -> tuple[SLO, ...]:
+    def _unique_names(cls, slos: list[SLO]) -> list[SLO]:
+        _not_empty(slos, "one SLO")
         repeated = sorted(name for name, n in Counter(s.name for s in slos).items() if n > 1)
         if repeated:
             raise ValueError(f"duplicate SLO names: {', '.join(repeated)}")
@@ -202,7 +230,7 @@ class SLOFile(StrictModel):
             raise ValueError("give time_scale or window_represents, not both")
         return self
 
-    def rules_of(self, slo: SLO) -> tuple[BurnRateRule, ...]:
+    def rules_of(self, slo: SLO) -> list[BurnRateRule]:
         return slo.rules or self.rules
 
     def scale_for(self, window_s: float) -> float:
@@ -214,11 +242,11 @@ class SLOFile(StrictModel):
 
 DEFAULT_SLOS: Final = SLOFile(
     window_represents_s=300,  # 1h/5m spans 12 windows and 1: a fast detector whatever the window
-    rules=(WORKBOOK_RULES[0],),  # the page rule; slower ones stay on long after a short incident
-    slos=(
+    rules=[WORKBOOK_RULES[0]],  # the page rule; slower ones stay on long after a short incident
+    slos=[
         SLO(name="availability", availability=Availability(objective=0.995)),
         SLO(name="latency", latency=Latency(percentile=99.5, threshold_s=BASELINE)),
-    ),
+    ],
 )
 """Objectives for every series when no SLO file is given (docs/attribution.md)."""
 

@@ -1,0 +1,151 @@
+"""Attribution: for every series-window in SLO violation, every DESIGN §5 cause with a calibrated
+score, its most likely scope and, for the leading causes, evidence in words (DESIGN §6).
+
+Which windows are attributed: the series' baseline is warm, an SLO is violating (slo.py's
+multi-window burn rates) and the window itself shows a symptom (a failed probe, or a phase off its
+baseline). The last condition keeps a burn that merely lingers from earlier windows from being
+explained by a window that looks healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from otelprobe.attribution.evidence import Evidence, top_evidence
+from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
+from otelprobe.attribution.model import AttributionModel, scope_inputs
+from otelprobe.causes import ROOT_CAUSES, SCOPES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EVIDENCE_FOR_TOP: Final = 3
+"""Causes that get evidence; the rest are listed with their score and scope only."""
+
+
+@dataclass(frozen=True, slots=True)
+class RankedCause:
+    cause: str
+    scope: str
+    score: float
+    scope_scores: dict[str, float]
+    evidence: tuple[Evidence, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cause": self.cause,
+            "scope": self.scope,
+            "score": round(self.score, 6),
+            "scope_scores": {k: round(v, 4) for k, v in self.scope_scores.items()},
+            "evidence": [e.to_json() for e in self.evidence],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """One DESIGN §6 record."""
+
+    slo: str
+    slos: tuple[str, ...]
+    target: str
+    vantage: str
+    window_start_ns: int
+    window_end_ns: int
+    probes: int
+    failed: int
+    causes: tuple[RankedCause, ...]
+    model: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "slo": self.slo,
+            "slos": list(self.slos),
+            "target": self.target,
+            "vantage": self.vantage,
+            "window_start": iso(self.window_start_ns),
+            "window_end": iso(self.window_end_ns),
+            "window_start_unix_nano": self.window_start_ns,
+            "probes": self.probes,
+            "failed": self.failed,
+            "model": self.model,
+            "causes": [c.to_json() for c in self.causes],
+        }
+
+
+def iso(epoch_ns: int) -> str:
+    stamp = datetime.fromtimestamp(epoch_ns / 1e9, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def attributable(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows are attributed (see the module docstring)."""
+    return np.asarray(frame["warm"] & frame["violating"] & frame["symptomatic"], dtype=bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Scores for a set of windows: causes (n × 11) and the scope of each cause (n × 11 × 3)."""
+
+    causes: np.ndarray
+    scopes: np.ndarray
+
+
+def score_windows(model: AttributionModel, frame: pd.DataFrame) -> Scored:
+    if frame.empty:
+        return Scored(np.zeros((0, len(ROOT_CAUSES))), np.zeros((0, len(ROOT_CAUSES), len(SCOPES))))
+    causes = model.cause_scores(feature_matrix(frame))
+    scopes = model.scopes_for_every_cause(scope_inputs(frame))
+    return Scored(causes, scopes)
+
+
+def model_label(model: AttributionModel) -> str:
+    files = model.metadata.training.get("name") or "model"
+    digest = str(model.metadata.training.get("digest", ""))[:12]
+    return f"{files}@{digest}" if digest else str(files)
+
+
+def attribute(model: AttributionModel, frame: pd.DataFrame) -> Iterator[Attribution]:
+    """One Attribution per attributable window of `frame` (dataset.window_table's output)."""
+    rows = frame[attributable(frame)]
+    if rows.empty:
+        return
+    scored = score_windows(model, rows)
+    contributions = model.cause_contributions(feature_matrix(rows))
+    label = model_label(model)
+    records = rows.to_dict("records")
+    for i, row in enumerate(records):
+        order = np.argsort(-scored.causes[i], kind="stable")
+        ranked = []
+        for rank, c in enumerate(order):
+            scope_probs = scored.scopes[i, c]
+            evidence: tuple[Evidence, ...] = ()
+            if rank < EVIDENCE_FOR_TOP:
+                shap = dict(zip(FEATURE_NAMES, contributions[i, c, :-1].tolist(), strict=True))
+                evidence = tuple(top_evidence(shap, row))
+            ranked.append(
+                RankedCause(
+                    cause=ROOT_CAUSES[c],
+                    scope=SCOPES[int(np.argmax(scope_probs))],
+                    score=float(scored.causes[i, c]),
+                    scope_scores={s: float(p) for s, p in zip(SCOPES, scope_probs, strict=True)},
+                    evidence=evidence,
+                )
+            )
+        slos = tuple(s for s in str(row.get("violating_slos") or "").split(",") if s)
+        yield Attribution(
+            slo=slos[0] if slos else "",
+            slos=slos,
+            target=str(row["target"]),
+            vantage=str(row["vantage"]),
+            window_start_ns=int(row["window_start_ns"]),
+            window_end_ns=int(row["window_end_ns"]),
+            probes=int(row["n"]),
+            failed=int(row["n_fail"]),
+            causes=tuple(ranked),
+            model=label,
+        )

@@ -1,0 +1,379 @@
+"""Window features: how a series-window differs from the series' own healthy baseline, and how
+many of its neighbours (other targets from the same vantage, other vantages of the same target)
+show the same symptom at the same time.
+
+`FEATURE_NAMES` is the ordered schema stored with a model. No feature encodes a target's or a
+vantage's identity or an absolute baseline: every latency feature is a change against the series'
+baseline (in ms, in robust z-units, relative, or in units of the series' round-trip time), a share
+of where added time went, or a count of failures, so a model works on targets, vantages and
+round-trip times it never saw. docs/attribution.md documents each feature with its unit.
+
+The same `FeatureEngine` serves the offline path (one call over a whole recording) and the live
+sidecar (one call per closed window slot): baselines are replayed series by series in window order,
+so a window only ever sees the baseline as of its own start.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from otelprobe.attribution.aggregates import (
+    COMPONENT_PHASES,
+    DETAIL_GROUPS,
+    ERROR_CLASSES,
+    FAILED_PHASES,
+    PHASES,
+    window_aggregates,
+)
+from otelprobe.attribution.baseline import BaselineSnapshot, SeriesBaseline
+from otelprobe.attribution.windows import WINDOW_KEYS, assign_windows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STEP_S: Final = 0.15
+"""An excess this large over the baseline in one phase of one probe is a stall (TCP's minimum
+retransmission timeout is 200 ms; a lost SYN costs about 1 s)."""
+SLOW_Z: Final = 4.0
+SLOW_MIN_S: Final = 0.002
+KIND_CODES: Final = {"http": 0, "dns": 1, "tcp": 2, "tls": 3, "icmp": 4, "grpc": 5, "websocket": 6}
+_SYMPTOMS: Final = ("fail", "slow", "connect", "dns", "ttfb", "tls")
+
+
+def _phase_features(phase: str) -> list[str]:
+    return [
+        f"{phase}_present",
+        f"{phase}_p50_mag",
+        f"{phase}_p50_rtt",
+        f"{phase}_uniformity",
+        f"{phase}_spread_ratio",
+    ]
+
+
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
+    [name for phase in PHASES for name in _phase_features(phase)]
+    + [f"{phase}_delta_share" for phase in COMPONENT_PHASES]
+    + ["dominant_" + phase + "_share" for phase in COMPONENT_PHASES]
+    + [
+        "added_mag",
+        "tls_connect_ratio_change",
+        "ttfb_connect_ratio_change",
+        "ttfb_tls_ratio_change",
+        "stall_share",
+        "shift_coherence",
+        "connect_retry_share",
+        "dns_retry_share",
+        "success_ratio",
+    ]
+    + [f"{cls}_share" for cls in ERROR_CLASSES]
+    + [f"detail_{group}_share" for group in DETAIL_GROUPS]
+    + [f"failed_in_{phase}_share" for phase in FAILED_PHASES.values()]
+    + ["status_3xx_share", "status_4xx_share", "status_5xx_share"]
+    + ["body_bytes_rel", "body_rate_rel", "address_changed", "cert_days_left", "retry_share", "kind_code"]
+    + [f"vantage_{symptom}_share" for symptom in _SYMPTOMS]
+    + [f"target_{symptom}_share" for symptom in _SYMPTOMS]
+    + ["vantage_peers_log", "target_peers_log"]
+)
+"""The ordered feature schema (the contract with models/)."""
+
+CONTEXT_COLUMNS: Final = (
+    "target",
+    "vantage",
+    "window_start_ns",
+    "window_end_ns",
+    "kind",
+    "n",
+    "n_fail",
+    "warm",
+    "symptomatic",
+    "vantage_peers",
+    "target_peers",
+)
+"""Columns kept beside the features for detection, scope and evidence wording."""
+
+
+@dataclass(slots=True)
+class FeatureEngine:
+    """Per-series baselines plus the feature computation; bounded by `max_series`."""
+
+    max_series: int = 100_000
+    baselines: dict[tuple[Hashable, Hashable], SeriesBaseline] = field(default_factory=dict)
+    evicted_series: int = 0
+
+    def features(self, records: pd.DataFrame, window_s: float) -> pd.DataFrame:
+        """Features of every series-window in `records`, in window order; the baselines learn from
+        each window after its features are taken."""
+        rec = assign_windows(records, window_s) if "window_start_ns" not in records else records
+        agg = window_aggregates(rec)
+        snapshots = self._replay(agg)
+        frame = _own_features(rec, agg, snapshots)
+        return _add_cross_series(frame)
+
+    def _replay(self, agg: pd.DataFrame) -> list[BaselineSnapshot]:
+        snapshots: list[BaselineSnapshot] = []
+        p50 = {p: agg[f"{p}_q50"].to_numpy() for p in PHASES}
+        jitter = {p: (agg[f"{p}_q90"] - agg[f"{p}_q50"]).to_numpy() for p in PHASES}
+        failed = agg["n_fail"].to_numpy()
+        body = agg["body_bytes"].to_numpy()
+        addresses = agg["addresses"].to_numpy()
+        for i, series in enumerate(zip(agg["target"].to_numpy(), agg["vantage"].to_numpy(), strict=True)):
+            state = self.baselines.get(series)
+            if state is None:
+                state = self.baselines[series] = SeriesBaseline()
+                self._bound()
+            snapshots.append(state.snapshot())
+            state.observe(
+                int(failed[i]),
+                {p: float(p50[p][i]) for p in PHASES},
+                {p: float(jitter[p][i]) for p in PHASES},
+                float(body[i]),
+                addresses[i],
+            )
+        return snapshots
+
+    def _bound(self) -> None:
+        while len(self.baselines) > self.max_series:
+            # dicts keep insertion order: the oldest series goes first.
+            del self.baselines[next(iter(self.baselines))]
+            self.evicted_series += 1
+
+
+def _baseline_columns(snapshots: list[BaselineSnapshot]) -> dict[str, np.ndarray]:
+    cols: dict[str, np.ndarray] = {}
+    for p in PHASES:
+        cols[f"base_{p}"] = np.array([s.p50(p) for s in snapshots], dtype=np.float64)
+        cols[f"spread_{p}"] = np.array([s.spread(p) for s in snapshots], dtype=np.float64)
+        cols[f"jitter_{p}"] = np.array([s.jitter(p) for s in snapshots], dtype=np.float64)
+    cols["base_body"] = np.array([s.body_bytes for s in snapshots], dtype=np.float64)
+    cols["warm"] = np.array([s.warm for s in snapshots], dtype=bool)
+    return cols
+
+
+def _rtt_reference(base: dict[str, np.ndarray]) -> np.ndarray:
+    """The series' round-trip time as its baseline connect (one RTT), else its DNS lookup."""
+    rtt = np.where(np.isfinite(base["base_connect"]), base["base_connect"], base["base_dns"])
+    return np.asarray(np.maximum(np.nan_to_num(rtt, nan=0.001), 0.0005), dtype=np.float64)
+
+
+def _probe_excess(rec: pd.DataFrame, agg: pd.DataFrame, base: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-window stats that need each probe against the baseline: stalls, retries, which phase
+    took the added time."""
+    import pandas as pd
+
+    keys = list(WINDOW_KEYS)
+    table = agg[keys].copy()
+    for p in COMPONENT_PHASES:
+        table[f"base_{p}"] = base[f"base_{p}"]
+        table[f"low_{p}"] = agg[f"{p}_q10"].to_numpy()
+    merged = rec[[*keys, *(f"{p}_s" for p in COMPONENT_PHASES), "dns_attempts"]].merge(
+        table, on=keys, how="left"
+    )
+    above_low = np.column_stack(
+        [(merged[f"{p}_s"] - merged[f"low_{p}"]).to_numpy(dtype=np.float64) for p in COMPONENT_PHASES]
+    )
+    excess = np.column_stack(
+        [(merged[f"{p}_s"] - merged[f"base_{p}"]).to_numpy(dtype=np.float64) for p in COMPONENT_PHASES]
+    )
+    filled = np.nan_to_num(excess, nan=-np.inf)
+    max_excess = filled.max(axis=1)
+    has_any = np.isfinite(max_excess)
+    dominant = np.where(has_any, filled.argmax(axis=1), -1)
+    notable = has_any & (max_excess > SLOW_MIN_S)
+    connect_excess = excess[:, COMPONENT_PHASES.index("connect")]
+    dns_excess = excess[:, COMPONENT_PHASES.index("dns")]
+    stats = pd.DataFrame({key: merged[key] for key in keys})
+    stats["step"] = has_any & (max_excess >= STEP_S)
+    # A stall is one probe's phase far above the same phase of the window's other probes: loss
+    # stalls some probes by a retransmission timeout, a longer path delays all of them alike.
+    stats["stall"] = (np.nan_to_num(above_low, nan=0.0) >= STEP_S).any(axis=1)
+    stats["connect_retry"] = np.nan_to_num(connect_excess, nan=0.0) >= 0.9
+    stats["dns_retry"] = (merged["dns_attempts"].fillna(1).to_numpy() > 1) | (
+        np.nan_to_num(dns_excess, nan=0.0) >= STEP_S
+    )
+    stats["max_excess"] = np.where(has_any, max_excess, np.nan)
+    stats["notable"] = notable
+    for i, p in enumerate(COMPONENT_PHASES):
+        stats[f"dominant_{p}"] = notable & (dominant == i)
+    grouped = stats.groupby(keys, sort=False)
+    out = grouped.agg(
+        step_n=("step", "sum"),
+        stall_n=("stall", "sum"),
+        connect_retry_n=("connect_retry", "sum"),
+        dns_retry_n=("dns_retry", "sum"),
+        max_excess=("max_excess", "max"),
+        notable_n=("notable", "sum"),
+        **{f"dominant_{p}_n": (f"dominant_{p}", "sum") for p in COMPONENT_PHASES},
+    )
+    return agg[keys].merge(out.reset_index(), on=keys, how="left")
+
+
+def _ratio_change(agg: pd.DataFrame, base: dict[str, np.ndarray], num: str, den: str) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        now = np.log(agg[f"{num}_q50"].to_numpy() / agg[f"{den}_q50"].to_numpy())
+        usual = np.log(base[f"base_{num}"] / base[f"base_{den}"])
+    return np.asarray(now - usual, dtype=np.float64)
+
+
+def _shift_coherence(agg: pd.DataFrame, base: dict[str, np.ndarray]) -> np.ndarray:
+    """How evenly the round-trip-bound phases (DNS, connect, TLS) moved, from their p10 (every
+    probe of the window): near 1 when they all grew alike (a longer path), near 0 when one did."""
+    shifts = np.column_stack(
+        [agg[f"{p}_q10"].to_numpy() - base[f"base_{p}"] for p in ("dns", "connect", "tls")]
+    )
+    finite = np.isfinite(shifts)
+    positive = np.clip(np.nan_to_num(shifts), 0, None)
+    low = np.where(finite, positive, np.inf).min(axis=1)
+    high = np.where(finite, positive, -np.inf).max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(high > SLOW_MIN_S, low / high, np.nan), dtype=np.float64)
+
+
+def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: list[BaselineSnapshot]) -> pd.DataFrame:
+    import pandas as pd
+
+    base = _baseline_columns(snapshots)
+    rtt = _rtt_reference(base)
+    n = agg["n"].to_numpy(dtype=np.float64)
+    cols: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deltas = {}
+        for p in PHASES:
+            b, spread, jitter = base[f"base_{p}"], base[f"spread_{p}"], base[f"jitter_{p}"]
+            q50 = agg[f"{p}_q50"].to_numpy()
+            delta = q50 - b
+            deltas[p] = delta
+            cols[f"{p}_present"] = agg[f"{p}_n"].to_numpy() / n
+            cols[f"{p}_p10_delta_ms"] = (agg[f"{p}_q10"].to_numpy() - b) * 1000
+            cols[f"{p}_p50_delta_ms"] = delta * 1000
+            cols[f"{p}_p90_delta_ms"] = (agg[f"{p}_q90"].to_numpy() - b) * 1000
+            cols[f"{p}_max_delta_ms"] = (agg[f"{p}_max"].to_numpy() - b) * 1000
+            cols[f"{p}_p50_z"] = delta / spread
+            cols[f"{p}_p50_rel"] = delta / np.maximum(b, 0.0005)
+            cols[f"{p}_p50_rtt"] = delta / rtt
+            cols[f"{p}_p50_mag"] = _signed_log(delta * 1000)
+            d10, d90 = cols[f"{p}_p10_delta_ms"], cols[f"{p}_p90_delta_ms"]
+            cols[f"{p}_uniformity"] = np.where(d90 > 2.0, np.clip(d10 / d90, -1.0, 1.0), np.nan)
+            spread_now = agg[f"{p}_q90"].to_numpy() - agg[f"{p}_q10"].to_numpy()
+            cols[f"{p}_spread_ratio"] = np.log1p(spread_now / np.maximum(jitter, 0.0005))
+        positive = np.column_stack([np.clip(np.nan_to_num(deltas[p]), 0, None) for p in COMPONENT_PHASES])
+        total_added = positive.sum(axis=1)
+        cols["added_ms"] = total_added * 1000
+        cols["added_mag"] = _signed_log(total_added * 1000)
+        for i, p in enumerate(COMPONENT_PHASES):
+            cols[f"{p}_delta_share"] = np.where(
+                total_added > SLOW_MIN_S, positive[:, i] / total_added, np.nan
+            )
+
+        excess = _probe_excess(rec, agg, base)
+        notable = excess["notable_n"].to_numpy(dtype=np.float64)
+        for p in COMPONENT_PHASES:
+            cols[f"dominant_{p}_share"] = np.where(
+                notable > 0, excess[f"dominant_{p}_n"].to_numpy(dtype=np.float64) / notable, np.nan
+            )
+        cols["tls_connect_ratio_change"] = _ratio_change(agg, base, "tls", "connect")
+        cols["ttfb_connect_ratio_change"] = _ratio_change(agg, base, "ttfb", "connect")
+        cols["ttfb_tls_ratio_change"] = _ratio_change(agg, base, "ttfb", "tls")
+        cols["step_share"] = excess["step_n"].to_numpy(dtype=np.float64) / n
+        cols["stall_share"] = excess["stall_n"].to_numpy(dtype=np.float64) / n
+        cols["shift_coherence"] = _shift_coherence(agg, base)
+        cols["connect_retry_share"] = excess["connect_retry_n"].to_numpy(dtype=np.float64) / n
+        cols["dns_retry_share"] = excess["dns_retry_n"].to_numpy(dtype=np.float64) / n
+        cols["max_excess_ms"] = excess["max_excess"].to_numpy(dtype=np.float64) * 1000
+        cols["success_ratio"] = 1.0 - agg["n_fail"].to_numpy() / n
+        for cls in ERROR_CLASSES:
+            cols[f"{cls}_share"] = agg[f"err_{cls}"].to_numpy() / n
+        for group in DETAIL_GROUPS:
+            cols[f"detail_{group}_share"] = agg[f"detail_{group}"].to_numpy() / n
+        for phase in FAILED_PHASES.values():
+            cols[f"failed_in_{phase}_share"] = agg[f"failed_in_{phase}"].to_numpy() / n
+        for klass in (3, 4, 5):
+            cols[f"status_{klass}xx_share"] = agg[f"status_{klass}xx"].to_numpy() / n
+        body = agg["body_bytes"].to_numpy(dtype=np.float64)
+        cols["body_bytes_rel"] = body / base["base_body"] - 1.0
+        fetch_now = np.nan_to_num(agg["ttfb_q50"].to_numpy()) + np.nan_to_num(agg["transfer_q50"].to_numpy())
+        fetch_usual = np.nan_to_num(base["base_ttfb"]) + np.nan_to_num(base["base_transfer"])
+        rate_now = body / np.maximum(fetch_now, 1e-4)
+        rate_usual = base["base_body"] / np.maximum(fetch_usual, 1e-4)
+        cols["body_rate_rel"] = np.log(rate_now / rate_usual)
+        cols["address_changed"] = np.array(
+            [
+                float(bool(now) and bool(s.addresses) and not now <= s.addresses)
+                for now, s in zip(agg["addresses"].to_numpy(), snapshots, strict=True)
+            ]
+        )
+        cert_days = agg["cert_remaining_s"].to_numpy(dtype=np.float64) / 86400
+        cols["cert_days_left"] = np.clip(cert_days, -30, 30)
+        cols["retry_share"] = agg["n_retry"].to_numpy() / n
+        cols["kind_code"] = agg["kind"].map(KIND_CODES).fillna(-1).to_numpy(dtype=np.float64)
+
+        symptoms = {
+            "fail": agg["n_fail"].to_numpy() > 0,
+            "slow": _slow(cols, excess),
+            "connect": _up(cols, "connect"),
+            "dns": _up(cols, "dns"),
+            "ttfb": _up(cols, "ttfb"),
+            "tls": _up(cols, "tls"),
+        }
+
+    frame = pd.DataFrame(cols)
+    for name in ("target", "vantage", "window_start_ns", "window_end_ns", "kind", "n", "n_fail"):
+        frame[name] = agg[name].to_numpy()
+    frame["warm"] = base["warm"]
+    for symptom, flags in symptoms.items():
+        frame[f"sym_{symptom}"] = flags & base["warm"] if symptom != "fail" else flags
+    frame["symptomatic"] = frame["sym_fail"] | frame["sym_slow"]
+    return frame
+
+
+def _signed_log(values_ms: np.ndarray) -> np.ndarray:
+    """Magnitude on a log scale (sign kept): trees split on "an order of magnitude more", which
+    carries over to round-trip times and fault sizes a lab never had."""
+    return np.asarray(np.sign(values_ms) * np.log1p(np.abs(values_ms)), dtype=np.float64)
+
+
+def _up(cols: dict[str, np.ndarray], phase: str) -> np.ndarray:
+    z = np.nan_to_num(cols[f"{phase}_p50_z"], nan=0.0)
+    delta = np.nan_to_num(cols[f"{phase}_p50_delta_ms"], nan=0.0) / 1000
+    return np.asarray((z >= SLOW_Z) & (delta >= SLOW_MIN_S))
+
+
+def _slow(cols: dict[str, np.ndarray], excess: pd.DataFrame) -> np.ndarray:
+    any_phase = np.zeros(len(excess), dtype=bool)
+    for p in COMPONENT_PHASES:
+        any_phase |= _up(cols, p)
+    return np.asarray(any_phase | (excess["step_n"].to_numpy() > 0), dtype=bool)
+
+
+def _add_cross_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """Neighbours' symptoms in the same window slot: other targets from this vantage, other
+    vantages of this target (a share of the neighbours, excluding the series itself)."""
+    slot = ["window_start_ns"]
+    for side, group in (("vantage", "vantage"), ("target", "target")):
+        keys = [*slot, group]
+        peers = frame.groupby(keys, sort=False)["n"].transform("size").to_numpy() - 1
+        frame[f"{side}_peers"] = peers
+        for symptom in _SYMPTOMS:
+            flags = frame[f"sym_{symptom}"].astype(np.int64)
+            total = frame.assign(_f=flags).groupby(keys, sort=False)["_f"].transform("sum").to_numpy()
+            others = total - flags.to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                frame[f"{side}_{symptom}_share"] = np.where(peers > 0, others / peers, np.nan)
+            frame[f"{side}_{symptom}_count"] = others
+        frame[f"{side}_peers_log"] = np.log1p(peers)
+    return frame
+
+
+def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The model's input: FEATURE_NAMES in order, float64, NaN for missing (LightGBM's own)."""
+    matrix = np.asarray(frame.loc[:, list(FEATURE_NAMES)].to_numpy(dtype=np.float64), dtype=np.float64)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
+
+
+def is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,259 @@
+"""The attribution model: LightGBM boosters saved as LightGBM's text format plus JSON metadata.
+
+Two boosters, both on window features (features.py):
+- the cause model, multiclass over DESIGN §5's 11 causes, trained on windows where a fault was on
+  and visible; its probabilities are calibrated by one temperature fitted on held-out incidents,
+  so scores sum to 1 and a 0.8 means right about 8 times in 10;
+- the scope model, multiclass over vantage / target / path, from cross-series evidence plus the
+  candidate cause, so every cause gets its own most likely scope.
+
+Files: `<stem>.cause.txt`, `<stem>.scope.txt` (Booster.save_model text) and `<stem>.json` (feature
+schema, classes, window, training-data digest, metrics, versions). Never pickle. `load_model`
+checks the schema against this code's FEATURE_NAMES and refuses a mismatch with a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from otelprobe import __version__
+from otelprobe.attribution.features import FEATURE_NAMES
+from otelprobe.causes import ROOT_CAUSES, SCOPES
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import pandas as pd
+
+FORMAT_VERSION: Final = 1
+SCOPE_FEATURES: Final[tuple[str, ...]] = (
+    "vantage_fail_share",
+    "vantage_slow_share",
+    "vantage_connect_share",
+    "vantage_dns_share",
+    "vantage_ttfb_share",
+    "vantage_tls_share",
+    "target_fail_share",
+    "target_slow_share",
+    "target_connect_share",
+    "target_dns_share",
+    "target_ttfb_share",
+    "target_tls_share",
+    "vantage_peers_log",
+    "target_peers_log",
+    "success_ratio",
+    "added_mag",
+    "kind_code",
+    "cause_code",
+)
+"""The scope model's inputs: neighbours' symptoms, how bad this series is, and the candidate cause."""
+
+DEFAULT_PARAMS: Final[dict[str, Any]] = {
+    "objective": "multiclass",
+    "learning_rate": 0.08,
+    "num_leaves": 15,
+    "min_data_in_leaf": 10,
+    "feature_fraction": 0.5,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "num_threads": 1,  # deterministic, and OpenMP spinning on a shared 2-core box costs 5x
+    "deterministic": True,
+    "verbosity": -1,
+    "seed": 7,
+}
+DEFAULT_ROUNDS: Final = 150
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used: missing, unreadable, or built for another schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    feature_names: tuple[str, ...]
+    causes: tuple[str, ...]
+    scopes: tuple[str, ...]
+    scope_features: tuple[str, ...]
+    window_intervals: float
+    temperature: float
+    training: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "feature_names": list(self.feature_names),
+            "causes": list(self.causes),
+            "scopes": list(self.scopes),
+            "scope_features": list(self.scope_features),
+            "window_intervals": self.window_intervals,
+            "temperature": self.temperature,
+            "training": dict(self.training),
+            "metrics": dict(self.metrics),
+            "versions": dict(self.versions),
+            "params": dict(self.params),
+        }
+
+
+@dataclass(slots=True)
+class AttributionModel:
+    cause_booster: lgb.Booster
+    scope_booster: lgb.Booster
+    metadata: ModelMetadata
+
+    def cause_scores(self, features: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n × 11, rows sum to 1) in ROOT_CAUSES order."""
+        raw = np.asarray(self.cause_booster.predict(features, raw_score=True), dtype=np.float64)
+        return softmax(raw / self.metadata.temperature)
+
+    def cause_contributions(self, features: np.ndarray) -> np.ndarray:
+        """SHAP values from LightGBM itself: n × 11 × (features + 1), the last column the bias."""
+        flat = np.asarray(self.cause_booster.predict(features, pred_contrib=True), dtype=np.float64)
+        return flat.reshape(
+            features.shape[0], len(self.metadata.causes), len(self.metadata.feature_names) + 1
+        )
+
+    def scopes_for_every_cause(self, scope_inputs: np.ndarray) -> np.ndarray:
+        """n × 11 × 3 scope probabilities: the scope of each candidate cause."""
+        n = scope_inputs.shape[0]
+        cause_column = len(SCOPE_FEATURES) - 1
+        stacked = np.repeat(scope_inputs, len(self.metadata.causes), axis=0)
+        stacked[:, cause_column] = np.tile(np.arange(len(self.metadata.causes)), n)
+        probs = np.asarray(self.scope_booster.predict(stacked), dtype=np.float64)
+        return probs.reshape(n, len(self.metadata.causes), len(self.metadata.scopes))
+
+    def save(self, stem: str | Path) -> tuple[Path, Path, Path]:
+        base = Path(stem)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        cause_path = base.with_name(base.name + ".cause.txt")
+        scope_path = base.with_name(base.name + ".scope.txt")
+        meta_path = base.with_name(base.name + ".json")
+        self.cause_booster.save_model(str(cause_path))
+        self.scope_booster.save_model(str(scope_path))
+        meta = self.metadata.to_json()
+        meta["files"] = {
+            "cause": {"path": cause_path.name, "sha256": _sha256(cause_path)},
+            "scope": {"path": scope_path.name, "sha256": _sha256(scope_path)},
+        }
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n")
+        return cause_path, scope_path, meta_path
+
+
+def softmax(raw: np.ndarray) -> np.ndarray:
+    shifted = raw - raw.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stem(path: str | Path) -> Path:
+    """`models/default`, `models/default.json` and `models/default.cause.txt` all name one model."""
+    p = Path(path)
+    for suffix in (".cause.txt", ".scope.txt", ".json"):
+        if p.name.endswith(suffix):
+            return p.with_name(p.name[: -len(suffix)])
+    return p
+
+
+def load_model(path: str | Path) -> AttributionModel:
+    """Load a model saved by `AttributionModel.save`, checking files, digests and the schema."""
+    import lightgbm as lgb
+
+    stem = _stem(path)
+    meta_path = stem.with_name(stem.name + ".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{meta_path}: no such model metadata file") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{meta_path}: unreadable model metadata: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{meta_path}: not an otelprobe model metadata file of format {FORMAT_VERSION}")
+    _check_schema(meta_path, "feature_names", meta.get("feature_names"), FEATURE_NAMES)
+    _check_schema(meta_path, "causes", meta.get("causes"), ROOT_CAUSES)
+    _check_schema(meta_path, "scopes", meta.get("scopes"), SCOPES)
+    _check_schema(meta_path, "scope_features", meta.get("scope_features"), SCOPE_FEATURES)
+    boosters = []
+    for role in ("cause", "scope"):
+        entry = meta.get("files", {}).get(role, {})
+        file = meta_path.with_name(str(entry.get("path", f"{stem.name}.{role}.txt")))
+        if not file.is_file():
+            raise ModelError(f"{file}: the {role} model named by {meta_path.name} is missing")
+        if entry.get("sha256") and _sha256(file) != entry["sha256"]:
+            raise ModelError(
+                f"{file}: contents differ from the sha256 in {meta_path.name} (edited or truncated?)"
+            )
+        try:
+            booster = lgb.Booster(model_file=str(file))
+        except lgb.basic.LightGBMError as exc:
+            raise ModelError(f"{file}: not a LightGBM text model: {exc}") from None
+        boosters.append(booster)
+    cause_booster, scope_booster = boosters
+    if cause_booster.num_feature() != len(FEATURE_NAMES) or cause_booster.feature_name() != list(
+        FEATURE_NAMES
+    ):
+        raise ModelError(f"{stem}.cause.txt: its features differ from the metadata's feature_names")
+    metadata = ModelMetadata(
+        feature_names=tuple(meta["feature_names"]),
+        causes=tuple(meta["causes"]),
+        scopes=tuple(meta["scopes"]),
+        scope_features=tuple(meta["scope_features"]),
+        window_intervals=float(meta.get("window_intervals", 2.0)),
+        temperature=float(meta.get("temperature", 1.0)),
+        training=meta.get("training", {}),
+        metrics=meta.get("metrics", {}),
+        versions=meta.get("versions", {}),
+        params=meta.get("params", {}),
+    )
+    if not (math.isfinite(metadata.temperature) and metadata.temperature > 0):
+        raise ModelError(f"{meta_path}: temperature must be a positive number")
+    return AttributionModel(cause_booster, scope_booster, metadata)
+
+
+def _check_schema(meta_path: Path, key: str, found: object, expected: Sequence[str]) -> None:
+    if found == list(expected):
+        return
+    if not isinstance(found, list):
+        raise ModelError(f"{meta_path}: `{key}` is missing or not a list")
+    missing = [name for name in expected if name not in found]
+    extra = [name for name in found if name not in expected]
+    detail = []
+    if missing:
+        detail.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if extra:
+        detail.append(f"unknown {', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}")
+    if not detail:
+        detail.append("same names in another order")
+    raise ModelError(
+        f"{meta_path}: the model's {key} do not match this otelprobe ({__version__}): {'; '.join(detail)}. "
+        "Retrain it with `otelprobe train` or use a model made for this version."
+    )
+
+
+def versions() -> dict[str, str]:
+    import lightgbm as lgb
+
+    return {"otelprobe": __version__, "lightgbm": str(lgb.__version__)}
+
+
+def scope_inputs(frame: pd.DataFrame, cause_codes: np.ndarray | None = None) -> np.ndarray:
+    """The scope model's input rows (cause_code NaN unless given)."""
+    columns = [name for name in SCOPE_FEATURES if name != "cause_code"]
+    matrix = frame.loc[:, columns].to_numpy(dtype=np.float64)
+    codes = np.full((len(frame), 1), np.nan) if cause_codes is None else cause_codes.reshape(-1, 1)
+    out = np.hstack([matrix, codes.astype(np.float64)])
+    out[~np.isfinite(out)] = np.nan
+    return out

@@ -1,0 +1,190 @@
+"""Fit the attribution model on labeled lab windows.
+
+Which windows teach the cause model: warm series (a baseline exists), labeled with a cause (at
+least half of the window's probes overlapped the fault) and symptomatic (some phase off its
+baseline or a failed probe) — a fault the window could not see teaches nothing about its shape.
+The scope model learns from the same windows with their true cause as input.
+
+The temperature that calibrates the cause scores is fitted on held-out incidents (a split by
+incident, never by window), then both boosters are refit on all the data with the same rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
+from otelprobe.attribution.labels import AMBIGUOUS, HEALTHY
+from otelprobe.attribution.model import (
+    DEFAULT_PARAMS,
+    DEFAULT_ROUNDS,
+    SCOPE_FEATURES,
+    AttributionModel,
+    ModelMetadata,
+    scope_inputs,
+    softmax,
+    versions,
+)
+from otelprobe.attribution.splits import split_by_incident
+from otelprobe.attribution.windows import WINDOW_INTERVALS
+from otelprobe.causes import ROOT_CAUSES, SCOPES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CAUSE_INDEX = {cause: i for i, cause in enumerate(ROOT_CAUSES)}
+SCOPE_INDEX = {scope: i for i, scope in enumerate(SCOPES)}
+
+
+class TrainingError(ValueError):
+    """The data cannot train a model (no labels, a class missing, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    frame: pd.DataFrame
+    causes: np.ndarray  # class index per row
+    scopes: np.ndarray
+
+
+def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
+    """The windows that teach the cause and scope models (see the module docstring)."""
+    if "label" not in frame:
+        raise TrainingError("the recording carries no lab labels (lab.fault.cause): nothing to learn from")
+    chosen = frame[
+        frame["warm"]
+        & frame["symptomatic"]
+        & ~frame["label"].isin([HEALTHY, AMBIGUOUS])
+        & frame["label"].isin(list(ROOT_CAUSES))
+    ]
+    if chosen.empty:
+        raise TrainingError("no labeled, symptomatic window to learn from")
+    missing = [cause for cause in ROOT_CAUSES if cause not in set(chosen["label"])]
+    if missing:
+        raise TrainingError(f"no labeled window of {', '.join(missing)}: every class needs examples")
+    causes = chosen["label"].map(CAUSE_INDEX).to_numpy(dtype=np.int64)
+    scopes = chosen["label_scope"].map(SCOPE_INDEX).fillna(SCOPE_INDEX["path"]).to_numpy(dtype=np.int64)
+    return TrainingSet(chosen.reset_index(drop=True), causes, scopes)
+
+
+def _balanced_weights(classes: np.ndarray, count: int) -> np.ndarray:
+    freq = np.bincount(classes, minlength=count).astype(np.float64)
+    weights = 1.0 / np.maximum(freq[classes], 1.0)
+    return np.asarray(weights / weights.mean(), dtype=np.float64)
+
+
+def _fit(
+    features: np.ndarray,
+    classes: np.ndarray,
+    count: int,
+    names: Sequence[str],
+    rounds: int,
+    params: dict[str, Any],
+) -> Any:
+    import lightgbm as lgb
+
+    data = lgb.Dataset(
+        features,
+        label=classes,
+        weight=_balanced_weights(classes, count),
+        feature_name=list(names),
+        free_raw_data=True,
+        params={"verbosity": -1},
+    )
+    return lgb.train({**params, "num_class": count}, data, num_boost_round=rounds)
+
+
+def _scope_rows(train: TrainingSet) -> np.ndarray:
+    return scope_inputs(train.frame, train.causes.astype(np.float64))
+
+
+def fit_temperature(raw_scores: np.ndarray, classes: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of held-out windows (grid + refine)."""
+
+    def nll(t: float) -> float:
+        probs = softmax(raw_scores / t)
+        picked = probs[np.arange(len(classes)), classes]
+        return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+
+    grid = np.exp(np.linspace(math.log(0.25), math.log(8.0), 41))
+    best = min(grid, key=nll)
+    for step in (1.1, 1.02):
+        candidates = [best / step, best, best * step]
+        best = min(candidates, key=nll)
+    return float(best)
+
+
+def data_digest(paths: Sequence[str | Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(str(p) for p in paths):
+        digest.update(Path(path).name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def train_model(
+    frame: pd.DataFrame,
+    *,
+    window_s: float,
+    window_intervals: float = WINDOW_INTERVALS,
+    rounds: int = DEFAULT_ROUNDS,
+    params: dict[str, Any] | None = None,
+    training_info: dict[str, Any] | None = None,
+    seed: int = 7,
+) -> AttributionModel:
+    """Fit cause and scope boosters on the teaching windows of `frame` (window_table's output)."""
+    params = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
+    train = teaching_windows(frame)
+    features = feature_matrix(train.frame)
+    n_causes, n_scopes = len(ROOT_CAUSES), len(SCOPES)
+
+    # Temperature from held-out incidents.
+    incidents = train.frame["label_incident"].fillna(-1).to_numpy()
+    temperature = 1.0
+    if len(np.unique(incidents)) >= 10:
+        fit_part, held_part = split_by_incident(
+            train.frame.assign(_incident=incidents), "_incident", 0.25, seed
+        )
+        fit_idx, held_idx = fit_part.index.to_numpy(), held_part.index.to_numpy()
+        present = np.unique(train.causes[fit_idx])
+        if len(present) == n_causes and len(held_idx):
+            probe = _fit(features[fit_idx], train.causes[fit_idx], n_causes, FEATURE_NAMES, rounds, params)
+            raw = np.asarray(probe.predict(features[held_idx], raw_score=True), dtype=np.float64)
+            temperature = fit_temperature(raw, train.causes[held_idx])
+
+    cause_booster = _fit(features, train.causes, n_causes, FEATURE_NAMES, rounds, params)
+    scope_booster = _fit(
+        _scope_rows(train), train.scopes, n_scopes, SCOPE_FEATURES, max(50, rounds // 2), params
+    )
+    info = dict(training_info or {})
+    info.update(
+        {
+            "windows": len(train.frame),
+            "windows_per_cause": {c: int((train.causes == i).sum()) for i, c in enumerate(ROOT_CAUSES)},
+            "windows_per_scope": {s: int((train.scopes == i).sum()) for i, s in enumerate(SCOPES)},
+            "incidents": len(np.unique(incidents[incidents >= 0])),
+            "window_s": window_s,
+            "rounds": rounds,
+        }
+    )
+    metadata = ModelMetadata(
+        feature_names=FEATURE_NAMES,
+        causes=tuple(ROOT_CAUSES),
+        scopes=tuple(SCOPES),
+        scope_features=SCOPE_FEATURES,
+        window_intervals=window_intervals,
+        temperature=temperature,
+        training=info,
+        versions=versions(),
+        params={k: v for k, v in params.items() if k != "verbosity"},
+    )
+    return AttributionModel(cause_booster, scope_booster, metadata)

@@ -67,7 +67,7 @@ class LatencyBaseline:
         if self._limit_s is None:
             if not self._count:
                 return float("inf")
-            median_s = float(np.median(self._ring[: self._count]))
+            median_s = _quantile(np.sort(self._ring[: self._count]), 0.5)
             self._limit_s = max(
                 self._settings.outlier_ratio * median_s,
                 median_s + self._settings.min_margin_s,
@@ -78,5 +78,14 @@ class LatencyBaseline:
 
 def learned_threshold_s(samples_s: np.ndarray, settings: BaselineSettings) -> float:
     """max(ratio x p50, p_quantile + margin, p50 + min_margin) of the samples (docs/attribution.md)."""
-    median_s, tail_s = np.quantile(samples_s, [0.5, settings.quantile])
-    return float(max(settings.ratio * median_s, tail_s + settings.margin_s, median_s + settings.min_margin_s))
+    ordered = np.sort(samples_s)
+    median_s, tail_s = _quantile(ordered, 0.5), _quantile(ordered, settings.quantile)
+    return max(settings.ratio * median_s, tail_s + settings.margin_s, median_s + settings.min_margin_s)
+
+
+def _quantile(ordered: np.ndarray, q: float) -> float:
+    """numpy's default (linear) quantile of sorted values, without np.quantile's ~100 us overhead."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))

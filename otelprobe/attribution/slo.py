@@ -298,20 +298,18 @@ def _burn(counts: _Counts, span: int, objective: _Objective) -> float | None:
 def _by_series(records: pd.DataFrame | Iterable[ProbeOutcome]) -> dict[Series, tuple[np.ndarray, np.ndarray]]:
     """(durations_s, success) arrays per series."""
     if isinstance(records, pd.DataFrame):
-        if records.empty:
-            return {}
-        return {
-            (str(target), str(vantage)): (
-                group["total_s"].to_numpy(dtype=float, na_value=np.nan),
-                group["success"].to_numpy(dtype=bool),
-            )
-            for (target, vantage), group in records.groupby(["target", "vantage"], sort=False)
-        }
+        # Plain arrays and a dict of row numbers: a pandas groupby costs ~10 ms per window.
+        totals = records["total_s"].to_numpy(dtype=float, na_value=np.nan)
+        successes = records["success"].to_numpy(dtype=bool)
+        rows: dict[Series, list[int]] = {}
+        for row, key in enumerate(zip(records["target"].tolist(), records["vantage"].tolist(), strict=True)):
+            rows.setdefault(key, []).append(row)
+        return {key: (totals[index], successes[index]) for key, index in rows.items()}
     collected: dict[Series, tuple[list[float], list[bool]]] = {}
     for record in records:
-        totals, successes = collected.setdefault((record.target, record.vantage), ([], []))
-        totals.append(math.nan if record.total_s is None else float(record.total_s))
-        successes.append(bool(record.success))
+        durations, flags = collected.setdefault((record.target, record.vantage), ([], []))
+        durations.append(math.nan if record.total_s is None else float(record.total_s))
+        flags.append(bool(record.success))
     return {key: (np.array(t, dtype=float), np.array(s, dtype=bool)) for key, (t, s) in collected.items()}
 
 

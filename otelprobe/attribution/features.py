@@ -16,6 +16,7 @@ so a window only ever sees the baseline as of its own start.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -31,7 +32,7 @@ from otelprobe.attribution.aggregates import (
     window_aggregates,
 )
 from otelprobe.attribution.baseline import BaselineSnapshot, SeriesBaseline
-from otelprobe.attribution.windows import WINDOW_KEYS, assign_windows
+from otelprobe.attribution.windows import WINDOW_KEYS, assign_windows, window_ns_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +44,10 @@ SLOW_Z: Final = 4.0
 SLOW_MIN_S: Final = 0.002
 KIND_CODES: Final = {"http": 0, "dns": 1, "tcp": 2, "tls": 3, "icmp": 4, "grpc": 5, "websocket": 6}
 _SYMPTOMS: Final = ("fail", "slow", "connect", "dns", "ttfb", "tls")
+_RECENT_SYMPTOMS: Final = ("fail", "slow")
+RECENT_WINDOWS: Final = 3
+"""Neighbours count as affected when they showed a symptom in any of the last 3 windows: a fault
+that hits a share of requests (5xx at 30 %) reaches every neighbour, just not in every window."""
 
 
 def _phase_features(phase: str) -> list[str]:
@@ -77,6 +82,8 @@ FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
     + ["body_bytes_rel", "body_rate_rel", "address_changed", "cert_days_left", "retry_share", "kind_code"]
     + [f"vantage_{symptom}_share" for symptom in _SYMPTOMS]
     + [f"target_{symptom}_share" for symptom in _SYMPTOMS]
+    + [f"vantage_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
+    + [f"target_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
     + ["vantage_peers_log", "target_peers_log"]
 )
 """The ordered feature schema (the contract with models/)."""
@@ -103,6 +110,7 @@ class FeatureEngine:
 
     max_series: int = 100_000
     baselines: dict[tuple[Hashable, Hashable], SeriesBaseline] = field(default_factory=dict)
+    recent: dict[tuple[Hashable, Hashable], deque[tuple[int, int]]] = field(default_factory=dict)
     evicted_series: int = 0
 
     def features(self, records: pd.DataFrame, window_s: float) -> pd.DataFrame:
@@ -112,7 +120,30 @@ class FeatureEngine:
         agg = window_aggregates(rec)
         snapshots = self._replay(agg)
         frame = _own_features(rec, agg, snapshots)
+        self._mark_recent(frame, window_ns_of(window_s))
         return _add_cross_series(frame)
+
+    def _mark_recent(self, frame: pd.DataFrame, window_ns: int) -> None:
+        """`rsym_<symptom>`: the symptom in this window or one of the series' last RECENT_WINDOWS."""
+        bits = np.zeros(len(frame), dtype=np.int64)
+        for i, symptom in enumerate(_RECENT_SYMPTOMS):
+            bits |= frame[f"sym_{symptom}"].to_numpy(dtype=np.int64) << i
+        out = np.zeros(len(frame), dtype=np.int64)
+        starts = frame["window_start_ns"].to_numpy(dtype=np.int64)
+        horizon = RECENT_WINDOWS * window_ns
+        series_of = zip(frame["target"].to_numpy(), frame["vantage"].to_numpy(), strict=True)
+        for i, series in enumerate(series_of):
+            history = self.recent.get(series)
+            if history is None:
+                history = self.recent[series] = deque(maxlen=RECENT_WINDOWS)
+            history.append((int(starts[i]), int(bits[i])))
+            merged = 0
+            for start, flags in history:
+                if starts[i] - start < horizon:
+                    merged |= flags
+            out[i] = merged
+        for i, symptom in enumerate(_RECENT_SYMPTOMS):
+            frame[f"rsym_{symptom}"] = (out >> i) & 1 == 1
 
     def _replay(self, agg: pd.DataFrame) -> list[BaselineSnapshot]:
         snapshots: list[BaselineSnapshot] = []
@@ -364,13 +395,22 @@ def _add_cross_series(frame: pd.DataFrame) -> pd.DataFrame:
             with np.errstate(divide="ignore", invalid="ignore"):
                 frame[f"{side}_{symptom}_share"] = np.where(peers > 0, others / peers, np.nan)
             frame[f"{side}_{symptom}_count"] = others
+        for symptom in _RECENT_SYMPTOMS:
+            flags = frame[f"rsym_{symptom}"].astype(np.int64)
+            total = frame.assign(_f=flags).groupby(keys, sort=False)["_f"].transform("sum").to_numpy()
+            others = total - flags.to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                frame[f"{side}_{symptom}_recent_share"] = np.where(peers > 0, others / peers, np.nan)
+            frame[f"{side}_{symptom}_recent_count"] = others
         frame[f"{side}_peers_log"] = np.log1p(peers)
     return frame
 
 
 def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
     """The model's input: FEATURE_NAMES in order, float64, NaN for missing (LightGBM's own)."""
-    matrix = np.asarray(frame.loc[:, list(FEATURE_NAMES)].to_numpy(dtype=np.float64), dtype=np.float64)
+    matrix = np.array(
+        frame.loc[:, list(FEATURE_NAMES)].to_numpy(dtype=np.float64), dtype=np.float64, copy=True
+    )
     matrix[~np.isfinite(matrix)] = np.nan
     return matrix
 

@@ -52,6 +52,7 @@ class TrainingSet:
     frame: pd.DataFrame
     causes: np.ndarray  # class index per row
     scopes: np.ndarray
+    weights: np.ndarray  # 1, or 1/k for each of the k rows of a compound window
 
 
 def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
@@ -69,20 +70,31 @@ def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
     missing = [cause for cause in ROOT_CAUSES if cause not in set(chosen["label"])]
     if missing:
         raise TrainingError(f"no labeled window of {', '.join(missing)}: every class needs examples")
-    causes = chosen["label"].map(CAUSE_INDEX).to_numpy(dtype=np.int64)
-    scopes = chosen["label_scope"].map(SCOPE_INDEX).fillna(SCOPE_INDEX["path"]).to_numpy(dtype=np.int64)
-    return TrainingSet(chosen.reset_index(drop=True), causes, scopes)
+    # A compound window (two faults at once) teaches each of its causes, at half weight each, so
+    # the model learns to share its score between them instead of hiding the second.
+    all_causes = chosen["label_causes"].where(chosen["label_causes"].notna(), chosen["label"])
+    cause_lists = [
+        [c for c in str(value).split(",") if c in CAUSE_INDEX] or [label]
+        for value, label in zip(all_causes, chosen["label"], strict=True)
+    ]
+    repeat = np.array([len(causes) for causes in cause_lists])
+    expanded = chosen.loc[chosen.index.repeat(repeat)].reset_index(drop=True)
+    causes = np.array([CAUSE_INDEX[c] for lst in cause_lists for c in lst], dtype=np.int64)
+    weights = np.repeat(1.0 / repeat, repeat)
+    scopes = expanded["label_scope"].map(SCOPE_INDEX).fillna(SCOPE_INDEX["path"]).to_numpy(dtype=np.int64)
+    return TrainingSet(expanded, causes, scopes, weights)
 
 
-def _balanced_weights(classes: np.ndarray, count: int) -> np.ndarray:
-    freq = np.bincount(classes, minlength=count).astype(np.float64)
-    weights = 1.0 / np.maximum(freq[classes], 1.0)
+def _balanced_weights(classes: np.ndarray, count: int, base: np.ndarray) -> np.ndarray:
+    freq = np.bincount(classes, weights=base, minlength=count).astype(np.float64)
+    weights = base / np.maximum(freq[classes], 1e-9)
     return np.asarray(weights / weights.mean(), dtype=np.float64)
 
 
 def _fit(
     features: np.ndarray,
     classes: np.ndarray,
+    weights: np.ndarray,
     count: int,
     names: Sequence[str],
     rounds: int,
@@ -93,7 +105,7 @@ def _fit(
     data = lgb.Dataset(
         features,
         label=classes,
-        weight=_balanced_weights(classes, count),
+        weight=_balanced_weights(classes, count, weights),
         feature_name=list(names),
         free_raw_data=True,
         params={"verbosity": -1},
@@ -157,13 +169,27 @@ def train_model(
         fit_idx, held_idx = fit_part.index.to_numpy(), held_part.index.to_numpy()
         present = np.unique(train.causes[fit_idx])
         if len(present) == n_causes and len(held_idx):
-            probe = _fit(features[fit_idx], train.causes[fit_idx], n_causes, FEATURE_NAMES, rounds, params)
+            probe = _fit(
+                features[fit_idx],
+                train.causes[fit_idx],
+                train.weights[fit_idx],
+                n_causes,
+                FEATURE_NAMES,
+                rounds,
+                params,
+            )
             raw = np.asarray(probe.predict(features[held_idx], raw_score=True), dtype=np.float64)
             temperature = fit_temperature(raw, train.causes[held_idx])
 
-    cause_booster = _fit(features, train.causes, n_causes, FEATURE_NAMES, rounds, params)
+    cause_booster = _fit(features, train.causes, train.weights, n_causes, FEATURE_NAMES, rounds, params)
     scope_booster = _fit(
-        _scope_rows(train), train.scopes, n_scopes, SCOPE_FEATURES, max(50, rounds // 2), params
+        _scope_rows(train),
+        train.scopes,
+        train.weights,
+        n_scopes,
+        SCOPE_FEATURES,
+        max(50, rounds // 2),
+        params,
     )
     info = dict(training_info or {})
     info.update(

@@ -455,3 +455,36 @@ def test_default_objectives_find_the_held_out_recordings_incidents_with_rare_fal
     # Gross faults are always found.
     for cause in ("target_unreachable", "certificate_invalid", "http_error", "packet_loss"):
         assert report.recall_by_cause[cause] >= 0.9, cause
+
+
+def test_detection_scoring_counts_recall_delay_and_false_alarms_by_hand() -> None:
+    def row(index: int, vantage: str, violating: bool) -> dict[str, object]:
+        start = T0_NS + index * WINDOW_NS
+        window = {"window_start_ns": start, "window_end_ns": start + WINDOW_NS}
+        return {"target": "api", "vantage": vantage, **window, "violating": violating}
+
+    # A fault on api@eu during windows 2-4 (from 0.5 s into window 2), found in window 3; one
+    # false alarm on api@us in window 8; a second fault on api@us (windows 5-6) never found.
+    windows = pd.DataFrame(
+        [row(i, "eu", i == 3) for i in range(10)] + [row(i, "us", i == 8) for i in range(10)]
+    )
+    labels = [
+        {"start_unix_nano": T0_NS + 2 * WINDOW_NS + 500_000_000, "end_unix_nano": T0_NS + 5 * WINDOW_NS,
+         "affected": [["api", "eu"]], "cause": "backend_slow"},
+        {"start_unix_nano": T0_NS + 5 * WINDOW_NS, "end_unix_nano": T0_NS + 7 * WINDOW_NS,
+         "affected": [["api", "us"]], "cause": "dns_latency"},
+    ]  # fmt: skip
+    report = score_detection(windows, labels, quiet_s=2.0)
+    assert (report.incidents, report.detected, report.recall) == (2, 1, 0.5)
+    assert report.delay_median_s == pytest.approx(3.5)  # window 3 ends 8 s in; the fault began at 4.5 s
+    assert (report.healthy_windows, report.false_alarm_windows) == (7 + 8, 1)
+    # quiet: not within 2 s after a fault either (window 5 on eu, window 7 on us are not quiet)
+    assert (report.quiet_windows, report.quiet_false_alarm_windows) == (6 + 7, 1)
+    assert report.recall_by_cause == {"backend_slow": 1.0, "dns_latency": 0.0}
+
+
+def test_detection_command_needs_a_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from otelprobe.attribution.detection import main
+
+    assert main([str(tmp_path)]) == 2
+    assert "no traces.jsonl" in capsys.readouterr().err

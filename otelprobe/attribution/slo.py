@@ -165,8 +165,11 @@ class SLOEvaluator:
     Args:
         slos: the SLO file; None applies `DEFAULT_SLOS` to every series.
         window_s: the window length.
-        time_scale: multiplies every rule window; None takes the file's (the defaults': 1 window
-            stands for 1 minute, so the lab's 2 s windows give 1/30).
+        time_scale: multiplies every rule window; None takes the file's (`time_scale`, or
+            window / `window_represents`: the defaults make each window stand for 5 minutes).
+
+    Raises:
+        ValueError: a window length or time scale that is not positive.
     """
 
     def __init__(self, slos: SLOFile | None = None, window_s: float = 60.0, time_scale: float | None = None):

@@ -84,7 +84,6 @@ FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
     + [f"target_{symptom}_share" for symptom in _SYMPTOMS]
     + [f"vantage_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
     + [f"target_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
-    + ["vantage_peers_log", "target_peers_log"]
 )
 """The ordered feature schema (the contract with models/)."""
 

@@ -50,8 +50,6 @@ SCOPE_FEATURES: Final[tuple[str, ...]] = (
     "vantage_slow_recent_share",
     "target_fail_recent_share",
     "target_slow_recent_share",
-    "vantage_peers_log",
-    "target_peers_log",
     "success_ratio",
     "added_mag",
     "kind_code",

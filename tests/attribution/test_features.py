@@ -1,0 +1,262 @@
+"""Window features on probe records shaped like the faults they stand for: each mechanism of
+DESIGN §5 must show in the feature meant to carry it, whatever the series' round-trip time, and no
+feature may depend on a target's or vantage's name."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from otelprobe.attribution.features import FEATURE_NAMES, FeatureEngine, feature_matrix
+from otelprobe.attribution.labels import AMBIGUOUS, HEALTHY, window_labels
+from otelprobe.attribution.records import ProbeRecord, records_frame
+from otelprobe.attribution.windows import assign_windows, auto_window_s
+
+T0_NS = 1_800_000_000_000_000_000
+SECOND_NS = 1_000_000_000
+NAN = math.nan
+
+
+def https_probe(
+    target: str,
+    vantage: str,
+    start_s: float,
+    rtt_s: float,
+    *,
+    dns_s: float | None = None,
+    connect_s: float | None = None,
+    tls_s: float | None = None,
+    ttfb_s: float | None = None,
+    transfer_s: float = 0.0005,
+    error: str | None = None,
+    detail: str | None = None,
+    failed_phase: str | None = None,
+    lab_cause: str | None = None,
+    rng: random.Random | None = None,
+) -> ProbeRecord:
+    """An HTTPS probe over a path of `rtt_s`: DNS, connect and TLS one round trip each, TTFB one
+    round trip plus 1 ms of server time (a little jitter from `rng`)."""
+    jitter = (lambda: rng.uniform(0, 0.0002)) if rng else (lambda: 0.0)
+    dns = rtt_s + jitter() if dns_s is None else dns_s
+    connect = rtt_s + jitter() if connect_s is None else connect_s
+    tls = rtt_s + jitter() if tls_s is None else tls_s
+    ttfb = rtt_s + 0.001 + jitter() if ttfb_s is None else ttfb_s
+    total = dns + connect + tls + ttfb + transfer_s
+    start_ns = T0_NS + round(start_s * SECOND_NS)
+    return ProbeRecord(
+        trace_id=f"{random.getrandbits(128):032x}",
+        span_id=f"{random.getrandbits(64):016x}",
+        target=target,
+        vantage=vantage,
+        kind="http",
+        start_ns=start_ns,
+        end_ns=start_ns + round(total * SECOND_NS),
+        total_s=total,
+        success=error is None,
+        attempt=1,
+        error_type=error,
+        error_detail=detail,
+        failed_phase=failed_phase,
+        status_code=NAN if error else 200.0,
+        body_bytes=NAN if error else 4096.0,
+        cert_remaining_s=NAN,
+        tls_version="1.3",
+        dns_s=dns,
+        connect_s=connect,
+        tls_s=tls,
+        request_s=0.00001,
+        ttfb_s=ttfb,
+        transfer_s=transfer_s,
+        other_s=NAN,
+        connect_attempts=1,
+        dns_attempts=1.0,
+        phases_ok=error is None,
+        lab_cause=lab_cause,
+        lab_scope="path" if lab_cause else None,
+        lab_incident=1.0 if lab_cause else NAN,
+        lab_causes=None,
+    )
+
+
+def series(
+    rtt_s: float,
+    healthy_s: int,
+    faulty_s: int,
+    fault: dict[str, float],
+    target: str = "api",
+    vantage: str = "eu",
+) -> list[ProbeRecord]:
+    """One probe a second: `healthy_s` healthy seconds, then `faulty_s` with `fault` applied
+    (phase -> seconds added)."""
+    rng = random.Random(1)
+    out = []
+    for second in range(healthy_s + faulty_s):
+        probe = https_probe(target, vantage, second + 0.1, rtt_s, rng=rng)
+        if second >= healthy_s:
+            probe = replace(
+                probe,
+                dns_s=probe.dns_s + fault.get("dns", 0.0),
+                connect_s=probe.connect_s + fault.get("connect", 0.0),
+                tls_s=probe.tls_s + fault.get("tls", 0.0),
+                ttfb_s=probe.ttfb_s + fault.get("ttfb", 0.0),
+                lab_cause="fault",
+            )
+        out.append(probe)
+    return out
+
+
+def features_of(records: list[ProbeRecord], window_s: float = 2.0) -> pd.DataFrame:
+    frame = assign_windows(records_frame(records), window_s)
+    return FeatureEngine().features(frame, window_s)
+
+
+def last_window(features: pd.DataFrame) -> pd.Series:
+    return features.sort_values("window_start_ns").iloc[-1]
+
+
+@pytest.mark.parametrize("rtt_s", [0.003, 0.03, 0.2])
+def test_a_longer_path_moves_every_round_trip_phase_alike(rtt_s: float) -> None:
+    added = rtt_s  # the path's round trip doubles
+    row = last_window(
+        features_of(series(rtt_s, 40, 4, {p: added for p in ("dns", "connect", "tls", "ttfb")}))
+    )
+    assert row["shift_coherence"] == pytest.approx(1.0, abs=0.05)
+    assert row["connect_p50_rtt"] == pytest.approx(1.0, abs=0.1)  # one more round trip
+    for phase in ("dns", "connect", "tls", "ttfb"):
+        assert row[f"{phase}_delta_share"] == pytest.approx(0.25, abs=0.03)
+        assert row[f"{phase}_uniformity"] == pytest.approx(1.0, abs=0.05)
+    assert row["stall_share"] == 0
+    assert row["symptomatic"]
+
+
+@pytest.mark.parametrize("rtt_s", [0.001, 0.05])
+def test_a_slow_backend_adds_to_ttfb_only(rtt_s: float) -> None:
+    row = last_window(features_of(series(rtt_s, 40, 4, {"ttfb": 0.2})))
+    assert row["ttfb_delta_share"] == pytest.approx(1.0, abs=0.02)
+    assert row["connect_delta_share"] == pytest.approx(0.0, abs=0.02)
+    assert row["ttfb_p50_delta_ms"] == pytest.approx(200, abs=1)
+    assert row["dominant_ttfb_share"] == 1.0
+    assert math.isnan(row["shift_coherence"]) or row["shift_coherence"] < 0.1
+
+
+def test_a_slow_handshake_shows_in_tls_against_connect() -> None:
+    row = last_window(features_of(series(0.01, 40, 4, {"tls": 0.05})))
+    assert row["tls_delta_share"] == pytest.approx(1.0, abs=0.02)
+    assert row["tls_connect_ratio_change"] > math.log(4)
+
+
+def test_one_stalled_probe_is_a_stall_not_a_shift() -> None:
+    records = series(0.01, 40, 0, {})
+    stalled = https_probe("api", "eu", 40.1, 0.01, tls_s=0.01 + 0.21)  # a retransmission timeout
+    normal = https_probe("api", "eu", 41.1, 0.01)
+    row = last_window(features_of([*records, stalled, normal]))
+    assert row["stall_share"] == pytest.approx(0.5)
+    assert row["tls_uniformity"] < 0.2
+
+
+def test_failures_are_counted_by_class_detail_and_phase() -> None:
+    records = series(0.01, 40, 0, {})
+    bad = [
+        https_probe(
+            "api",
+            "eu",
+            40.1 + i,
+            0.01,
+            error="tls_error",
+            detail="certificate_expired",
+            failed_phase="tls.handshake",
+        )
+        for i in range(2)
+    ]
+    row = last_window(features_of([*records, *bad]))
+    assert row["tls_error_share"] == 1.0
+    assert row["detail_cert_share"] == 1.0
+    assert row["failed_in_tls_share"] == 1.0
+    assert row["success_ratio"] == 0.0
+
+
+def test_the_baseline_does_not_learn_an_incident() -> None:
+    """A long fault keeps its features: the baseline learns only from healthy-looking windows."""
+    rows = features_of(series(0.01, 40, 20, {"ttfb": 0.1})).sort_values("window_start_ns")
+    faulty = rows.tail(8)
+    assert (faulty["ttfb_p50_delta_ms"] > 95).all()
+
+
+def test_a_lasting_level_shift_is_learned_afresh() -> None:
+    rows = features_of(series(0.01, 40, 100, {"ttfb": 0.1})).sort_values("window_start_ns")
+    assert rows.tail(3)["ttfb_p50_delta_ms"].abs().max() < 5
+
+
+def test_series_warm_up_before_their_deltas_count() -> None:
+    rows = features_of(series(0.01, 10, 0, {})).sort_values("window_start_ns")
+    assert not rows.iloc[0]["warm"]
+    assert math.isnan(rows.iloc[0]["ttfb_p50_delta_ms"])
+    assert rows.iloc[-1]["warm"]
+
+
+def test_neighbours_in_the_same_window_give_scope_evidence() -> None:
+    records = []
+    for target in ("a", "b", "c"):  # one vantage, every target slower: near the prober
+        records += series(0.01, 40, 4, {p: 0.02 for p in ("dns", "connect", "tls", "ttfb")}, target, "eu")
+    records += series(0.01, 44, 0, {}, "a", "us")  # the same target from elsewhere is fine
+    rows = features_of(records)
+    last = rows[rows["window_start_ns"] == rows["window_start_ns"].max()].set_index(["target", "vantage"])
+    assert last.loc[("a", "eu"), "vantage_slow_share"] == 1.0  # b and c from eu
+    assert last.loc[("a", "eu"), "target_slow_share"] == 0.0  # a from us
+    assert last.loc[("a", "us"), "target_slow_share"] == 1.0
+
+
+def test_features_do_not_depend_on_names() -> None:
+    records = series(0.02, 40, 4, {"ttfb": 0.05})
+    renamed = [replace(r, target="never-seen", vantage="mars-1") for r in records]
+    a, b = feature_matrix(features_of(records)), feature_matrix(features_of(renamed))
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(np.nan_to_num(a), np.nan_to_num(b))
+
+
+def test_the_schema_has_no_absolute_latency_or_identity() -> None:
+    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES))
+    for name in FEATURE_NAMES:
+        assert "target" != name and "vantage" != name
+        assert not name.endswith(("_delta_ms", "_p50_ms", "_base")), name
+
+
+def test_offline_and_window_by_window_give_the_same_features() -> None:
+    """The live sidecar feeds one window slot at a time; the result must equal the offline pass."""
+    records = series(0.01, 30, 6, {"ttfb": 0.05}) + series(0.02, 30, 6, {}, "b", "eu")
+    frame = assign_windows(records_frame(records), 2.0)
+    offline = FeatureEngine().features(frame, 2.0)
+    engine = FeatureEngine()
+    live = pd.concat(
+        [engine.features(part, 2.0) for _, part in frame.groupby("window_start_ns", sort=True)],
+        ignore_index=True,
+    )
+    key = ["window_start_ns", "target", "vantage"]
+    offline, live = (
+        offline.sort_values(key).reset_index(drop=True),
+        live.sort_values(key).reset_index(drop=True),
+    )
+    np.testing.assert_allclose(
+        np.nan_to_num(feature_matrix(offline)), np.nan_to_num(feature_matrix(live)), rtol=1e-9, atol=1e-9
+    )
+
+
+def test_window_length_follows_the_probe_interval() -> None:
+    assert auto_window_s(records_frame(series(0.01, 30, 0, {}))) == 2.0
+    slow = [replace(r, start_ns=T0_NS + i * 30 * SECOND_NS) for i, r in enumerate(series(0.01, 10, 0, {}))]
+    assert auto_window_s(records_frame(slow)) == 60.0
+
+
+def test_window_labels_majority_healthy_and_ambiguous() -> None:
+    healthy = https_probe("a", "eu", 0.1, 0.01)
+    labeled = https_probe("a", "eu", 2.1, 0.01, lab_cause="backend_slow")
+    edge = https_probe("a", "eu", 4.1, 0.01, lab_cause="backend_slow")
+    records = [healthy, replace(healthy, start_ns=healthy.start_ns + SECOND_NS // 2), labeled]
+    records += [edge, https_probe("a", "eu", 4.6, 0.01), https_probe("a", "eu", 5.1, 0.01)]
+    labels = window_labels(assign_windows(records_frame(records), 2.0)).sort_values("window_start_ns")
+    assert list(labels["label"]) == [HEALTHY, "backend_slow", AMBIGUOUS]

@@ -279,6 +279,7 @@ def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: list[Baseline
             deltas[p] = delta
             cols[f"{p}_present"] = agg[f"{p}_n"].to_numpy() / n
             cols[f"{p}_p10_delta_ms"] = (agg[f"{p}_q10"].to_numpy() - b) * 1000
+            cols[f"{p}_p50_ms"] = q50 * 1000  # absolute, for the static-threshold baseline only
             cols[f"{p}_p50_delta_ms"] = delta * 1000
             cols[f"{p}_p90_delta_ms"] = (agg[f"{p}_q90"].to_numpy() - b) * 1000
             cols[f"{p}_max_delta_ms"] = (agg[f"{p}_max"].to_numpy() - b) * 1000

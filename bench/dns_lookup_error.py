@@ -40,6 +40,7 @@ from otelprobe.probes import _dns_channel, _kernel_time
 from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy
 from otelprobe.probes.base import timed_resolve
 from otelprobe.probes.resolver import DNSServerResolver
+from otelprobe.telemetry import names
 from otelprobe.timing import Phase, PhaseClock
 
 Exchange = tuple[tuple[int, ...], int, int | None]
@@ -199,10 +200,16 @@ async def run(
 def errors_ms(
     results: list[tuple[Phase, list[Exchange]]], packets: dict[tuple[int, int, bool], int]
 ) -> dict[str, list[float]]:
-    """|span - wire| per lookup: first try's query datagram -> the answering try's answer datagram."""
+    """|span - wire| per lookup: first try's query datagram -> the answering try's answer datagram.
+
+    Lookups that went on without a family are left out: they end when the resolution delay ran
+    out, by design, not at an answer.
+    """
     out: dict[str, list[float]] = {"start": [], "end": [], "duration": []}
     for phase, exchanges in results:
-        if phase.failed or not exchanges or any(answered is None for _, _, answered in exchanges):
+        if phase.failed or not exchanges or names.PROBE_DNS_MISSING_FAMILY in phase.attributes:
+            continue
+        if any(answered is None for _, _, answered in exchanges):
             continue
         sent = [packets.get((ports[0], i, False)) for ports, i, _ in exchanges]
         answered = [packets.get((ports[(a or 1) - 1], i, True)) for ports, i, a in exchanges]

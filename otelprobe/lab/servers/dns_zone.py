@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -35,7 +36,10 @@ DEFAULT_ORIGIN: Final = "lab.test."
 DEFAULT_TTL: Final = 60
 _DEFAULT_SOA: Final = "ns1 hostmaster 2024010101 3600 600 86400 60"
 _DATAGRAMS_REMEMBERED: Final = 4096
-"""Queries whose datagrams `drop_first` counts; retransmits come within seconds, so recent ones suffice."""
+_DATAGRAMS_REMEMBERED_S: Final = 5.0
+"""`drop_first` knows a query by its ID and question, as long as it was seen in the last 5 s (and
+among the last 4096): retransmits come within seconds (glibc's default try is 5 s), while a new
+query that reuses an ID is the more likely the longer IDs are remembered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,8 @@ class Zone:
         self._rrsets: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self._sigs: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
         self._faults: dict[str, DNSFault] = {}
-        self._datagrams_seen: dict[tuple[int, str, int], int] = {}
+        self._datagrams_seen: dict[tuple[int, str, int], tuple[int, float]] = {}
+        """(ID, name, type) -> (datagrams seen, when the last one came), for `drop_first`."""
         self._rng = random.Random(seed)
         self.authenticated_data = authenticated_data
         self._key: ec.EllipticCurvePrivateKey | None = None
@@ -263,11 +268,16 @@ class Zone:
         """Count this datagram of its query (ID and question); True while it is among the first lost."""
         question = query.question[0]
         key = (query.id, question.name.to_text().lower(), question.rdtype)
-        seen = self._datagrams_seen.pop(key, 0) + 1
-        self._datagrams_seen[key] = seen  # re-inserted: the oldest entries are forgotten first
-        while len(self._datagrams_seen) > _DATAGRAMS_REMEMBERED:
-            del self._datagrams_seen[next(iter(self._datagrams_seen))]
-        return seen <= drop_first
+        now = time.monotonic()
+        seen = self._datagrams_seen
+        # Re-inserted on every datagram, so the least recently seen queries come first.
+        count = seen.pop(key, (0, now))[0] + 1
+        seen[key] = (count, now)
+        while seen and (
+            len(seen) > _DATAGRAMS_REMEMBERED or next(iter(seen.values()))[1] < now - _DATAGRAMS_REMEMBERED_S
+        ):
+            del seen[next(iter(seen))]
+        return count <= drop_first
 
     def _answer(
         self,

@@ -24,6 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "otelprobe.cli.lab",
         "fault lab: record labeled scenarios, generate campaigns, serve fault servers",
     ),
+    "train": ("otelprobe.cli.train", "fit the attribution model on labeled lab recordings"),
+    "attribute": (
+        "otelprobe.cli.attribute",
+        "replay recordings into attributed SLO violations (JSON lines)",
+    ),
 }
 
 

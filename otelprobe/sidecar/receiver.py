@@ -3,7 +3,10 @@
 The sidecar's input (DESIGN §2) and the loopback Collector stand-in of the telemetry tests, in the
 shape of OTel's `_otlp_test_server.py`. It only decodes and validates: each ExportTraceService-
 Request goes to a callback or a bounded asyncio queue (requests beyond it are rejected through
-OTLP partial success and counted), so memory stays bounded whatever the senders do. Probe
+OTLP partial success, or — `when_full="retry"`, the sidecar's choice — answered with a retryable
+status and a back-off hint: HTTP 503 with Retry-After, gRPC UNAVAILABLE with RetryInfo) and
+counted, so memory stays bounded whatever the senders do. Optional bearer-token auth (HTTP 401,
+gRPC UNAUTHENTICATED) and TLS, with client certificates required when a client CA is given. Probe
 semantics are not read here: queued requests become ProbeRecords through attribution/records.py
 (`wait_for_records`, `drain_records`); a sidecar's `on_traces` feeds its own TraceAssembler.
 """
@@ -11,18 +14,27 @@ semantics are not read here: queued requests become ProbeRecords through attribu
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import math
+import ssl
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from pathlib import Path
+from typing import Final, Literal, TypeVar
 
 import grpc
 from aiohttp import web
+from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError, Message
 
 # googleapis-common-protos ships no type stubs.
-from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
@@ -50,6 +62,11 @@ CONTENT_JSON: Final = "application/json"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024  # the Collector's default max_recv_msg_size
 _TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 _METRICS_SERVICE: Final = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+_LOGS_SERVICE: Final = "opentelemetry.proto.collector.logs.v1.LogsService"
+# Where gRPC clients look for the back-off hint: the rich status (gRPC's error model) and the
+# key the OpenTelemetry Python exporter reads.
+_GRPC_STATUS_DETAILS: Final = "grpc-status-details-bin"
+_GRPC_RETRY_INFO: Final = "google.rpc.retryinfo-bin"
 _M = TypeVar("_M", bound=Message)
 # Content-Encoding -> zlib wbits. The runner turns aiohttp's own inflating off: inflating here
 # caps the inflated size (a small gzip bomb) and answers a broken stream with a clean 400.
@@ -57,6 +74,33 @@ _WBITS: Final[dict[str, int | None]] = {"identity": None, "": None, "gzip": 16 +
 
 TracesCallback = Callable[[ExportTraceServiceRequest], None]
 MetricsCallback = Callable[[ExportMetricsServiceRequest], None]
+LogsCallback = Callable[[ExportLogsServiceRequest], None]
+WhenFull = Literal["reject", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverTLS:
+    """Server certificate and key (PEM files); with `client_ca_file`, clients must present a
+    certificate it signed (mTLS)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_ca_file:
+            context.load_verify_locations(self.client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        client_ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
+        pair = (Path(self.key_file).read_bytes(), Path(self.cert_file).read_bytes())
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
 
 
 class MalformedRequest(ValueError):
@@ -65,6 +109,10 @@ class MalformedRequest(ValueError):
 
 class BodyTooLarge(ValueError):
     """The (decompressed) body exceeds the size cap (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
+
+
+class Overloaded(Exception):
+    """The queue is full and the sender should retry later (HTTP 503, gRPC UNAVAILABLE)."""
 
 
 def _validate_ids(request: ExportTraceServiceRequest) -> None:
@@ -111,8 +159,12 @@ class ReceiverStats:
     trace_requests: int = 0
     metric_requests: int = 0
     spans: int = 0
+    log_requests: int = 0
     dropped_requests: int = 0
     dropped_spans: int = 0
+    retry_answers: int = 0
+    """Requests answered "retry later" because the queue was full (when_full="retry")."""
+    unauthenticated: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -125,8 +177,14 @@ class OTLPReceiver:
         grpc_port: OTLP/gRPC port (0 = any, None = no gRPC listener).
         on_traces: called with each decoded trace request; without it requests are queued.
         on_metrics: called with each decoded metrics request; without it they are ignored.
+        on_logs: called with each decoded logs request; without it they are ignored.
         max_queue: bound of the trace request queue (used when there is no on_traces).
         max_body_bytes: cap on a request body, after decompression.
+        when_full: a full queue rejects the spans through partial success ("reject": the sender
+            must not retry) or answers a retryable status with a back-off hint ("retry").
+        retry_after_s: the back-off hint.
+        bearer_token: when set, requests must carry `Authorization: Bearer <token>`.
+        tls: serve TLS (and require client certificates when it names a client CA).
     """
 
     def __init__(
@@ -137,15 +195,25 @@ class OTLPReceiver:
         grpc_port: int | None = 0,
         on_traces: TracesCallback | None = None,
         on_metrics: MetricsCallback | None = None,
+        on_logs: LogsCallback | None = None,
         max_queue: int = 1024,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        when_full: WhenFull = "reject",
+        retry_after_s: float = 1.0,
+        bearer_token: str | None = None,
+        tls: ReceiverTLS | None = None,
     ) -> None:
         self.host = host
         self._http_port = http_port
         self._grpc_port = grpc_port
         self._on_traces = on_traces
         self._on_metrics = on_metrics
+        self._on_logs = on_logs
         self.max_body_bytes = max_body_bytes
+        self.when_full = when_full
+        self.retry_after_s = retry_after_s
+        self._expected_auth = f"Bearer {bearer_token}".encode() if bearer_token else None
+        self.tls = tls
         self.queue: asyncio.Queue[ExportTraceServiceRequest] = asyncio.Queue(max_queue)
         self.stats = ReceiverStats()
         self.http_port: int | None = None
@@ -160,7 +228,8 @@ class OTLPReceiver:
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.http_port}"
 
     @property
     def grpc_endpoint(self) -> str:
@@ -172,9 +241,11 @@ class OTLPReceiver:
             app = web.Application(client_max_size=self.max_body_bytes)
             app.router.add_post("/v1/traces", self._http_traces)
             app.router.add_post("/v1/metrics", self._http_metrics)
+            app.router.add_post("/v1/logs", self._http_logs)
             self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, self._http_port)
+            ssl_context = self.tls.ssl_context() if self.tls else None
+            site = web.TCPSite(self._runner, self.host, self._http_port, ssl_context=ssl_context)
             await site.start()
             self.http_port = int(self._runner.addresses[0][1])
         if self._grpc_port is not None:
@@ -190,9 +261,16 @@ class OTLPReceiver:
                     grpc.method_handlers_generic_handler(
                         _METRICS_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._grpc_metrics)}
                     ),
+                    grpc.method_handlers_generic_handler(
+                        _LOGS_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._grpc_logs)}
+                    ),
                 )
             )
-            self.grpc_port = server.add_insecure_port(f"{self.host}:{self._grpc_port}")
+            address = f"{self.host}:{self._grpc_port}"
+            if self.tls:
+                self.grpc_port = server.add_secure_port(address, self.tls.grpc_credentials())
+            else:
+                self.grpc_port = server.add_insecure_port(address)
             await server.start()
             self._grpc_server = server
         _logger.info("OTLP receiver on http=%s grpc=%s", self.http_port, self.grpc_port)
@@ -225,6 +303,10 @@ class OTLPReceiver:
             try:
                 self.queue.put_nowait(request)
             except asyncio.QueueFull:
+                if self.when_full == "retry":
+                    self.stats.retry_answers += 1
+                    self.stats.trace_requests -= 1  # it will come again
+                    raise Overloaded from None
                 self.stats.dropped_requests += 1
                 self.stats.dropped_spans += count
                 return count
@@ -235,6 +317,23 @@ class OTLPReceiver:
         self.stats.metric_requests += 1
         if self._on_metrics is not None:
             self._on_metrics(request)
+
+    def _deliver_logs(self, request: ExportLogsServiceRequest) -> None:
+        self.stats.log_requests += 1
+        if self._on_logs is not None:
+            self._on_logs(request)
+
+    def _authorized(self, presented: str | bytes | None) -> bool:
+        if self._expected_auth is None:
+            return True
+        given = presented.encode() if isinstance(presented, str) else presented or b""
+        if hmac.compare_digest(given, self._expected_auth):
+            return True
+        self.stats.unauthenticated += 1
+        return False
+
+    def _retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after_s)))  # whole seconds (RFC 9110)
 
     def _rejected(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
@@ -272,18 +371,39 @@ class OTLPReceiver:
         reply_type = content_type if content_type == CONTENT_JSON else CONTENT_PROTOBUF
         return self._respond(body, reply_type, status=413 if too_large else 400)
 
+    def _http_denied(self, request: web.Request) -> web.Response | None:
+        if self._authorized(request.headers.get("Authorization")):
+            return None
+        body = status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message="missing or wrong bearer token")
+        reply_type = CONTENT_JSON if request.content_type == CONTENT_JSON else CONTENT_PROTOBUF
+        response = self._respond(body, reply_type, status=401)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
     async def _http_traces(self, request: web.Request) -> web.Response:
         content_type = request.content_type
+        denied = self._http_denied(request)
+        if denied is not None:
+            return denied
         try:
             body, content_type = await self._http_body(request)
             decode = decode_json if content_type == CONTENT_JSON else decode_protobuf
             rejected = self._deliver_traces(decode(body, ExportTraceServiceRequest()))
         except (MalformedRequest, BodyTooLarge) as exc:
             return self._error(exc, content_type)
+        except Overloaded:
+            message = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="receiver queue full; retry later")
+            reply_type = content_type if content_type == CONTENT_JSON else CONTENT_PROTOBUF
+            response = self._respond(message, reply_type, status=503)
+            response.headers["Retry-After"] = self._retry_after_header()
+            return response
         return self._respond(self._trace_response(rejected), content_type)
 
     async def _http_metrics(self, request: web.Request) -> web.Response:
         content_type = request.content_type
+        denied = self._http_denied(request)
+        if denied is not None:
+            return denied
         try:
             body, content_type = await self._http_body(request)
             decode = decode_json if content_type == CONTENT_JSON else decode_protobuf
@@ -291,6 +411,19 @@ class OTLPReceiver:
         except (MalformedRequest, BodyTooLarge) as exc:
             return self._error(exc, content_type)
         return self._respond(ExportMetricsServiceResponse(), content_type)
+
+    async def _http_logs(self, request: web.Request) -> web.Response:
+        content_type = request.content_type
+        denied = self._http_denied(request)
+        if denied is not None:
+            return denied
+        try:
+            body, content_type = await self._http_body(request)
+            decode = decode_json if content_type == CONTENT_JSON else decode_protobuf
+            self._deliver_logs(decode(body, ExportLogsServiceRequest()))
+        except (MalformedRequest, BodyTooLarge) as exc:
+            return self._error(exc, content_type)
+        return self._respond(ExportLogsServiceResponse(), content_type)
 
     @staticmethod
     def _trace_response(rejected: int) -> ExportTraceServiceResponse:
@@ -305,15 +438,51 @@ class OTLPReceiver:
 
     # --- OTLP/gRPC ------------------------------------------------------------------------------
 
+    async def _grpc_check_auth(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        if self._expected_auth is None:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        if not self._authorized(metadata.get("authorization")):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    def _retry_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        delay = error_details_pb2.RetryInfo()
+        delay.retry_delay.FromNanoseconds(round(self.retry_after_s * 1e9))
+        detail = AnyMessage()
+        detail.Pack(delay)
+        status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message="receiver queue full; retry later")
+        status.details.append(detail)
+        return (
+            (_GRPC_RETRY_INFO, delay.SerializeToString()),
+            (_GRPC_STATUS_DETAILS, status.SerializeToString()),
+        )
+
     async def _grpc_traces(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await self._grpc_check_auth(context)
         try:
             rejected = self._deliver_traces(decode_protobuf(body, ExportTraceServiceRequest()))
         except MalformedRequest as exc:
             self._rejected("malformed")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Overloaded:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "receiver queue full; retry later",
+                trailing_metadata=self._retry_metadata(),
+            )
         return self._trace_response(rejected).SerializeToString()
 
+    async def _grpc_logs(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await self._grpc_check_auth(context)
+        try:
+            self._deliver_logs(decode_protobuf(body, ExportLogsServiceRequest()))
+        except MalformedRequest as exc:
+            self._rejected("malformed")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return ExportLogsServiceResponse().SerializeToString()
+
     async def _grpc_metrics(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await self._grpc_check_auth(context)
         try:
             self._deliver_metrics(decode_protobuf(body, ExportMetricsServiceRequest()))
         except MalformedRequest as exc:

@@ -1,0 +1,195 @@
+"""Per closed slot: features, SLO burn rates, incidents and model attribution (DESIGN §2, live).
+
+After the windower, before the emitters: `SlotProcessor.process(slot)` runs the offline
+attribution code on one slot — slot_table (FeatureEngine + SLOEvaluator), IncidentTracker,
+attribute.attribute — and returns what the emitters, the state store and the API need. The
+FeatureEngine, the evaluator and the tracker live as long as the processor, since they hold the
+per-series baselines and burn-rate history. Series beyond `max_series` are forgotten, oldest
+first, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from otelprobe.attribution.attribute import Attribution, attribute
+from otelprobe.attribution.features import FeatureEngine
+from otelprobe.attribution.incidents import Incident, IncidentTracker, WindowIncidents
+from otelprobe.attribution.model import AttributionModel
+from otelprobe.attribution.records import ProbeRecord
+from otelprobe.attribution.slo import SeriesWindow, SLOEvaluator
+from otelprobe.attribution.slo_file import SLOFile
+from otelprobe.sidecar.slot_table import slot_table
+from otelprobe.sidecar.windower import Slot
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_logger = logging.getLogger(__name__)
+
+MAX_LINKS: Final = 5
+"""Probe spans a violation links to (the evidence Jaeger leads to)."""
+
+Series = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRef:
+    trace_id: str
+    span_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveAttribution:
+    """A §6 attribution with what the live path adds: its incident and sample probe spans."""
+
+    attribution: Attribution
+    incident_id: str | None
+    links: tuple[SpanRef, ...]
+    window_s: float
+
+    def to_json(self) -> dict[str, object]:
+        record = self.attribution.to_json()
+        record["incident"] = self.incident_id
+        record["window_s"] = self.window_s
+        record["links"] = [{"trace_id": ref.trace_id, "span_id": ref.span_id} for ref in self.links]
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class SlotResult:
+    start_ns: int
+    end_ns: int
+    probes: int
+    verdicts: tuple[SeriesWindow, ...]
+    incidents: WindowIncidents
+    attributions: tuple[LiveAttribution, ...]
+    warm_series: int
+    series: int
+    took_s: float
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    slots: int = 0
+    attributions: int = 0
+    evicted_series: int = 0
+    failed_slots: int = 0
+
+
+def sample_links(
+    records: Sequence[ProbeRecord], series: Series, limit: int = MAX_LINKS
+) -> tuple[SpanRef, ...]:
+    """Up to `limit` probe root spans of the series in the slot: failed ones first, then slowest."""
+    own = [r for r in records if (r.target, r.vantage) == series]
+    own.sort(key=lambda r: (r.success, -(r.total_s if math.isfinite(r.total_s) else math.inf)))
+    return tuple(SpanRef(r.trace_id, r.span_id) for r in own[:limit])
+
+
+class SlotProcessor:
+    """Turns closed slots into verdicts, incidents and attributions.
+
+    Args:
+        model: returns the model to use now (a swap takes effect at the next slot).
+        slos: the SLO file; None = the default objectives.
+        window_s: the slot length.
+        max_series: series remembered at most (baselines, burn rates).
+        close_after_windows: quiet windows that close an incident.
+    """
+
+    def __init__(
+        self,
+        model: Callable[[], AttributionModel],
+        slos: SLOFile | None,
+        window_s: float,
+        *,
+        max_series: int = 10_000,
+        close_after_windows: int = 2,
+    ) -> None:
+        self._model = model
+        self.window_s = window_s
+        self.engine = FeatureEngine(max_series=max_series)
+        self.evaluator = SLOEvaluator(slos, window_s)
+        self.tracker = IncidentTracker(close_after_windows)
+        self.max_series = max_series
+        self._series: OrderedDict[Series, None] = OrderedDict()  # least recently seen first
+        self.stats = PipelineStats()
+        self.last: SlotResult | None = None
+
+    @property
+    def slo_file(self) -> SLOFile:
+        return self.evaluator.slo_file
+
+    def process(self, slot: Slot) -> SlotResult:
+        started = time.perf_counter()
+        self._touch(slot.records)
+        table, verdicts = slot_table(self.engine, self.evaluator, slot.start_ns, slot.records)
+        window_incidents = self.tracker.update(slot.start_ns, slot.end_ns, verdicts)
+        attributions: list[LiveAttribution] = []
+        warm = 0
+        if table is not None:
+            warm = int(table["warm"].sum())
+            by_series = _incident_of(window_incidents.open)
+            for found in self._attribute(table):
+                series = (found.target, found.vantage)
+                links = sample_links(slot.records, series)
+                attributions.append(LiveAttribution(found, by_series.get(series), links, self.window_s))
+        self.stats.slots += 1
+        self.stats.attributions += len(attributions)
+        result = SlotResult(
+            slot.start_ns,
+            slot.end_ns,
+            len(slot.records),
+            tuple(verdicts),
+            window_incidents,
+            tuple(attributions),
+            warm,
+            len(self._series),
+            time.perf_counter() - started,
+        )
+        self.last = result
+        return result
+
+    def _attribute(self, table: pd.DataFrame) -> list[Attribution]:
+        try:
+            return list(attribute(self._model(), table))
+        except Exception:
+            # A bug in one slot's attribution must not stop the sidecar: the slot's verdicts and
+            # incidents still go out, and the failure is logged and counted.
+            self.stats.failed_slots += 1
+            _logger.exception("attribution of a window slot failed")
+            return []
+
+    def _touch(self, records: Sequence[ProbeRecord]) -> None:
+        for record in records:
+            series = (record.target, record.vantage)
+            if series in self._series:
+                self._series.move_to_end(series)
+            else:
+                self._series[series] = None
+        while len(self._series) > self.max_series:
+            series, _ = self._series.popitem(last=False)
+            self._forget(series)
+            self.stats.evicted_series += 1
+
+    def _forget(self, series: Series) -> None:
+        # The engine bounds its baselines itself but not its recent-symptom memory, and the
+        # evaluator forgets only idle series: drop an evicted series from both here.
+        self.engine.baselines.pop(series, None)
+        self.engine.recent.pop(series, None)
+        self.evaluator._series.pop(series, None)
+
+
+def _incident_of(open_incidents: Sequence[Incident]) -> dict[Series, str]:
+    found: dict[Series, str] = {}
+    for incident in open_incidents:
+        for member in incident.series:
+            if not member.closed:
+                found[(member.target, member.vantage)] = incident.id
+    return found

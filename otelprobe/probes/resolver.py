@@ -3,9 +3,11 @@
 Every probe kind resolves through a `Resolver`, timed as the `dns.lookup` phase by
 `probes.base.timed_resolve`. Resolvers raise `DNSError` with a precise detail. A resolver that
 sees its own packets (`DNSServerResolver`, on `probes/_dns_channel.py`) also implements
-`StampedResolver`, whose `Resolution` carries when the first query left and when the last answer
-arrived (kernel receive stamps), so the phase is as exact as `tcp.connect`. getaddrinfo runs in a
-thread on sockets we never see, so `SystemResolver`'s phase stays user-space marks.
+`StampedResolver`, whose `Resolution` carries when the first query left and when the answer that
+ended the lookup arrived (kernel receive stamps), so the phase is as exact as `tcp.connect`, and
+how it went: UDP retransmits (probes/_dns_retransmit.py) and a family the A/AAAA race went on
+without (probes/_dns_race.py). getaddrinfo runs in a thread on sockets we never see, with the
+system's own retry policy, so `SystemResolver`'s phase stays user-space marks.
 """
 
 from __future__ import annotations
@@ -23,13 +25,11 @@ import dns.rdatatype
 from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
 from otelprobe.errors import DNSError, ProbeError
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel
+from otelprobe.probes._dns_race import Query, QueryAnswer, race
 from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy, UDPTries
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.timing import PhaseClock
 
-RESOLUTION_DELAY_S: Final = 0.05
-"""RFC 8305 §3's recommended Resolution Delay: how long one family's answer waits for the other's."""
-_RESOLUTION_DELAY_NS: Final = int(RESOLUTION_DELAY_S * 1e9)
 _QUERY_TYPES: Final[dict[str, tuple[str, ...]]] = {
     "ip4": ("A",),
     "ip6": ("AAAA",),
@@ -151,48 +151,6 @@ def _gai_detail(exc: socket.gaierror) -> str:
     return "resolution_failed"
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """One query's outcome: its addresses, or why it has none, and when its answer arrived."""
-
-    addresses: tuple[str, ...]
-    error: DNSError | None
-    answered_ns: int | None
-
-
-class _Query:
-    """One question (A or AAAA) of a resolution, with its channel's wire edges and tries."""
-
-    def __init__(self, rdtype: str) -> None:
-        self.rdtype = rdtype
-        self.family: IPFamily = "ip6" if rdtype == "AAAA" else "ip4"
-        # Connect and handshake phases of a stream transport belong to this lookup, not the
-        # attempt: they are recorded on a scratch clock, whose first phase starts the lookup.
-        self.scratch = PhaseClock()
-        self.channel: DNSChannel | None = None
-        self.answer: _Answer | None = None
-        """None while the query runs, and when it was given up (the other family sufficed)."""
-
-    @property
-    def sent_ns(self) -> int | None:
-        if self.scratch.phases:
-            return self.scratch.phases[0].start_ns
-        return self.channel.sent_ns if self.channel is not None and self.channel.sent_ns else None
-
-    @property
-    def tries(self) -> UDPTries | None:
-        return self.channel.tries if self.channel is not None else None
-
-    @property
-    def arrived_ns(self) -> int | None:
-        """When this query's answer arrived, once read, even before `answer` is set."""
-        return self.channel.arrived_ns if self.channel is not None else None
-
-    @property
-    def positive(self) -> bool:
-        return self.answer is not None and bool(self.answer.addresses)
-
-
 class DNSServerResolver:
     """Queries one DNS server directly over UDP (TCP fallback on TC), TCP, DoT or DoH.
 
@@ -238,12 +196,12 @@ class DNSServerResolver:
         except DNSError as exc:
             return Resolution((), exc)
         deadline_ns = PhaseClock.now_ns() + int(self._timeout_s * 1e9)
-        queries = [_Query(rdtype) for rdtype in _QUERY_TYPES.get(family, ("A", "AAAA"))]
+        queries = [Query(rdtype) for rdtype in _QUERY_TYPES.get(family, ("A", "AAAA"))]
         tasks = [asyncio.create_task(self._ask(query, ip, host, deadline_ns)) for query in queries]
         gave_up_ns: int | None = None
         try:
             if family in _RACED_FAMILIES:
-                gave_up_ns = await _race(queries, tasks, deadline_ns)
+                gave_up_ns = await race(queries, tasks, deadline_ns)
             else:
                 await asyncio.wait(tasks)
         finally:
@@ -268,7 +226,7 @@ class DNSServerResolver:
             raise DNSError("resolver_unreachable", f"DNS server {self._host}: {exc.strerror}") from exc
         return str(infos[0][4][0]).split("%")[0]
 
-    async def _ask(self, query: _Query, ip: str, name: str, deadline_ns: int) -> None:
+    async def _ask(self, query: Query, ip: str, name: str, deadline_ns: int) -> None:
         """Ask one question; its outcome lands in `query.answer` (never raises for DNS failures)."""
         message = dns.message.make_query(name, dns.rdatatype.from_text(query.rdtype))
         try:
@@ -283,61 +241,28 @@ class DNSServerResolver:
                 )
                 response = await query.channel.exchange(message, retransmit=self._retransmit)
         except TimeoutError:
-            query.answer = _Answer((), DNSError("resolver_timeout", f"no answer from {self.server}"), None)
+            query.answer = QueryAnswer(
+                (), DNSError("resolver_timeout", f"no answer from {self.server}"), None
+            )
             return
         except DNSError as exc:  # no answer to any try, port unreachable, TC fallback failed, DoH status
-            query.answer = _Answer((), exc, None)
+            query.answer = QueryAnswer((), exc, None)
             return
         except (ProbeError, OSError) as exc:  # refused, TLS failure, malformed answer
             detail = getattr(exc, "detail", None) or str(exc)
-            query.answer = _Answer((), DNSError("resolver_unreachable", f"{self.server}: {detail}"), None)
+            query.answer = QueryAnswer((), DNSError("resolver_unreachable", f"{self.server}: {detail}"), None)
             return
         finally:
             if query.channel is not None:
                 query.channel.close()
         answered_ns = query.channel.answered_ns or None
         try:
-            query.answer = _Answer(tuple(_addresses(response, name)), None, answered_ns)
+            query.answer = QueryAnswer(tuple(_addresses(response, name)), None, answered_ns)
         except DNSError as exc:  # an rcode other than NOERROR: an answer, but no addresses
-            query.answer = _Answer((), exc, answered_ns)
+            query.answer = QueryAnswer((), exc, answered_ns)
 
 
-async def _race(queries: list[_Query], tasks: list[asyncio.Task[None]], deadline_ns: int) -> int | None:
-    """Wait for A and AAAA as RFC 8305 §3 says; returns when the late family was given up, if it was.
-
-    Once one family has addresses, the other gets the resolution delay from that answer's
-    arrival (never past the resolver's deadline); a family without addresses (an error, or
-    no data) waits for the other as long as it takes.
-    """
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    first = next(query for query, task in zip(queries, tasks, strict=True) if task in done)
-    others = [task for task in tasks if not task.done()]
-    if not others:
-        return None
-    if not first.positive:
-        await asyncio.wait(others)
-        return None
-    assert first.answer is not None
-    arrived_ns = first.answer.answered_ns or PhaseClock.now_ns()
-    give_up_ns = min(arrived_ns + _RESOLUTION_DELAY_NS, deadline_ns)
-    wait_s = (give_up_ns - PhaseClock.now_ns()) / 1e9
-    if wait_s > 0:
-        await asyncio.wait(others, timeout=wait_s)
-    # Late by the loop's clock is not late by the wire's: an answer that arrived before the
-    # resolution delay ran out may still sit in its socket (one loop pass reads it) or in a
-    # task that has yet to finish. Kernel arrival stamps decide.
-    await asyncio.sleep(0)
-    in_time = [
-        task
-        for query, task in zip(queries, tasks, strict=True)
-        if not task.done() and query.arrived_ns is not None and query.arrived_ns <= give_up_ns
-    ]
-    if in_time:
-        await asyncio.wait(in_time)
-    return give_up_ns if any(not task.done() for task in others) else None
-
-
-def _resolution(host: str, family: IPFamily, queries: list[_Query], gave_up_ns: int | None) -> Resolution:
+def _resolution(host: str, family: IPFamily, queries: list[Query], gave_up_ns: int | None) -> Resolution:
     """The outcome of a resolution's queries (in the family's preference order)."""
     sent = [q.sent_ns for q in queries if q.sent_ns is not None]
     tries = tuple(t for q in queries if (t := q.tries) is not None)

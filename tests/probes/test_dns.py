@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trustme
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import ValidationError
 
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
@@ -16,6 +17,8 @@ from otelprobe.lab.servers.dns_zone import ZoneSpec
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.dns import DNSProbe, DNSProbeConfig, system_nameserver
 from otelprobe.results import ProbeResult
+from otelprobe.telemetry.otlp_json import json_to_message, message_to_json
+from otelprobe.telemetry.pipeline import Telemetry
 
 ZONE: ZoneSpec = {
     "www": {"A": ["127.0.0.1", "127.0.0.2"], "AAAA": ["::1"], "TXT": '"v=spf1 -all"'},
@@ -266,3 +269,40 @@ def test_system_nameserver_reads_resolv_conf(tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("options timeout:1\nnameserver 127.0.0.53\nnameserver 127.0.0.54\n")
     assert system_nameserver(str(resolv)) == "127.0.0.53"
+
+
+async def test_a_retransmit_reaches_spans_otlp_json_and_the_lookup_metric(server: DNSFaultServer) -> None:
+    server.set_fault("www", DNSFault.first_lost())
+    result = await probe(server, timeout="400ms")
+    telemetry = Telemetry(vantage="test", in_memory=True)
+    try:
+        telemetry.record(result)
+        assert telemetry.span_exporter is not None
+        spans = {s.name: s for s in telemetry.span_exporter.get_finished_spans()}
+        request = ExportTraceServiceRequest()
+        request.resource_spans.add().scope_spans.add().spans.extend(telemetry.span_exporter.spans)
+        histogram = [
+            point
+            for rm in telemetry.collect_metrics().resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == "dns.lookup.duration"
+            for point in metric.histogram.data_points
+        ]
+    finally:
+        await telemetry.shutdown(1.0)
+    lookup = spans["dns.lookup"]
+    assert lookup.attributes is not None and lookup.attributes["probe.dns.attempts"] == 2
+    [event] = lookup.events
+    assert event.name == "probe.dns.retransmit" and event.attributes == {
+        "probe.dns.query_type": "A",
+        "probe.dns.attempt": 2,
+    }
+    assert lookup.start_time is not None and event.timestamp - lookup.start_time >= 200_000_000
+    # The Collector file exporter's format carries the event, and reads back the same.
+    line = message_to_json(request)
+    assert '"name":"probe.dns.retransmit"' in line
+    assert json_to_message(line, ExportTraceServiceRequest()) == request
+    # dns.lookup.duration is the span's duration: the retransmit wait is part of the lookup.
+    [point] = histogram
+    assert point.count == 1 and 0.2 <= point.sum < 0.3

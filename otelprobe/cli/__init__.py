@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("otelprobe.cli.probe", "probe one URL once and print its phase waterfall"),
     "run": ("otelprobe.cli.run", "probe every target of a config file on its schedule"),
     "validate": ("otelprobe.cli.validate", "check a config file; report every problem (exit 1 if any)"),
+    "sidecar": (
+        "otelprobe.cli.sidecar",
+        "receive probe spans over OTLP, detect SLO violations and attribute their causes",
+    ),
     "demo": ("otelprobe.cli.demo", "run lab targets with a fault and probe them (no Collector needed)"),
     "lab": (
         "otelprobe.cli.lab",
@@ -29,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "otelprobe.cli.attribute",
         "replay recordings into attributed SLO violations (JSON lines)",
     ),
+    "evaluate": ("otelprobe.cli.evaluate", "score the model and its baselines on held-out labeled recordings"),
 }
 
 

@@ -1,0 +1,212 @@
+"""The sidecar's own config file: `load_sidecar_config(path) -> SidecarConfig`, problems as file:line: field.
+
+Read by `otelprobe sidecar CONFIG` before anything starts, and again on reload. The file is parsed
+by the prober config's line-keeping YAML loader with the same `${VAR}` / `${file:PATH}`
+substitution (config/envsubst.py: every substituted value is registered as a secret and redacted
+from logs), and validated by the pydantic models below; every problem is reported, not only the
+first. docs/sidecar.md documents each key; examples/sidecar.yaml is a complete example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from otelprobe.config.common import StrictModel
+from otelprobe.config.durations import Duration, Size, parse_duration
+from otelprobe.errors import ConfigError, ConfigProblem
+
+AUTO: Final = "auto"
+DEFAULT_GRPC_PORT: Final = 4327
+DEFAULT_HTTP_PORT: Final = 4328
+DEFAULT_API_PORT: Final = 8787
+"""Next to a Collector's 4317/4318 without clashing with them."""
+
+
+def _auto_or_duration(value: object) -> object:
+    if value == AUTO:
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or 'auto'") from None
+
+
+class TLSServerConfig(StrictModel):
+    """TLS of the receiver; `client_ca_file` makes it mTLS (clients need a certificate it signed)."""
+
+    cert_file: str = Field(min_length=1)
+    key_file: str = Field(min_length=1)
+    client_ca_file: str | None = None
+
+
+class ReceiverConfig(StrictModel):
+    """The OTLP receiver (traces in; OTLP/gRPC and OTLP/HTTP, protobuf or JSON, gzip)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="listen address; loopback unless configured")
+    grpc_port: int | None = Field(DEFAULT_GRPC_PORT, ge=0, le=65535, description="null: no gRPC listener")
+    http_port: int | None = Field(DEFAULT_HTTP_PORT, ge=0, le=65535, description="null: no HTTP listener")
+    max_queue: int = Field(256, ge=1, le=100_000, description="requests waiting to be read, at most")
+    max_body_bytes: Size = Field(4 * 1024**2, alias="max_body", gt=0, description="per request, inflated")
+    retry_after_s: Duration = Field(1.0, alias="retry_after", gt=0, description="back-off hint when full")
+    bearer_token: SecretStr | None = Field(None, description="require `Authorization: Bearer <token>`")
+    tls: TLSServerConfig | None = None
+
+    @model_validator(mode="after")
+    def _some_listener(self) -> ReceiverConfig:
+        if self.grpc_port is None and self.http_port is None:
+            raise ValueError("give grpc_port or http_port (or both)")
+        return self
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _token_not_blank(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError("the bearer token is empty (an unset variable?)")
+        return token
+
+
+class APIConfig(StrictModel):
+    """The HTTP API (/v1/incidents, /v1/attributions, /v1/slos, /healthz, /metrics)."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int | None = Field(DEFAULT_API_PORT, ge=0, le=65535, description="null: no API")
+    bearer_token: SecretStr | None = Field(None, description="required on every path but /healthz")
+
+
+class LimitsConfig(StrictModel):
+    """Bounds on memory: nothing the sidecar holds grows without them."""
+
+    max_series: int = Field(
+        10_000, ge=1, le=1_000_000, description="(target, vantage) series; oldest evicted"
+    )
+    max_open_windows: int = Field(64, ge=1, le=10_000, description="window slots open at once")
+    max_seen_traces: int = Field(200_000, ge=1, le=10_000_000, description="trace ids kept to spot retries")
+    max_pending_traces: int = Field(50_000, ge=1, le=10_000_000, description="traces waiting for their root")
+    max_recent: int = Field(500, ge=1, le=100_000, description="closed incidents and attributions kept")
+
+
+class ExportConfig(StrictModel):
+    """Where the sidecar's own telemetry goes (slo.violation spans, log records, metrics)."""
+
+    endpoint: str = Field(min_length=1, description="http(s)://host:port (OTLP/HTTP) or host:port (gRPC)")
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="e.g. authorization; secrets")
+    insecure: bool = Field(False, description="gRPC without TLS")
+    timeout_s: Duration = Field(10.0, alias="timeout", gt=0)
+    metric_interval_s: Duration = Field(60.0, alias="metric_interval", gt=0)
+    service_name: str = Field("otelprobe-sidecar", min_length=1)
+
+
+class OutputConfig(StrictModel):
+    jsonl: str | None = Field(None, min_length=1, description="append each attribution as a JSON line")
+
+
+class SidecarConfig(StrictModel):
+    """The whole file."""
+
+    receiver: ReceiverConfig = ReceiverConfig()
+    api: APIConfig = APIConfig()
+    model: str = Field("models/default", min_length=1, description="model stem (stem.json + boosters)")
+    slo_file: str | None = Field(None, min_length=1, description="SLO file; the default objectives if none")
+    window_s: Annotated[float | Literal["auto"], BeforeValidator(_auto_or_duration)] = Field(
+        AUTO, alias="window", description="'auto': the model's window_intervals x the probe interval"
+    )
+    allowed_lateness_s: Duration = Field(10.0, alias="allowed_lateness", le=3600)
+    close_after_windows: int = Field(2, ge=1, le=1000, description="quiet windows that close an incident")
+    limits: LimitsConfig = LimitsConfig()
+    state_dir: str | None = Field(None, min_length=1, description="SQLite state; null: none kept")
+    export: ExportConfig | None = None
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("window_s")
+    @classmethod
+    def _window_positive(cls, window: float | str) -> float | str:
+        if isinstance(window, float) and not window > 0:
+            raise ValueError("the window must be longer than 0 s")
+        return window
+
+    def resolved(self, base_dir: Path) -> SidecarConfig:
+        """Relative file paths taken from the config file's directory (the default model path
+        stays relative to the working directory: the repository's models/default)."""
+
+        def at(path: str | None) -> str | None:
+            return None if path is None else str(base_dir / Path(path).expanduser())
+
+        updates: dict[str, object] = {
+            "model": at(self.model) if "model" in self.model_fields_set else self.model,
+            "slo_file": at(self.slo_file),
+            "state_dir": at(self.state_dir),
+            "output": self.output.model_copy(update={"jsonl": at(self.output.jsonl)}),
+        }
+        tls = self.receiver.tls
+        if tls is not None:
+            resolved_tls = tls.model_copy(
+                update={
+                    "cert_file": at(tls.cert_file),
+                    "key_file": at(tls.key_file),
+                    "client_ca_file": at(tls.client_ca_file),
+                }
+            )
+            updates["receiver"] = self.receiver.model_copy(update={"tls": resolved_tls})
+        return self.model_copy(update=updates)
+
+
+def load_sidecar_config(path: str | Path) -> SidecarConfig:
+    """Load, validate and resolve a sidecar config file (YAML or JSON).
+
+    Raises:
+        ConfigError: with every problem found, each as `file:line: field: message`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [ConfigProblem(str(path), None, "", f"cannot read config file: {reason}")]
+        ) from None
+    base_dir = path.resolve().parent
+    return load_sidecar_text(text, str(path), base_dir=base_dir).resolved(base_dir)
+
+
+def load_sidecar_text(
+    text: str, filename: str = "<sidecar>", *, base_dir: Path | None = None
+) -> SidecarConfig:
+    """Load a sidecar config from text (paths left as written).
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    from otelprobe.config import _problems, envsubst
+    from otelprobe.config._yaml import PathKey, format_path, parse
+
+    substitution_problems: list[ConfigProblem] = []
+
+    def substitute(value: str, key: PathKey, line: int) -> str | None:
+        result = envsubst.substitute(value, base_dir=base_dir or Path.cwd())
+        for message in result.problems:
+            substitution_problems.append(ConfigProblem(filename, line, format_path(key), message))
+        return result.value if result.changed else None
+
+    doc = parse(text, filename, substitute, json_syntax=filename.lower().endswith(".json"))
+    problems = [*doc.problems, *substitution_problems]
+    if doc.data is None and doc.problems:
+        raise ConfigError(problems)
+    if doc.data is None:
+        doc.data = {}  # an empty file: every default
+    if not isinstance(doc.data, dict):
+        message = "a sidecar config must be a mapping (receiver:, model:, ...)"
+        raise ConfigError([*problems, ConfigProblem(filename, 1, "", message)])
+    try:
+        config = SidecarConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        found = _problems.problems_from(exc, doc, filename, SidecarConfig, frozenset())
+        unresolved = {p.path for p in substitution_problems}
+        problems.extend(p for p in found if p.path not in unresolved)
+        config = None
+    if problems or config is None:
+        raise ConfigError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
+    return config

@@ -1,0 +1,103 @@
+"""The model in use, swapped without a restart: a new file is loaded and checked before it
+replaces the running model; a bad one is rejected with a log line and the old one keeps running.
+
+Beside the pipeline (pipeline.py asks `ModelHolder.model` once per slot, so a swap takes effect at
+the next slot). The service calls `check()` every poll and on SIGHUP; it compares the model
+files' mtimes and sizes, so copying the three files in place (metadata last, or all at once with
+a rename) is all an operator does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from otelprobe.attribution.attribute import model_label
+from otelprobe.attribution.features import FEATURE_NAMES
+from otelprobe.attribution.model import AttributionModel, ModelError, load_model
+from otelprobe.causes import ROOT_CAUSES
+
+_logger = logging.getLogger(__name__)
+
+
+def model_files(stem: str | Path) -> tuple[Path, Path, Path]:
+    base = Path(stem)
+    for suffix in (".cause.txt", ".scope.txt", ".json"):
+        if base.name.endswith(suffix):
+            base = base.with_name(base.name[: -len(suffix)])
+    return tuple(base.with_name(base.name + s) for s in (".json", ".cause.txt", ".scope.txt"))  # type: ignore[return-value]
+
+
+def _stamp(stem: str | Path) -> tuple[tuple[int, int], ...]:
+    stamps = []
+    for path in model_files(stem):
+        try:
+            info = path.stat()
+        except OSError:
+            stamps.append((-1, -1))
+        else:
+            stamps.append((info.st_mtime_ns, info.st_size))
+    return tuple(stamps)
+
+
+def load_checked(stem: str | Path) -> AttributionModel:
+    """Load a model and make sure it scores: one all-missing window must give n x 11 finite scores
+    that sum to 1 (a file that loads but cannot predict is caught here, not in the first incident).
+
+    Raises:
+        ModelError: the model is missing, corrupt, of another schema, or does not score.
+    """
+    model = load_model(stem)
+    probe = np.full((1, len(FEATURE_NAMES)), np.nan)
+    try:
+        scores = model.cause_scores(probe)
+    except Exception as exc:  # LightGBM raises several kinds for a broken booster
+        raise ModelError(f"{stem}: the model does not score a window: {exc}") from exc
+    if scores.shape != (1, len(ROOT_CAUSES)) or not np.isfinite(scores).all() or abs(scores.sum() - 1) > 1e-6:
+        raise ModelError(f"{stem}: the model's scores are not {len(ROOT_CAUSES)} probabilities")
+    return model
+
+
+@dataclass(slots=True)
+class ModelHolder:
+    """The running model, its path and label; `check()` swaps in a changed, valid model."""
+
+    path: Path
+    model: AttributionModel
+    label: str
+    _stamp: tuple[tuple[int, int], ...]
+    swaps: int = 0
+    rejected: int = 0
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelHolder:
+        """Raises: ModelError when the model cannot be used (at start-up: fatal)."""
+        stamp = _stamp(path)
+        model = load_checked(path)
+        return cls(Path(path), model, model_label(model), stamp)
+
+    def current(self) -> AttributionModel:
+        return self.model
+
+    def check(self, path: str | Path | None = None, *, force: bool = False) -> bool:
+        """Swap in the model at `path` (default: the same path) if its files changed; True if it did."""
+        target = Path(path) if path is not None else self.path
+        stamp = _stamp(target)
+        if not force and target == self.path and stamp == self._stamp:
+            return False
+        try:
+            model = load_checked(target)
+        except ModelError as exc:
+            if stamp != self._stamp or target != self.path:
+                self.rejected += 1
+                _logger.error("model %s rejected, keeping %s: %s", target, self.label, exc)
+            self._stamp = stamp  # do not retry the same bad files every poll
+            return False
+        self.path, self.model, self._stamp = target, model, stamp
+        self.label = model_label(model)
+        self.swaps += 1
+        _logger.warning("model swapped: now %s (%s)", self.label, target)
+        return True

@@ -33,7 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "otelprobe.cli.attribute",
         "replay recordings into attributed SLO violations (JSON lines)",
     ),
-    "evaluate": ("otelprobe.cli.evaluate", "score the model and its baselines on held-out labeled recordings"),
+    "evaluate": (
+        "otelprobe.cli.evaluate",
+        "score the model and its baselines on held-out labeled recordings",
+    ),
 }
 
 

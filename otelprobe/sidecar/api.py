@@ -1,0 +1,216 @@
+"""The sidecar's HTTP API for people and scripts: incidents, attributions, SLOs, health, metrics.
+
+The read side of the sidecar (DESIGN §2, after attribution): `build_api_app(view)` serves what a
+`SidecarView` (view.py) gives, as JSON, with the OpenAPI document of api_openapi.py at
+/openapi.json. The app has no listener of its own; the service core decides where it listens
+(loopback by default). Query parameters are validated strictly (an unknown or repeated parameter
+is an error, so a typo never silently widens a query); every error is an RFC 9457 problem body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from otelprobe.causes import ROOT_CAUSES
+from otelprobe.sidecar.api_openapi import openapi_document
+from otelprobe.sidecar.view import DEFAULT_LIMIT, INCIDENT_STATUSES, MAX_LIMIT, IncidentStatus, SidecarView
+from otelprobe.sidecar.view_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+_logger = logging.getLogger(__name__)
+
+PROBLEM_TYPE: Final = "application/problem+json"
+MAX_NAME_CHARS: Final = 256
+MAX_UNIX_NANO: Final = 2**63 - 1
+PUBLIC_PATHS: Final = frozenset({"/healthz"})
+"""Answered without the bearer token: a liveness check needs no secret."""
+VIEW_KEY: Final = web.AppKey("sidecar_view", SidecarView)
+
+
+class BadParameter(ValueError):
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(detail)
+        self.parameter = parameter
+
+
+def problem(status: int, title: str, detail: str, **extra: object) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE)
+
+
+def _json(body: Mapping[str, Any]) -> web.Response:
+    # allow_nan=False: a NaN that slipped through is a bug to see, not invalid JSON to send.
+    return web.Response(text=json.dumps(body, allow_nan=False), content_type="application/json")
+
+
+# --- query parameters ----------------------------------------------------------------------------
+
+
+class Query:
+    """The query of one request, checked against the parameters its operation accepts."""
+
+    def __init__(self, request: web.Request, accepted: Collection[str]) -> None:
+        self._values: dict[str, str] = {}
+        for key in request.query:
+            if key not in accepted:
+                known = ", ".join(sorted(accepted)) or "none"
+                raise BadParameter(key, f"unknown query parameter {key!r} (accepted: {known})")
+            values = request.query.getall(key)
+            if len(values) > 1:
+                raise BadParameter(key, f"query parameter {key!r} given {len(values)} times")
+            self._values[key] = values[0]
+
+    def name(self, key: str) -> str | None:
+        value = self._values.get(key)
+        if value is None:
+            return None
+        if not 1 <= len(value) <= MAX_NAME_CHARS:
+            raise BadParameter(key, f"{key} must be 1 to {MAX_NAME_CHARS} characters")
+        return value
+
+    def choice(self, key: str, choices: Collection[str]) -> str | None:
+        value = self._values.get(key)
+        if value is not None and value not in choices:
+            raise BadParameter(key, f"{key} must be one of {', '.join(choices)}, got {value[:60]!r}")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int | None:
+        value = self._values.get(key)
+        if value is None:
+            return None
+        # int() also takes " 5", "5_0" and "٥"; the schema promises plain ASCII digits.
+        if not (value.isascii() and value.isdigit() and len(value) <= 19):
+            raise BadParameter(key, f"{key} must be an integer from {low} to {high}, got {value[:60]!r}")
+        number = int(value)
+        if not low <= number <= high:
+            raise BadParameter(key, f"{key} must be from {low} to {high}, got {number}")
+        return number
+
+    def limit(self) -> int:
+        found = self.integer("limit", 1, MAX_LIMIT)
+        return DEFAULT_LIMIT if found is None else found
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+async def _incidents(request: web.Request) -> web.Response:
+    query = Query(request, ("status", "target", "vantage", "cause", "limit"))
+    chosen = query.choice("status", INCIDENT_STATUSES)
+    status: IncidentStatus = next((s for s in INCIDENT_STATUSES if s == chosen), "all")
+    rows = request.app[VIEW_KEY].incidents(
+        status=status,
+        target=query.name("target"),
+        vantage=query.name("vantage"),
+        cause=query.choice("cause", ROOT_CAUSES),
+        limit=query.limit(),
+    )
+    return _json({"incidents": rows})
+
+
+async def _attributions(request: web.Request) -> web.Response:
+    query = Query(request, ("target", "vantage", "incident", "since_unix_nano", "limit"))
+    rows = request.app[VIEW_KEY].attributions(
+        target=query.name("target"),
+        vantage=query.name("vantage"),
+        since_ns=query.integer("since_unix_nano", 0, MAX_UNIX_NANO),
+        limit=query.limit(),
+        incident=query.name("incident"),
+    )
+    return _json({"attributions": rows})
+
+
+async def _slos(request: web.Request) -> web.Response:
+    query = Query(request, ("target", "vantage", "limit"))
+    view = request.app[VIEW_KEY]
+    series = view.slos(target=query.name("target"), vantage=query.name("vantage"), limit=query.limit())
+    return _json({"objectives": view.objectives(), "series": series})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    Query(request, ())
+    return _json(request.app[VIEW_KEY].health())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    Query(request, ())
+    body = request.app[VIEW_KEY].prometheus_text()
+    # aiohttp refuses a charset inside content_type; set the header whole.
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _openapi(document: Mapping[str, Any]) -> Handler:
+    text = json.dumps(document)
+
+    async def handler(request: web.Request) -> web.Response:
+        Query(request, ())
+        return web.Response(text=text, content_type="application/json")
+
+    return handler
+
+
+# --- middlewares ---------------------------------------------------------------------------------
+
+
+def _auth_middleware(token: str) -> Middleware:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in PUBLIC_PATHS:
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            # Constant time, so response timing does not leak how much of a guess was right.
+            if not hmac.compare_digest(given, expected):
+                response = problem(401, "Unauthorized", "a valid bearer token is required")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="otelprobe-sidecar"'
+                return response
+        return await handler(request)
+
+    return check
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a problem body: bad parameters 400, aiohttp's 404/405, a bug 500."""
+    try:
+        return await handler(request)
+    except BadParameter as exc:
+        return problem(400, "Bad Request", str(exc), parameter=exc.parameter)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problem(exc.status, exc.reason, exc.text or exc.reason)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        _logger.exception("sidecar API: %s %s failed", request.method, request.path)
+        return problem(500, "Internal Server Error", "the request failed; the sidecar's log has the details")
+
+
+def build_api_app(view: SidecarView, *, token: str | None = None) -> web.Application:
+    """The API as an aiohttp application (mount it on any runner or site).
+
+    Args:
+        view: what the API serves.
+        token: when set, every path except /healthz needs `Authorization: Bearer <token>`.
+            The token is never logged.
+    """
+    middlewares: list[Middleware] = [_problems]
+    if token:
+        middlewares.append(_auth_middleware(token))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    app[VIEW_KEY] = view
+    app.router.add_get("/v1/incidents", _incidents)
+    app.router.add_get("/v1/attributions", _attributions)
+    app.router.add_get("/v1/slos", _slos)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi(openapi_document(bearer=bool(token))))
+    return app

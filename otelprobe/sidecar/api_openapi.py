@@ -1,0 +1,326 @@
+"""The OpenAPI 3.1 document of the sidecar API (api.py), written as data.
+
+Served at /openapi.json and the contract the schemathesis tests hold the handlers to: every
+parameter, its bounds, and the shape of every response (view.py builds the bodies). Response
+objects allow properties beyond the listed ones, so a service core may add fields (links, ...)
+without breaking clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from otelprobe import __version__
+from otelprobe.causes import ROOT_CAUSES, SCOPES
+from otelprobe.sidecar.view import DEFAULT_LIMIT, INCIDENT_STATUSES, MAX_LIMIT
+
+JSON = dict[str, Any]
+MAX_UNIX_NANO: Final = 2**63 - 1
+
+
+def _ref(name: str) -> JSON:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: JSON, required: list[str] | None = None) -> JSON:
+    return {"type": "object", "properties": properties, "required": required or list(properties)}
+
+
+def _array(items: JSON) -> JSON:
+    return {"type": "array", "items": items}
+
+
+_STR: Final = {"type": "string"}
+_INT: Final = {"type": "integer", "minimum": 0}
+_NUM: Final = {"type": "number"}
+_BOOL: Final = {"type": "boolean"}
+_TIME: Final = {"type": "string", "format": "date-time"}
+_OPT_NUM: Final = {"type": ["number", "null"]}
+_STRS: Final = _array(_STR)
+
+_SCHEMAS: Final[JSON] = {
+    "Problem": _object(
+        {
+            "type": _STR,
+            "title": _STR,
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": _STR,
+            "parameter": {"type": "string", "description": "the query parameter at fault"},
+        },
+        ["type", "title", "status", "detail"],
+    ),
+    "Evidence": _object(
+        {"feature": _STR, "contribution": _NUM, "value": _OPT_NUM, "text": _STR},
+    ),
+    "RankedCause": _object(
+        {
+            "cause": {"enum": list(ROOT_CAUSES)},
+            "scope": {"enum": list(SCOPES)},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "scope_scores": {"type": "object", "additionalProperties": _NUM},
+            "evidence": _array(_ref("Evidence")),
+        }
+    ),
+    "Attribution": _object(
+        {
+            "slo": _STR,
+            "slos": _STRS,
+            "target": _STR,
+            "vantage": _STR,
+            "window_start": _TIME,
+            "window_end": _TIME,
+            "window_start_unix_nano": _INT,
+            "probes": _INT,
+            "failed": _INT,
+            "model": _STR,
+            "incident": {"type": ["string", "null"], "description": "the open incident of its series"},
+            "causes": {
+                **_array(_ref("RankedCause")),
+                "description": "every cause, by score; scores sum to 1",
+            },
+        },
+        ["slo", "target", "vantage", "window_start", "window_end", "window_start_unix_nano", "causes"],
+    ),
+    "IncidentCause": _object(
+        {
+            "cause": {"enum": list(ROOT_CAUSES)},
+            "scope": {"enum": list(SCOPES)},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "evidence": _array(_ref("Evidence")),
+        }
+    ),
+    "SeriesIncident": _object(
+        {
+            "target": _STR,
+            "vantage": _STR,
+            "start": _TIME,
+            "end": {"type": ["string", "null"], "format": "date-time"},
+            "closed": _BOOL,
+            "violating_windows": _INT,
+            "violating_now": _BOOL,
+            "slos": _STRS,
+        }
+    ),
+    "Incident": _object(
+        {
+            "id": _STR,
+            "status": {"enum": ["open", "closed"]},
+            "start": _TIME,
+            "start_unix_nano": _INT,
+            "end": {"type": ["string", "null"], "format": "date-time"},
+            "end_unix_nano": {"type": ["integer", "null"], "minimum": 0},
+            "targets": _STRS,
+            "vantages": _STRS,
+            "slos": _STRS,
+            "series": _array(_ref("SeriesIncident")),
+            "attributions": _INT,
+            "causes": {
+                **_array(_ref("IncidentCause")),
+                "description": "mean of the latest attribution of each series; empty before the first",
+            },
+        }
+    ),
+    "Objective": _object(
+        {
+            "slo": _STR,
+            "kind": {"enum": ["availability", "latency"]},
+            "objective": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "threshold": {"type": ["number", "string", "null"], "description": "seconds or 'baseline'"},
+            "targets": _STRS,
+            "vantages": _STRS,
+            "rules": _array(_object({"rule": _STR, "long_s": _NUM, "short_s": _NUM, "factor": _NUM})),
+        }
+    ),
+    "BurnRate": _object(
+        {
+            "rule": _STR,
+            "factor": _NUM,
+            "long_windows": _INT,
+            "short_windows": _INT,
+            "long_burn": _OPT_NUM,
+            "short_burn": _OPT_NUM,
+            "firing": _BOOL,
+        }
+    ),
+    "SLOStatus": _object(
+        {
+            "slo": _STR,
+            "objective": _OPT_NUM,
+            "violating": _BOOL,
+            "events": _INT,
+            "bad": _INT,
+            "threshold_s": _OPT_NUM,
+            "error_budget_remaining": {
+                **_OPT_NUM,
+                "description": "1 - burn rate over the longest rule window; negative = overspent",
+            },
+            "burn_rates": _array(_ref("BurnRate")),
+        }
+    ),
+    "SeriesSLOs": _object(
+        {
+            "target": _STR,
+            "vantage": _STR,
+            "window_start": _TIME,
+            "window_end": _TIME,
+            "window_start_unix_nano": _INT,
+            "probes": _INT,
+            "violating": _BOOL,
+            "slos": _array(_ref("SLOStatus")),
+        }
+    ),
+    "Health": _object(
+        {
+            "status": {"enum": ["starting", "warming_up", "ok", "degraded"]},
+            "reason": {"type": ["string", "null"]},
+            "version": _STR,
+            "uptime_s": {"type": "number", "minimum": 0},
+            "model": _object({"path": {"type": ["string", "null"]}, "version": {"type": ["string", "null"]}}),
+            "window_s": _OPT_NUM,
+            "windows_closed": _INT,
+            "series": _INT,
+            "warm_series": _INT,
+            "warmup": {"type": "number", "minimum": 0, "maximum": 1, "description": "warm share of series"},
+            "queue_depth": _INT,
+            "queue_capacity": _INT,
+            "open_incidents": _INT,
+            "attributions": _INT,
+            "counters": {
+                **_object(
+                    {name: _INT for name in ("received_spans", "late", "duplicate", "evicted", "rejected")}
+                ),
+                "additionalProperties": _INT,
+            },
+        }
+    ),
+}
+
+
+def _name_param(name: str, description: str) -> JSON:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+    }
+
+
+_LIMIT: Final = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "at most this many items, newest first",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+}
+_TARGET: Final = _name_param("target", "only this target")
+_VANTAGE: Final = _name_param("vantage", "only this vantage")
+
+
+def _json_body(schema: JSON, description: str) -> JSON:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_PROBLEM: Final = {"content": {"application/problem+json": {"schema": _ref("Problem")}}}
+
+
+def _get(summary: str, parameters: list[JSON], ok: JSON, operation_id: str) -> JSON:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {
+                "200": ok,
+                "400": {"description": "a parameter is unknown, repeated or out of range", **_PROBLEM},
+            },
+        }
+    }
+
+
+def openapi_document(*, bearer: bool = False) -> JSON:
+    """The document; with `bearer`, every operation but /healthz requires the token (401 without)."""
+    paths: JSON = {
+        "/v1/incidents": _get(
+            "Open and recently closed incidents with their ranked causes",
+            [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "description": "open, recent (closed lately) or all",
+                    "schema": {"enum": list(INCIDENT_STATUSES), "default": "all"},
+                },
+                _TARGET,
+                _VANTAGE,
+                {
+                    "name": "cause",
+                    "in": "query",
+                    "required": False,
+                    "description": "only incidents whose top-ranked cause is this",
+                    "schema": {"enum": list(ROOT_CAUSES)},
+                },
+                _LIMIT,
+            ],
+            _json_body(_object({"incidents": _array(_ref("Incident"))}), "incidents, newest first"),
+            "listIncidents",
+        ),
+        "/v1/attributions": _get(
+            "Attribution records (DESIGN §6), newest first",
+            [
+                _TARGET,
+                _VANTAGE,
+                _name_param("incident", "only attributions of this incident id"),
+                {
+                    "name": "since_unix_nano",
+                    "in": "query",
+                    "required": False,
+                    "description": "only windows starting at or after this time (ns since the epoch)",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_UNIX_NANO},
+                },
+                _LIMIT,
+            ],
+            _json_body(_object({"attributions": _array(_ref("Attribution"))}), "attribution records"),
+            "listAttributions",
+        ),
+        "/v1/slos": _get(
+            "SLO objectives and, per series, burn rates and error budget left",
+            [_TARGET, _VANTAGE, _LIMIT],
+            _json_body(
+                _object({"objectives": _array(_ref("Objective")), "series": _array(_ref("SeriesSLOs"))}),
+                "objectives and series statuses",
+            ),
+            "listSLOs",
+        ),
+        "/healthz": _get(
+            "Liveness, warm-up progress and counters", [], _json_body(_ref("Health"), "health"), "health"
+        ),
+        "/metrics": _get(
+            "The sidecar's metrics in the Prometheus text format 0.0.4",
+            [],
+            {"description": "metrics", "content": {"text/plain": {"schema": _STR}}},
+            "metrics",
+        ),
+        "/openapi.json": _get(
+            "This document", [], _json_body({"type": "object"}, "the OpenAPI document"), "openapi"
+        ),
+    }
+    document: JSON = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "otelprobe sidecar API",
+            "version": __version__,
+            "description": "Incidents, SLO burn and root-cause attributions of a running otelprobe sidecar.",
+        },
+        "paths": paths,
+        "components": {"schemas": _SCHEMAS},
+    }
+    if bearer:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+        paths["/healthz"]["get"]["security"] = []
+        unauthorized = {"description": "missing or wrong bearer token", **_PROBLEM}
+        for path, item in paths.items():
+            if path != "/healthz":
+                item["get"]["responses"]["401"] = unauthorized
+    return document

@@ -97,10 +97,12 @@ def describe(feature: str, row: Mapping[str, Any]) -> str:
             symptom = feature[len(prefix) : -len("_share")]
             count = int(_num(row, f"{side}_{symptom}_count") or 0)
             peers = int(_num(row, f"{side}_peers") or 0)
-            symptom_words = SYMPTOM_WORDS[symptom]
+            recent = symptom.endswith("_recent")  # the neighbour's symptom in any of its last windows
+            symptom_words = SYMPTOM_WORDS[symptom.removesuffix("_recent")]
+            when = "in this or a recent window" if recent else "in this window"
             if side == "vantage":
-                return f"{count} of {peers} other targets seen from {vantage} {symptom_words} in this window"
-            return f"{count} of {peers} other vantages of {target} {symptom_words} in this window"
+                return f"{count} of {peers} other targets seen from {vantage} {symptom_words} {when}"
+            return f"{count} of {peers} other vantages of {target} {symptom_words} {when}"
         if feature == f"{side}_peers_log":
             peers = int(_num(row, f"{side}_peers") or 0)
             neighbours = "targets from this vantage" if side == "vantage" else "vantages of this target"

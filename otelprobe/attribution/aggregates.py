@@ -35,12 +35,19 @@ ERROR_CLASSES: Final = (
 """DESIGN §4's classes."""
 
 # Finer groups of `probe.error.detail` that tell causes apart within one class.
-DETAIL_GROUPS: Final[dict[str, tuple[str, ...]]] = {
-    "cert": ("certificate", "hostname_mismatch", "untrusted", "self_signed", "chain", "expired"),
-    "dns_timeout": ("resolver_timeout", "resolver_unreachable"),
-    "dns_rcode": ("nxdomain", "servfail", "refused", "no_address"),
-    "answer": ("answer_regex", "min_answers", "wrong_answer"),
-    "reset": ("reset", "disconnected", "incomplete", "connection_terminated"),
+DETAIL_GROUPS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    # group: (error classes it belongs to, words of probe.error.detail)
+    "cert": (
+        ("tls_error",),
+        ("certificate", "hostname_mismatch", "untrusted", "self_signed", "chain", "expired"),
+    ),
+    "dns_timeout": (("dns_error",), ("resolver_timeout", "resolver_unreachable")),
+    "dns_rcode": (("dns_error",), ("nxdomain", "servfail", "refused", "no_address")),
+    "answer": (("dns_error", "assertion_failed"), ("answer_regex", "min_answers", "wrong_answer")),
+    "reset": (
+        ("protocol_error", "tls_error", "connect_refused"),
+        ("reset", "disconnected", "incomplete", "connection_terminated"),
+    ),
 }
 
 FAILED_PHASES: Final = {
@@ -56,10 +63,10 @@ FAILED_PHASES: Final = {
 AGGREGATE_QUANTILES: Final = (0.1, 0.5, 0.9, 0.99)
 
 
-def _detail_group(details: pd.Series, group: str) -> pd.Series:
-    words = DETAIL_GROUPS[group]
+def _detail_group(error_types: pd.Series, details: pd.Series, group: str) -> pd.Series:
+    classes, words = DETAIL_GROUPS[group]
     pattern = "|".join(words)
-    return details.fillna("").str.contains(pattern, regex=True)
+    return error_types.isin(classes) & details.fillna("").str.contains(pattern, regex=True)
 
 
 def window_aggregates(records: pd.DataFrame) -> pd.DataFrame:
@@ -81,7 +88,9 @@ def window_aggregates(records: pd.DataFrame) -> pd.DataFrame:
         derived[f"err_{cls}"] = (rec["error_type"] == cls).astype(np.int64)
     details = rec["error_detail"]
     for group in DETAIL_GROUPS:
-        derived[f"detail_{group}"] = (_detail_group(details, group) & failed).astype(np.int64)
+        derived[f"detail_{group}"] = (_detail_group(rec["error_type"], details, group) & failed).astype(
+            np.int64
+        )
     for span, phase in FAILED_PHASES.items():
         derived[f"failed_in_{phase}"] = (rec["failed_phase"] == span).astype(np.int64)
     status = rec["status_code"]

@@ -20,6 +20,7 @@ from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
 from otelprobe.probes._dns_retransmit import record_tries
 from otelprobe.probes.resolver import (
+    LookupProgress,
     Resolution,
     Resolver,
     SystemResolver,
@@ -141,7 +142,14 @@ async def timed_resolve(
     with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
         phase.attributes[names.DNS_QUESTION_NAME] = host
         if is_stamped(resolver):
-            resolution = await resolver.resolve_stamped(host, family)
+            progress = LookupProgress()
+            try:
+                resolution = await resolver.resolve_stamped(host, family, progress)
+            except asyncio.CancelledError:
+                # The attempt's deadline cut the lookup short: the span still shows its tries.
+                phase.start_ns = progress.sent_ns or phase.start_ns
+                record_tries(phase, progress.tries, None)
+                raise
         else:
             resolution = Resolution(tuple(await resolver.resolve(host, family)))
         if resolution.sent_ns is not None:

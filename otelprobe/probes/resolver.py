@@ -76,11 +76,24 @@ class Resolution:
     missing_reason: str | None = None
 
 
+class LookupProgress:
+    """What a stamped lookup has done so far: filled in however it ends, also when the caller's
+    deadline cancels it (there is no Resolution then, but the span should still show the tries)."""
+
+    __slots__ = ("sent_ns", "tries")
+
+    def __init__(self) -> None:
+        self.sent_ns: int | None = None
+        self.tries: tuple[UDPTries, ...] = ()
+
+
 @runtime_checkable
 class StampedResolver(Protocol):
     """A Resolver that knows when its queries left and its answers arrived."""
 
-    async def resolve_stamped(self, host: str, family: IPFamily) -> Resolution:
+    async def resolve_stamped(
+        self, host: str, family: IPFamily, progress: LookupProgress | None = None
+    ) -> Resolution:
         """Never raises for resolution failures: they land in Resolution.error."""
         ...
 
@@ -190,7 +203,9 @@ class DNSServerResolver:
             raise resolution.error
         return list(resolution.addresses)
 
-    async def resolve_stamped(self, host: str, family: IPFamily) -> Resolution:
+    async def resolve_stamped(
+        self, host: str, family: IPFamily, progress: LookupProgress | None = None
+    ) -> Resolution:
         try:
             ip = await self._server_ip()
         except DNSError as exc:
@@ -211,6 +226,10 @@ class DNSServerResolver:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+            if progress is not None:
+                sent = [q.sent_ns for q in queries if q.sent_ns is not None]
+                progress.sent_ns = min(sent) if sent else None
+                progress.tries = tuple(t for q in queries if (t := q.tries) is not None)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]  # a bug in _ask: to be seen

@@ -540,3 +540,27 @@ def test_try_timeout_is_checked_against_the_timeout() -> None:
     assert one_try.try_timeout_s == 5.0
     with pytest.raises(ValidationError):
         ResolverConfig.model_validate({"server": "127.0.0.1", "attempts": 0})
+
+
+async def test_a_probe_deadline_during_the_tries_still_shows_them(
+    server: DNSFaultServer, ipv4_listener: int
+) -> None:
+    server.set_fault("www", DNSFault.no_answer())
+    config = TCPProbeConfig.model_validate(
+        {
+            "name": "t",
+            "address": f"www.lab.test:{ipv4_listener}",
+            "ip": "ip4",
+            "timeout": "350ms",  # before the resolver's own 1 s
+            "resolver": {"server": f"127.0.0.1:{server.port}", "attempts": 5, "try_timeout": "100ms"},
+        }
+    )
+    [result] = await TCPProbe(config, ProbeContext(vantage="test")).run()
+    assert result.error is not None and result.error.detail == "resolver_timeout"
+    lookup = result.phase("dns.lookup")
+    assert lookup is not None and lookup.error_detail == "resolver_timeout"
+    # Tries at 0, 100, 200 and 300 ms (give or take a late timer); the deadline at 350 ms ends it.
+    tries = lookup.attributes["probe.dns.attempts"]
+    assert isinstance(tries, int) and 3 <= tries == len(server.queries)
+    assert [number for _, number, _ in retransmits(lookup)] == list(range(2, tries + 1))
+    assert result.start_ns < lookup.start_ns and 0.3 <= lookup.duration_s < 0.45

@@ -1,209 +1,381 @@
-"""`otelprobe demo`: the whole loop on embedded defaults, on loopback, with no Collector.
+"""`otelprobe demo`: the whole loop on loopback, with no Collector and no root.
 
-Lab fault servers (DNS, HTTP, TLS) stand in for a small shop; four of its five targets carry one
-known fault each. The real runtime (config file -> scheduler -> probes -> telemetry) probes them and
-exports every trace over OTLP/HTTP to an in-process OTLP receiver, which decodes the protobuf; the demo
-then prints each target's last waterfall and the per-phase medians of the probe records read from the
-received spans (attribution/records.py), beside the fault that was injected.
+Lab fault servers (DNS, HTTP, TLS) stand in for a small shop of five targets. The real prober
+runtime (config file -> scheduler -> probes -> OTLP) probes them every 500 ms and exports its
+traces over OTLP/HTTP to a real sidecar (sidecar/service.py) in the same process, which windows
+them, learns each series' baseline, evaluates the SLOs and attributes violations with the model.
+After a healthy start one fault is injected into one target (`--fault KIND`, else a different one
+each run); the demo prints the detection and the ranked causes with their evidence as they come,
+clears the fault, and waits for the incident to close. The probe traces are left as OTLP JSON
+lines (`--out`), and so are the sidecar's own slo.violation spans and log records: a Collector's
+file receiver or Jaeger can load both.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
-import statistics
+import logging
+import random
 import sys
 import tempfile
-from collections import defaultdict
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
-from otelprobe.results import ProbeResult, TraceRef
-
 if TYPE_CHECKING:
-    from otelprobe.attribution.records import ProbeRecord
-    from otelprobe.config.models import Config
-    from otelprobe.runtime import TelemetrySink
-    from otelprobe.sidecar.receiver import OTLPReceiver
+    from otelprobe.lab.certs import LabCA
+    from otelprobe.sidecar.service import SidecarService
+
+INTERVAL: Final = "500ms"
+DEFAULT_OUT: Final = Path("otelprobe-demo")
+TRAIN_DATA: Final = Path(__file__).resolve().parents[2] / "data" / "lab" / "train-101" / "traces.jsonl.gz"
 
 
 @dataclass(frozen=True, slots=True)
-class DemoTarget:
-    name: str
-    url_template: str  # {port} of the server it points at is filled in at start
-    server: str
-    injected: str  # the fault, as a person would say it
-    cause: str  # DESIGN §5 root-cause class of that fault
+class DemoFault:
+    target: str
+    says: str  # the fault as a person would say it
+    cause: str  # the DESIGN §5 cause it should be attributed to
 
 
-TARGETS: Final = (
-    DemoTarget("shop", "https://shop.lab.test:{port}/", "tls", "none (healthy baseline)", "-"),
-    DemoTarget("search", "https://search.lab.test:{port}/", "tls_slow", "TLS handshake +80 ms", "tls_slow"),
-    DemoTarget(
-        "checkout", "http://checkout.lab.test:{port}/", "http_slow", "backend TTFB +150 ms", "backend_slow"
-    ),
-    DemoTarget("catalog", "http://catalog.lab.test:{port}/", "http", "DNS answers +60 ms", "dns_latency"),
-    DemoTarget(
-        "payments", "http://payments.lab.test:{port}/", "http_5xx", "50% of responses 503", "http_error"
-    ),
-)
+FAULTS: Final = {
+    "ttfb_delay": DemoFault("checkout", "checkout's backend answers 150 ms later", "backend_slow"),
+    "tls_delay": DemoFault("shop", "shop's TLS handshake takes 80 ms longer", "tls_slow"),
+    "http_5xx": DemoFault("payments", "60 % of payments' responses are 503", "http_error"),
+    "bad_certificate": DemoFault("shop", "shop serves an expired certificate", "certificate_invalid"),
+    "dns_delay": DemoFault("catalog", "DNS answers for catalog take 60 ms longer", "dns_latency"),
+    "refused": DemoFault("inventory", "nothing listens on inventory's port", "target_unreachable"),
+    "wrong_content": DemoFault("inventory", "inventory answers 200 with the wrong body", "content_mismatch"),
+}
+TARGETS: Final = ("shop", "checkout", "payments", "catalog", "inventory")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds to probe (default 8)")
-    parser.add_argument("--interval", default="500ms", help="probe interval of every target (default 500ms)")
-    parser.add_argument("--out", type=Path, help="also write the received traces here as OTLP JSON lines")
+    parser.add_argument("--fault", choices=sorted(FAULTS), help="the fault to inject (default: a random one)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="where recordings go (default ./otelprobe-demo)"
+    )
+    parser.add_argument(
+        "--healthy", type=float, default=15.0, help="seconds of healthy probing at least (15)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=45.0, help="seconds to wait for detection, and for the close"
+    )
+    parser.add_argument(
+        "--model", help="model stem (default: models/default, else one trained on the lab data)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo(args.duration, args.interval, args.out))
+    kind = args.fault or random.choice(sorted(FAULTS))
+    model = demo_model(args.model)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("traces.jsonl", "sidecar.jsonl", "attributions.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    return asyncio.run(_demo(kind, out, args.healthy, args.timeout, model))
 
 
-class _LatestResults:
-    """Wraps the runtime's telemetry sink to keep each target's latest result for the waterfall."""
+def demo_model(explicit: str | None, cache_dir: Path | None = None) -> str:
+    """A model that loads: the given one, models/default, or one trained once on the lab data
+    and kept in `cache_dir` (default: ~/.cache/otelprobe/demo-model)."""
+    from otelprobe.attribution.model import ModelError
+    from otelprobe.sidecar.model_watch import load_checked
 
-    def __init__(self, inner: TelemetrySink) -> None:
-        self.inner = inner
-        self.latest: dict[str, ProbeResult] = {}
+    cache_dir = cache_dir or _cache_dir()
+    candidates = [explicit] if explicit else ["models/default", str(cache_dir / "default")]
+    for stem in candidates:
+        try:
+            load_checked(stem)
+            return stem
+        except ModelError as exc:
+            if explicit:
+                raise SystemExit(f"--model: {exc}") from None
+    from otelprobe.attribution.dataset import read_window_table
+    from otelprobe.attribution.train import data_digest, train_model
 
-    def record(self, result: ProbeResult, link: TraceRef | None) -> TraceRef | None:
-        self.latest[result.target] = result
-        return self.inner.record(result, link)
+    print(
+        f"no trained model yet: training one on {TRAIN_DATA.parent.name} (about 20 s, once) ...", flush=True
+    )
+    table = read_window_table([TRAIN_DATA])
+    info = {"name": TRAIN_DATA.parent.name, "digest": data_digest([str(TRAIN_DATA)])}
+    model = train_model(table.frame, window_s=table.window_s, training_info=info)
+    cached = cache_dir / "default"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    model.save(cached)
+    return str(cached)
 
-    async def shutdown(self) -> None:
-        await self.inner.shutdown()
+
+def _cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "otelprobe" / "demo-model"
 
 
-async def _demo(duration_s: float, interval: str, out: Path | None) -> int:
+class _Lab:
+    """The five targets: each its own server, so a fault hits exactly one."""
+
+    def __init__(self, ca: LabCA) -> None:
+        from otelprobe.lab.servers.dns import DNSFaultServer
+        from otelprobe.lab.servers.http import HTTPFaultServer
+        from otelprobe.lab.servers.tls import TLSFront
+
+        self.ca = ca
+        self.http = {name: HTTPFaultServer(body_size=8 * 1024, seed=i) for i, name in enumerate(TARGETS)}
+        self.dns = DNSFaultServer(zone={name: {"A": ["127.0.0.1"]} for name in TARGETS})
+        self.tls: TLSFront | None = None
+        self._tls_class = TLSFront
+
+    async def start(self) -> None:
+        for server in self.http.values():
+            await server.start()
+        await self.dns.start()
+        self.tls = self._tls_class(self.ca, upstream=("127.0.0.1", self.http["shop"].port), seed=9)
+        await self.tls.start()
+
+    async def aclose(self) -> None:
+        if self.tls is not None:
+            await self.tls.aclose()
+        await self.dns.stop()
+        for server in self.http.values():
+            await server.aclose()
+
+    def url(self, name: str) -> str:
+        if name == "shop":
+            assert self.tls is not None
+            return f"https://shop.lab.test:{self.tls.port}/"
+        return f"http://{name}.lab.test:{self.http[name].port}/"
+
+    async def inject(self, kind: str) -> Callable[[], Awaitable[None]]:
+        """Turn the fault on; returns what turns it off."""
+        from otelprobe.lab import faults
+        from otelprobe.lab.servers.dns import DNSFault
+
+        target = FAULTS[kind].target
+        http = self.http[target]
+        if kind == "ttfb_delay":
+            http.apply(faults.TTFBDelay.model_validate({"delay": "150ms"}))
+        elif kind == "http_5xx":
+            http.apply(faults.HTTP5xx(rate=0.6, status=503))
+        elif kind == "wrong_content":
+            http.apply(faults.WrongContent())
+        elif kind == "dns_delay":
+            self.dns.set_fault(target, DNSFault.delayed(0.060))
+        elif kind in ("tls_delay", "bad_certificate"):
+            assert self.tls is not None
+            fault = (
+                faults.TLSDelay.model_validate({"delay": "80ms"})
+                if kind == "tls_delay"
+                else faults.BadCertificate(problem="expired")
+            )
+            self.tls.apply(fault)
+        elif kind == "refused":
+            port = http.port
+            await http.aclose()  # nothing listens: connects are refused
+
+            async def restart() -> None:
+                from otelprobe.lab.servers.http import HTTPFaultServer
+
+                self.http[target] = HTTPFaultServer(port=port, body_size=8 * 1024, seed=99)
+                await self.http[target].start()
+
+            return restart
+
+        async def clear() -> None:
+            http.clear()
+            self.dns.clear_faults()
+            if self.tls is not None:
+                self.tls.clear()
+
+        return clear
+
+
+async def _demo(kind: str, out: Path, healthy_s: float, timeout_s: float, model: str) -> int:
     from otelprobe.lab.certs import LabCA
-    from otelprobe.lab.faults import HTTP5xx, TLSDelay, TTFBDelay
-    from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
-    from otelprobe.lab.servers.http import HTTPFaultServer
-    from otelprobe.lab.servers.tls import TLSFront
-    from otelprobe.runtime import Runtime, default_sink
+    from otelprobe.sidecar.config import SidecarConfig
     from otelprobe.sidecar.receiver import OTLPReceiver
+    from otelprobe.sidecar.service import SidecarService
+    from otelprobe.telemetry.otlp_json import message_to_json
 
-    hosts = ("localhost", "127.0.0.1", *(f"{t.name}.lab.test" for t in TARGETS))
-    ca = LabCA(hosts=hosts)
-    zone = {t.name: {"A": ["127.0.0.1"]} for t in TARGETS}
-    http = HTTPFaultServer(body_size=16 * 1024, seed=1)
-    http_slow = HTTPFaultServer(body_size=16 * 1024, seed=2)
-    http_5xx = HTTPFaultServer(body_size=16 * 1024, seed=3)
-    async with (
-        http,
-        http_slow,
-        http_5xx,
-        DNSFaultServer(zone=zone) as dns_server,
-        OTLPReceiver(grpc_port=None) as receiver,
-    ):
-        http_slow.apply(TTFBDelay.model_validate({"delay": "150ms"}))
-        http_5xx.apply(HTTP5xx(rate=0.5, status=503))
-        dns_server.set_fault("catalog", DNSFault.delayed(0.060))
-        tls = TLSFront(ca, upstream=("127.0.0.1", http.port), seed=4)
-        tls_slow = TLSFront(ca, upstream=("127.0.0.1", http.port), seed=5)
-        async with tls, tls_slow:
-            tls_slow.apply(TLSDelay.model_validate({"delay": "80ms"}))
-            ports = {"http": http.port, "http_slow": http_slow.port, "http_5xx": http_5xx.port}
-            ports |= {"tls": tls.port, "tls_slow": tls_slow.port}
-            with tempfile.TemporaryDirectory(prefix="otelprobe-demo-") as tmp:
-                config_path = _write_config(Path(tmp), ca, ports, dns_server.port, receiver, interval, out)
-                print(f"otelprobe demo: {len(TARGETS)} lab targets on 127.0.0.1, config {config_path.name}:")
-                print(config_path.read_text())
-                print(
-                    f"probing for {duration_s:g} s; traces go over OTLP/HTTP to {receiver.http_endpoint} ..."
+    fault = FAULTS[kind]
+    sidecar_file = (out / "sidecar.jsonl").open("a", encoding="utf-8")
+
+    def record(message: Any) -> None:  # the sidecar's own spans and logs, as a Collector would file them
+        sidecar_file.write(message_to_json(message) + "\n")
+
+    ca = LabCA(hosts=("localhost", "127.0.0.1", *(f"{t}.lab.test" for t in TARGETS)))
+    lab = _Lab(ca)
+    collector = OTLPReceiver(grpc_port=None, on_traces=record, on_logs=record, on_metrics=lambda _m: None)
+    await lab.start()
+    await collector.start()
+    config = SidecarConfig.model_validate(
+        {
+            "receiver": {"grpc_port": None, "http_port": 0},
+            "api": {"port": 0},
+            "model": model,
+            "window": "auto",
+            "allowed_lateness": "400ms",
+            "export": {"endpoint": collector.http_endpoint, "metric_interval": "5s"},
+            "output": {"jsonl": str(out / "attributions.jsonl")},
+        }
+    )
+    sidecar = SidecarService(config)
+    await sidecar.start()
+    # The demo tells its own story; the sidecar's per-violation log lines would drown it.
+    logging.getLogger("otelprobe.sidecar").setLevel(logging.ERROR)
+    prober: asyncio.subprocess.Process | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="otelprobe-demo-") as tmp:
+            config_path = _prober_config(Path(tmp), lab, sidecar, out)
+            print(
+                f"otelprobe demo: 5 lab targets on 127.0.0.1 ({', '.join(TARGETS)}), probed every {INTERVAL}"
+            )
+            api = f"127.0.0.1:{sidecar.api_port}"
+            print(f"  prober (otelprobe run) -> OTLP -> sidecar {sidecar.receiver.http_endpoint}, API {api}")
+            print(f"  fault to inject: {kind}: {fault.says} (expected cause: {fault.cause})\n")
+            # A process of its own, as in production: the sidecar's work must not delay the probes.
+            with (out / "prober.log").open("w", encoding="utf-8") as log:
+                prober = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "otelprobe.cli", "run", str(config_path), stdout=log, stderr=log
                 )
-                sinks: list[_LatestResults] = []
+                try:
+                    return await _story(lab, sidecar, kind, healthy_s, timeout_s)
+                finally:
+                    prober.terminate()
+                    await prober.wait()
+    finally:
+        await sidecar.stop()
+        await collector.stop()
+        sidecar_file.close()
+        await lab.aclose()
+        print(
+            f"\nrecordings in {out}/: traces.jsonl (probe spans, OTLP JSON lines), sidecar.jsonl "
+            "(slo.violation spans and log records), attributions.jsonl (§6 records)"
+        )
 
-                def sink_factory(config: Config) -> TelemetrySink:
-                    sinks.append(_LatestResults(default_sink(config)))
-                    return sinks[-1]
 
-                runtime = Runtime(config_path, sink_factory=sink_factory, vantage="demo")
-                serving = asyncio.create_task(runtime.serve())
-                await asyncio.sleep(duration_s)
-                runtime.request_stop()
-                await serving
-    _print_report(sinks[-1].latest if sinks else {}, receiver)
-    return 0 if receiver.stats.spans > 0 else 1
+async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float, timeout_s: float) -> int:
+    fault = FAULTS[kind]
+    started = time.monotonic()
+
+    def clock() -> str:
+        return f"[{time.monotonic() - started:5.1f}s]"
+
+    # 1. Healthy start: until every series' baseline is warm.
+    last = ""
+    while time.monotonic() - started < healthy_s + timeout_s:
+        health = sidecar.view.health()
+        warm = f"{health['warm_series']}/{health['series']}"
+        line = f"warming up: {health['windows_closed']} windows, {warm} series warm"
+        if line != last and health["windows_closed"] % 3 == 0:
+            print(clock(), line, flush=True)
+            last = line
+        if (
+            time.monotonic() - started >= healthy_s
+            and health["series"]
+            and health["warm_series"] == health["series"]
+        ):
+            break
+        await asyncio.sleep(0.25)
+    open_before = {i["id"] for i in sidecar.view.incidents("open")}
+    print(
+        clock(),
+        f"baselines warm; open incidents: {len(open_before)}. Injecting {kind} into {fault.target}.",
+        flush=True,
+    )
+
+    # 2. The fault: wait for its attribution.
+    clear = await lab.inject(kind)
+    injected = time.monotonic()
+    since_ns = time.time_ns() - 2 * 10**9  # the window the fault began in may start before it
+    found = None
+    while time.monotonic() - injected < timeout_s:
+        rows = sidecar.view.attributions(target=fault.target, since_ns=since_ns, limit=1)
+        if rows:
+            found = rows[0]
+            break
+        await asyncio.sleep(0.25)
+    if found is None:
+        print(clock(), f"no attribution for {fault.target} within {timeout_s:g} s", flush=True)
+        await clear()
+        return 1
+    print(clock(), f"SLO violation detected {time.monotonic() - injected:.1f} s after the fault:", flush=True)
+    _print_attribution(found)
+    top = found["causes"][0]["cause"]
+    verdict = "matches" if top == fault.cause else "does NOT match"
+    print(f"  top cause {top} {verdict} the injected fault ({fault.cause})\n", flush=True)
+
+    # 3. Clear it: wait for the incident to close.
+    await asyncio.sleep(3.0)
+    await clear()
+    cleared = time.monotonic()
+    print(clock(), f"fault cleared; waiting for the incident on {fault.target} to close ...", flush=True)
+    while time.monotonic() - cleared < timeout_s:
+        still_open = [i for i in sidecar.view.incidents("open") if fault.target in i["targets"]]
+        if not still_open:
+            recent = [i for i in sidecar.view.incidents("recent") if fault.target in i["targets"]]
+            if recent:
+                incident = recent[0]
+                print(
+                    clock(),
+                    f"incident {incident['id']} closed: {incident['start']} .. {incident['end']}, "
+                    f"{incident['attributions']} attributed windows",
+                    flush=True,
+                )
+            return 0 if top == fault.cause else 2
+        await asyncio.sleep(0.25)
+    print(clock(), f"the incident did not close within {timeout_s:g} s", flush=True)
+    return 1
 
 
-def _write_config(
-    tmp: Path,
-    ca: object,
-    ports: dict[str, int],
-    dns_port: int,
-    receiver: OTLPReceiver,
-    interval: str,
-    out: Path | None,
-) -> Path:
-    from otelprobe.lab.certs import LabCA
+def _print_attribution(record: dict[str, Any]) -> None:
+    color = sys.stdout.isatty()
+    bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
+    print(
+        f"  {bold}{record['slo']}{reset} on {record['target']} from {record['vantage']}, "
+        f"window {record['window_start']} ({record['probes']} probes, {record['failed']} failed)"
+    )
+    for rank, cause in enumerate(record["causes"][:3], start=1):
+        print(
+            f"  {rank}. {bold if rank == 1 else ''}{cause['cause']:<20}{reset} scope {cause['scope']:<8} "
+            f"score {cause['score']:.2f}"
+        )
+        for evidence in cause.get("evidence", [])[:3]:
+            print(f"       - {evidence['text']}")
 
-    assert isinstance(ca, LabCA)
-    ca_file = ca.write_pem_files(tmp / "certs")["ca"]
-    exporters: list[dict[str, object]] = [{"type": "otlp_http", "endpoint": receiver.http_endpoint}]
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        exporters.append({"type": "file", "path": str(out / "traces.jsonl")})
+
+def _prober_config(tmp: Path, lab: _Lab, sidecar: SidecarService, out: Path) -> Path:
+    ca_file = lab.ca.write_pem_files(tmp / "certs")["ca"]
+    targets: list[dict[str, Any]] = []
+    for name in TARGETS:
+        target: dict[str, Any] = {"name": name, "kind": "http", "url": lab.url(name)}
+        if name == "shop":
+            target["tls"] = {"ca_file": str(ca_file)}
+        if name == "inventory":
+            target["expect"] = {"body_regex": ["otelprobe-lab ok"]}
+        targets.append(target)
     config = {
         "vantage": "demo",
         "defaults": {
-            "interval": interval,
+            "interval": INTERVAL,
             "timeout": "400ms",
-            "resolver": {"server": f"127.0.0.1:{dns_port}"},
+            "resolver": {"server": f"127.0.0.1:{lab.dns.port}"},
         },
-        "telemetry": {"exporters": exporters, "queue": {"schedule_delay": "200ms"}},
-        "targets": [
-            {
-                "name": t.name,
-                "kind": "http",
-                "url": t.url_template.format(port=ports[t.server]),
-                **({"tls": {"ca_file": str(ca_file)}} if t.url_template.startswith("https") else {}),
-            }
-            for t in TARGETS
-        ],
+        "telemetry": {
+            "exporters": [
+                {"type": "otlp_http", "endpoint": sidecar.receiver.http_endpoint},
+                {"type": "file", "path": str((out / "traces.jsonl").resolve())},
+            ],
+            "queue": {"schedule_delay": "100ms"},
+        },
+        "targets": targets,
     }
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-# The report's phase columns: header, ProbeRecord field.
-_PHASE_COLUMNS: Final = (
-    ("lookup", "dns_s"),
-    ("connect", "connect_s"),
-    ("handshake", "tls_s"),
-    ("request", "request_s"),
-    ("ttfb", "ttfb_s"),
-    ("transfer", "transfer_s"),
-)
-
-
-def _print_report(latest: dict[str, ProbeResult], receiver: OTLPReceiver) -> None:
-    from otelprobe.cli.waterfall import render
-
-    color = sys.stdout.isatty()
-    print("\nlast probe of each target (phases measured at the socket):\n")
-    for target in TARGETS:
-        if target.name in latest:
-            print(render(latest[target.name], color=color))
-            print(f"     injected fault: {target.injected}\n")
-    # Per-phase medians, from the records of what the OTLP receiver decoded (not from memory).
-    records = receiver.drain_records()
-    by_target: dict[str, list[ProbeRecord]] = defaultdict(list)
-    for record in records:
-        by_target[record.target].append(record)
-    print(f"received over OTLP: {receiver.record_stats.spans} spans in {len(records)} probe traces")
-    print(f"\nmedian phase durations in ms, from the received spans\n{'target':<10}{'ok':>6}", end="")
-    print("".join(f"{header:>11}" for header, _ in _PHASE_COLUMNS), f"  {'injected (cause)'}")
-    for target in TARGETS:
-        attempts = by_target.get(target.name, [])
-        ok = sum(r.success for r in attempts)
-        row = f"{target.name:<10}{(f'{ok}/{len(attempts)}'):>6}"
-        for _, column in _PHASE_COLUMNS:
-            values = [v for r in attempts if not math.isnan(v := getattr(r, column))]
-            row += f"{statistics.median(values) * 1e3:>11.2f}" if values else f"{'-':>11}"
-        print(row, f"  {target.injected} ({target.cause})")

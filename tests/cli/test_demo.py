@@ -1,41 +1,58 @@
-"""`otelprobe demo` runs the whole loop on loopback: lab faults, real probes, OTLP export, report."""
+"""`otelprobe demo` runs the whole loop on loopback: lab targets, a real prober process, the sidecar
+receiving its spans over OTLP, a fault injected, detected, attributed to the right cause, cleared
+and closed — and leaves recordings a Collector can load."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
 
-def test_demo_shows_each_injected_fault_in_its_phase(tmp_path: Path) -> None:
+@pytest.mark.timeout(150)
+def test_demo_detects_the_injected_fault_ranks_its_cause_first_and_closes(
+    tmp_path: Path, trained_model: Path
+) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "otelprobe.cli", "demo", "--duration", "3", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "otelprobe.cli",
+            "demo",
+            "--fault",
+            "http_5xx",
+            "--model",
+            str(trained_model),
+            "--out",
+            str(tmp_path),
+            "--healthy",
+            "12",
+        ],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=140,
         check=False,
     )
-    assert completed.returncode == 0, completed.stderr
     out = completed.stdout
-    assert "received over OTLP:" in out
-    rows = {
-        line.split()[0]: line.split()
-        for line in out.splitlines()
-        if line.split()[:1]
-        and line.split()[0] in {"shop", "search", "checkout", "catalog", "payments"}
-        and "(" in line
-    }
-    assert set(rows) == {"shop", "search", "checkout", "catalog", "payments"}
-    # columns: target ok lookup connect handshake request ttfb transfer ...
-    lookup, handshake, ttfb = 2, 4, 6
-    assert float(rows["search"][handshake]) > 70 > float(rows["shop"][handshake])
-    assert float(rows["checkout"][ttfb]) > 140 > float(rows["shop"][ttfb])
-    assert float(rows["catalog"][lookup]) > 55 > float(rows["shop"][lookup])
-    ok, total = (int(x) for x in rows["payments"][1].split("/"))
-    assert total > 0 and ok < total  # half of its responses are 503
-    # The same traces were also written as OTLP JSON lines.
+    assert completed.returncode == 0, out + completed.stderr
+    assert "SLO violation detected" in out
+    ranked = [line.split() for line in out.splitlines() if line.lstrip().startswith(("1. ", "2. "))]
+    assert ranked[0][:2] == ["1.", "http_error"], out
+    assert "top cause http_error matches the injected fault" in out
+    assert " closed: " in out
+
+    # The §6 records, one JSON line each; the injected target's first one ranks http_error first.
+    records = [json.loads(line) for line in (tmp_path / "attributions.jsonl").read_text().splitlines()]
+    payments = [r for r in records if r["target"] == "payments"]
+    assert payments and payments[0]["causes"][0]["cause"] == "http_error"
+    assert abs(sum(c["score"] for c in payments[0]["causes"]) - 1) < 1e-3
+
+    # The probe spans as OTLP JSON lines (the Collector's file format), whole probe traces.
     recording = read_otlp_json(tmp_path / "traces.jsonl")
     assert not recording.problems
     names = {
@@ -46,3 +63,15 @@ def test_demo_shows_each_injected_fault_in_its_phase(tmp_path: Path) -> None:
         for span in ss.spans
     }
     assert {"probe http", "dns.lookup", "tcp.connect", "tls.handshake", "http.ttfb"} <= names
+
+    # The sidecar's own slo.violation spans, as its OTLP exporter sent them, linked to probe spans.
+    sidecar = read_otlp_json(tmp_path / "sidecar.jsonl")
+    violations = [
+        span
+        for request in sidecar.traces
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+        if span.name == "slo.violation"
+    ]
+    assert violations and all(span.links for span in violations)

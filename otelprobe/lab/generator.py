@@ -20,8 +20,9 @@ from typing import Any, Final
 
 from otelprobe.causes import ROOT_CAUSES, RootCause, Scope
 from otelprobe.lab.faults import parse_fault
+from otelprobe.lab.incidents import affected_pairs
 from otelprobe.lab.profiles import BAND_CENTRES, BAND_SPREAD, Profile, Split, topology
-from otelprobe.lab.scenario import BANDS, MAGNITUDE_KEYS, Band, Scenario, affected_pairs, fault_fits
+from otelprobe.lab.scenario import BANDS, MAGNITUDE_KEYS, Band, Scenario, fault_fits
 
 MAGNITUDE_LEVELS: Final = 4
 """Bands from barely visible (0, "low") to gross (3); "subtle" lies below them."""

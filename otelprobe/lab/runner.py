@@ -35,10 +35,11 @@ import yaml
 
 import otelprobe
 from otelprobe.lab.faults import BandwidthLimit, Fault, NetworkLatency, PacketLoss, link_settings
+from otelprobe.lab.incidents import Incident, incident_json, resolve, total_duration_s
 from otelprobe.lab.link import TARGET_IPV4, Link, LinkEmulator, LinkParams
 from otelprobe.lab.netns import Lab, LabUnavailable, require_lab_support
 from otelprobe.lab.recording import IncidentWindow, label_recording, prober_config
-from otelprobe.lab.scenario import Incident, Scenario, VantageSpec, incident_json, resolve, total_duration_s
+from otelprobe.lab.scenario import Scenario, VantageSpec
 from otelprobe.lab.topology import ServerLoop, TargetSide, lab_ca, write_ca
 
 log = logging.getLogger(__name__)

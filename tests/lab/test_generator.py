@@ -10,14 +10,8 @@ import pytest
 from otelprobe.cli import main
 from otelprobe.lab.faults import ROOT_CAUSES
 from otelprobe.lab.generator import RECIPES, CampaignShape, generate_campaign
-from otelprobe.lab.scenario import (
-    MAGNITUDE_KEYS,
-    Incident,
-    Scenario,
-    load_scenario,
-    resolve,
-    total_duration_s,
-)
+from otelprobe.lab.incidents import Incident, resolve, total_duration_s
+from otelprobe.lab.scenario import MAGNITUDE_KEYS, Scenario, load_scenario
 
 
 def campaign(

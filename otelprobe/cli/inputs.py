@@ -45,19 +45,23 @@ def recording_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
 def reader_summary(stats: ReaderStats) -> str:
-    """'15,164 records; 2 bad lines (first: FILE:LINE: ...)' — what was read and what was not."""
-    text = f"{stats.records:,} probe records"
+    """'15,164 probe records; skipped 2 bad lines (first: FILE:LINE: ...)': what was read and what
+    was not."""
+    text = _count(stats.records, "probe record")
     skipped = []
     if stats.bad_lines:
-        skipped.append(f"{stats.bad_lines:,} bad lines")
+        skipped.append(_count(stats.bad_lines, "bad line"))
     if stats.bad_spans:
-        skipped.append(f"{stats.bad_spans:,} bad spans")
+        skipped.append(_count(stats.bad_spans, "bad span"))
     if stats.orphan_traces:
-        skipped.append(f"{stats.orphan_traces:,} incomplete traces")
-    others = stats.problem_count - stats.bad_lines - stats.bad_spans
-    if others > 0 and not skipped:
-        skipped.append(f"{stats.problem_count:,} problems")
+        skipped.append(_count(stats.orphan_traces, "incomplete trace"))
+    if stats.problem_count and not skipped:
+        skipped.append(_count(stats.problem_count, "problem"))
     if skipped:
         text += "; skipped " + ", ".join(skipped)
     if stats.problems:

@@ -60,8 +60,9 @@ ERROR_Z_PER_SHARE: Final = 100.0
 baseline loss), so a spread of one percentage point is one z."""
 Z_TEMPERATURE: Final = 4.0
 """Softmax temperature on z-scores: 4 z (the features' "off its baseline") is one e-fold."""
-VOTE_SHARE: Final = 0.5
-"""At least half of the neighbours with the same symptom makes the scope theirs."""
+VOTE_SHARE: Final = 0.4
+"""Two in five neighbours (one of two) with the same symptom make the scope theirs: not every
+neighbour can show a symptom (only HTTP targets have a TTFB, only TLS ones a certificate)."""
 
 _SYMPTOM_OF_CAUSE: Final[Mapping[str, tuple[str, ...]]] = {
     "dns_latency": ("dns",),

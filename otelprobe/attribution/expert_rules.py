@@ -6,25 +6,28 @@ faults. It combines the robust z-scores of baselines.py (every phase against the
 baseline) with neighbour voting for the scope, and reads failures first:
 
 1. a `tls_error` with a certificate detail -> certificate_invalid;
-2. `dns_error`: NXDOMAIN / SERVFAIL -> dns_failure; resolver timeouts only -> packet_loss when the
-   window or this vantage's other targets show loss (retransmit-shaped stalls, ~1 s connects) and
-   the target's other vantages are fine, else dns_failure;
+2. `dns_error`: NXDOMAIN / SERVFAIL -> dns_failure; resolver timeouts only -> packet_loss when
+   connects suffer too (here: retransmit-shaped stalls; or on this vantage's other targets),
+   else dns_failure;
 3. `assertion_failed`: on a DNS probe or a DNS answer -> dns_failure, else content_mismatch;
    `http_status` -> http_error; `protocol_error`: DNS probe -> dns_failure, else http_error;
-4. `connect_refused` -> target_unreachable; `connect_timeout` -> packet_loss when some probes
-   connected and the rest shows loss (stalls, ~1 s connects, neighbours on this vantage failing
-   too), else target_unreachable;
-5. latency (and overall-deadline timeouts): retransmit-shaped stalls (>= 150 ms in some probes
-   only, or ~1 s connects) -> packet_loss; connect up for every probe (one more round trip: a
-   server cannot slow a SYN-ACK) -> network_latency, as is DNS up on a DNS probe whose vantage's
-   other targets connect slower; else the slowed phase with the highest robust z among TLS ->
+4. `connect_refused` -> target_unreachable, unless refused far sooner than the server's usual
+   connect (an answer pointing elsewhere) -> dns_failure; `connect_timeout` -> packet_loss when
+   some probes connected and the window shows loss or this vantage's neighbours fail too, else
+   target_unreachable;
+5. latency (and overall-deadline timeouts): retransmit-shaped stalls in some probes only (~1 s
+   connects or lookups, 200 ms+ handshakes) -> packet_loss; the body took the added time while
+   connects did not all slow (a saturated link) -> bandwidth_limit; connect up (only the path
+   delays a SYN-ACK) -> network_latency, as is DNS up on a DNS probe whose vantage's other
+   targets connect slower; else the slowed phase with the highest robust z among TLS ->
    tls_slow, transfer -> bandwidth_limit, TTFB -> backend_slow, DNS -> dns_latency; a deadline
    hit in TTFB / transfer -> backend_slow / bandwidth_limit; else the highest z (BARO's answer).
 
 The ranking is the rule's pick, then every other cause with evidence (robust z >= 4, a failure
-class) by strength, then the pick's usual look-alikes (loss for latency, bandwidth for backend,
-...), then the rest by z. Scores halve from rank to rank (the rule tree has no probabilities);
-scopes come from neighbour voting.
+class) the pick does not account for (a longer path slows every phase) by strength, then the
+pick's usual look-alikes (loss for latency, bandwidth for backend, ...), then the rest by z.
+Scores halve from rank to rank (the rule tree has no probabilities); scopes come from neighbour
+voting.
 """
 
 from __future__ import annotations
@@ -79,6 +82,17 @@ LOOK_ALIKES: Final[Mapping[str, tuple[str, ...]]] = {
     "content_mismatch": ("http_error", "dns_failure"),
 }
 """The causes an expert would name next when the first guess is wrong."""
+
+EXPLAINS: Final[Mapping[str, frozenset[str]]] = {
+    "network_latency": frozenset({"dns_latency", "tls_slow", "backend_slow", "bandwidth_limit"}),
+    "packet_loss": frozenset({"dns_latency", "tls_slow", "backend_slow", "bandwidth_limit"}),
+    "bandwidth_limit": frozenset({"backend_slow"}),
+    "target_unreachable": frozenset({"network_latency"}),
+    "dns_failure": frozenset({"dns_latency"}),
+}
+"""Signals the pick accounts for, which are no evidence of a second cause: a longer path slows
+every phase by a round trip, loss stalls any of them, a refused or timed-out connect has no
+normal connect time, a failed lookup no normal lookup time."""
 
 # The order failures are read in when a window has several classes at the same share.
 _ERROR_ORDER: Final = (
@@ -169,7 +183,7 @@ def _failure_rule(w: _Window, error: str, kind: str) -> str | None:
             return "dns_failure"  # refused sooner than the server can answer: a wrong address
         return "target_unreachable"
     if error == "connect_timeout":
-        partial = w.get("success_ratio") > 0
+        partial = w.get("success_ratio") > 0  # some connected: lost SYNs if the rest shows loss
         vantage_failing = w.share("vantage_fail_share") >= NEIGHBOURS
         if partial and (w.loss_signs() or vantage_failing):
             return "packet_loss"
@@ -180,8 +194,10 @@ def _failure_rule(w: _Window, error: str, kind: str) -> str | None:
 def _latency_rule(w: _Window) -> str:
     if w.loss_signs():
         return "packet_loss"
-    if w.up("transfer") and not w.uniform("connect"):
-        return "bandwidth_limit"  # a saturated link queues some connects; a longer path, every one
+    body_time = w.get("transfer_p50_delta_ms") >= w.get("ttfb_p50_delta_ms")
+    if w.up("transfer") and body_time and not w.uniform("connect"):
+        # The body took the added time; a saturated link queues some connects, a longer path all.
+        return "bandwidth_limit"
     if w.up("connect"):
         return "network_latency"  # only the path can delay a SYN-ACK
     if w.up("dns") and w.get("connect_present") == 0 and w.get("vantage_connect_share") >= NEIGHBOURS:
@@ -203,7 +219,8 @@ def expert_ranking(pick: str, evidence: np.ndarray) -> list[int]:
     """Cause indices best first: the pick, causes with evidence, the pick's look-alikes, the rest."""
     order = [CAUSE_INDEX[pick]]
     by_strength = sorted(range(len(ROOT_CAUSES)), key=lambda index: -evidence[index])
-    order += [index for index in by_strength if evidence[index] >= EVIDENCE_Z]
+    explained = {CAUSE_INDEX[cause] for cause in EXPLAINS.get(pick, ())}
+    order += [i for i in by_strength if evidence[i] >= EVIDENCE_Z and i not in explained]
     order += [CAUSE_INDEX[cause] for cause in LOOK_ALIKES[pick]]
     order += by_strength
     return list(dict.fromkeys(order))

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from train_101_table import train_101_table
 
 from otelprobe.attribution.attribute import attributable
 from otelprobe.attribution.baselines import (
@@ -229,6 +230,11 @@ def test_voting_scopes_each_cause_by_its_own_symptom() -> None:
 def _labeled_cases(table: WindowTable) -> pd.DataFrame:
     frame = table.frame
     return frame[attributable(frame) & frame["label"].isin(list(ROOT_CAUSES))]
+
+
+@pytest.fixture(scope="module")
+def train_table() -> WindowTable:
+    return train_101_table()
 
 
 def test_rule_tree_beats_chance_and_the_simple_baselines_on_the_shipped_recordings(

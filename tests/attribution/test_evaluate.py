@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from train_101_table import train_101_table
 
 from otelprobe.attribution.baselines import Answer, path_scopes
 from otelprobe.attribution.dataset import WindowTable
@@ -164,9 +165,10 @@ def test_evaluate_refuses_tables_without_something_to_score() -> None:
 
 
 @pytest.fixture(scope="module")
-def lab_report(
-    trained_model: AttributionModel, train_table: WindowTable, eval_table: WindowTable
-) -> EvaluationReport:
+def lab_report(trained_model: AttributionModel, eval_table: WindowTable) -> EvaluationReport:
+    """The model of the shipped training recording (conftest) and the baselines, tuned on that
+    recording too, on held-out eval-202."""
+    train_table = train_101_table()
     labels = [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
     return evaluate(
         trained_model, eval_table.frame, train_table.frame, window_s=eval_table.window_s, labels=labels

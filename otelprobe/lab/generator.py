@@ -235,10 +235,12 @@ def generate_campaign(
         pairs = affected_pairs(topo, fault, scope, vantage, target)
         return _Planned(entry, pairs, 0.0, duration)
 
-    def band_of(cause: RootCause, count: int, scopes: Sequence[Scope]) -> Band:
+    def band_of(count: int) -> Band:
         if rng.random() < shape.subtle_share:
             return "subtle"
-        return _LEVEL_BANDS[(count // len(scopes)) % MAGNITUDE_LEVELS]
+        # Every run of four incidents of a cause visits every band (in a rotating order), so
+        # small campaigns are balanced over bands as well as over scopes.
+        return _LEVEL_BANDS[(count + count // MAGNITUDE_LEVELS) % MAGNITUDE_LEVELS]
 
     groups: list[list[_Planned]] = []
     counts = dict.fromkeys(ROOT_CAUSES, 0)
@@ -246,7 +248,7 @@ def generate_campaign(
         cause = min(ROOT_CAUSES, key=lambda c: (counts[c], ROOT_CAUSES.index(c)))
         scopes = _scopes(cause)
         scope = scopes[counts[cause] % len(scopes)]
-        band = band_of(cause, counts[cause], scopes)
+        band = band_of(counts[cause])
         counts[cause] += 1
         first = plan(cause, scope, band, None)
         if first is None:
@@ -258,7 +260,7 @@ def generate_campaign(
             second = plan(
                 other,
                 rng.choice(other_scopes),
-                band_of(other, rng.randrange(4 * len(other_scopes)), other_scopes),
+                band_of(rng.randrange(MAGNITUDE_LEVELS**2)),
                 rng.choice(sorted(first.pairs)),
             )
             if second is not None:

@@ -162,6 +162,14 @@ def test_campaign_features_compound_concurrent_ramps_and_subtle() -> None:
     )
 
 
+@pytest.mark.parametrize(("profile", "split"), [("standard", "eval"), ("shifted", "eval")])
+def test_small_campaigns_are_balanced_over_bands(profile: str, split: str) -> None:
+    _, incidents = campaign(21, split, 80, profile)
+    bands = Counter(i.band for i in incidents if i.band not in (None, "subtle"))
+    assert set(bands) == {"low", "medium", "high", "gross"}
+    assert max(bands.values()) <= 1.6 * min(bands.values()), bands
+
+
 def test_cli_generate_shifted_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "shifted.yaml"
     assert main(["lab", "generate", "--out", str(out), "--seed", "3", "--profile", "shifted"]) == 0

@@ -62,7 +62,7 @@ def _num(row: Mapping[str, Any], key: str) -> float:
 
 def _ms(value: float) -> str:
     if not math.isfinite(value):
-        return "n/a"
+        return "an unknown amount"
     if abs(value) >= 1000:
         return f"{value / 1000:+.2f} s"
     if abs(value) >= 10:
@@ -88,8 +88,42 @@ def _share_of(row: Mapping[str, Any], feature: str) -> str:
     return f"{count} of {n} probes"
 
 
+def _missing(feature: str) -> str:
+    """Words for a feature the window has no value of (LightGBM scores missing values too)."""
+    for side, neighbours in (("vantage", "targets from this vantage"), ("target", "vantages of this target")):
+        if feature.startswith(f"{side}_"):
+            return f"no other {neighbours} to compare with in this window"
+    if feature.endswith("_delta_share") or feature.startswith("dominant_"):
+        return "no phase took added time in this window"
+    if feature.endswith("_ratio_change"):
+        return "the phase ratio could not be compared with the usual (a phase was not reached)"
+    if feature == "shift_coherence":
+        return "DNS, connect and TLS did not move in this window"
+    if feature == "cert_days_left":
+        return "no server certificate seen in this window"
+    if feature.startswith("body_"):
+        return "no response body to compare with the usual in this window"
+    for phase in PHASES:
+        if feature.startswith(f"{phase}_"):
+            return (
+                f"no {PHASE_WORDS[phase]} change measurable in this window (not reached, or no baseline yet)"
+            )
+    return "not measurable in this window"
+
+
+def _told_by_context(feature: str, row: Mapping[str, Any]) -> bool:
+    """Features whose words come from the window's context columns (the phase's own change in ms,
+    the added time), which may be there when the feature itself is not."""
+    if feature == "added_mag":
+        return math.isfinite(_num(row, "added_ms"))
+    phase, _, rest = feature.partition("_")
+    return phase in PHASE_WORDS and rest == "p50_mag"
+
+
 def describe(feature: str, row: Mapping[str, Any]) -> str:
     """One sentence about `feature` in the window `row` (features + context columns)."""
+    if not math.isfinite(_num(row, feature)) and not _told_by_context(feature, row):
+        return _missing(feature)
     target, vantage = row.get("target", "?"), row.get("vantage", "?")
     for side in ("vantage", "target"):
         prefix = f"{side}_"

@@ -19,6 +19,9 @@ def test_match_pairs_the_connection_that_won_a_race() -> None:
         Phase("tls.handshake", 300, 900),
     )
     result = ProbeResult("http", "t", 1, 0, 900, 0, 0, phases)
-    wire = {1002: {"tcp.connect": 999}, 1003: {"tcp.connect": 190, "tls.handshake": 610}}
+    wire: dict[int, dict[str, int | None]] = {
+        1002: {"tcp.connect": 999},
+        1003: {"tcp.connect": 190, "tls.handshake": 610},
+    }
     pairs = match([result], wire)
     assert pairs == {"tcp.connect": [(200, 190)], "tls.handshake": [(600, 610)]}

@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, required=True)
     gen.add_argument(
         "--profile",
-        choices=("standard", "shifted"),
+        choices=("standard", "shifted", "wide"),
         default="standard",
-        help="the lab environment (default standard; shifted: other RTTs, resolvers, servers, names)",
+        help="the lab environment (default standard; shifted: other RTTs, resolvers, servers, names;"
+        " wide: a second training environment)",
     )
     gen.add_argument("--split", choices=("train", "eval"), help="default: train (shifted: eval)")
     gen.add_argument("--incidents", type=int, default=120, help="about how many incidents (default 120)")

@@ -9,7 +9,10 @@ labeled reason. lab/generator.py draws campaigns on one profile and split:
 - `standard` / `train` and `standard` / `eval`: the same kind of environment with different
   vantages (names and RTTs), targets (names, body sizes, server behaviour), seeds and magnitudes;
 - `shifted` / `eval`: another environment (other RTTs, loss, resolver and server behaviour,
-  unseen names), for checking that a model did not learn its training lab's quirks.
+  unseen names), for checking that a model did not learn its training lab's quirks;
+- `wide` / `train`: a second training environment unlike the standard one (a near-loopback and a
+  40 ms path, jittery resolvers, slow and spiky backends, large bodies), so a model trained on
+  both sees mechanisms under two sets of quirks (domain randomisation), not one lab's.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-Profile = Literal["standard", "shifted"]
-PROFILES: Final[tuple[Profile, ...]] = ("standard", "shifted")
+Profile = Literal["standard", "shifted", "wide"]
+PROFILES: Final[tuple[Profile, ...]] = ("standard", "shifted", "wide")
 Split = Literal["train", "eval"]
 SPLITS: Final[tuple[Split, ...]] = ("train", "eval")
 
@@ -50,6 +53,13 @@ _SHIFTED_VANTAGES: Final = [
     _vantage("lan-x", 0.5, 0.3, resolver=(6.0, 10.0)),
     _vantage("metro-x", 20, 5, loss=0.004, resolver=(12.0, 15.0)),
     _vantage("intl-x", 60, 8, loss=0.0005, resolver=(4.0, 20.0)),
+]
+
+_WIDE_TRAIN_VANTAGES: Final = [
+    _vantage("eu-3", 0.3, 0.1, resolver=(2.0, 8.0)),
+    _vantage("oc-3", 3, 1, resolver=(3.0, 3.0)),
+    _vantage("as-3", 12, 2, loss=0.003, resolver=(0.5, 0.5)),
+    _vantage("sa-3", 40, 4, loss=0.001, resolver=(8.0, 6.0)),
 ]
 
 # Standard targets: small bodies behind headers-first servers, large ones coalesced or in small
@@ -88,19 +98,39 @@ _SHIFTED_TARGETS: Final[list[dict[str, Any]]] = [
     {"name": "vault-x", "kind": "tls"},
 ]  # fmt: skip
 
+_WIDE_TRAIN_TARGETS: Final[list[dict[str, Any]]] = [
+    {"name": "news-c", "kind": "http", "body_size": 8 * KiB, "coalesce": True, "backend_delay": 0.02,
+     "backend_jitter": 0.01, "think_spike_rate": 0.03, "think_spike": 0.5},
+    {"name": "img-c", "kind": "https", "body_size": 200 * KiB, "tls_record": 1400, "backend_delay": 0.001,
+     "backend_jitter": 0.001},
+    {"name": "acct-c", "kind": "https", "body_size": 1 * KiB, "coalesce": True, "backend_delay": 0.03,
+     "backend_jitter": 0.02, "think_spike_rate": 0.02, "think_spike": 0.2},
+    {"name": "blob-c", "kind": "http", "body_size": 120 * KiB, "backend_delay": 0.005,
+     "backend_jitter": 0.003},
+    {"name": "zone-c", "kind": "dns"},
+    {"name": "mq-c", "kind": "tcp", "tls": True},
+    {"name": "idp-c", "kind": "tls"},
+]  # fmt: skip
+
 TOPOLOGIES: Final[Mapping[tuple[Profile, Split], tuple[list[dict[str, Any]], list[dict[str, Any]]]]] = (
     MappingProxyType(
         {
             ("standard", "train"): (_STANDARD_TRAIN_VANTAGES, _STANDARD_TRAIN_TARGETS),
             ("standard", "eval"): (_STANDARD_EVAL_VANTAGES, _STANDARD_EVAL_TARGETS),
             ("shifted", "eval"): (_SHIFTED_VANTAGES, _SHIFTED_TARGETS),
+            ("wide", "train"): (_WIDE_TRAIN_VANTAGES, _WIDE_TRAIN_TARGETS),
         }
     )
 )
 """(vantages, targets) as scenario data, for every profile and split there is."""
 
 BAND_CENTRES: Final[Mapping[tuple[Profile, Split], float]] = MappingProxyType(
-    {("standard", "train"): 0.25, ("standard", "eval"): 0.75, ("shifted", "eval"): 0.5}
+    {
+        ("standard", "train"): 0.25,
+        ("standard", "eval"): 0.75,
+        ("shifted", "eval"): 0.5,
+        ("wide", "train"): 0.05,
+    }
 )
 """Where in each magnitude band a campaign draws (± BAND_SPREAD): no two share a magnitude."""
 BAND_SPREAD: Final = 0.11

@@ -63,7 +63,8 @@ def json_to_message(line: str, message: _M) -> _M:
         if not isinstance(tree, dict):
             raise ValueError("not a JSON object")
         json_format.ParseDict(tree, message)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack (a hostile body).
         raise ValueError(str(exc)) from exc
     return message
 

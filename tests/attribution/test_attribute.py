@@ -21,6 +21,9 @@ from otelprobe.causes import ROOT_CAUSES, SCOPES
 from otelprobe.cli import main
 from otelprobe.telemetry import names
 
+# The first test to ask for the model may train it (conftest.py) on a shared machine.
+pytestmark = pytest.mark.timeout(300)
+
 EVAL_RECORDING = Path(__file__).resolve().parents[2] / "data" / "lab" / "eval-202" / "traces.jsonl.gz"
 WindowKey = tuple[str, str, int]
 

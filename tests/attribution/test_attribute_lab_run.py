@@ -15,6 +15,9 @@ from otelprobe.lab.recording import read_labels
 from otelprobe.lab.runner import run_scenario
 from otelprobe.lab.scenario import load_scenario_text
 
+# The first test to ask for the model may train it (conftest.py) on a shared machine.
+pytestmark = pytest.mark.timeout(300)
+
 # Two vantages probing three targets every 500 ms; after a 16 s healthy lead-in (baselines and the
 # learned latency threshold warm up: 20 probes per series), web's backend answers 300 ms late for
 # 7 s, from every vantage. About 25 s in all.
@@ -62,7 +65,7 @@ def test_a_lab_run_with_a_slow_backend_is_attributed_to_backend_slow(
     records: list[dict[str, Any]] = [json.loads(line) for line in out.read_text().splitlines()]
 
     def during_fault(record: dict[str, Any]) -> bool:
-        return start_ns <= record["window_start_unix_nano"] < end_ns
+        return bool(start_ns <= record["window_start_unix_nano"] < end_ns)
 
     on_faulty = [r for r in records if (r["target"], r["vantage"]) in faulty and during_fault(r)]
     # The fault lasts 7 windows per series; detection takes a window or two.

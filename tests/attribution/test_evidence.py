@@ -13,6 +13,9 @@ from otelprobe.attribution.dataset import WindowTable
 from otelprobe.attribution.evidence import describe, top_evidence
 from otelprobe.attribution.features import FEATURE_NAMES
 
+# The first test to ask for the model may train it (conftest.py) on a shared machine.
+pytestmark = pytest.mark.timeout(300)
+
 NAN = math.nan
 
 

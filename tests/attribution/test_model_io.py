@@ -20,6 +20,9 @@ from otelprobe.attribution.model import ModelError, load_model, scope_inputs
 from otelprobe.attribution.train import TrainingError, train_model
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
+# The first test to ask for the model may train it (conftest.py) on a shared machine.
+pytestmark = pytest.mark.timeout(300)
+
 
 def _copy_model(stem: Path, into: Path) -> Path:
     for suffix in (".cause.txt", ".scope.txt", ".json"):

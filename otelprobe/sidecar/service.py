@@ -265,7 +265,7 @@ class SidecarService:
             try:
                 self.store.save(
                     window_s=self.processor.window_s,
-                    closed_until_ns=self.windower.closed_until_ns,
+                    closed_until_ns=slot.end_ns,  # slots closed with it are saved after it
                     pipeline=self._pipeline_state(),
                     attributions=[live.to_json() for live in result.attributions],
                 )

@@ -3,6 +3,7 @@ data/lab/train-101, ~20 s, unless models/default loads)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,4 +13,6 @@ from otelprobe.cli.demo import demo_model
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(demo_model(None, tmp_path_factory.getbasetemp() / "trained-model"))
+    # OTELPROBE_TEST_MODEL names a model to reuse (saves the training while iterating on tests).
+    given = os.environ.get("OTELPROBE_TEST_MODEL")
+    return Path(demo_model(given, tmp_path_factory.getbasetemp() / "trained-model"))

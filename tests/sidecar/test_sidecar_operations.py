@@ -84,8 +84,9 @@ def test_a_model_of_another_schema_is_refused_at_start(tmp_path: Path, trained_m
 
 
 async def _service(tmp_path: Path, model: Path, **extra: str) -> SidecarService:
+    receiver = extra.pop("receiver", "{grpc_port: null, http_port: 0}")
     lines = [
-        "receiver: {grpc_port: null, http_port: 0}",
+        f"receiver: {receiver}",
         "api: {port: 0}",
         f"model: {model}",
         "window: 1s",
@@ -284,3 +285,35 @@ def test_the_cli_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
         f"{path}:3: limits.max_series: must be greater than or equal to 1, got 0 (int)",
     ]
     assert "Traceback" not in completed.stderr
+
+
+async def test_an_overloaded_sidecar_answers_retry_later_and_loses_nothing_it_accepted(
+    tmp_path: Path, trained_model: Path
+) -> None:
+    service = await _service(
+        tmp_path, trained_model, receiver="{grpc_port: null, http_port: 0, max_queue: 1}"
+    )
+    try:
+        bodies = [
+            request(
+                *[s for n in range(k * 200, (k + 1) * 200) for s in probe_spans(n + 1, BASE + n * S // 100)]
+            ).SerializeToString()
+            for k in range(40)
+        ]
+        async with aiohttp.ClientSession() as http:
+
+            async def post(body: bytes) -> tuple[int, str | None]:
+                url = f"{service.receiver.http_endpoint}/v1/traces"
+                async with http.post(url, data=body, headers=PROTOBUF) as response:
+                    return response.status, response.headers.get("Retry-After")
+
+            answers = await asyncio.gather(*(post(body) for body in bodies))
+        assert {status for status, _ in answers} == {200, 503}
+        assert all(hint == "1" for status, hint in answers if status == 503)
+        accepted = sum(status == 200 for status, _ in answers)
+        await asyncio.sleep(0.3)
+        counters = (await _health(service))["counters"]
+        assert counters["rejected"] == len(answers) - accepted
+        assert counters["records"] == 200 * accepted  # every accepted probe became a record
+    finally:
+        await service.stop()

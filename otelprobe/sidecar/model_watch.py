@@ -9,6 +9,7 @@ a rename) is all an operator does.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,19 @@ from otelprobe.causes import ROOT_CAUSES
 _logger = logging.getLogger(__name__)
 
 
-def model_files(stem: str | Path) -> tuple[Path, Path, Path]:
+def model_files(stem: str | Path) -> list[Path]:
+    """The metadata file and every booster file it names (cause, scope, ...), metadata first."""
     base = Path(stem)
-    for suffix in (".cause.txt", ".scope.txt", ".json"):
+    for suffix in (".json", ".cause.txt", ".scope.txt", ".gate.txt"):
         if base.name.endswith(suffix):
             base = base.with_name(base.name[: -len(suffix)])
-    return tuple(base.with_name(base.name + s) for s in (".json", ".cause.txt", ".scope.txt"))  # type: ignore[return-value]
+    meta = base.with_name(base.name + ".json")
+    try:
+        entries = json.loads(meta.read_text()).get("files", {})
+        named = [meta.with_name(str(entry["path"])) for _, entry in sorted(entries.items())]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        named = []
+    return [meta, *(named or [base.with_name(base.name + s) for s in (".cause.txt", ".scope.txt")])]
 
 
 def _stamp(stem: str | Path) -> tuple[tuple[int, int], ...]:

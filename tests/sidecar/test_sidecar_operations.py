@@ -33,15 +33,19 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 def copy_model(source: Path, directory: Path, name: str | None = None) -> Path:
     """The model's files copied into `directory` (they keep their names: the metadata names them)."""
     directory.mkdir(parents=True, exist_ok=True)
+    for path in model_files(source):
+        shutil.copyfile(path, directory / path.name)
     stem = directory / source.name
-    for src, dst in zip(model_files(source), model_files(stem), strict=True):
-        shutil.copyfile(src, dst)
     if name is not None:
         meta_path = model_files(stem)[0]
         meta = json.loads(meta_path.read_text())
         meta["training"]["name"] = name
         meta_path.write_text(json.dumps(meta))
     return stem
+
+
+def booster_file(stem: Path, role: str) -> Path:
+    return next(p for p in model_files(stem) if p.name.endswith(f".{role}.txt"))
 
 
 # --- model swap -----------------------------------------------------------------------------
@@ -59,7 +63,7 @@ def test_a_changed_model_is_swapped_in_and_a_bad_one_rejected(
     assert holder.check() is True and holder.label.startswith("retrained@") and holder.swaps == 1
 
     running = holder.model
-    cause_file = model_files(stem)[1]
+    cause_file = booster_file(stem, "cause")
     cause_file.write_text(cause_file.read_text()[:1000])  # a truncated copy
     assert holder.check() is False
     assert holder.model is running and holder.rejected == 1
@@ -146,7 +150,7 @@ async def test_model_files_swapped_under_a_running_sidecar(tmp_path: Path, train
     service = await _service(tmp_path, stem)
     try:
         before = (await _health(service))["model"]["version"]
-        model_files(stem)[2].write_text("not a model\n")  # the scope booster broken
+        booster_file(stem, "scope").write_text("not a model\n")  # the scope booster broken
         service.request_reload()
         await asyncio.sleep(0.5)
         assert (await _health(service))["model"]["version"] == before

@@ -4,6 +4,7 @@ session and saved as files, shared with tests/cli through the same cache directo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def eval_table() -> WindowTable:
 @pytest.fixture(scope="session")
 def model_stem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The stem of a model's files (STEM.cause.txt, STEM.scope.txt, STEM.json)."""
-    return Path(demo_model(None, tmp_path_factory.getbasetemp() / "trained-model"))
+    # OTELPROBE_TEST_MODEL names a model to reuse (saves the training while iterating on tests).
+    given = os.environ.get("OTELPROBE_TEST_MODEL")
+    return Path(demo_model(given, tmp_path_factory.getbasetemp() / "trained-model"))
 
 
 @pytest.fixture(scope="session")

@@ -118,6 +118,12 @@ class SidecarConfig(StrictModel):
     close_after_windows: int = Field(2, ge=1, le=1000, description="quiet windows that close an incident")
     limits: LimitsConfig = LimitsConfig()
     state_dir: str | None = Field(None, min_length=1, description="SQLite state; null: none kept")
+    state_interval_s: Duration = Field(
+        0.0,
+        alias="state_interval",
+        le=86400,
+        description="baselines saved at most this often; 0: every window",
+    )
     export: ExportConfig | None = None
     output: OutputConfig = OutputConfig()
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -97,6 +98,7 @@ class SidecarService:
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.results = 0
+        self._state_saved_s = -math.inf
         health = self.view.health_state
         health.model_path, health.model_version = str(self.models.path), self.models.label
         health.queue_capacity = config.receiver.max_queue
@@ -261,17 +263,28 @@ class SidecarService:
         for live in result.attributions:
             self.emitter.emit(live)
         self._write_jsonl(result)
-        if self.store is not None:
-            try:
-                self.store.save(
-                    window_s=self.processor.window_s,
-                    closed_until_ns=slot.end_ns,  # slots closed with it are saved after it
-                    pipeline=self._pipeline_state(),
-                    attributions=[live.to_json() for live in result.attributions],
-                )
-            except Exception:
-                _logger.exception("saving state to %s failed", self.store.path)
+        self._save(slot.end_ns, result)
         return result
+
+    def _save(self, closed_until_ns: int, result: SlotResult | None, *, final: bool = False) -> None:
+        """The slot's attributions always; the baselines (a few KB per series) every window or,
+        with `state_interval`, at most that often and at shutdown."""
+        if self.store is None or self.processor is None:
+            return
+        now_s = time.monotonic()
+        due = final or now_s - self._state_saved_s >= self.config.state_interval_s
+        try:
+            self.store.save(
+                window_s=self.processor.window_s,
+                closed_until_ns=closed_until_ns,
+                pipeline=self._pipeline_state() if due else None,
+                attributions=[live.to_json() for live in result.attributions] if result else [],
+            )
+        except Exception:
+            _logger.exception("saving state to %s failed", self.store.path)
+        else:
+            if due:
+                self._state_saved_s = now_s
 
     def _pipeline_state(self) -> dict[str, Any]:
         assert self.processor is not None
@@ -377,6 +390,8 @@ class SidecarService:
         if self.windower is not None:
             for slot in self.windower.drain():
                 await self._process(slot)
+            if self.windower.closed_until_ns is not None:
+                await asyncio.to_thread(self._save, self.windower.closed_until_ns, None, final=True)
         self._update_counters()
         if self._api_runner is not None:
             await self._api_runner.cleanup()

@@ -111,8 +111,14 @@ def dump_evaluator(evaluator: SLOEvaluator) -> JSONData:
         baseline = state.baseline
         latency = None
         if baseline is not None:
+            # Only the learned part of the ring (np.empty's other slots hold garbage).
+            learned = (
+                baseline._ring
+                if baseline._count >= len(baseline._ring)
+                else baseline._ring[: baseline._count]
+            )
             latency = {
-                "ring": encode(baseline._ring),
+                "ring": encode(learned),
                 "next": baseline._next,
                 "count": baseline._count,
                 "pending": encode(deque(list(w) for w in baseline._pending)),
@@ -149,10 +155,11 @@ def load_evaluator(evaluator: SLOEvaluator, data: JSONData) -> int:
         latency = entry.get("latency")
         if state.baseline is not None and latency is not None:
             ring = decode(latency["ring"])
-            if len(ring) == len(state.baseline._ring):
-                state.baseline._ring = ring
+            count = int(latency["count"])
+            if len(ring) == count <= len(state.baseline._ring):
+                state.baseline._ring[:count] = ring
                 state.baseline._next = int(latency["next"])
-                state.baseline._count = int(latency["count"])
+                state.baseline._count = count
                 state.baseline._pending = deque(list(w) for w in decode(latency["pending"]))
         evaluator._series[key] = state
     return restored

@@ -73,16 +73,17 @@ class StateStore:
         *,
         window_s: float,
         closed_until_ns: int | None,
-        pipeline: Mapping[str, Any],
+        pipeline: Mapping[str, Any] | None,
         attributions: Iterable[Mapping[str, Any]] = (),
     ) -> None:
-        """One slot's state, in one transaction."""
+        """One slot's state, in one transaction (`pipeline` None keeps the saved baselines)."""
         values = {
             "schema": str(SCHEMA_VERSION),
             "window_s": repr(window_s),
             "closed_until_ns": "" if closed_until_ns is None else str(closed_until_ns),
-            "pipeline": json.dumps(pipeline, separators=(",", ":")),
         }
+        if pipeline is not None:
+            values["pipeline"] = json.dumps(pipeline, separators=(",", ":"))
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -321,3 +321,14 @@ async def test_an_overloaded_sidecar_answers_retry_later_and_loses_nothing_it_ac
         assert counters["records"] == 200 * accepted  # every accepted probe became a record
     finally:
         await service.stop()
+
+
+def test_a_save_without_baselines_keeps_the_last_ones_and_trims_attributions(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state", max_recent=3)
+    store.save(window_s=1.0, closed_until_ns=10, pipeline={"engine": 1}, attributions=[{"n": 0}])
+    for n in range(1, 5):
+        store.save(window_s=1.0, closed_until_ns=10 + n, pipeline=None, attributions=[{"n": n}])
+    saved = store.load()
+    assert saved is not None
+    assert saved.pipeline == {"engine": 1} and saved.closed_until_ns == 14
+    assert [a["n"] for a in saved.attributions] == [2, 3, 4]

@@ -145,9 +145,17 @@ class SidecarService:
             return
         assert self.processor is not None and self.windower is not None
         state = saved.pipeline
-        snapshot.load_engine(self.processor.engine, state["engine"])
-        snapshot.load_evaluator(self.processor.evaluator, state["evaluator"])
-        snapshot.load_tracker(self.processor.tracker, state["tracker"])
+        try:
+            snapshot.load_engine(self.processor.engine, state["engine"])
+            snapshot.load_evaluator(self.processor.evaluator, state["evaluator"])
+            snapshot.load_tracker(self.processor.tracker, state["tracker"])
+        except (KeyError, TypeError, ValueError) as exc:
+            # State of another otelprobe version: start afresh rather than not at all.
+            _logger.error(
+                "state in %s not restored (%s: %s); starting afresh", self.store.path, type(exc).__name__, exc
+            )
+            self._start_windows(float(window_s))
+            return
         if saved.closed_until_ns is not None:
             self.windower.resume_after(saved.closed_until_ns)
         open_now = snapshot.open_incidents(self.processor.tracker)

@@ -332,3 +332,18 @@ def test_a_save_without_baselines_keeps_the_last_ones_and_trims_attributions(tmp
     assert saved is not None
     assert saved.pipeline == {"engine": 1} and saved.closed_until_ns == 14
     assert [a["n"] for a in saved.attributions] == [2, 3, 4]
+
+
+async def test_state_it_cannot_read_is_logged_and_the_sidecar_starts_afresh(
+    tmp_path: Path, trained_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StateStore(tmp_path / "state")
+    store.save(window_s=1.0, closed_until_ns=BASE, pipeline={"engine": {"baselines": [[1]]}})
+    store.close()
+    service = await _service(tmp_path, trained_model, state_dir=str(tmp_path / "state"))
+    try:
+        assert "not restored" in caplog.text
+        assert await _post(service, request(*probe_spans(1, BASE + 5 * S)).SerializeToString()) == 200
+        assert service.processor is not None and not service.processor.engine.baselines
+    finally:
+        await service.stop()

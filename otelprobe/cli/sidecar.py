@@ -48,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         if args.check:
             load_checked(config.model)
     except ConfigError as exc:
+        from otelprobe.config.secrets import redact
+
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(redact(str(problem)), file=sys.stderr)  # a problem may quote a secret's value
         return 1
     except ModelError as exc:
         print(f"{args.config}: model: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from otelprobe.attribution.incidents import WindowIncidents
 from otelprobe.attribution.records import ProbeRecord, records_frame
 from otelprobe.attribution.slo_file import DEFAULT_SLOS, SLOFile, load_slo_file
 from otelprobe.attribution.windows import auto_window_s
+from otelprobe.config.secrets import redact
 from otelprobe.errors import ConfigError
 from otelprobe.sidecar import snapshot
 from otelprobe.sidecar.config import AUTO, SidecarConfig, load_sidecar_config
@@ -359,7 +360,8 @@ class SidecarService:
         try:
             new = load_sidecar_config(self.config_path)
         except ConfigError as exc:
-            _logger.error("config %s rejected, keeping the running one:\n%s", self.config_path, exc)
+            problems = redact(str(exc))  # a problem may quote a substituted (secret) value
+            _logger.error("config %s rejected, keeping the running one:\n%s", self.config_path, problems)
             return False
         old, self.config = self.config, new
         if new.model != old.model and self.models.check(new.model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -347,3 +348,19 @@ async def test_state_it_cannot_read_is_logged_and_the_sidecar_starts_afresh(
         assert service.processor is not None and not service.processor.engine.baselines
     finally:
         await service.stop()
+
+
+def test_a_problem_with_a_substituted_value_does_not_print_the_value(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("receiver:\n  grpc_port: ${OTELPROBE_TEST_SECRET}\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "otelprobe.cli", "sidecar", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "OTELPROBE_TEST_SECRET": "hunter2-secret"},
+    )
+    assert completed.returncode == 1
+    assert f"{path}:2: receiver.grpc_port:" in completed.stderr
+    assert "hunter2-secret" not in completed.stderr

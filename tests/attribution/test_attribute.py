@@ -27,8 +27,8 @@ pytestmark = pytest.mark.timeout(300)
 EVAL_RECORDING = Path(__file__).resolve().parents[2] / "data" / "lab" / "eval-202" / "traces.jsonl.gz"
 WindowKey = tuple[str, str, int]
 
-# A number with its unit, or a count of probes/neighbours: what makes evidence readable.
-READABLE = re.compile(r"[+-]?\d+(\.\d+)? ?(ms|s|%|×|days)|\d+ of \d+")
+# A number with its unit (or a factor, ×2.37), or a count of probes/neighbours: readable evidence.
+READABLE = re.compile(r"[+-]?\d+(\.\d+)? ?(ms|s|%|×|days)|×\d|\d+ of \d+")
 
 
 def _records(model: AttributionModel, table: WindowTable) -> list[dict[str, Any]]:
@@ -86,8 +86,10 @@ def test_evidence_is_readable_with_the_windows_own_numbers(eval_attributions: li
                 texts.append(item["text"])
                 assert not re.search(r"\bnan\b|n/a|\binf\b", item["text"], re.IGNORECASE), item["text"]
                 assert not item["text"].startswith(item["feature"] + " ="), item["text"]
-        top = record["causes"][0]["evidence"][0]
-        assert READABLE.search(top["text"]), top["text"]
+        # The top cause is argued with the window's numbers (a missing phase, "no TCP connect
+        # change measurable", may be evidence too, but never all of it).
+        top = [item["text"] for item in record["causes"][0]["evidence"]]
+        assert any(READABLE.search(text) for text in top), top
     assert sum(bool(READABLE.search(t)) for t in texts) >= 0.9 * len(texts)
 
 

@@ -157,7 +157,9 @@ def evaluate(
     headline, secondary = emitted & labeled, warm_symptomatic & labeled
     if not headline.any():
         raise EvaluationError("no attributed window carries a cause label: nothing to score")
-    scored_rows = headline | secondary | emitted
+    # Every emitted window too (healthy or ambiguous ones included): incident timing asks
+    # whether each attribution named the incident's cause.
+    scored_rows = secondary | emitted
     rows = eval_frame[scored_rows]
     answers = {a.name: a.answer(rows) for a in attributors}
     in_rows = {
@@ -169,7 +171,7 @@ def evaluate(
         for view, mask in in_rows.items()
     }
     healthy = np.asarray(eval_frame["warm"] & (eval_frame["label"] == HEALTHY), dtype=bool)
-    timing = _timing(eval_frame, scored_rows, answers, labels, window_s) if labels else None
+    timing = _timing(eval_frame, emitted, scored_rows, answers, labels, window_s) if labels else None
     report = EvaluationReport(
         model_name=subject.name,
         window_s=window_s,
@@ -239,12 +241,12 @@ def incidents_of(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _timing(
     frame: pd.DataFrame,
+    emitted: np.ndarray,
     scored_rows: np.ndarray,
     answers: Mapping[str, Answer],
     labels: Sequence[Mapping[str, Any]],
     window_s: float,
 ) -> IncidentTiming:
-    emitted = attributable(frame)
     violating = frame["violating"].to_numpy(dtype=bool)
     top1 = {name: np.full(len(frame), -1) for name in answers}
     for name, answer in answers.items():

@@ -2,9 +2,12 @@
 score, its most likely scope and, for the leading causes, evidence in words (DESIGN §6).
 
 Which windows are attributed: the series' baseline is warm, an SLO is violating (slo.py's
-multi-window burn rates) and the window itself shows a symptom (a failed probe, or a phase off its
-baseline). The last condition keeps a burn that merely lingers from earlier windows from being
-explained by a window that looks healthy.
+multi-window burn rates), the window itself shows a symptom (a failed probe, or a phase off its
+baseline) and the model's gate judges the symptom a fault rather than the series' own noise. The
+symptom condition keeps a burn that merely lingers from earlier windows from being explained by a
+window that looks healthy; the gate keeps a lone think-time spike that happens to burn a latency
+objective from being explained as a cause (the violation itself is still reported by the SLO
+layer).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from otelprobe.attribution.evidence import Evidence, top_evidence
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
-from otelprobe.attribution.model import AttributionModel, scope_inputs
+from otelprobe.attribution.model import AttributionModel, gate_input_matrix, scope_inputs
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
 if TYPE_CHECKING:
@@ -83,8 +86,17 @@ def iso(epoch_ns: int) -> str:
 
 
 def attributable(frame: pd.DataFrame) -> np.ndarray:
-    """Which rows are attributed (see the module docstring)."""
+    """Which rows are candidates: warm, violating an SLO and symptomatic (before the gate)."""
     return np.asarray(frame["warm"] & frame["violating"] & frame["symptomatic"], dtype=bool)
+
+
+def attributed(model: AttributionModel, frame: pd.DataFrame) -> np.ndarray:
+    """Which rows are attributed: candidates the model's gate judges a fault (module docstring)."""
+    mask = attributable(frame).copy()
+    if mask.any():
+        fault = model.fault_probability(gate_input_matrix(frame[mask]))
+        mask[np.flatnonzero(mask)] = fault >= model.metadata.gate_threshold
+    return mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ def model_label(model: AttributionModel) -> str:
 
 def attribute(model: AttributionModel, frame: pd.DataFrame) -> Iterator[Attribution]:
     """One Attribution per attributable window of `frame` (dataset.window_table's output)."""
-    rows = frame[attributable(frame)]
+    rows = frame[attributed(model, frame)]
     if rows.empty:
         return
     scored = score_windows(model, rows)

@@ -31,6 +31,7 @@ SYMPTOM_WORDS: Final = {
     "dns": "with a slower DNS lookup",
     "ttfb": "with a slower TTFB",
     "tls": "with a slower TLS handshake",
+    "transfer": "with a slower body transfer",
 }
 MAX_EVIDENCE: Final = 4
 
@@ -88,7 +89,7 @@ def _share_of(row: Mapping[str, Any], feature: str) -> str:
     return f"{count} of {n} probes"
 
 
-def _missing(feature: str) -> str:
+def _missing(feature: str, row: Mapping[str, Any]) -> str:
     """Words for a feature the window has no value of (LightGBM scores missing values too)."""
     for side, neighbours in (("vantage", "targets from this vantage"), ("target", "vantages of this target")):
         if feature.startswith(f"{side}_"):
@@ -105,10 +106,29 @@ def _missing(feature: str) -> str:
         return "no response body to compare with the usual in this window"
     for phase in PHASES:
         if feature.startswith(f"{phase}_"):
-            return (
-                f"no {PHASE_WORDS[phase]} change measurable in this window (not reached, or no baseline yet)"
-            )
+            reached = _share_of(row, f"{phase}_present")
+            return f"{PHASE_WORDS[phase]} completed by {reached}: no change to compare with the usual"
     return "not measurable in this window"
+
+
+def _ratio_text(row: Mapping[str, Any], num: str, den: str, log_change: float) -> str:
+    """A server fault adds to one phase, a path fault scales every round trip: say both phases."""
+    a, b = _num(row, f"{num}_p50_delta_ms"), _num(row, f"{den}_p50_delta_ms")
+    return (
+        f"{PHASE_WORDS[num]} {_ms(a)} while {PHASE_WORDS[den]} {_ms(b)}: "
+        f"{PHASE_WORDS[num]}/{PHASE_WORDS[den]} ×{math.exp(log_change):.2f} against the usual"
+    )
+
+
+def _coherence_text(row: Mapping[str, Any], coherence: float) -> str:
+    moved = [
+        f"{PHASE_WORDS[p]} {_ms(_num(row, f'{p}_p10_delta_ms'))}"
+        for p in ("dns", "connect", "tls")
+        if math.isfinite(_num(row, f"{p}_p10_delta_ms"))
+    ]
+    return (
+        f"{', '.join(moved)} on every probe: the round-trip phases moved together (coherence {coherence:.2f})"
+    )
 
 
 def _told_by_context(feature: str, row: Mapping[str, Any]) -> bool:
@@ -123,7 +143,7 @@ def _told_by_context(feature: str, row: Mapping[str, Any]) -> bool:
 def describe(feature: str, row: Mapping[str, Any]) -> str:
     """One sentence about `feature` in the window `row` (features + context columns)."""
     if not math.isfinite(_num(row, feature)) and not _told_by_context(feature, row):
-        return _missing(feature)
+        return _missing(feature, row)
     target, vantage = row.get("target", "?"), row.get("vantage", "?")
     for side in ("vantage", "target"):
         prefix = f"{side}_"
@@ -185,9 +205,7 @@ def describe(feature: str, row: Mapping[str, Any]) -> str:
         "stall_share": lambda: (
             f"{_share_of(row, feature)} stalled ≥ 150 ms in one phase while others did not"
         ),
-        "shift_coherence": lambda: (
-            f"DNS, connect and TLS moved together (coherence {_num(row, feature):.2f})"
-        ),
+        "shift_coherence": lambda: _coherence_text(row, _num(row, feature)),
         "connect_retry_share": lambda: (
             f"{_share_of(row, feature)} had a TCP connect ≥ 0.9 s over baseline (SYN retransmit)"
         ),
@@ -199,15 +217,9 @@ def describe(feature: str, row: Mapping[str, Any]) -> str:
         "cert_days_left": lambda: f"certificate expires in {_num(row, feature):.0f} days",
         "retry_share": lambda: f"{_share_of(row, feature)} were retries",
         "kind_code": lambda: f"a {row.get('kind', '?')} probe",
-        "tls_connect_ratio_change": lambda: (
-            f"TLS/connect ratio ×{math.exp(_num(row, feature)):.2f} against the usual"
-        ),
-        "ttfb_connect_ratio_change": lambda: (
-            f"TTFB/connect ratio ×{math.exp(_num(row, feature)):.2f} against the usual"
-        ),
-        "ttfb_tls_ratio_change": lambda: (
-            f"TTFB/TLS ratio ×{math.exp(_num(row, feature)):.2f} against the usual"
-        ),
+        "tls_connect_ratio_change": lambda: _ratio_text(row, "tls", "connect", _num(row, feature)),
+        "ttfb_connect_ratio_change": lambda: _ratio_text(row, "ttfb", "connect", _num(row, feature)),
+        "ttfb_tls_ratio_change": lambda: _ratio_text(row, "ttfb", "tls", _num(row, feature)),
     }
     if feature in texts:
         return texts[feature]()

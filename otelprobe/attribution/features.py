@@ -43,7 +43,7 @@ retransmission timeout is 200 ms; a lost SYN costs about 1 s)."""
 SLOW_Z: Final = 4.0
 SLOW_MIN_S: Final = 0.002
 KIND_CODES: Final = {"http": 0, "dns": 1, "tcp": 2, "tls": 3, "icmp": 4, "grpc": 5, "websocket": 6}
-_SYMPTOMS: Final = ("fail", "slow", "connect", "dns", "ttfb", "tls")
+_SYMPTOMS: Final = ("fail", "slow", "connect", "dns", "ttfb", "tls", "transfer")
 _RECENT_SYMPTOMS: Final = ("fail", "slow")
 RECENT_WINDOWS: Final = 3
 """Neighbours count as affected when they showed a symptom in any of the last 3 windows: a fault
@@ -349,6 +349,7 @@ def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: list[Baseline
             "dns": _up(cols, "dns"),
             "ttfb": _up(cols, "ttfb"),
             "tls": _up(cols, "tls"),
+            "transfer": _up(cols, "transfer"),
         }
 
     frame = pd.DataFrame(cols)

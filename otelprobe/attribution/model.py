@@ -1,15 +1,19 @@
 """The attribution model: LightGBM boosters saved as LightGBM's text format plus JSON metadata.
 
-Two boosters, both on window features (features.py):
+Three boosters, all on window features (features.py):
+- the gate, binary: does this window show a fault at all, or only the series' own noise (a lone
+  backend think-time spike, resolver jitter)? An SLO violation is attributed only when the gate
+  agrees, so noise that happens to burn an objective is not explained as a cause;
 - the cause model, multiclass over DESIGN §5's 11 causes, trained on windows where a fault was on
   and visible; its probabilities are calibrated by one temperature fitted on held-out incidents,
   so scores sum to 1 and a 0.8 means right about 8 times in 10;
 - the scope model, multiclass over vantage / target / path, from cross-series evidence plus the
   candidate cause, so every cause gets its own most likely scope.
 
-Files: `<stem>.cause.txt`, `<stem>.scope.txt` (Booster.save_model text) and `<stem>.json` (feature
-schema, classes, window, training-data digest, metrics, versions). Never pickle. `load_model`
-checks the schema against this code's FEATURE_NAMES and refuses a mismatch with a clear message.
+Files: `<stem>.gate.txt`, `<stem>.cause.txt`, `<stem>.scope.txt` (Booster.save_model text) and
+`<stem>.json` (feature schema, classes, window, training-data digest, metrics, versions). Never
+pickle. `load_model` checks the schema against this code's FEATURE_NAMES and refuses a mismatch
+with a clear message.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ SCOPE_FEATURES: Final[tuple[str, ...]] = (
 )
 """The scope model's inputs: neighbours' symptoms, how bad this series is, and the candidate cause."""
 
+GATE_FEATURES: Final[tuple[str, ...]] = FEATURE_NAMES + tuple(
+    f"{phase}_p50_z" for phase in ("dns", "connect", "tls", "request", "ttfb", "transfer", "other", "total")
+)
+"""The gate's inputs: the cause schema plus how far each phase is from the series' own noise
+(robust z-scores against its baseline spread)."""
+GATE_THRESHOLD: Final = 0.5
+
 DEFAULT_PARAMS: Final[dict[str, Any]] = {
     "objective": "multiclass",
     "learning_rate": 0.08,
@@ -84,6 +95,8 @@ class ModelMetadata:
     causes: tuple[str, ...]
     scopes: tuple[str, ...]
     scope_features: tuple[str, ...]
+    gate_features: tuple[str, ...]
+    gate_threshold: float
     window_intervals: float
     temperature: float
     training: Mapping[str, Any] = field(default_factory=dict)
@@ -98,6 +111,8 @@ class ModelMetadata:
             "causes": list(self.causes),
             "scopes": list(self.scopes),
             "scope_features": list(self.scope_features),
+            "gate_features": list(self.gate_features),
+            "gate_threshold": self.gate_threshold,
             "window_intervals": self.window_intervals,
             "temperature": self.temperature,
             "training": dict(self.training),
@@ -109,9 +124,14 @@ class ModelMetadata:
 
 @dataclass(slots=True)
 class AttributionModel:
+    gate_booster: lgb.Booster
     cause_booster: lgb.Booster
     scope_booster: lgb.Booster
     metadata: ModelMetadata
+
+    def fault_probability(self, gate_inputs: np.ndarray) -> np.ndarray:
+        """P(the window shows a fault, not noise) per row of `gate_input_matrix`."""
+        return np.asarray(self.gate_booster.predict(gate_inputs), dtype=np.float64)
 
     def cause_scores(self, features: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (n × 11, rows sum to 1) in ROOT_CAUSES order."""
@@ -134,21 +154,24 @@ class AttributionModel:
         probs = np.asarray(self.scope_booster.predict(stacked), dtype=np.float64)
         return probs.reshape(n, len(self.metadata.causes), len(self.metadata.scopes))
 
-    def save(self, stem: str | Path) -> tuple[Path, Path, Path]:
+    def save(self, stem: str | Path) -> tuple[Path, Path, Path, Path]:
         base = Path(stem)
         base.parent.mkdir(parents=True, exist_ok=True)
+        gate_path = base.with_name(base.name + ".gate.txt")
         cause_path = base.with_name(base.name + ".cause.txt")
         scope_path = base.with_name(base.name + ".scope.txt")
         meta_path = base.with_name(base.name + ".json")
+        self.gate_booster.save_model(str(gate_path))
         self.cause_booster.save_model(str(cause_path))
         self.scope_booster.save_model(str(scope_path))
         meta = self.metadata.to_json()
         meta["files"] = {
+            "gate": {"path": gate_path.name, "sha256": _sha256(gate_path)},
             "cause": {"path": cause_path.name, "sha256": _sha256(cause_path)},
             "scope": {"path": scope_path.name, "sha256": _sha256(scope_path)},
         }
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n")
-        return cause_path, scope_path, meta_path
+        return gate_path, cause_path, scope_path, meta_path
 
 
 def softmax(raw: np.ndarray) -> np.ndarray:
@@ -164,7 +187,7 @@ def _sha256(path: Path) -> str:
 def _stem(path: str | Path) -> Path:
     """`models/default`, `models/default.json` and `models/default.cause.txt` all name one model."""
     p = Path(path)
-    for suffix in (".cause.txt", ".scope.txt", ".json"):
+    for suffix in (".gate.txt", ".cause.txt", ".scope.txt", ".json"):
         if p.name.endswith(suffix):
             return p.with_name(p.name[: -len(suffix)])
     return p
@@ -188,13 +211,20 @@ def load_model(path: str | Path) -> AttributionModel:
     _check_schema(meta_path, "causes", meta.get("causes"), ROOT_CAUSES)
     _check_schema(meta_path, "scopes", meta.get("scopes"), SCOPES)
     _check_schema(meta_path, "scope_features", meta.get("scope_features"), SCOPE_FEATURES)
+    _check_schema(meta_path, "gate_features", meta.get("gate_features"), GATE_FEATURES)
     boosters = []
-    for role in ("cause", "scope"):
+    for role in ("gate", "cause", "scope"):
         entry = meta.get("files", {}).get(role, {})
         file = meta_path.with_name(str(entry.get("path", f"{stem.name}.{role}.txt")))
         if not file.is_file():
             raise ModelError(f"{file}: the {role} model named by {meta_path.name} is missing")
-        if entry.get("sha256") and _sha256(file) != entry["sha256"]:
+        if not entry.get("sha256"):
+            # LightGBM aborts the process on some damaged texts instead of raising: load only
+            # what the metadata vouches for.
+            raise ModelError(
+                f"{file}: {meta_path.name} gives no sha256 for it; refusing an unverified model file"
+            )
+        if _sha256(file) != entry["sha256"]:
             raise ModelError(
                 f"{file}: contents differ from the sha256 in {meta_path.name} (edited or truncated?)"
             )
@@ -203,7 +233,7 @@ def load_model(path: str | Path) -> AttributionModel:
         except lgb.basic.LightGBMError as exc:
             raise ModelError(f"{file}: not a LightGBM text model: {exc}") from None
         boosters.append(booster)
-    cause_booster, scope_booster = boosters
+    gate_booster, cause_booster, scope_booster = boosters
     if cause_booster.num_feature() != len(FEATURE_NAMES) or cause_booster.feature_name() != list(
         FEATURE_NAMES
     ):
@@ -213,6 +243,8 @@ def load_model(path: str | Path) -> AttributionModel:
         causes=tuple(meta["causes"]),
         scopes=tuple(meta["scopes"]),
         scope_features=tuple(meta["scope_features"]),
+        gate_features=tuple(meta["gate_features"]),
+        gate_threshold=float(meta.get("gate_threshold", GATE_THRESHOLD)),
         window_intervals=float(meta.get("window_intervals", 2.0)),
         temperature=float(meta.get("temperature", 1.0)),
         training=meta.get("training", {}),
@@ -222,7 +254,9 @@ def load_model(path: str | Path) -> AttributionModel:
     )
     if not (math.isfinite(metadata.temperature) and metadata.temperature > 0):
         raise ModelError(f"{meta_path}: temperature must be a positive number")
-    return AttributionModel(cause_booster, scope_booster, metadata)
+    if not 0.0 <= metadata.gate_threshold <= 1.0:
+        raise ModelError(f"{meta_path}: gate_threshold must be between 0 and 1")
+    return AttributionModel(gate_booster, cause_booster, scope_booster, metadata)
 
 
 def _check_schema(meta_path: Path, key: str, found: object, expected: Sequence[str]) -> None:
@@ -259,3 +293,12 @@ def scope_inputs(frame: pd.DataFrame, cause_codes: np.ndarray | None = None) -> 
     out = np.hstack([matrix, codes.astype(np.float64)])
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def gate_input_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The gate's input rows: GATE_FEATURES in order (z-scores clipped to ±1000)."""
+    matrix = np.array(
+        frame.loc[:, list(GATE_FEATURES)].to_numpy(dtype=np.float64), dtype=np.float64, copy=True
+    )
+    matrix[~np.isfinite(matrix)] = np.nan
+    return np.clip(matrix, -1e3, 1e3)

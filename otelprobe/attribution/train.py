@@ -25,9 +25,12 @@ from otelprobe.attribution.labels import AMBIGUOUS, HEALTHY
 from otelprobe.attribution.model import (
     DEFAULT_PARAMS,
     DEFAULT_ROUNDS,
+    GATE_FEATURES,
+    GATE_THRESHOLD,
     SCOPE_FEATURES,
     AttributionModel,
     ModelMetadata,
+    gate_input_matrix,
     scope_inputs,
     softmax,
     versions,
@@ -85,6 +88,13 @@ def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
     return TrainingSet(expanded, causes, scopes, weights)
 
 
+def gate_windows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The gate's teaching windows: warm and symptomatic, labeled with a cause (1) or healthy (0)."""
+    candidates = frame[frame["warm"] & frame["symptomatic"]]
+    chosen = candidates[candidates["label"].isin([*ROOT_CAUSES, HEALTHY])]
+    return chosen.reset_index(drop=True), (chosen["label"] != HEALTHY).to_numpy(dtype=np.int64)
+
+
 def _balanced_weights(classes: np.ndarray, count: int, base: np.ndarray) -> np.ndarray:
     freq = np.bincount(classes, weights=base, minlength=count).astype(np.float64)
     weights = base / np.maximum(freq[classes], 1e-9)
@@ -110,7 +120,8 @@ def _fit(
         free_raw_data=True,
         params={"verbosity": -1},
     )
-    return lgb.train({**params, "num_class": count}, data, num_boost_round=rounds)
+    objective = {"objective": "binary"} if count == 2 else {"num_class": count}
+    return lgb.train({**params, **objective}, data, num_boost_round=rounds)
 
 
 def _scope_rows(train: TrainingSet) -> np.ndarray:
@@ -181,6 +192,18 @@ def train_model(
             raw = np.asarray(probe.predict(features[held_idx], raw_score=True), dtype=np.float64)
             temperature = fit_temperature(raw, train.causes[held_idx])
 
+    gate_frame, gate_labels = gate_windows(frame)
+    if gate_labels.min(initial=1) == 1:
+        raise TrainingError("no healthy symptomatic window: the gate needs examples of noise")
+    gate_booster = _fit(
+        gate_input_matrix(gate_frame),
+        gate_labels,
+        np.ones(len(gate_labels)),
+        2,
+        GATE_FEATURES,
+        rounds,
+        params,
+    )
     cause_booster = _fit(features, train.causes, train.weights, n_causes, FEATURE_NAMES, rounds, params)
     scope_booster = _fit(
         _scope_rows(train),
@@ -195,6 +218,7 @@ def train_model(
     info.update(
         {
             "windows": len(train.frame),
+            "gate_windows": {"fault": int(gate_labels.sum()), "healthy": int((gate_labels == 0).sum())},
             "windows_per_cause": {c: int((train.causes == i).sum()) for i, c in enumerate(ROOT_CAUSES)},
             "windows_per_scope": {s: int((train.scopes == i).sum()) for i, s in enumerate(SCOPES)},
             "incidents": len(np.unique(incidents[incidents >= 0])),
@@ -207,10 +231,12 @@ def train_model(
         causes=tuple(ROOT_CAUSES),
         scopes=tuple(SCOPES),
         scope_features=SCOPE_FEATURES,
+        gate_features=GATE_FEATURES,
+        gate_threshold=GATE_THRESHOLD,
         window_intervals=window_intervals,
         temperature=temperature,
         training=info,
         versions=versions(),
         params={k: v for k, v in params.items() if k != "verbosity"},
     )
-    return AttributionModel(cause_booster, scope_booster, metadata)
+    return AttributionModel(gate_booster, cause_booster, scope_booster, metadata)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _output(args.out) as out:
             summary = replay(model, files, window_s, slos, out)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other filters do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (InputError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

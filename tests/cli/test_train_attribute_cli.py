@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +261,23 @@ def test_a_recording_without_probe_traces_is_an_error_naming_its_first_bad_line(
         f"otelprobe attribute: no probe records in {garbage} (0 probe records;"
     )
     assert f"{garbage}:2: not JSON" in err
+
+
+def test_attribute_into_a_pipe_closed_early_stops_quietly(trained_model: Path, tmp_path: Path) -> None:
+    """`otelprobe attribute ... | head -1`: no traceback, no error message."""
+    recording = _recording_prefix(tmp_path / "traces.jsonl.gz", 800, labels=False)
+    argv = [sys.executable, "-m", "otelprobe.cli", "attribute", "--model", str(trained_model)]
+    with subprocess.Popen(
+        [*argv, "--input", str(recording)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as child:
+        assert child.stdout is not None and child.stderr is not None
+        try:
+            first = child.stdout.readline()
+            child.stdout.close()  # the reader goes away after one line
+            err = child.stderr.read().decode()
+            code = child.wait(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert json.loads(first)["causes"]
+    assert code == 1 and "Traceback" not in err and "Broken pipe" not in err, err

@@ -332,7 +332,7 @@ def main() -> int:
                 [
                     sys.executable,
                     "-m",
-                    "otelprobe",
+                    "otelprobe.cli",
                     "train",
                     "--input",
                     str(RECORDING.parent),

@@ -7,8 +7,10 @@ baseline is tuned on it) and the recordings' labels.jsonl incidents. It returns 
 
 Which windows are scored (the same for every attributor):
 
-- *attributed* (the headline): windows `attribute.attributable` emits (warm baseline, an SLO
-  violating, a symptom in the window) whose label is a cause (not healthy, not ambiguous);
+- *attributed* (the headline): windows `otelprobe attribute` answers (`attribute.attributed`: a
+  warm baseline, an SLO violating, a symptom in the window, and the model's gate judging it a
+  fault; without a model, the candidates before the gate) whose label is a cause (not healthy,
+  not ambiguous);
 - *symptomatic*: every warm, symptomatic window labeled with a cause, whether or not an SLO fired
   (how well the attributor reads faults the detector missed).
 
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from otelprobe.attribution.attribute import attributable, model_label, score_windows
+from otelprobe.attribution.attribute import attributable, attributed, model_label, score_windows
 from otelprobe.attribution.baselines import Answer, Attributor, NeighbourVoting, RobustZ, StaticThresholds
 from otelprobe.attribution.expert_rules import ExpertRules
 from otelprobe.attribution.labels import AMBIGUOUS, HEALTHY
@@ -152,7 +154,8 @@ def evaluate(
     thresholds_ms = next(a.thresholds_ms for a in attributors if isinstance(a, StaticThresholds))
 
     labeled = eval_frame["label"].isin(list(ROOT_CAUSES)).to_numpy()
-    emitted = attributable(eval_frame)
+    candidates = attributable(eval_frame)
+    emitted = attributed(model, eval_frame) if isinstance(model, AttributionModel) else candidates
     warm_symptomatic = np.asarray(eval_frame["warm"] & eval_frame["symptomatic"], dtype=bool)
     headline, secondary = emitted & labeled, warm_symptomatic & labeled
     if not headline.any():
@@ -184,6 +187,8 @@ def evaluate(
         windows={
             "series_windows": len(eval_frame),
             "warm": int(eval_frame["warm"].sum()),
+            "candidates": int(candidates.sum()),
+            "healthy_candidates": int((healthy & candidates).sum()),
             "attributed": int(emitted.sum()),
             "attributed_labeled": int(headline.sum()),
             "attributed_ambiguous": int((emitted & (eval_frame["label"] == AMBIGUOUS)).sum()),

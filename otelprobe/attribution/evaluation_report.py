@@ -45,13 +45,15 @@ def report_markdown(report: EvaluationReport) -> str:
     lines += [
         f"- model: `{report.model_name}`; windows of {report.window_s:g} s",
         f"- {w['series_windows']:,} series-windows ({w['warm']:,} with a warm baseline);"
-        f" {w['attributed']:,} attributed: {w['attributed_labeled']:,} labeled with a cause,"
+        f" {w['candidates']:,} candidates (warm, SLO violating, symptomatic), {w['attributed']:,}"
+        f" attributed: {w['attributed_labeled']:,} labeled with a cause,"
         f" {w['attributed_ambiguous']:,} ambiguous, {report.false_attributions:,} healthy",
         "",
         "## Attributed windows (headline)",
         "",
-        "Windows the attributor is asked about (warm, an SLO violating, a symptom), labeled with a"
-        " cause. Compound windows count for AC@k when any of their causes ranks within k.",
+        "Windows the attributor is asked about (warm, an SLO violating, a symptom, the model's gate"
+        " judging it a fault), labeled with a cause. Compound windows count for AC@k when any of"
+        " their causes ranks within k.",
         "",
         scores_markdown(report.attributed),
         _scope_table(report),
@@ -64,8 +66,9 @@ def report_markdown(report: EvaluationReport) -> str:
         "## False attributions",
         "",
         f"Attributed among warm healthy series-windows: {report.false_attributions:,} of"
-        f" {report.healthy_windows:,} ({_percent(report.false_attribution_rate)}). The same for every"
-        " attributor: which windows are attributed is detection's decision.",
+        f" {report.healthy_windows:,} ({_percent(report.false_attribution_rate)}); before the gate"
+        f" {w['healthy_candidates']:,}. The same for every attributor: the baselines answer the"
+        " windows the model's detection and gate chose.",
         "",
         "## Per class (attributed windows): recall / precision",
         "",

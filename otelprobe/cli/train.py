@@ -134,6 +134,12 @@ def _print_summary(
     width = max(len(cause) for cause in per_cause) if per_cause else 0
     for cause, count in per_cause.items():
         print(f"  {cause:<{width}}  {count:>6,}")
+    gate: dict[str, int] = dict(training.get("gate_windows", {}))
+    if gate:
+        print(
+            f"gate: {gate.get('fault', 0):,} fault and {gate.get('healthy', 0):,} noise windows "
+            "(symptomatic, labeled with a cause or healthy)"
+        )
     print(f"temperature {model.metadata.temperature:.3f} (calibration on held-out incidents)")
     print(f"took {took_s:.1f} s ({read_s:.1f} s reading and windowing)")
     print("wrote " + ", ".join(str(path) for path in written))

@@ -69,6 +69,7 @@ def test_train_writes_a_text_model_with_its_metadata_and_says_what_it_learned(
     for cause in ROOT_CAUSES:
         assert re.search(rf"^  {cause} +[1-9][\d,]*$", out, re.MULTILINE), cause
     assert re.search(r"^temperature \d+\.\d{3} ", out, re.MULTILINE)
+    assert re.search(r"^gate: [1-9][\d,]* fault and [1-9][\d,]* noise windows", out, re.MULTILINE), out
     assert re.search(r"^took \d+\.\d s", out, re.MULTILINE)
     (wrote,) = re.findall(r"^wrote (.+)$", out, re.MULTILINE)
     files = [Path(name) for name in wrote.split(", ")]

@@ -4,7 +4,7 @@ Read by `otelprobe sidecar CONFIG` before anything starts, and again on reload. 
 by the prober config's line-keeping YAML loader with the same `${VAR}` / `${file:PATH}`
 substitution (config/envsubst.py: every substituted value is registered as a secret and redacted
 from logs), and validated by the pydantic models below; every problem is reported, not only the
-first. docs/sidecar.md documents each key; examples/sidecar.yaml is a complete example.
+first. docs/sidecar.md documents each key; examples/sidecar/sidecar.yaml is a complete example.
 """
 
 from __future__ import annotations

@@ -364,3 +364,10 @@ def test_a_problem_with_a_substituted_value_does_not_print_the_value(tmp_path: P
     assert completed.returncode == 1
     assert f"{path}:2: receiver.grpc_port:" in completed.stderr
     assert "hunter2-secret" not in completed.stderr
+
+
+def test_the_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "sidecar" / "sidecar.yaml"
+    config = load_sidecar_config(example)
+    assert config.receiver.grpc_port == 4327 and config.receiver.http_port == 4328
+    assert config.api.port == 8787 and config.window_s == "auto"

@@ -90,15 +90,21 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _output(target: str) -> Iterator[IO[str]]:
+    """stdout for "-"; else a file that replaces `target` only when everything was written, so a
+    bad input never empties an earlier output."""
     if target == "-":
         yield sys.stdout
         sys.stdout.flush()
         return
     path = Path(target)
-    if path.parent != Path():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        yield handle
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            yield handle
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def replay(

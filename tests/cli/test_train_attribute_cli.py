@@ -262,6 +262,13 @@ def test_a_recording_without_probe_traces_is_an_error_naming_its_first_bad_line(
         f"otelprobe attribute: no probe records in {garbage} (0 probe records;"
     )
     assert f"{garbage}:2: not JSON" in err
+    # An earlier output file is left as it was.
+    earlier = tmp_path / "attributions.jsonl"
+    earlier.write_text('{"kept": true}\n')
+    argv = ["attribute", "--model", str(trained_model), "--input", str(garbage), "--out", str(earlier)]
+    assert run_cli(capsys, *argv)[0] == 2
+    assert earlier.read_text() == '{"kept": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attributions.jsonl", "garbage.jsonl.gz"]
 
 
 def test_attribute_into_a_pipe_closed_early_stops_quietly(trained_model: Path, tmp_path: Path) -> None:

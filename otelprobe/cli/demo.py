@@ -92,7 +92,7 @@ def demo_model(explicit: str | None, cache_dir: Path | None = None) -> str:
     for stem in candidates:
         try:
             load_checked(stem)
-            return stem
+            return str(Path(stem).resolve())  # the sidecar config takes paths from its own directory
         except ModelError as exc:
             if explicit:
                 raise SystemExit(f"--model: {exc}") from None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -40,7 +41,8 @@ class SidecarProcess:
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.returncode is None:
-            self.process.send_signal(sig)
+            with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                self.process.send_signal(sig)
         async with asyncio.timeout(30):
             return await self.process.wait()
 
@@ -104,7 +106,8 @@ async def start_prober(
 
 async def stop_process(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
     async with asyncio.timeout(20):
         await process.wait()
 

@@ -16,6 +16,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from sidecar_process import jsonl, start_prober, start_sidecar, stop_process, wait_for, write_config
 
+from otelprobe.attribution.attribute import model_label
+from otelprobe.attribution.model import load_model
 from otelprobe.attribution.otlp_decode import attributes_dict
 from otelprobe.lab.faults import HTTP5xx
 from otelprobe.lab.servers.http import HTTPFaultServer
@@ -125,7 +127,7 @@ async def test_a_5xx_fault_is_attributed_and_emitted_over_otlp(tmp_path: Path, t
     assert attributes["otelprobe.cause"] == "http_error"
     assert attributes["otelprobe.slo.name"] == "availability"
     assert attributes["otelprobe.slo.objective"] == pytest.approx(0.995)
-    assert attributes["otelprobe.model.version"].startswith("train-101@")
+    assert attributes["otelprobe.model.version"] == model_label(load_model(trained_model))
     assert attributes["otelprobe.incident.id"] == record["incident"]
     # Links point at probe root spans of the window (the ones in the §6 record).
     linked = {(link.trace_id.hex(), link.span_id.hex()) for link in span.links}
@@ -182,7 +184,7 @@ async def test_a_restart_keeps_baselines_and_the_open_incident(tmp_path: Path, t
             recent = await sidecar.get("/v1/attributions?target=payments")
             assert recent["attributions"], "recent attributions survive the restart"
             health = await sidecar.get("/healthz")
-            assert health["model"]["version"].startswith("train-101@")
+            assert health["model"]["version"] == model_label(load_model(trained_model))
             # Still failing: the same incident goes on; once healed it closes, under the same id.
             await wait_for(
                 lambda: _attributed_after_restart(attributions, incident_id), 20, "a new attribution"

@@ -88,7 +88,8 @@ def demo_model(explicit: str | None, cache_dir: Path | None = None) -> str:
     from otelprobe.sidecar.model_watch import load_checked
 
     cache_dir = cache_dir or _cache_dir()
-    candidates = [explicit] if explicit else ["models/default", str(cache_dir / "default")]
+    shipped = str(TRAIN_DATA.parents[3] / "models" / "default")  # the repository's model
+    candidates = [explicit] if explicit else ["models/default", shipped, str(cache_dir / "default")]
     for stem in candidates:
         try:
             load_checked(stem)
@@ -225,10 +226,10 @@ async def _demo(kind: str, out: Path, healthy_s: float, timeout_s: float, model:
             "output": {"jsonl": str(out / "attributions.jsonl")},
         }
     )
-    sidecar = SidecarService(config)
-    await sidecar.start()
     # The demo tells its own story; the sidecar's per-violation log lines would drown it.
     logging.getLogger("otelprobe.sidecar").setLevel(logging.ERROR)
+    sidecar = SidecarService(config)
+    await sidecar.start()
     prober: asyncio.subprocess.Process | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="otelprobe-demo-") as tmp:

@@ -61,9 +61,10 @@ class Recording:
 
 @dataclass(frozen=True, slots=True)
 class ShippedRecordings:
-    """data/lab's recordings by role: train (standard/train), held out (standard/eval), shifted
-    (shifted/eval, another environment); `superseded`: recorded in an older lab environment than
-    the newest recording of their role; `unknown`: vantages that match no profile."""
+    """data/lab's recordings by role: train (every profile's train split: standard, wide, ...),
+    held out (standard/eval), shifted (the eval splits of other profiles: other environments);
+    `superseded`: recorded in an older lab environment than the newest recording of their
+    profile and split; `unknown`: vantages that match no profile."""
 
     train: tuple[Recording, ...]
     held_out: tuple[Recording, ...]
@@ -134,16 +135,22 @@ def shipped_recordings(lab_dir: str | Path | None = None) -> ShippedRecordings:
     Raises:
         ExperimentError: no training or no held-out recording.
     """
+    from otelprobe.lab.profiles import TOPOLOGIES
+
     root = Path(lab_dir) if lab_dir is not None else find_lab_dir()
     found = [r for d in sorted(p for p in root.iterdir() if p.is_dir()) if (r := read_recording(d))]
     by_role = {
-        role: _newest_environment([r for r in found if (r.profile, r.split) == role])
-        for role in (("standard", "train"), ("standard", "eval"), ("shifted", "eval"))
+        role: _newest_environment([r for r in found if (r.profile, r.split) == role]) for role in TOPOLOGIES
     }
     roles = ShippedRecordings(
-        train=by_role["standard", "train"][0],
+        train=tuple(r for (_, split), (current, _) in by_role.items() if split == "train" for r in current),
         held_out=by_role["standard", "eval"][0],
-        shifted=by_role["shifted", "eval"][0],
+        shifted=tuple(
+            r
+            for (profile, split), (current, _) in by_role.items()
+            if split == "eval" and profile != "standard"
+            for r in current
+        ),
         superseded=tuple(r for _, old in by_role.values() for r in old),
         unknown=tuple(r for r in found if not r.profile),
     )
@@ -216,9 +223,9 @@ def without_features(frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
 
 
 def scoring_windows(frame: pd.DataFrame) -> np.ndarray:
-    """The cases: attributable windows (warm, violating, symptomatic) whose label is a cause. The
-    same windows for every model, as evaluate.py's headline, so scores of models compare; whether
-    a model's gate would attribute a case is `predictions()`'s `attributed` column."""
+    """The cases: attributable windows (warm, violating, symptomatic) whose label is a cause —
+    the same windows for every model, so ablated and tuned models compare. evaluate.py's headline
+    counts only those a model's gate passes (`predictions()`'s `attributed` column)."""
     return np.asarray(attributable(frame) & frame["label"].isin(list(ROOT_CAUSES)).to_numpy(), dtype=bool)
 
 

@@ -46,7 +46,7 @@ class DemoFault:
 FAULTS: Final = {
     "ttfb_delay": DemoFault("checkout", "checkout's backend answers 150 ms later", "backend_slow"),
     "tls_delay": DemoFault("shop", "shop's TLS handshake takes 80 ms longer", "tls_slow"),
-    "http_5xx": DemoFault("payments", "60 % of payments' responses are 503", "http_error"),
+    "http_5xx": DemoFault("payments", "90 % of payments' responses are 503", "http_error"),
     "bad_certificate": DemoFault("shop", "shop serves an expired certificate", "certificate_invalid"),
     "dns_delay": DemoFault("catalog", "DNS answers for catalog take 60 ms longer", "dns_latency"),
     "refused": DemoFault("inventory", "nothing listens on inventory's port", "target_unreachable"),
@@ -163,7 +163,7 @@ class _Lab:
         if kind == "ttfb_delay":
             http.apply(faults.TTFBDelay.model_validate({"delay": "150ms"}))
         elif kind == "http_5xx":
-            http.apply(faults.HTTP5xx(rate=0.6, status=503))
+            http.apply(faults.HTTP5xx(rate=0.9, status=503))
         elif kind == "wrong_content":
             http.apply(faults.WrongContent())
         elif kind == "dns_delay":

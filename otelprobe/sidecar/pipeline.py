@@ -83,13 +83,18 @@ class PipelineStats:
     failed_slots: int = 0
 
 
-def sample_links(
-    records: Sequence[ProbeRecord], series: Series, limit: int = MAX_LINKS
-) -> tuple[SpanRef, ...]:
-    """Up to `limit` probe root spans of the series in the slot: failed ones first, then slowest."""
-    own = [r for r in records if (r.target, r.vantage) == series]
-    own.sort(key=lambda r: (r.success, -(r.total_s if math.isfinite(r.total_s) else math.inf)))
-    return tuple(SpanRef(r.trace_id, r.span_id) for r in own[:limit])
+def records_by_series(records: Sequence[ProbeRecord]) -> dict[Series, list[ProbeRecord]]:
+    """The slot's records grouped by series, once per slot (not once per attributed series)."""
+    grouped: dict[Series, list[ProbeRecord]] = {}
+    for record in records:
+        grouped.setdefault((record.target, record.vantage), []).append(record)
+    return grouped
+
+
+def sample_links(own: Sequence[ProbeRecord], limit: int = MAX_LINKS) -> tuple[SpanRef, ...]:
+    """Up to `limit` probe root spans of one series' records: failed ones first, then slowest."""
+    ranked = sorted(own, key=lambda r: (r.success, -(r.total_s if math.isfinite(r.total_s) else math.inf)))
+    return tuple(SpanRef(r.trace_id, r.span_id) for r in ranked[:limit])
 
 
 class SlotProcessor:
@@ -136,9 +141,10 @@ class SlotProcessor:
         if table is not None:
             warm = int(table["warm"].sum())
             by_series = _incident_of(window_incidents.open)
+            records_of = records_by_series(slot.records)
             for found in self._attribute(table):
                 series = (found.target, found.vantage)
-                links = sample_links(slot.records, series)
+                links = sample_links(records_of.get(series, ()))
                 attributions.append(LiveAttribution(found, by_series.get(series), links, self.window_s))
         self.stats.slots += 1
         self.stats.attributions += len(attributions)

@@ -400,19 +400,23 @@ class OTLPReceiver:
         return self._respond(self._trace_response(rejected), content_type)
 
     async def _http_metrics(self, request: web.Request) -> web.Response:
-        content_type = request.content_type
-        denied = self._http_denied(request)
-        if denied is not None:
-            return denied
-        try:
-            body, content_type = await self._http_body(request)
-            decode = decode_json if content_type == CONTENT_JSON else decode_protobuf
-            self._deliver_metrics(decode(body, ExportMetricsServiceRequest()))
-        except (MalformedRequest, BodyTooLarge) as exc:
-            return self._error(exc, content_type)
-        return self._respond(ExportMetricsServiceResponse(), content_type)
+        return await self._http_export(
+            request, ExportMetricsServiceRequest, self._deliver_metrics, ExportMetricsServiceResponse
+        )
 
     async def _http_logs(self, request: web.Request) -> web.Response:
+        return await self._http_export(
+            request, ExportLogsServiceRequest, self._deliver_logs, ExportLogsServiceResponse
+        )
+
+    async def _http_export(
+        self,
+        request: web.Request,
+        request_type: Callable[[], _M],
+        deliver: Callable[[_M], object],
+        response_type: Callable[[], Message],
+    ) -> web.Response:
+        """One OTLP/HTTP export whose answer is an empty response (metrics, logs)."""
         content_type = request.content_type
         denied = self._http_denied(request)
         if denied is not None:
@@ -420,10 +424,10 @@ class OTLPReceiver:
         try:
             body, content_type = await self._http_body(request)
             decode = decode_json if content_type == CONTENT_JSON else decode_protobuf
-            self._deliver_logs(decode(body, ExportLogsServiceRequest()))
+            deliver(decode(body, request_type()))
         except (MalformedRequest, BodyTooLarge) as exc:
             return self._error(exc, content_type)
-        return self._respond(ExportLogsServiceResponse(), content_type)
+        return self._respond(response_type(), content_type)
 
     @staticmethod
     def _trace_response(rejected: int) -> ExportTraceServiceResponse:

@@ -17,6 +17,7 @@ from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
+from otelprobe.config import read_config_file
 from otelprobe.config.common import StrictModel
 from otelprobe.config.durations import Duration, parse_duration
 from otelprobe.errors import ConfigError, ConfigProblem
@@ -267,12 +268,7 @@ def load_slo_file(path: str | Path) -> SLOFile:
         ConfigError: with every problem found, each as `file:line: field: message`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read SLO file: {reason}")]) from None
-    return load_slo_text(text, str(path))
+    return load_slo_text(read_config_file(path, "SLO file"), str(path))
 
 
 def load_slo_text(text: str, filename: str = "<slo>") -> SLOFile:

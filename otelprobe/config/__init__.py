@@ -60,12 +60,24 @@ def load_text(text: str, filename: str = "<config>", *, base_dir: Path | None = 
     return config
 
 
-def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:
+def read_config_file(path: Path, what: str = "config file") -> str:
+    """The UTF-8 text of a config-like file (prober, SLO or sidecar config).
+
+    Raises:
+        ConfigError: one problem, `file: cannot read <what>: <reason>`.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return None, [ConfigProblem(str(path), None, "", f"cannot read config file: {reason}")]
+        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read {what}: {reason}")]) from None
+
+
+def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:
+    try:
+        text = read_config_file(path)
+    except ConfigError as exc:
+        return None, exc.problems
     return _load(text, str(path), path.resolve().parent)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from otelprobe.config import read_config_file
 from otelprobe.config.common import StrictModel
 from otelprobe.config.durations import Duration, Size, parse_duration
 from otelprobe.errors import ConfigError, ConfigProblem
@@ -167,13 +168,7 @@ def load_sidecar_config(path: str | Path) -> SidecarConfig:
         ConfigError: with every problem found, each as `file:line: field: message`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(
-            [ConfigProblem(str(path), None, "", f"cannot read config file: {reason}")]
-        ) from None
+    text = read_config_file(path)
     base_dir = path.resolve().parent
     return load_sidecar_text(text, str(path), base_dir=base_dir).resolved(base_dir)
 

@@ -132,7 +132,25 @@ def target_config(args: argparse.Namespace) -> BaseModel:
         overrides = config_overrides(args, kind)
     except ValueError as exc:
         raise UsageError(one_line(str(exc))) from None
-    return build_config(args.url, args.name, overrides)
+    config = build_config(args.url, args.name, overrides)
+    _check_tls_files(config)
+    return config
+
+
+def _check_tls_files(config: BaseModel) -> None:
+    """--ca, --cert and --key are read now: a file that is missing or not PEM is bad usage (exit 2),
+    not a probe failure, and never an OpenSSL traceback."""
+    from otelprobe.config.common import TLSClientConfig
+    from otelprobe.errors import TLSError
+    from otelprobe.probes._openssl import ClientTLS
+
+    tls = getattr(config, "tls", None)
+    if not isinstance(tls, TLSClientConfig) or not (tls.ca_file or tls.client_cert):
+        return
+    try:
+        ClientTLS(tls)
+    except TLSError as exc:
+        raise UsageError(one_line(str(exc))) from None
 
 
 def run(args: argparse.Namespace) -> int:

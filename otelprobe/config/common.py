@@ -11,6 +11,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from otelprobe.config.durations import Duration
+from otelprobe.config.secrets import register_secret
 
 IPFamily = Literal["ip4", "ip6", "prefer_ip6", "all", "any"]
 """ip4 / ip6 only; prefer_ip6 IPv6 first, IPv4 as fallback; any whatever resolves; several
@@ -40,6 +41,9 @@ class TLSClientConfig(StrictModel):
     ca_file: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
+    client_key_password: str | None = Field(
+        None, description="password of an encrypted client_key (a secret: write it as ${ENV} or ${file:})"
+    )
     server_name: str | None = Field(None, alias="sni", description="SNI / hostname to verify")
     min_version: Literal["1.0", "1.1", "1.2", "1.3"] | None = None
     max_version: Literal["1.0", "1.1", "1.2", "1.3"] | None = None
@@ -61,6 +65,14 @@ class TLSClientConfig(StrictModel):
                     f"unknown TLS group(s) {', '.join(unknown)} (e.g. X25519, P-256, X25519MLKEM768)"
                 )
         return groups
+
+    @field_validator("client_key_password")
+    @classmethod
+    def _password_is_secret(cls, password: str | None) -> str | None:
+        # Redacted wherever it could leak, even when written in the file itself.
+        if password:
+            register_secret(password)
+        return password
 
     @model_validator(mode="after")
     def _key_needs_cert(self) -> TLSClientConfig:

@@ -17,12 +17,13 @@ hybrid post-quantum key share is opt-in via `tls.groups`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import ssl
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from cryptography import x509
@@ -36,6 +37,7 @@ from otelprobe.probes import _ocsp
 from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
 
 _READ_SIZE: Final = 65536
+_MAX_KEY_FILE: Final = 1 << 20  # a PEM key is a few KiB; more is not a key file
 DEFAULT_GROUPS: Final = ("X25519", "P-256", "X448", "P-521", "P-384")
 """OpenSSL 3.0's default list, i.e. what the `ssl` module offered; X25519 is the key share sent."""
 # CPython's PY_SSL_DEFAULT_CIPHER_STRING (Modules/_ssl.c): TLS 1.2 suites as the ssl path had them.
@@ -56,7 +58,8 @@ _X509_V_OK: Final = 0
 class ClientTLS:
     """A target's client TLS settings, compiled once: trust store, versions, groups, ALPN.
 
-    Raises TLSError("config", ...) when a file or setting cannot be used (e.g. an unknown group).
+    Raises TLSError("tls_config_invalid", ...) when a file cannot be used (missing, not PEM, a key
+    that needs a password or does not match the certificate).
     """
 
     def __init__(
@@ -79,13 +82,13 @@ class ClientTLS:
         context.set_cipher_list(_CPYTHON_CIPHERS)
         _set_groups(context, config.groups or DEFAULT_GROUPS)
         if config.verify:
-            _load_trust(context, config.ca_file)
+            with _loading("ca_file", config.ca_file):
+                _load_trust(context, config.ca_file)
             context.set_verify(SSL.VERIFY_PEER)
         else:
             context.set_verify(SSL.VERIFY_NONE)
         if config.client_cert:
-            context.use_certificate_chain_file(config.client_cert)
-            context.use_privatekey_file(config.client_key or config.client_cert)
+            _load_client_identity(context, config)
         if alpn:
             context.set_alpn_protos([p.encode() for p in alpn])
         if ocsp:
@@ -117,6 +120,7 @@ class ClientTLS:
             tuple(alpn),
             ocsp,
             reject_revoked,
+            config.client_key_password,
             *(_file_key(path) for path in (config.ca_file, config.client_cert, config.client_key)),
             *(_system_trust_key() if config.verify and not config.ca_file else ()),
         )
@@ -332,6 +336,68 @@ def _set_groups(context: SSL.Context, groups: Sequence[str]) -> bool:
         return True
     _lib.ERR_clear_error()  # or pyOpenSSL would report this with the next unrelated error
     return False
+
+
+@contextlib.contextmanager
+def _loading(field: str, path: str | None) -> Iterator[None]:
+    """OpenSSL's failure to read a configured file as TLSError("tls_config_invalid"), one line.
+
+    OpenSSL's error queue says e.g. "BIO routines: no such file"; the message names the field
+    and the file instead, so that `otelprobe probe --ca FILE` and a failed probe both read plainly.
+    """
+    try:
+        yield
+    except (SSL.Error, crypto.Error, OSError, ValueError) as exc:
+        _lib.ERR_clear_error()
+        reason = _file_problem(path) or _openssl_reason(exc)
+        raise TLSError("tls_config_invalid", f"cannot load tls.{field} {path!r}: {reason}") from None
+
+
+def _file_problem(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def _openssl_reason(exc: BaseException) -> str:
+    """The first reason in pyOpenSSL's error list ("no certificate or crl found"), else the text."""
+    errors = exc.args[0] if exc.args else None
+    if isinstance(errors, list):
+        reasons = [str(e[-1]) for e in errors if isinstance(e, tuple) and e and e[-1]]
+        if reasons:
+            return "not a PEM file" if reasons[0] == "no start line" else reasons[0]
+    return str(exc) or type(exc).__name__
+
+
+def _load_client_identity(context: SSL.Context, config: TLSClientConfig) -> None:
+    """The client certificate chain and its key, an encrypted key opened with `client_key_password`.
+
+    The key is read by `cryptography`, never by OpenSSL's PEM reader, whose default for an
+    encrypted key is to prompt on the terminal: a prober has none, and would hang.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    cert_path = config.client_cert or ""
+    with _loading("client_cert", cert_path):
+        context.use_certificate_chain_file(cert_path)
+    key_field = "client_key" if config.client_key else "client_cert"
+    key_path = config.client_key or cert_path
+    password = config.client_key_password
+    with _loading(key_field, key_path):
+        with open(key_path, "rb") as file:
+            pem = file.read(_MAX_KEY_FILE)
+        try:
+            key = load_pem_private_key(pem, password.encode() if password else None)
+        except TypeError as exc:  # encrypted without a password, or a password for a plain key
+            raise ValueError(str(exc).split(".")[0].lower()) from None
+        except ValueError:
+            raise ValueError("not a PEM private key, or the wrong client_key_password") from None
+        context.use_privatekey(key)  # type: ignore[arg-type]
+        context.check_privatekey()
 
 
 def _load_trust(context: SSL.Context, ca_file: str | None) -> None:

@@ -31,6 +31,7 @@ from otelprobe.config.common import (
     check_try_timeout,
 )
 from otelprobe.config.durations import Duration
+from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ConfigError, ConfigProblem, DNSError
 from otelprobe.probes import _dns_checks
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel, DNSTransport
@@ -153,10 +154,12 @@ class DNSProbeConfig(ProbeConfigBase):
         """`dns://[server[:port]]/name?type=AAAA&class=IN&transport=tcp|tls|https` (RFC 4501 style)."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "dns" or not parts.path.strip("/"):
-            raise ConfigError([ConfigProblem("<url>", None, "", f"not a dns:// URL with a name: {url!r}")])
+            raise ConfigError(
+                [ConfigProblem("<url>", None, "", f"not a dns:// URL with a name: {redact_url(url)!r}")]
+            )
         query = dict(urllib.parse.parse_qsl(parts.query))
         fields: dict[str, Any] = {
-            "name": name or url,
+            "name": name or redact_url(url),
             "query_name": urllib.parse.unquote(parts.path.strip("/")),
         }
         if parts.netloc:

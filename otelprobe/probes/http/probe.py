@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_MAX_LOCATION: Final = 8192  # RFC 9110 §4.1 suggests supporting 8000-octet URIs; longer is hostile
 _TARGET_SAFE: Final = "".join(map(chr, range(0x21, 0x7F)))  # printable ASCII stays as written
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 _HTTP_VERSIONS: Final = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2"}
@@ -209,9 +210,7 @@ class HTTPProbe:
                 break
             if hop >= self._config.redirects.max:
                 raise ProtocolError("too_many_redirects", f"more than {self._config.redirects.max} redirects")
-            next_url = urlsplit(urljoin(url.geturl(), reply.location))
-            if next_url.scheme not in _DEFAULT_PORTS or not next_url.hostname:
-                raise ProtocolError("invalid_redirect", f"cannot follow a redirect to {next_url.scheme}:")
+            next_url = _redirect_url(url, reply.location)
             if next_url.geturl() in seen:
                 raise ProtocolError("redirect_loop", f"redirect loop after {hop + 1} redirects")
             seen.add(next_url.geturl())
@@ -399,6 +398,28 @@ def _ascii_host(host: str) -> str:
         return host.encode("idna").decode("ascii")
     except UnicodeError:  # configured hosts are checked when loaded: only a redirect gets here
         raise ProtocolError("invalid_redirect", f"cannot follow a redirect to host {host!r}") from None
+
+
+def _redirect_url(base: SplitResult, location: str) -> SplitResult:
+    """Where a Location header points, resolved against `base`; ProtocolError("invalid_redirect")
+    for anything a client must not follow: another scheme, no host, a bad port, control bytes or
+    spaces (RFC 3986 has none), an absurd length. The message never quotes the header whole: it
+    may be long, and may carry credentials."""
+    if len(location) > _MAX_LOCATION:
+        raise ProtocolError("invalid_redirect", f"Location header of {len(location)} characters")
+    if not location.strip() or any(c <= " " or "\x7f" <= c <= "\x9f" for c in location):
+        raise ProtocolError("invalid_redirect", "Location header with spaces or control characters")
+    try:
+        target = urlsplit(urljoin(base.geturl(), location))
+        port = target.port
+    except ValueError as exc:  # unpaired brackets, a port out of range or not a number
+        raise ProtocolError("invalid_redirect", f"invalid Location URL: {exc}") from None
+    if target.scheme not in _DEFAULT_PORTS:
+        raise ProtocolError("invalid_redirect", f"cannot follow a redirect to {target.scheme[:16]!r}:")
+    if not target.hostname or port == 0:
+        raise ProtocolError("invalid_redirect", "Location URL without a host or with port 0")
+    _ascii_host(target.hostname)  # an IDN that does not encode: invalid_redirect as well
+    return target
 
 
 def _origin(url: SplitResult) -> tuple[str, str | None, int]:

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Final, NoReturn
 
 from otelprobe import __version__
 
@@ -40,8 +41,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem (exit 2), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="otelprobe", description="OpenTelemetry-native active prober with exact phase timing."
     )
     parser.add_argument("--version", action="version", version=f"otelprobe {__version__}")
@@ -66,6 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line a user can report; the traceback only with -vv
+        return _internal_error(exc, command=parser.prog + " " + args.command, traceback=args.verbose >= 2)
+
+
+INTERNAL_ERROR: Final = "internal error"
+EXIT_INTERNAL_ERROR: Final = 70  # sysexits.h EX_SOFTWARE
+
+
+def _internal_error(exc: Exception, *, command: str, traceback: bool) -> int:
+    """Print an unexpected exception as one line (and, if asked, its traceback), secrets redacted.
+
+    Every bad input is meant to be caught where it is read and reported as such (exit 2); reaching
+    here is a bug, which tests/cli/test_hostile_cli.py looks for.
+    """
+    import traceback as tb
+
+    from otelprobe.config.secrets import redact_text as redact
+
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    print(
+        redact(f"{command}: {INTERNAL_ERROR}: {type(exc).__name__}: {first}"[:500])
+        + ("" if traceback else " (run with -vv for the traceback)"),
+        file=sys.stderr,
+    )
+    if traceback:
+        print(redact("".join(tb.format_exception(exc))), file=sys.stderr, end="")
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -87,6 +87,30 @@ def check_host_port(address: str) -> tuple[str, int]:
     return host, check_port(int(port_text))
 
 
+def check_server(server: str) -> str:
+    """A DNS server as a target names it: 'host', 'host:53', '[::1]:53', '[::1]' or a bare '::1'.
+
+    Raises:
+        ValueError: naming what is wrong (the resolver's splitter would misread it, or fail late).
+    """
+    if _is_ip_address(server):
+        return server
+    if server.startswith("["):
+        host, bracket, rest = server[1:].partition("]")
+        if bracket and not rest:
+            if not _is_ip_address(host) or ":" not in host:
+                raise ValueError(f"{host!r} in brackets is not an IPv6 address")
+            return server
+        check_host_port(server)
+    elif server.count(":") == 1:
+        check_host_port(server)
+    elif ":" in server:
+        raise ValueError(f"{server!r} is not an IPv6 address (write [IPv6]:port)")
+    else:
+        check_host(server)
+    return server
+
+
 def parse_url(url: str, schemes: Collection[str], *, host_required: bool = True) -> SplitResult:
     """Split `url`, checking its scheme, host and port; ValueError naming the first problem.
 

@@ -6,10 +6,12 @@ is assembled in probes/__init__.py and used by config/models.py.
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from otelprobe.config.addresses import check_server
 from otelprobe.config.durations import Duration
 from otelprobe.config.secrets import register_secret
 
@@ -81,6 +83,19 @@ class TLSClientConfig(StrictModel):
         return self
 
 
+def check_regex(pattern: str, *, as_bytes: bool = False) -> str:
+    """A regex of an expectation, compiled now (as the probe will: `as_bytes` for byte streams):
+    re.error is no ValueError, so pydantic would let it escape as a traceback, not a problem."""
+    try:
+        re.compile(pattern.encode() if as_bytes else pattern)
+    except re.error as exc:
+        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        raise ValueError(f"invalid regex {shown!r}: {exc.msg} at position {exc.pos}") from None
+    except (OverflowError, RecursionError) as exc:  # a pattern nested or repeated absurdly
+        raise ValueError(f"invalid regex: {type(exc).__name__}") from None
+    return pattern
+
+
 MAX_DNS_ATTEMPTS: Final = 5
 """glibc's resolver caps `options attempts:` at 5 as well."""
 
@@ -122,6 +137,11 @@ class ResolverConfig(StrictModel):
     )
 
     _try_timeout = field_validator("try_timeout_s")(check_try_timeout)
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, server: str | None) -> str | None:
+        return None if server is None else check_server(server)
 
 
 class ProbeConfigBase(StrictModel):

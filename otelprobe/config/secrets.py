@@ -13,9 +13,30 @@ from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED: Final = "REDACTED"
-# Query parameters that carry credentials (semantic conventions: url.full redaction).
+# Query parameters that carry credentials: the semantic conventions' url.full list, and the names
+# API keys, passwords and pre-signed URLs commonly use (Google's `key`, AWS SigV4's X-Amz-*).
 SENSITIVE_QUERY_KEYS: Final = frozenset(
-    {"awsaccesskeyid", "signature", "sig", "x-goog-signature", "token", "access_token", "api_key", "apikey"}
+    {
+        "awsaccesskeyid",
+        "signature",
+        "sig",
+        "x-goog-signature",
+        "x-goog-credential",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "token",
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "key",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+    }
 )
 _MIN_SECRET_LEN: Final = 4  # shorter values would redact ordinary text
 # For URLs urlsplit refuses: the userinfo and the values of sensitive query keys, found by text.
@@ -53,6 +74,17 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+_URL_IN_TEXT: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message, a log line) with every URL in it redacted as `redact_url`
+    does, and every registered secret replaced."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
+    return redact(text)
 
 
 def redact_url(url: str) -> str:

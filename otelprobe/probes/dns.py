@@ -7,7 +7,6 @@ local DNSSEC validation in _dnssec.py, assertions in _dns_checks.py.
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
@@ -23,11 +22,13 @@ import dns.rdatatype
 import dns.resolver
 from pydantic import Field, field_validator
 
+from otelprobe.config.addresses import check_server
 from otelprobe.config.common import (
     MAX_DNS_ATTEMPTS,
     ProbeConfigBase,
     StrictModel,
     TLSClientConfig,
+    check_regex,
     check_try_timeout,
 )
 from otelprobe.config.durations import Duration
@@ -89,7 +90,7 @@ class DNSExpect(StrictModel):
     @classmethod
     def _regexes(cls, value: list[str]) -> list[str]:
         for pattern in value:
-            re.compile(pattern)
+            check_regex(pattern)
         return value
 
 
@@ -127,6 +128,20 @@ class DNSProbeConfig(ProbeConfigBase):
     dnssec: DNSSECConfig = DNSSECConfig()
 
     _try_timeout = field_validator("try_timeout_s")(check_try_timeout)
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, server: str | None) -> str | None:
+        return None if server is None else check_server(server)
+
+    @field_validator("query_name")
+    @classmethod
+    def _query_name(cls, name: str) -> str:
+        try:
+            dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"invalid DNS name {name[:80]!r}: {exc}") from None
+        return name
 
     @field_validator("query_type")
     @classmethod

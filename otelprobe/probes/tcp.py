@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from otelprobe.config.common import StrictModel, TLSClientConfig
+from otelprobe.config.common import StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
 from otelprobe.probes import _starttls
@@ -42,7 +42,7 @@ class DialogueStep(StrictModel):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            re.compile(value)
+            check_regex(value, as_bytes=True)
         return value
 
 

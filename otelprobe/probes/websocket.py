@@ -33,7 +33,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from otelprobe.config.addresses import parse_url
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, HTTPStatusError, ProtocolError
 from otelprobe.probes._attempts import run_with_fallback
@@ -57,7 +57,7 @@ class WSExchange(StrictModel):
         if self.send is None and self.expect is None:
             raise ValueError("a message exchange needs `send`, `expect` or both")
         if self.expect is not None:
-            re.compile(self.expect)
+            check_regex(self.expect)
         return self
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from otelprobe.config.addresses import parse_url
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig
+from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.durations import Duration, Size
 from otelprobe.config.secrets import redact_url
 
@@ -18,6 +18,11 @@ class JSONPathCheck(StrictModel):
     path: str = Field(pattern=r"^\$")
     equals: Any = None
     regex: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return None if value is None else check_regex(value)
 
 
 class HTTPExpect(StrictModel):
@@ -34,6 +39,16 @@ class HTTPExpect(StrictModel):
     cert_min_remaining_s: Duration | None = Field(
         None, alias="cert_min_remaining", description="fail when the chain expires sooner"
     )
+
+    @field_validator("body_regex", "body_not_regex")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        return [check_regex(pattern) for pattern in value]
+
+    @field_validator("headers")
+    @classmethod
+    def _header_regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name: check_regex(pattern) for name, pattern in value.items()}
 
     @field_validator("status")
     @classmethod

@@ -46,6 +46,10 @@ CAUSE_INDEX = {cause: i for i, cause in enumerate(ROOT_CAUSES)}
 SCOPE_INDEX = {scope: i for i, scope in enumerate(SCOPES)}
 
 
+WEIGHT_COLUMN = "sample_weight"
+"""An optional column of a training table: how much each window counts (1 when absent)."""
+
+
 class TrainingError(ValueError):
     """The data cannot train a model (no labels, a class missing, ...)."""
 
@@ -84,6 +88,8 @@ def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
     expanded = chosen.loc[chosen.index.repeat(repeat)].reset_index(drop=True)
     causes = np.array([CAUSE_INDEX[c] for lst in cause_lists for c in lst], dtype=np.int64)
     weights = np.repeat(1.0 / repeat, repeat)
+    if WEIGHT_COLUMN in expanded:  # e.g. operator-confirmed windows counting more than lab ones
+        weights = weights * expanded[WEIGHT_COLUMN].fillna(1.0).to_numpy(dtype=np.float64)
     scopes = expanded["label_scope"].map(SCOPE_INDEX).fillna(SCOPE_INDEX["path"]).to_numpy(dtype=np.int64)
     return TrainingSet(expanded, causes, scopes, weights)
 
@@ -195,10 +201,15 @@ def train_model(
     gate_frame, gate_labels = gate_windows(frame)
     if gate_labels.min(initial=1) == 1:
         raise TrainingError("no healthy symptomatic window: the gate needs examples of noise")
+    gate_weights = (
+        gate_frame[WEIGHT_COLUMN].fillna(1.0).to_numpy(dtype=np.float64)
+        if WEIGHT_COLUMN in gate_frame
+        else np.ones(len(gate_labels))
+    )
     gate_booster = _fit(
         gate_input_matrix(gate_frame),
         gate_labels,
-        np.ones(len(gate_labels)),
+        gate_weights,
         2,
         GATE_FEATURES,
         rounds,

@@ -1,10 +1,14 @@
-"""The sidecar's HTTP API for people and scripts: incidents, attributions, SLOs, health, metrics.
+"""The sidecar's HTTP API for people and scripts: incidents, attributions, SLOs, health, metrics,
+and — with a `SidecarControl` (learning.py) — operator feedback and the model registry.
 
 The read side of the sidecar (DESIGN §2, after attribution): `build_api_app(view)` serves what a
 `SidecarView` (view.py) gives, as JSON, with the OpenAPI document of api_openapi.py at
 /openapi.json. The app has no listener of its own; the service core decides where it listens
 (loopback by default). Query parameters are validated strictly (an unknown or repeated parameter
 is an error, so a typo never silently widens a query); every error is an RFC 9457 problem body.
+The write operations take JSON bodies only (`Content-Type: application/json`, else 415): a
+browser cannot send one cross-site without a preflight, so a page cannot post feedback or roll a
+model back behind an operator's back.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import hmac
 import json
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.sidecar.api_openapi import openapi_document
+from otelprobe.sidecar.feedback import FeedbackError
+from otelprobe.sidecar.model_registry import RegistryError
 from otelprobe.sidecar.view import DEFAULT_LIMIT, INCIDENT_STATUSES, MAX_LIMIT, IncidentStatus, SidecarView
 from otelprobe.sidecar.view_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -31,6 +37,30 @@ MAX_UNIX_NANO: Final = 2**63 - 1
 PUBLIC_PATHS: Final = frozenset({"/healthz"})
 """Answered without the bearer token: a liveness check needs no secret."""
 VIEW_KEY: Final = web.AppKey("sidecar_view", SidecarView)
+MAX_BODY: Final = 64 * 1024
+
+
+class SidecarControl(Protocol):
+    """The write side: feedback and the model registry (learning.Learning)."""
+
+    async def record_feedback(self, incident_id: str, body: object) -> dict[str, Any]:
+        """Raises FeedbackError (4xx, nothing stored)."""
+        ...
+
+    def feedback_list(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def models(self) -> dict[str, Any]: ...
+
+    async def retrain(self, trigger: str = "api") -> dict[str, Any]:
+        """Raises RegistryError (409: one is running)."""
+        ...
+
+    async def rollback(self, to: str | None) -> dict[str, Any]:
+        """Raises RegistryError (404 unknown version, 409 nothing to roll back to)."""
+        ...
+
+
+CONTROL_KEY: Final = web.AppKey("sidecar_control", SidecarControl)
 
 
 class BadParameter(ValueError):
@@ -145,6 +175,62 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
+# --- learning (feedback, models) -----------------------------------------------------------------
+
+
+async def _json_body(request: web.Request, *, optional: bool = False) -> object:
+    if optional and not request.can_read_body:
+        return {}
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="the body must be JSON (Content-Type: application/json)")
+    raw = await request.read()
+    if optional and not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FeedbackError(400, f"the body is not JSON: {str(exc)[:120]}") from None
+
+
+async def _post_feedback(request: web.Request) -> web.Response:
+    Query(request, ())
+    incident = request.match_info["incident"]
+    if not 1 <= len(incident) <= MAX_NAME_CHARS:
+        raise FeedbackError(404, "no such incident")
+    record = await request.app[CONTROL_KEY].record_feedback(incident, await _json_body(request))
+    return web.Response(status=201, text=json.dumps(record), content_type="application/json")
+
+
+async def _feedback(request: web.Request) -> web.Response:
+    query = Query(request, ("limit",))
+    return _json({"feedback": request.app[CONTROL_KEY].feedback_list(query.limit())})
+
+
+async def _models(request: web.Request) -> web.Response:
+    Query(request, ())
+    return _json(request.app[CONTROL_KEY].models())
+
+
+async def _retrain(request: web.Request) -> web.Response:
+    Query(request, ())
+    body = await _json_body(request, optional=True)
+    if body != {}:
+        raise FeedbackError(400, "retrain takes no body (or an empty JSON object)")
+    job = await request.app[CONTROL_KEY].retrain("api")
+    return web.Response(status=202, text=json.dumps({"retrain": job}), content_type="application/json")
+
+
+async def _rollback(request: web.Request) -> web.Response:
+    Query(request, ())
+    body = await _json_body(request, optional=True)
+    if not isinstance(body, dict) or set(body) - {"version"}:
+        raise FeedbackError(400, 'the body is {} or {"version": "v0002"}', "version")
+    version = body.get("version")
+    if version is not None and not (isinstance(version, str) and 1 <= len(version) <= 64):
+        raise FeedbackError(400, "version must be a version name such as v0002", "version")
+    return _json(await request.app[CONTROL_KEY].rollback(version))
+
+
 def _openapi(document: Mapping[str, Any]) -> Handler:
     text = json.dumps(document)
 
@@ -182,6 +268,11 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except BadParameter as exc:
         return problem(400, "Bad Request", str(exc), parameter=exc.parameter)
+    except FeedbackError as exc:
+        extra = {"field": exc.field} if exc.field else {}
+        return problem(exc.status, _TITLES.get(exc.status, "Bad Request"), str(exc), **extra)
+    except RegistryError as exc:
+        return problem(exc.status, _TITLES.get(exc.status, "Conflict"), str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -194,23 +285,38 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return problem(500, "Internal Server Error", "the request failed; the sidecar's log has the details")
 
 
-def build_api_app(view: SidecarView, *, token: str | None = None) -> web.Application:
+_TITLES: Final = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 422: "Unprocessable Content"}
+
+
+def build_api_app(
+    view: SidecarView, *, token: str | None = None, control: SidecarControl | None = None
+) -> web.Application:
     """The API as an aiohttp application (mount it on any runner or site).
 
     Args:
         view: what the API serves.
         token: when set, every path except /healthz needs `Authorization: Bearer <token>`.
             The token is never logged.
+        control: feedback and the model registry; None leaves those operations out (and out of
+            the OpenAPI document).
     """
     middlewares: list[Middleware] = [_problems]
     if token:
         middlewares.append(_auth_middleware(token))
-    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[VIEW_KEY] = view
+    if control is not None:
+        app[CONTROL_KEY] = control
+        app.router.add_post("/v1/incidents/{incident}/feedback", _post_feedback)
+        app.router.add_get("/v1/feedback", _feedback)
+        app.router.add_get("/v1/models", _models)
+        app.router.add_post("/v1/models/retrain", _retrain)
+        app.router.add_post("/v1/models/rollback", _rollback)
     app.router.add_get("/v1/incidents", _incidents)
     app.router.add_get("/v1/attributions", _attributions)
     app.router.add_get("/v1/slos", _slos)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/openapi.json", _openapi(openapi_document(bearer=bool(token))))
+    document = openapi_document(bearer=bool(token), learning=control is not None)
+    app.router.add_get("/openapi.json", _openapi(document))
     return app

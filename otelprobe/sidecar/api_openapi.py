@@ -196,6 +196,161 @@ _SCHEMAS: Final[JSON] = {
 }
 
 
+_SLICE: Final = {
+    "type": "object",
+    "description": "one model on one held-out slice",
+    "properties": {
+        "ac1": _OPT_NUM,
+        "cases": _INT,
+        "false_attributions": _OPT_NUM,
+        "healthy_windows": _INT,
+        "recall": {"type": "object", "additionalProperties": _NUM},
+    },
+}
+_LEARNING_SCHEMAS: Final[JSON] = {
+    "FeedbackRequest": {
+        "type": "object",
+        "description": "a confirmed cause and scope, or not_an_incident: true; `by` is required",
+        "properties": {
+            "cause": {"enum": list(ROOT_CAUSES)},
+            "scope": {"enum": list(SCOPES)},
+            "not_an_incident": _BOOL,
+            "by": {"type": "string", "minLength": 1, "maxLength": 256},
+            "note": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "series": {
+                **_array(_object({"target": _STR, "vantage": _STR})),
+                "minItems": 1,
+                "description": "only these member series (default: all of them)",
+            },
+        },
+        "required": ["by"],
+        "additionalProperties": False,
+    },
+    "Feedback": _object(
+        {
+            "incident": _STR,
+            "verdict": {"enum": ["confirmed", "not_an_incident"]},
+            "cause": {"enum": [*ROOT_CAUSES, None]},
+            "scope": {"enum": [*SCOPES, None]},
+            "not_an_incident": _BOOL,
+            "by": _STR,
+            "note": {"type": ["string", "null"]},
+            "at": _TIME,
+            "at_unix_nano": _INT,
+            "windows": {**_INT, "description": "feature rows of the incident's windows stored with it"},
+        }
+    ),
+    "ModelVersion": _object(
+        {
+            "version": _STR,
+            "label": _STR,
+            "status": {"enum": ["live", "retired", "refused", "rolled_back", "candidate"]},
+            "source": {"enum": ["imported", "retrained"]},
+            "created": _TIME,
+            "training": {"type": "object"},
+            "metrics": {
+                "type": "object",
+                "description": "per held-out slice (lab, feedback), as measured by the last gate",
+                "additionalProperties": _SLICE,
+            },
+        },
+        ["version", "label", "status", "source", "created"],
+    ),
+    "Models": _object(
+        {
+            "live": {"type": ["string", "null"]},
+            "rollback_to": {"type": ["string", "null"]},
+            "models": _array(_ref("ModelVersion")),
+            "retrain": {"type": "object"},
+        }
+    ),
+    "RetrainJob": _object({"version": _STR, "trigger": _STR, "started": _TIME, "live": _STR}),
+    "Rollback": _object(
+        {"live": _STR, "previous": {"type": ["string", "null"]}, "model": _ref("ModelVersion")}
+    ),
+}
+
+
+def _learning_paths() -> JSON:
+    def problem(description: str) -> JSON:
+        return {"description": description, **_PROBLEM}
+
+    def json_request(schema: JSON, required: bool) -> JSON:
+        return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+    return {
+        "/v1/incidents/{incident}/feedback": {
+            "post": {
+                "operationId": "postFeedback",
+                "summary": "Record the confirmed cause and scope of an incident, or that it was none",
+                "parameters": [
+                    {
+                        "name": "incident",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                    }
+                ],
+                "requestBody": json_request(_ref("FeedbackRequest"), True),
+                "responses": {
+                    "201": _json_body(_ref("Feedback"), "recorded, with the incident's window rows"),
+                    "400": problem("a field is missing, unknown or invalid (the problem names it)"),
+                    "404": problem("no such incident"),
+                    "409": problem("the incident already has feedback"),
+                    "415": problem("the body is not JSON"),
+                    "422": problem("a series given is not a member of the incident"),
+                },
+            }
+        },
+        "/v1/feedback": _get(
+            "Operators' verdicts, newest first",
+            [_LIMIT],
+            _json_body(_object({"feedback": _array(_ref("Feedback"))}), "verdicts"),
+            "listFeedback",
+        ),
+        "/v1/models": _get(
+            "The model registry: every kept version with its metrics, the live one, retraining",
+            [],
+            _json_body(_ref("Models"), "the registry"),
+            "listModels",
+        ),
+        "/v1/models/retrain": {
+            "post": {
+                "operationId": "retrain",
+                "summary": "Retrain now in the background; the gate promotes or refuses the candidate",
+                "requestBody": json_request({"type": "object", "maxProperties": 0}, False),
+                "responses": {
+                    "202": _json_body(_object({"retrain": _ref("RetrainJob")}), "started"),
+                    "400": problem("a body other than {}"),
+                    "409": problem("a retrain is already running, or no live model"),
+                    "415": problem("the body is not JSON"),
+                },
+            }
+        },
+        "/v1/models/rollback": {
+            "post": {
+                "operationId": "rollback",
+                "summary": "Run the previous live version again (or a named earlier one)",
+                "requestBody": json_request(
+                    {
+                        "type": "object",
+                        "properties": {"version": {"type": "string", "minLength": 1, "maxLength": 64}},
+                        "additionalProperties": False,
+                    },
+                    False,
+                ),
+                "responses": {
+                    "200": _json_body(_ref("Rollback"), "rolled back"),
+                    "400": problem("a body other than {} or {version}"),
+                    "404": problem("no such version"),
+                    "409": problem("nothing to roll back to, or that version was never live"),
+                    "415": problem("the body is not JSON"),
+                },
+            }
+        },
+    }
+
+
 def _name_param(name: str, description: str) -> JSON:
     return {
         "name": name,
@@ -238,8 +393,9 @@ def _get(summary: str, parameters: list[JSON], ok: JSON, operation_id: str) -> J
     }
 
 
-def openapi_document(*, bearer: bool = False) -> JSON:
-    """The document; with `bearer`, every operation but /healthz requires the token (401 without)."""
+def openapi_document(*, bearer: bool = False, learning: bool = False) -> JSON:
+    """The document; with `bearer`, every operation but /healthz requires the token (401 without);
+    with `learning`, the feedback and model-registry operations."""
     paths: JSON = {
         "/v1/incidents": _get(
             "Open and recently closed incidents with their ranked causes",
@@ -313,8 +469,11 @@ def openapi_document(*, bearer: bool = False) -> JSON:
             "description": "Incidents, SLO burn and root-cause attributions of a running otelprobe sidecar.",
         },
         "paths": paths,
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": dict(_SCHEMAS)},
     }
+    if learning:
+        paths.update(_learning_paths())
+        document["components"]["schemas"].update(_LEARNING_SCHEMAS)
     if bearer:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearer": []}]
@@ -322,5 +481,6 @@ def openapi_document(*, bearer: bool = False) -> JSON:
         unauthorized = {"description": "missing or wrong bearer token", **_PROBLEM}
         for path, item in paths.items():
             if path != "/healthz":
-                item["get"]["responses"]["401"] = unauthorized
+                for operation in item.values():
+                    operation["responses"]["401"] = unauthorized
     return document

@@ -101,6 +101,54 @@ class ExportConfig(StrictModel):
     service_name: str = Field("otelprobe-sidecar", min_length=1)
 
 
+class ToleranceConfig(StrictModel):
+    """How much worse than the live model a candidate may be on a held-out slice and still win."""
+
+    ac1: float = Field(0.01, ge=0, le=1, description="AC@1 points (0.01 = one point) it may lose")
+    false_attributions: float = Field(
+        0.005, ge=0, le=1, description="share of healthy windows it may attribute beyond the live model"
+    )
+
+
+class LearningConfig(StrictModel):
+    """Operator feedback, retraining in a background process, the promotion gate, the model registry.
+
+    Active when `state_dir` is set (feedback, windows and models live there)."""
+
+    enabled: bool = Field(True, description="false: no feedback, no retraining, no registry")
+    lab_recordings: list[str] | None = Field(
+        None, description="lab recordings retraining starts from; default: the model's own training data"
+    )
+    eval_recordings: list[str] = Field(
+        default_factory=lambda: ["data/lab/eval-402"],
+        min_length=1,
+        description="labeled lab campaigns the gate scores both models on",
+    )
+    feedback_weight: float = Field(
+        3.0, gt=0, le=1000, description="weight of a confirmed window vs a lab one"
+    )
+    holdout_share: float = Field(
+        0.3, ge=0, lt=1, description="newest confirmed incidents held out for the gate (time split)"
+    )
+    tolerance: ToleranceConfig = ToleranceConfig()
+    retrain_every_s: Duration | None = Field(
+        86400.0, alias="retrain_every", gt=0, description="scheduled retraining; null: on demand only"
+    )
+    min_new_feedback: int = Field(1, ge=0, description="a scheduled retrain waits for this much new feedback")
+    rounds: int = Field(150, ge=5, le=5000, description="boosting rounds of the candidate")
+    seed: int = 7
+    keep_models: int = Field(5, ge=2, le=1000, description="model versions kept in the registry")
+    max_window_rows: int = Field(
+        20_000, ge=100, le=10_000_000, description="feature rows of incident windows kept for feedback"
+    )
+    table_cache: str | None = Field(
+        None, min_length=1, description="window-table cache; default state_dir/tables"
+    )
+    timeout_s: Duration = Field(
+        1800.0, alias="timeout", gt=0, description="a retrain running longer is stopped"
+    )
+
+
 class OutputConfig(StrictModel):
     jsonl: str | None = Field(None, min_length=1, description="append each attribution as a JSON line")
 
@@ -127,6 +175,7 @@ class SidecarConfig(StrictModel):
     )
     export: ExportConfig | None = None
     output: OutputConfig = OutputConfig()
+    learning: LearningConfig = LearningConfig()
 
     @field_validator("window_s")
     @classmethod
@@ -148,6 +197,19 @@ class SidecarConfig(StrictModel):
             "state_dir": at(self.state_dir),
             "output": self.output.model_copy(update={"jsonl": at(self.output.jsonl)}),
         }
+        learning = self.learning
+        if learning.model_fields_set & {"lab_recordings", "eval_recordings", "table_cache"}:
+            updates["learning"] = learning.model_copy(
+                update={
+                    "lab_recordings": None
+                    if learning.lab_recordings is None
+                    else [str(at(p)) for p in learning.lab_recordings],
+                    "eval_recordings": [str(at(p)) for p in learning.eval_recordings]
+                    if "eval_recordings" in learning.model_fields_set
+                    else learning.eval_recordings,
+                    "table_cache": at(learning.table_cache),
+                }
+            )
         tls = self.receiver.tls
         if tls is not None:
             resolved_tls = tls.model_copy(

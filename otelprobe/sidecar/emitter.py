@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -49,6 +50,13 @@ UNATTRIBUTED: Final = "unattributed"
 MAX_BURN_SERIES: Final = 200
 """Burn-rate gauges exported at most (the highest burns): a fleet of series must not turn into a
 metric explosion; /v1/slos has them all."""
+MODEL_REGISTRY_VERSION: Final = "otelprobe.model.registry_version"
+"""The registry version (v0003) of the model that made an attribution; `otelprobe.model.version`
+is the model's label (training name @ data digest)."""
+MODEL_OUTCOME: Final = "otelprobe.model.outcome"
+MODEL_PREVIOUS: Final = "otelprobe.model.previous_version"
+METRIC_MODEL_CHANGES: Final = "otelprobe.sidecar.model.changes"
+EVENT_MODEL_CHANGE: Final = "otelprobe.model.change"
 
 
 def _exporters(config: ExportConfig) -> tuple[SpanExporter, LogRecordExporter, MetricExporter]:
@@ -105,6 +113,8 @@ def violation_attributes(live: LiveAttribution, objectives: dict[str, float]) ->
         attributes[names.OTELPROBE_SLO_OBJECTIVE] = objectives[found.slo]
     if live.incident_id:
         attributes[names.OTELPROBE_INCIDENT_ID] = live.incident_id
+    if live.model_version:
+        attributes[MODEL_REGISTRY_VERSION] = live.model_version
     return attributes
 
 
@@ -192,7 +202,35 @@ class ViolationEmitter:
             unit="1",
             description="error-budget burn rate per SLO and rule window (series with a non-zero burn)",
         )
+        self._model_changes = meter.create_counter(
+            METRIC_MODEL_CHANGES,
+            unit="{event}",
+            description="model registry events by outcome: promoted, refused, rolled_back, imported, failed",
+        )
         self.emitted = 0
+
+    def emit_model_event(self, outcome: str, details: dict[str, Any]) -> None:
+        """A promotion, refusal, rollback, import or failed retrain: a log record and a counter."""
+        attributes: dict[str, AttributeValue] = {MODEL_OUTCOME: outcome}
+        if details.get("version"):
+            attributes[MODEL_REGISTRY_VERSION] = str(details["version"])
+        if details.get("label"):
+            attributes[names.OTELPROBE_MODEL_VERSION] = str(details["label"])
+        if details.get("previous"):
+            attributes[MODEL_PREVIOUS] = str(details["previous"])
+        self._model_changes.add(1, {MODEL_OUTCOME: outcome})
+        self._log.emit(
+            LogRecord(
+                timestamp=time.time_ns(),
+                severity_number=SeverityNumber.WARN
+                if outcome in ("refused", "failed")
+                else SeverityNumber.INFO,
+                severity_text="WARN" if outcome in ("refused", "failed") else "INFO",
+                body=json.dumps({"outcome": outcome, **details}, separators=(",", ":"), default=str),
+                attributes=attributes,
+                event_name=EVENT_MODEL_CHANGE,
+            )
+        )
 
     def emit(self, live: LiveAttribution) -> None:
         """One `slo.violation` span (window start to end, linked to probe spans) and its log record."""

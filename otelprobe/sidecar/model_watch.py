@@ -1,10 +1,11 @@
 """The model in use, swapped without a restart: a new file is loaded and checked before it
 replaces the running model; a bad one is rejected with a log line and the old one keeps running.
 
-Beside the pipeline (pipeline.py asks `ModelHolder.model` once per slot, so a swap takes effect at
-the next slot). The service calls `check()` every poll and on SIGHUP; it compares the model
-files' mtimes and sizes, so copying the three files in place (metadata last, or all at once with
-a rename) is all an operator does.
+Beside the pipeline (pipeline.py asks `ModelHolder.live` once per slot, so a swap takes effect at
+the next slot). The service calls `check()` every poll and on SIGHUP; it compares the configured
+model files' mtimes and sizes, so copying the three files in place (metadata last, or all at once
+with a rename) is all an operator does. The model registry (learning.py) swaps in a promoted or
+rolled-back version with `swap_to`; the model and its registry version change together.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from otelprobe.attribution.attribute import model_label
 from otelprobe.attribution.features import FEATURE_NAMES
 from otelprobe.attribution.model import AttributionModel, ModelError, load_model
 from otelprobe.causes import ROOT_CAUSES
+from otelprobe.sidecar.pipeline import LiveModel
 
 _logger = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ def load_checked(stem: str | Path) -> AttributionModel:
 
 @dataclass(slots=True)
 class ModelHolder:
-    """The running model, its path and label; `check()` swaps in a changed, valid model."""
+    """The running model, its path, label and registry version; `check()` swaps in a changed,
+    valid configured model (`watched`), `swap_to` a registry version."""
 
     path: Path
     model: AttributionModel
@@ -79,33 +82,57 @@ class ModelHolder:
     _stamp: tuple[tuple[int, int], ...]
     swaps: int = 0
     rejected: int = 0
+    version: str | None = None
+    watched: Path | None = None
+    _live: LiveModel | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> ModelHolder:
         """Raises: ModelError when the model cannot be used (at start-up: fatal)."""
         stamp = _stamp(path)
         model = load_checked(path)
-        return cls(Path(path), model, model_label(model), stamp)
+        return cls(Path(path), model, model_label(model), stamp, watched=Path(path), _live=LiveModel(model))
 
     def current(self) -> AttributionModel:
         return self.model
 
+    def live(self) -> LiveModel:
+        """The model and its version, read together (a swap replaces both at once)."""
+        return self._live or LiveModel(self.model, self.version)
+
+    def swap_to(self, stem: str | Path, version: str | None) -> None:
+        """Run the model at `stem` (checked first) as `version`.
+
+        Raises: ModelError (the running model stays).
+        """
+        model = load_checked(stem)
+        self.path, self.model, self.label, self.version = Path(stem), model, model_label(model), version
+        self._live = LiveModel(model, version)
+        self.swaps += 1
+        _logger.warning("model now %s (%s, %s)", self.label, version or "unversioned", stem)
+
+    def set_version(self, version: str | None) -> None:
+        self.version = version
+        self._live = LiveModel(self.model, version)
+
     def check(self, path: str | Path | None = None, *, force: bool = False) -> bool:
-        """Swap in the model at `path` (default: the same path) if its files changed; True if it did."""
-        target = Path(path) if path is not None else self.path
+        """Swap in the model at `path` (default: the watched path) if its files changed; True if it did."""
+        watched = self.watched or self.path
+        target = Path(path) if path is not None else watched
         stamp = _stamp(target)
-        if not force and target == self.path and stamp == self._stamp:
+        if not force and target == watched and stamp == self._stamp:
             return False
         try:
             model = load_checked(target)
         except ModelError as exc:
-            if stamp != self._stamp or target != self.path:
+            if stamp != self._stamp or target != watched:
                 self.rejected += 1
                 _logger.error("model %s rejected, keeping %s: %s", target, self.label, exc)
             self._stamp = stamp  # do not retry the same bad files every poll
             return False
-        self.path, self.model, self._stamp = target, model, stamp
-        self.label = model_label(model)
+        self.path, self.watched, self.model, self._stamp = target, target, model, stamp
+        self.label, self.version = model_label(model), None
+        self._live = LiveModel(model)
         self.swaps += 1
         _logger.warning("model swapped: now %s (%s)", self.label, target)
         return True

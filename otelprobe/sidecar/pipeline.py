@@ -26,6 +26,7 @@ from otelprobe.attribution.records import ProbeRecord
 from otelprobe.attribution.slo import SeriesWindow, SLOEvaluator
 from otelprobe.attribution.slo_file import SLOFile
 from otelprobe.sidecar.slot_table import slot_table
+from otelprobe.sidecar.window_rows import WindowRow, incident_rows
 from otelprobe.sidecar.windower import Slot
 
 if TYPE_CHECKING:
@@ -46,16 +47,27 @@ class SpanRef:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveModel:
+    """The model in use and its registry version (None: a model file outside the registry)."""
+
+    model: AttributionModel
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LiveAttribution:
-    """A §6 attribution with what the live path adds: its incident and sample probe spans."""
+    """A §6 attribution with what the live path adds: its incident, sample probe spans and the
+    registry version of the model that made it (`model` in the record is the model's label)."""
 
     attribution: Attribution
     incident_id: str | None
     links: tuple[SpanRef, ...]
     window_s: float
+    model_version: str | None = None
 
     def to_json(self) -> dict[str, object]:
         record = self.attribution.to_json()
+        record["model_version"] = self.model_version
         record["incident"] = self.incident_id
         record["window_s"] = self.window_s
         record["links"] = [{"trace_id": ref.trace_id, "span_id": ref.span_id} for ref in self.links]
@@ -73,6 +85,8 @@ class SlotResult:
     warm_series: int
     series: int
     took_s: float
+    incident_rows: tuple[WindowRow, ...] = ()
+    """Feature rows of the series in open incidents (kept for operator feedback)."""
 
 
 @dataclass(slots=True)
@@ -101,7 +115,8 @@ class SlotProcessor:
     """Turns closed slots into verdicts, incidents and attributions.
 
     Args:
-        model: returns the model to use now (a swap takes effect at the next slot).
+        model: returns the model to use now (a swap takes effect at the next slot), bare or with
+            its registry version (`LiveModel`).
         slos: the SLO file; None = the default objectives.
         window_s: the slot length.
         max_series: series remembered at most (baselines, burn rates).
@@ -110,7 +125,7 @@ class SlotProcessor:
 
     def __init__(
         self,
-        model: Callable[[], AttributionModel],
+        model: Callable[[], AttributionModel | LiveModel],
         slos: SLOFile | None,
         window_s: float,
         *,
@@ -137,15 +152,22 @@ class SlotProcessor:
         table, verdicts = slot_table(self.engine, self.evaluator, slot.start_ns, slot.records)
         window_incidents = self.tracker.update(slot.start_ns, slot.end_ns, verdicts)
         attributions: list[LiveAttribution] = []
+        kept: list[WindowRow] = []
         warm = 0
         if table is not None:
             warm = int(table["warm"].sum())
             by_series = _incident_of(window_incidents.open)
             records_of = records_by_series(slot.records)
-            for found in self._attribute(table):
+            live = self._model()
+            if not isinstance(live, LiveModel):
+                live = LiveModel(live)
+            for found in self._attribute(live.model, table):
                 series = (found.target, found.vantage)
                 links = sample_links(records_of.get(series, ()))
-                attributions.append(LiveAttribution(found, by_series.get(series), links, self.window_s))
+                attributions.append(
+                    LiveAttribution(found, by_series.get(series), links, self.window_s, live.version)
+                )
+            kept = self._keep_rows(table, by_series)
         self.stats.slots += 1
         self.stats.attributions += len(attributions)
         result = SlotResult(
@@ -158,13 +180,22 @@ class SlotProcessor:
             warm,
             len(self._series),
             time.perf_counter() - started,
+            tuple(kept),
         )
         self.last = result
         return result
 
-    def _attribute(self, table: pd.DataFrame) -> list[Attribution]:
+    def _keep_rows(self, table: pd.DataFrame, by_series: dict[Series, str]) -> list[WindowRow]:
         try:
-            return list(attribute(self._model(), table))
+            return incident_rows(table, by_series)
+        except Exception:
+            # Feedback rows are a convenience for later learning: never lose the slot over them.
+            _logger.exception("keeping the feature rows of incident windows failed")
+            return []
+
+    def _attribute(self, model: AttributionModel, table: pd.DataFrame) -> list[Attribution]:
+        try:
+            return list(attribute(model, table))
         except Exception:
             # A bug in one slot's attribution must not stop the sidecar: the slot's verdicts and
             # incidents still go out, and the failure is logged and counted.

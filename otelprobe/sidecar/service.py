@@ -33,6 +33,7 @@ from otelprobe.sidecar import snapshot
 from otelprobe.sidecar.config import AUTO, SidecarConfig, load_sidecar_config
 from otelprobe.sidecar.emitter import ViolationEmitter
 from otelprobe.sidecar.ingest import Ingest
+from otelprobe.sidecar.learning import Learning
 from otelprobe.sidecar.model_watch import ModelHolder
 from otelprobe.sidecar.pipeline import SlotProcessor, SlotResult
 from otelprobe.sidecar.receiver import OTLPReceiver, ReceiverTLS
@@ -75,8 +76,17 @@ class SidecarService:
         self.ingest = Ingest(
             max_seen_traces=limits.max_seen_traces, max_pending_traces=limits.max_pending_traces
         )
-        self.store = StateStore(config.state_dir, max_recent=limits.max_recent) if config.state_dir else None
+        self.store = (
+            StateStore(
+                config.state_dir,
+                max_recent=limits.max_recent,
+                max_window_rows=config.learning.max_window_rows,
+            )
+            if config.state_dir
+            else None
+        )
         self.emitter = ViolationEmitter(config.export, self.view, self._objectives)
+        self.learning: Learning | None = None
         tls = config.receiver.tls
         token = config.receiver.bearer_token
         self.receiver = OTLPReceiver(
@@ -103,6 +113,16 @@ class SidecarService:
         health = self.view.health_state
         health.model_path, health.model_version = str(self.models.path), self.models.label
         health.queue_capacity = config.receiver.max_queue
+        if self.store is not None and config.state_dir and config.learning.enabled:
+            self.learning = Learning(
+                config.learning,
+                Path(config.state_dir),
+                self.store,
+                self.models,
+                self.view,
+                self.emitter.emit_model_event,
+            )
+            self.learning.adopt()
         self._restore()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -117,7 +137,7 @@ class SidecarService:
             window_s, self.config.allowed_lateness_s, max_open_slots=limits.max_open_windows
         )
         self.processor = SlotProcessor(
-            self.models.current,
+            self.models.live,
             self.slo_file,
             window_s,
             max_series=limits.max_series,
@@ -177,7 +197,9 @@ class SidecarService:
             from otelprobe.sidecar.api import build_api_app
 
             token = self.config.api.bearer_token
-            app = build_api_app(self.view, token=token.get_secret_value() if token else None)
+            app = build_api_app(
+                self.view, token=token.get_secret_value() if token else None, control=self.learning
+            )
             self._api_runner = web.AppRunner(app, access_log=None)
             await self._api_runner.setup()
             site = web.TCPSite(self._api_runner, self.config.api.host, self.config.api.port)
@@ -188,6 +210,10 @@ class SidecarService:
             asyncio.create_task(self._close_slots(), name="sidecar-windows"),
             asyncio.create_task(self._watch(), name="sidecar-watch"),
         ]
+        if self.learning is not None:
+            self._tasks.append(
+                asyncio.create_task(self.learning.run_schedule(), name="sidecar-retrain-schedule")
+            )
         _logger.warning(
             "sidecar listening: OTLP gRPC %s, OTLP HTTP %s, API %s; model %s",
             self.receiver.grpc_port,
@@ -288,6 +314,7 @@ class SidecarService:
                 closed_until_ns=closed_until_ns,
                 pipeline=self._pipeline_state() if due else None,
                 attributions=[live.to_json() for live in result.attributions] if result else [],
+                incident_rows=result.incident_rows if result else (),
             )
         except Exception:
             _logger.exception("saving state to %s failed", self.store.path)
@@ -349,8 +376,13 @@ class SidecarService:
             if forced or _stamp(self.config_path) != self._config_stamp:
                 self.reload_config()
             if await asyncio.to_thread(self.models.check, force=forced):
-                self.view.health_state.model_version = self.models.label
-                self.view.health_state.model_path = str(self.models.path)
+                self._model_file_swapped()
+
+    def _model_file_swapped(self) -> None:
+        if self.learning is not None:
+            self.learning.model_file_swapped()  # versioned in the registry, and made live
+        self.view.health_state.model_version = self.models.label
+        self.view.health_state.model_path = str(self.models.path)
 
     def reload_config(self) -> bool:
         """Re-read the config file; a bad file is rejected and the running config kept."""
@@ -365,13 +397,21 @@ class SidecarService:
             return False
         old, self.config = self.config, new
         if new.model != old.model and self.models.check(new.model):
-            self.view.health_state.model_version = self.models.label
-            self.view.health_state.model_path = str(self.models.path)
+            self._model_file_swapped()
         if self.windower is not None:
             self.windower.lateness_ns = round(new.allowed_lateness_s * 1e9)
         restart_only = [
             key
-            for key in ("receiver", "api", "window_s", "state_dir", "export", "slo_file", "limits")
+            for key in (
+                "receiver",
+                "api",
+                "window_s",
+                "state_dir",
+                "export",
+                "slo_file",
+                "limits",
+                "learning",
+            )
             if getattr(new, key) != getattr(old, key)
         ]
         if restart_only:
@@ -389,6 +429,8 @@ class SidecarService:
     async def stop(self) -> None:
         """Stop receiving, close every pending window, save, flush the exporters."""
         await self.receiver.stop()
+        if self.learning is not None:
+            await self.learning.stop()  # a running retrain is stopped; its version stays unused
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

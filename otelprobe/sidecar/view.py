@@ -204,6 +204,9 @@ class HealthState:
 
     model_path: str | None = None
     model_version: str | None = None
+    """The model's label (training name @ data digest)."""
+    model_registry_version: str | None = None
+    """Its version in the sidecar's model registry (None without one)."""
     window_s: float | None = None
     windows_closed: int = 0
     series: int = 0
@@ -220,6 +223,16 @@ class _Closed:
     incident: Incident
     causes: list[JSON]
     attributions: int
+    models: list[JSON]
+
+
+def _models_of(latest: Sequence[Mapping[str, Any]]) -> list[JSON]:
+    """The models (label and registry version) that made an incident's latest attributions."""
+    found: dict[tuple[str, str | None], None] = {}
+    for record in latest:
+        version = record.get("model_version")
+        found[(str(record.get("model", "")), None if version is None else str(version))] = None
+    return [{"model": label, "version": version} for label, version in found]
 
 
 class MemoryView:
@@ -258,6 +271,10 @@ class MemoryView:
         self._status: OrderedDict[Series, JSON] = OrderedDict()
         self._max_series = max(1, max_series)
         self.attributions_total = 0
+        self.feedback: dict[str, JSON] = {}
+        """Operators' verdicts by incident id (learning.py keeps it current)."""
+        self.model_events: dict[str, int] = {}
+        """Model changes by outcome (promoted, refused, rolled_back, imported, failed)."""
 
     def set_slo_file(self, slo_file: SLOFile) -> None:
         self._objectives = objective_json(slo_file)
@@ -286,8 +303,11 @@ class MemoryView:
         """The tracker's answer for one window: the open incidents now, those that just closed."""
         for incident in window.closed:
             self._open.pop(incident.id, None)
-            causes = rank_causes(self._latest_of(incident))
-            self._closed.append(_Closed(incident, causes, self._counts.pop(incident.id, 0)))
+            latest = self._latest_of(incident)
+            causes = rank_causes(latest)
+            self._closed.append(
+                _Closed(incident, causes, self._counts.pop(incident.id, 0), _models_of(latest))
+            )
         self._open = {incident.id: incident for incident in window.open}
         for stale in set(self._counts) - set(self._open):
             del self._counts[stale]
@@ -339,9 +359,16 @@ class MemoryView:
         if status in ("open", "all"):
             for incident in self._open.values():
                 latest = self._latest_of(incident)
-                rows.append(incident_json(incident, rank_causes(latest), self._counts.get(incident.id, 0)))
+                row = incident_json(incident, rank_causes(latest), self._counts.get(incident.id, 0))
+                row["models"] = _models_of(latest)
+                rows.append(row)
         if status in ("recent", "all"):
-            rows.extend(incident_json(c.incident, c.causes, c.attributions) for c in self._closed)
+            rows.extend(
+                {**incident_json(c.incident, c.causes, c.attributions), "models": c.models}
+                for c in self._closed
+            )
+        for row in rows:
+            row["feedback"] = self.feedback.get(row["id"])
         rows = [
             row
             for row in rows
@@ -404,7 +431,11 @@ class MemoryView:
             "reason": state.degraded,
             "version": __version__,
             "uptime_s": round(max(0.0, float(self._clock()) - self._started_s), 3),
-            "model": {"path": state.model_path, "version": state.model_version},
+            "model": {
+                "path": state.model_path,
+                "version": state.model_version,
+                "registry_version": state.model_registry_version,
+            },
             "window_s": state.window_s,
             "windows_closed": state.windows_closed,
             "series": state.series,
@@ -418,9 +449,23 @@ class MemoryView:
         }
 
     def prometheus_text(self) -> bytes:
-        return render_metrics(
+        text = render_metrics(
             self.health(), self.slos(limit=self._max_series), self.incidents("open", limit=MAX_LIMIT)
         )
+        if not self.model_events and self.health_state.model_registry_version is None:
+            return text
+        lines = [
+            "# HELP otelprobe_sidecar_model_changes_total Model registry events by outcome.",
+            "# TYPE otelprobe_sidecar_model_changes_total counter",
+            *(
+                f'otelprobe_sidecar_model_changes_total{{outcome="{outcome}"}} {count}'
+                for outcome, count in sorted(self.model_events.items())
+            ),
+            "# HELP otelprobe_sidecar_feedback Incidents with an operator's verdict.",
+            "# TYPE otelprobe_sidecar_feedback gauge",
+            f"otelprobe_sidecar_feedback {len(self.feedback)}",
+        ]
+        return text + ("\n".join(lines) + "\n").encode()
 
 
 def incident_json(incident: Incident, causes: list[JSON], attributions: int) -> JSON:

@@ -1,0 +1,218 @@
+"""One retraining job, run in its own low-priority process: lab data + confirmed windows ->
+a candidate model, scored against the live one by the promotion gate.
+
+The sidecar (learning.py) writes a job spec (JSON) and starts `python -m otelprobe.sidecar.retrain
+SPEC` as a fresh process (spawned, never forked from the running service), at the lowest CPU
+priority, with LightGBM on one thread: ingest keeps its core. The job
+
+1. reads the lab recordings the model learns from and the lab evaluation campaigns as window
+   tables (through the table cache: only the first job pays for windowing them);
+2. turns the operators' verdicts into labeled windows (a confirmed cause and scope, or healthy for
+   "not an incident"), holds out the newest incidents (a time split) and weights the others by
+   `feedback_weight` against a lab window;
+3. trains a candidate with `train_model` (the same schema and parameters as `otelprobe train`);
+4. scores the candidate and the live model on the held-out slices (promotion.py) and decides;
+5. saves the candidate into the registry directory under its reserved version (LightGBM text +
+   JSON metadata, the metrics and the decision in it) and writes the result JSON.
+
+The sidecar reads the result and promotes or refuses; the job itself never touches the live model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from otelprobe.attribution.labels import HEALTHY
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FEEDBACK_INCIDENT_BASE: Final = 1_000_000_000
+"""Confirmed incidents get label_incident ids from here (lab incidents are small numbers)."""
+LOW_PRIORITY: Final = 19
+
+
+def labeled_feedback(
+    verdicts: Sequence[Mapping[str, Any]], windows: Sequence[Mapping[str, Any]]
+) -> pd.DataFrame:
+    """The verdicts' window rows as a labeled window table (label, label_scope, label_incident,
+    feedback_incident, incident_order)."""
+    import pandas as pd
+
+    from otelprobe.sidecar.window_rows import frame_of
+
+    order = sorted(
+        verdicts, key=lambda v: (v.get("incident_start_unix_nano") or v["at_unix_nano"], v["at_unix_nano"])
+    )
+    rank = {str(v["incident"]): i for i, v in enumerate(order)}
+    by_incident = {str(v["incident"]): v for v in verdicts}
+    rows = []
+    for window in windows:
+        verdict = by_incident.get(str(window["incident"]))
+        if verdict is None:
+            continue
+        only = verdict.get("series")
+        if only and {"target": window["target"], "vantage": window["vantage"]} not in only:
+            continue
+        confirmed = not verdict.get("not_an_incident")
+        rows.append(
+            {
+                **window,
+                "label": verdict["cause"] if confirmed else HEALTHY,
+                "label_scope": verdict["scope"] if confirmed else None,
+                "label_causes": None,
+                "label_incident": float(FEEDBACK_INCIDENT_BASE + rank[str(window["incident"])]),
+                "feedback_incident": str(window["incident"]),
+                "incident_order": rank[str(window["incident"])],
+            }
+        )
+    if not rows:
+        return pd.DataFrame()
+    frame = frame_of(rows)
+    return frame.rename(columns={"incident": "feedback_incident_id"})
+
+
+def time_split(frame: pd.DataFrame, holdout_share: float) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(train, held out, incidents held out): the newest incidents by start are held out."""
+    if frame.empty:
+        return frame, frame, 0
+    incidents = sorted(set(frame["incident_order"]))
+    held = (
+        0 if len(incidents) < 2 else min(len(incidents) - 1, math.floor(len(incidents) * holdout_share + 0.5))
+    )
+    cut = incidents[len(incidents) - held] if held else math.inf
+    newest = frame["incident_order"] >= cut
+    return frame[~newest], frame[newest], held
+
+
+def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Train, score and save one candidate; returns the result (see the module docstring)."""
+    import pandas as pd
+
+    from otelprobe.attribution.model import load_model
+    from otelprobe.attribution.table_cache import read_table_cached
+    from otelprobe.attribution.train import WEIGHT_COLUMN, train_model
+    from otelprobe.sidecar.promotion import Tolerance, decide, feedback_scores, lab_scores
+
+    started = time.perf_counter()
+    took: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        took[name] = round(now - since, 2)
+        return now
+
+    cache = spec.get("table_cache")
+    lab = read_table_cached([str(p) for p in spec["lab_recordings"]], cache)
+    evals = [read_table_cached([str(p)], cache) for p in spec["eval_recordings"]]
+    eval_frame = pd.concat([t.frame for t in evals], ignore_index=True)
+    mark = lap("read_tables_s", started)
+
+    windows = json.loads(Path(spec["windows_file"]).read_text()) if spec.get("windows_file") else []
+    verdicts = list(spec.get("verdicts", []))
+    feedback = labeled_feedback(verdicts, windows)
+    train_part, held_part, held = time_split(feedback, float(spec["holdout_share"]))
+    weight = float(spec["feedback_weight"])
+    frames = [lab.frame.assign(**{WEIGHT_COLUMN: 1.0})]
+    if not train_part.empty:
+        frames.append(train_part.assign(**{WEIGHT_COLUMN: weight}))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    digest = hashlib.sha256(str(lab.reader).encode())
+    digest.update(json.dumps([str(Path(p).name) for p in spec["lab_recordings"]]).encode())
+    digest.update(json.dumps(sorted(verdicts, key=lambda v: str(v["incident"])), sort_keys=True).encode())
+    digest.update(json.dumps(windows, sort_keys=True).encode())
+    train_incidents = sorted(set(train_part["feedback_incident"])) if not train_part.empty else []
+    held_incidents = sorted(set(held_part["feedback_incident"])) if not held_part.empty else []
+    info = {
+        "name": spec["version"],
+        "digest": digest.hexdigest(),
+        "recordings": [str(p) for p in spec["lab_recordings"]],
+        "feedback": {
+            "verdicts": len(verdicts),
+            "trained_incidents": train_incidents,
+            "held_out_incidents": held_incidents,
+            "trained_windows": len(train_part),
+            "held_out_windows": len(held_part),
+            "weight": weight,
+        },
+    }
+    candidate = train_model(
+        frame,
+        window_s=lab.window_s,
+        rounds=int(spec["rounds"]),
+        seed=int(spec["seed"]),
+        training_info=info,
+    )
+    mark = lap("train_s", mark)
+
+    live = load_model(spec["live_stem"])
+    slices = {
+        "lab": (
+            lab_scores(live, eval_frame, lab.frame, lab.window_s),
+            lab_scores(candidate, eval_frame, lab.frame, lab.window_s),
+        )
+    }
+    if not held_part.empty:
+        slices["feedback"] = (feedback_scores(live, held_part), feedback_scores(candidate, held_part))
+    tolerance = Tolerance(**spec["tolerance"])
+    passed, reason = decide(slices, tolerance)
+    lap("gate_s", mark)
+    metrics = {
+        name: {"live": live_scores.to_json(), "candidate": cand_scores.to_json()}
+        for name, (live_scores, cand_scores) in slices.items()
+    }
+    gate = {"passed": passed, "reason": reason, "tolerance": dict(spec["tolerance"])}
+    candidate = dataclasses.replace(
+        candidate, metadata=dataclasses.replace(candidate.metadata, metrics={"gate": gate, "slices": metrics})
+    )
+    candidate.save(Path(spec["registry_dir"]) / spec["version"])
+    took["total_s"] = round(time.perf_counter() - started, 2)
+    return {
+        "version": spec["version"],
+        "passed": passed,
+        "reason": reason,
+        "metrics": metrics,
+        "training": {
+            "lab_windows": len(lab.frame),
+            "windows": int(candidate.metadata.training.get("windows", 0)),
+            "feedback": info["feedback"],
+            "eval_recordings": [str(p) for p in spec["eval_recordings"]],
+            "held_out_incidents": held,
+        },
+        "took": took,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m otelprobe.sidecar.retrain SPEC RESULT`: run the job, write the result JSON."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    spec_path, result_path = Path(args[0]), Path(args[1])
+    try:
+        os.nice(LOW_PRIORITY)  # ingest first: this process takes only an idle core's time
+    except OSError:
+        pass
+    spec = json.loads(spec_path.read_text())
+    try:
+        result = run_job(spec)
+    except Exception as exc:  # reported to the sidecar as a failed job, with the reason
+        import traceback
+
+        traceback.print_exc()
+        result = {"version": spec.get("version"), "error": f"{type(exc).__name__}: {exc}"}
+    tmp = result_path.with_name(result_path.name + ".tmp")
+    tmp.write_text(json.dumps(result, allow_nan=False, default=str))
+    os.replace(tmp, result_path)
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,11 @@
 # The one entry point: `make demo` and `make test` work on a fresh machine (they build .venv first).
+# `make e2e` builds (or reuses) the pinned Collector and Jaeger with Go, then runs tests/e2e against them.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv check lint fmt typecheck test test-fast demo bench clean
+.PHONY: venv check lint fmt typecheck test test-fast e2e otel demo bench clean
 
 venv: $(STAMP)
 
@@ -29,6 +30,15 @@ check: lint typecheck
 
 test: check
 	$(BIN)/pytest -q
+
+# The Collector (OCB manifest collector-config/builder/) and Jaeger v2, built into the user's cache.
+otel:
+	bash scripts/otel-build.sh all
+
+# Exit 3 from the build script = no Go: the suite then skips, saying why.
+e2e: venv
+	bash scripts/otel-build.sh all || test $$? -eq 3
+	OTELPROBE_E2E=1 $(BIN)/pytest -q tests/e2e
 
 test-fast: venv
 	$(BIN)/pytest -q -x -m "not slow"

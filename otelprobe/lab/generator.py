@@ -174,6 +174,7 @@ def generate_campaign(
     shape: CampaignShape | None = None,
     name: str | None = None,
     profile: Profile = "standard",
+    band_centre: float | None = None,
 ) -> dict[str, Any]:
     """A balanced campaign as scenario data (write it with yaml.safe_dump; load with lab.scenario).
 
@@ -185,13 +186,19 @@ def generate_campaign(
             subtle and ramping incidents.
         name: the scenario's name (default campaign-SPLIT-SEED, or campaign-PROFILE-SPLIT-SEED).
         profile: the environment (lab/profiles.py).
+        band_centre: where in each magnitude band to draw (0..1); default: the profile's and
+            split's own (BAND_CENTRES). A training campaign drawn high in every band (0.9) puts
+            magnitudes above the evaluation campaigns' into training, so a model meets the regimes
+            that only gross faults reach (probes timing out behind a 300 ms round trip).
 
     Raises:
-        ValueError: the profile has no such split.
+        ValueError: the profile has no such split, or band_centre lies outside 0..1.
     """
     shape = shape or CampaignShape()
     vantage_specs, target_specs = topology(profile, split)
-    centre = BAND_CENTRES[profile, split]
+    centre = BAND_CENTRES[profile, split] if band_centre is None else band_centre
+    if not 0.0 <= centre <= 1.0:
+        raise ValueError(f"band centre {centre} is outside 0..1")
     stem = split if profile == "standard" else f"{profile}-{split}"
     rng = random.Random(f"{stem}:{seed}")
     skeleton: dict[str, Any] = {

@@ -67,10 +67,25 @@ def read_config_file(path: Path, what: str = "config file") -> str:
         ConfigError: one problem, `file: cannot read <what>: <reason>`.
     """
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read {what}: {reason}")]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_not_utf8(path, data, exc, what)]) from None
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError, what: str) -> ConfigProblem:
+    """Where the first byte that is not UTF-8 is, and what the file probably is instead."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return ConfigProblem(str(path), 1, "", f"the {what} is UTF-16 (byte order mark); save it as UTF-8")
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    byte = data[exc.start]
+    message = f"the {what} is not UTF-8: byte 0x{byte:02x} (save the file as UTF-8)"
+    return ConfigProblem(str(path), line, "", message, exc.start - line_start + 1)
 
 
 def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:

@@ -33,6 +33,12 @@ _INT: Final = "tag:yaml.org,2002:int"
 _FLOAT: Final = "tag:yaml.org,2002:float"
 _MERGE: Final = "tag:yaml.org,2002:merge"
 _MAX_DEPTH: Final = 64  # deeper means a recursive alias; no real config nests this far
+_TOO_DEEP: Final = f"nested deeper than {_MAX_DEPTH} levels"
+_MIN_VALUE_BUDGET: Final = 100_000
+_VALUES_PER_CHAR: Final = 4
+"""Aliases let a few hundred bytes expand into billions of values ("billion laughs"): the values
+built may be at most _VALUES_PER_CHAR per character of the file (a plain file has fewer than one
+per character), or _MIN_VALUE_BUDGET; beyond that the document is refused."""
 
 
 class _Core12Resolver(yaml.resolver.BaseResolver):
@@ -42,6 +48,20 @@ class _Core12Resolver(yaml.resolver.BaseResolver):
 
 
 class _MarkingComposer(yaml.composer.Composer):
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        # PyYAML composes recursively: a file nested a few hundred levels deep would end in a
+        # RecursionError (and libyaml stops flow nesting only at 1000). No config nests this far.
+        if self._depth >= _MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+            raise yaml.composer.ComposerError(None, None, _TOO_DEEP, mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
     def compose_scalar_node(self, anchor: Any) -> ScalarNode:
         # Remember whether the tag was written (`!!str ${X}`): only implicit tags are re-resolved
         # after substitution.
@@ -131,24 +151,45 @@ def parse(text: str, filename: str, substituter: Substituter, *, json_syntax: bo
         except json.JSONDecodeError as exc:
             problem = ConfigProblem(filename, exc.lineno, "", f"JSON syntax error: {exc.msg}", exc.colno)
             return Document(data=None, problems=[problem])
+        except (ValueError, RecursionError) as exc:  # an integer of 5,000 digits; deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+            return Document(data=None, problems=[ConfigProblem(filename, None, "", f"JSON error: {reason}")])
         # JSON allows tabs as whitespace where YAML does not; outside strings (JSON strings cannot
         # hold a raw tab) they are only whitespace, so replacing them keeps every position.
         text = text.replace("\t", " ")
     try:
         root = _compose(text, _Loader)
-    except yaml.YAMLError:
+    except yaml.YAMLError as fast_exc:
+        if isinstance(fast_exc, yaml.composer.ComposerError) and fast_exc.problem == _TOO_DEEP:
+            return Document(data=None, problems=[_syntax_problem(fast_exc, filename, json_syntax)])
         # Parse again in Python for the message: it names the context, and reads the same with
         # or without libyaml.
         try:
             root = _compose(text, _PureLoader)
         except yaml.MarkedYAMLError as exc:
             return Document(data=None, problems=[_syntax_problem(exc, filename, json_syntax)])
+        except yaml.reader.ReaderError as exc:  # a control character, which YAML forbids anywhere
+            line = text.count("\n", 0, exc.position) + 1
+            message = f"YAML syntax error: control character U+{exc.character:04X} is not allowed"
+            return Document(data=None, problems=[ConfigProblem(filename, line, "", message)])
         except yaml.YAMLError as exc:
-            return Document(data=None, problems=[ConfigProblem(filename, None, "", f"YAML error: {exc}")])
+            message = f"YAML error: {' '.join(str(exc).split())}"
+            return Document(data=None, problems=[ConfigProblem(filename, None, "", message)])
     doc = Document(data={})
     if root is not None:
-        doc.data = _Builder(filename, substituter, doc).build(root, (), 0)
+        budget = max(_MIN_VALUE_BUDGET, _VALUES_PER_CHAR * len(text))
+        try:
+            doc.data = _Builder(filename, substituter, doc, budget).build(root, (), 0)
+        except _TooManyValues as exc:
+            message = f"the aliases expand to more than {budget:,} values (an alias bomb?)"
+            return Document(data=None, problems=[ConfigProblem(filename, exc.line, "", message)])
     return doc
+
+
+class _TooManyValues(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 def _compose(text: str, loader_class: type[Any]) -> Node | None:
@@ -177,12 +218,16 @@ class _Builder:
     filename: str
     substituter: Substituter
     doc: Document
+    budget: int
 
     def problem(self, node: Node, path: PathKey, message: str) -> None:
         line = node.start_mark.line + 1
         self.doc.problems.append(ConfigProblem(self.filename, line, format_path(path), message))
 
     def build(self, node: Node, path: PathKey, depth: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooManyValues(node.start_mark.line + 1)
         if depth > _MAX_DEPTH:
             self.problem(node, path, "nested too deeply (a recursive alias?)")
             return None

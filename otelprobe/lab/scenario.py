@@ -318,8 +318,6 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises:
         ConfigError: unreadable file, or every problem found in it.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read scenario: {exc}")]) from None
-    return load_scenario_text(text, str(path))
+    from otelprobe.config import read_config_file
+
+    return load_scenario_text(read_config_file(Path(path), "scenario"), str(path))

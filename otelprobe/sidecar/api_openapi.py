@@ -222,6 +222,8 @@ _LEARNING_SCHEMAS: Final[JSON] = {
                 "minItems": 1,
                 "description": "only these member series (default: all of them)",
             },
+            "start": {**_TIME, "description": "only windows overlapping [start, end) (optional)"},
+            "end": _TIME,
         },
         "required": ["by"],
         "additionalProperties": False,

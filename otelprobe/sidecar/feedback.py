@@ -22,7 +22,7 @@ CONFIRMED: Final = "confirmed"
 NOT_AN_INCIDENT: Final = "not_an_incident"
 MAX_TEXT: Final = 256
 MAX_NOTE: Final = 2000
-KEYS: Final = frozenset({"cause", "scope", "not_an_incident", "by", "note", "series"})
+KEYS: Final = frozenset({"cause", "scope", "not_an_incident", "by", "note", "series", "start", "end"})
 
 
 class FeedbackError(ValueError):
@@ -42,6 +42,8 @@ class Verdict:
     by: str
     note: str | None
     series: tuple[tuple[str, str], ...] | None  # only these member series; None: all of them
+    start_ns: int | None = None  # only windows overlapping [start, end), when the operator knows
+    end_ns: int | None = None
 
 
 def _text(body: Mapping[str, Any], key: str, limit: int, *, required: bool) -> str | None:
@@ -60,7 +62,8 @@ def parse_feedback(body: object) -> Verdict:
 
     `{"cause": "packet_loss", "scope": "vantage", "by": "alice", "note": "...", "series": [...]}` or
     `{"not_an_incident": true, "by": "alice"}`; `series` (optional) limits a confirmation to some
-    member series, as `[{"target": ..., "vantage": ...}]`.
+    member series, as `[{"target": ..., "vantage": ...}]`; `start` / `end` (RFC 3339, optional)
+    limit it to the windows overlapping the time the cause was on.
 
     Raises:
         FeedbackError: 400 naming the field at fault.
@@ -94,7 +97,20 @@ def parse_feedback(body: object) -> Verdict:
         raise FeedbackError(
             400, f"scope must be one of {', '.join(SCOPES)}, got {str(scope)[:60]!r}", "scope"
         )
-    return Verdict(CONFIRMED, str(cause), str(scope), by, note, _series(body.get("series")))
+    start_ns, end_ns = _instant(body, "start"), _instant(body, "end")
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise FeedbackError(400, "end must be after start", "end")
+    return Verdict(CONFIRMED, str(cause), str(scope), by, note, _series(body.get("series")), start_ns, end_ns)
+
+
+def _instant(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    stamp = _ns(value) if isinstance(value, str) and len(value) <= 64 else None
+    if stamp is None:
+        raise FeedbackError(400, f"{key} must be an RFC 3339 time such as 2026-12-06T05:02:45Z", key)
+    return stamp
 
 
 def _series(value: object) -> tuple[tuple[str, str], ...] | None:
@@ -151,9 +167,16 @@ def record_feedback(
         "series": None
         if verdict.series is None
         else [{"target": t, "vantage": v} for t, v in verdict.series],
+        "start": None if verdict.start_ns is None else iso(verdict.start_ns),
+        "end": None if verdict.end_ns is None else iso(verdict.end_ns),
+        "start_unix_nano": verdict.start_ns,
+        "end_unix_nano": verdict.end_ns,
         "at": iso(now_ns),
         "at_unix_nano": now_ns,
-        "incident_start_unix_nano": incident["start_unix_nano"] if incident else None,
+        # When it started orders verdicts for the gate's time split.
+        "incident_start_unix_nano": incident["start_unix_nano"]
+        if incident
+        else store.incident_start_ns(incident_id),
     }
     ranges = [
         (str(m["target"]), str(m["vantage"]), _ns(m.get("start")), _ns(m.get("end")))

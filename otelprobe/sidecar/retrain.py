@@ -63,6 +63,11 @@ def labeled_feedback(
         only = verdict.get("series")
         if only and {"target": window["target"], "vantage": window["vantage"]} not in only:
             continue
+        start, end = verdict.get("start_unix_nano"), verdict.get("end_unix_nano")
+        if (start is not None and window["window_end_ns"] <= start) or (
+            end is not None and window["window_start_ns"] >= end
+        ):
+            continue
         confirmed = not verdict.get("not_an_incident")
         rows.append(
             {

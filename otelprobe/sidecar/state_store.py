@@ -193,6 +193,14 @@ class StateStore:
             ).fetchone()
         return found is not None
 
+    def incident_start_ns(self, incident_id: str) -> int | None:
+        """The start of the first kept window of the incident (None: none kept)."""
+        with self._lock:
+            (found,) = self._db.execute(
+                "SELECT MIN(window_start_ns) FROM incident_windows WHERE incident = ?", (incident_id,)
+            ).fetchone()
+        return None if found is None else int(found)
+
     def feedback_of(self, incident_id: str) -> dict[str, Any] | None:
         with self._lock:
             found = self._db.execute(

@@ -66,7 +66,10 @@ def _bar(share: float, cells: int = BAR_CELLS) -> str:
 def _header(api_url: str, health: Mapping[str, Any], paint: _Paint) -> list[str]:
     status = str(health.get("status", "?"))
     colour = {"ok": "green", "warming_up": "yellow", "starting": "yellow"}.get(status, "red")
-    model = (health.get("model") or {}).get("version") or "no model"
+    described = health.get("model") or {}
+    model = described.get("version") or "no model"
+    if described.get("registry_version"):  # the registry's name first: what rollback takes
+        model = f"{described['registry_version']} ({model})"
     lines = [
         " · ".join(
             [
@@ -115,7 +118,10 @@ def _open_incident(incident: Mapping[str, Any], paint: _Paint) -> list[str]:
         + f"{incident['id']}  since {_clock(incident.get('start'))}  "
         + paint(targets, "bold")
         + f" from {vantages}  slo {slos}  {incident.get('attributions', 0)} attributions"
+        + _models_note(incident)
     ]
+    if incident.get("feedback"):
+        lines.append(paint(f"    {_feedback_line(incident['feedback'])}", "green"))
     causes: Sequence[Mapping[str, Any]] = incident.get("causes") or ()
     if not causes:
         lines.append(paint("    no attribution yet (baseline cold or no symptomatic window)", "dim"))
@@ -135,6 +141,21 @@ def _open_incident(incident: Mapping[str, Any], paint: _Paint) -> list[str]:
     return lines
 
 
+def _models_note(incident: Mapping[str, Any]) -> str:
+    """'  by model v0003' when the registry names the models behind its latest attributions."""
+    versions = [str(m["version"]) for m in incident.get("models") or () if m.get("version")]
+    return f"  by model {', '.join(versions)}" if versions else ""
+
+
+def _feedback_line(feedback: Mapping[str, Any]) -> str:
+    what = (
+        "not an incident"
+        if feedback.get("not_an_incident")
+        else f"confirmed {feedback.get('cause')} ({feedback.get('scope')})"
+    )
+    return f"✎ {what} by {feedback.get('by')} at {_clock(feedback.get('at'))}"
+
+
 def _closed_incident(incident: Mapping[str, Any], paint: _Paint) -> str:
     took_s = (int(incident.get("end_unix_nano") or 0) - int(incident.get("start_unix_nano") or 0)) / 1e9
     causes = incident.get("causes") or []
@@ -144,6 +165,8 @@ def _closed_incident(incident: Mapping[str, Any], paint: _Paint) -> str:
         paint("✓ closed ", "green")
         + f"{incident['id']}  {_clock(incident.get('start'))}–{_clock(incident.get('end'))} "
         + f"({_duration(took_s)})  {targets}  {top}"
+        + _models_note(incident)
+        + (f"  {_feedback_line(incident['feedback'])}" if incident.get("feedback") else "")
     )
 
 

@@ -98,6 +98,7 @@ def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:
 
 def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list[ConfigProblem]]:
     from otelprobe.config import _problems
+    from otelprobe.config._problems import shorten
     from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
 
     substitution_problems: list[ConfigProblem] = []
@@ -106,7 +107,7 @@ def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list
     def substitute(value: str, path: PathKey, line: int) -> str | None:
         result = envsubst.substitute(value, base_dir=base_dir)
         for message in result.problems:
-            substitution_problems.append(ConfigProblem(filename, line, format_path(path), message))
+            substitution_problems.append(ConfigProblem(filename, line, format_path(path), shorten(message)))
         if result.changed:
             substituted.add(format_path(path))
         return result.value if result.changed else None

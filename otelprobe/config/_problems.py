@@ -21,6 +21,7 @@ from otelprobe.config.secrets import redact
 from otelprobe.errors import ConfigProblem
 
 _MAX_SHOWN: Final = 60  # characters of a bad value shown in a message
+_MAX_MESSAGE: Final = 400
 _TYPE_EXPECTATIONS: Final = {
     "int_type": "an integer",
     "int_parsing": "an integer",
@@ -56,13 +57,21 @@ def problems_from(
         # Alternatives of a union read as one sentence: "expected an integer or a string, got 1.5".
         if len(messages) > 1 and all(m.startswith("expected ") for m in messages):
             messages = [messages[0], *(m.removeprefix("expected ") for m in messages[1:])]
-        line, message = _line_for(path, doc), " or ".join(messages) + found.get(path, "")
+        # A key missing from the top level belongs to the document as a whole: its first line.
+        line, message = _line_for(path, doc) or 1, " or ".join(messages) + found.get(path, "")
         if path and path[0] == "targets" and path not in doc.lines and len(path) > 2:
             origin = ("defaults", *path[2:])
             if origin in doc.lines:
                 line, message = doc.lines[origin], f"{message} (the value comes from defaults)"
-        problems.append(ConfigProblem(filename, line, format_path(path), redact(message)))
+        problems.append(ConfigProblem(filename, line, format_path(path), shorten(redact(message))))
     return _drop_repeated_default_problems(problems)
+
+
+def shorten(message: str) -> str:
+    """A message that quotes a huge value (10 MB of it, say) cut to its head and tail."""
+    if len(message) <= _MAX_MESSAGE:
+        return message
+    return f"{message[:200]}...({len(message) - 280:,} characters)...{message[-80:]}"
 
 
 def _effective(data: Any) -> Any:

@@ -151,9 +151,10 @@ def parse(text: str, filename: str, substituter: Substituter, *, json_syntax: bo
         except json.JSONDecodeError as exc:
             problem = ConfigProblem(filename, exc.lineno, "", f"JSON syntax error: {exc.msg}", exc.colno)
             return Document(data=None, problems=[problem])
-        except (ValueError, RecursionError) as exc:  # an integer of 5,000 digits; deep nesting
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
-            return Document(data=None, problems=[ConfigProblem(filename, None, "", f"JSON error: {reason}")])
+        except (ValueError, RecursionError):
+            # Valid syntax json will not read (an integer of 5,000 digits, deep nesting): the YAML
+            # reader below reports it with its line.
+            pass
         # JSON allows tabs as whitespace where YAML does not; outside strings (JSON strings cannot
         # hold a raw tab) they are only whitespace, so replacing them keeps every position.
         text = text.replace("\t", " ")
@@ -303,7 +304,8 @@ class _Builder:
             if tag == _FLOAT:
                 return _float(text)
         except ValueError:
-            self.problem(node, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text):,} characters)"
+            self.problem(node, path, f"{shown} is not a valid {tag.rsplit(':', 1)[-1]}")
             return text
         self.problem(node, path, f"unsupported YAML tag {tag} (only plain values, lists and mappings)")
         return text

@@ -297,7 +297,7 @@ def load_scenario_text(text: str, filename: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         raise ConfigError(problems_from(exc, doc, filename, Scenario, frozenset())) from None
     problems = [
-        ConfigProblem(filename, _line(doc.lines, path), format_path(path), message)
+        ConfigProblem(filename, _line(doc.lines, path) or 1, format_path(path), message)
         for path, message in reference_problems(scenario)
     ]
     if problems:

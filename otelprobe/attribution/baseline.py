@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from otelprobe.attribution.aggregates import PHASES
+
 HISTORY_WINDOWS: Final = 30
 WARM_WINDOWS: Final = 3
 """Healthy windows needed before a series' deltas are defined (until then: warming up)."""
@@ -43,6 +45,17 @@ class BaselineSnapshot:
     body_bytes: float
     addresses: frozenset[str]
     healthy_windows: int
+    row: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    """p50, spread and jitter of every phase of `PHASES`, in that order (NaN where unknown): one
+    row of the feature engine's baseline matrix, built once per snapshot."""
+
+    def __post_init__(self) -> None:
+        nan = math.nan
+        row: list[float] = []
+        for phase in PHASES:
+            base = self.phases.get(phase)
+            row.extend((nan, nan, nan) if base is None else (base.p50_s, base.spread_s, base.jitter_s))
+        object.__setattr__(self, "row", tuple(row))
 
     @property
     def warm(self) -> bool:

@@ -87,6 +87,26 @@ FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
 )
 """The ordered feature schema (the contract with models/)."""
 
+INPUT_COLUMNS: Final = (
+    "target",
+    "vantage",
+    "kind",
+    "start_ns",
+    "success",
+    "attempt",
+    "error_type",
+    "error_detail",
+    "failed_phase",
+    "status_code",
+    "body_bytes",
+    "cert_remaining_s",
+    *(f"{phase}_s" for phase in PHASES),
+    "connect_attempts",
+    "dns_attempts",
+)
+"""The record columns `FeatureEngine.features` and the SLO evaluator read (the sidecar builds
+only these per slot); any other record column does not change a feature."""
+
 CONTEXT_COLUMNS: Final = (
     "target",
     "vantage",
@@ -146,12 +166,16 @@ class FeatureEngine:
 
     def _replay(self, agg: pd.DataFrame) -> list[BaselineSnapshot]:
         snapshots: list[BaselineSnapshot] = []
-        p50 = {p: agg[f"{p}_q50"].to_numpy() for p in PHASES}
-        jitter = {p: (agg[f"{p}_q90"] - agg[f"{p}_q50"]).to_numpy() for p in PHASES}
-        failed = agg["n_fail"].to_numpy()
-        body = agg["body_bytes"].to_numpy()
+        # Rows as Python lists up front: per-element numpy indexing costs more than the learning.
+        p50 = np.column_stack([agg[f"{p}_q50"].to_numpy(dtype=np.float64) for p in PHASES]).tolist()
+        jitter = np.column_stack(
+            [(agg[f"{p}_q90"] - agg[f"{p}_q50"]).to_numpy(dtype=np.float64) for p in PHASES]
+        ).tolist()
+        failed = agg["n_fail"].to_numpy().tolist()
+        body = agg["body_bytes"].to_numpy(dtype=np.float64).tolist()
         addresses = agg["addresses"].to_numpy()
-        for i, series in enumerate(zip(agg["target"].to_numpy(), agg["vantage"].to_numpy(), strict=True)):
+        series_of = zip(agg["target"].to_numpy(), agg["vantage"].to_numpy(), strict=True)
+        for i, series in enumerate(series_of):
             state = self.baselines.get(series)
             if state is None:
                 state = self.baselines[series] = SeriesBaseline()
@@ -159,9 +183,9 @@ class FeatureEngine:
             snapshots.append(state.snapshot())
             state.observe(
                 int(failed[i]),
-                {p: float(p50[p][i]) for p in PHASES},
-                {p: float(jitter[p][i]) for p in PHASES},
-                float(body[i]),
+                dict(zip(PHASES, p50[i], strict=True)),
+                dict(zip(PHASES, jitter[i], strict=True)),
+                body[i],
                 addresses[i],
             )
         return snapshots
@@ -175,10 +199,12 @@ class FeatureEngine:
 
 def _baseline_columns(snapshots: list[BaselineSnapshot]) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    for p in PHASES:
-        cols[f"base_{p}"] = np.array([s.p50(p) for s in snapshots], dtype=np.float64)
-        cols[f"spread_{p}"] = np.array([s.spread(p) for s in snapshots], dtype=np.float64)
-        cols[f"jitter_{p}"] = np.array([s.jitter(p) for s in snapshots], dtype=np.float64)
+    rows = np.array([s.row for s in snapshots], dtype=np.float64).reshape(len(snapshots), len(PHASES), 3)
+    for i, p in enumerate(PHASES):
+        # Copies, so each column is contiguous like the lists it replaces.
+        cols[f"base_{p}"] = rows[:, i, 0].copy()
+        cols[f"spread_{p}"] = rows[:, i, 1].copy()
+        cols[f"jitter_{p}"] = rows[:, i, 2].copy()
     cols["base_body"] = np.array([s.body_bytes for s in snapshots], dtype=np.float64)
     cols["warm"] = np.array([s.warm for s in snapshots], dtype=bool)
     return cols

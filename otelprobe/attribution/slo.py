@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,10 +86,22 @@ class SLOStatus:
     bad: int
     threshold_s: float | None  # latency SLOs: the threshold applied this window
     rules: tuple[RuleStatus, ...]
+    violating: bool = field(init=False, repr=False, compare=False)
+    """Any rule firing (worked out once: detection, incidents and the API all ask)."""
 
-    @property
-    def violating(self) -> bool:
-        return any(rule.firing for rule in self.rules)
+    def __post_init__(self) -> None:
+        violating = False
+        for rule in self.rules:  # RuleStatus.firing, inline: 10,000 series x rules per slot
+            long_burn, short_burn, factor = rule.long_burn, rule.short_burn, rule.rule.factor
+            if (
+                long_burn is not None
+                and short_burn is not None
+                and long_burn > factor
+                and short_burn > factor
+            ):
+                violating = True
+                break
+        object.__setattr__(self, "violating", violating)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +114,19 @@ class SeriesWindow:
     window_end_ns: int
     probes: int
     slos: tuple[SLOStatus, ...]
+    violating_slos: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The SLOs violating in this window (worked out once, like `SLOStatus.violating`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "violating_slos", tuple(s.slo for s in self.slos if s.violating))
 
     @property
     def series(self) -> Series:
         return (self.target, self.vantage)
 
     @property
-    def violating_slos(self) -> tuple[str, ...]:
-        return tuple(status.slo for status in self.slos if status.violating)
-
-    @property
     def violating(self) -> bool:
-        return any(status.violating for status in self.slos)
+        return bool(self.violating_slos)
 
 
 class _Counts:
@@ -211,15 +224,13 @@ class SLOEvaluator:
         outcomes = _by_series(records)
         return self._step(window_start_ns, outcomes)
 
-    def _step(
-        self, start_ns: int, outcomes: dict[Series, tuple[np.ndarray, np.ndarray]]
-    ) -> list[SeriesWindow]:
+    def _step(self, start_ns: int, outcomes: dict[Series, _Outcomes]) -> list[SeriesWindow]:
         end_ns = start_ns + self.window_ns
         self._next_start_ns = end_ns
         for series in outcomes:
             if series not in self._series:
                 self._series[series] = self._new_state(series)
-        empty = (np.empty(0), np.empty(0, dtype=bool))
+        empty: _Outcomes = ([], [])
         results = []
         for series in sorted(self._series):
             state = self._series[series]
@@ -257,26 +268,33 @@ class SLOEvaluator:
         state: _SeriesState,
         start_ns: int,
         end_ns: int,
-        totals_s: np.ndarray,
-        success: np.ndarray,
+        totals_s: list[float],
+        success: list[bool],
     ) -> SeriesWindow:
-        failed = ~success
+        # Plain lists, not numpy: a series has a few probes per window, where numpy's per-call
+        # overhead is most of the cost (10,000 series per slot in the sidecar).
+        failed = len(success) - sum(success)
         learned_s = state.baseline.threshold_s() if state.baseline is not None else None
         statuses = []
         for objective, counts in zip(state.objectives, state.counts, strict=True):
             latency = objective.slo.latency
             threshold_s: float | None = None
             if latency is None:
-                events, bad = len(success), int(failed.sum())
+                events, bad = len(success), failed
             else:
                 threshold_s = learned_s if latency.threshold_s == "baseline" else float(latency.threshold_s)
                 if threshold_s is None:
                     events, bad = 0, 0  # still learning what normal is
                 else:
                     # A success without a usable duration can be judged neither fast nor slow.
-                    judged = failed | np.isfinite(totals_s)
-                    events = int(judged.sum())
-                    bad = int((failed | (judged & (totals_s > threshold_s))).sum())
+                    events = bad = 0
+                    for total_s, ok in zip(totals_s, success, strict=True):
+                        if not ok:
+                            events += 1
+                            bad += 1
+                        elif math.isfinite(total_s):
+                            events += 1
+                            bad += total_s > threshold_s
             counts.push(events, bad)
             rules = []
             for rule, long, short in objective.rules:
@@ -288,8 +306,8 @@ class SLOEvaluator:
             statuses.append(SLOStatus(objective.slo.name, events, bad, threshold_s, tuple(rules)))
         window = SeriesWindow(series[0], series[1], start_ns, end_ns, len(totals_s), tuple(statuses))
         if state.baseline is not None:
-            healthy = totals_s[success & np.isfinite(totals_s)]
-            state.baseline.observe(healthy.tolist(), window.violating)
+            healthy = [t for t, ok in zip(totals_s, success, strict=True) if ok and math.isfinite(t)]
+            state.baseline.observe(healthy, window.violating)
         return window
 
 
@@ -298,22 +316,28 @@ def _burn(counts: _Counts, span: int, objective: _Objective) -> float | None:
     return burn_rate(bad, events, objective.slo.objective)
 
 
-def _by_series(records: pd.DataFrame | Iterable[ProbeOutcome]) -> dict[Series, tuple[np.ndarray, np.ndarray]]:
-    """(durations_s, success) arrays per series."""
+_Outcomes = tuple[list[float], list[bool]]
+"""(durations_s, success) of one series' probes in one window."""
+
+
+def _by_series(records: pd.DataFrame | Iterable[ProbeOutcome]) -> dict[Series, _Outcomes]:
+    """(durations_s, success) lists per series."""
+    collected: dict[Series, _Outcomes] = {}
     if isinstance(records, pd.DataFrame):
-        # Plain arrays and a dict of row numbers: a pandas groupby costs ~10 ms per window.
-        totals = records["total_s"].to_numpy(dtype=float, na_value=np.nan)
-        successes = records["success"].to_numpy(dtype=bool)
-        rows: dict[Series, list[int]] = {}
-        for row, key in enumerate(zip(records["target"].tolist(), records["vantage"].tolist(), strict=True)):
-            rows.setdefault(key, []).append(row)
-        return {key: (totals[index], successes[index]) for key, index in rows.items()}
-    collected: dict[Series, tuple[list[float], list[bool]]] = {}
+        # Plain lists: a pandas groupby costs ~10 ms per window.
+        totals = records["total_s"].to_numpy(dtype=float, na_value=np.nan).tolist()
+        successes = records["success"].to_numpy(dtype=bool).tolist()
+        keys = zip(records["target"].tolist(), records["vantage"].tolist(), strict=True)
+        for key, total_s, ok in zip(keys, totals, successes, strict=True):
+            durations, flags = collected.setdefault(key, ([], []))
+            durations.append(total_s)
+            flags.append(ok)
+        return collected
     for record in records:
         durations, flags = collected.setdefault((record.target, record.vantage), ([], []))
         durations.append(math.nan if record.total_s is None else float(record.total_s))
         flags.append(bool(record.success))
-    return {key: (np.array(t, dtype=float), np.array(s, dtype=bool)) for key, (t, s) in collected.items()}
+    return collected
 
 
 def evaluate_windows(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelprobe.attribution.otlp_decode import MalformedSpan, views_from_request
-from otelprobe.attribution.records import ProbeRecord, ReaderStats, TraceAssembler
+from otelprobe.attribution.records import RECORD_KEYS, ProbeRecord, ReaderStats, TraceAssembler
 
 
 @dataclass(slots=True)
@@ -58,7 +58,7 @@ class Ingest:
         """The records the request completes (duplicates and bad spans counted, not raised)."""
         self.stats.requests += 1
         try:
-            views = list(views_from_request(request))
+            views = list(views_from_request(request, RECORD_KEYS))
         except MalformedSpan:
             self.stats.malformed_requests += 1
             return []

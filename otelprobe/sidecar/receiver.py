@@ -48,7 +48,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from otelprobe.attribution.otlp_decode import ReceivedSpan as ReceivedSpan  # re-exported for tests
 from otelprobe.attribution.otlp_decode import attributes_dict as attributes_dict
 from otelprobe.attribution.otlp_decode import iter_received, views_from_request
-from otelprobe.attribution.records import ProbeRecord, ReaderStats, TraceAssembler
+from otelprobe.attribution.records import RECORD_KEYS, ProbeRecord, ReaderStats, TraceAssembler
 from otelprobe.telemetry.otlp_json import json_to_message, message_to_json
 
 iter_spans = iter_received
@@ -498,7 +498,7 @@ class OTLPReceiver:
 
     def _take(self, request: ExportTraceServiceRequest) -> None:
         self._collected.extend(iter_spans(request))
-        self._records.extend(self._assembler.add(views_from_request(request)))
+        self._records.extend(self._assembler.add(views_from_request(request, RECORD_KEYS)))
 
     async def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Every span received so far, once there are at least `count` (queue mode only).

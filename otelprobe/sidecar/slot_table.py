@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from otelprobe.attribution.features import INPUT_COLUMNS
 from otelprobe.attribution.records import ProbeRecord, records_frame
 from otelprobe.attribution.windows import assign_windows
 
@@ -36,7 +37,7 @@ def slot_table(
     Raises:
         ValueError: a slot that starts before the previous one ended (the windower prevents it).
     """
-    frame = records_frame(records)
+    frame = records_frame(records, INPUT_COLUMNS)
     verdicts = evaluator.evaluate(slot_start_ns, frame)
     if frame.empty:
         return None, verdicts

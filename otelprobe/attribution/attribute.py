@@ -22,6 +22,7 @@ import numpy as np
 from otelprobe.attribution.evidence import Evidence, top_evidence
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
 from otelprobe.attribution.model import AttributionModel, gate_input_matrix, scope_inputs
+from otelprobe.attribution.shap_by_cause import contributions_for
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
 if TYPE_CHECKING:
@@ -127,17 +128,19 @@ def attribute(model: AttributionModel, frame: pd.DataFrame) -> Iterator[Attribut
     if rows.empty:
         return
     scored = score_windows(model, rows)
-    contributions = model.cause_contributions(feature_matrix(rows))
+    orders = np.argsort(-scored.causes, axis=1, kind="stable")
+    # SHAP values of the causes that get evidence only (the same numbers, 3/11 of the work).
+    contributions = contributions_for(model.cause_booster, feature_matrix(rows), orders[:, :EVIDENCE_FOR_TOP])
     label = model_label(model)
     records = rows.to_dict("records")
     for i, row in enumerate(records):
-        order = np.argsort(-scored.causes[i], kind="stable")
+        order = orders[i]
         ranked = []
         for rank, c in enumerate(order):
             scope_probs = scored.scopes[i, c]
             evidence: tuple[Evidence, ...] = ()
             if rank < EVIDENCE_FOR_TOP:
-                shap = dict(zip(FEATURE_NAMES, contributions[i, c, :-1].tolist(), strict=True))
+                shap = dict(zip(FEATURE_NAMES, contributions[i, rank, :-1].tolist(), strict=True))
                 evidence = tuple(top_evidence(shap, row))
             ranked.append(
                 RankedCause(

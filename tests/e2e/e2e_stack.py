@@ -82,12 +82,20 @@ def endpoint() -> str:
 
 
 async def wait_for(
-    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25
+    predicate: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.25,
+    watch: Sequence[Process] = (),
 ) -> Any:
-    """Poll `predicate()` (sync or async) until it returns something truthy; bounded in time."""
+    """Poll `predicate()` (sync or async) until it returns something truthy; bounded in time.
+    Fails at once, with its log, if a process in `watch` exits meanwhile."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
+        for proc in watch:
+            if not proc.running:
+                raise AssertionError(f"{proc.name} exited while waiting for {what}:\n{proc.text()[-4000:]}")
         try:
             value = predicate()
             if asyncio.iscoroutine(value):
@@ -243,6 +251,10 @@ class Jaeger:
             body = await response.text()
             return response.status, (json.loads(body) if body.strip().startswith("{") else body)
 
+    async def answers(self) -> bool:
+        status, _ = await self._get("/api/v3/services", {})
+        return status == 200
+
     async def services(self) -> list[str]:
         status, body = await self._get("/api/v3/services", {})
         assert status == 200, body
@@ -283,6 +295,10 @@ class Jaeger:
         return list(body.get("data") or [])
 
 
+# Jaeger's own OpenTelemetry SDK would export its traces to localhost:4317 (someone else's, here).
+QUIET_SDK = {**os.environ, "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+
+
 def jaeger_config(otlp_grpc: str, otlp_http: str, query_http: str, query_grpc: str) -> dict[str, Any]:
     """Jaeger v2 all-in-one with in-memory storage, every listener on a loopback port of ours."""
     return {
@@ -317,10 +333,10 @@ async def start_jaeger(binaries: Binaries, tmp: Path, name: str = "jaeger") -> J
     otlp_grpc, otlp_http, query_http, query_grpc = endpoint(), endpoint(), endpoint(), endpoint()
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(jaeger_config(otlp_grpc, otlp_http, query_http, query_grpc)))
-    proc = await spawn(name, [str(binaries.jaeger), f"--config={path}"], tmp / f"{name}.log")
+    proc = await spawn(name, [str(binaries.jaeger), f"--config={path}"], tmp / f"{name}.log", env=QUIET_SDK)
     await wait_ready(proc, 90)
     jaeger = Jaeger(proc, otlp_grpc, f"http://{otlp_http}", f"http://{query_http}")
-    await wait_for(jaeger.services, 30, "Jaeger's query API", interval_s=0.2)
+    await wait_for(jaeger.answers, 30, "Jaeger's query API", interval_s=0.2)
     return jaeger
 
 

@@ -60,7 +60,13 @@ class Targets:
                 "tls": self.tls(),
                 **common,
             },
-            f"{prefix}-icmp": {"kind": "icmp", "host": "127.0.0.1", "count": 2, "packet_interval": "50ms"},
+            f"{prefix}-icmp": {
+                "kind": "icmp",
+                "host": "127.0.0.1",
+                "count": 2,
+                "packet_interval": "50ms",
+                "packet_timeout": "300ms",
+            },
             f"{prefix}-grpc": {"kind": "grpc", "address": f"127.0.0.1:{self.grpc_port}"},
             f"{prefix}-wss": {
                 "kind": "websocket",

@@ -48,6 +48,7 @@ async def test_a_recording_reads_attributes_and_replays_into_jaeger(
     binaries: Binaries, tmp_path: Path, cert_authority: trustme.CA
 ) -> None:
     traces_file, metrics_file = tmp_path / "rec" / "traces.jsonl", tmp_path / "rec" / "metrics.jsonl"
+    traces_file.parent.mkdir()  # the file exporter does not create directories (see the config's comment)
     otlp_grpc = endpoint()
     overlay = {
         "receivers": {
@@ -67,8 +68,8 @@ async def test_a_recording_reads_attributes_and_replays_into_jaeger(
                 chosen,
                 vantage="e2e-recorder",
                 service=SERVICE,
-                interval="500ms",
-                timeout="400ms",
+                interval="1s",
+                timeout="1s",
                 extra_telemetry={"metric_export_interval": "1s"},
             )
             prober = await start_prober(tmp_path, "prober", config)

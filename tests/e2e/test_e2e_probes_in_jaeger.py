@@ -156,7 +156,9 @@ async def test_every_probe_kind_reaches_jaeger_whole(
                 found = await jaeger.find_traces(SERVICE)
                 return found if all(len(traces_of_target(found, n)) >= 2 for n in names) else None
 
-            found = await wait_for(two_traces_each, 120, "two traces of every target in Jaeger", 1.0)
+            found = await wait_for(
+                two_traces_each, 120, "two traces of every target in Jaeger", 1.0, watch=[prober]
+            )
             await prober.stop()
             ports = {"https": targets.https_port}
     finally:

@@ -134,7 +134,31 @@ def target_config(args: argparse.Namespace) -> BaseModel:
         raise UsageError(one_line(str(exc))) from None
     config = build_config(args.url, args.name, overrides)
     _check_tls_files(config)
+    _check_exports(args)
     return config
+
+
+def _check_exports(args: argparse.Namespace) -> None:
+    """--otlp-endpoint must be an http(s) URL, and --otlp-file a file that can be appended to:
+    checked before probing, so that a bad one is bad usage (exit 2), not a lost trace."""
+    from pathlib import Path
+
+    from otelprobe.config.addresses import parse_url
+    from otelprobe.config.secrets import redact_url
+
+    if args.otlp_endpoint is not None:
+        try:
+            parse_url(args.otlp_endpoint, {"http", "https"})
+        except ValueError as exc:
+            raise UsageError(f"--otlp-endpoint {redact_url(args.otlp_endpoint)!r}: {exc}") from None
+    if args.otlp_file is not None:
+        path = Path(args.otlp_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"--otlp-file {args.otlp_file!r}: {exc.strerror or exc}") from None
 
 
 def _check_tls_files(config: BaseModel) -> None:

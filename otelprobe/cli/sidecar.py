@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--series", action="append", metavar="TARGET/VANTAGE", help="feedback: only these member series"
     )
+    parser.add_argument("--start", help="feedback: when the cause began (RFC 3339; optional)")
+    parser.add_argument("--end", help="feedback: when it ended (RFC 3339; optional)")
     parser.add_argument(
         "--version", dest="model_version", help="rollback: to this version (default: previous)"
     )
@@ -84,6 +86,8 @@ def _api_command(args: argparse.Namespace) -> int:
                 by=args.by or os.environ.get("USER") or getpass.getuser(),
                 note=args.note,
                 series=args.series,
+                start=args.start,
+                end=args.end,
             )
             path = f"/v1/incidents/{args.incident}/feedback"
             answer = asyncio.run(call(args.api, "POST", path, token, body))

@@ -54,6 +54,8 @@ def feedback_body(
     by: str,
     note: str | None,
     series: list[str] | None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> dict[str, Any]:
     """The request body; `series` as TARGET/VANTAGE strings."""
     body: dict[str, Any] = {"by": by}
@@ -63,6 +65,10 @@ def feedback_body(
         body["cause"], body["scope"] = cause, scope
     if note:
         body["note"] = note
+    if start:
+        body["start"] = start
+    if end:
+        body["end"] = end
     if series:
         pairs = []
         for item in series:

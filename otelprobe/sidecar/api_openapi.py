@@ -207,26 +207,38 @@ _SLICE: Final = {
         "recall": {"type": "object", "additionalProperties": _NUM},
     },
 }
+_BY: Final = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S"}
+_NOTE: Final = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": "\\S"}
+_NAME: Final = {"type": "string", "minLength": 1}
 _LEARNING_SCHEMAS: Final[JSON] = {
     "FeedbackRequest": {
-        "type": "object",
         "description": "a confirmed cause and scope, or not_an_incident: true; `by` is required",
-        "properties": {
-            "cause": {"enum": list(ROOT_CAUSES)},
-            "scope": {"enum": list(SCOPES)},
-            "not_an_incident": _BOOL,
-            "by": {"type": "string", "minLength": 1, "maxLength": 256},
-            "note": {"type": "string", "minLength": 1, "maxLength": 2000},
-            "series": {
-                **_array(_object({"target": _STR, "vantage": _STR})),
-                "minItems": 1,
-                "description": "only these member series (default: all of them)",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "cause": {"enum": list(ROOT_CAUSES)},
+                    "scope": {"enum": list(SCOPES)},
+                    "by": _BY,
+                    "note": _NOTE,
+                    "series": {
+                        **_array(_object({"target": _NAME, "vantage": _NAME})),
+                        "minItems": 1,
+                        "description": "only these member series (default: all of them)",
+                    },
+                    "start": {**_TIME, "description": "only windows overlapping [start, end) (optional)"},
+                    "end": _TIME,
+                },
+                "required": ["cause", "scope", "by"],
+                "additionalProperties": False,
             },
-            "start": {**_TIME, "description": "only windows overlapping [start, end) (optional)"},
-            "end": _TIME,
-        },
-        "required": ["by"],
-        "additionalProperties": False,
+            {
+                "type": "object",
+                "properties": {"not_an_incident": {"const": True}, "by": _BY, "note": _NOTE},
+                "required": ["not_an_incident", "by"],
+                "additionalProperties": False,
+            },
+        ],
     },
     "Feedback": _object(
         {

@@ -203,4 +203,10 @@ def _ns(stamp: object) -> int | None:
         return None
     from datetime import datetime
 
-    return round(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1e9)
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None  # a time without a zone is ambiguous
+    return round(moment.timestamp() * 1e9)

@@ -22,6 +22,7 @@ from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 import httpcore
 
 from otelprobe import __version__
+from otelprobe.config.addresses import check_host
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError, map_exceptions
@@ -410,15 +411,21 @@ def _redirect_url(base: SplitResult, location: str) -> SplitResult:
     if not location.strip() or any(c <= " " or "\x7f" <= c <= "\x9f" for c in location):
         raise ProtocolError("invalid_redirect", "Location header with spaces or control characters")
     try:
+        written = urlsplit(location)
         target = urlsplit(urljoin(base.geturl(), location))
         port = target.port
     except ValueError as exc:  # unpaired brackets, a port out of range or not a number
         raise ProtocolError("invalid_redirect", f"invalid Location URL: {exc}") from None
     if target.scheme not in _DEFAULT_PORTS:
         raise ProtocolError("invalid_redirect", f"cannot follow a redirect to {target.scheme[:16]!r}:")
-    if not target.hostname or port == 0:
+    # "http:///path" has an empty authority: urljoin would quietly read it as a path on this host.
+    empty_authority = location.startswith("//", len(written.scheme) + 1 if written.scheme else 0)
+    if not target.hostname or port == 0 or (empty_authority and not written.netloc):
         raise ProtocolError("invalid_redirect", "Location URL without a host or with port 0")
-    _ascii_host(target.hostname)  # an IDN that does not encode: invalid_redirect as well
+    try:
+        check_host(target.hostname)  # the same rules as a configured host: labels, IDNA, length
+    except ValueError as exc:
+        raise ProtocolError("invalid_redirect", f"cannot follow a redirect: {exc}"[:200]) from None
     return target
 
 

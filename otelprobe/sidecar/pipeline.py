@@ -25,6 +25,7 @@ from otelprobe.attribution.model import AttributionModel
 from otelprobe.attribution.records import ProbeRecord
 from otelprobe.attribution.slo import SeriesWindow, SLOEvaluator
 from otelprobe.attribution.slo_file import SLOFile
+from otelprobe.sidecar.gc_policy import pace_for_throughput
 from otelprobe.sidecar.slot_table import slot_table
 from otelprobe.sidecar.window_rows import WindowRow, incident_rows
 from otelprobe.sidecar.windower import Slot
@@ -132,6 +133,7 @@ class SlotProcessor:
         max_series: int = 10_000,
         close_after_windows: int = 2,
     ) -> None:
+        pace_for_throughput()  # the collector's default pace costs a third of a slot
         self._model = model
         self.window_s = window_s
         self.engine = FeatureEngine(max_series=max_series)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from e2e_stack import (
     CONFIG_DIR,
+    accepting_listener,
     endpoint,
     free_port,
     locate_binaries,
@@ -66,11 +66,15 @@ async def run(targets: int, seconds: float, interval: str, schedule_delay: str, 
     collector = await start_collector(
         binaries, tmp, "collector", CONFIG_DIR / "collector-jaeger-sidecar.yaml", overlay
     )
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = await accepting_listener()
     config = prober_config(
         otlp_grpc,
         [
-            {"name": f"lat-{i}", "kind": "tcp", "address": f"127.0.0.1:{listener.getsockname()[1]}"}
+            {
+                "name": f"lat-{i}",
+                "kind": "tcp",
+                "address": f"127.0.0.1:{listener.sockets[0].getsockname()[1]}",
+            }
             for i in range(targets)
         ],
         vantage="bench",

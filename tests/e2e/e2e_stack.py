@@ -478,6 +478,16 @@ def prober_config(
     }
 
 
+async def accepting_listener() -> asyncio.Server:
+    """A loopback TCP port that accepts and closes every connection (a TCP probe's target that
+    never fills its backlog)."""
+
+    async def close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    return await asyncio.start_server(close, "127.0.0.1", 0)
+
+
 def has_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE.parents[1] / "tests" / "e2e"))
 
 from e2e_stack import (  # noqa: E402
     CONFIG_DIR,
+    QUIET_SDK,
     Jaeger,
     Trace,
     endpoint,
@@ -204,7 +205,7 @@ async def main() -> None:
         config["extensions"]["jaeger_query"]["ui"] = {"assets_path": assets}
     (tmp / "jaeger.yaml").write_text(yaml.safe_dump(config))
     proc = await spawn(
-        "jaeger", [str(binaries.jaeger), f"--config={tmp / 'jaeger.yaml'}"], tmp / "jaeger.log"
+        "jaeger", [str(binaries.jaeger), f"--config={tmp / 'jaeger.yaml'}"], tmp / "jaeger.log", env=QUIET_SDK
     )
     await wait_ready(proc, 90)
     jaeger = Jaeger(proc, otlp, f"http://{otlp_http}", f"http://{query}")

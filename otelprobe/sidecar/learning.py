@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from otelprobe.attribution.attribute import iso
-from otelprobe.attribution.model import ModelError
+from otelprobe.attribution.model import AttributionModel, ModelError
 from otelprobe.sidecar.config import LearningConfig
 from otelprobe.sidecar.feedback import FeedbackError, parse_feedback, record_feedback
 from otelprobe.sidecar.model_registry import ModelRegistry, RegistryError
@@ -186,7 +186,7 @@ class Learning:
             "registry_dir": str(self.registry.directory),
             "live_stem": str(self.registry.stem(live)),
             "lab_recordings": self._lab_recordings(),
-            "eval_recordings": list(self.config.eval_recordings),
+            "eval_recordings": [self._beside_model(p) for p in self.config.eval_recordings],
             "table_cache": str(self.table_cache),
             "verdicts": verdicts,
             "windows_file": str(windows_file),
@@ -220,15 +220,18 @@ class Learning:
 
     def _lab_recordings(self) -> list[str]:
         if self.config.lab_recordings is not None:
-            return list(self.config.lab_recordings)
-        # The live model's own training data: paths as `otelprobe train` wrote them (relative to
-        # where it ran, usually the repository), else beside the configured model's directory.
-        base = (self.holder.watched or self.holder.path).resolve().parent.parent
-        found = []
-        for name in self.holder.model.metadata.training.get("recordings", []):
-            path = Path(str(name))
-            found.append(str(path if path.exists() or path.is_absolute() else base / path))
-        return found
+            return [self._beside_model(p) for p in self.config.lab_recordings]
+        # The configured model's own training data (the registry's copies of retrained models
+        # name the same recordings).
+        return [self._beside_model(str(p)) for p in self.holder.model.metadata.training.get("recordings", [])]
+
+    def _beside_model(self, name: str) -> str:
+        """A relative path as `otelprobe train` wrote it (from where it ran, usually the
+        repository): from the working directory, else from the configured model's repository."""
+        path = Path(name)
+        if path.is_absolute() or path.exists():
+            return str(path)
+        return str((self.holder.watched or self.holder.path).resolve().parent.parent / path)
 
     async def _run(self, spec_file: Path, version: str) -> None:
         result_file = self.jobs_dir / f"{version}.result.json"
@@ -259,7 +262,8 @@ class Learning:
             result = json.loads(result_file.read_text())
             if "error" in result:
                 raise RuntimeError(str(result["error"]))
-            await asyncio.to_thread(self._conclude, version, result)
+            candidate = await asyncio.to_thread(load_checked, self.registry.stem(version))
+            self._conclude(version, result, candidate)
         except asyncio.CancelledError:
             if self._process is not None and self._process.returncode is None:
                 self._process.kill()
@@ -276,10 +280,10 @@ class Learning:
             self._process = None
             _logger.info("retraining %s took %.1f s", version, time.perf_counter() - started)
 
-    def _conclude(self, version: str, result: dict[str, Any]) -> None:
-        """Register the candidate; promote it (and run it) if the gate passed it."""
+    def _conclude(self, version: str, result: dict[str, Any], candidate: AttributionModel) -> None:
+        """Register the candidate; promote it (and run it) if the gate passed it. In the event
+        loop's thread, like every registry change (the API reads the registry there)."""
         stem = self.registry.stem(version)
-        candidate = load_checked(stem)
         live = self.registry.live
         metrics = result["metrics"]
         info = {
@@ -302,7 +306,7 @@ class Learning:
         }
         if result["passed"]:
             self.registry.promote(version, result["reason"])
-            self.holder.swap_to(stem, version)
+            self.holder.swap_to(stem, version, candidate)
             self._publish()
             outcome = "promoted"
             _logger.warning("model %s promoted over %s: %s", version, live, result["reason"])
@@ -335,9 +339,10 @@ class Learning:
         if target == current:
             raise RegistryError(409, f"{target} is already live")
         try:
-            await asyncio.to_thread(self.holder.swap_to, self.registry.stem(target), target)
+            model = await asyncio.to_thread(load_checked, self.registry.stem(target))
         except ModelError as exc:
             raise RegistryError(409, f"{target} cannot be loaded: {exc}") from None
+        self.holder.swap_to(self.registry.stem(target), target, model)
         self.registry.rollback(target)
         self._publish()
         reason = f"rollback from {current} to {target}"

@@ -100,12 +100,13 @@ class ModelHolder:
         """The model and its version, read together (a swap replaces both at once)."""
         return self._live or LiveModel(self.model, self.version)
 
-    def swap_to(self, stem: str | Path, version: str | None) -> None:
-        """Run the model at `stem` (checked first) as `version`.
+    def swap_to(self, stem: str | Path, version: str | None, model: AttributionModel | None = None) -> None:
+        """Run the model at `stem` (checked first, unless `model` is it, loaded with
+        `load_checked`) as `version`.
 
         Raises: ModelError (the running model stays).
         """
-        model = load_checked(stem)
+        model = model or load_checked(stem)
         self.path, self.model, self.label, self.version = Path(stem), model, model_label(model), version
         self._live = LiveModel(model, version)
         self.swaps += 1

@@ -116,9 +116,12 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
         took[name] = round(now - since, 2)
         return now
 
+    from otelprobe.cli.inputs import recording_files
+
     cache = spec.get("table_cache")
-    lab = read_table_cached([str(p) for p in spec["lab_recordings"]], cache)
-    evals = [read_table_cached([str(p)], cache) for p in spec["eval_recordings"]]
+    # A recording directory or its traces file (as `otelprobe train` takes them).
+    lab = read_table_cached(recording_files(spec["lab_recordings"]), cache)
+    evals = [read_table_cached([path], cache) for path in recording_files(spec["eval_recordings"])]
     eval_frame = pd.concat([t.frame for t in evals], ignore_index=True)
     mark = lap("read_tables_s", started)
 

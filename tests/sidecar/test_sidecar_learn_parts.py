@@ -342,3 +342,32 @@ def test_feedback_on_a_shown_incident_through_the_api(learning_api: LearningAPI)
     listed = requests.get(f"{learning_api.url}/v1/feedback", timeout=10).json()["feedback"]
     assert incident["id"] in [f["incident"] for f in listed]
     assert json.loads(requests.get(f"{learning_api.url}/v1/models", timeout=10).text)["live"] == "v0001"
+
+
+async def test_a_scheduled_retrain_that_fails_is_reported_and_changes_nothing(
+    tmp_path: Path, trained_model: Path
+) -> None:
+    config = load_sidecar_text(
+        f"state_dir: {tmp_path}\n"
+        f"learning: {{retrain_every: 1s, min_new_feedback: 0, lab_recordings: [{tmp_path}/gone.jsonl.gz]}}\n"
+    ).learning
+    events: list[tuple[str, dict[str, Any]]] = []
+    store = StateStore(tmp_path)
+    holder = ModelHolder.load(trained_model)
+    learning = Learning(config, tmp_path, store, holder, MemoryView(), lambda o, d: events.append((o, d)))
+    learning.adopt()
+    schedule = asyncio.create_task(learning.run_schedule())
+    try:
+        async with asyncio.timeout(60):
+            while not learning.registry.index.get("last_job"):
+                await asyncio.sleep(0.2)
+    finally:
+        schedule.cancel()
+        await learning.stop()
+        store.close()
+    last = learning.registry.index["last_job"]
+    assert (last["version"], last["outcome"]) == ("v0002", "failed")
+    assert "gone.jsonl.gz: no such file or directory" in last["reason"]
+    assert [outcome for outcome, _ in events] == ["imported", "failed"]
+    assert learning.registry.live == "v0001" and holder.version == "v0001"
+    assert (tmp_path / "models" / "jobs" / "v0002.log").read_text()  # the child's traceback

@@ -92,6 +92,13 @@ class DNSChannel:
         return self.answered_ns or None
 
     @property
+    def invalid_answers(self) -> ProtocolError | None:
+        """What was wrong with the answers of a UDP exchange that got no valid one, if it got any."""
+        if self._udp is None or not self._udp.rejected:
+            return None
+        return self._udp.invalid_answers()
+
+    @property
     def tries(self) -> UDPTries | None:
         """The tries of the last UDP exchange; None before one, and on stream transports."""
         return self._udp.tries if self._udp is not None else None

@@ -32,6 +32,7 @@ from otelprobe.timing import OpenPhase
 _UDP_MAX: Final = 65535
 _ANCILLARY_BYTES: Final = socket.CMSG_SPACE(16)  # one struct timespec (SO_TIMESTAMPNS)
 _READS_PER_WAKEUP: Final = 16  # stray datagrams drained per readiness callback; the rest wait for the next
+_REJECTED_KEPT: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,9 @@ class UDPExchange:
         """Kernel arrival of the answer once it has been read, before `run()` returns it."""
         self._offset_ns = 0
         self._answer: asyncio.Future[tuple[dns.message.Message, int]] | None = None
+        self.rejected: list[ProtocolError] = []
+        """Datagrams from the server that were no valid answer to the query (the last few)."""
+        self.rejected_count = 0
 
     @property
     def tries(self) -> UDPTries:
@@ -124,6 +128,8 @@ class UDPExchange:
                 if self._answer.done():
                     return self._answer.result()
             tries = len(self._sent_ns)
+            if self.rejected:
+                raise self.invalid_answers()
             raise DNSError(
                 "resolver_timeout",
                 f"no answer from {_bracket(self._address[0])}:{self._address[1]} to {tries}"
@@ -178,11 +184,24 @@ class UDPExchange:
             arrived_ns = stamp if stamp is not None else time.perf_counter_ns()
             try:
                 response = self._parse(data)
-            except ProtocolError:
-                continue  # a stray or forged datagram is not our answer; keep waiting
+            except ProtocolError as exc:
+                # A stray or forged datagram is not our answer: keep waiting, but remember it, so
+                # that a server answering only garbage is not reported as one that never answered.
+                self.rejected_count += 1
+                self.rejected = [*self.rejected[-(_REJECTED_KEPT - 1) :], exc]
+                continue
             self._answered, self.arrived_ns = number, arrived_ns
             answer.set_result((response, arrived_ns))
             return
+
+    def invalid_answers(self) -> ProtocolError:
+        """The error of an exchange that got only invalid answers (`rejected` is not empty)."""
+        server = f"{_bracket(self._address[0])}:{self._address[1]}"
+        count, last = self.rejected_count, self.rejected[-1].message
+        plural = "s" if count != 1 else ""
+        return ProtocolError(
+            "invalid_dns_answer", f"{count} answer{plural} from {server}, none valid: {last}"
+        )
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop listening and close every try's socket (idempotent)."""

@@ -23,7 +23,7 @@ import dns.rcode
 import dns.rdatatype
 
 from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
-from otelprobe.errors import DNSError, ProbeError
+from otelprobe.errors import DNSError, ProbeError, ProtocolError
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel
 from otelprobe.probes._dns_race import Query, QueryAnswer, race
 from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy, UDPTries
@@ -260,14 +260,21 @@ class DNSServerResolver:
                 )
                 response = await query.channel.exchange(message, retransmit=self._retransmit)
         except TimeoutError:
-            query.answer = QueryAnswer(
-                (), DNSError("resolver_timeout", f"no answer from {self.server}"), None
-            )
+            invalid = query.channel.invalid_answers if query.channel is not None else None
+            if invalid is not None:  # the server did answer, with datagrams that were no answer
+                query.answer = QueryAnswer((), DNSError("invalid_answer", invalid.message), None)
+            else:
+                query.answer = QueryAnswer(
+                    (), DNSError("resolver_timeout", f"no answer from {self.server}"), None
+                )
             return
         except DNSError as exc:  # no answer to any try, port unreachable, TC fallback failed, DoH status
             query.answer = QueryAnswer((), exc, None)
             return
-        except (ProbeError, OSError) as exc:  # refused, TLS failure, malformed answer
+        except ProtocolError as exc:  # a malformed answer, or one to another question
+            query.answer = QueryAnswer((), DNSError("invalid_answer", f"{self.server}: {exc.message}"), None)
+            return
+        except (ProbeError, OSError) as exc:  # refused, TLS failure
             detail = getattr(exc, "detail", None) or str(exc)
             query.answer = QueryAnswer((), DNSError("resolver_unreachable", f"{self.server}: {detail}"), None)
             return

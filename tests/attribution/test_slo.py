@@ -413,7 +413,7 @@ def test_an_invalid_file_reports_every_problem_with_file_line_and_field(tmp_path
         ),
         (
             "window_represents: 5m\ntime_scale: 0.5\nslos: [{name: a, availability: {objective: 0.9}}]\n",
-            "test.yaml: give time_scale or window_represents, not both",
+            "test.yaml:1: give time_scale or window_represents, not both",
         ),
         ("slos:\n  - name: x\n   availability: 1\n", "test.yaml:3:4: YAML syntax error: ..."),
         (

@@ -80,15 +80,14 @@ def frame_of(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     matrix = np.array(
         [[np.nan if v is None else float(v) for v in row["values"]] for row in rows], dtype=np.float64
     ).reshape(len(rows), len(COLUMNS))
-    frame = pd.DataFrame(matrix, columns=list(COLUMNS))
+    columns: dict[str, Any] = {name: matrix[:, i] for i, name in enumerate(COLUMNS)}
     for column in BOOLEAN:
-        frame[column] = np.nan_to_num(frame[column].to_numpy(), nan=0.0) > 0.5
+        columns[column] = np.nan_to_num(columns[column], nan=0.0) > 0.5
     for column in ("n", "n_fail"):
-        frame[column] = np.nan_to_num(frame[column].to_numpy(), nan=0.0).astype(np.int64)
-    extra = sorted({key for row in rows for key in row} - {"values"})
-    for key in extra:
-        frame[key] = [row.get(key) for row in rows]
-    return frame
+        columns[column] = np.nan_to_num(columns[column], nan=0.0).astype(np.int64)
+    for key in sorted({key for row in rows for key in row} - {"values"}):
+        columns[key] = [row.get(key) for row in rows]
+    return pd.DataFrame(columns)  # built at once: a frame grown column by column is fragmented
 
 
 def check_columns(names: Sequence[str]) -> bool:

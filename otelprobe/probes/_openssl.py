@@ -136,6 +136,36 @@ class ClientTLS:
         return TLSSession(self, self._context, server_name)
 
 
+class DeferredClientTLS:
+    """A target's ClientTLS, built on its first use and kept.
+
+    Built inside a probe attempt, a CA file or client key that cannot be loaded (deleted, rotated
+    to garbage, a wrong password) fails that attempt as tls_error `tls_config_invalid`, in the
+    target's own telemetry, instead of the target's construction (which would leave it
+    unscheduled, with only a log line to say why).
+    """
+
+    def __init__(
+        self,
+        config: TLSClientConfig,
+        alpn: Sequence[str] = (),
+        *,
+        ocsp: bool = False,
+        reject_revoked: bool = False,
+    ) -> None:
+        self._args = (config, tuple(alpn))
+        self._ocsp, self._reject_revoked = ocsp, reject_revoked
+        self._client: ClientTLS | None = None
+
+    def get(self) -> ClientTLS:
+        if self._client is None:
+            config, alpn = self._args
+            self._client = ClientTLS.shared(
+                config, alpn, ocsp=self._ocsp, reject_revoked=self._reject_revoked
+            )
+        return self._client
+
+
 class TLSSession:
     """One client TLS connection over memory buffers: the handshake `TimedConnection` drives, then
     the record layer.

@@ -38,7 +38,7 @@ from otelprobe.probes import _dns_checks
 from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel, DNSTransport
 from otelprobe.probes._dns_retransmit import RetransmitPolicy, record_tries
 from otelprobe.probes._dnssec import validate_answer
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.probes._openssl import DeferredClientTLS
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
 from otelprobe.probes.resolver import is_ip_literal, split_host_port
 from otelprobe.results import ProbeResult
@@ -204,7 +204,7 @@ class DNSProbe:
         self._ctx = ctx
         self._resolver = ctx.resolver_for(config)
         self._tls_context = (
-            ClientTLS.shared(config.tls, ("http/1.1",) if config.transport == "https" else ("dot",))
+            DeferredClientTLS(config.tls, ("http/1.1",) if config.transport == "https" else ("dot",))
             if config.transport in ("tls", "https")
             else None
         )
@@ -252,7 +252,7 @@ class DNSProbe:
             cfg.transport,
             ip.strip("[]"),
             port,
-            tls_context=self._tls_context,
+            tls_context=self._tls_context.get() if self._tls_context is not None else None,
             server_hostname=None if is_ip_literal(server_name) and not cfg.tls.server_name else server_name,
             doh_path=cfg.doh_path,
         )

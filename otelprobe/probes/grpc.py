@@ -147,7 +147,7 @@ class GRPCProbe:
             if self._tls_context is not None:
                 assert self.config.tls is not None
                 server_name = self.config.tls.server_name or self._host
-                ssl_object = await conn.start_tls(self._tls_context, server_name, clock)
+                ssl_object = await conn.start_tls(self._tls_context.get(), server_name, clock)
                 attrs.update(handshake_attributes(ssl_object))
                 if ssl_object.selected_alpn_protocol() != "h2":
                     raise ProtocolError(

@@ -136,7 +136,7 @@ class TCPProbe:
     ) -> None:
         assert self._tls_context is not None
         server_name = self.config.tls_config.server_name or (None if is_ip_literal(host) else host)
-        ssl_object = await stream.conn.start_tls(self._tls_context, server_name, clock)
+        ssl_object = await stream.conn.start_tls(self._tls_context.get(), server_name, clock)
         attrs.update(handshake_attributes(ssl_object))
 
     async def _dialogue(

@@ -25,7 +25,7 @@ from otelprobe.probes import _ocsp, _tls_report
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._net import TimedConnection
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.probes._openssl import DeferredClientTLS
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.resolver import split_host_port
 from otelprobe.results import ProbeResult
@@ -100,7 +100,7 @@ class TLSProbe:
     def __init__(self, config: TLSProbeConfig, ctx: ProbeContext) -> None:
         self.config = config
         self._resolver = ctx.resolver_for(config)
-        self._client = ClientTLS.shared(
+        self._client = DeferredClientTLS(
             config.tls,
             config.alpn,
             ocsp=config.ocsp,
@@ -149,7 +149,7 @@ class TLSProbe:
     ) -> _tls_report.Handshake | None:
         """The handshake, asking for a staple with `ocsp`; a verified `revoked` fails it."""
         cfg = self.config
-        session = self._client.session(server_name)
+        session = self._client.get().session(server_name)
         now = dt.datetime.now(dt.UTC)
         try:
             await conn.start_session(session, clock)

@@ -133,7 +133,7 @@ class WebSocketProbe:
             if self._tls_context is not None:
                 server_name = self.config.tls.server_name or self._host
                 attrs.update(
-                    handshake_attributes(await conn.start_tls(self._tls_context, server_name, clock))
+                    handshake_attributes(await conn.start_tls(self._tls_context.get(), server_name, clock))
                 )
             session = _Session(conn, clock)
             await session.upgrade(self._upgrade_request(), attrs)

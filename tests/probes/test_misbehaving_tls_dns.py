@@ -297,3 +297,42 @@ async def test_an_oversized_answer_is_read_whole_or_classified() -> None:
     assert elapsed < TIMEOUT_S + SLACK_S
     if result.error is not None:
         assert result.error.error_type in ERROR_TYPES
+
+
+# --- a TLS file that cannot be loaded ------------------------------------------------------------
+
+
+async def _accept_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(10)  # cancelled when the server closes
+
+
+@pytest.mark.parametrize("kind", ["http", "tls", "tcp", "grpc", "websocket", "dns"])
+async def test_a_missing_ca_file_fails_each_attempt_as_tls_config_invalid(kind: str, tmp_path: Path) -> None:
+    """The target is built (and scheduled); each attempt says which file, in its own telemetry."""
+    from otelprobe.probes import PROBE_TYPES, config_type_for
+
+    missing = str(tmp_path / "rotated-away.pem")
+    async with serve_raw(_accept_and_wait) as port:
+        address = f"127.0.0.1:{port}"
+        fields: dict[str, object] = {
+            "http": {"url": f"https://{address}/", "tls": {"ca_file": missing}},
+            "tls": {"address": address, "tls": {"ca_file": missing}},
+            "tcp": {"address": address, "tls": True, "tls_config": {"ca_file": missing}},
+            "grpc": {"address": address, "tls": {"ca_file": missing}},
+            "websocket": {"url": f"wss://{address}/", "tls": {"ca_file": missing}},
+            "dns": {
+                "server": address,
+                "query_name": "www.lab.test",
+                "transport": "tls",
+                "tls": {"ca_file": missing},
+            },
+        }[kind]  # type: ignore[assignment]
+        config = config_type_for(kind).model_validate({"name": "t", "kind": kind, "timeout": "2s", **fields})
+        probe = PROBE_TYPES[kind](config, CTX)  # type: ignore[call-arg]
+        try:
+            [result] = await probe.run()
+        finally:
+            await probe.aclose()
+    assert result.error is not None
+    assert (result.error.error_type, result.error.detail) == ("tls_error", "tls_config_invalid"), result.error
+    assert "rotated-away.pem" in result.error.message and "No such file" in result.error.message

@@ -23,7 +23,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import grpc
 import yaml
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "collector-config"
@@ -239,6 +242,7 @@ class Jaeger:
     otlp_grpc: str
     otlp_http: str
     query: str  # http://127.0.0.1:PORT (UI, /api, /api/v3)
+    query_grpc: str = ""  # 127.0.0.1:PORT (api_v3 gRPC: jaeger.api_v3.QueryService)
 
     async def stop(self) -> int:
         return await self.proc.stop()
@@ -279,6 +283,27 @@ class Jaeger:
         assert status == 200, body
         return group_traces(body["result"].get("resourceSpans", []))
 
+    async def find_traces_grpc(
+        self, service: str, attributes: dict[str, str], lookback_s: float = 3600, limit: int = 2000
+    ) -> list[Trace]:
+        """api_v3 FindTraces over gRPC, which (unlike the HTTP gateway) takes attributes."""
+        now = time.time()
+        request = api_v3_find_traces(service, attributes, now - lookback_s, now + 60, limit)
+        found: list[dict[str, Any]] = []
+        async with grpc.aio.insecure_channel(self.query_grpc) as channel:
+            call = channel.unary_stream(
+                "/jaeger.api_v3.QueryService/FindTraces",
+                request_serializer=lambda body: body,
+                response_deserializer=TracesData.FromString,
+            )
+            try:
+                async for chunk in call(request, timeout=30):
+                    found.extend(MessageToDict(chunk).get("resourceSpans", []))
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+        return group_traces(found)
+
     async def search_tags(
         self, service: str, tags: dict[str, str], limit: int = 2000
     ) -> list[dict[str, Any]]:
@@ -297,6 +322,39 @@ class Jaeger:
 
 # Jaeger's own OpenTelemetry SDK would export its traces to localhost:4317 (someone else's, here).
 QUIET_SDK = {**os.environ, "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+
+
+# --- api_v3 over gRPC: jaeger-idl's proto/api_v3/query_service.proto, encoded by hand (no Python
+# package ships it); the answers are OTLP TracesData, which opentelemetry-proto decodes.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _timestamp(seconds: float) -> bytes:
+    whole = int(seconds)
+    return _varint(1 << 3) + _varint(whole) + _varint(2 << 3) + _varint(int((seconds - whole) * 1e9))
+
+
+def api_v3_find_traces(
+    service: str, attributes: dict[str, str], start_min_s: float, start_max_s: float, limit: int
+) -> bytes:
+    """FindTracesRequest{query: TraceQueryParameters{service_name=1, attributes=3 (map),
+    start_time_min=4, start_time_max=5, search_depth=8}}."""
+    query = _field(1, service.encode())
+    for key, value in attributes.items():
+        query += _field(3, _field(1, key.encode()) + _field(2, value.encode()))
+    query += _field(4, _timestamp(start_min_s)) + _field(5, _timestamp(start_max_s))
+    query += _varint(8 << 3) + _varint(limit)
+    return _field(1, query)
 
 
 def jaeger_config(otlp_grpc: str, otlp_http: str, query_http: str, query_grpc: str) -> dict[str, Any]:
@@ -335,7 +393,7 @@ async def start_jaeger(binaries: Binaries, tmp: Path, name: str = "jaeger") -> J
     path.write_text(yaml.safe_dump(jaeger_config(otlp_grpc, otlp_http, query_http, query_grpc)))
     proc = await spawn(name, [str(binaries.jaeger), f"--config={path}"], tmp / f"{name}.log", env=QUIET_SDK)
     await wait_ready(proc, 90)
-    jaeger = Jaeger(proc, otlp_grpc, f"http://{otlp_http}", f"http://{query_http}")
+    jaeger = Jaeger(proc, otlp_grpc, f"http://{otlp_http}", f"http://{query_http}", query_grpc)
     await wait_for(jaeger.answers, 30, "Jaeger's query API", interval_s=0.2)
     return jaeger
 

@@ -176,6 +176,17 @@ async def test_every_probe_kind_reaches_jaeger_whole(
             sample[suffix] = mine[0]
         _check_kind_attributes(sample, ports)
 
+        # api_v3 (gRPC: its HTTP gateway ignores attributes in v1.75.0) by probe.target: every
+        # target's traces, whole, and nobody else's.
+        for suffix, expected in EXPECTED.items():
+            target = f"e2e-{suffix}"
+            by_target = await jaeger.find_traces_grpc(SERVICE, {"probe.target": target})
+            assert len(by_target) >= 2, target
+            for trace in by_target:
+                _check_trace(trace, target, expected)
+        http_errors = await jaeger.find_traces_grpc(SERVICE, {"error.type": "http_status"})
+        assert http_errors and {t.root.attributes["probe.target"] for t in http_errors} == {"e2e-http503"}
+
         # Jaeger's search by tag (what the UI's Tags box sends): by probe.target, by error.type.
         for suffix in ("https", "refused"):
             hits = await jaeger.search_tags(SERVICE, {"probe.target": f"e2e-{suffix}"})

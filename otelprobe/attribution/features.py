@@ -103,6 +103,7 @@ INPUT_COLUMNS: Final = (
     *(f"{phase}_s" for phase in PHASES),
     "connect_attempts",
     "dns_attempts",
+    "peer_address",
 )
 """The record columns `FeatureEngine.features` and the SLO evaluator read (the sidecar builds
 only these per slot); any other record column does not change a feature."""

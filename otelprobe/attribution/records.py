@@ -87,6 +87,8 @@ class ProbeRecord:
     lab_scope: str | None
     lab_incident: float
     lab_causes: str | None
+    peer_address: str | None = None
+    """The IP the probe connected to (`network.peer.address`), None when it never got one."""
 
 
 RECORD_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(ProbeRecord))
@@ -112,6 +114,7 @@ COLUMN_DTYPES: Final[Mapping[str, str]] = {
             "lab_cause",
             "lab_scope",
             "lab_causes",
+            "peer_address",
         )
         else "float64"
     )
@@ -152,6 +155,7 @@ RECORD_KEYS: Final = frozenset(
         names.LAB_FAULT_SCOPE,
         names.LAB_FAULT_INCIDENT,
         names.LAB_FAULT_CAUSES,
+        names.NETWORK_PEER_ADDRESS,
     }
 )
 """The span attributes a record reads (the JSON reader decodes only these)."""
@@ -179,6 +183,16 @@ def _number(attributes: Mapping[str, object], key: str, stats: ReaderStats, *, s
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _address(*spans: SpanView | None) -> str | None:
+    """The first `network.peer.address` among `spans` (an IP literal; anything else is ignored)."""
+    for span in spans:
+        if span is not None:
+            value = span.attributes.get(names.NETWORK_PEER_ADDRESS)
+            if isinstance(value, str) and value:
+                return value
+    return None
 
 
 def build_record(root: SpanView, children: list[SpanView], stats: ReaderStats) -> ProbeRecord:
@@ -251,6 +265,9 @@ def build_record(root: SpanView, children: list[SpanView], stats: ReaderStats) -
         lab_scope=_text(attrs.get(names.LAB_FAULT_SCOPE)),
         lab_incident=_number(attrs, names.LAB_FAULT_INCIDENT, stats),
         lab_causes=",".join(map(str, causes)) if isinstance(causes, tuple | list) else _text(causes),
+        # The root names the address the attempt used (DESIGN §3); the connection that carried
+        # the request names it too, for senders that put it on the phase only.
+        peer_address=_address(root, connect),
     )
 
 

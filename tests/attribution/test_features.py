@@ -260,3 +260,19 @@ def test_window_labels_majority_healthy_and_ambiguous() -> None:
     records += [edge, https_probe("a", "eu", 4.6, 0.01), https_probe("a", "eu", 5.1, 0.01)]
     labels = window_labels(assign_windows(records_frame(records), 2.0)).sort_values("window_start_ns")
     assert list(labels["label"]) == [HEALTHY, "backend_slow", AMBIGUOUS]
+
+
+def test_a_name_resolving_to_an_address_the_series_never_used_is_address_changed() -> None:
+    # A wrong DNS answer: the probes connect to an address this series never had, and fail there.
+    healthy = [replace(p, peer_address="192.0.2.1") for p in series(0.01, healthy_s=20, faulty_s=0, fault={})]
+    wrong = [
+        replace(
+            https_probe("api", "eu", second + 0.1, 0.01, error="connect_refused", failed_phase="tcp.connect"),
+            peer_address="192.0.2.7",
+        )
+        for second in range(20, 24)
+    ]
+    features = features_of(healthy + wrong).sort_values("window_start_ns")
+    changed = features["address_changed"].tolist()
+    assert changed == [0.0] * 10 + [1.0, 1.0]  # failing windows never teach the baseline the address
+    assert features_of(series(0.01, 20, 4, {}))["address_changed"].eq(0.0).all()  # none recorded

@@ -249,6 +249,7 @@ async def test_a_real_probe_reads_back_with_the_phases_it_measured(tmp_path: Pat
     assert record.tls_version == "1.3" and record.cert_remaining_s > 86_400
     assert record.error_type is None and record.failed_phase is None and record.phases_ok
     assert record.connect_attempts >= 1 and record.attempt == 1
+    assert record.peer_address in ("127.0.0.1", "::1")  # `localhost` resolved and connected to
     for column, phase in [
         ("dns_s", names.SPAN_DNS_LOOKUP),
         ("connect_s", names.SPAN_TCP_CONNECT),
@@ -542,3 +543,31 @@ def test_many_spans_stream_in_bounded_memory(tmp_path: Path, traces: int) -> Non
     assert grown_bytes < min(30_000_000, raw_bytes // 4), (
         f"grew {grown_bytes / 1e6:.1f} MB reading {raw_bytes / 1e6:.0f} MB"
     )
+
+
+def test_the_peer_address_comes_from_the_root_else_the_connection_that_carried_the_request(
+    tmp_path: Path,
+) -> None:
+    on_root = http_trace(1, network__peer__address="203.0.113.9")
+    on_connect = http_trace(2, t0_ns=12 * S)
+    on_connect[2]["attributes"] = _attrs({names.NETWORK_PEER_ADDRESS: "198.51.100.4"})  # tcp.connect
+    abandoned = phase_span(2, 9, names.SPAN_TCP_CONNECT, 12 * S, 12 * S + MS, probe__connect__abandoned=True)
+    abandoned["attributes"].append(
+        {"key": names.NETWORK_PEER_ADDRESS, "value": {"stringValue": "2001:db8::1"}}
+    )  # type: ignore[union-attr]
+    wrong_type = http_trace(3, t0_ns=14 * S, network__peer__address=7)
+    none = http_trace(4, t0_ns=16 * S)
+    line = request_line([*on_root, abandoned, *on_connect, *wrong_type, *none])
+    path = write_lines(tmp_path / "traces.jsonl", [line])
+
+    from_json = {r.trace_id[-1]: r.peer_address for r in iter_records(path)}
+    from_protobuf = {
+        r.trace_id[-1]: r.peer_address
+        for r in records_from_request(json_to_message(line, ExportTraceServiceRequest()))
+    }
+
+    expected = {"1": "203.0.113.9", "2": "198.51.100.4", "3": None, "4": None}
+    assert from_json == from_protobuf == expected
+    frame, _ = read_records(path)
+    assert frame["peer_address"].tolist()[:2] == ["203.0.113.9", "198.51.100.4"]
+    assert frame["peer_address"].isna().tolist() == [False, False, True, True]

@@ -160,6 +160,11 @@ class _Counts:
 class _Objective:
     slo: SLO
     rules: tuple[tuple[BurnRateRule, int, int], ...]  # rule, long windows, short windows
+    budget: float = field(init=False, repr=False, compare=False)
+    """1 - objective: the denominator of `burn_rate`, worked out once."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budget", 1.0 - self.slo.objective)
 
 
 class _SeriesState:
@@ -296,11 +301,19 @@ class SLOEvaluator:
                             events += 1
                             bad += total_s > threshold_s
             counts.push(events, bad)
+            # burn_rate over the running sums, inline (the same arithmetic): it runs for every
+            # rule of every SLO of every series, each window.
+            sum_events, sum_bad, budget = counts._sum_events, counts._sum_bad, objective.budget
             rules = []
             for rule, long, short in objective.rules:
+                long_events, short_events = sum_events[long], sum_events[short]
                 rules.append(
                     RuleStatus(
-                        rule, long, short, _burn(counts, long, objective), _burn(counts, short, objective)
+                        rule,
+                        long,
+                        short,
+                        (sum_bad[long] / long_events) / budget if long_events > 0 else None,
+                        (sum_bad[short] / short_events) / budget if short_events > 0 else None,
                     )
                 )
             statuses.append(SLOStatus(objective.slo.name, events, bad, threshold_s, tuple(rules)))
@@ -309,11 +322,6 @@ class SLOEvaluator:
             healthy = [t for t, ok in zip(totals_s, success, strict=True) if ok and math.isfinite(t)]
             state.baseline.observe(healthy, window.violating)
         return window
-
-
-def _burn(counts: _Counts, span: int, objective: _Objective) -> float | None:
-    events, bad = counts.totals(span)
-    return burn_rate(bad, events, objective.slo.objective)
 
 
 _Outcomes = tuple[list[float], list[bool]]

@@ -211,6 +211,9 @@ class Recorder:
             "targets": len(self.runtime.scheduler._targets),
             "exported": telemetry.exported if isinstance(telemetry, Telemetry) else 0,
             "dropped": telemetry.dropped if isinstance(telemetry, Telemetry) else 0,
+            "failed_export": sum(b.failed for b in telemetry.span_batchers)
+            if isinstance(telemetry, Telemetry)
+            else 0,
         }
         self.rows.append(row)
         print(json.dumps(row), flush=True)
@@ -301,6 +304,7 @@ async def outage(
         summary[f"late_p99_ms_{name}"] = max((r["late_p99_ms"] for r in rows), default=0.0)
         summary[f"rss_mib_max_{name}"] = max((r["rss_mib"] for r in rows), default=0.0)
     summary["dropped_spans"] = after[-1]["dropped"] if after else None
+    summary["spans_lost_to_failed_exports"] = after[-1]["failed_export"] if after else None
 
 
 async def reload_storm(

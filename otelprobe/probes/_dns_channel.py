@@ -151,7 +151,10 @@ class DNSChannel:
         # Not a phase of its own: the fallback is part of resolving, as in any stub resolver.
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DNSError("tcp_fallback_failed", f"TCP fallback: no socket: {exc.strerror or exc}") from exc
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -186,7 +186,10 @@ async def timed_connect(
     """Connect to an IP literal as the `tcp.connect` phase; ConnectRefused / ConnectTimeout on failure."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise local_socket_error(exc, "a TCP socket") from exc
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -216,6 +219,17 @@ async def timed_connect(
         sock.close()
         raise
     return TimedConnection(sock, loop)
+
+
+def local_socket_error(exc: OSError, what: str) -> ConnectRefused:
+    """The prober itself could not open `what` (no connection was tried): the process at its
+    descriptor limit (`local_fds_exhausted`, e.g. a low `ulimit -n`) or another local refusal."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return ConnectRefused(
+            "local_fds_exhausted",
+            f"cannot open {what}: {exc.strerror} (the prober is at its descriptor limit)",
+        )
+    return ConnectRefused("local_socket_error", f"cannot open {what}: {exc.strerror or exc}")
 
 
 async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str, port: int) -> None:

@@ -42,6 +42,7 @@ from otelprobe.probes._icmp_socket import (
     set_dont_fragment,
     set_ttl,
 )
+from otelprobe.probes._net import local_socket_error
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.probes.traceroute import trace_path
@@ -120,7 +121,12 @@ class ICMPProbe:
         self._sequence = 0
         # Fail at build time, with the fix in the message, rather than on every attempt.
         v6 = config.ip == "ip6" or (is_ip_literal(config.host) and ":" in config.host)
-        sock, _ = open_icmp_socket(v6, config.socket_mode)
+        try:
+            sock, _ = open_icmp_socket(v6, config.socket_mode)
+        except ICMPNotPermittedError:
+            raise
+        except OSError:  # no descriptor left now, say: each attempt will say so, classified
+            return
         sock.close()
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
@@ -143,6 +149,8 @@ class ICMPProbe:
             sock, sock_kind = open_icmp_socket(v6, self.config.socket_mode)
         except ICMPNotPermittedError as exc:
             raise ConnectRefused("icmp_socket_not_permitted", str(exc)) from exc
+        except OSError as exc:
+            raise local_socket_error(exc, "an ICMP socket") from exc
         try:
             if self.config.ttl is not None:
                 set_ttl(sock, v6, self.config.ttl)
@@ -168,6 +176,8 @@ class ICMPProbe:
             )
         except ICMPNotPermittedError as exc:
             raise ConnectRefused("icmp_socket_not_permitted", str(exc)) from exc
+        except OSError as exc:
+            raise local_socket_error(exc, "a traceroute socket") from exc
         attrs[names.PROBE_TRACEROUTE_HOPS] = len(hops)
         if not hops or not hops[-1].attributes.get(names.PROBE_TRACEROUTE_REACHED):
             raise ConnectTimeout(

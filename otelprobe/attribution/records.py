@@ -50,6 +50,10 @@ NAN: Final = math.nan
 MAX_DURATION_S: Final = 3600.0
 """A phase or probe longer than this (or negative) is a broken clock, not a measurement."""
 DEFAULT_MAX_PENDING_TRACES: Final = 50_000
+MAX_TIME_NS: Final = 2**63 - 1
+"""Timestamps beyond int64 nanoseconds (the year 2262; OTLP allows up to 2^64 - 1) cannot be
+windowed or put in a frame: such a probe is a bad span, not a record."""
+MAX_ATTEMPT: Final = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,9 @@ def build_record(root: SpanView, children: list[SpanView], stats: ReaderStats) -
     if tls_version is None and tls is not None:
         tls_version = tls.attributes.get(names.TLS_PROTOCOL_VERSION)
     attempt = _number(attrs, names.PROBE_ATTEMPT, stats)
+    if attempt > MAX_ATTEMPT:
+        stats.absurd_values += 1
+        attempt = NAN
     causes = attrs.get(names.LAB_FAULT_CAUSES)
     kind = attrs.get(names.PROBE_KIND)
     vantage = attrs.get(names.OTELPROBE_VANTAGE) or root.resource.get(names.OTELPROBE_VANTAGE) or ""
@@ -346,6 +353,13 @@ class TraceAssembler:
             assert done.root is not None
             if not done.root.name.startswith(names.ROOT_SPAN_PREFIX):
                 stats.foreign_spans += 1 + len(done.children)
+                continue
+            if not (
+                -MAX_TIME_NS <= done.root.start_ns <= MAX_TIME_NS
+                and -MAX_TIME_NS <= done.root.end_ns <= MAX_TIME_NS
+            ):
+                stats.bad_spans += 1 + len(done.children)
+                stats.problem(f"trace {trace_id}: root span times beyond int64 nanoseconds")
                 continue
             records.append(build_record(done.root, done.children, stats))
         stats.records += len(records)

@@ -28,14 +28,26 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otelprobe.attribution.features import FeatureEngine
 from otelprobe.attribution.otlp_decode import MalformedSpan, json_resource_spans, json_span_view
-from otelprobe.attribution.records import MAX_DURATION_S, RECORD_KEYS, ReaderStats, records_from_request
+from otelprobe.attribution.records import (
+    MAX_DURATION_S,
+    RECORD_COLUMNS,
+    RECORD_KEYS,
+    ReaderStats,
+    records_frame,
+    records_from_request,
+)
+from otelprobe.attribution.slo import SLOEvaluator
+from otelprobe.sidecar.ingest import Ingest
 from otelprobe.sidecar.receiver import (
     MalformedRequest,
     OTLPReceiver,
     decode_json,
     decode_protobuf,
 )
+from otelprobe.sidecar.slot_table import slot_table
+from otelprobe.sidecar.windower import EventTimeWindower
 from otelprobe.telemetry.otlp_json import message_to_json
 
 MAX_BODY_BYTES = 256 * 1024
@@ -243,7 +255,14 @@ def check_records(request: ExportTraceServiceRequest) -> None:
             assert math.isnan(value) or 0.0 <= value <= bound, (name, value)
         assert isinstance(record.target, str) and isinstance(record.vantage, str)
         assert record.attempt >= 1
+        for name in ("status_code", "body_bytes", "dns_attempts", "lab_incident"):
+            value = getattr(record, name)
+            assert math.isnan(value) or (math.isfinite(value) and value >= 0), (name, value)
+        assert math.isnan(record.cert_remaining_s) or math.isfinite(record.cert_remaining_s)
+        assert record.peer_address is None or isinstance(record.peer_address, str)
     assert stats.records == len(records)
+    # Whatever was kept fits the frame's dtypes (int64 times and counts among them).
+    assert len(records_frame(records)) == len(records)
 
 
 @given(requests())
@@ -281,6 +300,39 @@ def test_json_walker_on_corrupted_requests(tree: dict[str, Any]) -> None:
     except MalformedRequest:
         return
     check_records(request)
+
+
+@given(requests(valid_ids=True))
+@settings(FUZZ, max_examples=25, deadline=10_000)
+def test_fuzzed_requests_flow_through_ingest_windows_features_and_slos(
+    request: ExportTraceServiceRequest,
+) -> None:
+    # The live path after the receiver, without a model: whatever records came out of a request
+    # are windowed, featured and judged against the SLOs without an exception.
+    ingest = Ingest()
+    windows = EventTimeWindower(2.0, allowed_lateness_s=1.0, clock=lambda: 0.0)
+    windows.add(ingest.add(request))
+    engine, evaluator = FeatureEngine(), SLOEvaluator(None, 2.0)
+    for slot in windows.drain():
+        table, verdicts = slot_table(engine, evaluator, slot.start_ns, slot.records)
+        assert table is not None and len(table) == len({(r.target, r.vantage) for r in slot.records})
+        assert {(v.target, v.vantage) for v in verdicts} >= {(r.target, r.vantage) for r in slot.records}
+
+
+def test_times_beyond_int64_and_absurd_attempts_are_counted_not_crashes() -> None:
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    late = spans.add(trace_id=b"\x08" * 16, span_id=b"\x01" * 8, name="probe http")
+    late.start_time_unix_nano, late.end_time_unix_nano = 2**64 - 10, 2**64 - 1  # valid OTLP
+    retried = spans.add(trace_id=b"\x09" * 16, span_id=b"\x01" * 8, name="probe http")
+    retried.start_time_unix_nano, retried.end_time_unix_nano = T0_NS, T0_NS + 10**6
+    retried.attributes.add(key="probe.attempt").value.double_value = 1e300
+    stats = ReaderStats()
+    (record,) = records_from_request(request, stats)
+    assert record.trace_id == "09" * 16 and record.attempt == 1
+    assert stats.bad_spans == 1 and stats.absurd_values == 1
+    assert "beyond int64" in stats.problems[0]
+    assert tuple(records_frame([record]).columns) == RECORD_COLUMNS
 
 
 def test_hour_long_and_negative_phases_are_counted_not_kept() -> None:

@@ -22,6 +22,10 @@ GO_BUILD_FLAGS=(-trimpath "-ldflags=-s -w")
 log() { echo "otel-build: $*" >&2; }
 
 need_go() {
+  # Go's own installer puts it in /usr/local/go/bin, which a non-login shell may not have on PATH.
+  if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="$PATH:/usr/local/go/bin"
+  fi
   if ! command -v go >/dev/null 2>&1; then
     log "go is not installed: cannot build the Collector or Jaeger"
     exit 3

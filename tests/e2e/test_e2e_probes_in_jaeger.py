@@ -147,7 +147,12 @@ async def test_every_probe_kind_reaches_jaeger_whole(
     try:
         async with loopback_targets(tmp_path, cert_authority) as targets:
             config = prober_config(
-                otlp_grpc, targets.target_list("e2e"), vantage=VANTAGE, service=SERVICE, interval="1s"
+                otlp_grpc,
+                targets.target_list("e2e"),
+                vantage=VANTAGE,
+                service=SERVICE,
+                interval="2s",
+                timeout="2s",  # generous: a loaded 2-core machine must not fail a healthy probe
             )
             prober = await start_prober(tmp_path, "prober", config)
             names = [f"e2e-{suffix}" for suffix in EXPECTED]

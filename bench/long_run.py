@@ -351,7 +351,7 @@ async def fd_exhaustion(args: argparse.Namespace, duration: float, recorder: Rec
     every = args.sample or 5
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     before = await _sample_for(recorder, duration / 3, every, "before")
-    squeezed = open_fds() + 16
+    squeezed = open_fds() + args.headroom
     counting = recorder.telemetry[0]
     assert isinstance(counting, CountingSink)
     errors_before = dict(counting.errors)
@@ -394,6 +394,9 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=200.0, help="probes per second (default 200)")
     parser.add_argument("--sample", type=float, help="seconds between samples")
+    parser.add_argument(
+        "--headroom", type=int, default=4, help="fds: descriptors left free above those open (default 4)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

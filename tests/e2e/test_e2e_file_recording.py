@@ -68,8 +68,8 @@ async def test_a_recording_reads_attributes_and_replays_into_jaeger(
                 chosen,
                 vantage="e2e-recorder",
                 service=SERVICE,
-                interval="1s",
-                timeout="1s",
+                interval="2s",
+                timeout="2s",  # generous: a loaded 2-core machine must not time a healthy probe out
                 extra_telemetry={"metric_export_interval": "1s"},
             )
             prober = await start_prober(tmp_path, "prober", config)

@@ -73,6 +73,14 @@ SAFE_SET_FIELDS = [
     "ocsp",
 ]
 RESOLVERS = ["[::1", "127.0.0.1:0", ":53", "127.0.0.1:99999", "x" * 300, "a..b", "127.0.0.1:1", "[zz]:53"]
+SIDECAR_APIS = [
+    "http://127.0.0.1:1",
+    "http://[::1",
+    "ftp://127.0.0.1/",
+    "not a url",
+    "http://127.0.0.1:99999",
+    "",
+]
 OTLP_ENDPOINTS = [
     "http://127.0.0.1:1",
     "ftp://127.0.0.1/",
@@ -213,6 +221,7 @@ def file_command_argv(draw: st.DrawFn, files: list[str], out_dir: Path) -> tuple
             ["evaluate", "--model", MODEL, "--input", path, "--train", path, "--out", str(out_dir / "e")],
             (1, 2),
         ),
+        (["sidecar", "watch", "--once", f"--api={draw(st.sampled_from(SIDECAR_APIS))}"], (1, 2)),
     ]
     return draw(st.sampled_from(choices))
 

@@ -14,7 +14,9 @@ Two measurements, each as the sidecar does it:
   busy core the kernel gives ingest its time first: that is the design being measured.
 
     .venv/bin/python bench/sidecar_retrain.py train [--windows 100000] [--rounds 150]
-    .venv/bin/python bench/sidecar_retrain.py ingest [--copies 556] [--rates 10000,20000] [--slots 5]
+    .venv/bin/python bench/sidecar_retrain.py ingest [--copies 556] [--rates 10000] [--slots 5] [--repeat 3]
+
+The ingest comparison reports the first rate phase's p99 per run and the medians over the runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +113,7 @@ def main() -> int:
     parser.add_argument("--copies", default="556", help="ingest: sidecar_ingest.py --copies")
     parser.add_argument("--rates", default="10000,20000", help="ingest: sidecar_ingest.py --rates")
     parser.add_argument("--slots", default="5", help="ingest: sidecar_ingest.py --slots")
+    parser.add_argument("--repeat", type=int, default=1, help="ingest: alone/during pairs, alternated")
     args = parser.parse_args()
     if args.what == "fit-child":
         print(json.dumps(fit_once(args.windows, args.rounds, args.seed)))
@@ -148,18 +152,26 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         common += ["--model", str(model)]
-        alone = run_ingest(common)
-        load = child(["load-child", "--windows", str(args.windows), "--rounds", str(args.rounds)])
-        try:
-            time.sleep(20)  # the table is built; the fit is running
-            beside = run_ingest(common)
-        finally:
-            load.kill()
-            load.wait()
-        report = {"alone": phases(alone), "during_retrain": phases(beside)}
-        for a, b in zip(report["alone"], report["during_retrain"], strict=True):
-            a_p99, b_p99 = a["latency_p99_s"], b["latency_p99_s"]
-            b["p99_change"] = f"{(b_p99 / a_p99 - 1):+.1%}" if a_p99 else "n/a"
+        # Alternated, so a neighbour's load on this shared machine falls on both sides alike.
+        runs: dict[str, list[list[dict[str, Any]]]] = {"alone": [], "during_retrain": []}
+        for _ in range(args.repeat):
+            runs["alone"].append(phases(run_ingest(common)))
+            load = child(["load-child", "--windows", str(args.windows), "--rounds", str(args.rounds)])
+            try:
+                time.sleep(20)  # the table is built; the fit is running
+                runs["during_retrain"].append(phases(run_ingest(common)))
+            finally:
+                load.kill()
+                load.wait()
+            print(json.dumps({"alone": runs["alone"][-1], "during": runs["during_retrain"][-1]}), flush=True)
+        report: dict[str, Any] = {"runs": runs}
+        for side, found in runs.items():
+            report[f"median_p99_{side}_s"] = statistics.median(r[0]["latency_p99_s"] for r in found)
+            report[f"median_spans_per_cpu_s_{side}"] = statistics.median(
+                r[0]["spans_per_cpu_s"] for r in found
+            )
+        alone_p99, during_p99 = report["median_p99_alone_s"], report["median_p99_during_retrain_s"]
+        report["p99_change"] = f"{during_p99 / alone_p99 - 1:+.1%}" if alone_p99 else "n/a"
         report["load_average"] = [round(x, 1) for x in os.getloadavg()]
         print(json.dumps(report, indent=1))
     return 0

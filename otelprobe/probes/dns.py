@@ -7,6 +7,7 @@ local DNSSEC validation in _dnssec.py, assertions in _dns_checks.py.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
@@ -46,6 +47,7 @@ from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, Phase, PhaseClock
 
 RESOLV_CONF = "/etc/resolv.conf"
+_DEADLINE_MARGIN_S = 0.005
 
 
 class EDNSConfig(StrictModel):
@@ -233,6 +235,9 @@ class DNSProbe:
 
     async def _attempt(self, clock: PhaseClock, attrs: Attributes) -> None:
         cfg = self.config
+        # Just before the attempt's deadline: an exchange that got only invalid datagrams by then
+        # fails as what it got (invalid_dns_answer), not as a server that never answered.
+        deadline = asyncio.get_running_loop().time() + cfg.timeout_s - _DEADLINE_MARGIN_S
         server = cfg.server or system_nameserver()
         host, port = split_host_port(server, DEFAULT_PORTS[cfg.transport])
         attrs[names.SERVER_ADDRESS] = host
@@ -262,7 +267,9 @@ class DNSProbe:
             with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
                 phase.attributes[names.DNS_QUESTION_NAME] = cfg.query_name
                 phase.attributes[names.PROBE_DNS_QUERY_TYPE] = cfg.query_type
-                response = await _exchange(phase, channel, query, cfg.tcp_fallback, self._retransmit)
+                response = await _exchange(
+                    phase, channel, query, cfg.tcp_fallback, self._retransmit, deadline
+                )
                 phase.attributes.update(_dns_checks.answer_attributes(response))
                 if channel.fell_back_to_tcp:
                     phase.attributes[names.PROBE_DNS_TCP_FALLBACK] = True
@@ -277,13 +284,18 @@ class DNSProbe:
             if rcode_error is not None:
                 raise rcode_error
             if cfg.dnssec.validate_answer:
-                await self._validate(clock, channel, response, attrs)
+                await self._validate(clock, channel, response, attrs, deadline)
             _dns_checks.check_expectations(response, cfg.expect)
         finally:
             channel.close()
 
     async def _validate(
-        self, clock: PhaseClock, channel: DNSChannel, response: dns.message.Message, attrs: Attributes
+        self,
+        clock: PhaseClock,
+        channel: DNSChannel,
+        response: dns.message.Message,
+        attrs: Attributes,
+        deadline: float,
     ) -> None:
         rdtype = dns.rdatatype.from_text(self.config.query_type)
         signer = _dns_checks.signer_or_fail(response, rdtype, attrs)
@@ -291,7 +303,7 @@ class DNSProbe:
         with clock.phase(names.SPAN_DNS_LOOKUP) as phase:
             phase.attributes[names.DNS_QUESTION_NAME] = signer.to_text()
             phase.attributes[names.PROBE_DNS_QUERY_TYPE] = "DNSKEY"
-            keys = await _exchange(phase, channel, key_query, True, self._retransmit)
+            keys = await _exchange(phase, channel, key_query, True, self._retransmit, deadline)
             _end_at_wire(phase, channel, None)
         try:
             result = validate_answer(response, rdtype, keys, self.config.dnssec.trust_anchors)
@@ -308,10 +320,17 @@ async def _exchange(
     query: dns.message.Message,
     tcp_fallback: bool,
     retransmit: RetransmitPolicy,
+    deadline: float,
 ) -> dns.message.Message:
     """One exchange inside a lookup phase; its UDP tries land on the phase however it ends."""
     try:
-        return await channel.exchange(query, tcp_fallback=tcp_fallback, retransmit=retransmit)
+        async with asyncio.timeout_at(deadline):
+            return await channel.exchange(query, tcp_fallback=tcp_fallback, retransmit=retransmit)
+    except TimeoutError:
+        invalid = channel.invalid_answers
+        if invalid is not None:
+            raise invalid from None
+        raise
     finally:
         tries = channel.tries
         if tries is not None:

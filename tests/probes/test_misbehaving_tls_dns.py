@@ -259,9 +259,10 @@ async def test_a_hostile_dns_answer_to_the_dns_probe_is_classified(case: str) ->
         started = loop.time()
         [result] = await DNSProbe(config, CTX).run()
         elapsed = loop.time() - started
-    # The client keeps waiting for a valid answer (a datagram that is none may be forged): the
-    # probe's deadline ends the lookup, as a DNS error.
-    assert _classified(result, elapsed)[0] == "dns_error", result.error
+    # The client keeps waiting for a valid answer (a datagram that is none may be forged); at the
+    # deadline it reports what it got instead: an invalid DNS answer (DESIGN §4), saying why.
+    assert _classified(result, elapsed) == ("protocol_error", "invalid_dns_answer"), result.error
+    assert "none valid" in result.error.message if result.error else False
 
 
 @pytest.mark.parametrize("case", sorted(DNS_MISBEHAVIOUR))

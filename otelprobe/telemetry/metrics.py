@@ -16,7 +16,9 @@ pure-Python aggregation cost ~50 us per result and stalled the loop at each coll
 - `http.client.request.duration` (semconv histogram, s) for HTTP attempts;
   `dns.lookup.duration` (semconv histogram, s) for every `dns.lookup` phase.
 - `probe.icmp.loss_ratio` (gauge, 1) and `probe.icmp.rtt.{min,avg,max,stddev}` (gauges, s).
-- `otelprobe.export.dropped` (observable counter): spans dropped by the export queue.
+- `otelprobe.export.dropped` (observable counter): spans that never reached the Collector, by
+  exporter and reason (`queue_full`: no room in the export queue; `export_failed`: in a batch the
+  sender gave up on — Collector down, rejected, timed out).
 """
 
 from __future__ import annotations
@@ -97,11 +99,12 @@ ICMP_GAUGES: Final = (
 EXPORT_DROPPED: Final = Instrument(
     names.METRIC_EXPORT_DROPPED,
     "{span}",
-    "spans dropped because the export queue was full",
+    "spans that never reached the Collector: the export queue was full, or their batch's export failed",
     "counter",
     integer=True,
 )
 EXPORTER_ATTRIBUTE: Final = "otelprobe.exporter"
+DROP_REASON_ATTRIBUTE: Final = "otelprobe.export.reason"
 _HTTP_KIND: Final = "http"
 _ICMP_KIND: Final = "icmp"
 _HTTP_SEMCONV_KEYS: Final = (
@@ -112,7 +115,8 @@ _HTTP_SEMCONV_KEYS: Final = (
     names.NETWORK_PROTOCOL_VERSION,
 )
 
-DroppedSource = Callable[[], Mapping[str, int]]
+DroppedSource = Callable[[], Mapping[tuple[str, str], int]]
+"""Spans lost so far by (exporter name, reason: "queue_full" | "export_failed")."""
 """Returns the cumulative count of dropped spans per exporter name."""
 
 
@@ -161,7 +165,10 @@ class ProbeMetrics:
     def _observe_dropped(self) -> Sequence[tuple[Attrs, float]]:
         if self._dropped is None:
             return []
-        return [(((EXPORTER_ATTRIBUTE, name),), count) for name, count in self._dropped().items()]
+        return [
+            (((EXPORTER_ATTRIBUTE, name), (DROP_REASON_ATTRIBUTE, reason)), count)
+            for (name, reason), count in self._dropped().items()
+        ]
 
     def _base(self, kind: str, target: str) -> Attrs:
         key = (kind, target)

@@ -161,9 +161,14 @@ class Telemetry:
         """Every metric series now, as the OTLP exporters would send it (one request)."""
         return self._metric_encoder().collect()
 
-    def dropped_by_exporter(self) -> dict[str, int]:
-        """Spans dropped so far per exporter (`otelprobe.export.dropped`)."""
-        return {b.name: b.dropped for b in self.span_batchers}
+    def dropped_by_exporter(self) -> dict[tuple[str, str], int]:
+        """Spans lost so far by (exporter, reason) (`otelprobe.export.dropped`): dropped from a
+        full queue, or in a batch whose export failed."""
+        lost: dict[tuple[str, str], int] = {}
+        for batcher in self.span_batchers:
+            lost[batcher.name, "queue_full"] = batcher.dropped
+            lost[batcher.name, "export_failed"] = batcher.failed
+        return lost
 
     @property
     def dropped(self) -> int:

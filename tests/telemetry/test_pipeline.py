@@ -146,9 +146,14 @@ async def test_dead_collector_never_slows_recording_and_drops_are_counted(
         if m.name == names.METRIC_EXPORT_DROPPED
     )
     assert dropped_metric.sum.is_monotonic
-    (dropped_point,) = dropped_metric.sum.data_points
-    assert dropped_point.as_int >= dropped_before
-    assert attributes_dict(dropped_point.attributes) == {"otelprobe.exporter": "otlp_http#0"}
+    by_reason = {
+        attributes_dict(p.attributes)["otelprobe.export.reason"]: p for p in dropped_metric.sum.data_points
+    }
+    assert set(by_reason) == {"queue_full", "export_failed"}
+    assert by_reason["queue_full"].as_int >= dropped_before
+    assert by_reason["export_failed"].as_int <= processor.failed
+    for point in by_reason.values():
+        assert attributes_dict(point.attributes)["otelprobe.exporter"] == "otlp_http#0"
     shutdown_started = time.perf_counter()
     await tel.shutdown(2.0)
     shutdown_s = time.perf_counter() - shutdown_started
@@ -158,6 +163,9 @@ async def test_dead_collector_never_slows_recording_and_drops_are_counted(
         await tick_task
     silent.close()
     assert shutdown_s < 6.0
+    # Batches taken from the queue and given up on are lost too, and counted as such.
+    assert processor.failed > 0
+    assert tel.dropped_by_exporter()["otlp_http#0", "export_failed"] == processor.failed
     assert longest_gap < 0.5, "shutdown must not block the event loop"
     # Every span is accounted for: handed to the (failing) exporter or counted as dropped.
     assert processor.exported + processor.dropped == 1200 * 7

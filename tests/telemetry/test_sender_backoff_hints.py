@@ -1,0 +1,58 @@
+"""A busy Collector's back-off hint is honoured: HTTP 503 + Retry-After and gRPC UNAVAILABLE +
+RetryInfo make the sender wait as long as it was told (not its own, much shorter, backoff), still
+within its timeout. The peer is the sidecar's real OTLP receiver with a one-request queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from test_senders import a_request
+
+from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterConfig
+from otelprobe.results import ProbeResult
+from otelprobe.sidecar.receiver import OTLPReceiver
+from otelprobe.telemetry.senders import OTLPGRPCSender, OTLPHTTPSender, retry_after_s
+
+ResultFactory = Callable[..., ProbeResult]
+
+
+@pytest.mark.parametrize("transport", ["otlp_http", "otlp_grpc"])
+async def test_sender_waits_as_long_as_the_busy_receiver_asks(
+    transport: str, result_factory: ResultFactory
+) -> None:
+    request = a_request(result_factory())
+    async with OTLPReceiver(max_queue=1, when_full="retry", retry_after_s=1.0) as receiver:
+        sender: OTLPHTTPSender | OTLPGRPCSender
+        if transport == "otlp_http":
+            sender = OTLPHTTPSender(OTLPHTTPExporterConfig(type="otlp_http", endpoint=receiver.http_endpoint))
+        else:
+            sender = OTLPGRPCSender(
+                OTLPGRPCExporterConfig(type="otlp_grpc", endpoint=receiver.grpc_endpoint, insecure=True)
+            )
+        assert await asyncio.to_thread(sender.send, request, 5.0)  # fills the queue
+        started = time.monotonic()
+        second = asyncio.create_task(asyncio.to_thread(sender.send, request, 5.0))
+        await asyncio.sleep(0.3)  # refused by now; room again long before the hint runs out
+        receiver.queue.get_nowait()
+        assert await second
+        waited = time.monotonic() - started
+        sender.shutdown()
+    assert receiver.stats.retry_answers >= 1
+    # Its own backoff (0.05-0.2 s steps) would have retried within ~0.7 s of the room appearing.
+    assert 0.9 <= waited < 3.0, f"second export took {waited:.2f}s"
+
+
+def test_retry_after_values() -> None:
+    assert retry_after_s("120") == 120.0
+    assert retry_after_s(" 3 ") == 3.0
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    assert retry_after_s(format_datetime(soon, usegmt=True)) == pytest.approx(30, abs=2)
+    past = datetime.now(UTC) - timedelta(hours=1)
+    assert retry_after_s(format_datetime(past, usegmt=True)) == 0.0
+    for bad in (None, "", "soon", "-5", "1.5e9x", "Mon, 99 Foo 2026 25:61:61 GMT"):
+        assert retry_after_s(bad) is None, bad

@@ -133,7 +133,8 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     frames = [lab.frame.assign(**{WEIGHT_COLUMN: 1.0})]
     if not train_part.empty:
         frames.append(train_part.assign(**{WEIGHT_COLUMN: weight}))
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    # One consolidated frame (a cached table's columns are separate blocks; pandas warns of it).
+    frame = (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]).copy()
     digest = hashlib.sha256(str(lab.reader).encode())
     digest.update(json.dumps([str(Path(p).name) for p in spec["lab_recordings"]]).encode())
     digest.update(json.dumps(sorted(verdicts, key=lambda v: str(v["incident"])), sort_keys=True).encode())

@@ -14,9 +14,14 @@ Two measurements, each as the sidecar does it:
   busy core the kernel gives ingest its time first: that is the design being measured.
 
     .venv/bin/python bench/sidecar_retrain.py train [--windows 100000] [--rounds 150]
+    .venv/bin/python bench/sidecar_retrain.py gate --cause bandwidth_limit
     .venv/bin/python bench/sidecar_retrain.py ingest [--copies 556] [--rates 10000] [--slots 5] [--repeat 3]
 
 The ingest comparison reports the first rate phase's p99 per run and the medians over the runs.
+`gate` runs one whole retraining job at the shipped model's scale (`python -m
+otelprobe.sidecar.retrain`: lab data train-301 + wide-304, 150 rounds, the default weight and
+tolerance) with every eval-402 incident of `--cause` confirmed as the lab labels say, the gate
+scoring on shifted-503, and prints the job's timings and the gate's decision.
 """
 
 from __future__ import annotations
@@ -82,6 +87,89 @@ def fit_once(windows: int, rounds: int, seed: int) -> dict[str, Any]:
     }
 
 
+def gate_job(cause: str, work: Path) -> dict[str, Any]:
+    """One retraining job against models/default with eval-402's `cause` incidents confirmed."""
+    import math
+
+    import numpy as np
+
+    from otelprobe.attribution.attribute import score_windows
+    from otelprobe.attribution.model import load_model
+    from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
+    from otelprobe.causes import ROOT_CAUSES
+    from otelprobe.sidecar.window_rows import COLUMNS
+
+    table = read_table_cached([REPO / "data/lab/eval-402/traces.jsonl.gz"], default_cache_dir()).frame
+    shipped = load_model(REPO / "models/default")
+    verdicts, windows, before = [], [], {}
+    for incident, rows in table[table["warm"] & (table["label"] == cause)].groupby("label_incident"):
+        name = f"eval-402-{int(incident)}"
+        symptomatic = rows[rows["symptomatic"]]
+        if len(symptomatic):
+            top = np.array(ROOT_CAUSES)[score_windows(shipped, symptomatic).causes.argmax(1)]
+            before[name] = round(float(np.mean(top == cause)), 2)
+        verdicts.append(
+            {
+                "incident": name,
+                "verdict": "confirmed",
+                "cause": cause,
+                "scope": str(rows["label_scope"].mode()[0]),
+                "not_an_incident": False,
+                "by": "bench",
+                "series": None,
+                "at_unix_nano": 0,
+                "incident_start_unix_nano": int(rows["window_start_ns"].min()),
+            }
+        )
+        for row in rows.to_dict("records"):
+            values = [row.get(c) for c in COLUMNS]
+            windows.append(
+                {
+                    "incident": name,
+                    "target": row["target"],
+                    "vantage": row["vantage"],
+                    "window_start_ns": int(row["window_start_ns"]),
+                    "window_end_ns": int(row["window_end_ns"]),
+                    "values": [
+                        None if v is None or not math.isfinite(float(v)) else float(v) for v in values
+                    ],
+                }
+            )
+    (work / "windows.json").write_text(json.dumps(windows))
+    spec = {
+        "version": "v0002",
+        "registry_dir": str(work),
+        "live_stem": str(REPO / "models/default"),
+        "lab_recordings": [str(REPO / "data/lab/train-301"), str(REPO / "data/lab/wide-304")],
+        "eval_recordings": [str(REPO / "data/lab/shifted-503")],
+        "table_cache": str(default_cache_dir()),
+        "verdicts": verdicts,
+        "windows_file": str(work / "windows.json"),
+        "holdout_share": 0.3,
+        "feedback_weight": 3.0,
+        "rounds": 150,
+        "seed": 7,
+        "tolerance": {"ac1": 0.01, "false_attributions": 0.005},
+    }
+    (work / "spec.json").write_text(json.dumps(spec))
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "otelprobe.sidecar.retrain",
+            str(work / "spec.json"),
+            str(work / "result.json"),
+        ],
+        check=False,
+        stderr=subprocess.DEVNULL,
+    )
+    result = json.loads((work / "result.json").read_text())
+    result["job_wall_s"] = round(time.perf_counter() - started, 1)
+    result["shipped_model_recall_per_incident"] = before
+    return dict(result)
+
+
 def child(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -106,7 +194,8 @@ def phases(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("train", "ingest", "fit-child", "load-child"))
+    parser.add_argument("what", choices=("train", "ingest", "gate", "fit-child", "load-child"))
+    parser.add_argument("--cause", default="bandwidth_limit", help="gate: the cause confirmed")
     parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
@@ -121,6 +210,10 @@ def main() -> int:
     if args.what == "load-child":  # retrain back to back until killed (the sidecar's job, looped)
         while True:
             fit_once(args.windows, args.rounds, args.seed)
+    if args.what == "gate":
+        with tempfile.TemporaryDirectory(prefix="sidecar-gate-bench-") as tmp:
+            print(json.dumps(gate_job(args.cause, Path(tmp)), indent=1))
+        return 0
     if args.what == "train":
         started = time.perf_counter()
         process = child(["fit-child", "--windows", str(args.windows), "--rounds", str(args.rounds)])

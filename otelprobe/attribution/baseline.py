@@ -93,9 +93,9 @@ class SeriesBaseline:
                 if not values:
                     continue
                 # Pure Python on ≤ 30 values: ~20x cheaper than numpy's per-call overhead here.
-                median = _median(values)
-                mad = _median([abs(v - median) for v in values]) * 1.4826
-                jitter = _median(self.jitters[phase])
+                median = _median_of_sorted(sorted(values))
+                mad = _median_of_sorted(sorted([abs(v - median) for v in values])) * 1.4826
+                jitter = _median_of_sorted(sorted(self.jitters[phase]))
                 phases[phase] = PhaseBaseline(median, max(mad, MIN_SPREAD_S, 0.02 * median), jitter)
             body = _median(self.bodies) if self.bodies else math.nan
             addresses = frozenset().union(*self.addresses) if self.addresses else frozenset()
@@ -138,11 +138,16 @@ class SeriesBaseline:
         for phase, value in p50s.items():
             if not math.isfinite(value):
                 continue
-            self.p50s.setdefault(phase, deque(maxlen=HISTORY_WINDOWS)).append(value)
+            # get, not setdefault: setdefault would build a deque on every call.
+            history = self.p50s.get(phase)
+            if history is None:
+                history = self.p50s[phase] = deque(maxlen=HISTORY_WINDOWS)
+            jitter_history = self.jitters.get(phase)
+            if jitter_history is None:
+                jitter_history = self.jitters[phase] = deque(maxlen=HISTORY_WINDOWS)
+            history.append(value)
             jitter = jitters.get(phase, 0.0)
-            self.jitters.setdefault(phase, deque(maxlen=HISTORY_WINDOWS)).append(
-                jitter if math.isfinite(jitter) else 0.0
-            )
+            jitter_history.append(jitter if math.isfinite(jitter) else 0.0)
         if math.isfinite(body_bytes):
             self.bodies.append(body_bytes)
         if addresses:
@@ -161,7 +166,10 @@ class SeriesBaseline:
 
 
 def _median(values: Iterable[float]) -> float:
-    ordered = sorted(values)
+    return _median_of_sorted(sorted(values))
+
+
+def _median_of_sorted(ordered: list[float]) -> float:
     n = len(ordered)
     mid = n // 2
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -19,9 +19,9 @@ Two measurements, each as the sidecar does it:
 
 The ingest comparison reports the first rate phase's p99 per run and the medians over the runs.
 `gate` runs one whole retraining job at the shipped model's scale (`python -m
-otelprobe.sidecar.retrain`: lab data train-301 + wide-304, 150 rounds, the default weight and
-tolerance) with every eval-402 incident of `--cause` confirmed as the lab labels say, the gate
-scoring on shifted-503, and prints the job's timings and the gate's decision.
+otelprobe.sidecar.retrain`: lab data the recordings models/default was trained on, 150 rounds,
+the default weight and tolerance) with every eval-402 incident of `--cause` confirmed as the lab
+labels say, the gate scoring on shifted-503, and prints the job's timings and the gate's decision.
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def gate_job(cause: str, work: Path) -> dict[str, Any]:
         "version": "v0002",
         "registry_dir": str(work),
         "live_stem": str(REPO / "models/default"),
-        "lab_recordings": [str(REPO / "data/lab/train-301"), str(REPO / "data/lab/wide-304")],
+        # The shipped model's own training recordings, as the sidecar takes them by default.
+        "lab_recordings": [str(REPO / p) for p in shipped.metadata.training["recordings"]],
         "eval_recordings": [str(REPO / "data/lab/shifted-503")],
         "table_cache": str(default_cache_dir()),
         "verdicts": verdicts,
@@ -195,7 +196,9 @@ def phases(result: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("train", "ingest", "gate", "fit-child", "load-child"))
-    parser.add_argument("--cause", default="bandwidth_limit", help="gate: the cause confirmed")
+    parser.add_argument(
+        "--cause", default="bandwidth_limit", help="gate: the cause confirmed ('none': a control retrain)"
+    )
     parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)

@@ -354,6 +354,7 @@ class SidecarService:
         counters["evicted"] = self.processor.stats.evicted_series if self.processor else 0
         counters["rejected"] = self.receiver.stats.retry_answers + sum(self.receiver.stats.rejected.values())
         counters["out_of_order"] = windows.out_of_order_records if windows else 0
+        counters["future"] = windows.future_records if windows else 0
         counters["orphan_traces"] = reader.orphan_traces
         self.view.health_state.queue_depth = self.receiver.queue.qsize()
 

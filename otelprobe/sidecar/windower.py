@@ -133,10 +133,6 @@ class EventTimeWindower:
         """Treat every slot ending at or before `closed_until_ns` as closed (state restored)."""
         self._closed_until_ns = closed_until_ns
 
-    def reference_ns(self) -> int | None:
-        """The newest event time two series have reached (one series: its newest); None before any."""
-        return self._reference_ns
-
     def watermark_ns(self) -> int | None:
         """The event time up to which every slot is complete; None before the first record."""
         if self._reference_ns is None:

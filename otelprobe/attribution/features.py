@@ -103,6 +103,7 @@ INPUT_COLUMNS: Final = (
     *(f"{phase}_s" for phase in PHASES),
     "connect_attempts",
     "dns_attempts",
+    "dns_answered_attempt",
     "peer_address",
 )
 """The record columns `FeatureEngine.features` and the SLO evaluator read (the sidecar builds
@@ -227,9 +228,9 @@ def _probe_excess(rec: pd.DataFrame, agg: pd.DataFrame, base: dict[str, np.ndarr
     for p in COMPONENT_PHASES:
         table[f"base_{p}"] = base[f"base_{p}"]
         table[f"low_{p}"] = agg[f"{p}_q10"].to_numpy()
-    merged = rec[[*keys, *(f"{p}_s" for p in COMPONENT_PHASES), "dns_attempts"]].merge(
-        table, on=keys, how="left"
-    )
+    merged = rec[
+        [*keys, *(f"{p}_s" for p in COMPONENT_PHASES), "dns_attempts", "dns_answered_attempt"]
+    ].merge(table, on=keys, how="left")
     above_low = np.column_stack(
         [(merged[f"{p}_s"] - merged[f"low_{p}"]).to_numpy(dtype=np.float64) for p in COMPONENT_PHASES]
     )
@@ -249,9 +250,14 @@ def _probe_excess(rec: pd.DataFrame, agg: pd.DataFrame, base: dict[str, np.ndarr
     # stalls some probes by a retransmission timeout, a longer path delays all of them alike.
     stats["stall"] = (np.nan_to_num(above_low, nan=0.0) >= STEP_S).any(axis=1)
     stats["connect_retry"] = np.nan_to_num(connect_excess, nan=0.0) >= 0.9
-    stats["dns_retry"] = (merged["dns_attempts"].fillna(1).to_numpy() > 1) | (
+    # A query lost and asked again: the answer came for a later try. Where the resolver says which
+    # try was answered, a retransmit answered by the first query (a late answer: a longer path or a
+    # queue) is not a loss; elsewhere (system resolver) a retransmit or a step is the sign.
+    answered = merged["dns_answered_attempt"].to_numpy(dtype=np.float64)
+    guessed = (merged["dns_attempts"].fillna(1).to_numpy() > 1) | (
         np.nan_to_num(dns_excess, nan=0.0) >= STEP_S
     )
+    stats["dns_retry"] = np.where(np.isfinite(answered), answered > 1, guessed)
     stats["max_excess"] = np.where(has_any, max_excess, np.nan)
     stats["notable"] = notable
     for i, p in enumerate(COMPONENT_PHASES):

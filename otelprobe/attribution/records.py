@@ -93,6 +93,9 @@ class ProbeRecord:
     lab_causes: str | None
     peer_address: str | None = None
     """The IP the probe connected to (`network.peer.address`), None when it never got one."""
+    dns_answered_attempt: float = math.nan
+    """Which of a configured resolver's UDP tries the answer used came for (1 = the first query;
+    `probe.dns.answered_attempt`); NaN without one (system resolver, no answer, no DNS)."""
 
 
 RECORD_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(ProbeRecord))
@@ -155,6 +158,7 @@ RECORD_KEYS: Final = frozenset(
         names.PROBE_HTTP_HOP,
         names.PROBE_CONNECT_ABANDONED,
         names.PROBE_DNS_ATTEMPTS,
+        names.PROBE_DNS_ANSWERED_ATTEMPT,
         names.LAB_FAULT_CAUSE,
         names.LAB_FAULT_SCOPE,
         names.LAB_FAULT_INCIDENT,
@@ -275,6 +279,9 @@ def build_record(root: SpanView, children: list[SpanView], stats: ReaderStats) -
         # The root names the address the attempt used (DESIGN §3); the connection that carried
         # the request names it too, for senders that put it on the phase only.
         peer_address=_address(root, connect),
+        dns_answered_attempt=(
+            NAN if dns is None else _number(dns.attributes, names.PROBE_DNS_ANSWERED_ATTEMPT, stats)
+        ),
     )
 
 

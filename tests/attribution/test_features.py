@@ -276,3 +276,29 @@ def test_a_name_resolving_to_an_address_the_series_never_used_is_address_changed
     changed = features["address_changed"].tolist()
     assert changed == [0.0] * 10 + [1.0, 1.0]  # failing windows never teach the baseline the address
     assert features_of(series(0.01, 20, 4, {}))["address_changed"].eq(0.0).all()  # none recorded
+
+
+def test_a_late_dns_answer_is_not_a_lost_query() -> None:
+    """dns_retry_share counts queries lost and asked again. A configured resolver's retransmit
+    answered by the first query (a longer path, a queue) is not one; an answer to the second try
+    is; without the resolver's word (system resolver) a retransmit or a 150 ms step still counts."""
+    healthy = series(0.010, 20, 0, {})
+
+    def window_with(answered: float, attempts: float, dns_added: float = 0.0) -> float:
+        start = 20
+        late = [
+            replace(
+                https_probe("api", "eu", start + i + 0.1, 0.010, rng=random.Random(i)),
+                dns_attempts=attempts,
+                dns_answered_attempt=answered,
+                dns_s=0.001 + dns_added,
+            )
+            for i in range(2)
+        ]
+        return float(last_window(features_of(healthy + late))["dns_retry_share"])
+
+    assert window_with(answered=1.0, attempts=2.0, dns_added=0.3) == 0.0
+    assert window_with(answered=2.0, attempts=2.0, dns_added=0.3) == 1.0
+    assert window_with(answered=NAN, attempts=2.0) == 1.0
+    assert window_with(answered=NAN, attempts=1.0, dns_added=0.3) == 1.0
+    assert window_with(answered=NAN, attempts=1.0) == 0.0

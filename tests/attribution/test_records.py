@@ -438,7 +438,16 @@ def test_failures_redirect_hops_abandoned_connects_and_lab_labels(tmp_path: Path
     )
     spans = [
         root,
-        phase_span(1, 0, names.SPAN_DNS_LOOKUP, t0, t0 + 1 * MS, probe__http__hop=0, probe__dns__attempts=2),
+        phase_span(
+            1,
+            0,
+            names.SPAN_DNS_LOOKUP,
+            t0,
+            t0 + 1 * MS,
+            probe__http__hop=0,
+            probe__dns__attempts=2,
+            probe__dns__answered_attempt=1,
+        ),
         phase_span(1, 1, names.SPAN_TCP_CONNECT, t0 + 1 * MS, t0 + 9 * MS, probe__connect__abandoned=True),
         phase_span(1, 2, names.SPAN_TCP_CONNECT, t0 + 2 * MS, t0 + 4 * MS),
         phase_span(1, 3, names.SPAN_HTTP_TTFB, t0 + 5 * MS, t0 + 10 * MS),
@@ -455,6 +464,7 @@ def test_failures_redirect_hops_abandoned_connects_and_lab_labels(tmp_path: Path
     assert row["error_detail"] == "deadline exceeded in http.ttfb"
     assert row["failed_phase"] == names.SPAN_HTTP_TTFB and not row["phases_ok"]
     assert row["dns_s"] == pytest.approx(0.001) and row["dns_attempts"] == 2
+    assert row["dns_answered_attempt"] == 1  # retransmitted, but the first query's answer was used
     assert row["connect_s"] == pytest.approx(0.002) and row["connect_attempts"] == 2
     assert row["ttfb_s"] == pytest.approx(0.005) and row["other_s"] == pytest.approx(0.005)
     assert math.isnan(row["tls_s"]) and math.isnan(row["request_s"]) and math.isnan(row["status_code"])

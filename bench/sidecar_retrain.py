@@ -87,8 +87,11 @@ def fit_once(windows: int, rounds: int, seed: int) -> dict[str, Any]:
     }
 
 
-def gate_job(cause: str, work: Path) -> dict[str, Any]:
-    """One retraining job against models/default with eval-402's `cause` incidents confirmed."""
+def gate_job(
+    cause: str, work: Path, weighting: dict[str, Any], seed: int = 7, holdout_share: float = 0.3
+) -> dict[str, Any]:
+    """One retraining job against models/default with eval-402's `cause` incidents confirmed
+    (`weighting`: the spec's feedback_weight, feedback_cap_share, feedback_per_incident)."""
     import math
 
     import numpy as np
@@ -101,11 +104,12 @@ def gate_job(cause: str, work: Path) -> dict[str, Any]:
 
     table = read_table_cached([REPO / "data/lab/eval-402/traces.jsonl.gz"], default_cache_dir()).frame
     shipped = load_model(REPO / "models/default")
-    verdicts, windows, before = [], [], {}
+    verdicts, windows, before, symptomatic_rows = [], [], {}, {}
     for incident, rows in table[table["warm"] & (table["label"] == cause)].groupby("label_incident"):
         name = f"eval-402-{int(incident)}"
         symptomatic = rows[rows["symptomatic"]]
         if len(symptomatic):
+            symptomatic_rows[name] = symptomatic
             top = np.array(ROOT_CAUSES)[score_windows(shipped, symptomatic).causes.argmax(1)]
             before[name] = round(float(np.mean(top == cause)), 2)
         verdicts.append(
@@ -146,10 +150,10 @@ def gate_job(cause: str, work: Path) -> dict[str, Any]:
         "table_cache": str(default_cache_dir()),
         "verdicts": verdicts,
         "windows_file": str(work / "windows.json"),
-        "holdout_share": 0.3,
-        "feedback_weight": 3.0,
+        "holdout_share": holdout_share,
+        **weighting,
         "rounds": 150,
-        "seed": 7,
+        "seed": seed,
         "tolerance": {"ac1": 0.01, "false_attributions": 0.005},
     }
     (work / "spec.json").write_text(json.dumps(spec))
@@ -168,6 +172,14 @@ def gate_job(cause: str, work: Path) -> dict[str, Any]:
     result = json.loads((work / "result.json").read_text())
     result["job_wall_s"] = round(time.perf_counter() - started, 1)
     result["shipped_model_recall_per_incident"] = before
+    if "error" not in result:
+        candidate = load_model(work / "v0002")
+        after = {}
+        for name, rows in symptomatic_rows.items():
+            top = np.array(ROOT_CAUSES)[score_windows(candidate, rows).causes.argmax(1)]
+            after[name] = round(float(np.mean(top == cause)), 2)
+        # Trained-on incidents are in-sample; the held-out ones are the gate's feedback slice.
+        result["candidate_recall_per_incident"] = after
     return dict(result)
 
 
@@ -199,6 +211,23 @@ def main() -> int:
     parser.add_argument(
         "--cause", default="bandwidth_limit", help="gate: the cause confirmed ('none': a control retrain)"
     )
+    parser.add_argument("--feedback-weight", type=float, default=3.0, help="gate: learning.feedback_weight")
+    parser.add_argument(
+        "--cap-share",
+        default="default",
+        help="gate: learning.feedback_cap_share ('none': no cap; 'default': the config's default)",
+    )
+    parser.add_argument(
+        "--per-window",
+        action="store_true",
+        help="gate: learning.feedback_per_incident false (each window weighs feedback_weight)",
+    )
+    parser.add_argument(
+        "--holdout-share",
+        type=float,
+        default=0.3,
+        help="gate: learning.holdout_share (newest incidents held out)",
+    )
     parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
@@ -215,7 +244,17 @@ def main() -> int:
             fit_once(args.windows, args.rounds, args.seed)
     if args.what == "gate":
         with tempfile.TemporaryDirectory(prefix="sidecar-gate-bench-") as tmp:
-            print(json.dumps(gate_job(args.cause, Path(tmp)), indent=1))
+            weighting: dict[str, Any] = {
+                "feedback_weight": args.feedback_weight,
+                "feedback_per_incident": not args.per_window,
+            }
+            if args.cap_share != "default":
+                weighting["feedback_cap_share"] = None if args.cap_share == "none" else float(args.cap_share)
+            print(
+                json.dumps(
+                    gate_job(args.cause, Path(tmp), weighting, args.seed, args.holdout_share), indent=1
+                )
+            )
         return 0
     if args.what == "train":
         started = time.perf_counter()

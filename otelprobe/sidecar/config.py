@@ -127,6 +127,15 @@ class LearningConfig(StrictModel):
     feedback_weight: float = Field(
         3.0, gt=0, le=1000, description="weight of a confirmed window vs a lab one"
     )
+    feedback_per_incident: bool = Field(
+        True, description="every confirmed incident weighs the same in total, however many windows it has"
+    )
+    feedback_cap_share: float | None = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="a cause's confirmed windows weigh at most this share of its lab windows; null: no cap",
+    )
     holdout_share: float = Field(
         0.3, ge=0, lt=1, description="newest confirmed incidents held out for the gate (time split)"
     )

@@ -192,6 +192,8 @@ class Learning:
             "windows_file": str(windows_file),
             "holdout_share": self.config.holdout_share,
             "feedback_weight": self.config.feedback_weight,
+            "feedback_per_incident": self.config.feedback_per_incident,
+            "feedback_cap_share": self.config.feedback_cap_share,
             "rounds": self.config.rounds,
             "seed": self.config.seed,
             "tolerance": self.config.tolerance.model_dump(),

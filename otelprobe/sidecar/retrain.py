@@ -8,8 +8,9 @@ priority, with LightGBM on one thread: ingest keeps its core. The job
 1. reads the lab recordings the model learns from and the lab evaluation campaigns as window
    tables (through the table cache: only the first job pays for windowing them);
 2. turns the operators' verdicts into labeled windows (a confirmed cause and scope, or healthy for
-   "not an incident"), holds out the newest incidents (a time split) and weights the others by
-   `feedback_weight` against a lab window;
+   "not an incident"), holds out the newest incidents (a time split) and weights the others
+   (feedback_weights.py: `feedback_weight` against a lab window, the same total per incident,
+   each cause's confirmed windows capped to a share of its lab weight);
 3. trains a candidate with `train_model` (the same schema and parameters as `otelprobe train`);
 4. scores the candidate and the live model on the held-out slices (promotion.py) and decides;
 5. saves the candidate into the registry directory under its reserved version (LightGBM text +
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from otelprobe.attribution.labels import HEALTHY
+from otelprobe.sidecar.feedback_weights import FeedbackWeighting
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,13 +101,26 @@ def time_split(frame: pd.DataFrame, holdout_share: float) -> tuple[pd.DataFrame,
     return frame[~newest], frame[newest], held
 
 
+def weighting_of(spec: Mapping[str, Any]) -> FeedbackWeighting:
+    """The job's feedback weighting; a spec without the newer keys gets their defaults."""
+    default = FeedbackWeighting()
+    cap = spec.get("feedback_cap_share", default.cap_share)
+    return FeedbackWeighting(
+        weight=float(spec.get("feedback_weight", default.weight)),
+        cap_share=None if cap is None else float(cap),
+        per_incident=bool(spec.get("feedback_per_incident", default.per_incident)),
+    )
+
+
 def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Train, score and save one candidate; returns the result (see the module docstring)."""
+    import numpy as np
     import pandas as pd
 
     from otelprobe.attribution.model import load_model
     from otelprobe.attribution.table_cache import read_table_cached
     from otelprobe.attribution.train import WEIGHT_COLUMN, train_model
+    from otelprobe.sidecar.feedback_weights import feedback_weights, lab_label_weights
     from otelprobe.sidecar.promotion import Tolerance, decide, feedback_scores, lab_scores
 
     started = time.perf_counter()
@@ -129,10 +144,12 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     verdicts = list(spec.get("verdicts", []))
     feedback = labeled_feedback(verdicts, windows)
     train_part, held_part, held = time_split(feedback, float(spec["holdout_share"]))
-    weight = float(spec["feedback_weight"])
+    rule = weighting_of(spec)
     frames = [lab.frame.assign(**{WEIGHT_COLUMN: 1.0})]
+    weights = np.zeros(0)
     if not train_part.empty:
-        frames.append(train_part.assign(**{WEIGHT_COLUMN: weight}))
+        weights = feedback_weights(train_part, lab_label_weights(lab.frame), rule)
+        frames.append(train_part.assign(**{WEIGHT_COLUMN: weights}))
     # One consolidated frame (a cached table's columns are separate blocks; pandas warns of it).
     frame = (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]).copy()
     digest = hashlib.sha256(str(lab.reader).encode())
@@ -151,7 +168,10 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
             "held_out_incidents": held_incidents,
             "trained_windows": len(train_part),
             "held_out_windows": len(held_part),
-            "weight": weight,
+            "weight": rule.weight,
+            "cap_share": rule.cap_share,
+            "per_incident": rule.per_incident,
+            "total_weight": round(float(weights.sum()), 2),
         },
     }
     candidate = train_model(

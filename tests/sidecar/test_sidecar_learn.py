@@ -184,6 +184,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[int, byt
             "table_cache": str(tables),
             "rounds": ROUNDS,
             "feedback_weight": 10,
+            "feedback_cap_share": None,  # one confirmed incident against train-101: uncapped, as measured
             "holdout_share": 0.5,
             "tolerance": TOLERANCE,
             "retrain_every": None,

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 from e2e_stack import (
     CONFIG_DIR,
     accepting_listener,
+    collector_overlay,
     endpoint,
-    free_port,
     locate_binaries,
     prober_config,
     start_collector,
@@ -52,17 +52,7 @@ async def run(targets: int, seconds: float, interval: str, schedule_delay: str, 
     tmp = Path(tempfile.mkdtemp(prefix="otelprobe-e2e-latency-"))
     jaeger = await start_jaeger(binaries, tmp)
     otlp_grpc = endpoint()
-    overlay = {
-        "extensions": {"health_check": {"endpoint": endpoint()}},
-        "receivers": {
-            "otlp": {"protocols": {"grpc": {"endpoint": otlp_grpc}, "http": {"endpoint": endpoint()}}}
-        },
-        "exporters": {
-            "otlp/jaeger": {"endpoint": jaeger.otlp_grpc},
-            "otlp/sidecar": {"endpoint": f"127.0.0.1:{free_port()}"},
-            "prometheus": {"endpoint": endpoint()},
-        },
-    }
+    overlay = collector_overlay(otlp_grpc, jaeger)
     collector = await start_collector(
         binaries, tmp, "collector", CONFIG_DIR / "collector-jaeger-sidecar.yaml", overlay
     )

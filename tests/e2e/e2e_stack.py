@@ -399,6 +399,22 @@ async def start_jaeger(binaries: Binaries, tmp: Path, name: str = "jaeger") -> J
 
 
 # --- OTLP JSON traces (api_v3) ---------------------------------------------------------------------
+def collector_overlay(otlp_grpc: str, jaeger: Jaeger) -> dict[str, Any]:
+    """collector-jaeger-sidecar.yaml on loopback ports; its sidecar exporter points at a closed
+    port here (the sidecar has its own test): the Jaeger pipeline must not care."""
+    return {
+        "extensions": {"health_check": {"endpoint": endpoint()}},
+        "receivers": {
+            "otlp": {"protocols": {"grpc": {"endpoint": otlp_grpc}, "http": {"endpoint": endpoint()}}}
+        },
+        "exporters": {
+            "otlp/jaeger": {"endpoint": jaeger.otlp_grpc},
+            "otlp/sidecar": {"endpoint": f"127.0.0.1:{free_port()}"},
+            "prometheus": {"endpoint": endpoint()},
+        },
+    }
+
+
 def any_value(value: dict[str, Any]) -> Any:
     for key in ("stringValue", "boolValue", "doubleValue"):
         if key in value:

@@ -23,6 +23,7 @@ from e2e_stack import (
     Collector,
     Jaeger,
     accepting_listener,
+    collector_overlay,
     endpoint,
     free_port,
     prober_config,
@@ -65,17 +66,7 @@ def _rss_kib(pid: int) -> int:
 async def test_probers_ride_out_a_dead_and_a_stalled_collector(binaries: Binaries, tmp_path: Path) -> None:
     jaeger = await start_jaeger(binaries, tmp_path)
     otlp_grpc = endpoint()
-    overlay = {
-        "extensions": {"health_check": {"endpoint": endpoint()}},
-        "receivers": {
-            "otlp": {"protocols": {"grpc": {"endpoint": otlp_grpc}, "http": {"endpoint": endpoint()}}}
-        },
-        "exporters": {
-            "otlp/jaeger": {"endpoint": jaeger.otlp_grpc},
-            "otlp/sidecar": {"endpoint": f"127.0.0.1:{free_port()}"},
-            "prometheus": {"endpoint": endpoint()},
-        },
-    }
+    overlay = collector_overlay(otlp_grpc, jaeger)
     config_file = CONFIG_DIR / "collector-jaeger-sidecar.yaml"
     collector: Collector | None = await start_collector(binaries, tmp_path, "collector", config_file, overlay)
     # A listening socket for the TCP probes: this test's own, always up.

@@ -6,17 +6,15 @@ DESIGN §3/§4 and docs/spans.md promise, and Jaeger finds them by service, by `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 from e2e_stack import (
     CONFIG_DIR,
     Binaries,
-    Jaeger,
     Trace,
+    collector_overlay,
     endpoint,
-    free_port,
     has_root,
     prober_config,
     start_collector,
@@ -44,22 +42,6 @@ EXPECTED: dict[str, tuple[str, list[str], str | None]] = {
     "http503": ("http", sorted(WEB), "http_status"),
     "refused": ("tcp", ["tcp.connect"], "connect_refused"),
 }
-
-
-def collector_overlay(otlp_grpc: str, jaeger: Jaeger) -> dict[str, Any]:
-    """collector-jaeger-sidecar.yaml on loopback ports; its sidecar exporter points at a closed
-    port here (the sidecar has its own test): the Jaeger pipeline must not care."""
-    return {
-        "extensions": {"health_check": {"endpoint": endpoint()}},
-        "receivers": {
-            "otlp": {"protocols": {"grpc": {"endpoint": otlp_grpc}, "http": {"endpoint": endpoint()}}}
-        },
-        "exporters": {
-            "otlp/jaeger": {"endpoint": jaeger.otlp_grpc},
-            "otlp/sidecar": {"endpoint": f"127.0.0.1:{free_port()}"},
-            "prometheus": {"endpoint": endpoint()},
-        },
-    }
 
 
 def _check_trace(trace: Trace, target: str, expected: tuple[str, list[str], str | None]) -> None:

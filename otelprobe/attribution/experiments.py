@@ -26,6 +26,7 @@ from otelprobe.attribution.attribute import attributable, attribute, attributed,
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
 from otelprobe.attribution.metrics import AttributionScores, score_cases
 from otelprobe.attribution.model import DEFAULT_PARAMS, DEFAULT_ROUNDS, AttributionModel
+from otelprobe.attribution.otlp_files import TRACE_FILES
 from otelprobe.attribution.table_cache import read_table_cached
 from otelprobe.attribution.train import train_model
 from otelprobe.causes import ROOT_CAUSES, SCOPES
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from otelprobe.attribution.dataset import WindowTable
 
-TRACE_FILES: Final = ("traces.jsonl.gz", "traces.jsonl")
 CAUSE_INDEX: Final = {cause: i for i, cause in enumerate(ROOT_CAUSES)}
 NO_INTENSITY: Final = "none"
 """The band of a fault without a magnitude (refused, blackhole, a bad certificate)."""

@@ -13,7 +13,7 @@ import io
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +24,37 @@ MAX_PROBLEMS_KEPT: Final = 100
 """Problem messages kept in ReaderStats (all are counted)."""
 DEFAULT_MAX_LINE_BYTES: Final = 256 * 1024 * 1024
 PathsArg = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+
+TRACE_FILES: Final = ("traces.jsonl.gz", "traces.jsonl")
+"""What a recording directory holds (lab/runner.py writes one of them)."""
+
+
+class InputError(ValueError):
+    """A path on the command line that is not a recording."""
+
+
+def recording_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The traces file of each path: the path itself, or a recording directory's traces file.
+
+    Raises:
+        InputError: a path that does not exist, or a directory without a traces file.
+    """
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = [path / name for name in TRACE_FILES if (path / name).is_file()]
+            if not found:
+                raise InputError(f"{path}: a directory without {' or '.join(TRACE_FILES)}")
+            files.append(found[0])
+        elif path.is_file():
+            files.append(path)
+        elif path.exists():
+            raise InputError(f"{path}: not a regular file")
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return files
 
 
 @dataclass(slots=True)

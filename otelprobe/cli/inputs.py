@@ -7,42 +7,14 @@ one line, before anything is read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
+
+from otelprobe.attribution.otlp_files import TRACE_FILES, InputError, recording_files
 
 if TYPE_CHECKING:
     from otelprobe.attribution.otlp_files import ReaderStats
 
-TRACE_FILES: Final = ("traces.jsonl.gz", "traces.jsonl")
-"""What a recording directory holds (lab/runner.py writes one of them)."""
-
-
-class InputError(ValueError):
-    """A path on the command line that is not a recording."""
-
-
-def recording_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The traces file of each path: the path itself, or a recording directory's traces file.
-
-    Raises:
-        InputError: a path that does not exist, or a directory without a traces file.
-    """
-    files = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = [path / name for name in TRACE_FILES if (path / name).is_file()]
-            if not found:
-                raise InputError(f"{path}: a directory without {' or '.join(TRACE_FILES)}")
-            files.append(found[0])
-        elif path.is_file():
-            files.append(path)
-        elif path.exists():
-            raise InputError(f"{path}: not a regular file")
-        else:
-            raise InputError(f"{path}: no such file or directory")
-    return files
+__all__ = ["TRACE_FILES", "InputError", "recording_files"]
 
 
 def _count(number: int, noun: str) -> str:

@@ -166,13 +166,13 @@ def _check_tls_files(config: BaseModel) -> None:
     not a probe failure, and never an OpenSSL traceback."""
     from otelprobe.config.common import TLSClientConfig
     from otelprobe.errors import TLSError
-    from otelprobe.probes._openssl import ClientTLS
+    from otelprobe.probes.tls import check_client_tls
 
     tls = getattr(config, "tls", None)
     if not isinstance(tls, TLSClientConfig) or not (tls.ca_file or tls.client_cert):
         return
     try:
-        ClientTLS(tls)
+        check_client_tls(tls)
     except TLSError as exc:
         raise UsageError(one_line(str(exc))) from None
 

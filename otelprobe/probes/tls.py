@@ -37,6 +37,18 @@ logger = logging.getLogger(__name__)
 TLSVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 
 
+def check_client_tls(config: TLSClientConfig) -> None:
+    """Load `config`'s CA file and client certificate and key now, as a probe would.
+
+    Raises:
+        TLSError: a file that is missing, unreadable or not a certificate or key
+            (`tls_config_invalid`, naming the field and the file).
+    """
+    from otelprobe.probes._openssl import ClientTLS
+
+    ClientTLS(config)
+
+
 class TLSExpect(StrictModel):
     """Assertions on the handshake: remaining validity, protocol version, trust."""
 

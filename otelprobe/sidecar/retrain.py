@@ -131,7 +131,7 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
         took[name] = round(now - since, 2)
         return now
 
-    from otelprobe.cli.inputs import recording_files
+    from otelprobe.attribution.otlp_files import recording_files
 
     cache = spec.get("table_cache")
     # A recording directory or its traces file (as `otelprobe train` takes them).

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_probe_secrets import run_otelprobe  # one subprocess runner for the CLI tests
 
 from otelprobe.cli import INTERNAL_ERROR, main
 
@@ -265,20 +265,6 @@ def test_argument_soup_is_a_usage_error(argv: list[str]) -> None:
 # --- the same through the installed entry point ----------------------------------------------
 
 
-async def _otelprobe(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "otelprobe.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_known_leftovers_exit_2_with_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n")
@@ -292,7 +278,7 @@ async def test_known_leftovers_exit_2_with_one_line(tmp_path: Path) -> None:
         ("probe",): "required: url",
         ("lab", "run"): "required",
     }
-    outcomes = await asyncio.gather(*(_otelprobe(*argv) for argv in cases))
+    outcomes = await asyncio.gather(*(run_otelprobe(*argv) for argv in cases))
     for (argv, word), (code, out, err) in zip(cases.items(), outcomes, strict=True):
         assert code == 2, (argv, err)
         assert "Traceback" not in err and INTERNAL_ERROR not in err, err

@@ -21,7 +21,7 @@ PASSWORD = "pw-0f8e2b9a"
 TOKEN = "tok-7c1d93e5"
 
 
-async def _otelprobe(*args: str) -> tuple[int, str, str]:
+async def run_otelprobe(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -70,7 +70,7 @@ async def test_default_target_name_is_the_redacted_url(
         for index, (url, output, want_code, want_target) in enumerate(cases):
             otlp_file = tmp_path / f"trace-{index}.jsonl"
             args = ["probe", url, "--ca", lab_ca_file, "--otlp-file", str(otlp_file), *filter(None, [output])]
-            code, out, err = await _otelprobe(*args)
+            code, out, err = await run_otelprobe(*args)
             assert code == want_code, err
             _assert_no_secret(otlp_file.read_text(), out, err)
             targets, urls = _targets_and_urls(otlp_file)
@@ -128,7 +128,7 @@ async def test_a_config_target_without_a_name_is_refused_not_named_by_its_url(tm
     config.write_text(
         f"targets:\n  - kind: http\n    url: http://user:{PASSWORD}@127.0.0.1:1/x?token={TOKEN}\n"
     )
-    code, out, err = await _otelprobe("validate", str(config))
+    code, out, err = await run_otelprobe("validate", str(config))
     assert code == 1
     assert "name" in out + err
     _assert_no_secret(out, err)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from otelprobe.config.telemetry import TelemetryConfig
-from otelprobe.probes._kernel_time import hold_rx_timestamping
+from otelprobe.net.kernel_time import hold_rx_timestamping
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe

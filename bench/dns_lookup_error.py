@@ -36,10 +36,11 @@ import dns.message
 
 from otelprobe.config.common import ResolverConfig
 from otelprobe.errors import DNSError
-from otelprobe.probes import _dns_channel, _kernel_time
-from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy
+from otelprobe.net import kernel_time as _kernel_time
+from otelprobe.net.dns import channel as _dns_channel
+from otelprobe.net.dns.resolver import DNSServerResolver
+from otelprobe.net.dns.retransmit import ONE_TRY, RetransmitPolicy
 from otelprobe.probes.base import timed_resolve
-from otelprobe.probes.resolver import DNSServerResolver
 from otelprobe.telemetry import names
 from otelprobe.timing import Phase, PhaseClock
 

@@ -26,7 +26,8 @@ from otelprobe.lab import verify
 from otelprobe.lab._verify_target import TargetSpec
 from otelprobe.lab.capture import PacketCapture
 from otelprobe.lab.wire import wire_phases
-from otelprobe.probes import _kernel_time, _net
+from otelprobe.net import connection as _net
+from otelprobe.net import kernel_time as _kernel_time
 from otelprobe.results import ProbeResult
 
 

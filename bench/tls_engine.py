@@ -1,4 +1,4 @@
-"""Client CPU per full TLS handshake: the `ssl` module vs probes/_openssl.py, same nginx, same run.
+"""Client CPU per full TLS handshake: the `ssl` module vs net/tls/openssl.py, same nginx, same run.
 
 Each round opens a fresh TCP connection to a private nginx (bench/_common.py: 127.0.0.1 only,
 TLS 1.3, ECDSA P-256 certificate from a throwaway CA), does a verified handshake over memory
@@ -25,7 +25,7 @@ from pathlib import Path
 from _common import Nginx, make_certs
 
 from otelprobe.config.common import TLSClientConfig
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.net.tls.openssl import ClientTLS
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 Round = Callable[[int, list[float]], None]

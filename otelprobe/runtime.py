@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from otelprobe.config import load
 from otelprobe.config.common import ProbeConfigBase
 from otelprobe.errors import ConfigError
-from otelprobe.probes._kernel_time import hold_rx_timestamping
+from otelprobe.net.kernel_time import hold_rx_timestamping
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduler import ProbeFactory, Scheduler
@@ -158,7 +158,7 @@ class Runtime:
             concurrency=config.concurrency,
             rng=self._rng,
         )
-        # Receive stamps on before the first probe, and kept on (probes/_kernel_time.py).
+        # Receive stamps on before the first probe, and kept on (net/kernel_time.py).
         hold_rx_timestamping(wait_s=0.1)
         await self._apply(config)
         settle_long_lived()

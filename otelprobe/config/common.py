@@ -17,7 +17,7 @@ from otelprobe.config.secrets import register_secret
 
 IPFamily = Literal["ip4", "ip6", "prefer_ip6", "all", "any"]
 """ip4 / ip6 only; prefer_ip6 IPv6 first, IPv4 as fallback; any whatever resolves; several
-addresses are raced RFC 8305 style (probes/_happy_eyeballs.py); all probes every address on its own."""
+addresses are raced RFC 8305 style (net/happy_eyeballs.py); all probes every address on its own."""
 
 
 class StrictModel(BaseModel):
@@ -59,7 +59,7 @@ class TLSClientConfig(StrictModel):
     @classmethod
     def _groups_known(cls, groups: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if groups is not None:
-            from otelprobe.probes._openssl import unknown_groups  # OpenSSL decides what it knows
+            from otelprobe.net.tls.openssl import unknown_groups  # OpenSSL decides what it knows
 
             unknown = unknown_groups(groups)
             if unknown:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from otelprobe.probes._kernel_time import SO_TIMESTAMPNS, realtime_offset_ns, rx_stamp_ns
+from otelprobe.net.kernel_time import SO_TIMESTAMPNS, realtime_offset_ns, rx_stamp_ns
 
 ETH_P_ALL: Final = 0x0003
 _SO_ATTACH_FILTER: Final = 26

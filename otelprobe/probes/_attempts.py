@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from otelprobe.config.common import ProbeConfigBase
+from otelprobe.net.dns.resolver import Resolver
 from otelprobe.probes.base import Attributes, run_attempt, timed_resolve
-from otelprobe.probes.resolver import Resolver
 from otelprobe.results import ProbeResult
 from otelprobe.timing import PhaseClock
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from otelprobe.errors import ProtocolError
-from otelprobe.probes._stream import BufferedConnection
+from otelprobe.net.stream import BufferedConnection
 
 StartTLSProtocol = Literal["smtp", "imap", "pop3"]
 

@@ -18,8 +18,7 @@ from pydantic import Field, field_validator
 from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
-from otelprobe.probes._dns_retransmit import record_tries
-from otelprobe.probes.resolver import (
+from otelprobe.net.dns.resolver import (
     LookupProgress,
     Resolution,
     Resolver,
@@ -29,6 +28,7 @@ from otelprobe.probes.resolver import (
     resolver_from_config,
     split_host_port,
 )
+from otelprobe.net.dns.retransmit import record_tries
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for

@@ -35,13 +35,13 @@ from otelprobe.config.common import (
 from otelprobe.config.durations import Duration
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ConfigError, ConfigProblem, DNSError
+from otelprobe.net.dns.channel import DEFAULT_PORTS, DNSChannel, DNSTransport
+from otelprobe.net.dns.resolver import is_ip_literal, split_host_port
+from otelprobe.net.dns.retransmit import RetransmitPolicy, record_tries
+from otelprobe.net.tls.openssl import DeferredClientTLS
 from otelprobe.probes import _dns_checks
-from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel, DNSTransport
-from otelprobe.probes._dns_retransmit import RetransmitPolicy, record_tries
 from otelprobe.probes._dnssec import validate_answer
-from otelprobe.probes._openssl import DeferredClientTLS
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
-from otelprobe.probes.resolver import is_ip_literal, split_host_port
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, Phase, PhaseClock

@@ -30,12 +30,12 @@ from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ProtocolError
+from otelprobe.net.connection import TimedConnection
+from otelprobe.net.dns.resolver import split_host_port
+from otelprobe.net.happy_eyeballs import connect_first
+from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes._attempts import run_with_fallback
-from otelprobe.probes._happy_eyeballs import connect_first
-from otelprobe.probes._net import TimedConnection
-from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext
-from otelprobe.probes.resolver import split_host_port
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock

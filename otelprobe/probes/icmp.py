@@ -33,6 +33,8 @@ from otelprobe.config.common import ProbeConfigBase, StrictModel
 from otelprobe.config.durations import Duration
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConnectRefused, ConnectTimeout, ProbeError, ProtocolError
+from otelprobe.net.connection import local_socket_error
+from otelprobe.net.dns.resolver import is_ip_literal
 from otelprobe.probes import _icmp_packet as packet
 from otelprobe.probes._attempts import run_per_address
 from otelprobe.probes._icmp_socket import (
@@ -42,9 +44,7 @@ from otelprobe.probes._icmp_socket import (
     set_dont_fragment,
     set_ttl,
 )
-from otelprobe.probes._net import local_socket_error
 from otelprobe.probes.base import Attributes, ProbeContext
-from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.probes.traceroute import trace_path
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names

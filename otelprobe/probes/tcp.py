@@ -1,7 +1,7 @@
 """The tcp probe kind: connect, optionally TLS (direct or STARTTLS), optionally a send/expect dialogue.
 
 Phases: `dns.lookup` (names only), `tcp.connect`, `starttls.negotiate`, `tls.handshake`, and
-`tcp.dialogue` for the scripted exchange; all measured at the socket by probes/_net.py.
+`tcp.dialogue` for the scripted exchange; all measured at the socket by net/connection.py.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pydantic import Field, field_validator, model_validator
 from otelprobe.config.common import StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
+from otelprobe.net.dns.resolver import is_ip_literal
+from otelprobe.net.happy_eyeballs import connect_first
+from otelprobe.net.stream import BufferedConnection
+from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes import _starttls
 from otelprobe.probes._attempts import run_with_fallback
-from otelprobe.probes._happy_eyeballs import connect_first
 from otelprobe.probes._path_trace import attach_path_traces
-from otelprobe.probes._stream import BufferedConnection
-from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
-from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock

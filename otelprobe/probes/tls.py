@@ -3,8 +3,8 @@
 Phases: `dns.lookup` (names only), `tcp.connect`, `tls.handshake`. The handshake verifies as
 configured; when verification fails, the certificates are still read from that same failed
 handshake (`TimedConnection.handshake_object`), so an expired or untrusted certificate is
-reported with its details. Certificate parsing lives in probes/_tls_report.py. With `ocsp: true`
-the same handshake (probes/_openssl.py) asks for a stapled OCSP response; probes/_ocsp.py reads it.
+reported with its details. Certificate parsing lives in net/tls/report.py. With `ocsp: true`
+the same handshake (net/tls/openssl.py) asks for a stapled OCSP response; net/tls/ocsp.py reads it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
-from otelprobe.probes import _ocsp, _tls_report
+from otelprobe.net.connection import TimedConnection
+from otelprobe.net.dns.resolver import split_host_port
+from otelprobe.net.happy_eyeballs import connect_first
+from otelprobe.net.tls import ocsp as _ocsp
+from otelprobe.net.tls import report as _tls_report
+from otelprobe.net.tls.openssl import DeferredClientTLS
 from otelprobe.probes._attempts import run_with_fallback
-from otelprobe.probes._happy_eyeballs import connect_first
-from otelprobe.probes._net import TimedConnection
-from otelprobe.probes._openssl import DeferredClientTLS
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
-from otelprobe.probes.resolver import split_host_port
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
@@ -44,7 +45,7 @@ def check_client_tls(config: TLSClientConfig) -> None:
         TLSError: a file that is missing, unreadable or not a certificate or key
             (`tls_config_invalid`, naming the field and the file).
     """
-    from otelprobe.probes._openssl import ClientTLS
+    from otelprobe.net.tls.openssl import ClientTLS
 
     ClientTLS(config)
 

@@ -36,10 +36,10 @@ from otelprobe.config.addresses import parse_url
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, HTTPStatusError, ProtocolError
+from otelprobe.net.connection import TimedConnection
+from otelprobe.net.happy_eyeballs import connect_first
+from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes._attempts import run_with_fallback
-from otelprobe.probes._happy_eyeballs import connect_first
-from otelprobe.probes._net import TimedConnection
-from otelprobe.probes._tls import client_context, handshake_attributes
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names

@@ -1,4 +1,4 @@
-"""Connection racing (probes/_happy_eyeballs.py) against refused, black-holed and listening loopback ports.
+"""Connection racing (net/happy_eyeballs.py) against refused, black-holed and listening loopback ports.
 
 A port is made refused on one address (a bound socket that never listens, lab RefusedPort) or
 black-holed (a listener with a full accept queue, lab BlackholePort) while the same port number
@@ -24,14 +24,14 @@ from otelprobe.errors import ConnectRefused, ConnectTimeout
 from otelprobe.lab.certs import LabCA
 from otelprobe.lab.servers.dns import DNSFaultServer
 from otelprobe.lab.servers.ports import BlackholePort, RefusedPort
-from otelprobe.probes._happy_eyeballs import (
+from otelprobe.net.connection import TimedConnection
+from otelprobe.net.happy_eyeballs import (
     CONNECTION_ATTEMPT_DELAY_S,
     PROBE_CONNECT_ABANDONED,
     connect_first,
     connect_order,
     most_telling,
 )
-from otelprobe.probes._net import TimedConnection
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
 from otelprobe.probes.http.config import HTTPProbeConfig

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from otelprobe.probes._kernel_time import (
+from otelprobe.net.connection import timed_connect
+from otelprobe.net.kernel_time import (
     StampedReceiver,
     enable_rx_timestamps,
     handshake_end_ns,
@@ -18,7 +19,6 @@ from otelprobe.probes._kernel_time import (
     rx_stamp_ns,
     tcp_info,
 )
-from otelprobe.probes._net import timed_connect
 from otelprobe.timing import PhaseClock
 
 

@@ -1,4 +1,4 @@
-"""The TLS engine of probes/_openssl.py, seen through the HTTP probe against real TLS servers.
+"""The TLS engine of net/tls/openssl.py, seen through the HTTP probe against real TLS servers.
 
 The servers run on the `ssl` module (the system's OpenSSL), the probe on cryptography's OpenSSL:
 trust store, key-exchange groups, versions, client certificates and post-handshake alerts.
@@ -20,7 +20,7 @@ from http_probing import probe_once
 from tls_servers import blocking_server, serve
 
 from otelprobe.config.common import TLSClientConfig
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.net.tls.openssl import ClientTLS
 
 
 async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

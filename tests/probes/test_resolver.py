@@ -23,10 +23,10 @@ from otelprobe.config.common import IPFamily, ResolverConfig
 from otelprobe.errors import DNSError
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.lab.servers.dns_zone import ZoneSpec
-from otelprobe.probes._dns_race import RESOLUTION_DELAY_S
+from otelprobe.net.dns._race import RESOLUTION_DELAY_S
+from otelprobe.net.dns.resolver import DNSServerResolver, SystemResolver, is_stamped
 from otelprobe.probes.base import ProbeContext, timed_resolve
 from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
-from otelprobe.probes.resolver import DNSServerResolver, SystemResolver, is_stamped
 from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
 from otelprobe.timing import AttributeValue, Phase, PhaseClock

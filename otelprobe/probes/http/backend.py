@@ -33,12 +33,12 @@ import httpcore
 
 from otelprobe.config.common import IPFamily
 from otelprobe.errors import ProbeError, ProtocolError
-from otelprobe.probes._happy_eyeballs import connect_first
-from otelprobe.probes._net import TimedConnection
-from otelprobe.probes._openssl import ClientTLS, TLSSession
-from otelprobe.probes._tls import handshake_attributes, protocol_version
+from otelprobe.net.connection import TimedConnection
+from otelprobe.net.dns.resolver import Resolver
+from otelprobe.net.happy_eyeballs import connect_first
+from otelprobe.net.tls.handshake import handshake_attributes, protocol_version
+from otelprobe.net.tls.openssl import ClientTLS, TLSSession
 from otelprobe.probes.base import Attributes, timed_resolve
-from otelprobe.probes.resolver import Resolver
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock
 

@@ -20,7 +20,7 @@ import httpcore
 import httptools
 
 from otelprobe.errors import ProtocolError
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.probes.http import http2_exchange
 from otelprobe.probes.http.backend import TimedBackend
 

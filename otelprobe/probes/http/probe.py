@@ -26,7 +26,8 @@ from otelprobe.config.addresses import check_host
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError, map_exceptions
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.net.dns.resolver import is_ip_literal
+from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes.assertions import (
     BodyChecks,
@@ -49,7 +50,6 @@ from otelprobe.probes.http.backend import (
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
-from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock

@@ -1,11 +1,11 @@
 """One DNS message exchange over UDP, TCP, DNS-over-TLS or DNS-over-HTTPS, timed at the socket.
 
-The dns probe (probes/dns.py) and the per-target resolver (probes/resolver.py) open channels
+The dns probe (probes/dns.py) and the per-target resolver (net/dns/resolver.py) open channels
 (`tcp.connect` and `tls.handshake` phases for the stream transports) and exchange queries on them.
 Each exchange leaves `sent_ns` (when the query's send() began) and `answered_ns` (the kernel's
-receive stamp of the answer's last datagram or segment, `probes/_kernel_time.py`), the edges of
+receive stamp of the answer's last datagram or segment, `net/kernel_time.py`), the edges of
 the caller's `dns.lookup` phase, so a late event loop does not lengthen it. A UDP query is
-retransmitted per the caller's `RetransmitPolicy` (probes/_dns_retransmit.py: same ID and
+retransmitted per the caller's `RetransmitPolicy` (net/dns/retransmit.py: same ID and
 question, a socket per try, an answer to any try accepted); then `sent_ns` is the first try's
 send and `answered_ns` the arrival of the answer used. UDP answers with TC set are retried over
 TCP inside the same exchange, as a stub resolver would.
@@ -23,10 +23,10 @@ import dns.flags
 import dns.message
 
 from otelprobe.errors import DNSError, ProtocolError
-from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy, UDPExchange, UDPTries
-from otelprobe.probes._net import TimedConnection, timed_connect
-from otelprobe.probes._openssl import ClientTLS
-from otelprobe.probes._stream import BufferedConnection
+from otelprobe.net.connection import TimedConnection, timed_connect
+from otelprobe.net.dns.retransmit import ONE_TRY, RetransmitPolicy, UDPExchange, UDPTries
+from otelprobe.net.stream import BufferedConnection
+from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.timing import PhaseClock
 
 DNSTransport = Literal["udp", "tcp", "tls", "https"]

@@ -1,6 +1,6 @@
 """A stapled OCSP response, read and judged: status, validity window, and whom it was signed by.
 
-The tls probe's OCSP mode (probes/tls.py over probes/_openssl.py) hands the DER bytes the server
+The tls probe's OCSP mode (probes/tls.py over net/tls/openssl.py) hands the DER bytes the server
 stapled to `read_staple`; the report becomes `probe.tls.ocsp.*` attributes and feeds the
 `expect.ocsp` assertion. OpenSSL does not check a stapled response at all, so this module does:
 the response must be about the leaf, from its issuer, and signed by the issuer or by a responder

@@ -3,7 +3,7 @@
 A busy asyncio loop wakes up late, so a `perf_counter_ns()` taken when a read returns overstates
 every phase that ends with a read by the loop's lag. The kernel knows better: it stamps each
 received segment (SO_TIMESTAMPNS, read back with recvmsg) and measures SYN -> SYN-ACK itself
-(TCP_INFO's first RTT sample). `probes/_net.py` uses both and falls back to user-space marks where
+(TCP_INFO's first RTT sample). `net/connection.py` uses both and falls back to user-space marks where
 an option is missing. Everything returned here is on the `perf_counter_ns` clock (CLOCK_MONOTONIC).
 
 Facts checked on Linux 6.x (tests/probes/test_kernel_time.py): the receive queue coalesces

@@ -7,7 +7,7 @@ expect, STARTTLS) kinds; the connection underneath still stamps every socket rea
 from __future__ import annotations
 
 from otelprobe.errors import ProtocolError
-from otelprobe.probes._net import TimedConnection
+from otelprobe.net.connection import TimedConnection
 
 _MAX_BUFFER = 1 << 20
 

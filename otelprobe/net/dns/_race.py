@@ -1,6 +1,6 @@
 """A and AAAA of one lookup through a DNS server: the state of each query, and their race.
 
-`probes/resolver.py`'s DNSServerResolver asks each question as a `Query` (on its own
+`net/dns/resolver.py`'s DNSServerResolver asks each question as a `Query` (on its own
 `DNSChannel`) and, for `ip: any` / `prefer_ip6`, waits for them with `race`, which follows RFC
 8305 §3: a family that has its addresses waits `RESOLUTION_DELAY_S` for the other, then the
 lookup goes on without it. Whether an answer came in time is decided by its kernel arrival
@@ -15,8 +15,8 @@ from typing import Final
 
 from otelprobe.config.common import IPFamily
 from otelprobe.errors import DNSError
-from otelprobe.probes._dns_channel import DNSChannel
-from otelprobe.probes._dns_retransmit import UDPTries
+from otelprobe.net.dns.channel import DNSChannel
+from otelprobe.net.dns.retransmit import UDPTries
 from otelprobe.timing import PhaseClock
 
 RESOLUTION_DELAY_S: Final = 0.05

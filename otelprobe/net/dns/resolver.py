@@ -2,11 +2,11 @@
 
 Every probe kind resolves through a `Resolver`, timed as the `dns.lookup` phase by
 `probes.base.timed_resolve`. Resolvers raise `DNSError` with a precise detail. A resolver that
-sees its own packets (`DNSServerResolver`, on `probes/_dns_channel.py`) also implements
+sees its own packets (`DNSServerResolver`, on `net/dns/channel.py`) also implements
 `StampedResolver`, whose `Resolution` carries when the first query left and when the answer that
 ended the lookup arrived (kernel receive stamps), so the phase is as exact as `tcp.connect`, and
-how it went: UDP retransmits (probes/_dns_retransmit.py) and a family the A/AAAA race went on
-without (probes/_dns_race.py). getaddrinfo runs in a thread on sockets we never see, with the
+how it went: UDP retransmits (net/dns/retransmit.py) and a family the A/AAAA race went on
+without (net/dns/_race.py). getaddrinfo runs in a thread on sockets we never see, with the
 system's own retry policy, so `SystemResolver`'s phase stays user-space marks.
 """
 
@@ -24,10 +24,10 @@ import dns.rdatatype
 
 from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
 from otelprobe.errors import DNSError, ProbeError, ProtocolError
-from otelprobe.probes._dns_channel import DEFAULT_PORTS, DNSChannel
-from otelprobe.probes._dns_race import Query, QueryAnswer, race
-from otelprobe.probes._dns_retransmit import ONE_TRY, RetransmitPolicy, UDPTries
-from otelprobe.probes._openssl import ClientTLS
+from otelprobe.net.dns._race import Query, QueryAnswer, race
+from otelprobe.net.dns.channel import DEFAULT_PORTS, DNSChannel
+from otelprobe.net.dns.retransmit import ONE_TRY, RetransmitPolicy, UDPTries
+from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.timing import PhaseClock
 
 _QUERY_TYPES: Final[dict[str, tuple[str, ...]]] = {

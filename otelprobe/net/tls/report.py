@@ -1,8 +1,8 @@
 """What the tls probe reports about a handshake: every certificate of the chain, and trust.
 
 Works on completed and on failed handshakes alike (a failed verification still holds the
-certificates the server sent): a probes/_openssl.py session becomes a `Handshake`. Used by
-probes/tls.py on top of probes/_tls.py.
+certificates the server sent): a net/tls/openssl.py session becomes a `Handshake`. Used by
+probes/tls.py on top of net/tls/handshake.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from otelprobe.probes._openssl import TLSSession
-from otelprobe.probes._tls import leaf_attributes, protocol_version, subject_alt_names
+from otelprobe.net.tls.handshake import leaf_attributes, protocol_version, subject_alt_names
+from otelprobe.net.tls.openssl import TLSSession
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 

@@ -19,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout, ProbeError
-from otelprobe.probes._net import TimedConnection, timed_connect
-from otelprobe.probes.base import Attributes
+from otelprobe.net.connection import TimedConnection, timed_connect
 from otelprobe.telemetry import names
-from otelprobe.timing import Phase, PhaseClock
+from otelprobe.timing import AttributeValue, Phase, PhaseClock
+
+Attributes = dict[str, AttributeValue]  # as probes.base names it; net does not import probes
 
 CONNECTION_ATTEMPT_DELAY_S: Final = 0.25
 """RFC 8305 §5's recommended wait before the next address is tried alongside a silent one."""

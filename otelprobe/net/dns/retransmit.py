@@ -4,7 +4,7 @@ A lost datagram must cost a retransmit, not the probe (glibc `options timeout:/a
 systemd-resolved and Go's resolver all retransmit). `exchange_udp` sends the query, and when no
 answer has come after the per-try timeout sends the same message (same ID, same question) again
 from a new socket, up to `attempts` tries; an answer to any try is accepted, and each try having
-its own port says exactly which one was answered. `probes/_dns_channel.py` runs its UDP exchanges
+its own port says exactly which one was answered. `net/dns/channel.py` runs its UDP exchanges
 here; `record_tries` puts what happened on the `dns.lookup` phase (attributes and one
 `probe.dns.retransmit` event per retransmit).
 
@@ -25,7 +25,7 @@ import dns.message
 import dns.rdatatype
 
 from otelprobe.errors import DNSError, ProtocolError
-from otelprobe.probes._kernel_time import enable_rx_timestamps, realtime_offset_ns, rx_stamp_ns
+from otelprobe.net.kernel_time import enable_rx_timestamps, realtime_offset_ns, rx_stamp_ns
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase
 

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otelprobe.config.common import TLSClientConfig
-from otelprobe.probes._openssl import DeferredClientTLS, TLSSession
+from otelprobe.net.tls.openssl import DeferredClientTLS, TLSSession
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
@@ -23,7 +23,7 @@ _PROTOCOL_VERSIONS: Final = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2",
 
 
 def client_context(config: TLSClientConfig, alpn: Sequence[str] = ()) -> DeferredClientTLS:
-    """A probe's TLS client (probes/_openssl.py): system trust (or ca_file), client cert, versions,
+    """A probe's TLS client (net/tls/openssl.py): system trust (or ca_file), client cert, versions,
     ALPN; built at its first `get()`, inside an attempt."""
     return DeferredClientTLS(config, alpn)
 

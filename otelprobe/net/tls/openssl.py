@@ -7,7 +7,7 @@ README.md`, "TLS engine"). A prober pays one full handshake per probe, so this i
 probe costs us. pyOpenSSL also gives what `ssl` cannot: key-exchange groups, stapled OCSP.
 
 `ClientTLS` is built once per target from its `tls:` config; `ClientTLS.session` makes one
-`TLSSession` per connection, which `TimedConnection.start_session` (probes/_net.py) drives so that
+`TLSSession` per connection, which `TimedConnection.start_session` (net/connection.py) drives so that
 `tls.handshake` is timed at the socket events, then carries the application data. The settings
 mirror what `ssl.create_default_context` does: verification and host-name checking on (CPython's
 check flags), CPython's TLS 1.2 cipher string, no compression; the groups offered by default are
@@ -33,8 +33,8 @@ from OpenSSL._util import lib as _lib
 
 from otelprobe.config.common import TLSClientConfig
 from otelprobe.errors import ProtocolError, TLSError
-from otelprobe.probes import _ocsp
-from otelprobe.probes._tls_errors import handshake_failure_detail, verify_detail
+from otelprobe.net.tls import ocsp as _ocsp
+from otelprobe.net.tls._errors import handshake_failure_detail, verify_detail
 
 _READ_SIZE: Final = 65536
 _MAX_KEY_FILE: Final = 1 << 20  # a PEM key is a few KiB; more is not a key file

@@ -3,10 +3,10 @@
 This is the part no library gives exactly: `tcp.connect` spans connect() issued -> established,
 `tls.handshake` spans ClientHello written -> handshake complete, and a `TimedConnection` reports
 the first and last byte of every read and write to its owner (the HTTP probe marks request,
-TTFB and transfer from them). TLS runs over memory buffers (probes/_openssl.py) so we see exactly
+TTFB and transfer from them). TLS runs over memory buffers (net/tls/openssl.py) so we see exactly
 when bytes hit the socket, and set TCP_NODELAY so nothing waits behind Nagle (LAB-NOTES pitfall 3).
 
-Edges that a read ends come from the kernel (`probes/_kernel_time.py`), not from when the event
+Edges that a read ends come from the kernel (`net/kernel_time.py`), not from when the event
 loop got round to the read: `tcp.connect` ends at connect() + the kernel's SYN -> SYN-ACK sample,
 a read is stamped with the kernel receive time of its newest byte. Edges a write starts or ends
 are marked just before / after the send syscall, which runs in the same loop step, so loop lag
@@ -23,8 +23,8 @@ import socket
 from collections.abc import Callable
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout, TLSError
-from otelprobe.probes._kernel_time import StampedReceiver, handshake_end_ns
-from otelprobe.probes._openssl import ClientTLS, TLSSession
+from otelprobe.net.kernel_time import StampedReceiver, handshake_end_ns
+from otelprobe.net.tls.openssl import ClientTLS, TLSSession
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 

@@ -13,12 +13,12 @@ from pydantic import Field
 
 from otelprobe.config.common import ProbeConfigBase
 from otelprobe.probes.base import Probe, ProbeContext
-from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
+from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
-from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
-from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
+from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 

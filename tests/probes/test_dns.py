@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.lab.servers.dns_zone import ZoneSpec
 from otelprobe.probes.base import ProbeContext
-from otelprobe.probes.dns import DNSProbe, DNSProbeConfig, system_nameserver
+from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig, system_nameserver
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry.otlp_json import json_to_message, message_to_json
 from otelprobe.telemetry.pipeline import Telemetry

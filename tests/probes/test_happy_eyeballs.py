@@ -36,7 +36,7 @@ from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
-from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 from otelprobe.results import ProbeResult

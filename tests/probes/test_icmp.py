@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
-from otelprobe.probes._icmp_socket import ICMPNotPermittedError, ping_group_range
 from otelprobe.probes.base import ProbeContext
-from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
+from otelprobe.probes.icmp._socket import ICMPNotPermittedError, ping_group_range
+from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 
@@ -136,7 +136,7 @@ def test_datagram_sockets_forbidden_names_the_sysctl(netns: str) -> None:
 @pytest.mark.skipif(ping_group_range() != "1 0", reason="this host allows datagram ICMP sockets")
 def test_neither_socket_permitted_names_both_fixes() -> None:
     script = (
-        "from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig\n"
+        "from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig\n"
         "from otelprobe.probes.base import ProbeContext\n"
         "ICMPProbe(ICMPProbeConfig.from_url('icmp://127.0.0.1'), ProbeContext(vantage='t'))\n"
     )

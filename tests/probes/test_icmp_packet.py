@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from otelprobe.probes import _icmp_packet as packet
+from otelprobe.probes.icmp import _packet as packet
 
 
 def _ipv4_header(src: str, dst: str, protocol: int, ttl: int = 64, payload_len: int = 0) -> bytes:

@@ -30,7 +30,7 @@ from http_servers import serve_raw
 
 from otelprobe.errors import ERROR_TYPES
 from otelprobe.probes.base import ProbeContext
-from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
+from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
 

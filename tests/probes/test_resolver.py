@@ -26,8 +26,8 @@ from otelprobe.lab.servers.dns_zone import ZoneSpec
 from otelprobe.net.dns._race import RESOLUTION_DELAY_S
 from otelprobe.net.dns.resolver import DNSServerResolver, SystemResolver, is_stamped
 from otelprobe.probes.base import ProbeContext, timed_resolve
-from otelprobe.probes.dns import DNSProbe, DNSProbeConfig
-from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
+from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
 from otelprobe.timing import AttributeValue, Phase, PhaseClock
 

@@ -11,7 +11,7 @@ from tls_servers import close_after_read, pop3_server, serve, smtp_server
 
 from otelprobe.lab.certs import LabCA
 from otelprobe.probes.base import ProbeContext
-from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
 
 

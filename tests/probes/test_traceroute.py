@@ -14,8 +14,8 @@ import pytest
 from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 from otelprobe.probes.base import ProbeContext
-from otelprobe.probes.icmp import ICMPProbe, ICMPProbeConfig
-from otelprobe.probes.traceroute import TraceMethod, trace_path
+from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
+from otelprobe.probes.icmp.traceroute import TraceMethod, trace_path
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import Phase, PhaseClock

@@ -21,7 +21,7 @@ from tls_servers import serve
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
-from otelprobe.probes.tcp import TCPProbe, TCPProbeConfig
+from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """One DNS message exchange over UDP, TCP, DNS-over-TLS or DNS-over-HTTPS, timed at the socket.
 
-The dns probe (probes/dns.py) and the per-target resolver (net/dns/resolver.py) open channels
+The dns probe (probes/dns/probe.py) and the per-target resolver (net/dns/resolver.py) open channels
 (`tcp.connect` and `tls.handshake` phases for the stream transports) and exchange queries on them.
 Each exchange leaves `sent_ns` (when the query's send() began) and `answered_ns` (the kernel's
 receive stamp of the answer's last datagram or segment, `net/kernel_time.py`), the edges of

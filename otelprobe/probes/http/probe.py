@@ -28,7 +28,6 @@ from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError, map_exceptions
 from otelprobe.net.dns.resolver import is_ip_literal
 from otelprobe.net.tls.openssl import ClientTLS
-from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes.assertions import (
     BodyChecks,
     Failure,
@@ -50,6 +49,7 @@ from otelprobe.probes.http.backend import (
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
+from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock

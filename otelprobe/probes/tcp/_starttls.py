@@ -1,6 +1,6 @@
 """STARTTLS negotiation for SMTP (RFC 3207), IMAP (RFC 2595) and POP3 (RFC 2595).
 
-The tcp probe (probes/tcp.py) runs `negotiate` as the `starttls.negotiate` phase, from the first
+The tcp probe (probes/tcp/probe.py) runs `negotiate` as the `starttls.negotiate` phase, from the first
 banner byte awaited to the server's go-ahead; the TLS handshake that follows is its own phase.
 """
 

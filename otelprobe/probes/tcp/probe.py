@@ -20,10 +20,10 @@ from otelprobe.net.dns.resolver import is_ip_literal
 from otelprobe.net.happy_eyeballs import connect_first
 from otelprobe.net.stream import BufferedConnection
 from otelprobe.net.tls.handshake import client_context, handshake_attributes
-from otelprobe.probes import _starttls
 from otelprobe.probes._attempts import run_with_fallback
-from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
+from otelprobe.probes.icmp.path_trace import attach_path_traces
+from otelprobe.probes.tcp import _starttls
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock

@@ -16,8 +16,8 @@ import socket
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from otelprobe.probes import _icmp_packet as packet
-from otelprobe.probes._icmp_socket import open_icmp_socket, set_ttl
+from otelprobe.probes.icmp import _packet as packet
+from otelprobe.probes.icmp._socket import open_icmp_socket, set_ttl
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, Phase, PhaseClock
 

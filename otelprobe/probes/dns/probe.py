@@ -39,9 +39,9 @@ from otelprobe.net.dns.channel import DEFAULT_PORTS, DNSChannel, DNSTransport
 from otelprobe.net.dns.resolver import is_ip_literal, split_host_port
 from otelprobe.net.dns.retransmit import RetransmitPolicy, record_tries
 from otelprobe.net.tls.openssl import DeferredClientTLS
-from otelprobe.probes import _dns_checks
-from otelprobe.probes._dnssec import validate_answer
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
+from otelprobe.probes.dns import _checks as _dns_checks
+from otelprobe.probes.dns._dnssec import validate_answer
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, Phase, PhaseClock

@@ -1,6 +1,6 @@
 """What the dns probe reads off an answer: attributes, rcode classification and assertions.
 
-Called by probes/dns.py after the `dns.lookup` exchange; raises DNSError for a failing rcode and
+Called by probes/dns/probe.py after the `dns.lookup` exchange; raises DNSError for a failing rcode and
 AssertionFailed for a configured expectation that the answer does not meet.
 """
 
@@ -17,12 +17,12 @@ import dns.rdatatype
 import dns.rrset
 
 from otelprobe.errors import AssertionFailed, DNSError
-from otelprobe.probes._dnssec import signer_of
+from otelprobe.probes.dns._dnssec import signer_of
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
 if TYPE_CHECKING:
-    from otelprobe.probes.dns import DNSExpect
+    from otelprobe.probes.dns.probe import DNSExpect
 
 _RCODE_DETAILS: Final = {
     dns.rcode.NXDOMAIN: "nxdomain",

@@ -1,6 +1,6 @@
 """Local DNSSEC validation of one answer: its RRSIG against the signer's DNSKEY set.
 
-The dns probe (probes/dns.py) fetches the signer zone's DNSKEY RRset and calls `validate_answer`.
+The dns probe (probes/dns/probe.py) fetches the signer zone's DNSKEY RRset and calls `validate_answer`.
 This is one-zone validation, not a chain walk to the root: the DNSKEY set must be self-signed and
 match a configured trust anchor (DS or DNSKEY text); without anchors it proves only that the
 answer is consistently signed, which `anchored=False` reports.

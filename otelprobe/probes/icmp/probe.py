@@ -35,17 +35,17 @@ from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConnectRefused, ConnectTimeout, ProbeError, ProtocolError
 from otelprobe.net.connection import local_socket_error
 from otelprobe.net.dns.resolver import is_ip_literal
-from otelprobe.probes import _icmp_packet as packet
 from otelprobe.probes._attempts import run_per_address
-from otelprobe.probes._icmp_socket import (
+from otelprobe.probes.base import Attributes, ProbeContext
+from otelprobe.probes.icmp import _packet as packet
+from otelprobe.probes.icmp._socket import (
     ICMPNotPermittedError,
     SocketMode,
     open_icmp_socket,
     set_dont_fragment,
     set_ttl,
 )
-from otelprobe.probes.base import Attributes, ProbeContext
-from otelprobe.probes.traceroute import trace_path
+from otelprobe.probes.icmp.traceroute import trace_path
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from otelprobe.config.common import ProbeConfigBase
-from otelprobe.probes._icmp_socket import ICMPNotPermittedError
-from otelprobe.probes.traceroute import trace_path
+from otelprobe.probes.icmp._socket import ICMPNotPermittedError
+from otelprobe.probes.icmp.traceroute import trace_path
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock

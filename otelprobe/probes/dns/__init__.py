@@ -1,0 +1,1 @@
+"""The dns kind: one query to a server, its checks (_checks.py) and DNSSEC validation (_dnssec.py)."""

@@ -42,13 +42,13 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
 from bench._common import pct  # noqa: E402
+from otelprobe import names  # noqa: E402
 from otelprobe.attribution.model import load_model  # noqa: E402
 from otelprobe.attribution.otlp_decode import any_value, views_from_request  # noqa: E402
 from otelprobe.attribution.records import RECORD_KEYS, TraceAssembler  # noqa: E402
 from otelprobe.sidecar.ingest import Ingest  # noqa: E402
 from otelprobe.sidecar.pipeline import SlotProcessor  # noqa: E402
 from otelprobe.sidecar.windower import EventTimeWindower  # noqa: E402
-from otelprobe.telemetry import names  # noqa: E402
 from otelprobe.telemetry.otlp_json import json_to_message  # noqa: E402
 
 RECORDING = REPO / "data/lab/train-101/traces.jsonl.gz"

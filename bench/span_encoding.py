@@ -29,9 +29,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from otelprobe import names
 from otelprobe.errors import ProbeError, ProbeTimeout
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.telemetry import names
 from otelprobe.telemetry.batching import request_bytes
 from otelprobe.telemetry.spans import SpanEncoder, any_value
 from otelprobe.timing import AttributeValue, PhaseClock

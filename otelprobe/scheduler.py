@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
+from otelprobe import names
 from otelprobe.config.common import ProbeConfigBase
 from otelprobe.errors import ProbeTimeout
 from otelprobe.probes.base import Probe, ProbeContext
@@ -25,7 +26,6 @@ from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.health import Health, TargetState, backoff_s
 from otelprobe.scheduling.stats import SchedulerStats
 from otelprobe.targets import spread_offset
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 __all__ = ["ProbeFactory", "ResultSink", "Scheduler", "SchedulerStats", "TargetState"]

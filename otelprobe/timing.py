@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
+from otelprobe import names
 from otelprobe.errors import ConnectTimeout, DNSError, ProbeError, ProbeTimeout
-from otelprobe.telemetry import names
 
 AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
 

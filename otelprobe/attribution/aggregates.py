@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from otelprobe import names
 from otelprobe.attribution.windows import WINDOW_KEYS
-from otelprobe.telemetry import names
 
 if TYPE_CHECKING:
     import pandas as pd

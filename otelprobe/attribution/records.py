@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Final
 
+from otelprobe import names
 from otelprobe.attribution.otlp_decode import SpanView, views_from_request
 from otelprobe.attribution.otlp_files import (
     DEFAULT_MAX_LINE_BYTES,
@@ -25,7 +26,6 @@ from otelprobe.attribution.otlp_files import (
     ReaderStats,
     iter_span_batches,
 )
-from otelprobe.telemetry import names
 
 __all__ = [
     "COLUMN_DTYPES",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from otelprobe import names
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 
 _BAR_WIDTH: Final = 48
 _EIGHTHS: Final = " ▏▎▍▌▋▊▉█"

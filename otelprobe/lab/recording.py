@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from otelprobe import names
 from otelprobe.attribution.otlp_files import ReaderStats, iter_span_batches
 from otelprobe.attribution.records import iter_records
 from otelprobe.lab.scenario import Scenario
 from otelprobe.lab.servers.http import LAB_BODY_LINE
 from otelprobe.lab.topology import LAB_ZONE, TargetSide
-from otelprobe.telemetry import names
 
 
 @dataclass(frozen=True, slots=True)

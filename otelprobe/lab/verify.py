@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from otelprobe import names
 from otelprobe.config.common import ResolverConfig, TLSClientConfig
 from otelprobe.lab._verify_target import TARGET_NAME, TargetSpec
 from otelprobe.lab.capture import PacketCapture
@@ -29,7 +30,6 @@ from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import Phase
 
 _STAGGER_S: Final = 0.2

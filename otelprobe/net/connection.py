@@ -22,10 +22,10 @@ import os
 import socket
 from collections.abc import Callable
 
+from otelprobe import names
 from otelprobe.errors import ConnectRefused, ConnectTimeout, TLSError
 from otelprobe.net.kernel_time import StampedReceiver, handshake_end_ns
 from otelprobe.net.tls.openssl import ClientTLS, TLSSession
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 _READ_SIZE = 65536

@@ -18,9 +18,9 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from otelprobe import names
 from otelprobe.errors import ConnectRefused, ConnectTimeout, ProbeError
 from otelprobe.net.connection import TimedConnection, timed_connect
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, Phase, PhaseClock
 
 Attributes = dict[str, AttributeValue]  # as probes.base names it; net does not import probes

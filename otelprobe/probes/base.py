@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import Field, field_validator
 
+from otelprobe import names
 from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
@@ -30,7 +31,6 @@ from otelprobe.net.dns.resolver import (
 )
 from otelprobe.net.dns.retransmit import record_tries
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for
 
 Attributes = dict[str, AttributeValue]

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 from pydantic import Field, field_validator
 
+from otelprobe import names
 from otelprobe.config.addresses import check_host_port
 from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
 from otelprobe.config.secrets import redact_url
@@ -37,7 +38,6 @@ from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 HEALTH_SERVICE: Final = "grpc.health.v1.Health"

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from otelprobe import names
 from otelprobe.config.common import StrictModel, TLSClientConfig
 from otelprobe.config.durations import Duration
 from otelprobe.config.secrets import redact_url
@@ -30,7 +31,6 @@ from otelprobe.net.tls.openssl import DeferredClientTLS
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 logger = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from otelprobe import names
 from otelprobe.config.addresses import parse_url
 from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.secrets import redact_url
@@ -42,7 +43,6 @@ from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 

@@ -29,10 +29,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, set_span_in_context
 
-from otelprobe import __version__
+from otelprobe import __version__, names
 from otelprobe.attribution.attribute import iso
 from otelprobe.sidecar.view import MAX_LIMIT
-from otelprobe.telemetry import names
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs.export import LogRecordExporter

@@ -27,8 +27,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from otelprobe import names
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.telemetry.aggregation import (
     HIST_BUCKETS,
     HIST_COUNT,

@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 
 import otelprobe
+from otelprobe import names
 from otelprobe.config.telemetry import (
     ConsoleExporterConfig,
     ExporterConfig,
@@ -32,7 +33,6 @@ from otelprobe.config.telemetry import (
     TelemetryConfig,
 )
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.telemetry import names
 from otelprobe.telemetry.aggregation import MetricStore
 from otelprobe.telemetry.batching import SpanBatcher
 from otelprobe.telemetry.memory import InMemorySpans

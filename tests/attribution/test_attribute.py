@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from otelprobe import names
 from otelprobe.attribution.attribute import EVIDENCE_FOR_TOP, attribute
 from otelprobe.attribution.dataset import WindowTable, read_window_table
 from otelprobe.attribution.model import AttributionModel
 from otelprobe.attribution.records import read_records
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 from otelprobe.cli import main
-from otelprobe.telemetry import names
 
 # The first test to ask for the model may train it (conftest.py) on a shared machine.
 pytestmark = pytest.mark.timeout(300)

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from otelprobe import names
 from otelprobe.attribution.otlp_decode import views_from_request
 from otelprobe.attribution.records import (
     COLUMN_DTYPES,
@@ -40,7 +41,6 @@ from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
 from otelprobe.sidecar.receiver import OTLPReceiver
-from otelprobe.telemetry import names
 from otelprobe.telemetry.batching import build_request
 from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender, json_to_message
 from otelprobe.telemetry.pipeline import Telemetry

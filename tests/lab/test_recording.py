@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from otelprobe import names
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.lab.recording import IncidentWindow, iter_spans, label_recording, read_labels
-from otelprobe.telemetry import names
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
 S = 1_000_000_000

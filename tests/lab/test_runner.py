@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from otelprobe import names
 from otelprobe.lab.incidents import resolve
 from otelprobe.lab.netns import RUN_DIR, LabUnavailable, lab_namespaces, require_lab_support
 from otelprobe.lab.recording import RecordedSpan, iter_spans, read_labels
 from otelprobe.lab.runner import RunResult, run_scenario
 from otelprobe.lab.scenario import load_scenario, load_scenario_text
-from otelprobe.telemetry import names
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from otelprobe.lab.verify import match
+from otelprobe.names import PROBE_CONNECT_ABANDONED as ABANDONED
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry.names import PROBE_CONNECT_ABANDONED as ABANDONED
 from otelprobe.timing import Phase
 
 

@@ -12,9 +12,9 @@ import trustme
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from otelprobe import names
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig, decode_response, encode_request
-from otelprobe.telemetry import names
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

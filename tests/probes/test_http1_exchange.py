@@ -14,9 +14,9 @@ import pytest
 from http_probing import probe_once
 from http_servers import RawHandler, read_request, serve_raw
 
+from otelprobe import names
 from otelprobe.probes.http import http1_exchange
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 
 
 def canned(response: bytes, *, close: bool, requests: list[bytes] | None = None) -> RawHandler:

@@ -11,9 +11,9 @@ import pytest
 import trustme
 from aiohttp import WSMsgType, web
 
+from otelprobe import names
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
-from otelprobe.telemetry import names
 
 UPGRADE_DELAY_S = 0.2
 

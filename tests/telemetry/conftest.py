@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+from otelprobe import names
 from otelprobe.errors import ProbeError
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock
 
 MS = 1_000_000

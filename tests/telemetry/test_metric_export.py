@@ -15,11 +15,11 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
+from otelprobe import names
 from otelprobe.config.telemetry import TelemetryConfig
 from otelprobe.errors import HTTPStatusError
 from otelprobe.results import ProbeResult
 from otelprobe.sidecar.receiver import OTLPReceiver, attributes_dict
-from otelprobe.telemetry import names
 from otelprobe.telemetry.aggregation import MetricStore
 from otelprobe.telemetry.metrics import LATENCY_BUCKETS_S, ProbeMetrics
 from otelprobe.telemetry.metrics_otlp import MetricEncoder

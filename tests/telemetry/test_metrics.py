@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, NumberDataPoint
 
+from otelprobe import names
 from otelprobe.errors import DNSError, HTTPStatusError
 from otelprobe.results import ProbeResult
 from otelprobe.sidecar.receiver import attributes_dict
-from otelprobe.telemetry import names
 from otelprobe.telemetry.metrics import LATENCY_BUCKETS_S
 from otelprobe.telemetry.pipeline import Telemetry
 

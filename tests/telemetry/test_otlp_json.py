@@ -11,9 +11,9 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from otelprobe import names
 from otelprobe.results import ProbeResult
 from otelprobe.sidecar.receiver import attributes_dict, iter_spans
-from otelprobe.telemetry import names
 from otelprobe.telemetry.batching import build_request
 from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender, read_otlp_json
 from otelprobe.telemetry.pipeline import Telemetry

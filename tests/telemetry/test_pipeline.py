@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from otelprobe import names
 from otelprobe.config.telemetry import TelemetryConfig
 from otelprobe.errors import ConnectRefused
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.sidecar.receiver import OTLPReceiver, ReceivedSpan, attributes_dict
-from otelprobe.telemetry import names
 from otelprobe.telemetry.pipeline import Telemetry
 
 ResultFactory = Callable[..., ProbeResult]

@@ -18,11 +18,11 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otelprobe import names
 from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterConfig, TelemetryConfig
 from otelprobe.errors import ConnectRefused
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.sidecar.receiver import OTLPReceiver
-from otelprobe.telemetry import names
 from otelprobe.telemetry.batching import SpanBatcher, build_request
 from otelprobe.telemetry.otlp_json import json_to_message
 from otelprobe.telemetry.pipeline import Telemetry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otelprobe.telemetry import names
+from otelprobe import names
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "spans.md").read_text()
 NOT_KEYS = {"ROOT_SPAN_PREFIX", "SYNTHETIC_TYPE_TEST", "HTTP_PHASES"}

@@ -22,10 +22,10 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from otelprobe import names
 from otelprobe.config.secrets import clear_secrets, register_secret
 from otelprobe.errors import ConnectRefused, ProbeTimeout
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.telemetry import names
 from otelprobe.telemetry.pipeline import Telemetry
 from otelprobe.telemetry.spans import SpanEncoder
 

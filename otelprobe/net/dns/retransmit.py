@@ -24,9 +24,9 @@ from typing import Final
 import dns.message
 import dns.rdatatype
 
+from otelprobe import names
 from otelprobe.errors import DNSError, ProtocolError
 from otelprobe.net.kernel_time import enable_rx_timestamps, realtime_offset_ns, rx_stamp_ns
-from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase
 
 _UDP_MAX: Final = 65535

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from otelprobe import names
 from otelprobe.errors import AssertionFailed
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
 OCSPExpectation = Literal["required", "good"]

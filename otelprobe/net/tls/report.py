@@ -17,9 +17,9 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from otelprobe import names
 from otelprobe.net.tls.handshake import leaf_attributes, protocol_version, subject_alt_names
 from otelprobe.net.tls.openssl import TLSSession
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
 # Verification failures that are about the certificates (the handshake itself worked).

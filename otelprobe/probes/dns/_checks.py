@@ -16,9 +16,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from otelprobe import names
 from otelprobe.errors import AssertionFailed, DNSError
 from otelprobe.probes.dns._dnssec import signer_of
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue
 
 if TYPE_CHECKING:

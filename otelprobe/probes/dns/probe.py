@@ -23,6 +23,7 @@ import dns.rdatatype
 import dns.resolver
 from pydantic import Field, field_validator
 
+from otelprobe import names
 from otelprobe.config.addresses import check_server
 from otelprobe.config.common import (
     MAX_DNS_ATTEMPTS,
@@ -43,7 +44,6 @@ from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_r
 from otelprobe.probes.dns import _checks as _dns_checks
 from otelprobe.probes.dns._dnssec import validate_answer
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, Phase, PhaseClock
 
 RESOLV_CONF = "/etc/resolv.conf"

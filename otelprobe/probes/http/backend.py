@@ -31,6 +31,7 @@ from typing import Any, Final
 import h2.exceptions
 import httpcore
 
+from otelprobe import names
 from otelprobe.config.common import IPFamily
 from otelprobe.errors import ProbeError, ProtocolError
 from otelprobe.net.connection import TimedConnection
@@ -39,7 +40,6 @@ from otelprobe.net.happy_eyeballs import connect_first
 from otelprobe.net.tls.handshake import handshake_attributes, protocol_version
 from otelprobe.net.tls.openssl import ClientTLS, TLSSession
 from otelprobe.probes.base import Attributes, timed_resolve
-from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock
 
 # httpcore's exceptions that reach us (the HTTP/1.1 path raises them); our own stream and the

@@ -21,7 +21,7 @@ from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import httpcore
 
-from otelprobe import __version__
+from otelprobe import __version__, names
 from otelprobe.config.addresses import check_host
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
@@ -51,7 +51,6 @@ from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
 from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 logger = logging.getLogger(__name__)

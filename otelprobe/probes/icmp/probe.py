@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from otelprobe import names
 from otelprobe.config.addresses import check_host
 from otelprobe.config.common import ProbeConfigBase, StrictModel
 from otelprobe.config.durations import Duration
@@ -47,7 +48,6 @@ from otelprobe.probes.icmp._socket import (
 )
 from otelprobe.probes.icmp.traceroute import trace_path
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, PhaseClock
 
 

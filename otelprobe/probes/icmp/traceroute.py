@@ -16,9 +16,9 @@ import socket
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from otelprobe import names
 from otelprobe.probes.icmp import _packet as packet
 from otelprobe.probes.icmp._socket import open_icmp_socket, set_ttl
-from otelprobe.telemetry import names
 from otelprobe.timing import AttributeValue, Phase, PhaseClock
 
 TraceMethod = Literal["udp", "icmp"]

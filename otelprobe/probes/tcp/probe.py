@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from otelprobe import names
 from otelprobe.config.common import StrictModel, TLSClientConfig, check_regex
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
@@ -25,7 +26,6 @@ from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.probes.tcp import _starttls
 from otelprobe.results import ProbeResult
-from otelprobe.telemetry import names
 from otelprobe.timing import OpenPhase, PhaseClock
 
 

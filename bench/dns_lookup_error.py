@@ -35,13 +35,13 @@ from pathlib import Path
 import dns.message
 
 from otelprobe import names
-from otelprobe.config.common import ResolverConfig
 from otelprobe.errors import DNSError
 from otelprobe.net import kernel_time as _kernel_time
 from otelprobe.net.dns import channel as _dns_channel
 from otelprobe.net.dns.resolver import DNSServerResolver
 from otelprobe.net.dns.retransmit import ONE_TRY, RetransmitPolicy
 from otelprobe.probes.base import timed_resolve
+from otelprobe.settings.common import ResolverConfig
 from otelprobe.timing import Phase, PhaseClock
 
 Exchange = tuple[tuple[int, ...], int, int | None]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from _common import Nginx, make_certs
 
-from otelprobe.config.common import TLSClientConfig
 from otelprobe.net.tls.openssl import ClientTLS
+from otelprobe.settings.common import TLSClientConfig
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 Round = Callable[[int, list[float]], None]

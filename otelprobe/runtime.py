@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 from otelprobe.config import load
-from otelprobe.config.common import ProbeConfigBase
 from otelprobe.errors import ConfigError
 from otelprobe.net.kernel_time import hold_rx_timestamping
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduler import ProbeFactory, Scheduler
+from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.targets import parse_shard, select
 
 if TYPE_CHECKING:

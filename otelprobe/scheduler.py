@@ -19,12 +19,12 @@ from functools import partial
 from typing import Final, Protocol
 
 from otelprobe import names
-from otelprobe.config.common import ProbeConfigBase
 from otelprobe.errors import ProbeTimeout
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.health import Health, TargetState, backoff_s
 from otelprobe.scheduling.stats import SchedulerStats
+from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.targets import spread_offset
 from otelprobe.timing import PhaseClock
 

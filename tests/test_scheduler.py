@@ -12,13 +12,13 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from otelprobe.config.common import ProbeConfigBase, RetryPolicy
 from otelprobe.errors import ConnectRefused
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduler import Scheduler, TargetState
 from otelprobe.scheduling.health import backoff_s
 from otelprobe.scheduling.stats import LatencyStats
+from otelprobe.settings.common import ProbeConfigBase, RetryPolicy
 from otelprobe.targets import spread_offset
 from otelprobe.timing import PhaseClock
 

@@ -18,9 +18,9 @@ from typing import Annotated, Final, Literal, TypeVar
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from otelprobe.config import read_config_file
-from otelprobe.config.common import StrictModel
-from otelprobe.config.durations import Duration, parse_duration
 from otelprobe.errors import ConfigError, ConfigProblem
+from otelprobe.settings.common import StrictModel
+from otelprobe.settings.durations import Duration, parse_duration
 
 BASELINE: Final = "baseline"
 """A latency threshold learned from the series' own healthy windows instead of a fixed one."""

@@ -99,7 +99,7 @@ def _internal_error(exc: Exception, *, command: str, traceback: bool) -> int:
     """
     import traceback as tb
 
-    from otelprobe.config.secrets import redact_text as redact
+    from otelprobe.settings.secrets import redact_text as redact
 
     first = next((line for line in str(exc).splitlines() if line.strip()), "")
     print(

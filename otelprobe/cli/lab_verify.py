@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 
-from otelprobe.config.durations import parse_duration
+from otelprobe.settings.durations import parse_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

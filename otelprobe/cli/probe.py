@@ -143,8 +143,8 @@ def _check_exports(args: argparse.Namespace) -> None:
     checked before probing, so that a bad one is bad usage (exit 2), not a lost trace."""
     from pathlib import Path
 
-    from otelprobe.config.addresses import parse_url
-    from otelprobe.config.secrets import redact_url
+    from otelprobe.settings.addresses import parse_url
+    from otelprobe.settings.secrets import redact_url
 
     if args.otlp_endpoint is not None:
         try:
@@ -164,9 +164,9 @@ def _check_exports(args: argparse.Namespace) -> None:
 def _check_tls_files(config: BaseModel) -> None:
     """--ca, --cert and --key are read now: a file that is missing or not PEM is bad usage (exit 2),
     not a probe failure, and never an OpenSSL traceback."""
-    from otelprobe.config.common import TLSClientConfig
     from otelprobe.errors import TLSError
     from otelprobe.probes.tls import check_client_tls
+    from otelprobe.settings.common import TLSClientConfig
 
     tls = getattr(config, "tls", None)
     if not isinstance(tls, TLSClientConfig) or not (tls.ca_file or tls.client_cert):
@@ -228,7 +228,7 @@ async def _export(results: list[ProbeResult], vantage: str, args: argparse.Names
 
 
 def _interval_for(timeout: str) -> str:
-    from otelprobe.config.durations import parse_duration
+    from otelprobe.settings.durations import parse_duration
 
     try:
         return f"{max(parse_duration(timeout), 30.0)}s"

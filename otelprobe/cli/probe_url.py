@@ -12,9 +12,9 @@ from urllib.parse import unquote, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
-from otelprobe.config.addresses import parse_url
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ConfigError
+from otelprobe.settings.addresses import parse_url
+from otelprobe.settings.secrets import redact_url
 
 # URL scheme -> probe kind.
 SCHEME_KINDS: Final = {

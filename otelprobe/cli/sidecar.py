@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         if args.check:
             load_checked(config.model)
     except ConfigError as exc:
-        from otelprobe.config.secrets import redact
+        from otelprobe.settings.secrets import redact
 
         for problem in exc.problems:
             print(redact(str(problem)), file=sys.stderr)  # a problem may quote a secret's value

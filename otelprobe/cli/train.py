@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_window(text: str) -> float | None:
     """`auto` -> None; a duration ("2s", "1m", "500ms", a bare number of seconds) -> seconds > 0."""
-    from otelprobe.config.durations import parse_duration
+    from otelprobe.settings.durations import parse_duration
 
     if text.strip().lower() == "auto":
         return None

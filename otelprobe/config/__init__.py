@@ -12,19 +12,15 @@ import dataclasses
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
-from otelprobe.config import envsubst
+from otelprobe.config import _problems, envsubst
+from otelprobe.config._problems import shorten
 from otelprobe.config._yaml import Document, PathKey, format_path, parse
+from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
 from otelprobe.errors import ConfigError, ConfigProblem
-
-if TYPE_CHECKING:
-    from otelprobe.config.models import Config
-
-# models.py imports the probe kinds, and the probe kinds import config/common.py, which runs this
-# package's __init__ first; so models is imported when first needed, not at import time.
 
 __all__ = ["Config", "ConfigError", "ConfigProblem", "load", "load_text", "validate"]
 
@@ -97,10 +93,6 @@ def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:
 
 
 def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list[ConfigProblem]]:
-    from otelprobe.config import _problems
-    from otelprobe.config._problems import shorten
-    from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
-
     substitution_problems: list[ConfigProblem] = []
     substituted: set[str] = set()
 
@@ -169,11 +161,3 @@ def _duplicate_names(doc: Document, filename: str) -> list[ConfigProblem]:
                 )
             )
     return problems
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Config":
-        from otelprobe.config.models import Config
-
-        return Config
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,8 +17,8 @@ from pydantic_core import ErrorDetails
 
 from otelprobe.config._yaml import Document, PathKey, format_path
 from otelprobe.config.models import prepare
-from otelprobe.config.secrets import redact
 from otelprobe.errors import ConfigProblem
+from otelprobe.settings.secrets import redact
 
 _MAX_SHOWN: Final = 60  # characters of a bad value shown in a message
 _MAX_MESSAGE: Final = 400

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from otelprobe.config.secrets import register_secret
+from otelprobe.settings.secrets import register_secret
 
 # ENV-NAME and the optional ":-DEFAULT" of the OTel configuration data model's ABNF.
 _ENV_REF: Final = re.compile(r"(?:env:)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)

@@ -16,11 +16,11 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from otelprobe.config.common import IPFamily, ProbeConfigBase, ResolverConfig, RetryPolicy, StrictModel
-from otelprobe.config.common import TLSClientConfig as TLSClientConfig
-from otelprobe.config.durations import Duration
 from otelprobe.config.telemetry import TelemetryConfig
 from otelprobe.probes import ProbeConfig, config_types
+from otelprobe.settings.common import IPFamily, ProbeConfigBase, ResolverConfig, RetryPolicy, StrictModel
+from otelprobe.settings.common import TLSClientConfig as TLSClientConfig
+from otelprobe.settings.durations import Duration
 from otelprobe.targets import Shard, parse_shard, select
 
 DUPLICATE_TARGET_NAME = "duplicate_target_name"

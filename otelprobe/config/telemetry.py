@@ -11,9 +11,9 @@ from typing import Annotated, Literal, Protocol, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from otelprobe.config.common import StrictModel
-from otelprobe.config.durations import Duration, Size
-from otelprobe.config.secrets import register_secret
+from otelprobe.settings.common import StrictModel
+from otelprobe.settings.durations import Duration, Size
+from otelprobe.settings.secrets import register_secret
 
 Compression = Literal["gzip", "none"]
 

@@ -18,8 +18,8 @@ from pydantic import Field, TypeAdapter
 
 from otelprobe.causes import ROOT_CAUSES as ROOT_CAUSES  # re-exported for existing callers
 from otelprobe.causes import RootCause
-from otelprobe.config.common import StrictModel
-from otelprobe.config.durations import Duration, Size
+from otelprobe.settings.common import StrictModel
+from otelprobe.settings.durations import Duration, Size
 
 if TYPE_CHECKING:
     from otelprobe.lab.servers.dns_zone import DNSFault as DNSServerFault

@@ -18,11 +18,11 @@ from pydantic import Field, StringConstraints, ValidationError, ValidationInfo, 
 from otelprobe.causes import RootCause, Scope
 from otelprobe.config._problems import problems_from
 from otelprobe.config._yaml import PathKey, format_path, parse
-from otelprobe.config.common import StrictModel
-from otelprobe.config.durations import Duration, Size
 from otelprobe.errors import ConfigError, ConfigProblem
 from otelprobe.lab.certs import LeafKind
 from otelprobe.lab.faults import Fault, parse_fault
+from otelprobe.settings.common import StrictModel
+from otelprobe.settings.durations import Duration, Size
 
 TargetKind = Literal["http", "https", "dns", "tcp", "tls"]
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = ("http", "https", "dns", "tcp", "tls")

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Final
 
 from otelprobe import names
-from otelprobe.config.common import ResolverConfig, TLSClientConfig
 from otelprobe.lab._verify_target import TARGET_NAME, TargetSpec
 from otelprobe.lab.capture import PacketCapture
 from otelprobe.lab.servers.measure import Accuracy, measure_accuracy
@@ -30,6 +29,7 @@ from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import ResolverConfig, TLSClientConfig
 from otelprobe.timing import Phase
 
 _STAGGER_S: Final = 0.2

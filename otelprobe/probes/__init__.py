@@ -11,7 +11,6 @@ from typing import Annotated, Final, Union, get_args
 
 from pydantic import Field
 
-from otelprobe.config.common import ProbeConfigBase
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
 from otelprobe.probes.grpc import GRPCProbe, GRPCProbeConfig
@@ -21,6 +20,7 @@ from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
 from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
+from otelprobe.settings.common import ProbeConfigBase
 
 PROBE_TYPES: Final[Mapping[str, type[Probe]]] = {
     "http": HTTPProbe,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from otelprobe.config.common import ProbeConfigBase
 from otelprobe.net.dns.resolver import Resolver
 from otelprobe.probes.base import Attributes, run_attempt, timed_resolve
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.timing import PhaseClock
 
 AddressBody = Callable[[PhaseClock, Attributes, str], Awaitable[None]]

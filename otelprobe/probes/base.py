@@ -16,8 +16,6 @@ from typing import ClassVar, Protocol
 from pydantic import Field, field_validator
 
 from otelprobe import names
-from otelprobe.config.addresses import check_host_port
-from otelprobe.config.common import IPFamily, ProbeConfigBase
 from otelprobe.errors import ProbeError
 from otelprobe.net.dns.resolver import (
     LookupProgress,
@@ -31,6 +29,8 @@ from otelprobe.net.dns.resolver import (
 )
 from otelprobe.net.dns.retransmit import record_tries
 from otelprobe.results import ProbeResult
+from otelprobe.settings.addresses import check_host_port
+from otelprobe.settings.common import IPFamily, ProbeConfigBase
 from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for
 
 Attributes = dict[str, AttributeValue]

@@ -27,9 +27,6 @@ from grpc_health.v1 import health_pb2
 from pydantic import Field, field_validator
 
 from otelprobe import names
-from otelprobe.config.addresses import check_host_port
-from otelprobe.config.common import ProbeConfigBase, TLSClientConfig
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ProtocolError
 from otelprobe.net.connection import TimedConnection
 from otelprobe.net.dns.resolver import split_host_port
@@ -38,6 +35,9 @@ from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
+from otelprobe.settings.addresses import check_host_port
+from otelprobe.settings.common import ProbeConfigBase, TLSClientConfig
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
 
 HEALTH_SERVICE: Final = "grpc.health.v1.Health"

@@ -18,9 +18,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from otelprobe import names
-from otelprobe.config.common import StrictModel, TLSClientConfig
-from otelprobe.config.durations import Duration
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
 from otelprobe.net.connection import TimedConnection
 from otelprobe.net.dns.resolver import split_host_port
@@ -31,6 +28,9 @@ from otelprobe.net.tls.openssl import DeferredClientTLS
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import StrictModel, TLSClientConfig
+from otelprobe.settings.durations import Duration
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
 
 logger = logging.getLogger(__name__)

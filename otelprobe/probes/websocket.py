@@ -33,9 +33,6 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from otelprobe import names
-from otelprobe.config.addresses import parse_url
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, HTTPStatusError, ProtocolError
 from otelprobe.net.connection import TimedConnection
 from otelprobe.net.happy_eyeballs import connect_first
@@ -43,6 +40,9 @@ from otelprobe.net.tls.handshake import client_context, handshake_attributes
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
+from otelprobe.settings.addresses import parse_url
+from otelprobe.settings.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
 
 

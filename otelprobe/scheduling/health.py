@@ -10,7 +10,7 @@ import enum
 import logging
 import random
 
-from otelprobe.config.common import RetryPolicy
+from otelprobe.settings.common import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Annotated, Final, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from otelprobe.config import read_config_file
-from otelprobe.config.common import StrictModel
-from otelprobe.config.durations import Duration, Size, parse_duration
 from otelprobe.errors import ConfigError, ConfigProblem
+from otelprobe.settings.common import StrictModel
+from otelprobe.settings.durations import Duration, Size, parse_duration
 
 AUTO: Final = "auto"
 DEFAULT_GRPC_PORT: Final = 4327

@@ -27,8 +27,8 @@ from otelprobe.attribution.incidents import WindowIncidents
 from otelprobe.attribution.records import ProbeRecord, records_frame
 from otelprobe.attribution.slo_file import DEFAULT_SLOS, SLOFile, load_slo_file
 from otelprobe.attribution.windows import auto_window_s
-from otelprobe.config.secrets import redact
 from otelprobe.errors import ConfigError
+from otelprobe.settings.secrets import redact
 from otelprobe.sidecar import snapshot
 from otelprobe.sidecar.config import AUTO, SidecarConfig, load_sidecar_config
 from otelprobe.sidecar.emitter import ViolationEmitter

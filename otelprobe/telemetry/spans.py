@@ -22,8 +22,8 @@ from typing import Final
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 from otelprobe import names
-from otelprobe.config.secrets import redact
 from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.settings.secrets import redact
 from otelprobe.telemetry.protowire import ONE_BYTE_LENGTHS, length_delimited, varint
 from otelprobe.timing import AttributeValue, Phase, PhaseEvent
 

@@ -8,8 +8,8 @@ import pytest
 
 from otelprobe.config import ConfigError, load_text
 from otelprobe.config.envsubst import substitute
-from otelprobe.config.secrets import REDACTED, clear_secrets, redact
 from otelprobe.probes.http.config import HTTPProbeConfig
+from otelprobe.settings.secrets import REDACTED, clear_secrets, redact
 
 ENV = {"STRING_VALUE": "value", "BOOL_VALUE": "true", "INT_VALUE": "1", "EMPTY": ""}
 

@@ -273,7 +273,7 @@ def test_a_truncated_or_corrupted_scenario_is_valid_or_located(tmp_path: Path, c
 
 def test_a_duration_too_large_for_a_float_is_a_problem() -> None:
     """Found by the corpus above: a 400-digit integer as a duration raised OverflowError."""
-    from otelprobe.config.durations import parse_duration
+    from otelprobe.settings.durations import parse_duration
 
     with pytest.raises(ValueError, match="too large"):
         parse_duration(10**400)

@@ -15,9 +15,9 @@ import pytest
 
 from otelprobe.config import Config, ConfigError, load, load_text, validate
 from otelprobe.config.models import Defaults, merge_defaults
-from otelprobe.config.secrets import REDACTED, clear_secrets, redact
 from otelprobe.probes import config_types
 from otelprobe.probes.http.config import HTTPProbeConfig
+from otelprobe.settings.secrets import REDACTED, clear_secrets, redact
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.*"))

@@ -19,7 +19,6 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tls_servers import close_after_read, serve
 
-from otelprobe.config.common import IPFamily
 from otelprobe.errors import ConnectRefused, ConnectTimeout
 from otelprobe.lab.certs import LabCA
 from otelprobe.lab.servers.dns import DNSFaultServer
@@ -40,6 +39,7 @@ from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import IPFamily
 from otelprobe.timing import Phase, PhaseClock
 
 # Loop and scheduler jitter on a loaded 2-core machine stays far below this.

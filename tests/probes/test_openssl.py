@@ -19,8 +19,8 @@ import trustme
 from http_probing import probe_once
 from tls_servers import blocking_server, serve
 
-from otelprobe.config.common import TLSClientConfig
 from otelprobe.net.tls.openssl import ClientTLS
+from otelprobe.settings.common import TLSClientConfig
 
 
 async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -19,7 +19,6 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from otelprobe.config.common import IPFamily, ResolverConfig
 from otelprobe.errors import DNSError
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.lab.servers.dns_zone import ZoneSpec
@@ -29,6 +28,7 @@ from otelprobe.probes.base import ProbeContext, timed_resolve
 from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
 from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import IPFamily, ResolverConfig
 from otelprobe.timing import AttributeValue, Phase, PhaseClock
 
 ZONE: ZoneSpec = {

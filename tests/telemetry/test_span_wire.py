@@ -16,9 +16,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from otelprobe import names
-from otelprobe.config.secrets import clear_secrets, redact, register_secret
 from otelprobe.errors import DNSError, ProbeError, ProbeTimeout, TLSError
 from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.settings.secrets import clear_secrets, redact, register_secret
 from otelprobe.telemetry import spans
 from otelprobe.telemetry.batching import SpanBatcher, build_request, request_bytes
 from otelprobe.telemetry.spans import SpanEncoder, any_value, new_trace_ref

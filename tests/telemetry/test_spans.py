@@ -23,9 +23,9 @@ from opentelemetry.trace import (
 )
 
 from otelprobe import names
-from otelprobe.config.secrets import clear_secrets, register_secret
 from otelprobe.errors import ConnectRefused, ProbeTimeout
 from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.settings.secrets import clear_secrets, register_secret
 from otelprobe.telemetry.pipeline import Telemetry
 from otelprobe.telemetry.spans import SpanEncoder
 

@@ -26,7 +26,6 @@ from typing import Final
 from aiohttp import web
 from multidict import MultiMapping
 
-from otelprobe.config.durations import parse_duration, parse_size
 from otelprobe.lab.faults import (
     Hang,
     HTTP5xx,
@@ -37,6 +36,7 @@ from otelprobe.lab.faults import (
     WrongContent,
 )
 from otelprobe.lab.servers._lifecycle import LabServer
+from otelprobe.settings.durations import parse_duration, parse_size
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Final
 
-from otelprobe.config.common import IPFamily
 from otelprobe.errors import DNSError
 from otelprobe.net.dns.channel import DNSChannel
 from otelprobe.net.dns.retransmit import UDPTries
+from otelprobe.settings.common import IPFamily
 from otelprobe.timing import PhaseClock
 
 RESOLUTION_DELAY_S: Final = 0.05

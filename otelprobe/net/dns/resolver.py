@@ -22,12 +22,12 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from otelprobe.config.common import IPFamily, ResolverConfig, TLSClientConfig
 from otelprobe.errors import DNSError, ProbeError, ProtocolError
 from otelprobe.net.dns._race import Query, QueryAnswer, race
 from otelprobe.net.dns.channel import DEFAULT_PORTS, DNSChannel
 from otelprobe.net.dns.retransmit import ONE_TRY, RetransmitPolicy, UDPTries
 from otelprobe.net.tls.openssl import ClientTLS
+from otelprobe.settings.common import IPFamily, ResolverConfig, TLSClientConfig
 from otelprobe.timing import PhaseClock
 
 _QUERY_TYPES: Final[dict[str, tuple[str, ...]]] = {

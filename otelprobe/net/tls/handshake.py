@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otelprobe import names
-from otelprobe.config.common import TLSClientConfig
 from otelprobe.net.tls.openssl import DeferredClientTLS, TLSSession
+from otelprobe.settings.common import TLSClientConfig
 from otelprobe.timing import AttributeValue
 
 _PROTOCOL_VERSIONS: Final = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}

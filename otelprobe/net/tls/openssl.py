@@ -31,10 +31,11 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
-from otelprobe.config.common import TLSClientConfig
 from otelprobe.errors import ProtocolError, TLSError
 from otelprobe.net.tls import ocsp as _ocsp
 from otelprobe.net.tls._errors import handshake_failure_detail, verify_detail
+from otelprobe.settings.common import TLSClientConfig
+from otelprobe.settings.tls_groups import set_groups as _set_groups
 
 _READ_SIZE: Final = 65536
 _MAX_KEY_FILE: Final = 1 << 20  # a PEM key is a few KiB; more is not a key file
@@ -353,19 +354,6 @@ def _system_trust_key() -> tuple[object, ...]:
     """Where the system trust store is now (SSL_CERT_FILE / SSL_CERT_DIR may move it), and its age."""
     paths = ssl.get_default_verify_paths()
     return (_file_key(paths.cafile), _file_key(paths.capath))
-
-
-def unknown_groups(groups: Sequence[str]) -> list[str]:
-    """The names OpenSSL does not know as key-exchange groups (config validation)."""
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    return [group for group in groups if not _set_groups(context, [group])]
-
-
-def _set_groups(context: SSL.Context, groups: Sequence[str]) -> bool:
-    if _lib.SSL_CTX_set1_curves_list(context._context, ":".join(groups).encode()) == 1:
-        return True
-    _lib.ERR_clear_error()  # or pyOpenSSL would report this with the next unrelated error
-    return False
 
 
 @contextlib.contextmanager

@@ -24,17 +24,6 @@ import dns.resolver
 from pydantic import Field, field_validator
 
 from otelprobe import names
-from otelprobe.config.addresses import check_server
-from otelprobe.config.common import (
-    MAX_DNS_ATTEMPTS,
-    ProbeConfigBase,
-    StrictModel,
-    TLSClientConfig,
-    check_regex,
-    check_try_timeout,
-)
-from otelprobe.config.durations import Duration
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ConfigError, ConfigProblem, DNSError
 from otelprobe.net.dns.channel import DEFAULT_PORTS, DNSChannel, DNSTransport
 from otelprobe.net.dns.resolver import is_ip_literal, split_host_port
@@ -44,6 +33,17 @@ from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_r
 from otelprobe.probes.dns import _checks as _dns_checks
 from otelprobe.probes.dns._dnssec import validate_answer
 from otelprobe.results import ProbeResult
+from otelprobe.settings.addresses import check_server
+from otelprobe.settings.common import (
+    MAX_DNS_ATTEMPTS,
+    ProbeConfigBase,
+    StrictModel,
+    TLSClientConfig,
+    check_regex,
+    check_try_timeout,
+)
+from otelprobe.settings.durations import Duration
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import OpenPhase, Phase, PhaseClock
 
 RESOLV_CONF = "/etc/resolv.conf"

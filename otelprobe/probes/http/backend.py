@@ -32,7 +32,6 @@ import h2.exceptions
 import httpcore
 
 from otelprobe import names
-from otelprobe.config.common import IPFamily
 from otelprobe.errors import ProbeError, ProtocolError
 from otelprobe.net.connection import TimedConnection
 from otelprobe.net.dns.resolver import Resolver
@@ -40,6 +39,7 @@ from otelprobe.net.happy_eyeballs import connect_first
 from otelprobe.net.tls.handshake import handshake_attributes, protocol_version
 from otelprobe.net.tls.openssl import ClientTLS, TLSSession
 from otelprobe.probes.base import Attributes, timed_resolve
+from otelprobe.settings.common import IPFamily
 from otelprobe.timing import OpenPhase, PhaseClock
 
 # httpcore's exceptions that reach us (the HTTP/1.1 path raises them); our own stream and the

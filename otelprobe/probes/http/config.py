@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from otelprobe.config.addresses import parse_url
-from otelprobe.config.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
-from otelprobe.config.durations import Duration, Size
-from otelprobe.config.secrets import redact_url
+from otelprobe.settings.addresses import parse_url
+from otelprobe.settings.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
+from otelprobe.settings.durations import Duration, Size
+from otelprobe.settings.secrets import redact_url
 
 
 class JSONPathCheck(StrictModel):

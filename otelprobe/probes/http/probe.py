@@ -22,9 +22,6 @@ from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 import httpcore
 
 from otelprobe import __version__, names
-from otelprobe.config.addresses import check_host
-from otelprobe.config.common import IPFamily
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError, map_exceptions
 from otelprobe.net.dns.resolver import is_ip_literal
 from otelprobe.net.tls.openssl import ClientTLS
@@ -51,6 +48,9 @@ from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
 from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.settings.addresses import check_host
+from otelprobe.settings.common import IPFamily
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
 
 logger = logging.getLogger(__name__)

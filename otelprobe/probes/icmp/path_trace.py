@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Final
 
 from otelprobe import names
-from otelprobe.config.common import ProbeConfigBase
 from otelprobe.probes.icmp._socket import ICMPNotPermittedError
 from otelprobe.probes.icmp.traceroute import trace_path
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.timing import AttributeValue, PhaseClock
 
 logger = logging.getLogger(__name__)

@@ -29,10 +29,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from otelprobe import names
-from otelprobe.config.addresses import check_host
-from otelprobe.config.common import ProbeConfigBase, StrictModel
-from otelprobe.config.durations import Duration
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConnectRefused, ConnectTimeout, ProbeError, ProtocolError
 from otelprobe.net.connection import local_socket_error
 from otelprobe.net.dns.resolver import is_ip_literal
@@ -48,6 +44,10 @@ from otelprobe.probes.icmp._socket import (
 )
 from otelprobe.probes.icmp.traceroute import trace_path
 from otelprobe.results import ProbeResult
+from otelprobe.settings.addresses import check_host
+from otelprobe.settings.common import ProbeConfigBase, StrictModel
+from otelprobe.settings.durations import Duration
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import AttributeValue, PhaseClock
 
 

@@ -14,8 +14,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from otelprobe import names
-from otelprobe.config.common import StrictModel, TLSClientConfig, check_regex
-from otelprobe.config.secrets import redact_url
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
 from otelprobe.net.dns.resolver import is_ip_literal
 from otelprobe.net.happy_eyeballs import connect_first
@@ -26,6 +24,8 @@ from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.probes.tcp import _starttls
 from otelprobe.results import ProbeResult
+from otelprobe.settings.common import StrictModel, TLSClientConfig, check_regex
+from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import OpenPhase, PhaseClock
 
 

@@ -11,9 +11,10 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from otelprobe.config.addresses import check_server
-from otelprobe.config.durations import Duration
-from otelprobe.config.secrets import register_secret
+from otelprobe.settings.addresses import check_server
+from otelprobe.settings.durations import Duration
+from otelprobe.settings.secrets import register_secret
+from otelprobe.settings.tls_groups import unknown_groups  # OpenSSL decides what it knows
 
 IPFamily = Literal["ip4", "ip6", "prefer_ip6", "all", "any"]
 """ip4 / ip6 only; prefer_ip6 IPv6 first, IPv4 as fallback; any whatever resolves; several
@@ -59,8 +60,6 @@ class TLSClientConfig(StrictModel):
     @classmethod
     def _groups_known(cls, groups: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if groups is not None:
-            from otelprobe.net.tls.openssl import unknown_groups  # OpenSSL decides what it knows
-
             unknown = unknown_groups(groups)
             if unknown:
                 raise ValueError(

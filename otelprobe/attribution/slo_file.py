@@ -277,8 +277,8 @@ def load_slo_text(text: str, filename: str = "<slo>") -> SLOFile:
     Raises:
         ConfigError: with every problem found.
     """
-    from otelprobe.config import _problems
-    from otelprobe.config._yaml import parse
+    from otelprobe.config import problems as _problems
+    from otelprobe.config.document import parse
 
     doc = parse(text, filename, lambda value, path, line: None, json_syntax=filename.endswith(".json"))
     if doc.data is None and doc.problems:

@@ -16,10 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from otelprobe.config import _problems, envsubst
-from otelprobe.config._problems import shorten
-from otelprobe.config._yaml import Document, PathKey, format_path, parse
+from otelprobe.config import envsubst
+from otelprobe.config import problems as _problems
+from otelprobe.config.document import Document, PathKey, format_path, parse
 from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
+from otelprobe.config.problems import shorten
 from otelprobe.errors import ConfigError, ConfigProblem
 
 __all__ = ["Config", "ConfigError", "ConfigProblem", "load", "load_text", "validate"]

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, StringConstraints, ValidationError, ValidationInfo, model_validator
 
 from otelprobe.causes import RootCause, Scope
-from otelprobe.config._problems import problems_from
-from otelprobe.config._yaml import PathKey, format_path, parse
+from otelprobe.config.document import PathKey, format_path, parse
+from otelprobe.config.problems import problems_from
 from otelprobe.errors import ConfigError, ConfigProblem
 from otelprobe.lab.certs import LeafKind
 from otelprobe.lab.faults import Fault, parse_fault

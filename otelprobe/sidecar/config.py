@@ -252,8 +252,9 @@ def load_sidecar_text(
     Raises:
         ConfigError: with every problem found.
     """
-    from otelprobe.config import _problems, envsubst
-    from otelprobe.config._yaml import PathKey, format_path, parse
+    from otelprobe.config import envsubst
+    from otelprobe.config import problems as _problems
+    from otelprobe.config.document import PathKey, format_path, parse
 
     substitution_problems: list[ConfigProblem] = []
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from otelprobe.config._yaml import Document, PathKey, format_path
+from otelprobe.config.document import Document, PathKey, format_path
 from otelprobe.config.models import prepare
 from otelprobe.errors import ConfigProblem
 from otelprobe.settings.secrets import redact

@@ -25,8 +25,8 @@ from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.runtime import settle_long_lived
-from otelprobe.scheduler import Scheduler
+from otelprobe.scheduling.runtime import settle_long_lived
+from otelprobe.scheduling.scheduler import Scheduler
 from otelprobe.telemetry.pipeline import Telemetry
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PYTHON, REPO, free_port, pct, stop
 
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.runtime import Runtime, TelemetrySink, default_sink
+from otelprobe.scheduling.runtime import Runtime, TelemetrySink, default_sink
 from otelprobe.telemetry.pipeline import Telemetry
 
 FULL = {"soak": 3600.0, "outage": 900.0, "reload": 60.0, "fds": 300.0}

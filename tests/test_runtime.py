@@ -19,7 +19,7 @@ from aiohttp import web
 
 from otelprobe.config.models import Config
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.runtime import Runtime, main
+from otelprobe.scheduling.runtime import Runtime, main
 from otelprobe.targets import shard_of
 
 
@@ -146,7 +146,7 @@ async def test_a_bad_file_is_rejected_with_every_problem_and_the_old_targets_kee
 ) -> None:
     rt, sink, path = runtime
     await wait_for(lambda: {"a", "b"} <= sink.targets())
-    caplog.set_level(logging.ERROR, logger="otelprobe.runtime")
+    caplog.set_level(logging.ERROR, logger="otelprobe.scheduling.runtime")
     path.write_text(
         textwrap.dedent(
             f"""\
@@ -227,7 +227,7 @@ async def test_a_bad_file_at_start_up_raises_config_error(tmp_path: Path) -> Non
 
 CHILD = """
 import json, sys
-from otelprobe.runtime import Runtime, run
+from otelprobe.scheduling.runtime import Runtime, run
 
 out = open(sys.argv[2], "a", buffering=1)
 

@@ -15,8 +15,8 @@ import pytest
 from otelprobe.errors import ConnectRefused
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.scheduler import Scheduler, TargetState
 from otelprobe.scheduling.health import backoff_s
+from otelprobe.scheduling.scheduler import Scheduler, TargetState
 from otelprobe.scheduling.stats import LatencyStats
 from otelprobe.settings.common import ProbeConfigBase, RetryPolicy
 from otelprobe.targets import spread_offset

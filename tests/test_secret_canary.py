@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from otelprobe.cli import _internal_error, main
 from otelprobe.config import validate
 from otelprobe.lab.certs import LabCA
-from otelprobe.runtime import Runtime, TelemetrySink, default_sink
+from otelprobe.scheduling.runtime import Runtime, TelemetrySink, default_sink
 from otelprobe.telemetry.pipeline import Telemetry
 
 CANARIES = {

@@ -14,6 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from otelprobe import runtime
+    from otelprobe.scheduling import runtime
 
     return runtime.main(args.config, shard=args.shard, vantage=args.vantage)

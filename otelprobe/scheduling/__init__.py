@@ -1,5 +1,4 @@
-"""Building blocks of the scheduler: lateness statistics, retry backoff and target health.
-
-`otelprobe.scheduler` composes them; each module here is pure and synchronous, so it is tested
-without an event loop.
+"""The scheduling layer: the prober process (runtime.py: config in, reloads, shutdown), the
+scheduler that runs every target on its interval (scheduler.py), and its pure, synchronous
+building blocks (stats.py: lateness; health.py: retry backoff and target health).
 """

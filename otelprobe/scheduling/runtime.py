@@ -17,19 +17,19 @@ import random
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from otelprobe.config import load
+from otelprobe.config.models import Config
 from otelprobe.errors import ConfigError
 from otelprobe.net.kernel_time import hold_rx_timestamping
+from otelprobe.probes import PROBE_TYPES
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.scheduler import ProbeFactory, Scheduler
+from otelprobe.scheduling.scheduler import ProbeFactory, Scheduler
 from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.targets import parse_shard, select
-
-if TYPE_CHECKING:
-    from otelprobe.config.models import Config
+from otelprobe.telemetry.pipeline import Telemetry
 
 __all__ = ["Runtime", "TelemetrySink", "default_probe_factory", "default_sink", "main", "run"]
 
@@ -55,16 +55,12 @@ SinkFactory = Callable[["Config"], TelemetrySink]
 
 def default_probe_factory(config: ProbeConfigBase, ctx: ProbeContext) -> Probe:
     """Build the probe of `config.kind` from the one table of kinds."""
-    from otelprobe.probes import PROBE_TYPES
-
     probe_type: Callable[[ProbeConfigBase, ProbeContext], Probe] = PROBE_TYPES[config.kind]
     return probe_type(config, ctx)
 
 
 def default_sink(config: Config) -> TelemetrySink:
     """The telemetry pipeline the config describes (exporters, service name, vantage)."""
-    from otelprobe.telemetry.pipeline import Telemetry
-
     return Telemetry(config.telemetry, vantage=config.vantage)
 
 

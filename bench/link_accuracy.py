@@ -18,8 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from otelprobe.lab.link import TARGET_IPV4, Link, LinkEmulator
-from otelprobe.lab.netns import Lab
+from otelprobe.lab.emulation.link import TARGET_IPV4, Link, LinkEmulator
+from otelprobe.lab.emulation.netns import Lab
 
 PORT = 8080
 UDP_PORT = 9000

@@ -1,9 +1,9 @@
 """Timing error of the HTTP probe's phase spans against the wire (issue 2, exactness item 1).
 
 A lab target in its own process injects a DNS answer delay, a TLS handshake delay, a TTFB delay
-and a trickled body (otelprobe/lab/_verify_target.py). Real HTTPSProbes resolve `www.lab.test`
+and a trickled body (otelprobe/lab/verification/target.py). Real HTTPSProbes resolve `www.lab.test`
 through the lab DNS server and fetch over a fresh connection each, `--concurrency` started at
-once per round. Truth: a packet capture on lo with kernel timestamps (otelprobe/lab/capture.py,
+once per round. Truth: a packet capture on lo with kernel timestamps (otelprobe/lab/verification/capture.py,
 wire.py), matched to each probe by client port, for tcp.connect / tls.handshake / http.request /
 http.ttfb / http.transfer. dns.lookup is not captured (UDP): it is reported as |span - injected
 delay|, which also holds the DNS server's own overhead and sleep overshoot (~0.5-1.5 ms).
@@ -22,10 +22,10 @@ import statistics
 import time
 from collections import defaultdict
 
-from otelprobe.lab import verify
-from otelprobe.lab._verify_target import TargetSpec
-from otelprobe.lab.capture import PacketCapture
-from otelprobe.lab.wire import wire_phases
+from otelprobe.lab.verification import verify
+from otelprobe.lab.verification.capture import PacketCapture
+from otelprobe.lab.verification.target import TargetSpec
+from otelprobe.lab.verification.wire import wire_phases
 from otelprobe.net import connection as _net
 from otelprobe.net import kernel_time as _kernel_time
 from otelprobe.results import ProbeResult

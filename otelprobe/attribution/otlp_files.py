@@ -3,7 +3,7 @@
 One line (one ExportTraceServiceRequest) in memory at a time; lines too long, not JSON, or not a
 trace request, and spans without IDs or timestamps, are counted in `ReaderStats` with file:line and
 skipped. A truncated gzip stream ends its file with a problem; the lines before it are kept.
-records.py turns the batches into probe records; lab/recording.py reads spans through here too.
+records.py turns the batches into probe records; lab/dataset/recording.py reads spans through here too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PathsArg = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
 
 TRACE_FILES: Final = ("traces.jsonl.gz", "traces.jsonl")
-"""What a recording directory holds (lab/runner.py writes one of them)."""
+"""What a recording directory holds (lab/dataset/runner.py writes one of them)."""
 
 
 class InputError(ValueError):

@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from otelprobe.errors import ConfigError
-    from otelprobe.lab.netns import LabUnavailable
-    from otelprobe.lab.runner import run_scenario
-    from otelprobe.lab.scenario import load_scenario
+    from otelprobe.lab.dataset.runner import run_scenario
+    from otelprobe.lab.dataset.scenario import load_scenario
+    from otelprobe.lab.emulation.netns import LabUnavailable
 
     try:
         scenario = load_scenario(args.scenario)
@@ -113,8 +113,8 @@ def _run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import yaml
 
-    from otelprobe.lab.generator import generate_campaign
-    from otelprobe.lab.profiles import Split
+    from otelprobe.lab.dataset.generator import generate_campaign
+    from otelprobe.lab.dataset.profiles import Split
 
     if args.incidents < 1:
         print("otelprobe lab generate: --incidents must be at least 1", file=sys.stderr)
@@ -145,7 +145,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _down() -> int:
-    from otelprobe.lab.netns import LabUnavailable, cleanup_all
+    from otelprobe.lab.emulation.netns import LabUnavailable, cleanup_all
 
     try:
         removed = cleanup_all()
@@ -164,11 +164,11 @@ def _serve(host: str) -> int:
 
 async def _serve_forever(host: str) -> None:
     from otelprobe.lab.certs import LabCA
+    from otelprobe.lab.emulation.topology import LAB_ZONE, write_ca
     from otelprobe.lab.servers.dns import DNSFaultServer
     from otelprobe.lab.servers.http import QUERY_KEYS, HTTPFaultServer
     from otelprobe.lab.servers.ports import BlackholePort, RefusedPort
     from otelprobe.lab.servers.tls import TLSFront
-    from otelprobe.lab.topology import LAB_ZONE, write_ca
 
     ca = LabCA(["localhost", host, f"www.{LAB_ZONE}"])
     with tempfile.TemporaryDirectory(prefix="otelprobe-lab-") as work:

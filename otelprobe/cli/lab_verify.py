@@ -1,7 +1,7 @@
 """`otelprobe lab verify`: fault accuracy and the prober's phase timing error against the wire.
 
 The `lab` command family (cli/lab.py) mounts this as its `verify` subcommand; the work is in
-otelprobe/lab/verify.py. Needs root (the packet capture opens an AF_PACKET socket).
+otelprobe/lab/verification/verify.py. Needs root (the packet capture opens an AF_PACKET socket).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from otelprobe.lab._verify_target import TargetSpec
-    from otelprobe.lab.verify import fault_accuracy, format_accuracy, format_runs, verify
+    from otelprobe.lab.verification.target import TargetSpec
+    from otelprobe.lab.verification.verify import fault_accuracy, format_accuracy, format_runs, verify
 
     if os.geteuid() != 0:
         print("otelprobe lab verify: needs root (AF_PACKET capture)", file=sys.stderr)

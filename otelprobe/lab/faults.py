@@ -2,7 +2,7 @@
 DESIGN §5 root-cause class it produces (the vocabulary itself lives in otelprobe/causes.py).
 
 Scenario YAML names faults by `kind` (toxiproxy's registry, STYLE §4); `parse_fault` validates one
-entry into a frozen value object, and the servers (lab/servers/*, lab/link.py) act on those values.
+entry into a frozen value object, and the servers (lab/servers/*, lab/emulation/link.py) act on those values.
 Nothing registers itself on import: to add a fault, write its model here and add one member to
 `Fault`; FAULT_TYPES is read off that union. tests/lab/test_faults.py checks the table.
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 FaultServer = Literal["dns", "link", "tls", "http", "ports"]
-"""Who injects a fault: lab/servers/dns.py, lab/link.py, lab/servers/tls.py, lab/servers/http.py
+"""Who injects a fault: lab/servers/dns.py, lab/emulation/link.py, lab/servers/tls.py, lab/servers/http.py
 (and raw.py), lab/servers/ports.py."""
 
 Direction = Literal["upstream", "downstream", "both"]
@@ -125,7 +125,7 @@ class DNSWrongAnswer(_Probabilistic):
     server: ClassVar[FaultServer] = "dns"
 
 
-# --- Link (lab/link.py) -----------------------------------------------------------------------
+# --- Link (lab/emulation/link.py) -----------------------------------------------------------------------
 
 
 class NetworkLatency(FaultBase):
@@ -329,13 +329,13 @@ LINK_CLEAR: Final[Mapping[str, Mapping[str, float | None]]] = MappingProxyType(
         "bandwidth_limit": {"rate_bps": None},
     }
 )
-"""The lab/link.py settings that turn each link fault off again."""
+"""The lab/emulation/link.py settings that turn each link fault off again."""
 
 
 def link_settings(
     fault: NetworkLatency | PacketLoss | BandwidthLimit,
 ) -> tuple[LinkDirection, dict[str, float | None]]:
-    """The `Link.set(direction, **changes)` call (lab/link.py) that injects a link fault."""
+    """The `Link.set(direction, **changes)` call (lab/emulation/link.py) that injects a link fault."""
     direction = _LINK_DIRECTIONS[fault.direction]
     if isinstance(fault, NetworkLatency):
         return direction, {"delay_s": fault.delay_s, "jitter_s": fault.jitter_s}

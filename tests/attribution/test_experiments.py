@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from otelprobe.attribution import experiments
 from otelprobe.attribution.dataset import WindowTable, read_window_table
 from otelprobe.attribution.features import FEATURE_NAMES
 from otelprobe.attribution.model import DEFAULT_PARAMS, AttributionModel
 from otelprobe.attribution.table_cache import cache_key, read_table_cached
 from otelprobe.attribution.train import train_model
 from otelprobe.causes import ROOT_CAUSES, SCOPES
-from otelprobe.lab.generator import generate_campaign
+from otelprobe.lab.dataset import experiments
+from otelprobe.lab.dataset.generator import generate_campaign
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "data" / "lab"

@@ -480,7 +480,8 @@ def test_an_empty_frame_has_the_contract_columns() -> None:
 
 def test_the_prober_side_does_not_import_pandas() -> None:
     code = (
-        "import sys, otelprobe.attribution.records, otelprobe.sidecar.receiver, otelprobe.lab.recording;"
+        "import sys, otelprobe.attribution.records, otelprobe.sidecar.receiver,"
+        " otelprobe.lab.dataset.recording;"
         "print('pandas' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

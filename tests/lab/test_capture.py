@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from otelprobe.lab.capture import SYN, PacketCapture, parse_packet
-from otelprobe.lab.wire import wire_phases
+from otelprobe.lab.verification.capture import SYN, PacketCapture, parse_packet
+from otelprobe.lab.verification.wire import wire_phases
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="AF_PACKET capture needs root")
 

@@ -130,7 +130,7 @@ def test_servers_named_for_each_fault() -> None:
 
 
 def test_link_settings_match_the_emulator_parameters() -> None:
-    from otelprobe.lab.link import LinkParams
+    from otelprobe.lab.emulation.link import LinkParams
 
     latency = link_settings(faults.NetworkLatency(delay_s=0.04, jitter_s=0.002, direction="downstream"))
     loss = link_settings(faults.PacketLoss(rate=0.07, direction="both"))

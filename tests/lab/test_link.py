@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from otelprobe.lab._shaper import DirectionShaper
-from otelprobe.lab.link import TARGET_IPV4, TARGET_IPV6, Link, LinkEmulator, LinkParams
-from otelprobe.lab.netns import Lab, Namespace, cleanup_all
+from otelprobe.lab.emulation._shaper import DirectionShaper
+from otelprobe.lab.emulation.link import TARGET_IPV4, TARGET_IPV6, Link, LinkEmulator, LinkParams
+from otelprobe.lab.emulation.netns import Lab, Namespace, cleanup_all
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and TUN devices need root")
 PORT = 8080
@@ -222,8 +222,8 @@ def test_model_keeps_order_unless_reordering_is_asked() -> None:
 def test_forwarder_exits_and_lab_down_cleans_after_owner_is_killed() -> None:
     script = (
         "import os, signal\n"
-        "from otelprobe.lab.netns import Lab\n"
-        "from otelprobe.lab.link import LinkEmulator\n"
+        "from otelprobe.lab.emulation.netns import Lab\n"
+        "from otelprobe.lab.emulation.link import LinkEmulator\n"
         "lab = Lab()\n"
         "link = LinkEmulator(lab).add_vantage('a')\n"
         "print(lab.lab_id, link.process.pid, flush=True)\n"

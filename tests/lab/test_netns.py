@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from otelprobe.lab.netns import RUN_DIR, Lab, LabUnavailable, Namespace, cleanup_all, lab_namespaces
+from otelprobe.lab.emulation.netns import RUN_DIR, Lab, LabUnavailable, Namespace, cleanup_all, lab_namespaces
 
 pytestmark = [
     pytest.mark.netns,
@@ -98,7 +98,7 @@ def _crashing_lab_script(action: str) -> str:
     return textwrap.dedent(
         f"""
         import os, signal, sys, time
-        from otelprobe.lab.netns import Lab
+        from otelprobe.lab.emulation.netns import Lab
         lab = Lab()
         sleeper = lab.namespace("x").popen(["sleep", "60"])
         print(lab.lab_id, sleeper.pid, flush=True)
@@ -158,7 +158,10 @@ def test_sigterm_cleans_up() -> None:
 
 def test_refuses_clearly_when_not_root() -> None:
     # Import as root (the venv lives under /root), then drop to nobody before using the lab.
-    script = "import os\nfrom otelprobe.lab.netns import Lab\nos.setgid(65534)\nos.setuid(65534)\nLab()\n"
+    script = (
+        "import os\nfrom otelprobe.lab.emulation.netns import Lab\n"
+        "os.setgid(65534)\nos.setuid(65534)\nLab()\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert LabUnavailable.__name__ in done.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from otelprobe import names
 from otelprobe.causes import ROOT_CAUSES
-from otelprobe.lab.recording import IncidentWindow, iter_spans, label_recording, read_labels
+from otelprobe.lab.dataset.recording import IncidentWindow, iter_spans, label_recording, read_labels
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
 S = 1_000_000_000

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from otelprobe.lab._verify_target import TargetSpec
-from otelprobe.lab.verify import format_runs, verify
+from otelprobe.lab.verification.target import TargetSpec
+from otelprobe.lab.verification.verify import format_runs, verify
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="AF_PACKET capture needs root")
 

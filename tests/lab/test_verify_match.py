@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from otelprobe.lab.verify import match
+from otelprobe.lab.verification.verify import match
 from otelprobe.names import PROBE_CONNECT_ABANDONED as ABANDONED
 from otelprobe.results import ProbeResult
 from otelprobe.timing import Phase

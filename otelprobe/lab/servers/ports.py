@@ -12,7 +12,7 @@ Both are plain kernel behaviour on loopback, so no packet filter or namespace is
   SYNs. Checked on this machine (kernel 6.18, tcp_syncookies=1): the client stays in SYN-SENT
   and its SYN retransmits (1, 2, 3, ... s with tcp_syn_linear_timeouts, LAB-NOTES pitfall 1) are
   all dropped, so connect ends only at the client's own timeout. LAB-NOTES pitfall 10: this is
-  loss of *every* SYN; it cannot make a tunable connect delay (that needs lab/link.py).
+  loss of *every* SYN; it cannot make a tunable connect delay (that needs lab/emulation/link.py).
 """
 
 from __future__ import annotations

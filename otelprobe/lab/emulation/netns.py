@@ -2,7 +2,7 @@
 
 Every namespace a `Lab` creates is named `otp-<labid>-<role>` and recorded, with the processes it
 starts, in a registry file under /run/otelprobe-lab/, so `cleanup_all()` (`lab down`) can remove
-leftovers of a crashed run. The link emulator (`lab/link.py`) joins these namespaces; nothing here
+leftovers of a crashed run. The link emulator (`lab/emulation/link.py`) joins these namespaces; nothing here
 ever touches the host's own namespace routes or firewall.
 """
 

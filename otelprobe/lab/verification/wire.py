@@ -1,7 +1,7 @@
 """The phases of each TCP connection as the wire shows them, from captured segments.
 
-`lab/capture.py` records the segments; this module turns them into one `WirePhases` per client
-connection, the truth that `lab/verify.py` compares the prober's spans with. Definitions, all on
+`lab/verification/capture.py` records the segments; this module turns them into one `WirePhases` per client
+connection, the truth that `lab/verification/verify.py` compares the prober's spans with. Definitions, all on
 the CLOCK_MONOTONIC capture stamps of the client side of a loopback or lab interface:
 
 - connect: the client's first SYN -> the server's SYN-ACK.
@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from otelprobe.lab.capture import ACK, FIN, RST, SYN, Segment
+from otelprobe.lab.verification.capture import ACK, FIN, RST, SYN, Segment
 
 _TLS_HANDSHAKE = 0x16
 _TLS_APPLICATION_DATA = 0x17

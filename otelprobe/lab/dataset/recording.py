@@ -1,7 +1,7 @@
 """A lab recording's files: the probers' configs going in, and the truth written onto the spans
 coming out.
 
-lab/runner.py writes one config per vantage (`prober_config`), lets each prober write OTLP JSON
+lab/dataset/runner.py writes one config per vantage (`prober_config`), lets each prober write OTLP JSON
 lines, and afterwards `label_recording` merges those files into the recording, adding
 `lab.fault.cause` / `lab.fault.scope` to every span of every probe that overlapped a fault on its
 (target, vantage). Reading spans back goes through the one reader (attribution/records.py and
@@ -23,9 +23,9 @@ from typing import IO, Any
 from otelprobe import names
 from otelprobe.attribution.otlp_files import ReaderStats, iter_span_batches
 from otelprobe.attribution.records import iter_records
-from otelprobe.lab.scenario import Scenario
+from otelprobe.lab.dataset.scenario import Scenario
+from otelprobe.lab.emulation.topology import LAB_ZONE, TargetSide
 from otelprobe.lab.servers.http import LAB_BODY_LINE
-from otelprobe.lab.topology import LAB_ZONE, TargetSide
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from otelprobe.lab.netns import Lab, LabUnavailable, Namespace, require_lab_support
+from otelprobe.lab.emulation.netns import Lab, LabUnavailable, Namespace, require_lab_support
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class Link:
             package_root = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "otelprobe.lab._forwarder", json.dumps(config)],
+                [sys.executable, "-m", "otelprobe.lab.emulation._forwarder", json.dumps(config)],
                 pass_fds=(vfd, tfd, lifeline_r, listener.fileno()),
                 env=env,
             )

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from otelprobe.lab.link import LinkParams, LinkStats
+from otelprobe.lab.emulation.link import LinkParams, LinkStats
 
 _NS: Final = 1_000_000_000
 _LATENESS_WINDOW: Final = 2048

@@ -5,9 +5,9 @@ take, at magnitudes from near the noise floor to gross. Campaign features mix wh
 do: compound incidents (a second cause on the same series while the first is on), incidents on
 different series at the same time, gradual ramps (a magnitude stepping up over the incident) and
 subtle magnitudes; every (target, vantage) has healthy periods between its incidents. The
-environment comes from a profile (lab/profiles.py): the standard profile's train and eval splits
+environment comes from a profile (lab/dataset/profiles.py): the standard profile's train and eval splits
 share no vantage, target, magnitude or seed, and the shifted profile is another environment
-altogether. The output is an ordinary scenario (lab/scenario.py).
+altogether. The output is an ordinary scenario (lab/dataset/scenario.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from otelprobe.causes import ROOT_CAUSES, RootCause, Scope
+from otelprobe.lab.dataset.incidents import affected_pairs
+from otelprobe.lab.dataset.profiles import BAND_CENTRES, BAND_SPREAD, Profile, Split, topology
+from otelprobe.lab.dataset.scenario import BANDS, MAGNITUDE_KEYS, Band, Scenario, fault_fits
 from otelprobe.lab.faults import parse_fault
-from otelprobe.lab.incidents import affected_pairs
-from otelprobe.lab.profiles import BAND_CENTRES, BAND_SPREAD, Profile, Split, topology
-from otelprobe.lab.scenario import BANDS, MAGNITUDE_KEYS, Band, Scenario, fault_fits
 
 MAGNITUDE_LEVELS: Final = 4
 """Bands from barely visible (0, "low") to gross (3); "subtle" lies below them."""
@@ -185,7 +185,7 @@ def generate_campaign(
         shape: timing (interval, incident durations, healthy gaps) and the shares of compound,
             subtle and ramping incidents.
         name: the scenario's name (default campaign-SPLIT-SEED, or campaign-PROFILE-SPLIT-SEED).
-        profile: the environment (lab/profiles.py).
+        profile: the environment (lab/dataset/profiles.py).
         band_centre: where in each magnitude band to draw (0..1); default: the profile's and
             split's own (BAND_CENTRES). A training campaign drawn high in every band (0.9) puts
             magnitudes above the evaluation campaigns' into training, so a model meets the regimes

@@ -1,9 +1,9 @@
-"""The lab target that `lab/verify.py` probes, run in a process of its own.
+"""The lab target that `lab/verification/verify.py` probes, run in a process of its own.
 
 A lab DNS server (answer delay) for `www.lab.test`, and a TLS front (handshake delay) proxying
 to the lab HTTP server (TTFB delay, trickled body); in its own process, so serving does not
 share the prober's event loop or GIL. TLS 1.3 session tickets are off, so the wire shows where
-the server's handshake flight ends (see lab/wire.py).
+the server's handshake flight ends (see lab/verification/wire.py).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class TicketlessCA(LabCA):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m otelprobe.lab._verify_target --ca PATH [spec...]`: prints the TLS port, serves
+    """`python -m otelprobe.lab.verification.target --ca PATH [spec...]`: prints the TLS port, serves
     until stdin closes."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--ca", type=Path, required=True)

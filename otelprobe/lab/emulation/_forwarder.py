@@ -1,6 +1,6 @@
 """The forwarder process of one emulated link: moves packets between two TUN devices on time.
 
-Started by `lab/link.py` with the TUN fds, a control socket and a lifeline pipe; each direction's
+Started by `lab/emulation/link.py` with the TUN fds, a control socket and a lifeline pipe; each direction's
 timing comes from `_shaper.DirectionShaper`. A single-threaded select() loop: select takes a
 microsecond timeout (epoll rounds up to whole milliseconds), which keeps releases close to their
 computed times. Exits when the lifeline pipe reports EOF (its parent closed or died).
@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 from typing import Any, Final
 
-from otelprobe.lab._shaper import DirectionShaper
-from otelprobe.lab.link import DIRECTIONS, LinkParams
+from otelprobe.lab.emulation._shaper import DirectionShaper
+from otelprobe.lab.emulation.link import DIRECTIONS, LinkParams
 
 log = logging.getLogger(__name__)
 

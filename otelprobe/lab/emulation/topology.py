@@ -2,7 +2,7 @@
 vantage, all on one event loop whose thread lives in the target namespace, and the reconciliation
 of the active faults onto those servers.
 
-lab/runner.py builds a `TargetSide`, hands its endpoints to the probers' configs, and calls
+lab/dataset/runner.py builds a `TargetSide`, hands its endpoints to the probers' configs, and calls
 `set_faults` whenever an incident starts or ends. One server per (target, vantage) is what lets a
 server fault be scoped to one path, one target or one vantage without the servers knowing about
 vantages.
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from otelprobe.lab.certs import LabCA
+from otelprobe.lab.dataset.scenario import Scenario, TargetSpec, VantageSpec
+from otelprobe.lab.emulation.netns import _enter_netns
 from otelprobe.lab.faults import (
     BadCertificate,
     Blackhole,
@@ -30,8 +32,6 @@ from otelprobe.lab.faults import (
     TTFBDelay,
     dns_server_fault,
 )
-from otelprobe.lab.netns import _enter_netns
-from otelprobe.lab.scenario import Scenario, TargetSpec, VantageSpec
 from otelprobe.lab.servers.dns import DNSFaultServer
 from otelprobe.lab.servers.dns_zone import DNSFault
 from otelprobe.lab.servers.http import HTTPFault, HTTPFaultServer

@@ -2,7 +2,7 @@
 
 `otelprobe lab verify` and bench/timing_error.py take the wire's view of every connection from
 it and compare the prober's phase spans with it. It runs as its own process (`python -m
-otelprobe.lab.capture`), so parsing packets never competes with the prober's event loop for the
+otelprobe.lab.verification.capture`), so parsing packets never competes with the prober's event loop for the
 GIL; an AF_PACKET socket with a classic BPF filter passes only the wanted port, and each packet
 carries the kernel's receive stamp, so a late capture loop does not blur the truth. Timestamps
 are put on CLOCK_MONOTONIC, the clock every process's `perf_counter_ns` reads.
@@ -196,7 +196,7 @@ class PacketCapture:
             *prefix,
             sys.executable,
             "-m",
-            "otelprobe.lab.capture",
+            "otelprobe.lab.verification.capture",
             "--interface",
             self.interface,
             "--port",

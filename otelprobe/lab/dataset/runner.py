@@ -3,7 +3,7 @@ and write a labeled recording; everything the lab created is removed at the end.
 
 The top of the lab's data flow (DESIGN §2: fault servers + link emulator + scenarios -> labeled
 OTLP JSON). With root, each vantage is a network namespace joined to the target namespace by
-lab/link.py, the servers run inside the target namespace (lab/topology.py), and one real
+lab/emulation/link.py, the servers run inside the target namespace (lab/emulation/topology.py), and one real
 `otelprobe run` process per vantage probes from inside its namespace: a separate process is the
 only way to be sure every socket it opens (getaddrinfo threads included) is in that namespace, it
 keeps the prober's timing off this process's GIL, and it is the prober exactly as users run it.
@@ -34,13 +34,13 @@ from typing import IO, Any, Final, Literal
 import yaml
 
 import otelprobe
+from otelprobe.lab.dataset.incidents import Incident, incident_json, resolve, total_duration_s
+from otelprobe.lab.dataset.recording import IncidentWindow, label_recording, prober_config
+from otelprobe.lab.dataset.scenario import Scenario, VantageSpec
+from otelprobe.lab.emulation.link import TARGET_IPV4, Link, LinkEmulator, LinkParams
+from otelprobe.lab.emulation.netns import Lab, LabUnavailable, require_lab_support
+from otelprobe.lab.emulation.topology import ServerLoop, TargetSide, lab_ca, write_ca
 from otelprobe.lab.faults import BandwidthLimit, Fault, NetworkLatency, PacketLoss, link_settings
-from otelprobe.lab.incidents import Incident, incident_json, resolve, total_duration_s
-from otelprobe.lab.link import TARGET_IPV4, Link, LinkEmulator, LinkParams
-from otelprobe.lab.netns import Lab, LabUnavailable, require_lab_support
-from otelprobe.lab.recording import IncidentWindow, label_recording, prober_config
-from otelprobe.lab.scenario import Scenario, VantageSpec
-from otelprobe.lab.topology import ServerLoop, TargetSide, lab_ca, write_ca
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 of faults, with randomization under a seed.
 
 `load_scenario(path)` reads YAML with the config loader's machinery (every problem with file, line
-and path); lab/incidents.py's `resolve(scenario)` draws the random parts into the concrete
-`Incident`s that lab/runner.py injects and labels. lab/generator.py writes these files for whole
-campaigns.
+and path); lab/dataset/incidents.py's `resolve(scenario)` draws the random parts into the concrete
+`Incident`s that lab/dataset/runner.py injects and labels. lab/dataset/generator.py writes these
+files for whole campaigns.
 """
 
 from __future__ import annotations

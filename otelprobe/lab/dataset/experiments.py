@@ -4,7 +4,7 @@ errors. Notebooks only call these functions and plot, so everything they show is
 typed, tested and reused.
 
 Recordings are found by what they are, not by their directory names: a recording's vantages
-name its lab profile and split (otelprobe/lab/profiles.py), so new campaigns replace the shipped
+name its lab profile and split (otelprobe/lab/dataset/profiles.py), so new campaigns replace the shipped
 ones without editing a notebook. Scoring follows DESIGN §6: the cases are the attributable
 windows (warm, violating, symptomatic) labeled with a cause; metrics.py defines every number.
 """
@@ -88,10 +88,10 @@ def find_lab_dir(start: str | Path | None = None) -> Path:
 
 def read_recording(directory: Path) -> Recording | None:
     """The recording in `directory` (None without a traces file). Its role comes from the vantage
-    names in scenario.yaml (lab/profiles.py's topologies); "" when they match none."""
+    names in scenario.yaml (lab/dataset/profiles.py's topologies); "" when they match none."""
     import yaml
 
-    from otelprobe.lab.profiles import TOPOLOGIES
+    from otelprobe.lab.dataset.profiles import TOPOLOGIES
 
     traces = next((directory / f for f in TRACE_FILES if (directory / f).is_file()), None)
     if traces is None:
@@ -135,7 +135,7 @@ def shipped_recordings(lab_dir: str | Path | None = None) -> ShippedRecordings:
     Raises:
         ExperimentError: no training or no held-out recording.
     """
-    from otelprobe.lab.profiles import TOPOLOGIES
+    from otelprobe.lab.dataset.profiles import TOPOLOGIES
 
     root = Path(lab_dir) if lab_dir is not None else find_lab_dir()
     found = [r for d in sorted(p for p in root.iterdir() if p.is_dir()) if (r := read_recording(d))]
@@ -381,12 +381,12 @@ def misattributions(model: AttributionModel, frame: pd.DataFrame, limit: int = 2
 
 
 def magnitude_band(fault: str, magnitude: float | None) -> str:
-    """Where a magnitude lies in its recipe's range (lab/generator.py): subtle, low, medium, high,
+    """Where a magnitude lies in its recipe's range (lab/dataset/generator.py): subtle, low, medium, high,
     gross — for recordings whose labels predate the `band` field; NO_INTENSITY without one."""
     import math
 
-    from otelprobe.lab.generator import MAGNITUDE_LEVELS, RECIPES
-    from otelprobe.lab.scenario import BANDS
+    from otelprobe.lab.dataset.generator import MAGNITUDE_LEVELS, RECIPES
+    from otelprobe.lab.dataset.scenario import BANDS
 
     recipe = next((r for rs in RECIPES.values() for r in rs if r.kind == fault), None)
     if recipe is None or recipe.magnitude is None or magnitude is None or not magnitude > 0:
@@ -403,7 +403,7 @@ def read_incidents(recordings: Sequence[Recording]) -> pd.DataFrame:
     fault, its magnitude, its band and its time span."""
     import pandas as pd
 
-    from otelprobe.lab.recording import read_labels
+    from otelprobe.lab.dataset.recording import read_labels
 
     rows = []
     for recording in recordings:

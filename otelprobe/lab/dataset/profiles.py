@@ -4,7 +4,7 @@ A profile is what differs between real deployments and stays fixed during a camp
 jitter and background loss per vantage, how fast and how jittery each vantage's local resolver is,
 whether servers write headers first or coalesce them with the body, how the TLS front cuts
 records, body sizes (slow start shows on the larger ones) and how often backends stall for no
-labeled reason. lab/generator.py draws campaigns on one profile and split:
+labeled reason. lab/dataset/generator.py draws campaigns on one profile and split:
 
 - `standard` / `train` and `standard` / `eval`: the same kind of environment with different
   vantages (names and RTTs), targets (names, body sizes, server behaviour), seeds and magnitudes;

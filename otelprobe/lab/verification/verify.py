@@ -3,8 +3,9 @@
 Two measurements. Fault accuracy: each delay fault achieved vs requested, from the raw socket
 clients of `lab/servers/measure.py`. Timing error: real HTTPS probes (`HTTPProbe`) against a lab
 target running in its own process, at 1 and at several hundred concurrent probes, each span
-compared with the same connection's phases in a packet capture (`lab/capture.py`, `lab/wire.py`;
-matched by the client port the `tcp.connect` span records). bench/timing_error.py drives it too.
+compared with the same connection's phases in a packet capture (`lab/verification/capture.py`,
+`lab/verification/wire.py`; matched by the client port the `tcp.connect` span records).
+bench/timing_error.py drives it too.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pathlib import Path
 from typing import Final
 
 from otelprobe import names
-from otelprobe.lab._verify_target import TARGET_NAME, TargetSpec
-from otelprobe.lab.capture import PacketCapture
 from otelprobe.lab.servers.measure import Accuracy, measure_accuracy
-from otelprobe.lab.wire import wire_phases
+from otelprobe.lab.verification.capture import PacketCapture
+from otelprobe.lab.verification.target import TARGET_NAME, TargetSpec
+from otelprobe.lab.verification.wire import wire_phases
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
@@ -137,7 +138,7 @@ async def lab_target(spec: TargetSpec) -> AsyncIterator[LabTarget]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "otelprobe.lab._verify_target",
+            "otelprobe.lab.verification.target",
             f"--ca={ca_path}",
             *spec.to_argv(),
             stdin=asyncio.subprocess.PIPE,

@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from otelprobe.errors import ConfigError
     from otelprobe.lab.dataset.runner import run_scenario
-    from otelprobe.lab.dataset.scenario import load_scenario
     from otelprobe.lab.emulation.netns import LabUnavailable
+    from otelprobe.lab.scenario import load_scenario
 
     try:
         scenario = load_scenario(args.scenario)

@@ -13,7 +13,7 @@ import pytest
 from otelprobe.cli import main
 from otelprobe.lab.dataset.recording import read_labels
 from otelprobe.lab.dataset.runner import run_scenario
-from otelprobe.lab.dataset.scenario import load_scenario_text
+from otelprobe.lab.scenario import load_scenario_text
 
 # The first test to ask for the model may train it (conftest.py) on a shared machine.
 pytestmark = pytest.mark.timeout(300)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from otelprobe.config import validate
 from otelprobe.errors import ConfigError, ConfigProblem
-from otelprobe.lab.dataset.scenario import load_scenario
+from otelprobe.lab.scenario import load_scenario
 
 VALID = Path(__file__).parent / "valid"
 FULL = (VALID / "full.yaml").read_text()

@@ -16,9 +16,9 @@ import dns.rcode
 import pytest
 
 from otelprobe.lab.certs import LabCA
-from otelprobe.lab.dataset.scenario import load_scenario_text
 from otelprobe.lab.emulation.topology import ServerLoop, TargetSide
 from otelprobe.lab.faults import parse_fault
+from otelprobe.lab.scenario import load_scenario_text
 from otelprobe.lab.servers.http import HTTPFaultServer
 from otelprobe.lab.servers.measure import http_get
 from otelprobe.lab.servers.tls import TLSFront

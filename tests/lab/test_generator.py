@@ -10,8 +10,8 @@ import pytest
 from otelprobe.cli import main
 from otelprobe.lab.dataset.generator import RECIPES, CampaignShape, generate_campaign
 from otelprobe.lab.dataset.incidents import Incident, resolve, total_duration_s
-from otelprobe.lab.dataset.scenario import MAGNITUDE_KEYS, Scenario, load_scenario
 from otelprobe.lab.faults import ROOT_CAUSES
+from otelprobe.lab.scenario import MAGNITUDE_KEYS, Scenario, load_scenario
 
 
 def campaign(

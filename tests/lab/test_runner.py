@@ -19,8 +19,8 @@ from otelprobe import names
 from otelprobe.lab.dataset.incidents import resolve
 from otelprobe.lab.dataset.recording import RecordedSpan, iter_spans, read_labels
 from otelprobe.lab.dataset.runner import RunResult, run_scenario
-from otelprobe.lab.dataset.scenario import load_scenario, load_scenario_text
 from otelprobe.lab.emulation.netns import RUN_DIR, LabUnavailable, lab_namespaces, require_lab_support
+from otelprobe.lab.scenario import load_scenario, load_scenario_text
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
@@ -233,7 +233,7 @@ def test_loopback_mode_injects_server_faults_only(tmp_path: Path) -> None:
 def test_ctrl_c_removes_namespaces_and_probers(tmp_path: Path) -> None:
     code = (
         "from otelprobe.lab.dataset.runner import run_scenario\n"
-        "from otelprobe.lab.dataset.scenario import load_scenario\n"
+        "from otelprobe.lab.scenario import load_scenario\n"
         f"run_scenario(load_scenario({str(EXAMPLES / 'tiny.yaml')!r}), {str(tmp_path)!r}, mode='netns')\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)

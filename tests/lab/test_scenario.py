@@ -8,8 +8,8 @@ import pytest
 
 from otelprobe.errors import ConfigError
 from otelprobe.lab.dataset.incidents import affected_pairs, resolve, total_duration_s
-from otelprobe.lab.dataset.scenario import MAGNITUDE_KEYS, Scenario, load_scenario, load_scenario_text
 from otelprobe.lab.faults import FAULT_TYPES, TTFBDelay
+from otelprobe.lab.scenario import MAGNITUDE_KEYS, Scenario, load_scenario, load_scenario_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 

@@ -12,9 +12,9 @@ import dns.rcode
 import pytest
 
 from otelprobe.lab.certs import LabCA
-from otelprobe.lab.dataset.scenario import load_scenario_text
 from otelprobe.lab.emulation.topology import ServerLoop, TargetSide
 from otelprobe.lab.faults import Fault, parse_fault
+from otelprobe.lab.scenario import load_scenario_text
 
 SCENARIO = """\
 vantages: [{name: a}, {name: b}]

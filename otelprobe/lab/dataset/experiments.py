@@ -386,7 +386,7 @@ def magnitude_band(fault: str, magnitude: float | None) -> str:
     import math
 
     from otelprobe.lab.dataset.generator import MAGNITUDE_LEVELS, RECIPES
-    from otelprobe.lab.dataset.scenario import BANDS
+    from otelprobe.lab.scenario import BANDS
 
     recipe = next((r for rs in RECIPES.values() for r in rs if r.kind == fault), None)
     if recipe is None or recipe.magnitude is None or magnitude is None or not magnitude > 0:

@@ -7,7 +7,7 @@ different series at the same time, gradual ramps (a magnitude stepping up over t
 subtle magnitudes; every (target, vantage) has healthy periods between its incidents. The
 environment comes from a profile (lab/dataset/profiles.py): the standard profile's train and eval splits
 share no vantage, target, magnitude or seed, and the shifted profile is another environment
-altogether. The output is an ordinary scenario (lab/dataset/scenario.py).
+altogether. The output is an ordinary scenario (lab/scenario.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Final
 from otelprobe.causes import ROOT_CAUSES, RootCause, Scope
 from otelprobe.lab.dataset.incidents import affected_pairs
 from otelprobe.lab.dataset.profiles import BAND_CENTRES, BAND_SPREAD, Profile, Split, topology
-from otelprobe.lab.dataset.scenario import BANDS, MAGNITUDE_KEYS, Band, Scenario, fault_fits
 from otelprobe.lab.faults import parse_fault
+from otelprobe.lab.scenario import BANDS, MAGNITUDE_KEYS, Band, Scenario, fault_fits
 
 MAGNITUDE_LEVELS: Final = 4
 """Bands from barely visible (0, "low") to gross (3); "subtle" lies below them."""

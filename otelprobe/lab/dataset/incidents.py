@@ -1,6 +1,6 @@
 """Incidents: a scenario's timeline with every random part drawn, as the runner injects and labels it.
 
-`resolve(scenario)` turns the entries of a validated scenario (lab/dataset/scenario.py) into `Incident`s,
+`resolve(scenario)` turns the entries of a validated scenario (lab/scenario.py) into `Incident`s,
 drawing ranges, omitted targets and vantages, and a ramp's steps under the scenario's seed;
 lab/dataset/runner.py plays them and writes `incident_json` into the labels file, and lab/dataset/generator.py
 uses `affected_pairs` to plan campaigns.
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from otelprobe.causes import RootCause, Scope
-from otelprobe.lab.dataset.scenario import MAGNITUDE_KEYS, Band, Scenario, TimelineEntry, fault_fits
 from otelprobe.lab.faults import Fault, parse_fault
+from otelprobe.lab.scenario import MAGNITUDE_KEYS, Band, Scenario, TimelineEntry, fault_fits
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from typing import IO, Any
 from otelprobe import names
 from otelprobe.attribution.otlp_files import ReaderStats, iter_span_batches
 from otelprobe.attribution.records import iter_records
-from otelprobe.lab.dataset.scenario import Scenario
 from otelprobe.lab.emulation.topology import LAB_ZONE, TargetSide
+from otelprobe.lab.scenario import Scenario
 from otelprobe.lab.servers.http import LAB_BODY_LINE
 
 

@@ -36,11 +36,11 @@ import yaml
 import otelprobe
 from otelprobe.lab.dataset.incidents import Incident, incident_json, resolve, total_duration_s
 from otelprobe.lab.dataset.recording import IncidentWindow, label_recording, prober_config
-from otelprobe.lab.dataset.scenario import Scenario, VantageSpec
 from otelprobe.lab.emulation.link import TARGET_IPV4, Link, LinkEmulator, LinkParams
 from otelprobe.lab.emulation.netns import Lab, LabUnavailable, require_lab_support
 from otelprobe.lab.emulation.topology import ServerLoop, TargetSide, lab_ca, write_ca
 from otelprobe.lab.faults import BandwidthLimit, Fault, NetworkLatency, PacketLoss, link_settings
+from otelprobe.lab.scenario import Scenario, VantageSpec
 
 log = logging.getLogger(__name__)
 

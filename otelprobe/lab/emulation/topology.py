@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from otelprobe.lab.certs import LabCA
-from otelprobe.lab.dataset.scenario import Scenario, TargetSpec, VantageSpec
 from otelprobe.lab.emulation.netns import _enter_netns
 from otelprobe.lab.faults import (
     BadCertificate,
@@ -32,6 +31,7 @@ from otelprobe.lab.faults import (
     TTFBDelay,
     dns_server_fault,
 )
+from otelprobe.lab.scenario import Scenario, TargetSpec, VantageSpec
 from otelprobe.lab.servers.dns import DNSFaultServer
 from otelprobe.lab.servers.dns_zone import DNSFault
 from otelprobe.lab.servers.http import HTTPFault, HTTPFaultServer

@@ -2,7 +2,7 @@
 
 Used by the kinds that resolve a host on top of `base.run_attempt`: the first result carries the
 `dns.lookup` phase. `run_with_fallback` hands the body every resolved address (kinds that connect
-race them with `_happy_eyeballs.connect_first`); `run_per_address` hands it the first one (icmp).
+race them with `net/happy_eyeballs.connect_first`); `run_per_address` hands it the first one (icmp).
 With `ip: all` each address gets a result of its own.
 """
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import otelprobe
 from otelprobe.lab.emulation.netns import Lab, LabUnavailable, Namespace, require_lab_support
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class Link:
                 "realtime": realtime,
             }
             env = dict(os.environ, OTELPROBE_LAB_ID=lab.lab_id)
-            package_root = str(Path(__file__).resolve().parents[2])
+            package_root = str(Path(otelprobe.__file__).resolve().parents[1])
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "otelprobe.lab.emulation._forwarder", json.dumps(config)],

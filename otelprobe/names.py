@@ -193,7 +193,7 @@ METRIC_TLS_CERT_REMAINING: Final = "probe.tls.cert.remaining"
 METRIC_HTTP_CLIENT_DURATION: Final = "http.client.request.duration"
 METRIC_DNS_LOOKUP_DURATION: Final = "dns.lookup.duration"
 METRIC_EXPORT_DROPPED: Final = "otelprobe.export.dropped"
-METRIC_PROBE_LATENESS: Final = "otelprobe.scheduling.scheduler.lateness"
+METRIC_PROBE_LATENESS: Final = "otelprobe.scheduler.lateness"
 METRIC_VIOLATIONS_OPEN: Final = "otelprobe.sidecar.violations.open"
 METRIC_SLO_BURN_RATE: Final = "otelprobe.slo.burn_rate"
 

@@ -17,7 +17,9 @@ from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
+from otelprobe.config import problems as _problems
 from otelprobe.config import read_config_file
+from otelprobe.config.document import parse
 from otelprobe.errors import ConfigError, ConfigProblem
 from otelprobe.settings.common import StrictModel
 from otelprobe.settings.durations import Duration, parse_duration
@@ -277,9 +279,6 @@ def load_slo_text(text: str, filename: str = "<slo>") -> SLOFile:
     Raises:
         ConfigError: with every problem found.
     """
-    from otelprobe.config import problems as _problems
-    from otelprobe.config.document import parse
-
     doc = parse(text, filename, lambda value, path, line: None, json_syntax=filename.endswith(".json"))
     if doc.data is None and doc.problems:
         raise ConfigError(doc.problems)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, StringConstraints, ValidationError, ValidationInfo, model_validator
 
 from otelprobe.causes import RootCause, Scope
+from otelprobe.config import read_config_file
 from otelprobe.config.document import PathKey, format_path, parse
 from otelprobe.config.problems import problems_from
 from otelprobe.errors import ConfigError, ConfigProblem
@@ -318,6 +319,4 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises:
         ConfigError: unreadable file, or every problem found in it.
     """
-    from otelprobe.config import read_config_file
-
     return load_scenario_text(read_config_file(Path(path), "scenario"), str(path))

@@ -24,7 +24,7 @@ from otelprobe.net.dns.resolver import split_host_port
 from otelprobe.net.happy_eyeballs import connect_first
 from otelprobe.net.tls import ocsp as _ocsp
 from otelprobe.net.tls import report as _tls_report
-from otelprobe.net.tls.openssl import DeferredClientTLS
+from otelprobe.net.tls.openssl import ClientTLS, DeferredClientTLS
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.results import ProbeResult
@@ -45,8 +45,6 @@ def check_client_tls(config: TLSClientConfig) -> None:
         TLSError: a file that is missing, unreadable or not a certificate or key
             (`tls_config_invalid`, naming the field and the file).
     """
-    from otelprobe.net.tls.openssl import ClientTLS
-
     ClientTLS(config)
 
 

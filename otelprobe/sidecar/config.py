@@ -14,7 +14,9 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from otelprobe.config import read_config_file
+from otelprobe.config import envsubst, read_config_file
+from otelprobe.config import problems as _problems
+from otelprobe.config.document import PathKey, format_path, parse
 from otelprobe.errors import ConfigError, ConfigProblem
 from otelprobe.settings.common import StrictModel
 from otelprobe.settings.durations import Duration, Size, parse_duration
@@ -252,10 +254,6 @@ def load_sidecar_text(
     Raises:
         ConfigError: with every problem found.
     """
-    from otelprobe.config import envsubst
-    from otelprobe.config import problems as _problems
-    from otelprobe.config.document import PathKey, format_path, parse
-
     substitution_problems: list[ConfigProblem] = []
 
     def substitute(value: str, key: PathKey, line: int) -> str | None:

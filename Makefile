@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The suite and the demo use every extra (pyproject.toml); `pip install otelprobe` alone is the prober.
+EXTRAS := dev,attribution,lab,sidecar,compression
 
 .PHONY: venv check lint fmt typecheck test test-fast e2e otel demo bench clean
 
@@ -12,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,attribution]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 lint: venv

@@ -2,8 +2,8 @@
 
 It sits between the scheduler (which calls `run`) and telemetry (which turns the returned
 `ProbeResult`s into spans): `probes/http/http1_exchange.py` frames HTTP/1.1 (httptools) and
-HTTP/2 (httpcore) over the timed backend of `probes/http/backend.py`, and `probes/assertions.py`
-judges the response.
+`http2_exchange.py` HTTP/2 (h2) over the timed backend of `probes/http/backend.py`, and
+`probes/assertions.py` judges the response.
 """
 
 from __future__ import annotations
@@ -13,19 +13,16 @@ import base64
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import ClassVar, Final, cast
+from typing import ClassVar, Final
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
-
-import httpcore
 
 from otelprobe import __version__
 from otelprobe.config.addresses import check_host
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
-from otelprobe.errors import ProtocolError, map_exceptions
+from otelprobe.errors import ProtocolError
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes.assertions import (
@@ -39,16 +36,11 @@ from otelprobe.probes.assertions import (
     raise_failures,
 )
 from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
-from otelprobe.probes.http.backend import (
-    HTTPCORE_ERRORS,
-    ExchangeTimer,
-    TimedBackend,
-    TLSAttributeCache,
-    remote_protocol_error,
-)
+from otelprobe.probes.http.backend import ExchangeTimer, TimedBackend, TLSAttributeCache
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
+from otelprobe.probes.http.messages import URL, Request, Response
 from otelprobe.probes.resolver import is_ip_literal
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.telemetry import names
@@ -61,7 +53,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _MAX_LOCATION: Final = 8192  # RFC 9110 §4.1 suggests supporting 8000-octet URIs; longer is hostile
 _TARGET_SAFE: Final = "".join(map(chr, range(0x21, 0x7F)))  # printable ASCII stays as written
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
-_HTTP_VERSIONS: Final = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2"}
+_HTTP_VERSIONS: Final = frozenset({"1.0", "1.1", "2"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,18 +248,13 @@ class HTTPProbe:
         request = self._request(url, method, content, headers)
         ssl_context = self._tls_context() if url.scheme == "https" else None
         try:
-            with map_exceptions(HTTPCORE_ERRORS):
-                try:
-                    response = await exchange(backend, request, content, ssl_context, http1=self._http1)
-                    attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
-                    attrs[names.NETWORK_PROTOCOL_VERSION] = _HTTP_VERSIONS.get(
-                        response.extensions.get("http_version", b""), "1.1"
-                    )
-                    if backend.peer_address is not None:
-                        attrs[names.NETWORK_PEER_ADDRESS] = backend.peer_address
-                    body = await self._read_body(response, attrs)
-                except httpcore.RemoteProtocolError as exc:
-                    raise remote_protocol_error(exc, timer) from exc
+            response = await exchange(backend, request, ssl_context, http1=self._http1)
+            attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
+            version = response.http_version
+            attrs[names.NETWORK_PROTOCOL_VERSION] = version if version in _HTTP_VERSIONS else "1.1"
+            if backend.peer_address is not None:
+                attrs[names.NETWORK_PEER_ADDRESS] = backend.peer_address
+            body = await self._read_body(response, attrs)
             timer.finish()
         finally:
             backend.close()
@@ -282,14 +269,14 @@ class HTTPProbe:
             )
         return _Reply(response.status, response.headers, body, location)
 
-    async def _read_body(self, response: httpcore.Response, attrs: Attributes) -> bytes:
+    async def _read_body(self, response: Response, attrs: Attributes) -> bytes:
         """Read the body, keeping it only if a check needs it; over the cap is a failure."""
         limit = self._config.body_max_bytes
         keep = self._body_checks.needs_body
         chunks: list[bytes] = []
         total = 0
         try:
-            async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_stream())) as stream:
+            async with aclosing(response.body) as stream:
                 async for chunk in stream:
                     total += len(chunk)
                     if total > limit:
@@ -298,32 +285,28 @@ class HTTPProbe:
                         chunks.append(chunk)
         finally:
             attrs[names.PROBE_BODY_BYTES] = total
-            await response.aclose()
         return b"".join(chunks)
 
     def _request(
         self, url: SplitResult, method: str, content: bytes | None, headers: list[tuple[bytes, bytes]]
-    ) -> httpcore.Request:
-        port = url.port
+    ) -> Request:
+        port = url.port or _DEFAULT_PORTS[url.scheme]
         host = _ascii_host(url.hostname or "")
         authority = f"[{host}]" if ":" in host else host
-        if port and port != _DEFAULT_PORTS[url.scheme]:
+        if port != _DEFAULT_PORTS[url.scheme]:
             authority = f"{authority}:{port}"
         request_headers = [(b"Host", authority.encode("ascii")), *headers]
         if content is not None:
             request_headers.append((b"Content-Length", str(len(content)).encode()))
-        # httpcore takes ASCII only: other characters go UTF-8 percent-encoded, as browsers send them.
+        # The request-target is ASCII: other characters go UTF-8 percent-encoded, as browsers send them.
         target = quote((url.path or "/") + (f"?{url.query}" if url.query else ""), safe=_TARGET_SAFE)
-        extensions: dict[str, object] = {}
         sni = self._config.tls.server_name
-        if sni and url.hostname == self._url.hostname:
-            extensions["sni_hostname"] = sni
-        return httpcore.Request(
-            method,
-            httpcore.URL(scheme=url.scheme, host=host, port=port, target=target),
-            headers=request_headers,
-            content=content,
-            extensions=extensions,
+        return Request(
+            method.encode("ascii"),
+            URL(url.scheme, host, port, target.encode("ascii")),
+            request_headers,
+            content,
+            sni_hostname=sni if sni and url.hostname == self._url.hostname else None,
         )
 
     def _tls_context(self) -> ClientTLS:
@@ -392,7 +375,7 @@ def _new_trace_ref() -> TraceRef:
 
 
 def _ascii_host(host: str) -> str:
-    """The host as httpcore, getaddrinfo and SNI take it: an IDN as its A-label (IDNA 2003)."""
+    """The host as the Host header, getaddrinfo and SNI take it: an IDN as its A-label (IDNA 2003)."""
     if host.isascii():
         return host
     try:

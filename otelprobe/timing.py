@@ -2,15 +2,17 @@
 
 Probes record plain `Phase` values here; telemetry converts them into spans afterwards, mapping
 monotonic timestamps to epoch time once, through the anchor taken when the clock was created.
+The record only grows through the clock's own operations (`start`/`phase`/`record`, `adopt`,
+`annotate`); what it holds is read as a tuple.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from otelprobe.errors import ConnectTimeout, DNSError, ProbeError, ProbeTimeout
@@ -75,14 +77,24 @@ def timeout_error_for(phase_name: str | None) -> ProbeError:
 class OpenPhase:
     """A phase that has started and not ended; attributes may be added before it ends."""
 
-    __slots__ = ("_clock", "attributes", "events", "name", "start_ns")
+    __slots__ = ("_clock", "_start_ns", "attributes", "events", "name")
 
     def __init__(self, clock: PhaseClock, name: str, start_ns: int) -> None:
         self._clock = clock
         self.name = name
-        self.start_ns = start_ns
+        self._start_ns = start_ns
         self.attributes: dict[str, AttributeValue] = {}
         self.events: list[PhaseEvent] = []
+
+    @property
+    def start_ns(self) -> int:
+        return self._start_ns
+
+    def move_start(self, start_ns: int | None) -> None:
+        """The phase really began at `start_ns`, an edge known only once it was open (the first
+        send, a query's send stamp); None keeps the start it has."""
+        if start_ns is not None:
+            self._start_ns = start_ns
 
     def add_event(
         self, name: str, time_ns: int, attributes: Mapping[str, AttributeValue] | None = None
@@ -97,14 +109,36 @@ class OpenPhase:
 class PhaseClock:
     """Records the phases of one attempt. Not thread-safe; one per attempt."""
 
-    __slots__ = ("_open", "anchor_mono_ns", "anchor_wall_ns", "phases")
+    __slots__ = ("_open", "_phases", "anchor_mono_ns", "anchor_wall_ns")
 
     def __init__(self) -> None:
         # Take both anchors back to back; epoch = anchor_wall + (mono - anchor_mono).
         self.anchor_wall_ns = time.time_ns()
         self.anchor_mono_ns = time.perf_counter_ns()
-        self.phases: list[Phase] = []
+        self._phases: list[Phase] = []
         self._open: list[OpenPhase] = []
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases recorded so far, in the order they ended (or were adopted)."""
+        return tuple(self._phases)
+
+    def mark(self) -> int:
+        """Where the record stands: `annotate(mark, ...)` then reaches only the phases recorded since."""
+        return len(self._phases)
+
+    def adopt(self, phases: Iterable[Phase]) -> None:
+        """Add phases measured on another clock of the same attempt (perf_counter is one clock per
+        process): a racing connect attempt's, or the one lookup shared by `ip: all`'s addresses."""
+        self._phases.extend(phases)
+
+    def annotate(self, since: int, attributes: Mapping[str, AttributeValue]) -> None:
+        """Give `attributes` to every phase recorded since `mark()` returned `since` (e.g. a hop
+        number to the phases of the shared helpers, which do not know it)."""
+        for index in range(since, len(self._phases)):
+            phase = self._phases[index]
+            if not attributes.items() <= phase.attributes.items():
+                self._phases[index] = replace(phase, attributes={**phase.attributes, **attributes})
 
     @staticmethod
     def now_ns() -> int:
@@ -161,7 +195,7 @@ class PhaseClock:
             dict(attributes or {}),
             tuple(sorted(events, key=lambda event: event.time_ns)) if events else (),
         )
-        self.phases.append(phase)
+        self._phases.append(phase)
         return phase
 
     @property
@@ -181,4 +215,4 @@ class PhaseClock:
         return self.record(opened.name, opened.start_ns, end_ns, error, opened.attributes, opened.events)
 
     def sorted_phases(self) -> tuple[Phase, ...]:
-        return tuple(sorted(self.phases, key=lambda p: (p.start_ns, p.end_ns)))
+        return tuple(sorted(self._phases, key=lambda p: (p.start_ns, p.end_ns)))

@@ -147,13 +147,12 @@ async def timed_resolve(
                 resolution = await resolver.resolve_stamped(host, family, progress)
             except asyncio.CancelledError:
                 # The attempt's deadline cut the lookup short: the span still shows its tries.
-                phase.start_ns = progress.sent_ns or phase.start_ns
+                phase.move_start(progress.sent_ns or None)
                 record_tries(phase, progress.tries, None)
                 raise
         else:
             resolution = Resolution(tuple(await resolver.resolve(host, family)))
-        if resolution.sent_ns is not None:
-            phase.start_ns = resolution.sent_ns
+        phase.move_start(resolution.sent_ns)
         if resolution.error is None:
             phase.attributes[names.DNS_ANSWERS] = resolution.addresses
         record_tries(phase, resolution.tries, resolution.answered_attempt)

@@ -153,7 +153,7 @@ class HTTPProbe:
 
         async def probe(address: str) -> ProbeResult:
             clock = PhaseClock()
-            clock.phases.append(lookup)  # the one lookup is part of every address's attempt
+            clock.adopt([lookup])  # the one lookup is part of every address's attempt
             result = await self._run_one(
                 attempt,
                 remaining_s,
@@ -234,7 +234,7 @@ class HTTPProbe:
     ) -> _Reply:
         """One request/response on a fresh connection; its phases carry `probe.http.hop`."""
         hop_attrs: Attributes = {names.PROBE_HTTP_HOP: hop}
-        first_phase = len(clock.phases)
+        first_phase = clock.mark()
         timer = ExchangeTimer(clock, hop_attrs)
         backend = TimedBackend(
             clock,
@@ -258,7 +258,8 @@ class HTTPProbe:
             timer.finish()
         finally:
             backend.close()
-            _tag_phases(clock, first_phase, hop_attrs)
+            # The shared helpers' phases (lookup, connect, TLS) learn the hop too.
+            clock.annotate(first_phase, hop_attrs)
             if backend.ssl_object is not None:
                 # Known as soon as the handshake is done, so a later failure still reports them.
                 attrs.update(self._tls_attributes.attributes(backend.ssl_object))
@@ -414,11 +415,3 @@ def _redirect_url(base: SplitResult, location: str) -> SplitResult:
 
 def _origin(url: SplitResult) -> tuple[str, str | None, int]:
     return url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme]
-
-
-def _tag_phases(clock: PhaseClock, first: int, attributes: Attributes) -> None:
-    """Add the hop attributes to the phases recorded by the shared helpers since index `first`."""
-    for index in range(first, len(clock.phases)):
-        phase = clock.phases[index]
-        if not attributes.keys() <= phase.attributes.keys():
-            clock.phases[index] = dataclasses.replace(phase, attributes={**phase.attributes, **attributes})

@@ -25,7 +25,6 @@ from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.health import Health, TargetState, backoff_s
 from otelprobe.scheduling.stats import SchedulerStats
 from otelprobe.targets import spread_offset
-from otelprobe.telemetry import names
 from otelprobe.timing import PhaseClock
 
 __all__ = ["ProbeFactory", "ResultSink", "Scheduler", "SchedulerStats", "TargetState"]
@@ -282,20 +281,7 @@ class Scheduler:
                 config.timeout_s,
             )
             error = ProbeTimeout("probe_unresponsive", "probe did not return by its timeout + 1 s")
-            return [
-                ProbeResult(
-                    kind=t.probe.kind,
-                    target=config.name,
-                    attempt=attempt,
-                    start_ns=start_ns,
-                    end_ns=clock.now_ns(),
-                    anchor_wall_ns=clock.anchor_wall_ns,
-                    anchor_mono_ns=clock.anchor_mono_ns,
-                    phases=(),
-                    error=error,
-                    attributes={names.ERROR_TYPE: error.error_type, names.PROBE_ERROR_DETAIL: error.detail},
-                )
-            ]
+            return [ProbeResult.of_attempt(t.probe.kind, config.name, attempt, clock, start_ns, error, {})]
         exc = asyncio.CancelledError("the probe cancelled itself") if task.cancelled() else task.exception()
         if exc is not None:
             self.stats.probe_exceptions += 1

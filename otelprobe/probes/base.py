@@ -110,22 +110,7 @@ async def run_attempt(
     except ProbeError as exc:
         error = exc
         clock.close_open(exc)
-    end_ns = clock.now_ns()
-    if error is not None:
-        attrs[names.ERROR_TYPE] = error.error_type
-        attrs[names.PROBE_ERROR_DETAIL] = error.detail
-    return ProbeResult(
-        kind=kind,
-        target=target,
-        attempt=attempt,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        anchor_wall_ns=clock.anchor_wall_ns,
-        anchor_mono_ns=clock.anchor_mono_ns,
-        phases=clock.sorted_phases(),
-        error=error,
-        attributes=attrs,
-    )
+    return ProbeResult.of_attempt(kind, target, attempt, clock, start_ns, error, attrs)
 
 
 async def timed_resolve(

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import dataclasses
 import logging
-import random
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -112,7 +111,7 @@ class HTTPProbe:
         clock: PhaseClock | None = None,
         attributes: Attributes | None = None,
     ) -> ProbeResult:
-        trace_ref = _new_trace_ref() if self._config.propagate_trace_context else None
+        trace_ref = TraceRef.new() if self._config.propagate_trace_context else None
 
         async def body(clock: PhaseClock, attrs: Attributes) -> None:
             await self._attempt(clock, attrs, family, pinned_address, trace_ref)
@@ -368,11 +367,6 @@ def _base_headers(config: HTTPProbeConfig, url: SplitResult) -> list[tuple[bytes
         userinfo = f"{unquote(url.username)}:{unquote(url.password or '')}"
         headers.append((b"Authorization", b"Basic " + base64.b64encode(userinfo.encode())))
     return headers
-
-
-def _new_trace_ref() -> TraceRef:
-    # W3C trace context: all-zero IDs are invalid.
-    return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
 
 
 def _ascii_host(host: str) -> str:

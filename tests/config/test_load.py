@@ -18,6 +18,7 @@ from otelprobe.config.models import Defaults, merge_defaults
 from otelprobe.config.secrets import REDACTED, clear_secrets, redact
 from otelprobe.probes import config_types
 from otelprobe.probes.http.config import HTTPProbeConfig
+from otelprobe.targets import Shard, select
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.*"))
@@ -77,7 +78,6 @@ def test_full_example() -> None:
     assert login.body == '{"probe": true, "price": "$5"}'
     assert login.method == "POST"
     assert api.expect.max_duration_s == 0.8
-    assert config.my_targets() == config.targets
 
 
 def test_defaults_and_anchors() -> None:
@@ -125,7 +125,9 @@ def test_shard_selects_this_replicas_targets() -> None:
     targets = "".join(
         f"  - {{name: t{i}, kind: http, url: 'http://127.0.0.1:{8000 + i}/'}}\n" for i in range(30)
     )
-    shards = [load_text(f"shard: {i}/3\ntargets:\n{targets}").my_targets() for i in range(3)]
+    configs = [load_text(f"shard: {i}/3\ntargets:\n{targets}") for i in range(3)]
+    assert [c.shard for c in configs] == [Shard(i, 3) for i in range(3)]
+    shards = [select(c.targets, i, 3) for i, c in enumerate(configs)]  # as the runtime selects
     names = [t.name for shard in shards for t in shard]
     assert sorted(names) == sorted(f"t{i}" for i in range(30))
     assert all(shards)

@@ -8,7 +8,6 @@ It sits between the scheduler (which calls `run`) and telemetry (which turns the
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import logging
@@ -22,6 +21,7 @@ from otelprobe.config.addresses import check_host
 from otelprobe.config.common import IPFamily
 from otelprobe.config.secrets import redact_url
 from otelprobe.errors import ProtocolError
+from otelprobe.probes._attempts import run_every_address
 from otelprobe.probes._openssl import ClientTLS
 from otelprobe.probes._path_trace import attach_path_traces
 from otelprobe.probes.assertions import (
@@ -34,7 +34,7 @@ from otelprobe.probes.assertions import (
     check_latency,
     raise_failures,
 )
-from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
+from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
 from otelprobe.probes.http.backend import ExchangeTimer, TimedBackend, TLSAttributeCache
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.content_coding import content_codings, decode_body
@@ -96,7 +96,17 @@ class HTTPProbe:
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host = self._url.hostname or ""
         if self._config.ip == "all" and not is_ip_literal(host):
-            results = await self._run_every_address(attempt, host)
+
+            async def one_address(
+                address: str, timeout_s: float, clock: PhaseClock, attrs: Attributes
+            ) -> ProbeResult:
+                return await self._run_one(
+                    attempt, timeout_s, family="all", pinned_address=address, clock=clock, attributes=attrs
+                )
+
+            results = await run_every_address(
+                self._config, self.kind, attempt, self._resolver, host, one_address, self._root_attributes()
+            )
         else:
             results = [await self._run_one(attempt, self._config.timeout_s, family=self._config.ip)]
         return await attach_path_traces(self._config, results)
@@ -126,46 +136,6 @@ class HTTPProbe:
             attributes=attributes if attributes is not None else self._root_attributes(),
         )
         return dataclasses.replace(result, trace_ref=trace_ref) if trace_ref else result
-
-    async def _run_every_address(self, attempt: int, host: str) -> list[ProbeResult]:
-        """`ip: all`: resolve once, then probe every address concurrently, one result each."""
-        resolve_clock = PhaseClock()
-        resolve_attrs = self._root_attributes()
-        addresses: list[str] = []
-
-        async def resolve(clock: PhaseClock, attrs: Attributes) -> None:
-            addresses.extend(await timed_resolve(clock, self._resolver, host, "all", attrs))
-
-        resolved = await run_attempt(
-            self.kind,
-            self._config.name,
-            attempt,
-            self._config.timeout_s,
-            resolve,
-            clock=resolve_clock,
-            attributes=resolve_attrs,
-        )
-        if not resolved.success:
-            return [resolved]
-        lookup = resolved.phases[0]
-        remaining_s = max(self._config.timeout_s - resolved.duration_s, 1e-3)
-
-        async def probe(address: str) -> ProbeResult:
-            clock = PhaseClock()
-            clock.adopt([lookup])  # the one lookup is part of every address's attempt
-            result = await self._run_one(
-                attempt,
-                remaining_s,
-                family="all",
-                pinned_address=address,
-                clock=clock,
-                attributes=dict(resolve_attrs),
-            )
-            return dataclasses.replace(result, start_ns=lookup.start_ns)
-
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(probe(address)) for address in addresses]
-        return [task.result() for task in tasks]
 
     def _root_attributes(self) -> Attributes:
         url = self._url

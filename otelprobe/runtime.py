@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from otelprobe.config import load
 from otelprobe.config.common import ProbeConfigBase
+from otelprobe.config.file_references import unreadable_in
 from otelprobe.errors import ConfigError
 from otelprobe.probes._kernel_time import hold_rx_timestamping
 from otelprobe.probes.base import Probe, ProbeContext
@@ -189,6 +190,7 @@ class Runtime:
         self.config = config
         self.reloads += 1
         log.info("config %s reloaded: %d targets on this replica", self.path, len(targets))
+        _warn_unreadable_files(targets)
         return True
 
     async def serve(self) -> None:
@@ -237,6 +239,9 @@ class Runtime:
         await self.scheduler.apply(targets)
         self.config = config
         log.info("probing %d targets from %s", len(targets), self.path)
+        if not targets:
+            log.warning("no targets to probe in %s; waiting for a reload", self.path)
+        _warn_unreadable_files(targets)
 
     def _load(self) -> Config:
         config = self._loader(self.path)
@@ -255,6 +260,17 @@ class Runtime:
     def _log_problems(self, exc: ConfigError) -> None:
         for problem in exc.problems:
             log.error("invalid config: %s", problem)
+
+
+def _warn_unreadable_files(targets: list[ProbeConfigBase]) -> None:
+    # Files are loaded per attempt (a renewed or late-mounted one is picked up); say it once here.
+    for path, (reason, count) in unreadable_in(targets).items():
+        log.warning(
+            "TLS file %r cannot be read (%s): %d target(s) fail with tls_config_invalid until it can",
+            path,
+            reason,
+            count,
+        )
 
 
 def settle_long_lived() -> None:

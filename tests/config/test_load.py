@@ -26,7 +26,8 @@ INVALID = sorted(p for p in (HERE / "invalid").iterdir() if p.suffix in (".yaml"
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
-def test_valid_files_load(path: Path) -> None:
+def test_valid_files_load(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(HERE / "valid")  # TLS files are named relative to the working directory
     assert validate(path) == []
     assert isinstance(load(path), Config)
 
@@ -70,11 +71,11 @@ def test_full_example() -> None:
     # Defaults fill what a target leaves out; mappings merge key by key, the target winning.
     assert (api.interval_s, api.timeout_s, api.jitter_s) == (30.0, 5.0, 2.0)
     assert api.labels == {"team": "sre", "env": "prod", "tier": "gold"}
-    assert api.tls.ca_file == "/etc/otelprobe/ca.pem"
+    assert api.tls.ca_file == "certs/ca.pem"
     assert api.retries.count == 2 and api.retries.backoff_s == 0.25
     assert api.ip == "prefer_ip6" and api.failure_threshold == 2
     assert (login.interval_s, login.timeout_s) == (60.0, 10.0)
-    assert login.tls.server_name == "login.example" and login.tls.ca_file == "/etc/otelprobe/ca.pem"
+    assert login.tls.server_name == "login.example" and login.tls.ca_file == "certs/ca.pem"
     assert login.body == '{"probe": true, "price": "$5"}'
     assert login.method == "POST"
     assert api.expect.max_duration_s == 0.8

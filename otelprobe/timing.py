@@ -102,6 +102,10 @@ class OpenPhase:
         """Note an instant inside the phase (on the same monotonic clock), e.g. a retransmit."""
         self.events.append(PhaseEvent(name, time_ns, dict(attributes or {})))
 
+    def fail_at_deadline_with(self, error: ProbeError) -> None:
+        """See PhaseClock.fail_at_deadline_with: for code that holds the phase, not the clock."""
+        self._clock.fail_at_deadline_with(error)
+
     def end(self, end_ns: int | None = None, error: ProbeError | None = None) -> Phase:
         return self._clock._close(self, end_ns if end_ns is not None else time.perf_counter_ns(), error)
 
@@ -109,7 +113,7 @@ class OpenPhase:
 class PhaseClock:
     """Records the phases of one attempt. Not thread-safe; one per attempt."""
 
-    __slots__ = ("_open", "_phases", "anchor_mono_ns", "anchor_wall_ns")
+    __slots__ = ("_deadline_error", "_open", "_phases", "anchor_mono_ns", "anchor_wall_ns")
 
     def __init__(self) -> None:
         # Take both anchors back to back; epoch = anchor_wall + (mono - anchor_mono).
@@ -117,6 +121,7 @@ class PhaseClock:
         self.anchor_mono_ns = time.perf_counter_ns()
         self._phases: list[Phase] = []
         self._open: list[OpenPhase] = []
+        self._deadline_error: ProbeError | None = None
 
     @property
     def phases(self) -> tuple[Phase, ...]:
@@ -139,6 +144,17 @@ class PhaseClock:
             phase = self._phases[index]
             if not attributes.items() <= phase.attributes.items():
                 self._phases[index] = replace(phase, attributes={**phase.attributes, **attributes})
+
+    def fail_at_deadline_with(self, error: ProbeError) -> None:
+        """If the attempt's deadline cuts it from now on, it failed with `error`, not a timeout
+        class: e.g. a DNS exchange that so far got only invalid answers. A probe's own earlier
+        deadline would say so too, but when the loop runs late both deadlines fire together and
+        the attempt's wins; this keeps the class independent of the loop's lateness."""
+        self._deadline_error = error
+
+    def error_at_deadline(self, phase_name: str | None) -> ProbeError:
+        """What an attempt cut by its deadline inside `phase_name` failed with."""
+        return self._deadline_error or timeout_error_for(phase_name)
 
     @staticmethod
     def now_ns() -> int:
@@ -166,7 +182,7 @@ class PhaseClock:
             opened.end(error=exc)
             raise
         except (asyncio.CancelledError, TimeoutError):
-            opened.end(error=timeout_error_for(name))
+            opened.end(error=self.error_at_deadline(name))
             raise
         except BaseException:
             # An unmapped exception is a bug; still close the phase so the record stays consistent.

@@ -31,7 +31,7 @@ from otelprobe.probes.resolver import (
 )
 from otelprobe.results import ProbeResult
 from otelprobe.telemetry import names
-from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for
+from otelprobe.timing import AttributeValue, PhaseClock
 
 Attributes = dict[str, AttributeValue]
 AttemptBody = Callable[[PhaseClock, Attributes], Awaitable[None]]
@@ -92,7 +92,8 @@ async def run_attempt(
     """Run `body` under the deadline and turn its outcome into a ProbeResult.
 
     `body` marks phases on the clock, fills attributes and raises ProbeError on failure. A
-    deadline expiring inside a phase becomes that phase's timeout class (timing.timeout_error_for).
+    deadline expiring inside a phase becomes that phase's timeout class (timing.timeout_error_for),
+    or the error the body said it fails with at the deadline (PhaseClock.fail_at_deadline_with).
     """
     clock = clock or PhaseClock()
     attrs: Attributes = attributes if attributes is not None else {}
@@ -105,7 +106,7 @@ async def run_attempt(
         # The phase that was open at the deadline has already recorded its timeout error.
         failed = next((p for p in reversed(clock.phases) if p.error_type), None)
         open_name = clock.open_phase
-        error = timeout_error_for(open_name or (failed.name if failed else None))
+        error = clock.error_at_deadline(open_name or (failed.name if failed else None))
         clock.close_open(error)
     except ProbeError as exc:
         error = exc

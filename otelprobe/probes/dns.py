@@ -331,6 +331,12 @@ async def _exchange(
         if invalid is not None:
             raise invalid from None
         raise
+    except asyncio.CancelledError:
+        # The attempt's deadline, arriving with ours on a late loop: still what we got decides.
+        invalid = channel.invalid_answers
+        if invalid is not None:
+            phase.fail_at_deadline_with(invalid)
+        raise
     finally:
         tries = channel.tries
         if tries is not None:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 FEEDBACK_INCIDENT_BASE: Final = 1_000_000_000
 """Confirmed incidents get label_incident ids from here (lab incidents are small numbers)."""
 LOW_PRIORITY: Final = 19
-CROSSFIT_FOLDS: Final = 3
+CROSSFIT_FOLDS: Final = 5
 """The trained confirmed incidents are also scored out of fold (spec `crossfit_folds`; 0: not)."""
 
 

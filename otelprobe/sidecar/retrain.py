@@ -49,7 +49,9 @@ FEEDBACK_INCIDENT_BASE: Final = 1_000_000_000
 """Confirmed incidents get label_incident ids from here (lab incidents are small numbers)."""
 LOW_PRIORITY: Final = 19
 CROSSFIT_FOLDS: Final = 5
-"""The trained confirmed incidents are also scored out of fold (spec `crossfit_folds`; 0: not)."""
+"""The trained confirmed incidents are also scored out of fold (learning.crossfit_folds; 0: not):
+each fold is one more cause fit, about half of the candidate's `train_model` (measured: five
+folds 69-85 s beside a 27-38 s fit at the shipped model's scale, bench/README.md)."""
 
 
 def labeled_feedback(

@@ -145,7 +145,8 @@ def hyper_parameters(live: AttributionModel, spec: Mapping[str, Any]) -> tuple[d
     params = {k: v for k, v in live.metadata.params.items() if k not in ("seed", "verbosity")}
     params["num_threads"] = 1
     rounds = int(live.metadata.training.get("rounds") or spec["rounds"])
-    seed = int(live.metadata.params.get("seed", spec["seed"]))
+    recorded_seed = live.metadata.params.get("seed")
+    seed = int(spec["seed"] if recorded_seed is None else recorded_seed)
     return params, rounds, seed
 
 

@@ -1,7 +1,7 @@
 """CPU of HTTP/1.1 framing per exchange: h11 (the replaced path) vs probes/http/http1_exchange.py.
 
 One exchange = build and write the request, parse a typical small response (nginx-like head, a
-1-byte body) and read its body through `httpcore.Response.aiter_stream` as probes/http/probe.py
+1-byte body) and read its body through the `Response.body` generator as probes/http/probe.py
 does. The stream is in memory and never suspends, so each exchange is run by driving its
 coroutine directly: no event loop, no sockets, framing CPU only. A and B alternate, `--rounds`
 each; the median µs per exchange is reported.
@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 import h11
-import httpcore
 
 from otelprobe.probes.http import http1_exchange
+from otelprobe.probes.http.messages import URL, ByteStream, Request, Response
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\n"
@@ -36,9 +36,9 @@ RESPONSE = (
     b"x"
 )
 
-REQUEST = httpcore.Request(
-    "GET",
-    httpcore.URL(scheme="https", host="example.com", port=None, target="/health"),
+REQUEST = Request(
+    b"GET",
+    URL(scheme="https", host="example.com", port=443, target=b"/health"),
     headers=[
         (b"Host", b"example.com"),
         (b"User-Agent", b"otelprobe/0.1.0"),
@@ -48,24 +48,23 @@ REQUEST = httpcore.Request(
 )
 
 
-class MemoryStream(httpcore.AsyncNetworkStream):
+class MemoryStream:
     """Takes the request, then returns the whole response in one read and EOF after it."""
 
     def __init__(self) -> None:
         self._pending = RESPONSE
+        self.response_started = False
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+    async def read(self, max_bytes: int) -> bytes:
         data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+        self.response_started = True
         return data
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        return None
-
-    async def aclose(self) -> None:
+    async def write(self, data: bytes) -> None:
         return None
 
 
-async def h11_http11(stream: httpcore.AsyncNetworkStream, request: httpcore.Request) -> httpcore.Response:
+async def h11_http11(stream: ByteStream, request: Request) -> Response:
     """The h11 framing this repository used before httptools (commit 6d75d6d), unchanged."""
     state = h11.Connection(h11.CLIENT, max_incomplete_event_size=100 * 1024)
     data = state.send(h11.Request(method=request.method, target=request.url.target, headers=request.headers))
@@ -75,15 +74,15 @@ async def h11_http11(stream: httpcore.AsyncNetworkStream, request: httpcore.Requ
         event = await _h11_next_event(stream, state)
         if isinstance(event, h11.Response):
             break
-    return httpcore.Response(
+    return Response(
         event.status_code,
-        headers=event.headers.raw_items(),
-        content=_h11_body(stream, state),
-        extensions={"http_version": b"HTTP/" + event.http_version},
+        event.headers.raw_items(),
+        event.http_version.decode("ascii"),
+        _h11_body(stream, state),
     )
 
 
-async def _h11_body(stream: httpcore.AsyncNetworkStream, state: h11.Connection) -> AsyncIterator[bytes]:
+async def _h11_body(stream: ByteStream, state: h11.Connection) -> AsyncGenerator[bytes, None]:
     while True:
         event = await _h11_next_event(stream, state)
         if isinstance(event, h11.Data):
@@ -92,7 +91,7 @@ async def _h11_body(stream: httpcore.AsyncNetworkStream, state: h11.Connection) 
             return
 
 
-async def _h11_next_event(stream: httpcore.AsyncNetworkStream, state: h11.Connection) -> object:
+async def _h11_next_event(stream: ByteStream, state: h11.Connection) -> object:
     while True:
         event = state.next_event()
         if event is not h11.NEED_DATA:
@@ -100,21 +99,19 @@ async def _h11_next_event(stream: httpcore.AsyncNetworkStream, state: h11.Connec
         state.receive_data(await stream.read(64 * 1024))
 
 
-async def httptools_http11(
-    stream: httpcore.AsyncNetworkStream, request: httpcore.Request
-) -> httpcore.Response:
-    return await http1_exchange._http11(stream, request, None)
+async def httptools_http11(stream: ByteStream, request: Request) -> Response:
+    return await http1_exchange._http11(stream, request)
 
 
-Framer = Callable[[httpcore.AsyncNetworkStream, httpcore.Request], Coroutine[Any, Any, httpcore.Response]]
+Framer = Callable[[ByteStream, Request], Coroutine[Any, Any, Response]]
 
 
 async def one_exchange(framer: Framer) -> int:
     response = await framer(MemoryStream(), REQUEST)
     size = 0
-    async for chunk in response.aiter_stream():
+    async for chunk in response.body:
         size += len(chunk)
-    await response.aclose()
+    await response.body.aclose()
     return size
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -67,11 +68,21 @@ web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 """
 
 
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM it when this bench dies, however it dies (killed, Ctrl-C)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def lab_servers() -> Iterator[dict[str, str]]:
     """`otelprobe lab serve` in a child process: the URLs it prints."""
     proc = subprocess.Popen(
-        [PYTHON, "-m", "otelprobe.cli", "lab", "serve"], stdout=subprocess.PIPE, text=True, cwd=REPO
+        [PYTHON, "-m", "otelprobe.cli", "lab", "serve"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        preexec_fn=die_with_parent,
     )
     try:
         assert proc.stdout is not None
@@ -96,7 +107,10 @@ class Sink:
 
     def start(self, mode: str = "ok") -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, "-c", SINK, str(self.port), mode], stdout=subprocess.PIPE, text=True
+            [PYTHON, "-c", SINK, str(self.port), mode],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
         )
         self.started_at = time.time()
 

@@ -9,7 +9,10 @@ build time nor its memory is measured. The bench then runs the service core's ow
 (sidecar/ingest.Ingest -> windower.EventTimeWindower -> pipeline.SlotProcessor) in one thread, as
 one core would: `ExportTraceServiceRequest.FromString` for each request on its schedule, and every
 slot the watermark passes processed at once. A slot's "attribution latency" runs from the moment
-the watermark passes it to the moment its records are out.
+the watermark passes it to the moment its records are out (all of them, and every slot closed by
+the same request waits for the ones before it); a record's from that moment to the moment
+SlotProcessor hands that record out (its `emit` callback, where the service sends it; code without
+the callback hands every record out when the slot is done).
 
 The peer path, measured in the same run on the same requests: protobuf's own decoding (the OTel
 SDK has no OTLP decoder; its exporters use these protobuf classes) walked into one dict per span,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import inspect
 import json
 import os
 import struct
@@ -196,6 +200,7 @@ def run_path(
     windower = EventTimeWindower(WINDOW_S, LATENESS_S)
     processor = SlotProcessor(lambda: model, None, WINDOW_S, max_series=10_000)
     process = psutil.Process()
+    streams = "emit" in inspect.signature(processor.process).parameters
     reports = []
     requests = read_requests(path)
     first_slot: int | None = None
@@ -207,6 +212,8 @@ def run_path(
         fed_spans = fed_records = closed = attributions = 0
         latencies: list[float] = []
         cpu_latencies: list[float] = []  # the same, in this process's CPU time (an idle core)
+        record_latencies: list[float] = []
+        cpu_record_latencies: list[float] = []
         process_s = decode_s = 0.0
         max_lag_s = 0.0
         slot_attributions: list[int] = []
@@ -229,12 +236,24 @@ def run_path(
             ready = windower.close_ready()
             closed_at = time.perf_counter()
             closed_at_cpu = time.process_time()
+
+            def out(
+                _record: object,
+                at: tuple[float, float] = (closed_at, closed_at_cpu),
+                into: tuple[list[float], list[float]] = (record_latencies, cpu_record_latencies),
+            ) -> None:
+                into[0].append(time.perf_counter() - at[0])
+                into[1].append(time.process_time() - at[1])
+
             for slot in ready:
                 first_slot = slot.start_ns if first_slot is None else first_slot
                 cpu_before_s = time.process_time()
-                result = processor.process(slot)
+                result = processor.process(slot, emit=out) if streams else processor.process(slot)
                 latencies.append(time.perf_counter() - closed_at)
                 cpu_latencies.append(time.process_time() - closed_at_cpu)
+                if not streams:
+                    record_latencies.extend([latencies[-1]] * len(result.attributions))
+                    cpu_record_latencies.extend([cpu_latencies[-1]] * len(result.attributions))
                 process_s += time.process_time() - cpu_before_s
                 attributions += len(result.attributions)
                 slot_attributions.append(len(result.attributions))
@@ -272,6 +291,10 @@ def run_path(
                 "cpu_latency_p50_s": round(pct(cpu_latencies, 50), 3),
                 "cpu_latency_p99_s": round(pct(cpu_latencies, 99), 3),
                 "cpu_latency_max_s": round(max(cpu_latencies, default=0.0), 3),
+                "record_latency_p50_s": round(pct(record_latencies, 50), 3),
+                "record_latency_p99_s": round(pct(record_latencies, 99), 3),
+                "cpu_record_latency_p50_s": round(pct(cpu_record_latencies, 50), 3),
+                "cpu_record_latency_p99_s": round(pct(cpu_record_latencies, 99), 3),
                 "slot_attributions": slot_attributions,
                 "series": processor.evaluator.series_count,
                 "rss_mib": round(process.memory_info().rss / 2**20),

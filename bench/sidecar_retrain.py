@@ -87,63 +87,66 @@ def fit_once(windows: int, rounds: int, seed: int) -> dict[str, Any]:
     }
 
 
+def live_model(seed: int, work: Path) -> Path:
+    """The live model the job is gated against: models/default, or for another `seed` the same
+    training (its recordings, parameters and rounds) with that seed — a live model as the
+    sidecar could be running, so the gate figures of several seeds say what the feedback does
+    whatever seed the live model happened to be trained with."""
+    from otelprobe.attribution.model import load_model
+    from otelprobe.attribution.otlp_files import recording_files
+    from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
+    from otelprobe.attribution.train import train_model
+
+    shipped = load_model(REPO / "models/default")
+    if int(shipped.metadata.params["seed"]) == seed:
+        return REPO / "models/default"
+    training = shipped.metadata.training
+    lab = read_table_cached(
+        recording_files([str(REPO / p) for p in training["recordings"]]), default_cache_dir()
+    )
+    params = {k: v for k, v in shipped.metadata.params.items() if k != "seed"}
+    model = train_model(
+        lab.frame,
+        window_s=lab.window_s,
+        rounds=int(training["rounds"]),
+        params=params,
+        seed=seed,
+        training_info={"name": f"default-seed{seed}", "recordings": training["recordings"]},
+    )
+    model.save(work / "live")
+    return work / "live"
+
+
 def gate_job(
     cause: str, work: Path, weighting: dict[str, Any], seed: int = 7, holdout_share: float = 0.3
 ) -> dict[str, Any]:
     """One retraining job against models/default with eval-402's `cause` incidents confirmed
     (`weighting`: the spec's feedback_weight, feedback_cap_share, feedback_per_incident)."""
-    import math
-
     import numpy as np
 
     from otelprobe.attribution.attribute import score_windows
     from otelprobe.attribution.model import load_model
     from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
     from otelprobe.causes import ROOT_CAUSES
-    from otelprobe.sidecar.window_rows import COLUMNS
+    from otelprobe.sidecar.lab_feedback import confirmed_incidents, incident_name
 
     table = read_table_cached([REPO / "data/lab/eval-402/traces.jsonl.gz"], default_cache_dir()).frame
-    shipped = load_model(REPO / "models/default")
-    verdicts, windows, before, symptomatic_rows = [], [], {}, {}
+    live_stem = live_model(seed, work)
+    shipped = load_model(live_stem)
+    verdicts, windows = confirmed_incidents(table, cause, "eval-402", by="bench")
+    before, symptomatic_rows = {}, {}
     for incident, rows in table[table["warm"] & (table["label"] == cause)].groupby("label_incident"):
-        name = f"eval-402-{int(incident)}"
+        name = incident_name("eval-402", float(str(incident)))
         symptomatic = rows[rows["symptomatic"]]
         if len(symptomatic):
             symptomatic_rows[name] = symptomatic
             top = np.array(ROOT_CAUSES)[score_windows(shipped, symptomatic).causes.argmax(1)]
             before[name] = round(float(np.mean(top == cause)), 2)
-        verdicts.append(
-            {
-                "incident": name,
-                "verdict": "confirmed",
-                "cause": cause,
-                "scope": str(rows["label_scope"].mode()[0]),
-                "not_an_incident": False,
-                "by": "bench",
-                "series": None,
-                "at_unix_nano": 0,
-                "incident_start_unix_nano": int(rows["window_start_ns"].min()),
-            }
-        )
-        for row in rows.to_dict("records"):
-            values = [row.get(c) for c in COLUMNS]
-            windows.append(
-                {
-                    "incident": name,
-                    "target": row["target"],
-                    "vantage": row["vantage"],
-                    "window_start_ns": int(row["window_start_ns"]),
-                    "window_end_ns": int(row["window_end_ns"]),
-                    "values": [
-                        None if v is None or not math.isfinite(float(v)) else float(v) for v in values
-                    ],
-                }
-            )
     (work / "windows.json").write_text(json.dumps(windows))
     spec = {
         "version": "v0002",
         "registry_dir": str(work),
-        "live_stem": str(REPO / "models/default"),
+        "live_stem": str(live_stem),
         # The shipped model's own training recordings, as the sidecar takes them by default.
         "lab_recordings": [str(REPO / p) for p in shipped.metadata.training["recordings"]],
         "eval_recordings": [str(REPO / "data/lab/shifted-503")],
@@ -171,7 +174,7 @@ def gate_job(
     )
     result = json.loads((work / "result.json").read_text())
     result["job_wall_s"] = round(time.perf_counter() - started, 1)
-    result["shipped_model_recall_per_incident"] = before
+    result["live_recall_per_incident"] = before
     if "error" not in result:
         candidate = load_model(work / "v0002")
         after = {}
@@ -180,7 +183,22 @@ def gate_job(
             after[name] = round(float(np.mean(top == cause)), 2)
         # Trained-on incidents are in-sample; the held-out ones are the gate's feedback slice.
         result["candidate_recall_per_incident"] = after
+    result["summary"] = summary(result, cause)
     return dict(result)
+
+
+def summary(result: dict[str, Any], cause: str) -> dict[str, Any]:
+    """Live vs candidate on each gate slice: AC@1, false attributions, the confirmed cause's recall."""
+    found: dict[str, Any] = {"passed": result.get("passed")}
+    for name, pair in result.get("metrics", {}).items():
+        for side in ("live", "candidate"):
+            scores = pair[side]
+            found[f"{name}_{side}"] = {
+                "ac1": scores["ac1"],
+                "false_attributions": scores["false_attributions"],
+                f"{cause}_recall": scores["recall"].get(cause),
+            }
+    return found
 
 
 def child(args: list[str]) -> subprocess.Popen[str]:

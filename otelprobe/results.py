@@ -5,11 +5,13 @@ The same `ProbeResult` feeds span and metric emission, the CLI waterfall, JSON o
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from otelprobe import names
 from otelprobe.errors import ProbeError
-from otelprobe.timing import AttributeValue, Phase
+from otelprobe.timing import AttributeValue, Phase, PhaseClock
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +20,11 @@ class TraceRef:
 
     trace_id: int
     span_id: int
+
+    @classmethod
+    def new(cls) -> TraceRef:
+        """Random non-zero trace and span IDs (W3C trace context: all-zero IDs are invalid)."""
+        return cls(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,39 @@ class ProbeResult:
     # IDs the root span must carry when the probe already sent them in a `traceparent` header,
     # so that the target's own server spans join the probe's trace.
     trace_ref: TraceRef | None = None
+
+    @classmethod
+    def of_attempt(
+        cls,
+        kind: str,
+        target: str,
+        attempt: int,
+        clock: PhaseClock,
+        start_ns: int,
+        error: ProbeError | None,
+        attributes: dict[str, AttributeValue],
+    ) -> ProbeResult:
+        """The result of an attempt timed on `clock` from `start_ns` to now, with its phases.
+
+        A failure's class and detail are also set in `attributes` (`error.type`,
+        `probe.error.detail`), which the caller may still hold: every failed result carries them.
+        """
+        end_ns = clock.now_ns()
+        if error is not None:
+            attributes[names.ERROR_TYPE] = error.error_type
+            attributes[names.PROBE_ERROR_DETAIL] = error.detail
+        return cls(
+            kind=kind,
+            target=target,
+            attempt=attempt,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            anchor_wall_ns=clock.anchor_wall_ns,
+            anchor_mono_ns=clock.anchor_mono_ns,
+            phases=clock.sorted_phases(),
+            error=error,
+            attributes=attributes,
+        )
 
     @property
     def success(self) -> bool:

@@ -2,15 +2,17 @@
 
 Probes record plain `Phase` values here; telemetry converts them into spans afterwards, mapping
 monotonic timestamps to epoch time once, through the anchor taken when the clock was created.
+The record only grows through the clock's own operations (`start`/`phase`/`record`, `adopt`,
+`annotate`); what it holds is read as a tuple.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from otelprobe import names
@@ -75,20 +77,34 @@ def timeout_error_for(phase_name: str | None) -> ProbeError:
 class OpenPhase:
     """A phase that has started and not ended; attributes may be added before it ends."""
 
-    __slots__ = ("_clock", "attributes", "events", "name", "start_ns")
+    __slots__ = ("_clock", "_start_ns", "attributes", "events", "name")
 
     def __init__(self, clock: PhaseClock, name: str, start_ns: int) -> None:
         self._clock = clock
         self.name = name
-        self.start_ns = start_ns
+        self._start_ns = start_ns
         self.attributes: dict[str, AttributeValue] = {}
         self.events: list[PhaseEvent] = []
+
+    @property
+    def start_ns(self) -> int:
+        return self._start_ns
+
+    def move_start(self, start_ns: int | None) -> None:
+        """The phase really began at `start_ns`, an edge known only once it was open (the first
+        send, a query's send stamp); None keeps the start it has."""
+        if start_ns is not None:
+            self._start_ns = start_ns
 
     def add_event(
         self, name: str, time_ns: int, attributes: Mapping[str, AttributeValue] | None = None
     ) -> None:
         """Note an instant inside the phase (on the same monotonic clock), e.g. a retransmit."""
         self.events.append(PhaseEvent(name, time_ns, dict(attributes or {})))
+
+    def fail_at_deadline_with(self, error: ProbeError) -> None:
+        """See PhaseClock.fail_at_deadline_with: for code that holds the phase, not the clock."""
+        self._clock.fail_at_deadline_with(error)
 
     def end(self, end_ns: int | None = None, error: ProbeError | None = None) -> Phase:
         return self._clock._close(self, end_ns if end_ns is not None else time.perf_counter_ns(), error)
@@ -97,14 +113,48 @@ class OpenPhase:
 class PhaseClock:
     """Records the phases of one attempt. Not thread-safe; one per attempt."""
 
-    __slots__ = ("_open", "anchor_mono_ns", "anchor_wall_ns", "phases")
+    __slots__ = ("_deadline_error", "_open", "_phases", "anchor_mono_ns", "anchor_wall_ns")
 
     def __init__(self) -> None:
         # Take both anchors back to back; epoch = anchor_wall + (mono - anchor_mono).
         self.anchor_wall_ns = time.time_ns()
         self.anchor_mono_ns = time.perf_counter_ns()
-        self.phases: list[Phase] = []
+        self._phases: list[Phase] = []
         self._open: list[OpenPhase] = []
+        self._deadline_error: ProbeError | None = None
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases recorded so far, in the order they ended (or were adopted)."""
+        return tuple(self._phases)
+
+    def mark(self) -> int:
+        """Where the record stands: `annotate(mark, ...)` then reaches only the phases recorded since."""
+        return len(self._phases)
+
+    def adopt(self, phases: Iterable[Phase]) -> None:
+        """Add phases measured on another clock of the same attempt (perf_counter is one clock per
+        process): a racing connect attempt's, or the one lookup shared by `ip: all`'s addresses."""
+        self._phases.extend(phases)
+
+    def annotate(self, since: int, attributes: Mapping[str, AttributeValue]) -> None:
+        """Give `attributes` to every phase recorded since `mark()` returned `since` (e.g. a hop
+        number to the phases of the shared helpers, which do not know it)."""
+        for index in range(since, len(self._phases)):
+            phase = self._phases[index]
+            if not attributes.items() <= phase.attributes.items():
+                self._phases[index] = replace(phase, attributes={**phase.attributes, **attributes})
+
+    def fail_at_deadline_with(self, error: ProbeError) -> None:
+        """If the attempt's deadline cuts it from now on, it failed with `error`, not a timeout
+        class: e.g. a DNS exchange that so far got only invalid answers. A probe's own earlier
+        deadline would say so too, but when the loop runs late both deadlines fire together and
+        the attempt's wins; this keeps the class independent of the loop's lateness."""
+        self._deadline_error = error
+
+    def error_at_deadline(self, phase_name: str | None) -> ProbeError:
+        """What an attempt cut by its deadline inside `phase_name` failed with."""
+        return self._deadline_error or timeout_error_for(phase_name)
 
     @staticmethod
     def now_ns() -> int:
@@ -132,7 +182,7 @@ class PhaseClock:
             opened.end(error=exc)
             raise
         except (asyncio.CancelledError, TimeoutError):
-            opened.end(error=timeout_error_for(name))
+            opened.end(error=self.error_at_deadline(name))
             raise
         except BaseException:
             # An unmapped exception is a bug; still close the phase so the record stays consistent.
@@ -161,7 +211,7 @@ class PhaseClock:
             dict(attributes or {}),
             tuple(sorted(events, key=lambda event: event.time_ns)) if events else (),
         )
-        self.phases.append(phase)
+        self._phases.append(phase)
         return phase
 
     @property
@@ -181,4 +231,4 @@ class PhaseClock:
         return self.record(opened.name, opened.start_ns, end_ns, error, opened.attributes, opened.events)
 
     def sorted_phases(self) -> tuple[Phase, ...]:
-        return tuple(sorted(self.phases, key=lambda p: (p.start_ns, p.end_ns)))
+        return tuple(sorted(self._phases, key=lambda p: (p.start_ns, p.end_ns)))

@@ -66,3 +66,28 @@ async def test_deadline_in_an_open_started_phase_closes_it() -> None:
     assert isinstance(result.error, ProbeTimeout)
     assert result.phases[-1].name == "http.ttfb"
     assert result.phases[-1].error_type == "timeout"
+
+
+def test_outsiders_extend_the_record_only_through_the_clocks_operations() -> None:
+    clock = PhaseClock()
+    other = PhaseClock()  # e.g. a racing connect attempt, or the lookup shared by `ip: all`
+    with other.phase("dns.lookup"):
+        pass
+    clock.adopt(other.phases)
+    mark = clock.mark()
+    with clock.phase("tcp.connect"):
+        pass
+    clock.annotate(mark, {"probe.http.hop": 1})
+    lookup, connect = clock.phases
+    assert lookup.attributes == {}  # recorded before the mark: left alone
+    assert connect.attributes == {"probe.http.hop": 1}
+    assert isinstance(clock.phases, tuple)  # a snapshot: appending to it cannot reach the record
+
+
+def test_a_phase_start_moves_to_an_edge_known_later() -> None:
+    clock = PhaseClock()
+    opened = clock.start("tls.handshake", 100)
+    opened.move_start(None)  # nothing known: the start stays
+    opened.move_start(150)  # e.g. the ClientHello's send
+    phase = opened.end(200)
+    assert (phase.start_ns, phase.end_ns) == (150, 200)

@@ -50,6 +50,12 @@ WEIGHT_COLUMN = "sample_weight"
 """An optional column of a training table: how much each window counts (1 when absent)."""
 
 
+BIN_COLUMN = "sets_bins"
+"""An optional boolean column: only these rows set LightGBM's feature bins, the others are binned
+with them. A retrain that appends rows (confirmed windows) to the table a model was fit on keeps
+that model's bins, so it differs from it by those rows alone (new bin edges reshuffle every split)."""
+
+
 class TrainingError(ValueError):
     """The data cannot train a model (no labels, a class missing, ...)."""
 
@@ -115,9 +121,20 @@ def _fit(
     names: Sequence[str],
     rounds: int,
     params: dict[str, Any],
+    bin_rows: np.ndarray | None = None,
 ) -> Any:
     import lightgbm as lgb
 
+    objective = {"objective": "binary"} if count == 2 else {"num_class": count}
+    reference = None
+    if bin_rows is not None and not bin_rows.all():  # see BIN_COLUMN
+        # With the training parameters, as lgb.train would bin these rows alone.
+        reference = lgb.Dataset(
+            features[bin_rows],
+            feature_name=list(names),
+            free_raw_data=True,
+            params={**params, **objective, "verbosity": -1},
+        )
     data = lgb.Dataset(
         features,
         label=classes,
@@ -125,9 +142,13 @@ def _fit(
         feature_name=list(names),
         free_raw_data=True,
         params={"verbosity": -1},
+        reference=reference,
     )
-    objective = {"objective": "binary"} if count == 2 else {"num_class": count}
     return lgb.train({**params, **objective}, data, num_boost_round=rounds)
+
+
+def _bin_rows(frame: pd.DataFrame) -> np.ndarray | None:
+    return frame[BIN_COLUMN].fillna(True).to_numpy(dtype=bool) if BIN_COLUMN in frame else None
 
 
 def _scope_rows(train: TrainingSet) -> np.ndarray:
@@ -160,6 +181,19 @@ def data_digest(paths: Sequence[str | Path]) -> str:
     return digest.hexdigest()
 
 
+def fit_cause_booster(
+    frame: pd.DataFrame, *, rounds: int = DEFAULT_ROUNDS, params: dict[str, Any] | None = None, seed: int = 7
+) -> Any:
+    """The cause booster alone, fit as `train_model` fits it (to score windows it left out)."""
+    params = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
+    train = teaching_windows(frame)
+    features = feature_matrix(train.frame)
+    n_causes = len(ROOT_CAUSES)
+    return _fit(
+        features, train.causes, train.weights, n_causes, FEATURE_NAMES, rounds, params, _bin_rows(train.frame)
+    )
+
+
 def train_model(
     frame: pd.DataFrame,
     *,
@@ -174,6 +208,7 @@ def train_model(
     params = {**DEFAULT_PARAMS, **(params or {}), "seed": seed}
     train = teaching_windows(frame)
     features = feature_matrix(train.frame)
+    bins = _bin_rows(train.frame)
     n_causes, n_scopes = len(ROOT_CAUSES), len(SCOPES)
 
     # Temperature from held-out incidents.
@@ -194,6 +229,7 @@ def train_model(
                 FEATURE_NAMES,
                 rounds,
                 params,
+                None if bins is None else bins[fit_idx],
             )
             raw = np.asarray(probe.predict(features[held_idx], raw_score=True), dtype=np.float64)
             temperature = fit_temperature(raw, train.causes[held_idx])
@@ -214,8 +250,9 @@ def train_model(
         GATE_FEATURES,
         rounds,
         params,
+        _bin_rows(gate_frame),
     )
-    cause_booster = _fit(features, train.causes, train.weights, n_causes, FEATURE_NAMES, rounds, params)
+    cause_booster = _fit(features, train.causes, train.weights, n_causes, FEATURE_NAMES, rounds, params, bins)
     scope_booster = _fit(
         _scope_rows(train),
         train.scopes,
@@ -224,6 +261,7 @@ def train_model(
         SCOPE_FEATURES,
         max(50, rounds // 2),
         params,
+        bins,
     )
     info = dict(training_info or {})
     info.update(

@@ -9,6 +9,11 @@ each run); the demo prints the detection and the ranked causes with their eviden
 clears the fault, and waits for the incident to close. The probe traces are left as OTLP JSON
 lines (`--out`), and so are the sidecar's own slo.violation spans and log records: a Collector's
 file receiver or Jaeger can load both.
+
+As root (and where network namespaces and TUN devices work) the targets sit in a namespace of
+their own behind the lab's emulated link, the prober in another (cli/demo_network.py), and the
+fault rotation also includes network faults: latency, packet loss, a bandwidth limit. Without
+root, or with `--loopback`, it runs on loopback as above and says once that those need root.
 """
 
 from __future__ import annotations
@@ -20,19 +25,30 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import yaml
 
 if TYPE_CHECKING:
+    from otelprobe.cli.demo_network import DemoNetwork
     from otelprobe.lab.certs import LabCA
+    from otelprobe.lab.servers.dns import DNSFaultServer
+    from otelprobe.lab.servers.http import HTTPFaultServer
+    from otelprobe.lab.servers.tls import TLSFront
     from otelprobe.sidecar.service import SidecarService
 
 INTERVAL: Final = "500ms"
+NETWORK_INTERVAL: Final = "1s"
+"""Behind the link, probes run as in the lab's recordings: every second with a 1 s timeout (a lost
+SYN is retried after 1 s, so a shorter timeout would turn every loss into a failure)."""
+NETWORK_HEALTHY_S: Final = 24.0
+"""Healthy probing before a fault behind the link: latency objectives learn their threshold from
+20 healthy probes of each series (slo_file.BaselineLearning.warmup_samples), 20 s at 1 s."""
 DEFAULT_OUT: Final = Path("otelprobe-demo")
+T = TypeVar("T")
 TRAIN_DATA: Final = Path(__file__).resolve().parents[2] / "data" / "lab" / "train-101" / "traces.jsonl.gz"
 
 
@@ -41,6 +57,7 @@ class DemoFault:
     target: str
     says: str  # the fault as a person would say it
     cause: str  # the DESIGN §5 cause it should be attributed to
+    every_target: bool = False  # a link fault: the demo follows whichever target is attributed first
 
 
 FAULTS: Final = {
@@ -52,11 +69,31 @@ FAULTS: Final = {
     "refused": DemoFault("inventory", "nothing listens on inventory's port", "target_unreachable"),
     "wrong_content": DemoFault("inventory", "inventory answers 200 with the wrong body", "content_mismatch"),
 }
+NETWORK_DEMO_FAULTS: Final = {
+    "network_latency": DemoFault(
+        "the link", "the link to the targets gets 60 ms slower each way", "network_latency", True
+    ),
+    "packet_loss": DemoFault(
+        "the link", "the link drops 10 % of the packets the prober sends", "packet_loss", True
+    ),
+    "bandwidth_limit": DemoFault(
+        "the link", "the link to the targets carries 200 KiB/s at most", "bandwidth_limit", True
+    ),
+}
+"""Faults of the link between prober and targets (as root only): they hit every target."""
+ALL_FAULTS: Final = {**FAULTS, **NETWORK_DEMO_FAULTS}
 TARGETS: Final = ("shop", "checkout", "payments", "catalog", "inventory")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fault", choices=sorted(FAULTS), help="the fault to inject (default: a random one)")
+    parser.add_argument(
+        "--fault",
+        choices=sorted(ALL_FAULTS),
+        help="the fault to inject (default: a random one; network faults need root)",
+    )
+    parser.add_argument(
+        "--loopback", action="store_true", help="stay on loopback even as root (no network faults)"
+    )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="where recordings go (default ./otelprobe-demo)"
     )
@@ -72,13 +109,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    kind = args.fault or random.choice(sorted(FAULTS))
+    from otelprobe.cli.demo_network import network_unavailable
+
+    why_not = "--loopback" if args.loopback else network_unavailable()
+    if why_not is not None:
+        if args.fault in NETWORK_DEMO_FAULTS:
+            raise SystemExit(
+                f"--fault {args.fault}: network faults need root and network namespaces ({why_not})"
+            )
+        if not args.loopback:
+            print(f"network faults ({', '.join(NETWORK_DEMO_FAULTS)}) need root: {why_not}\n", flush=True)
+    kind = args.fault or random.choice(sorted(FAULTS if why_not else ALL_FAULTS))
     model = demo_model(args.model)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     for name in ("traces.jsonl", "sidecar.jsonl", "attributions.jsonl"):
         (out / name).unlink(missing_ok=True)
-    return asyncio.run(_demo(kind, out, args.healthy, args.timeout, model))
+    healthy = args.healthy if why_not else max(args.healthy, NETWORK_HEALTHY_S)
+    return asyncio.run(_demo(kind, out, healthy, args.timeout, model, network=why_not is None))
 
 
 def demo_model(explicit: str | None, cache_dir: Path | None = None) -> str:
@@ -120,32 +168,54 @@ def _cache_dir() -> Path:
 
 
 class _Lab:
-    """The five targets: each its own server, so a fault hits exactly one."""
+    """The five targets: each its own server, so a fault hits exactly one (a link fault: all).
 
-    def __init__(self, ca: LabCA) -> None:
+    On loopback the servers run on the caller's loop; with `network` they run on its loop inside
+    the targets' namespace, and every call that touches them goes there.
+    """
+
+    def __init__(self, ca: LabCA, network: DemoNetwork | None = None) -> None:
+        self.ca = ca
+        self.network = network
+        self.host = network.host if network is not None else "127.0.0.1"
+        self.http: dict[str, HTTPFaultServer] = {}
+        self.dns: DNSFaultServer | None = None
+        self.tls: TLSFront | None = None
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await (coro if self.network is None else self.network.run(coro))
+
+    async def start(self) -> None:
+        await self._run(self._start())
+
+    async def _start(self) -> None:
         from otelprobe.lab.servers.dns import DNSFaultServer
         from otelprobe.lab.servers.http import HTTPFaultServer
         from otelprobe.lab.servers.tls import TLSFront
 
-        self.ca = ca
-        self.http = {name: HTTPFaultServer(body_size=8 * 1024, seed=i) for i, name in enumerate(TARGETS)}
-        self.dns = DNSFaultServer(zone={name: {"A": ["127.0.0.1"]} for name in TARGETS})
-        self.tls: TLSFront | None = None
-        self._tls_class = TLSFront
-
-    async def start(self) -> None:
-        for server in self.http.values():
-            await server.start()
+        for i, name in enumerate(TARGETS):
+            self.http[name] = HTTPFaultServer(host=self.host, body_size=8 * 1024, seed=i)
+            await self.http[name].start()
+        self.dns = DNSFaultServer(host=self.host, zone={name: {"A": [self.host]} for name in TARGETS})
         await self.dns.start()
-        self.tls = self._tls_class(self.ca, upstream=("127.0.0.1", self.http["shop"].port), seed=9)
+        self.tls = TLSFront(self.ca, host=self.host, upstream=(self.host, self.http["shop"].port), seed=9)
         await self.tls.start()
 
     async def aclose(self) -> None:
+        await self._run(self._aclose())
+
+    async def _aclose(self) -> None:
         if self.tls is not None:
             await self.tls.aclose()
-        await self.dns.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         for server in self.http.values():
             await server.aclose()
+
+    @property
+    def dns_port(self) -> int:
+        assert self.dns is not None
+        return self.dns.port
 
     def url(self, name: str) -> str:
         if name == "shop":
@@ -155,11 +225,31 @@ class _Lab:
 
     async def inject(self, kind: str) -> Callable[[], Awaitable[None]]:
         """Turn the fault on; returns what turns it off."""
+        if kind in NETWORK_DEMO_FAULTS:
+            network = self.network
+            assert network is not None
+            await asyncio.to_thread(network.set_fault, kind)
+
+            async def clear_link() -> None:
+                assert network is not None
+                await asyncio.to_thread(network.clear_fault, kind)
+
+            return clear_link
+        clear_here = await self._run(self._inject(kind))
+
+        async def clear() -> None:
+            await self._run(clear_here())
+
+        return clear
+
+    async def _inject(self, kind: str) -> Callable[[], Coroutine[Any, Any, None]]:
         from otelprobe.lab import faults
         from otelprobe.lab.servers.dns import DNSFault
 
         target = FAULTS[kind].target
         http = self.http[target]
+        assert self.dns is not None and self.tls is not None
+        dns, tls = self.dns, self.tls
         if kind == "ttfb_delay":
             http.apply(faults.TTFBDelay.model_validate({"delay": "150ms"}))
         elif kind == "http_5xx":
@@ -167,15 +257,14 @@ class _Lab:
         elif kind == "wrong_content":
             http.apply(faults.WrongContent())
         elif kind == "dns_delay":
-            self.dns.set_fault(target, DNSFault.delayed(0.060))
+            dns.set_fault(target, DNSFault.delayed(0.060))
         elif kind in ("tls_delay", "bad_certificate"):
-            assert self.tls is not None
             fault = (
                 faults.TLSDelay.model_validate({"delay": "80ms"})
                 if kind == "tls_delay"
                 else faults.BadCertificate(problem="expired")
             )
-            self.tls.apply(fault)
+            tls.apply(fault)
         elif kind == "refused":
             port = http.port
             await http.aclose()  # nothing listens: connects are refused
@@ -183,38 +272,49 @@ class _Lab:
             async def restart() -> None:
                 from otelprobe.lab.servers.http import HTTPFaultServer
 
-                self.http[target] = HTTPFaultServer(port=port, body_size=8 * 1024, seed=99)
+                self.http[target] = HTTPFaultServer(host=self.host, port=port, body_size=8 * 1024, seed=99)
                 await self.http[target].start()
 
             return restart
 
         async def clear() -> None:
             http.clear()
-            self.dns.clear_faults()
-            if self.tls is not None:
-                self.tls.clear()
+            dns.clear_faults()
+            tls.clear()
 
         return clear
 
 
-async def _demo(kind: str, out: Path, healthy_s: float, timeout_s: float, model: str) -> int:
+async def _demo(
+    kind: str, out: Path, healthy_s: float, timeout_s: float, model: str, *, network: bool = False
+) -> int:
     from otelprobe.lab.certs import LabCA
     from otelprobe.sidecar.config import SidecarConfig
     from otelprobe.sidecar.receiver import OTLPReceiver
     from otelprobe.sidecar.service import SidecarService
     from otelprobe.telemetry.otlp_json import message_to_json
 
-    fault = FAULTS[kind]
+    fault = ALL_FAULTS[kind]
     sidecar_file = (out / "sidecar.jsonl").open("a", encoding="utf-8")
 
     def record(message: Any) -> None:  # the sidecar's own spans and logs, as a Collector would file them
         sidecar_file.write(message_to_json(message) + "\n")
 
     ca = LabCA(hosts=("localhost", "127.0.0.1", *(f"{t}.lab.test" for t in TARGETS)))
-    lab = _Lab(ca)
+    links = None
+    if network:
+        from otelprobe.cli.demo_network import DemoNetwork
+
+        links = await asyncio.to_thread(DemoNetwork)
+    lab = _Lab(ca, links)
     collector = OTLPReceiver(grpc_port=None, on_traces=record, on_logs=record, on_metrics=lambda _m: None)
-    await lab.start()
-    await collector.start()
+    try:
+        await lab.start()
+        await collector.start()
+    except BaseException:
+        if links is not None:
+            await links.aclose()
+        raise
     config = SidecarConfig.model_validate(
         {
             "receiver": {"grpc_port": None, "http_port": 0},
@@ -233,28 +333,43 @@ async def _demo(kind: str, out: Path, healthy_s: float, timeout_s: float, model:
     prober: asyncio.subprocess.Process | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="otelprobe-demo-") as tmp:
-            config_path = _prober_config(Path(tmp), lab, sidecar, out)
+            endpoint = sidecar.receiver.http_endpoint
+            if links is not None and sidecar.receiver.http_port is not None:
+                # The prober's namespace reaches the sidecar through a relay.
+                endpoint = f"http://127.0.0.1:{await links.relay(sidecar.receiver.http_port)}"
+            config_path = _prober_config(Path(tmp), lab, endpoint, out)
+            where = (
+                f"in network namespace {links.target_namespace} at {lab.host}, behind an emulated link "
+                f"from the prober's namespace {links.link.vantage.name}"
+                if links is not None
+                else "on 127.0.0.1"
+            )
             print(
-                f"otelprobe demo: 5 lab targets on 127.0.0.1 ({', '.join(TARGETS)}), probed every {INTERVAL}"
+                f"otelprobe demo: 5 lab targets {where} ({', '.join(TARGETS)}), probed every {_interval(lab)}"
             )
             api = f"127.0.0.1:{sidecar.api_port}"
             print(f"  prober (otelprobe run) -> OTLP -> sidecar {sidecar.receiver.http_endpoint}, API {api}")
             print(f"  fault to inject: {kind}: {fault.says} (expected cause: {fault.cause})\n")
             # A process of its own, as in production: the sidecar's work must not delay the probes.
             with (out / "prober.log").open("w", encoding="utf-8") as log:
-                prober = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "otelprobe.cli", "run", str(config_path), stdout=log, stderr=log
-                )
+                argv = (sys.executable, "-m", "otelprobe.cli", "run", str(config_path))
+                if links is not None:
+                    prober = await links.start_prober(argv, log)
+                else:
+                    prober = await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=log)
                 try:
                     return await _story(lab, sidecar, kind, healthy_s, timeout_s)
                 finally:
-                    prober.terminate()
+                    if prober.returncode is None:
+                        prober.terminate()
                     await prober.wait()
     finally:
         await sidecar.stop()
         await collector.stop()
         sidecar_file.close()
         await lab.aclose()
+        if links is not None:
+            await links.aclose()
         print(
             f"\nrecordings in {out}/: traces.jsonl (probe spans, OTLP JSON lines), sidecar.jsonl "
             "(slo.violation spans and log records), attributions.jsonl (§6 records)"
@@ -262,24 +377,28 @@ async def _demo(kind: str, out: Path, healthy_s: float, timeout_s: float, model:
 
 
 async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float, timeout_s: float) -> int:
-    fault = FAULTS[kind]
+    fault = ALL_FAULTS[kind]
     started = time.monotonic()
 
     def clock() -> str:
         return f"[{time.monotonic() - started:5.1f}s]"
 
-    # 1. Healthy start: until every series' baseline is warm.
+    # 1. Healthy start: `healthy_s` of probes (counted from the first one seen, since the prober
+    # takes a few seconds to start), and until every series' baseline is warm.
     last = ""
+    first_seen: float | None = None
     while time.monotonic() - started < healthy_s + timeout_s:
         health = sidecar.view.health()
+        if first_seen is None and health["series"]:
+            first_seen = time.monotonic()
         warm = f"{health['warm_series']}/{health['series']}"
         line = f"warming up: {health['windows_closed']} windows, {warm} series warm"
         if line != last and health["windows_closed"] % 3 == 0:
             print(clock(), line, flush=True)
             last = line
         if (
-            time.monotonic() - started >= healthy_s
-            and health["series"]
+            first_seen is not None
+            and time.monotonic() - first_seen >= healthy_s
             and health["warm_series"] == health["series"]
         ):
             break
@@ -297,7 +416,8 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
     since_ns = time.time_ns() - 2 * 10**9  # the window the fault began in may start before it
     found = None
     while time.monotonic() - injected < timeout_s:
-        rows = sidecar.view.attributions(target=fault.target, since_ns=since_ns, limit=1)
+        watched = None if fault.every_target else fault.target
+        rows = sidecar.view.attributions(target=watched, since_ns=since_ns, limit=1)
         if rows:
             found = rows[0]
             break
@@ -308,6 +428,7 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
         return 1
     print(clock(), f"SLO violation detected {time.monotonic() - injected:.1f} s after the fault:", flush=True)
     _print_attribution(found)
+    target = str(found["target"])
     top = found["causes"][0]["cause"]
     verdict = "matches" if top == fault.cause else "does NOT match"
     print(f"  top cause {top} {verdict} the injected fault ({fault.cause})\n", flush=True)
@@ -316,11 +437,11 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
     await asyncio.sleep(3.0)
     await clear()
     cleared = time.monotonic()
-    print(clock(), f"fault cleared; waiting for the incident on {fault.target} to close ...", flush=True)
+    print(clock(), f"fault cleared; waiting for the incident on {target} to close ...", flush=True)
     while time.monotonic() - cleared < timeout_s:
-        still_open = [i for i in sidecar.view.incidents("open") if fault.target in i["targets"]]
+        still_open = [i for i in sidecar.view.incidents("open") if target in i["targets"]]
         if not still_open:
-            recent = [i for i in sidecar.view.incidents("recent") if fault.target in i["targets"]]
+            recent = [i for i in sidecar.view.incidents("recent") if target in i["targets"]]
             if recent:
                 incident = recent[0]
                 print(
@@ -351,7 +472,7 @@ def _print_attribution(record: dict[str, Any]) -> None:
             print(f"       - {evidence['text']}")
 
 
-def _prober_config(tmp: Path, lab: _Lab, sidecar: SidecarService, out: Path) -> Path:
+def _prober_config(tmp: Path, lab: _Lab, endpoint: str, out: Path) -> Path:
     ca_file = lab.ca.write_pem_files(tmp / "certs")["ca"]
     targets: list[dict[str, Any]] = []
     for name in TARGETS:
@@ -364,13 +485,13 @@ def _prober_config(tmp: Path, lab: _Lab, sidecar: SidecarService, out: Path) -> 
     config = {
         "vantage": "demo",
         "defaults": {
-            "interval": INTERVAL,
-            "timeout": "400ms",
-            "resolver": {"server": f"127.0.0.1:{lab.dns.port}"},
+            "interval": _interval(lab),
+            "timeout": "1s" if lab.network is not None else "400ms",
+            "resolver": {"server": f"{lab.host}:{lab.dns_port}"},
         },
         "telemetry": {
             "exporters": [
-                {"type": "otlp_http", "endpoint": sidecar.receiver.http_endpoint},
+                {"type": "otlp_http", "endpoint": endpoint},
                 {"type": "file", "path": str((out / "traces.jsonl").resolve())},
             ],
             "queue": {"schedule_delay": "100ms"},
@@ -380,3 +501,7 @@ def _prober_config(tmp: Path, lab: _Lab, sidecar: SidecarService, out: Path) -> 
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _interval(lab: _Lab) -> str:
+    return NETWORK_INTERVAL if lab.network is not None else INTERVAL

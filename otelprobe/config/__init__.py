@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from otelprobe.config import envsubst
 from otelprobe.config import problems as _problems
 from otelprobe.config.document import Document, PathKey, format_path, parse
+from otelprobe.config.file_references import unreadable_files
 from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
 from otelprobe.config.problems import shorten
 from otelprobe.errors import ConfigError, ConfigProblem
@@ -26,6 +27,11 @@ from otelprobe.errors import ConfigError, ConfigProblem
 __all__ = ["Config", "ConfigError", "ConfigProblem", "load", "load_text", "validate"]
 
 logger = logging.getLogger(__name__)
+
+# `validate` only: a prober with nothing to probe is almost always a wrong file or a lost
+# indentation; one meant to start empty (targets added by a later reload) says `targets: []`.
+_NOTHING_IN_IT = "the file has no settings (empty, only comments, or {}): a config needs at least `targets:`"
+_NO_TARGETS = "no `targets:` in the file; write `targets: []` to start with none (a reload can add them)"
 
 
 def load(path: str | Path) -> Config:
@@ -41,8 +47,14 @@ def load(path: str | Path) -> Config:
 
 
 def validate(path: str | Path) -> list[ConfigProblem]:
-    """Every problem in a config file; an empty list means the file is valid."""
-    return _load_path(Path(path))[1]
+    """Every problem in a config file; an empty list means the file is valid.
+
+    Beyond what `load` checks, `validate` refuses what `run` accepts but is almost always a
+    mistake before a deployment: a file with no settings or no `targets:` key (`targets: []` is
+    the way to start empty, waiting for a reload), and TLS files that cannot be read now (`run`
+    loads them per attempt, so it starts without them; see config/file_references.py).
+    """
+    return _load_path(Path(path), deployment_checks=True)[1]
 
 
 def load_text(text: str, filename: str = "<config>", *, base_dir: Path | None = None) -> Config:
@@ -85,15 +97,17 @@ def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError, what: str) -> Co
     return ConfigProblem(str(path), line, "", message, exc.start - line_start + 1)
 
 
-def _load_path(path: Path) -> tuple[Config | None, list[ConfigProblem]]:
+def _load_path(path: Path, *, deployment_checks: bool = False) -> tuple[Config | None, list[ConfigProblem]]:
     try:
         text = read_config_file(path)
     except ConfigError as exc:
         return None, exc.problems
-    return _load(text, str(path), path.resolve().parent)
+    return _load(text, str(path), path.resolve().parent, deployment_checks=deployment_checks)
 
 
-def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list[ConfigProblem]]:
+def _load(
+    text: str, filename: str, base_dir: Path, *, deployment_checks: bool = False
+) -> tuple[Config | None, list[ConfigProblem]]:
     substitution_problems: list[ConfigProblem] = []
     substituted: set[str] = set()
 
@@ -114,7 +128,13 @@ def _load(text: str, filename: str, base_dir: Path) -> tuple[Config | None, list
         message = f"the file must be a mapping (vantage:, targets:, ...), got {got}"
         problems.append(ConfigProblem(filename, 1, "", message))
         return None, problems
+    if deployment_checks and not doc.data:
+        return None, [ConfigProblem(filename, 1, "", _NOTHING_IN_IT)]
+    if deployment_checks and "targets" not in doc.data:
+        problems.append(ConfigProblem(filename, 1, "targets", _NO_TARGETS))
     problems.extend(_duplicate_names(doc, filename))
+    if deployment_checks:
+        problems.extend(unreadable_files(doc, filename))
     try:
         config = Config.model_validate(doc.data)
     except ValidationError as exc:

@@ -41,11 +41,6 @@ class Substitution:
     problems: list[str] = field(default_factory=list)
 
 
-def has_reference(text: str) -> bool:
-    """Whether `text` might hold a reference or escape (a cheap pre-check)."""
-    return "$" in text
-
-
 def substitute(
     text: str,
     *,

@@ -21,7 +21,7 @@ from otelprobe.probes import ProbeConfig, config_types
 from otelprobe.settings.common import IPFamily, ProbeConfigBase, ResolverConfig, RetryPolicy, StrictModel
 from otelprobe.settings.common import TLSClientConfig as TLSClientConfig
 from otelprobe.settings.durations import Duration
-from otelprobe.targets import Shard, parse_shard, select
+from otelprobe.targets import Shard, parse_shard
 
 DUPLICATE_TARGET_NAME = "duplicate_target_name"
 """pydantic error type of duplicate target names (the loader reports them itself, with lines)."""
@@ -72,12 +72,6 @@ class Config(StrictModel):
                 DUPLICATE_TARGET_NAME, "duplicate target names: {names}", {"names": ", ".join(duplicates)}
             )
         return self
-
-    def my_targets(self) -> list[ProbeConfig]:
-        """The targets this replica probes: all of them, or its shard's share."""
-        if self.shard is None:
-            return list(self.targets)
-        return select(self.targets, self.shard.index, self.shard.count)
 
 
 def prepare(data: Any) -> Any:

@@ -85,7 +85,7 @@ class TimedConnection:
                     pending = session.take_output()
                     if pending:
                         if first_flight:
-                            phase.start_ns = PhaseClock.now_ns()
+                            phase.move_start(PhaseClock.now_ns())
                             first_flight = False
                         await self._send_raw(pending)
                     data = await self._recv_raw()

@@ -127,7 +127,7 @@ class _Attempt:
             timed_connect(self.clock, address, port, source_address=source_address)
         )
 
-    def phases(self, abandoned: bool) -> list[Phase]:
+    def phases(self, abandoned: bool) -> Sequence[Phase]:
         if not abandoned:
             return self.clock.phases
         # A loser did not fail, it was cut short: drop the timeout its cancellation recorded.
@@ -187,13 +187,13 @@ class _Race:
         error = task.exception()
         if error is None and self.winner is None:
             self.winner = attempt
-            self._clock.phases.extend(attempt.phases(abandoned=False))
+            self._clock.adopt(attempt.phases(abandoned=False))
         elif error is None:
             task.result().close()
-            self._clock.phases.extend(attempt.phases(abandoned=True))
+            self._clock.adopt(attempt.phases(abandoned=True))
         elif isinstance(error, ProbeError):
             self.failures.append((attempt.address, error))
-            self._clock.phases.extend(attempt.phases(abandoned=False))
+            self._clock.adopt(attempt.phases(abandoned=False))
         else:
             raise error  # not a connect failure: a bug, to be seen
 
@@ -211,11 +211,11 @@ class _Race:
         for task, attempt in running.items():
             if not task.cancelled() and task.exception() is None:
                 task.result().close()  # it connected while being cancelled
-                self._clock.phases.extend(attempt.phases(abandoned=True))
+                self._clock.adopt(attempt.phases(abandoned=True))
             elif not task.cancelled() and isinstance(task.exception(), ProbeError):
-                self._clock.phases.extend(attempt.phases(abandoned=False))
+                self._clock.adopt(attempt.phases(abandoned=False))
             else:
-                self._clock.phases.extend(attempt.phases(abandoned=self.winner is not None))
+                self._clock.adopt(attempt.phases(abandoned=self.winner is not None))
 
 
 def _is_v6(address: str) -> bool:

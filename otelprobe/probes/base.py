@@ -31,7 +31,7 @@ from otelprobe.net.dns.retransmit import record_tries
 from otelprobe.results import ProbeResult
 from otelprobe.settings.addresses import check_host_port
 from otelprobe.settings.common import IPFamily, ProbeConfigBase
-from otelprobe.timing import AttributeValue, PhaseClock, timeout_error_for
+from otelprobe.timing import AttributeValue, PhaseClock
 
 Attributes = dict[str, AttributeValue]
 AttemptBody = Callable[[PhaseClock, Attributes], Awaitable[None]]
@@ -92,7 +92,8 @@ async def run_attempt(
     """Run `body` under the deadline and turn its outcome into a ProbeResult.
 
     `body` marks phases on the clock, fills attributes and raises ProbeError on failure. A
-    deadline expiring inside a phase becomes that phase's timeout class (timing.timeout_error_for).
+    deadline expiring inside a phase becomes that phase's timeout class (timing.timeout_error_for),
+    or the error the body said it fails with at the deadline (PhaseClock.fail_at_deadline_with).
     """
     clock = clock or PhaseClock()
     attrs: Attributes = attributes if attributes is not None else {}
@@ -105,27 +106,12 @@ async def run_attempt(
         # The phase that was open at the deadline has already recorded its timeout error.
         failed = next((p for p in reversed(clock.phases) if p.error_type), None)
         open_name = clock.open_phase
-        error = timeout_error_for(open_name or (failed.name if failed else None))
+        error = clock.error_at_deadline(open_name or (failed.name if failed else None))
         clock.close_open(error)
     except ProbeError as exc:
         error = exc
         clock.close_open(exc)
-    end_ns = clock.now_ns()
-    if error is not None:
-        attrs[names.ERROR_TYPE] = error.error_type
-        attrs[names.PROBE_ERROR_DETAIL] = error.detail
-    return ProbeResult(
-        kind=kind,
-        target=target,
-        attempt=attempt,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        anchor_wall_ns=clock.anchor_wall_ns,
-        anchor_mono_ns=clock.anchor_mono_ns,
-        phases=clock.sorted_phases(),
-        error=error,
-        attributes=attrs,
-    )
+    return ProbeResult.of_attempt(kind, target, attempt, clock, start_ns, error, attrs)
 
 
 async def timed_resolve(
@@ -147,13 +133,12 @@ async def timed_resolve(
                 resolution = await resolver.resolve_stamped(host, family, progress)
             except asyncio.CancelledError:
                 # The attempt's deadline cut the lookup short: the span still shows its tries.
-                phase.start_ns = progress.sent_ns or phase.start_ns
+                phase.move_start(progress.sent_ns or None)
                 record_tries(phase, progress.tries, None)
                 raise
         else:
             resolution = Resolution(tuple(await resolver.resolve(host, family)))
-        if resolution.sent_ns is not None:
-            phase.start_ns = resolution.sent_ns
+        phase.move_start(resolution.sent_ns)
         if resolution.error is None:
             phase.attributes[names.DNS_ANSWERS] = resolution.addresses
         record_tries(phase, resolution.tries, resolution.answered_attempt)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from otelprobe.config import load
+from otelprobe.config.file_references import unreadable_in
 from otelprobe.config.models import Config
 from otelprobe.errors import ConfigError
 from otelprobe.net.kernel_time import hold_rx_timestamping
@@ -185,6 +186,7 @@ class Runtime:
         self.config = config
         self.reloads += 1
         log.info("config %s reloaded: %d targets on this replica", self.path, len(targets))
+        _warn_unreadable_files(targets)
         return True
 
     async def serve(self) -> None:
@@ -233,6 +235,9 @@ class Runtime:
         await self.scheduler.apply(targets)
         self.config = config
         log.info("probing %d targets from %s", len(targets), self.path)
+        if not targets:
+            log.warning("no targets to probe in %s; waiting for a reload", self.path)
+        _warn_unreadable_files(targets)
 
     def _load(self) -> Config:
         config = self._loader(self.path)
@@ -251,6 +256,17 @@ class Runtime:
     def _log_problems(self, exc: ConfigError) -> None:
         for problem in exc.problems:
             log.error("invalid config: %s", problem)
+
+
+def _warn_unreadable_files(targets: list[ProbeConfigBase]) -> None:
+    # Files are loaded per attempt (a renewed or late-mounted one is picked up); say it once here.
+    for path, (reason, count) in unreadable_in(targets).items():
+        log.warning(
+            "TLS file %r cannot be read (%s): %d target(s) fail with tls_config_invalid until it can",
+            path,
+            reason,
+            count,
+        )
 
 
 def settle_long_lived() -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
-from otelprobe import names
 from otelprobe.errors import ProbeTimeout
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
@@ -282,20 +281,7 @@ class Scheduler:
                 config.timeout_s,
             )
             error = ProbeTimeout("probe_unresponsive", "probe did not return by its timeout + 1 s")
-            return [
-                ProbeResult(
-                    kind=t.probe.kind,
-                    target=config.name,
-                    attempt=attempt,
-                    start_ns=start_ns,
-                    end_ns=clock.now_ns(),
-                    anchor_wall_ns=clock.anchor_wall_ns,
-                    anchor_mono_ns=clock.anchor_mono_ns,
-                    phases=(),
-                    error=error,
-                    attributes={names.ERROR_TYPE: error.error_type, names.PROBE_ERROR_DETAIL: error.detail},
-                )
-            ]
+            return [ProbeResult.of_attempt(t.probe.kind, config.name, attempt, clock, start_ns, error, {})]
         exc = asyncio.CancelledError("the probe cancelled itself") if task.cancelled() else task.exception()
         if exc is not None:
             self.stats.probe_exceptions += 1

@@ -146,8 +146,13 @@ class LearningConfig(StrictModel):
         86400.0, alias="retrain_every", gt=0, description="scheduled retraining; null: on demand only"
     )
     min_new_feedback: int = Field(1, ge=0, description="a scheduled retrain waits for this much new feedback")
-    rounds: int = Field(150, ge=5, le=5000, description="boosting rounds of the candidate")
-    seed: int = 7
+    rounds: int = Field(
+        150, ge=5, le=5000, description="boosting rounds of a candidate whose live model records none"
+    )
+    seed: int = Field(7, description="seed of a candidate whose live model records none")
+    crossfit_folds: int = Field(
+        5, ge=0, le=50, description="trained confirmed incidents scored out of fold by the gate; 0: not"
+    )
     keep_models: int = Field(5, ge=2, le=1000, description="model versions kept in the registry")
     max_window_rows: int = Field(
         20_000, ge=100, le=10_000_000, description="feature rows of incident windows kept for feedback"

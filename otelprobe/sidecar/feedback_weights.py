@@ -22,7 +22,11 @@ The default cap, 0.05, is measured (bench/README.md, "Sidecar retraining"): at t
 scale, eval-402's five trained bandwidth_limit incidents at plain weight 3 cost 2.5 AC@1 points on
 shifted-503 (refused); capped at 0.25 or 0.1 still 1.8-2.6; at 0.05 about 1 point, and the
 candidate passes the gate on two seeds of three while bandwidth_limit recall rises from 0.85 to
-0.89-0.98.
+0.89-0.98. Measured again with the candidate pinned to the live model's seed, parameters and bins
+(retrain.py), that point is the feedback's own, on every seed: at the shipped model's scale these
+incidents are not a clean win. Against a weaker live model (train-101, 30 rounds) the default
+teaches nothing measurable, and weight 10 with a 0.25 cap wins on every seed
+(tests/sidecar/test_sidecar_learn_gain.py): the right strength depends on the live model.
 """
 
 from __future__ import annotations

@@ -196,6 +196,7 @@ class Learning:
             "feedback_cap_share": self.config.feedback_cap_share,
             "rounds": self.config.rounds,
             "seed": self.config.seed,
+            "crossfit_folds": self.config.crossfit_folds,
             "tolerance": self.config.tolerance.model_dump(),
         }
         spec_file = self.jobs_dir / f"{version}.spec.json"

@@ -14,11 +14,11 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from otelprobe.attribution.attribute import Attribution, attribute
+from otelprobe.attribution.attribute import Attribution, attributable, attribute
 from otelprobe.attribution.features import FeatureEngine
 from otelprobe.attribution.incidents import Incident, IncidentTracker, WindowIncidents
 from otelprobe.attribution.model import AttributionModel
@@ -37,6 +37,12 @@ _logger = logging.getLogger(__name__)
 
 MAX_LINKS: Final = 5
 """Probe spans a violation links to (the evidence Jaeger leads to)."""
+FIRST_CHUNK: Final = 32
+MAX_CHUNK: Final = 512
+"""Candidate windows are attributed in chunks that double from FIRST_CHUNK up to MAX_CHUNK, so the
+first records of a slot with many violations go out after one small chunk, not after all of them;
+a window's attribution does not depend on the others in its call (LightGBM predicts row by row),
+so the records are the same as from one call."""
 
 Series = tuple[str, str]
 
@@ -148,7 +154,9 @@ class SlotProcessor:
     def slo_file(self) -> SLOFile:
         return self.evaluator.slo_file
 
-    def process(self, slot: Slot) -> SlotResult:
+    def process(self, slot: Slot, emit: Callable[[LiveAttribution], None] | None = None) -> SlotResult:
+        """The slot's verdicts, incidents and attributions; `emit` gets each attribution as soon as
+        it is made (before the rest of the slot is done)."""
         started = time.perf_counter()
         self._touch(slot.records)
         table, verdicts = slot_table(self.engine, self.evaluator, slot.start_ns, slot.records)
@@ -166,10 +174,11 @@ class SlotProcessor:
             for found in self._attribute(live.model, table):
                 series = (found.target, found.vantage)
                 links = sample_links(records_of.get(series, ()))
-                attributions.append(
-                    LiveAttribution(found, by_series.get(series), links, self.window_s, live.version)
-                )
-            kept = self._keep_rows(table, by_series)
+                made = LiveAttribution(found, by_series.get(series), links, self.window_s, live.version)
+                attributions.append(made)
+                if emit is not None:
+                    emit(made)
+            kept = self._keep_rows(table, by_series)  # after the records are out: only feedback reads them
         self.stats.slots += 1
         self.stats.attributions += len(attributions)
         result = SlotResult(
@@ -195,15 +204,19 @@ class SlotProcessor:
             _logger.exception("keeping the feature rows of incident windows failed")
             return []
 
-    def _attribute(self, model: AttributionModel, table: pd.DataFrame) -> list[Attribution]:
+    def _attribute(self, model: AttributionModel, table: pd.DataFrame) -> Iterator[Attribution]:
+        """attribute.attribute over the slot's candidate windows, chunk by chunk (FIRST_CHUNK)."""
         try:
-            return list(attribute(model, table))
+            candidates = table[attributable(table)]
+            start, size = 0, FIRST_CHUNK
+            while start < len(candidates):
+                yield from attribute(model, candidates.iloc[start : start + size])
+                start, size = start + size, min(2 * size, MAX_CHUNK)
         except Exception:
             # A bug in one slot's attribution must not stop the sidecar: the slot's verdicts and
             # incidents still go out, and the failure is logged and counted.
             self.stats.failed_slots += 1
             _logger.exception("attribution of a window slot failed")
-            return []
 
     def _touch(self, records: Sequence[ProbeRecord]) -> None:
         for record in records:

@@ -8,7 +8,11 @@ evaluate` (attribution/evaluate.py and metrics.py):
   (attributed among warm healthy windows);
 - **feedback**: the confirmed incidents held out by time (the newest ones): AC@1 over their warm,
   symptomatic windows (the same windows for both models) and, for incidents an operator called
-  "not an incident", the share of their windows each model would attribute.
+  "not an incident", the share of their windows each model would attribute;
+- **unseen_incidents**: the confirmed incidents the candidate trained on, each scored by a model
+  fit without it (the candidate's data minus one fold of incidents, same parameters): with a
+  handful of confirmed incidents the time split may hold out only ones both models already get
+  right, and this is where a gain on incidents the feedback did not include shows.
 
 The candidate passes when, on every slice that has cases, its AC@1 is at most `tolerance.ac1`
 below the live model's and its false-attribution share at most `tolerance.false_attributions`
@@ -19,9 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from otelprobe.attribution.attribute import attributed
 from otelprobe.attribution.evaluate import EvaluationError, ModelAttributor, evaluate
@@ -29,9 +34,6 @@ from otelprobe.attribution.labels import HEALTHY
 from otelprobe.attribution.metrics import score_cases
 from otelprobe.attribution.model import AttributionModel
 from otelprobe.causes import ROOT_CAUSES, SCOPES
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,26 +78,59 @@ def lab_scores(
     )
 
 
+def _confirmed(frame: pd.DataFrame) -> np.ndarray:
+    return np.asarray(
+        frame["warm"] & frame["symptomatic"] & frame["label"].isin(list(ROOT_CAUSES)), dtype=bool
+    )
+
+
+def _ranked(
+    causes: np.ndarray, scopes: np.ndarray, rows: pd.DataFrame
+) -> tuple[float, int, dict[str, float]]:
+    """(AC@1, cases, recall per cause) of answers to `rows` (confirmed windows)."""
+    scores = score_cases(
+        causes,
+        [str(c) for c in rows["label"]],
+        true_scopes=[str(s) if s in SCOPES else "path" for s in rows["label_scope"]],
+        predicted_scopes=scopes,
+    )
+    return scores.ac1, len(rows), {c.cause: c.recall for c in scores.per_class if c.support > 0}
+
+
+def out_of_fold_scores(
+    live: AttributionModel, folds: list[tuple[AttributionModel, pd.DataFrame]]
+) -> tuple[SliceScores, SliceScores]:
+    """(live, candidate) AC@1 on the confirmed windows the candidate trained on, each fold's
+    windows answered by a model fit without that fold's incidents: how the feedback generalises to
+    incidents it has not seen, where the time split may hold out only ones both models get right."""
+    rows = [fold[_confirmed(fold)] for _, fold in folds]
+    answers = [
+        ModelAttributor(model, "fold").answer(part) for (model, _), part in zip(folds, rows, strict=True)
+    ]
+    every = pd.concat(rows, ignore_index=True)
+    if every.empty:
+        nothing = SliceScores(math.nan, 0, math.nan, 0, {})
+        return nothing, nothing
+    held = _ranked(np.vstack([a.causes for a in answers]), np.vstack([a.scopes for a in answers]), every)
+    live_answer = ModelAttributor(live, "live").answer(every)
+    before = _ranked(live_answer.causes, live_answer.scopes, every)
+    return (
+        SliceScores(before[0], before[1], math.nan, 0, before[2]),
+        SliceScores(held[0], held[1], math.nan, 0, held[2]),
+    )
+
+
 def feedback_scores(model: AttributionModel, frame: pd.DataFrame) -> SliceScores:
     """AC@1 on confirmed windows (warm, symptomatic), false attributions on dismissed ones."""
     if frame.empty:
         return SliceScores(math.nan, 0, math.nan, 0, {})
-    confirmed = np.asarray(
-        frame["warm"] & frame["symptomatic"] & frame["label"].isin(list(ROOT_CAUSES)), dtype=bool
-    )
+    confirmed = _confirmed(frame)
     dismissed = np.asarray(frame["warm"] & (frame["label"] == HEALTHY), dtype=bool)
-    ac1, recall = math.nan, {}
+    ac1, recall = math.nan, dict[str, float]()
     if confirmed.any():
         rows = frame[confirmed]
         answer = ModelAttributor(model, "candidate").answer(rows)
-        scores = score_cases(
-            answer.causes,
-            [str(c) for c in rows["label"]],
-            true_scopes=[str(s) if s in SCOPES else "path" for s in rows["label_scope"]],
-            predicted_scopes=answer.scopes,
-        )
-        ac1 = scores.ac1
-        recall = {c.cause: c.recall for c in scores.per_class if c.support > 0}
+        ac1, _, recall = _ranked(answer.causes, answer.scopes, rows)
     false_rate = math.nan
     if dismissed.any():
         false_rate = float(attributed(model, frame[dismissed]).mean())

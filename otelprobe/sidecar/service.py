@@ -35,7 +35,7 @@ from otelprobe.sidecar.emitter import ViolationEmitter
 from otelprobe.sidecar.ingest import Ingest
 from otelprobe.sidecar.learning import Learning
 from otelprobe.sidecar.model_watch import ModelHolder
-from otelprobe.sidecar.pipeline import SlotProcessor, SlotResult
+from otelprobe.sidecar.pipeline import LiveAttribution, SlotProcessor, SlotResult
 from otelprobe.sidecar.receiver import OTLPReceiver, ReceiverTLS
 from otelprobe.sidecar.state_store import StateStore
 from otelprobe.sidecar.view import MemoryView
@@ -291,13 +291,12 @@ class SidecarService:
     def _process_in_worker(self, slot: Slot) -> SlotResult | None:
         assert self.processor is not None and self.windower is not None
         try:
-            result = self.processor.process(slot)
+            # Each record goes out as soon as it is made: a slot with many violations does not hold
+            # back its first ones.
+            result = self.processor.process(slot, emit=self._emit)
         except Exception:
             _logger.exception("window slot %d failed", slot.start_ns)
             return None
-        for live in result.attributions:
-            self.emitter.emit(live)
-        self._write_jsonl(result)
         self._save(slot.end_ns, result)
         return result
 
@@ -330,13 +329,15 @@ class SidecarService:
             "tracker": snapshot.dump_tracker(self.processor.tracker),
         }
 
-    def _write_jsonl(self, result: SlotResult) -> None:
+    def _emit(self, live: LiveAttribution) -> None:
+        self.emitter.emit(live)
+        self._write_jsonl(live)
+
+    def _write_jsonl(self, live: LiveAttribution) -> None:
         path = self.config.output.jsonl
-        if not path or not result.attributions:
+        if not path:
             return
-        lines = "".join(
-            json.dumps(live.to_json(), separators=(",", ":")) + "\n" for live in result.attributions
-        )
+        lines = json.dumps(live.to_json(), separators=(",", ":")) + "\n"
         try:
             with open(path, "a", encoding="utf-8") as out:
                 out.write(lines)

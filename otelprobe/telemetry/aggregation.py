@@ -159,6 +159,3 @@ class MetricStore:
                     # is full) sets the pause, so a reader never takes more than its share of a core.
                     busy = time.perf_counter() - began
                     time.sleep(max(pause_s, busy * (1 - READER_SHARE) / READER_SHARE))
-
-    def series_count(self) -> int:
-        return sum(len(table) for table in self._series.values())

@@ -46,7 +46,7 @@ from otelprobe.telemetry.metrics_otlp import (
 from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender
 from otelprobe.telemetry.prometheus import PrometheusServer, PrometheusText
 from otelprobe.telemetry.senders import ConsoleSender, OTLPGRPCSender, OTLPHTTPSender, SpanSender
-from otelprobe.telemetry.spans import SpanEncoder, any_value, new_trace_ref
+from otelprobe.telemetry.spans import SpanEncoder, any_value
 
 _logger = logging.getLogger(__name__)
 _SCOPE = "otelprobe"
@@ -196,7 +196,7 @@ class Telemetry:
             if self.span_exporter is not None:
                 self.span_exporter.add([Span.FromString(span) for span in spans])
         else:
-            ref = result.trace_ref or new_trace_ref()
+            ref = result.trace_ref or TraceRef.new()
         self.metrics.record(result)
         return ref
 

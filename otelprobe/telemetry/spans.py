@@ -92,11 +92,6 @@ def any_value(value: AttributeValue) -> AnyValue:
     return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
 
 
-def new_trace_ref() -> TraceRef:
-    """Random non-zero trace and span IDs (W3C: all-zero IDs are invalid)."""
-    return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
-
-
 def _value_field(string: bytes) -> bytes:
     """Length and AnyValue of a long string value."""
     return length_delimited(b"", length_delimited(_STRING, string))
@@ -198,7 +193,7 @@ class SpanEncoder:
             The root's IDs (`result.trace_ref` when set, else random) and each span serialized
             (`Span.FromString` reads one back).
         """
-        ref = result.trace_ref or new_trace_ref()
+        ref = result.trace_ref or TraceRef.new()
         trace_id = _TRACE_ID + ref.trace_id.to_bytes(16, "big")
         root_id = ref.span_id.to_bytes(8, "big")
         offset = result.anchor_wall_ns - result.anchor_mono_ns

@@ -18,6 +18,7 @@ from otelprobe.config.models import Defaults, merge_defaults
 from otelprobe.probes import config_types
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.settings.secrets import REDACTED, clear_secrets, redact
+from otelprobe.targets import Shard, select
 
 HERE = Path(__file__).parent
 VALID = sorted((HERE / "valid").glob("*.*"))
@@ -25,7 +26,8 @@ INVALID = sorted(p for p in (HERE / "invalid").iterdir() if p.suffix in (".yaml"
 
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
-def test_valid_files_load(path: Path) -> None:
+def test_valid_files_load(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(HERE / "valid")  # TLS files are named relative to the working directory
     assert validate(path) == []
     assert isinstance(load(path), Config)
 
@@ -69,15 +71,14 @@ def test_full_example() -> None:
     # Defaults fill what a target leaves out; mappings merge key by key, the target winning.
     assert (api.interval_s, api.timeout_s, api.jitter_s) == (30.0, 5.0, 2.0)
     assert api.labels == {"team": "sre", "env": "prod", "tier": "gold"}
-    assert api.tls.ca_file == "/etc/otelprobe/ca.pem"
+    assert api.tls.ca_file == "certs/ca.pem"
     assert api.retries.count == 2 and api.retries.backoff_s == 0.25
     assert api.ip == "prefer_ip6" and api.failure_threshold == 2
     assert (login.interval_s, login.timeout_s) == (60.0, 10.0)
-    assert login.tls.server_name == "login.example" and login.tls.ca_file == "/etc/otelprobe/ca.pem"
+    assert login.tls.server_name == "login.example" and login.tls.ca_file == "certs/ca.pem"
     assert login.body == '{"probe": true, "price": "$5"}'
     assert login.method == "POST"
     assert api.expect.max_duration_s == 0.8
-    assert config.my_targets() == config.targets
 
 
 def test_defaults_and_anchors() -> None:
@@ -125,7 +126,9 @@ def test_shard_selects_this_replicas_targets() -> None:
     targets = "".join(
         f"  - {{name: t{i}, kind: http, url: 'http://127.0.0.1:{8000 + i}/'}}\n" for i in range(30)
     )
-    shards = [load_text(f"shard: {i}/3\ntargets:\n{targets}").my_targets() for i in range(3)]
+    configs = [load_text(f"shard: {i}/3\ntargets:\n{targets}") for i in range(3)]
+    assert [c.shard for c in configs] == [Shard(i, 3) for i in range(3)]
+    shards = [select(c.targets, i, 3) for i, c in enumerate(configs)]  # as the runtime selects
     names = [t.name for shard in shards for t in shard]
     assert sorted(names) == sorted(f"t{i}" for i in range(30))
     assert all(shards)

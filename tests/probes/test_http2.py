@@ -95,7 +95,7 @@ async def test_prior_knowledge_phases_and_ttfb_not_ended_by_settings() -> None:
 
 
 async def test_request_phase_is_one_write_whatever_the_loop_load(h2c_server: H2Server) -> None:
-    # httpcore's HTTP/2 connection yielded to the loop ~100 times between the preface and HEADERS:
+    # A general-purpose HTTP/2 client yielded to the loop ~100 times between the preface and HEADERS:
     # beside busy tasks (here ~10 ms per loop turn) that put a second into `http.request`.
     stop = asyncio.Event()
 

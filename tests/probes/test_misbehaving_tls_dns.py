@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -337,3 +338,28 @@ async def test_a_missing_ca_file_fails_each_attempt_as_tls_config_invalid(kind: 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("tls_error", "tls_config_invalid"), result.error
     assert "rotated-away.pem" in result.error.message and "No such file" in result.error.message
+
+
+async def test_a_late_loop_at_the_deadline_keeps_the_invalid_answer_class() -> None:
+    # The probe's own deadline (just before the attempt's) and the attempt's fire in one loop
+    # iteration when the loop runs late, as on a loaded machine: the class must not change.
+    async with _dns_server(not_dns) as port:
+        config = DNSProbeConfig.model_validate(
+            {
+                "name": "t",
+                "server": f"127.0.0.1:{port}",
+                "query_name": "www.lab.test",
+                "timeout": f"{DNS_TIMEOUT_S}s",
+                "tcp_fallback": False,
+            }
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Block the loop from 30 ms before the deadline to 30 ms after it.
+        stall = loop.call_at(started + DNS_TIMEOUT_S - 0.03, time.sleep, 0.06)
+        [result] = await DNSProbe(config, CTX).run()
+        stall.cancel()
+    assert result.error is not None
+    assert (result.error.error_type, result.error.detail) == ("protocol_error", "invalid_dns_answer")
+    [lookup] = [p for p in result.phases if p.name == "dns.lookup"]
+    assert (lookup.error_type, lookup.error_detail) == ("protocol_error", "invalid_dns_answer")

@@ -35,7 +35,7 @@ from otelprobe.sidecar.learning import Learning
 from otelprobe.sidecar.model_registry import ModelRegistry, RegistryError
 from otelprobe.sidecar.model_watch import ModelHolder
 from otelprobe.sidecar.pipeline import LiveAttribution
-from otelprobe.sidecar.retrain import labeled_feedback, time_split
+from otelprobe.sidecar.retrain import incident_folds, labeled_feedback, time_split
 from otelprobe.sidecar.state_store import StateStore
 from otelprobe.sidecar.view import MemoryView
 from otelprobe.sidecar.window_rows import COLUMNS, frame_of, incident_rows
@@ -164,6 +164,18 @@ def test_the_newest_confirmed_incidents_are_held_out() -> None:
         "d",
     ]
     assert set(frame["label"]) == {"dns_latency"} and (frame["label_incident"] >= 1e9).all()
+
+
+def test_trained_incidents_are_scored_out_of_fold_one_incident_each_when_few() -> None:
+    frame = pd.DataFrame({"incident_order": [0, 0, 1, 2, 2, 2, 3, 4, 5, 6]})
+    folds = incident_folds(frame, 5)
+    assert len(folds) == 5
+    assert (np.sum(folds, axis=0) == 1).all()  # every window in exactly one fold
+    assert [sorted(set(frame["incident_order"][f])) for f in folds] == [[0, 5], [1, 6], [2], [3], [4]]
+    few = frame[frame["incident_order"] <= 2]
+    assert [sorted(set(few["incident_order"][f])) for f in incident_folds(few, 5)] == [[0], [1], [2]]
+    assert incident_folds(frame[frame["incident_order"] == 0], 5) == []
+    assert incident_folds(frame, 0) == []
 
 
 def test_the_registry_keeps_the_last_versions_and_rolls_back(tmp_path: Path, trained_model: Path) -> None:

@@ -21,7 +21,7 @@ from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.settings.secrets import clear_secrets, redact, register_secret
 from otelprobe.telemetry import spans
 from otelprobe.telemetry.batching import SpanBatcher, build_request, request_bytes
-from otelprobe.telemetry.spans import SpanEncoder, any_value, new_trace_ref
+from otelprobe.telemetry.spans import SpanEncoder, any_value
 from otelprobe.timing import AttributeValue, Phase, PhaseEvent
 
 ResultFactory = Callable[..., ProbeResult]
@@ -32,7 +32,7 @@ LINK = TraceRef(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
 def reference_spans(result: ProbeResult, vantage: str, link: TraceRef | None) -> list[Span]:
     """What the upb-message SpanEncoder built (the implementation before the wire format), draw
     for draw the same random IDs."""
-    ref = result.trace_ref or new_trace_ref()
+    ref = result.trace_ref or TraceRef.new()
     trace_id, root_id = ref.trace_id.to_bytes(16, "big"), ref.span_id.to_bytes(8, "big")
     offset = result.anchor_wall_ns - result.anchor_mono_ns
     reserved = {names.PROBE_KIND, names.PROBE_TARGET, names.PROBE_SUCCESS, names.PROBE_ATTEMPT}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import dns.edns
@@ -44,7 +43,7 @@ from otelprobe.settings.common import (
 )
 from otelprobe.settings.durations import Duration
 from otelprobe.settings.secrets import redact_url
-from otelprobe.timing import OpenPhase, Phase, PhaseClock
+from otelprobe.timing import OpenPhase, PhaseClock
 
 RESOLV_CONF = "/etc/resolv.conf"
 _DEADLINE_MARGIN_S = 0.005
@@ -248,8 +247,9 @@ class DNSProbe:
         ip = host
         if not is_ip_literal(host):
             # The server's own name is resolved first (a bootstrap lookup, flagged as such).
+            bootstrap = clock.mark()
             ip = (await timed_resolve(clock, self._resolver, host, cfg.ip, {}))[0]
-            clock.phases[-1] = _flag_bootstrap(clock.phases[-1])
+            clock.annotate(bootstrap, {names.PROBE_DNS_BOOTSTRAP: True})
         attrs[names.NETWORK_PEER_ADDRESS] = ip.strip("[]")
         server_name = cfg.tls.server_name or host
         channel = await DNSChannel.open(
@@ -331,6 +331,12 @@ async def _exchange(
         if invalid is not None:
             raise invalid from None
         raise
+    except asyncio.CancelledError:
+        # The attempt's deadline, arriving with ours on a late loop: still what we got decides.
+        invalid = channel.invalid_answers
+        if invalid is not None:
+            phase.fail_at_deadline_with(invalid)
+        raise
     finally:
         tries = channel.tries
         if tries is not None:
@@ -339,9 +345,5 @@ async def _exchange(
 
 def _end_at_wire(phase: OpenPhase, channel: DNSChannel, error: DNSError | None) -> None:
     """End a lookup phase at the channel's wire edges: query sent -> answer's kernel arrival."""
-    phase.start_ns = channel.sent_ns or phase.start_ns
+    phase.move_start(channel.sent_ns or None)
     phase.end(channel.answered_ns or None, error)
-
-
-def _flag_bootstrap(phase: Phase) -> Phase:
-    return replace(phase, attributes={**phase.attributes, names.PROBE_DNS_BOOTSTRAP: True})

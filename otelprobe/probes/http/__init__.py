@@ -1,1 +1,1 @@
-"""The HTTP/HTTPS probe: socket-timed phases through httpcore's network-backend seam."""
+"""The HTTP/HTTPS probe: every phase timed at the socket, HTTP/1.1 framed by httptools, HTTP/2 by h2."""

@@ -1,10 +1,10 @@
-"""httpcore's network-backend seam, timed: DNS, connect and TLS phases, and the request's own phases.
+"""The HTTP probe's timed connection: DNS, connect and TLS phases, and the request's own phases.
 
-probes/http/http1_exchange.py frames HTTP/1.1 itself (httptools parses) and hands HTTP/2 to
-httpcore; this module owns the sockets under both. `TimedBackend`
-resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py and _net.py),
-`TimedStream.start_tls` is the `tls.handshake` phase, and `ExchangeTimer` derives `http.request`,
-`http.ttfb` and `http.transfer` from the bytes that cross the stream (DESIGN §3):
+probes/http/http1_exchange.py frames HTTP/1.1 (httptools parses) and http2_exchange.py HTTP/2
+(h2); this module owns the sockets under both. `TimedBackend` resolves and connects (the
+`dns.lookup` / `tcp.connect` phases of probes/base.py and _net.py), `TimedStream.start_tls` is the
+`tls.handshake` phase, and `ExchangeTimer` derives `http.request`, `http.ttfb` and `http.transfer`
+from the bytes that cross the stream (DESIGN §3):
 
 - `http.request`: first request byte written -> last request byte written. On HTTP/1.1 the
   request is complete at the first read (the whole request is written before reading).
@@ -22,17 +22,11 @@ resolves and connects (the `dns.lookup` / `tcp.connect` phases of probes/base.py
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import ssl
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
-
-import h2.exceptions
-import httpcore
+from typing import Final
 
 from otelprobe import names
-from otelprobe.errors import ProbeError, ProtocolError
+from otelprobe.errors import ProtocolError
 from otelprobe.net.connection import TimedConnection
 from otelprobe.net.dns.resolver import Resolver
 from otelprobe.net.happy_eyeballs import connect_first
@@ -41,17 +35,6 @@ from otelprobe.net.tls.openssl import ClientTLS, TLSSession
 from otelprobe.probes.base import Attributes, timed_resolve
 from otelprobe.settings.common import IPFamily
 from otelprobe.timing import OpenPhase, PhaseClock
-
-# httpcore's exceptions that reach us (the HTTP/1.1 path raises them); our own stream and the
-# HTTP/2 path raise ProbeErrors directly, h2's are here in case one escapes them.
-HTTPCORE_ERRORS: Final[Mapping[type[BaseException], tuple[type[ProbeError], str]]] = {
-    httpcore.LocalProtocolError: (ProtocolError, "local_protocol_error"),
-    httpcore.ProtocolError: (ProtocolError, "malformed_response"),
-    h2.exceptions.ProtocolError: (ProtocolError, "malformed_response"),
-    httpcore.WriteError: (ProtocolError, "write_error"),
-    httpcore.NetworkError: (ProtocolError, "network_error"),
-    httpcore.UnsupportedProtocol: (ProtocolError, "unsupported_protocol"),
-}
 
 _H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _H2_FRAME_HEADER: Final = 9
@@ -146,7 +129,7 @@ class ExchangeTimer:
             self._request_done()
 
     def reading(self) -> None:
-        """httpcore is about to read: on HTTP/1.1 the request has been written in full."""
+        """The exchange is about to read: on HTTP/1.1 the request has been written in full."""
         if self._request is not None and self._outgoing is None:
             self._request_done()
 
@@ -175,8 +158,17 @@ class ExchangeTimer:
             self._transfer = None
 
 
-class TimedStream(httpcore.AsyncNetworkStream):
-    """A `TimedConnection` as httpcore's stream, reporting its bytes to an `ExchangeTimer`."""
+class WriteFailed(ProtocolError):
+    """A write to the server failed; the response may still be read (servers answer 413 and close)."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__("write_error", f"write_error: {exc}")
+
+
+class TimedStream:
+    """A `TimedConnection` carrying one exchange, reporting its bytes to an `ExchangeTimer`."""
+
+    __slots__ = ("_clock", "_connection", "_read_ns", "_timer", "_write_span")
 
     def __init__(self, connection: TimedConnection, clock: PhaseClock, timer: ExchangeTimer) -> None:
         self._connection = connection
@@ -193,7 +185,16 @@ class TimedStream(httpcore.AsyncNetworkStream):
     def _stamp_read(self, read_ns: int) -> None:
         self._read_ns = read_ns
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+    @property
+    def response_started(self) -> bool:
+        return self._timer.response_started
+
+    @property
+    def tls(self) -> TLSSession | None:
+        """The TLS session, once `start_tls` has completed."""
+        return self._connection.tls
+
+    async def read(self, max_bytes: int) -> bytes:
         self._timer.reading()
         try:
             data = await self._connection.read(max_bytes)
@@ -206,49 +207,26 @@ class TimedStream(httpcore.AsyncNetworkStream):
             self._timer.received(data, self._read_ns)
         return data
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
+    async def write(self, data: bytes) -> None:
+        """Write `data`; WriteFailed if the connection refuses it (the caller decides if that is fatal)."""
+        if not data:
             return
         try:
-            await self._connection.write(buffer)
+            await self._connection.write(data)
         except OSError as exc:
-            # httpcore's HTTP/1.1 path reads the response after a WriteError: servers may answer
-            # (e.g. 413) and close before taking the whole request.
-            raise httpcore.WriteError(str(exc)) from exc
-        self._timer.wrote(buffer, *self._write_span)
+            raise WriteFailed(exc) from exc
+        self._timer.wrote(data, *self._write_span)
 
-    async def aclose(self) -> None:
-        self._connection.close()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext | ClientTLS,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> TimedStream:
-        """The `tls.handshake` phase on probes/_openssl.py (httpcore's signature takes an SSLContext)."""
-        if not isinstance(ssl_context, ClientTLS):
-            raise TypeError("HTTP probes handshake through a ClientTLS (probes/_openssl.py)")
+    async def start_tls(self, client: ClientTLS, server_hostname: str) -> None:
+        """The `tls.handshake` phase on probes/_openssl.py; the connection is closed if it fails."""
         try:
-            await self._connection.start_tls(ssl_context, server_hostname, self._clock)
+            await self._connection.start_tls(client, server_hostname, self._clock)
         except BaseException:
             self._connection.close()
             raise
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":
-            return self._connection.tls
-        if info == "server_addr":
-            return self._connection.peer
-        if info == "socket":
-            return self._connection.sock
-        if info == "is_readable":
-            return False  # connections are never reused, so pool liveness checks do not apply
-        return None
 
 
-class TimedBackend(httpcore.AsyncNetworkBackend):
+class TimedBackend:
     """Resolves through the target's resolver and connects with timed phases; one per request."""
 
     def __init__(
@@ -277,14 +255,7 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         """The TLS session of the last connection, once its handshake has completed."""
         return self._connections[-1].tls if self._connections else None
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> TimedStream:
+    async def connect_tcp(self, host: str, port: int) -> TimedStream:
         if self._pinned_address is not None:
             addresses = [self._pinned_address]
         else:
@@ -299,19 +270,8 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         self.peer_address = connection.peer[0]
         return TimedStream(connection, self._clock, self._timer)
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise NotImplementedError("HTTP probes connect over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
     def close(self) -> None:
-        """Close every socket this backend opened (httpcore leaves some open on failed connects)."""
+        """Close every socket this backend opened."""
         for connection in self._connections:
             connection.close()
 
@@ -350,15 +310,3 @@ class TLSAttributeCache:
             else:
                 attrs.pop(key, None)
         return attrs
-
-
-def remote_protocol_error(exc: httpcore.RemoteProtocolError, timer: ExchangeTimer) -> ProtocolError:
-    """The ProtocolError for what httpcore saw, made precise by how far the exchange got."""
-    message = str(exc)
-    if "without sending a response" in message or message == "Server disconnected":
-        detail = "server_disconnected" if not timer.response_started else "incomplete_body"
-    elif "incomplete" in message or "complete message body" in message:
-        detail = "incomplete_body"
-    else:
-        detail = "malformed_response"
-    return ProtocolError(detail, f"{detail}: {message}")

@@ -1,31 +1,32 @@
 """One request on a fresh timed connection: HTTP/1.1 framed here (httptools parses), HTTP/2 by h2.
 
 probes/http/probe.py calls `exchange` once per hop. It connects and runs TLS through
-`backend.TimedBackend` / `TimedStream` (so `ExchangeTimer` marks the phases as before), then
-speaks HTTP/1.1 itself: the request is joined from byte strings and the response parsed by
-httptools (llhttp, in C) — httpcore's connection objects and anyio locks, then h11 in pure Python,
-cost CPU that a one-request connection does not need — or hands the stream to
+`backend.TimedBackend` / `TimedStream` (so `ExchangeTimer` marks the phases), then speaks
+HTTP/1.1 itself: the request is joined from byte strings and the response parsed by httptools
+(llhttp, in C) — a general client's connection objects and locks, or h11 in pure Python, cost CPU
+that a one-request connection does not need — or hands the stream to
 probes/http/http2_exchange.py: after ALPN "h2", or at once with prior knowledge (`http_version:
 "2"` on plain http). `http_version: "2"` on https needs ALPN to choose h2 (RFC 9113 §3.3: prior
-knowledge is for cleartext only). HTTP/1.1 framing errors are raised as httpcore's, so
-`backend.HTTPCORE_ERRORS` and `remote_protocol_error` classify them.
+knowledge is for cleartext only). Failures are ProtocolErrors whose detail says what happened:
+`local_protocol_error` (a request we refuse to send), `server_disconnected`, `incomplete_body`,
+`malformed_response`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Final
 
-import httpcore
 import httptools
 
 from otelprobe.errors import ProtocolError
 from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.probes.http import http2_exchange
-from otelprobe.probes.http.backend import TimedBackend
+from otelprobe.probes.http.backend import TimedBackend, WriteFailed
+from otelprobe.probes.http.messages import ByteStream, Request, Response
 
 _READ_SIZE: Final = 64 * 1024
-_MAX_HEAD_SIZE: Final = 100 * 1024  # httpcore's bound on a response head (1xx heads included)
+_MAX_HEAD_SIZE: Final = 100 * 1024  # bound on a response head (1xx heads included), as h11's
 # RFC 9110 token (method, header name) and request-target characters (visible ASCII).
 _TOKEN_CHARS: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TARGET_CHARS: Final = bytes(range(0x21, 0x7F))
@@ -33,83 +34,77 @@ _TARGET_CHARS: Final = bytes(range(0x21, 0x7F))
 
 async def exchange(
     backend: TimedBackend,
-    request: httpcore.Request,
-    content: bytes | None,
+    request: Request,
     ssl_context: ClientTLS | None,
     *,
     http1: bool,
-) -> httpcore.Response:
+) -> Response:
     """Connect, handshake and send `request`; the response's body is still to be read.
 
     `http1=False` means HTTP/2 only. Nothing outlives the exchange but the socket, which the
     caller's `backend.close()` closes.
     """
-    origin = request.url.origin
-    host = origin.host.decode("ascii")
-    stream = await backend.connect_tcp(host, origin.port)
+    url = request.url
+    stream = await backend.connect_tcp(url.host, url.port)
     if ssl_context is None:
         if not http1:
-            return await _http2(stream, request, content, prior_knowledge=True)
-        return await _http11(stream, request, content)
-    sni = request.extensions.get("sni_hostname")
-    stream = await stream.start_tls(ssl_context, server_hostname=sni if isinstance(sni, str) else host)
-    ssl_object = stream.get_extra_info("ssl_object")
-    alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+            return await _http2(stream, request, prior_knowledge=True)
+        return await _http11(stream, request)
+    await stream.start_tls(ssl_context, request.sni_hostname or url.host)
+    tls = stream.tls
+    alpn = tls.selected_alpn_protocol() if tls is not None else None
     if alpn == "h2":
-        return await _http2(stream, request, content, prior_knowledge=False)
+        return await _http2(stream, request, prior_knowledge=False)
     if not http1:
         chose = f"it chose {alpn}" if alpn else "it chose no protocol"
         raise ProtocolError(
             "alpn_h2_not_negotiated",
             f'http_version "2": the server did not agree to HTTP/2 by ALPN ({chose})',
         )
-    return await _http11(stream, request, content)
+    return await _http11(stream, request)
 
 
-async def _http2(
-    stream: httpcore.AsyncNetworkStream,
-    request: httpcore.Request,
-    content: bytes | None,
-    *,
-    prior_knowledge: bool,
-) -> httpcore.Response:
+async def _http2(stream: ByteStream, request: Request, *, prior_knowledge: bool) -> Response:
     _check_request(request)
-    return await http2_exchange.request(stream, request, content, prior_knowledge=prior_knowledge)
+    return await http2_exchange.request(stream, request, prior_knowledge=prior_knowledge)
 
 
-async def _http11(
-    stream: httpcore.AsyncNetworkStream, request: httpcore.Request, content: bytes | None
-) -> httpcore.Response:
+async def _http11(stream: ByteStream, request: Request) -> Response:
     data = _request_head(request)
-    if content:
-        data += content
+    if request.content:
+        data += request.content
     try:
         await stream.write(data)  # the whole request in one write: one send() for small requests
-    except httpcore.WriteError:
-        # As httpcore does: servers may answer (e.g. 413) and close before taking the whole request.
+    except WriteFailed:
+        # Servers may answer (e.g. 413) and close before taking the whole request: read on.
         pass
     parser = _ResponseParser(head_only=request.method == b"HEAD")
     received = 0
     while not parser.head_done:
         data = await stream.read(_READ_SIZE)
         if not data:
-            # httpcore's wording, which `remote_protocol_error` classifies as server_disconnected.
-            raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")
+            # A head cut short is a body cut short once the response has begun.
+            detail = "incomplete_body" if stream.response_started else "server_disconnected"
+            raise ProtocolError(detail, f"{detail}: Server disconnected without sending a response.")
         received += len(data)
         parser.feed(data)
         if received > _MAX_HEAD_SIZE and not parser.head_done:
-            raise httpcore.RemoteProtocolError(f"response head longer than {_MAX_HEAD_SIZE} bytes")
+            raise _malformed(f"response head longer than {_MAX_HEAD_SIZE} bytes")
     if parser.status < 100:
-        raise httpcore.RemoteProtocolError(f"invalid response status {parser.status}")
-    return httpcore.Response(
-        parser.status,
-        headers=parser.headers,
-        content=_body(stream, parser),
-        extensions={"http_version": parser.version},
-    )
+        raise _malformed(f"invalid response status {parser.status}")
+    return Response(parser.status, parser.headers, parser.version, _body(stream, parser))
 
 
-def _request_head(request: httpcore.Request) -> bytes:
+def _malformed(message: str) -> ProtocolError:
+    return ProtocolError("malformed_response", f"malformed_response: {message}")
+
+
+def _refused(message: str) -> ProtocolError:
+    """A request we do not send: a value that would end its line or its head, or break framing."""
+    return ProtocolError("local_protocol_error", f"local_protocol_error: {message}")
+
+
+def _request_head(request: Request) -> bytes:
     """The request line and headers, refusing what would let a value end the line or the head."""
     method, target = request.method, request.url.target
     _check_request_line(method, target)
@@ -121,7 +116,7 @@ def _request_head(request: httpcore.Request) -> bytes:
     return b"".join(parts)
 
 
-def _check_request(request: httpcore.Request) -> None:
+def _check_request(request: Request) -> None:
     """HTTP/2 refuses the same (RFC 9113 §8.2.1, §8.3.1), with the same errors as HTTP/1.1."""
     _check_request_line(request.method, request.url.target)
     for name, value in request.headers:
@@ -130,18 +125,18 @@ def _check_request(request: httpcore.Request) -> None:
 
 def _check_request_line(method: bytes, target: bytes) -> None:
     if not method or method.translate(None, _TOKEN_CHARS):
-        raise httpcore.LocalProtocolError(f"illegal request method {method!r}")
+        raise _refused(f"illegal request method {method!r}")
     if not target or target.translate(None, _TARGET_CHARS):
         # Not shown: the query may carry a secret.
-        raise httpcore.LocalProtocolError("illegal character in the request target")
+        raise _refused("illegal character in the request target")
 
 
 def _check_header(name: bytes, value: bytes) -> None:
     if not name or name.translate(None, _TOKEN_CHARS):
-        raise httpcore.LocalProtocolError(f"illegal header name {name!r}")
+        raise _refused(f"illegal header name {name!r}")
     if b"\r" in value or b"\n" in value or b"\0" in value:
         # The value is not shown: headers may carry secrets.
-        raise httpcore.LocalProtocolError(f"illegal header value for {name.decode()}: CR, LF or NUL")
+        raise _refused(f"illegal header value for {name.decode()}: CR, LF or NUL")
 
 
 class _ResponseParser:
@@ -161,7 +156,7 @@ class _ResponseParser:
         self._parser: httptools.HttpResponseParser | None = parser
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
-        self.version = b""
+        self.version = ""
         self.head_done = False
         self.complete = False
         self.body: list[bytes] = []  # parsed since the last `take_body`
@@ -175,7 +170,7 @@ class _ResponseParser:
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             # After the response (101, data after `Connection: close`) llhttp stops; so do we.
             if not self.complete:
-                raise httpcore.RemoteProtocolError(f"malformed HTTP/1.1 response: {exc}") from exc
+                raise _malformed(f"malformed HTTP/1.1 response: {exc}") from exc
 
     def take_body(self) -> bytes:
         body, self.body = self.body, []
@@ -215,7 +210,7 @@ class _ResponseParser:
         if 100 <= status < 200 and status != 101:
             return  # informational: the final response follows
         self.status = status
-        self.version = b"HTTP/" + parser.get_http_version().encode("ascii")
+        self.version = parser.get_http_version()
         self.head_done = True
         if self._head_only or status == 101:
             self._finish()
@@ -229,7 +224,7 @@ class _ResponseParser:
             self._finish()
 
 
-async def _body(stream: httpcore.AsyncNetworkStream, parser: _ResponseParser) -> AsyncIterator[bytes]:
+async def _body(stream: ByteStream, parser: _ResponseParser) -> AsyncGenerator[bytes, None]:
     """The body as it arrives, one piece per read; its end is llhttp's, or the connection's."""
     while True:
         if parser.body:
@@ -240,7 +235,9 @@ async def _body(stream: httpcore.AsyncNetworkStream, parser: _ResponseParser) ->
         if not data:
             if parser.ends_at_close():
                 return
-            raise httpcore.RemoteProtocolError(
-                "incomplete body: the server closed the connection before the end of the message"
+            raise ProtocolError(
+                "incomplete_body",
+                "incomplete_body: incomplete body: "
+                "the server closed the connection before the end of the message",
             )
         parser.feed(data)

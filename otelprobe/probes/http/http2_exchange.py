@@ -1,10 +1,10 @@
 """HTTP/2 for the HTTP probe: one request on a fresh connection, h2 driven over a `TimedStream`.
 
 probes/http/http1_exchange.py's `exchange` calls `request` after ALPN chose "h2", or at once on
-plain http with `http_version: "2"` (prior knowledge, h2c). httpcore's `AsyncHTTP2Connection`
-did this before; it writes the connection preface, then takes its stream semaphore 99 times (one
-event-loop yield each) before it writes HEADERS, so `http.request` measured the loop's load
-(1.1 ms idle, 24 ms beside ten busy tasks) instead of the wire. Here the preface, SETTINGS,
+plain http with `http_version: "2"` (prior knowledge, h2c). The general-purpose HTTP/2 client used
+before wrote the connection preface, then took its stream semaphore 99 times (one event-loop
+yield each) before it wrote HEADERS, so `http.request` measured the loop's load (1.1 ms idle,
+24 ms beside ten busy tasks) instead of the wire. Here the preface, SETTINGS,
 WINDOW_UPDATEs, HEADERS and as much of the body as the initial windows allow leave in one
 write, as an HTTP/1.1 request does; `ExchangeTimer` (backend.py) marks the phases from the bytes.
 
@@ -12,14 +12,14 @@ Failures are ProbeErrors with what happened in the message: a peer whose first b
 SETTINGS frame does not speak HTTP/2 (RFC 9113 §3.4: `http2_not_supported`), RST_STREAM on the
 request is `stream_reset`, GOAWAY that gives the request up is `connection_terminated`, a close
 before the response is `server_disconnected` and during it `incomplete_body`, invalid HTTP/2 is
-`malformed_response`.
+`malformed_response`; a request h2 refuses to send is `local_protocol_error`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Final
 
 import h2.config
@@ -28,13 +28,14 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import httpcore
 from hyperframe.frame import Frame, GoAwayFrame
 
-from otelprobe.errors import ProtocolError
+from otelprobe.errors import ProbeError, ProtocolError, map_exceptions
+from otelprobe.probes.http.backend import WriteFailed
+from otelprobe.probes.http.messages import ByteStream, Request, Response
 
 _READ_SIZE: Final = 64 * 1024
-_WINDOW: Final = 2**24  # as httpcore: the server need not wait for our WINDOW_UPDATEs
+_WINDOW: Final = 2**24  # large, so that the server need not wait for our WINDOW_UPDATEs
 _STREAM: Final = 1  # the one request of the connection
 _CONFIG: Final = h2.config.H2Configuration(client_side=True, header_encoding=None)
 _SETTINGS: Final = {
@@ -48,6 +49,10 @@ _NOT_SENT: Final = frozenset(
 )
 _FRAME_HEADER: Final = 9
 _SETTINGS_FRAME: Final = 0x4
+# What h2 raises where it is not expected to (our calls are checked): invalid HTTP/2 nonetheless.
+_H2_ERRORS: Final[Mapping[type[BaseException], tuple[type[ProbeError], str]]] = {
+    h2.exceptions.ProtocolError: (ProtocolError, "malformed_response")
+}
 _STREAM_EVENTS: Final = (
     h2.events.ResponseReceived,
     h2.events.DataReceived,
@@ -56,20 +61,13 @@ _STREAM_EVENTS: Final = (
 )
 
 
-async def request(
-    stream: httpcore.AsyncNetworkStream,
-    request: httpcore.Request,
-    content: bytes | None,
-    *,
-    prior_knowledge: bool,
-) -> httpcore.Response:
+async def request(stream: ByteStream, request: Request, *, prior_knowledge: bool) -> Response:
     """Send `request` as stream 1 of a new HTTP/2 connection; the response's body is still to be read."""
     client = _Client(stream, prior_knowledge=prior_knowledge)
-    await client.send(request, content)
-    status, headers = await client.response_head()
-    return httpcore.Response(
-        status, headers=headers, content=client.body(), extensions={"http_version": b"HTTP/2"}
-    )
+    with map_exceptions(_H2_ERRORS):
+        await client.send(request)
+        status, headers = await client.response_head()
+    return Response(status, headers, "2", client.body())
 
 
 class _Connection(h2.connection.H2Connection):
@@ -88,12 +86,13 @@ class _Connection(h2.connection.H2Connection):
         return frames, events
 
 
-def _request_headers(request: httpcore.Request) -> list[tuple[bytes, bytes]]:
-    authority = next((v for k, v in request.headers if k.lower() == b"host"), request.url.host)
+def _request_headers(request: Request) -> list[tuple[bytes, bytes]]:
+    url = request.url
+    authority = next((v for k, v in request.headers if k.lower() == b"host"), url.host.encode("ascii"))
     headers = [
         (b":method", request.method),
         (b":authority", authority),
-        (b":scheme", request.url.scheme),
+        (b":scheme", url.scheme.encode("ascii")),
         (b":path", request.url.target),
     ]
     for name, value in request.headers:
@@ -115,7 +114,7 @@ class _Client:
 
     __slots__ = ("_body", "_ended", "_first", "_goaway", "_h2", "_head", "_pending", "_prior", "_stream")
 
-    def __init__(self, stream: httpcore.AsyncNetworkStream, *, prior_knowledge: bool) -> None:
+    def __init__(self, stream: ByteStream, *, prior_knowledge: bool) -> None:
         self._stream = stream
         self._prior = prior_knowledge
         self._h2 = _Connection(_CONFIG)
@@ -126,17 +125,20 @@ class _Client:
         self._ended = False  # the server ended (or reset) stream 1
         self._goaway: h2.events.ConnectionTerminated | None = None
 
-    async def send(self, request: httpcore.Request, content: bytes | None) -> None:
+    async def send(self, request: Request) -> None:
         conn = self._h2
+        content = request.content
         conn.local_settings = h2.settings.Settings(client=True, initial_values=_SETTINGS)
-        # As httpcore: some servers balk at this setting in the first SETTINGS frame.
+        # Some servers balk at this setting in the first SETTINGS frame (common clients leave it out).
         del conn.local_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL]
         conn.initiate_connection()
         conn.increment_flow_control_window(_WINDOW)
         try:
             conn.send_headers(_STREAM, _request_headers(request), end_stream=not content)
         except h2.exceptions.ProtocolError as exc:
-            raise httpcore.LocalProtocolError(f"cannot send the request over HTTP/2: {exc}") from exc
+            raise ProtocolError(
+                "local_protocol_error", f"local_protocol_error: cannot send the request over HTTP/2: {exc}"
+            ) from exc
         conn.increment_flow_control_window(_WINDOW, stream_id=_STREAM)
         self._body = content or b""
         self._queue_body()
@@ -175,12 +177,13 @@ class _Client:
             raise ProtocolError("malformed_response", f"invalid HTTP/2 response status {status[:16]!r}")
         return int(status), headers
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, one piece per DATA frame, until END_STREAM."""
         while True:
             event = await self._next_event()
             if isinstance(event, h2.events.DataReceived):
-                self._h2.acknowledge_received_data(event.flow_controlled_length or 0, _STREAM)
+                with map_exceptions(_H2_ERRORS):
+                    self._h2.acknowledge_received_data(event.flow_controlled_length or 0, _STREAM)
                 await self._flush()
                 if event.data:
                     yield event.data
@@ -218,7 +221,7 @@ class _Client:
         data = self._h2.data_to_send()
         if data and not self._ended:
             # A failed write is not the answer: the next read says what became of the connection.
-            with contextlib.suppress(httpcore.WriteError):
+            with contextlib.suppress(WriteFailed):
                 await self._stream.write(data)
 
     def _check_preface(self) -> None:

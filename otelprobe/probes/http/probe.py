@@ -2,29 +2,25 @@
 
 It sits between the scheduler (which calls `run`) and telemetry (which turns the returned
 `ProbeResult`s into spans): `probes/http/http1_exchange.py` frames HTTP/1.1 (httptools) and
-HTTP/2 (httpcore) over the timed backend of `probes/http/backend.py`, and `probes/assertions.py`
-judges the response.
+`http2_exchange.py` HTTP/2 (h2) over the timed backend of `probes/http/backend.py`, and
+`probes/assertions.py` judges the response.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import logging
-import random
-from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import ClassVar, Final, cast
+from typing import ClassVar, Final
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
-import httpcore
-
 from otelprobe import __version__, names
-from otelprobe.errors import ProtocolError, map_exceptions
+from otelprobe.errors import ProtocolError
 from otelprobe.net.dns.resolver import is_ip_literal
 from otelprobe.net.tls.openssl import ClientTLS
+from otelprobe.probes._attempts import run_every_address
 from otelprobe.probes.assertions import (
     BodyChecks,
     Failure,
@@ -35,17 +31,12 @@ from otelprobe.probes.assertions import (
     check_latency,
     raise_failures,
 )
-from otelprobe.probes.base import Attributes, ProbeContext, run_attempt, timed_resolve
-from otelprobe.probes.http.backend import (
-    HTTPCORE_ERRORS,
-    ExchangeTimer,
-    TimedBackend,
-    TLSAttributeCache,
-    remote_protocol_error,
-)
+from otelprobe.probes.base import Attributes, ProbeContext, run_attempt
+from otelprobe.probes.http.backend import ExchangeTimer, TimedBackend, TLSAttributeCache
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.http1_exchange import exchange
+from otelprobe.probes.http.messages import URL, Request, Response
 from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.settings.addresses import check_host
@@ -60,7 +51,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _MAX_LOCATION: Final = 8192  # RFC 9110 §4.1 suggests supporting 8000-octet URIs; longer is hostile
 _TARGET_SAFE: Final = "".join(map(chr, range(0x21, 0x7F)))  # printable ASCII stays as written
 _CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
-_HTTP_VERSIONS: Final = {b"HTTP/1.0": "1.0", b"HTTP/1.1": "1.1", b"HTTP/2": "2"}
+_HTTP_VERSIONS: Final = frozenset({"1.0", "1.1", "2"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +95,17 @@ class HTTPProbe:
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         host = self._url.hostname or ""
         if self._config.ip == "all" and not is_ip_literal(host):
-            results = await self._run_every_address(attempt, host)
+
+            async def one_address(
+                address: str, timeout_s: float, clock: PhaseClock, attrs: Attributes
+            ) -> ProbeResult:
+                return await self._run_one(
+                    attempt, timeout_s, family="all", pinned_address=address, clock=clock, attributes=attrs
+                )
+
+            results = await run_every_address(
+                self._config, self.kind, attempt, self._resolver, host, one_address, self._root_attributes()
+            )
         else:
             results = [await self._run_one(attempt, self._config.timeout_s, family=self._config.ip)]
         return await attach_path_traces(self._config, results)
@@ -119,7 +120,7 @@ class HTTPProbe:
         clock: PhaseClock | None = None,
         attributes: Attributes | None = None,
     ) -> ProbeResult:
-        trace_ref = _new_trace_ref() if self._config.propagate_trace_context else None
+        trace_ref = TraceRef.new() if self._config.propagate_trace_context else None
 
         async def body(clock: PhaseClock, attrs: Attributes) -> None:
             await self._attempt(clock, attrs, family, pinned_address, trace_ref)
@@ -134,46 +135,6 @@ class HTTPProbe:
             attributes=attributes if attributes is not None else self._root_attributes(),
         )
         return dataclasses.replace(result, trace_ref=trace_ref) if trace_ref else result
-
-    async def _run_every_address(self, attempt: int, host: str) -> list[ProbeResult]:
-        """`ip: all`: resolve once, then probe every address concurrently, one result each."""
-        resolve_clock = PhaseClock()
-        resolve_attrs = self._root_attributes()
-        addresses: list[str] = []
-
-        async def resolve(clock: PhaseClock, attrs: Attributes) -> None:
-            addresses.extend(await timed_resolve(clock, self._resolver, host, "all", attrs))
-
-        resolved = await run_attempt(
-            self.kind,
-            self._config.name,
-            attempt,
-            self._config.timeout_s,
-            resolve,
-            clock=resolve_clock,
-            attributes=resolve_attrs,
-        )
-        if not resolved.success:
-            return [resolved]
-        lookup = resolved.phases[0]
-        remaining_s = max(self._config.timeout_s - resolved.duration_s, 1e-3)
-
-        async def probe(address: str) -> ProbeResult:
-            clock = PhaseClock()
-            clock.phases.append(lookup)  # the one lookup is part of every address's attempt
-            result = await self._run_one(
-                attempt,
-                remaining_s,
-                family="all",
-                pinned_address=address,
-                clock=clock,
-                attributes=dict(resolve_attrs),
-            )
-            return dataclasses.replace(result, start_ns=lookup.start_ns)
-
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(probe(address)) for address in addresses]
-        return [task.result() for task in tasks]
 
     def _root_attributes(self) -> Attributes:
         url = self._url
@@ -241,7 +202,7 @@ class HTTPProbe:
     ) -> _Reply:
         """One request/response on a fresh connection; its phases carry `probe.http.hop`."""
         hop_attrs: Attributes = {names.PROBE_HTTP_HOP: hop}
-        first_phase = len(clock.phases)
+        first_phase = clock.mark()
         timer = ExchangeTimer(clock, hop_attrs)
         backend = TimedBackend(
             clock,
@@ -255,22 +216,18 @@ class HTTPProbe:
         request = self._request(url, method, content, headers)
         ssl_context = self._tls_context() if url.scheme == "https" else None
         try:
-            with map_exceptions(HTTPCORE_ERRORS):
-                try:
-                    response = await exchange(backend, request, content, ssl_context, http1=self._http1)
-                    attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
-                    attrs[names.NETWORK_PROTOCOL_VERSION] = _HTTP_VERSIONS.get(
-                        response.extensions.get("http_version", b""), "1.1"
-                    )
-                    if backend.peer_address is not None:
-                        attrs[names.NETWORK_PEER_ADDRESS] = backend.peer_address
-                    body = await self._read_body(response, attrs)
-                except httpcore.RemoteProtocolError as exc:
-                    raise remote_protocol_error(exc, timer) from exc
+            response = await exchange(backend, request, ssl_context, http1=self._http1)
+            attrs[names.HTTP_RESPONSE_STATUS_CODE] = response.status
+            version = response.http_version
+            attrs[names.NETWORK_PROTOCOL_VERSION] = version if version in _HTTP_VERSIONS else "1.1"
+            if backend.peer_address is not None:
+                attrs[names.NETWORK_PEER_ADDRESS] = backend.peer_address
+            body = await self._read_body(response, attrs)
             timer.finish()
         finally:
             backend.close()
-            _tag_phases(clock, first_phase, hop_attrs)
+            # The shared helpers' phases (lookup, connect, TLS) learn the hop too.
+            clock.annotate(first_phase, hop_attrs)
             if backend.ssl_object is not None:
                 # Known as soon as the handshake is done, so a later failure still reports them.
                 attrs.update(self._tls_attributes.attributes(backend.ssl_object))
@@ -281,14 +238,14 @@ class HTTPProbe:
             )
         return _Reply(response.status, response.headers, body, location)
 
-    async def _read_body(self, response: httpcore.Response, attrs: Attributes) -> bytes:
+    async def _read_body(self, response: Response, attrs: Attributes) -> bytes:
         """Read the body, keeping it only if a check needs it; over the cap is a failure."""
         limit = self._config.body_max_bytes
         keep = self._body_checks.needs_body
         chunks: list[bytes] = []
         total = 0
         try:
-            async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_stream())) as stream:
+            async with aclosing(response.body) as stream:
                 async for chunk in stream:
                     total += len(chunk)
                     if total > limit:
@@ -297,32 +254,28 @@ class HTTPProbe:
                         chunks.append(chunk)
         finally:
             attrs[names.PROBE_BODY_BYTES] = total
-            await response.aclose()
         return b"".join(chunks)
 
     def _request(
         self, url: SplitResult, method: str, content: bytes | None, headers: list[tuple[bytes, bytes]]
-    ) -> httpcore.Request:
-        port = url.port
+    ) -> Request:
+        port = url.port or _DEFAULT_PORTS[url.scheme]
         host = _ascii_host(url.hostname or "")
         authority = f"[{host}]" if ":" in host else host
-        if port and port != _DEFAULT_PORTS[url.scheme]:
+        if port != _DEFAULT_PORTS[url.scheme]:
             authority = f"{authority}:{port}"
         request_headers = [(b"Host", authority.encode("ascii")), *headers]
         if content is not None:
             request_headers.append((b"Content-Length", str(len(content)).encode()))
-        # httpcore takes ASCII only: other characters go UTF-8 percent-encoded, as browsers send them.
+        # The request-target is ASCII: other characters go UTF-8 percent-encoded, as browsers send them.
         target = quote((url.path or "/") + (f"?{url.query}" if url.query else ""), safe=_TARGET_SAFE)
-        extensions: dict[str, object] = {}
         sni = self._config.tls.server_name
-        if sni and url.hostname == self._url.hostname:
-            extensions["sni_hostname"] = sni
-        return httpcore.Request(
-            method,
-            httpcore.URL(scheme=url.scheme, host=host, port=port, target=target),
-            headers=request_headers,
-            content=content,
-            extensions=extensions,
+        return Request(
+            method.encode("ascii"),
+            URL(url.scheme, host, port, target.encode("ascii")),
+            request_headers,
+            content,
+            sni_hostname=sni if sni and url.hostname == self._url.hostname else None,
         )
 
     def _tls_context(self) -> ClientTLS:
@@ -385,13 +338,8 @@ def _base_headers(config: HTTPProbeConfig, url: SplitResult) -> list[tuple[bytes
     return headers
 
 
-def _new_trace_ref() -> TraceRef:
-    # W3C trace context: all-zero IDs are invalid.
-    return TraceRef(random.getrandbits(128) or 1, random.getrandbits(64) or 1)
-
-
 def _ascii_host(host: str) -> str:
-    """The host as httpcore, getaddrinfo and SNI take it: an IDN as its A-label (IDNA 2003)."""
+    """The host as the Host header, getaddrinfo and SNI take it: an IDN as its A-label (IDNA 2003)."""
     if host.isascii():
         return host
     try:
@@ -430,11 +378,3 @@ def _redirect_url(base: SplitResult, location: str) -> SplitResult:
 
 def _origin(url: SplitResult) -> tuple[str, str | None, int]:
     return url.scheme, url.hostname, url.port or _DEFAULT_PORTS[url.scheme]
-
-
-def _tag_phases(clock: PhaseClock, first: int, attributes: Attributes) -> None:
-    """Add the hop attributes to the phases recorded by the shared helpers since index `first`."""
-    for index in range(first, len(clock.phases)):
-        phase = clock.phases[index]
-        if not attributes.keys() <= phase.attributes.keys():
-            clock.phases[index] = dataclasses.replace(phase, attributes={**phase.attributes, **attributes})

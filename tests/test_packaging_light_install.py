@@ -148,14 +148,9 @@ async def test_run_works_without_extras(light_venv: LightVenv, http_server: str,
     assert '"http.response.status_code"' in text and '"web"' in text, text[:2000]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/__init__.py reports a missing extra as 'internal error: ModuleNotFoundError' (exit 70); "
-    "it should name the extra to install",
-)
 def test_a_command_that_needs_an_extra_names_it(light_venv: LightVenv, tmp_path: Path) -> None:
     recording = tmp_path / "recording.jsonl"
     recording.write_text("")
     result = light_venv.otelprobe("train", "--input", str(recording), cwd=tmp_path)
-    assert result.returncode not in (0, 70), result.stderr
-    assert "otelprobe[attribution]" in result.stderr, result.stderr
+    assert result.returncode == 69, result.stderr
+    assert "pip install 'otelprobe[attribution]'" in result.stderr, result.stderr

@@ -83,8 +83,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args))
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc, args.command)
+        if extra is None:
+            return _internal_error(exc, command=parser.prog + " " + args.command, traceback=args.verbose >= 2)
+        print(
+            f"{parser.prog} {args.command} needs the {extra!r} extra (no module {exc.name!r}):"
+            f" pip install 'otelprobe[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_MISSING_EXTRA
     except Exception as exc:  # a bug: one line a user can report; the traceback only with -vv
         return _internal_error(exc, command=parser.prog + " " + args.command, traceback=args.verbose >= 2)
+
+
+# `pip install otelprobe` is the light prober; these come with pyproject's extras.
+_EXTRA_OF_MODULE: Final = {
+    "numpy": "attribution",
+    "pandas": "attribution",
+    "lightgbm": "attribution",
+    "sklearn": "attribution",
+    "matplotlib": "attribution",
+    "aiohttp": "lab",
+    "multidict": "lab",
+}
+_EXTRA_OF_COMMAND: Final = {"sidecar": "sidecar", "demo": "lab,sidecar"}
+EXIT_MISSING_EXTRA: Final = 69  # sysexits.h EX_UNAVAILABLE
+
+
+def missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
+    """The extra to install when `command` failed on a module an extra provides, else None."""
+    top = (exc.name or "").partition(".")[0]
+    if top not in _EXTRA_OF_MODULE:
+        return None
+    return _EXTRA_OF_COMMAND.get(command, _EXTRA_OF_MODULE[top])
 
 
 INTERNAL_ERROR: Final = "internal error"

@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the problem (exit 2), not the usage text."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: {_printable(message)} (see {self.prog} --help)\n")
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         # Python 3.11's argparse drops a "--" given as an option's value (`--window=--`), so the
@@ -55,6 +55,12 @@ class _Parser(argparse.ArgumentParser):
             self._check_value(action, value)
             return value
         return super()._get_values(action, arg_strings)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: an argument echoed in an error (a stray carriage
+    return, an escape sequence) must neither split the one-line message nor drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def build_parser() -> argparse.ArgumentParser:

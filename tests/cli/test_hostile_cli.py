@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_probe_secrets import run_otelprobe  # one subprocess runner for the CLI tests
 
@@ -251,6 +251,8 @@ def test_file_commands_with_hostile_files(
         max_size=4,
     )
 )
+@example(argv=["probe", "probe", "\r"])  # found by a run: the echoed argument split the line
+@example(argv=["run", "\x1b[2J", "\n"])
 def test_argument_soup_is_a_usage_error(argv: list[str]) -> None:
     """Any words in any order: argparse refuses them in one line (no command ever starts: a
     command needs its required arguments, which the soup never holds usable)."""

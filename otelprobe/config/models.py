@@ -7,8 +7,6 @@ each target is one member of the `ProbeConfig` union from probes/__init__.py, ch
 from __future__ import annotations
 
 import socket
-import types
-import typing
 from collections import Counter
 from functools import cache
 from typing import Annotated, Any
@@ -42,7 +40,9 @@ class Defaults(StrictModel):
     resolver: ResolverConfig | None = None
     labels: dict[str, str] | None = None
     failure_threshold: int | None = Field(None, ge=1)
-    tls: TLSClientConfig | None = Field(None, description="only for kinds that have tls")
+    tls: TLSClientConfig | None = Field(
+        None, description="for the targets that speak TLS; never turns TLS on (tcp, grpc)"
+    )
 
 
 class Config(StrictModel):
@@ -107,28 +107,9 @@ def _sync_service_name(data: dict[str, Any]) -> None:
 
 
 @cache
-def _defaultable_keys(model: type[ProbeConfigBase]) -> frozenset[str]:
-    """The `defaults` keys that fit `model`: it has the key, with a type that takes the default.
-
-    (The tcp kind's `tls` is a bool, not TLS settings, so `defaults.tls` does not reach it.)
-    """
-    by_key = {info.alias or name: info for name, info in model.model_fields.items()}
-    keys = set()
-    for name, info in Defaults.model_fields.items():
-        key = info.alias or name
-        own = by_key.get(key)
-        if own is not None and _types(info.annotation) - {type(None)} <= _types(own.annotation):
-            keys.add(key)
-    return frozenset(keys)
-
-
-def _types(annotation: Any) -> set[Any]:
-    """The members of a (possibly Annotated / Optional) union, unwrapped."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _types(typing.get_args(annotation)[0])
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return {member for arg in typing.get_args(annotation) for member in _types(arg)}
-    return {annotation}
+def _keys(model: type[ProbeConfigBase]) -> frozenset[str]:
+    """The keys a target of this kind is written with (aliases where a field has one)."""
+    return frozenset(info.alias or name for name, info in model.model_fields.items())
 
 
 def merge_defaults(
@@ -136,14 +117,17 @@ def merge_defaults(
 ) -> dict[str, Any]:
     """`target` with `defaults` filled in: the target's values win, mappings merge key by key.
 
-    A default the target's kind does not have (tls for an icmp target) is left out.
+    A default reaches a target whose kind has that key (not tls for an icmp target), and that
+    its kind takes (`takes_default`: a tcp or grpc target only takes `tls` when it speaks TLS).
     `models` is `probes.config_types()`, passed in when merging many targets.
     """
     model = (models if models is not None else config_types()).get(str(target.get("kind")))
-    keys = _defaultable_keys(model if model is not None else ProbeConfigBase)
+    if model is None:
+        model = ProbeConfigBase
+    keys = _keys(model)
     merged = dict(target)
     for key, default in defaults.items():
-        if key not in keys or default is None:
+        if key not in keys or default is None or not model.takes_default(key, target):
             continue
         own = merged.get(key)
         if key not in merged:

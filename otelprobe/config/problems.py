@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 from otelprobe.config.document import Document, PathKey, format_path
 from otelprobe.config.models import prepare
 from otelprobe.errors import ConfigProblem
+from otelprobe.settings.common import RETIRED_KEY
 from otelprobe.settings.secrets import redact
 
 _MAX_SHOWN: Final = 60  # characters of a bad value shown in a message
@@ -112,6 +113,8 @@ def _message(details: ErrorDetails, path: PathKey, value: Any, model: type[BaseM
     if kind == "union_tag_not_found":
         field = str(ctx.get("discriminator", "kind")).strip("'")
         return (*path, field), f"required, but missing (it says which kind of {_noun(path)} this is)"
+    if kind == RETIRED_KEY:  # raised by the model holding the key: point at the key itself
+        return (*path, str(ctx.get("key"))), details["msg"]
     if kind in ("value_error", "assertion_error"):
         message = details["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         return path, message

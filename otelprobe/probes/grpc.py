@@ -14,7 +14,7 @@ correctly and said it is unhealthy; a malformed HTTP/2 or gRPC response is `prot
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final, Literal, Self
 from urllib.parse import unquote, urlsplit
 
@@ -36,7 +36,7 @@ from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
 from otelprobe.settings.addresses import check_host_port
-from otelprobe.settings.common import ProbeConfigBase, TLSClientConfig
+from otelprobe.settings.common import ProbeConfigBase, TLSClientConfig, asks_for_tls, optional_tls
 from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
 
@@ -71,16 +71,25 @@ class GRPCProbeConfig(ProbeConfigBase):
     kind: Literal["grpc"] = "grpc"
     address: str = Field(min_length=1, description="host:port of the server")
     service: str = Field("", description="service name to check; empty = the whole server")
-    tls: TLSClientConfig | None = Field(None, description="absent = plaintext (h2c)")
+    tls: TLSClientConfig | None = Field(
+        None, description="TLS settings; present = TLS ({} = the defaults), absent = plaintext (h2c)"
+    )
     metadata: dict[str, str] = Field(default_factory=dict, description="request metadata (headers)")
     authority: str | None = Field(None, description=":authority; default the address")
     source_address: str | None = None
+
+    _tls_present = field_validator("tls", mode="before")(optional_tls)
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
         check_host_port(value)
         return value
+
+    @classmethod
+    def takes_default(cls, key: str, target: Mapping[str, Any]) -> bool:
+        # defaults.tls configures the TLS a target speaks; it never turns h2c into TLS.
+        return key != "tls" or asks_for_tls(target)
 
     @field_validator("metadata")
     @classmethod
@@ -107,7 +116,7 @@ class GRPCProbeConfig(ProbeConfigBase):
         return cls.model_validate({**fields, **overrides})
 
     def display_address(self) -> str:
-        scheme = "grpcs" if self.tls else "grpc"
+        scheme = "grpcs" if self.tls is not None else "grpc"
         return f"{scheme}://{self.address}/{self.service}"
 
 
@@ -119,8 +128,10 @@ class GRPCProbe:
     def __init__(self, config: GRPCProbeConfig, ctx: ProbeContext) -> None:
         self.config = config
         self._resolver = ctx.resolver_for(config)
-        self._host, self._port = split_host_port(config.address, default_port=443 if config.tls else 80)
-        self._tls_context = client_context(config.tls, alpn=["h2"]) if config.tls else None
+        self._host, self._port = split_host_port(
+            config.address, default_port=443 if config.tls is not None else 80
+        )
+        self._tls_context = client_context(config.tls, alpn=["h2"]) if config.tls is not None else None
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
         return await run_with_fallback(
@@ -170,7 +181,7 @@ class GRPCProbe:
             conn.close()
 
     def _request_headers(self) -> list[tuple[str, str]]:
-        scheme = "https" if self.config.tls else "http"
+        scheme = "https" if self.config.tls is not None else "http"
         return [
             (":method", "POST"),
             (":scheme", scheme),

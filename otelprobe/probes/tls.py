@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from otelprobe import names
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, TLSError
@@ -28,7 +28,7 @@ from otelprobe.net.tls.openssl import ClientTLS, DeferredClientTLS
 from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.results import ProbeResult
-from otelprobe.settings.common import StrictModel, TLSClientConfig
+from otelprobe.settings.common import StrictModel, TLSClientConfig, settings_not_switch
 from otelprobe.settings.durations import Duration
 from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
@@ -82,6 +82,11 @@ class TLSProbeConfig(HostPortProbeConfig):
     alpn: list[str] = Field(default_factory=list)
     ocsp: bool = Field(False, description="ask for a stapled OCSP response")
     expect: TLSExpect = TLSExpect()
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_settings(cls, value: object) -> object:
+        return settings_not_switch(value, "a tls target always speaks TLS")
 
     @model_validator(mode="after")
     def _ocsp_expectation(self) -> TLSProbeConfig:

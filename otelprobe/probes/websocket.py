@@ -41,7 +41,13 @@ from otelprobe.probes._attempts import run_with_fallback
 from otelprobe.probes.base import Attributes, ProbeContext
 from otelprobe.results import ProbeResult
 from otelprobe.settings.addresses import parse_url
-from otelprobe.settings.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
+from otelprobe.settings.common import (
+    ProbeConfigBase,
+    StrictModel,
+    TLSClientConfig,
+    check_regex,
+    settings_not_switch,
+)
 from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import PhaseClock
 
@@ -72,6 +78,11 @@ class WebSocketProbeConfig(ProbeConfigBase):
     messages: list[WSExchange] = Field(default_factory=list)
     expect_close_codes: list[int] = Field(default_factory=lambda: [1000], alias="expect_close_code")
     source_address: str | None = None
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_settings(cls, value: object) -> object:
+        return settings_not_switch(value, "the URL scheme (wss://) decides whether this target speaks TLS")
 
     @field_validator("url")
     @classmethod

@@ -7,7 +7,8 @@ is assembled in probes/__init__.py and used by config/models.py.
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -80,6 +81,38 @@ class TLSClientConfig(StrictModel):
         if self.client_key and not self.client_cert:
             raise ValueError("client_key given without client_cert")
         return self
+
+
+RETIRED_KEY: Final = "retired_key"
+"""pydantic error type of a key an earlier version took; its ctx `key` names that key, so the
+problem is reported at the key's line, with the message saying what to write instead."""
+
+
+def settings_not_switch(value: object, decided_by: str) -> object:
+    """A `tls` value before validation, where the kind decides TLS itself (`decided_by` says how):
+    TLS settings, never an on/off switch."""
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+        raise ValueError(
+            f"`tls` takes TLS settings (e.g. `tls: {{verify: false}}`), not {shown}: {decided_by}"
+        )
+    return value
+
+
+def optional_tls(value: object) -> object:
+    """A `tls` value before validation, where TLS is optional (tcp, grpc): present turns it on."""
+    if value is True:
+        raise ValueError(
+            "`tls` takes TLS settings, not true: write `tls: {}` for TLS with the default settings"
+        )
+    if value is False:
+        raise ValueError("`tls` takes TLS settings, not false: leave `tls` out for no TLS")
+    return value
+
+
+def asks_for_tls(target: Mapping[str, Any]) -> bool:
+    """Whether a raw target (before validation) has TLS settings of its own."""
+    return isinstance(target.get("tls"), dict | TLSClientConfig)
 
 
 def check_regex(pattern: str, *, as_bytes: bool = False) -> str:
@@ -163,6 +196,15 @@ class ProbeConfigBase(StrictModel):
         if self.timeout_s > self.interval_s:
             raise ValueError(f"timeout ({self.timeout_s:g}s) is longer than interval ({self.interval_s:g}s)")
         return self
+
+    @classmethod
+    def takes_default(cls, key: str, target: Mapping[str, Any]) -> bool:
+        """Whether `defaults.<key>` (a field this kind has) is merged into `target`, the raw mapping.
+
+        Yes, unless the key would switch something on: a kind where a present `tls` turns TLS on
+        (tcp, grpc) takes `defaults.tls` only into targets that speak TLS already.
+        """
+        return True
 
     @property
     def effective_jitter_s(self) -> float:

@@ -175,12 +175,42 @@ def test_defaults_only_reach_kinds_that_have_the_field() -> None:
     defaults = {"tls": {"verify": False}, "interval": "5s"}
     merged = merge_defaults(defaults, {"kind": "no-such-kind", "name": "x"})
     assert merged == {"kind": "no-such-kind", "name": "x", "interval": "5s"}
-    for kind, model in config_types().items():
-        got = merge_defaults(defaults, {"kind": kind, "name": "x"})
-        takes_tls = "tls" in model.model_fields and "TLSClientConfig" in str(
-            model.model_fields["tls"].annotation
-        )
-        assert ("tls" in got) == takes_tls, kind
+    # defaults.tls configures TLS: it reaches a target without `tls` only where `tls` cannot turn
+    # TLS on (the URL, the transport or the kind does), never a plaintext tcp or grpc target.
+    reached = {
+        kind for kind in config_types() if "tls" in merge_defaults(defaults, {"kind": kind, "name": "x"})
+    }
+    assert reached == {"http", "dns", "tls", "websocket"}
+
+
+@pytest.mark.parametrize(
+    ("target", "tls"),
+    [
+        ("{name: t, kind: tcp, address: 'h:1'}", None),
+        ("{name: t, kind: tcp, address: 'h:1', tls: {}}", {"verify": False, "sni": "x"}),
+        ("{name: t, kind: tcp, address: 'h:1', tls: {sni: y, verify: true}}", {"verify": True, "sni": "y"}),
+        ("{name: t, kind: tcp, address: 'h:25', starttls: smtp}", {"verify": False, "sni": "x"}),
+        (
+            "{name: t, kind: tcp, address: 'h:25', dialogue: [{starttls: true}]}",
+            {"verify": False, "sni": "x"},
+        ),
+        ("{name: t, kind: grpc, address: 'h:1'}", None),
+        ("{name: t, kind: grpc, address: 'h:1', tls: {sni: y}}", {"verify": False, "sni": "y"}),
+    ],
+)
+def test_defaults_tls_configures_tcp_and_grpc_tls_but_never_turns_it_on(
+    target: str, tls: dict[str, object] | None
+) -> None:
+    config = load_text(f"defaults: {{tls: {{verify: false, sni: x}}}}\ntargets: [{target}]\n")
+    got = config.targets[0].tls  # type: ignore[union-attr]
+    assert (None if got is None else {"verify": got.verify, "sni": got.server_name}) == tls
+
+
+def test_a_plaintext_grpc_target_stays_plaintext_under_defaults_tls() -> None:
+    config = load_text(
+        "defaults: {tls: {verify: false}}\ntargets: [{name: g, kind: grpc, address: 'h:50051'}]\n"
+    )
+    assert config.targets[0].display_address() == "grpc://h:50051/"
 
 
 def test_kinds_come_from_the_probe_union() -> None:
@@ -197,11 +227,6 @@ def test_defaults_reach_other_kinds_without_tls() -> None:
     assert isinstance(web, HTTPProbeConfig) and web.tls.verify is False
     assert gateway.kind == "icmp" and gateway.interval_s == 10.0
     assert "tls" not in type(gateway).model_fields
-    if "tcp" in config_types():  # tcp's `tls` is a bool (TLS on/off), so defaults.tls skips it
-        tcp = load_text(
-            "defaults: {tls: {verify: false}}\ntargets: [{name: t, kind: tcp, address: '127.0.0.1:22'}]\n"
-        )
-        assert tcp.targets[0].kind == "tcp"
 
 
 def test_docs_complete_example_is_valid() -> None:

@@ -119,3 +119,31 @@ def test_shipped_recordings_hold_every_cause_and_their_labels_match_the_spans() 
         assert span.attributes[names.LAB_FAULT_CAUSE] == label["cause"]
         assert [root.attributes[names.PROBE_TARGET], root.vantage] in label["affected"]
         assert root.start_ns < label["end_unix_nano"] and root.end_ns > label["start_unix_nano"]
+
+
+def test_a_lab_runs_prober_config_loads_with_tls_only_where_the_scenario_asks(tmp_path: Path) -> None:
+    from otelprobe.config.models import Config
+    from otelprobe.lab.certs import LabCA
+    from otelprobe.lab.dataset.recording import prober_config
+    from otelprobe.lab.emulation.topology import ServerLoop, TargetSide
+    from otelprobe.lab.scenario import load_scenario_text
+    from otelprobe.probes.tcp.probe import TCPProbeConfig
+
+    scenario = load_scenario_text(
+        "name: t\nseed: 1\nvantages: [{name: eu}]\n"
+        "targets: [{name: db, kind: tcp}, {name: cache, kind: tcp, tls: true}, {name: sso, kind: tls}]\n"
+        "probe: {interval: 1.0, timeout: 1.0}\ntimeline: []\n"
+    )
+    loop = ServerLoop()
+    side = TargetSide(scenario, "127.0.0.1", LabCA(), loop, fixed_ports=False)
+    try:
+        side.start()  # on loopback ports the kernel picks
+        ca_file = tmp_path / "ca.pem"
+        config = Config.model_validate(prober_config(scenario, "eu", side, ca_file, tmp_path / "t.jsonl"))
+    finally:
+        side.close()
+        loop.close()
+    tcp = {t.name: t for t in config.targets if isinstance(t, TCPProbeConfig)}
+    assert tcp["db"].tls is None
+    assert tcp["cache"].tls is not None and tcp["cache"].tls.ca_file == str(ca_file)
+    assert tcp["cache"].direct_tls

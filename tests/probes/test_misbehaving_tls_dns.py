@@ -319,7 +319,7 @@ async def test_a_missing_ca_file_fails_each_attempt_as_tls_config_invalid(kind: 
         fields: dict[str, object] = {
             "http": {"url": f"https://{address}/", "tls": {"ca_file": missing}},
             "tls": {"address": address, "tls": {"ca_file": missing}},
-            "tcp": {"address": address, "tls": True, "tls_config": {"ca_file": missing}},
+            "tcp": {"address": address, "tls": {"ca_file": missing}},
             "grpc": {"address": address, "tls": {"ca_file": missing}},
             "websocket": {"url": f"wss://{address}/", "tls": {"ca_file": missing}},
             "dns": {

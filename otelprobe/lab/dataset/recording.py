@@ -84,9 +84,9 @@ def prober_config(
             elif spec.kind == "tls":
                 target.update(address=f"{host}:{port}", tls=tls)
             else:
-                target.update(address=f"{host}:{port}", tls=spec.uses_tls)
+                target["address"] = f"{host}:{port}"
                 if spec.uses_tls:
-                    target["tls_config"] = tls
+                    target["tls"] = tls
         targets.append(target)
     return {
         "vantage": vantage,

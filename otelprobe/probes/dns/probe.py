@@ -40,6 +40,7 @@ from otelprobe.settings.common import (
     TLSClientConfig,
     check_regex,
     check_try_timeout,
+    settings_not_switch,
 )
 from otelprobe.settings.durations import Duration
 from otelprobe.settings.secrets import redact_url
@@ -129,6 +130,11 @@ class DNSProbeConfig(ProbeConfigBase):
     dnssec: DNSSECConfig = DNSSECConfig()
 
     _try_timeout = field_validator("try_timeout_s")(check_try_timeout)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_settings(cls, value: object) -> object:
+        return settings_not_switch(value, "`transport` (tls, https) decides whether this target speaks TLS")
 
     @field_validator("server")
     @classmethod

@@ -7,7 +7,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from otelprobe.settings.addresses import parse_url
-from otelprobe.settings.common import ProbeConfigBase, StrictModel, TLSClientConfig, check_regex
+from otelprobe.settings.common import (
+    ProbeConfigBase,
+    StrictModel,
+    TLSClientConfig,
+    check_regex,
+    settings_not_switch,
+)
 from otelprobe.settings.durations import Duration, Size
 from otelprobe.settings.secrets import redact_url
 
@@ -84,6 +90,11 @@ class HTTPProbeConfig(ProbeConfigBase):
     source_address: str | None = None
     propagate_trace_context: bool = Field(True, description="send a W3C traceparent header")
     expect: HTTPExpect = HTTPExpect()
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_settings(cls, value: object) -> object:
+        return settings_not_switch(value, "the URL scheme (https://) decides whether this target speaks TLS")
 
     @field_validator("url")
     @classmethod

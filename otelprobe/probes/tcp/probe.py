@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from otelprobe import names
 from otelprobe.errors import AssertionFailed, ConfigError, ConfigProblem, ProtocolError
@@ -24,9 +25,23 @@ from otelprobe.probes.base import Attributes, HostPortProbeConfig, ProbeContext
 from otelprobe.probes.icmp.path_trace import attach_path_traces
 from otelprobe.probes.tcp import _starttls
 from otelprobe.results import ProbeResult
-from otelprobe.settings.common import StrictModel, TLSClientConfig, check_regex
+from otelprobe.settings.common import (
+    RETIRED_KEY,
+    StrictModel,
+    TLSClientConfig,
+    asks_for_tls,
+    check_regex,
+    optional_tls,
+)
 from otelprobe.settings.secrets import redact_url
 from otelprobe.timing import OpenPhase, PhaseClock
+
+
+def _upgrades(target: Mapping[str, Any]) -> bool:
+    """Whether a raw tcp target (before validation) upgrades to TLS by STARTTLS."""
+    dialogue = target.get("dialogue")
+    steps = dialogue if isinstance(dialogue, list) else []
+    return bool(target.get("starttls")) or any(isinstance(s, Mapping) and s.get("starttls") for s in steps)
 
 
 class DialogueStep(StrictModel):
@@ -47,20 +62,52 @@ class DialogueStep(StrictModel):
 
 
 class TCPProbeConfig(HostPortProbeConfig):
-    """A TCP target `address: host:port`, with optional TLS and dialogue."""
+    """A TCP target `address: host:port`, with optional TLS and dialogue.
+
+    `tls` present = the connection speaks TLS with those settings: right after connect, or where
+    `starttls` (or a dialogue step's `starttls`) upgrades it. `starttls` alone upgrades with the
+    default settings.
+    """
 
     kind: Literal["tcp"] = "tcp"
     source_address: str | None = Field(None, description="local IP to connect from")
-    tls: bool = Field(False, description="TLS right after connect")
+    tls: TLSClientConfig | None = Field(
+        None, description="TLS settings; present = TLS ({} = the defaults), absent = none (unless starttls)"
+    )
     starttls: _starttls.StartTLSProtocol | None = None
-    tls_config: TLSClientConfig = TLSClientConfig()
     dialogue: list[DialogueStep] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _one_tls(self) -> TCPProbeConfig:
-        if self.tls and self.starttls:
-            raise ValueError("tls (direct) and starttls exclude each other")
-        return self
+    _tls_present = field_validator("tls", mode="before")(optional_tls)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tls_config(cls, data: Any) -> Any:
+        # Before this version tcp had `tls: true` (on/off) plus `tls_config: {...}` (the settings).
+        if isinstance(data, Mapping) and "tls_config" in data:
+            if data.get("tls") is True:
+                message = (
+                    "`tls: true` + `tls_config: {...}` is now written `tls: {...}`:"
+                    " `tls_config` was merged into `tls`, whose presence turns TLS on"
+                )
+            else:
+                message = "`tls_config` was merged into `tls`: write `tls: {...}`"
+            raise PydanticCustomError(RETIRED_KEY, message, {"key": "tls_config"})
+        return data
+
+    @classmethod
+    def takes_default(cls, key: str, target: Mapping[str, Any]) -> bool:
+        # defaults.tls configures the TLS a target speaks; it never turns TLS on.
+        return key != "tls" or asks_for_tls(target) or _upgrades(target)
+
+    @property
+    def direct_tls(self) -> bool:
+        """TLS right after connect: `tls` given, and nothing says to upgrade later."""
+        return self.tls is not None and not self.upgrades
+
+    @property
+    def upgrades(self) -> bool:
+        """STARTTLS: by a protocol, or at a dialogue step."""
+        return self.starttls is not None or any(step.starttls for step in self.dialogue)
 
     def display_address(self) -> str:
         return f"tcp://{self.address}"
@@ -76,7 +123,7 @@ class TCPProbeConfig(HostPortProbeConfig):
         if "starttls" in query:
             fields["starttls"] = query["starttls"]
         if query.get("tls", "").lower() in ("1", "true", "yes"):
-            fields["tls"] = True
+            fields["tls"] = {}
         return cls.model_validate({**fields, **overrides})
 
 
@@ -88,11 +135,8 @@ class TCPProbe:
     def __init__(self, config: TCPProbeConfig, ctx: ProbeContext) -> None:
         self.config = config
         self._resolver = ctx.resolver_for(config)
-        self._tls_context = (
-            client_context(config.tls_config)
-            if config.tls or config.starttls or any(s.starttls for s in config.dialogue)
-            else None
-        )
+        self._tls = config.tls or TLSClientConfig()
+        self._tls_context = client_context(self._tls) if config.tls is not None or config.upgrades else None
         self._steps = [
             (
                 step.send.encode() if step.send is not None else None,
@@ -119,7 +163,7 @@ class TCPProbe:
         conn = await connect_first(clock, addresses, port, source_address=cfg.source_address, attrs=attrs)
         try:
             stream = BufferedConnection(conn)
-            if cfg.tls:
+            if cfg.direct_tls:
                 await self._start_tls(clock, stream, host, attrs)
             elif cfg.starttls:
                 attrs[names.PROBE_TCP_STARTTLS] = cfg.starttls
@@ -135,7 +179,7 @@ class TCPProbe:
         self, clock: PhaseClock, stream: BufferedConnection, host: str, attrs: Attributes
     ) -> None:
         assert self._tls_context is not None
-        server_name = self.config.tls_config.server_name or (None if is_ip_literal(host) else host)
+        server_name = self._tls.server_name or (None if is_ip_literal(host) else host)
         ssl_object = await stream.conn.start_tls(self._tls_context.get(), server_name, clock)
         attrs.update(handshake_attributes(ssl_object))
 

@@ -154,13 +154,21 @@ class SlotProcessor:
     def slo_file(self) -> SLOFile:
         return self.evaluator.slo_file
 
-    def process(self, slot: Slot, emit: Callable[[LiveAttribution], None] | None = None) -> SlotResult:
-        """The slot's verdicts, incidents and attributions; `emit` gets each attribution as soon as
-        it is made (before the rest of the slot is done)."""
+    def process(
+        self,
+        slot: Slot,
+        emit: Callable[[LiveAttribution], None] | None = None,
+        decided: Callable[[Sequence[SeriesWindow], WindowIncidents], None] | None = None,
+    ) -> SlotResult:
+        """The slot's verdicts, incidents and attributions. `decided` gets the verdicts and
+        incidents once known, before any attribution; `emit` gets each attribution as soon as it
+        is made (before the rest of the slot is done)."""
         started = time.perf_counter()
         self._touch(slot.records)
         table, verdicts = slot_table(self.engine, self.evaluator, slot.start_ns, slot.records)
         window_incidents = self.tracker.update(slot.start_ns, slot.end_ns, verdicts)
+        if decided is not None:
+            decided(verdicts, window_incidents)
         attributions: list[LiveAttribution] = []
         kept: list[WindowRow] = []
         warm = 0

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otelprobe.attribution.incidents import WindowIncidents
 from otelprobe.attribution.records import ProbeRecord, records_frame
+from otelprobe.attribution.slo import SeriesWindow
 from otelprobe.attribution.slo_file import DEFAULT_SLOS, SLOFile, load_slo_file
 from otelprobe.attribution.windows import auto_window_s
 from otelprobe.errors import ConfigError
@@ -50,6 +51,8 @@ POLL_S: Final = 2.0
 AUTO_MIN_PROBES: Final = 3
 """First probes of one series needed to tell the probe interval (window: auto)."""
 AUTO_MAX_BUFFER: Final = 20_000
+LOOP_WAIT_S: Final = 30.0
+"""Longest a worker waits for the event loop to take a window's news (a stuck loop fails the slot)."""
 
 
 class SidecarService:
@@ -269,11 +272,12 @@ class SidecarService:
                     await self._process(slot)
 
     async def _process(self, slot: Slot) -> None:
-        result = await asyncio.to_thread(self._process_in_worker, slot)
+        loop = asyncio.get_running_loop()
+        result = await asyncio.to_thread(self._process_in_worker, slot, loop)
         if result is None:
             return
-        self.view.observe_window(result.incidents, result.verdicts, result.attributions)
         health = self.view.health_state
+        health.windows_closed += 1
         health.series, health.warm_series = result.series, _warm(self.processor)
         self.results += 1
         for live in result.attributions:
@@ -288,12 +292,22 @@ class SidecarService:
                 top.score,
             )
 
-    def _process_in_worker(self, slot: Slot) -> SlotResult | None:
+    def _process_in_worker(self, slot: Slot, loop: asyncio.AbstractEventLoop) -> SlotResult | None:
         assert self.processor is not None and self.windower is not None
+
+        def decided(verdicts: Sequence[SeriesWindow], incidents: WindowIncidents) -> None:
+            _on_loop(loop, self._observe_decided, verdicts, incidents)
+
+        def emit(live: LiveAttribution) -> None:
+            # The API knows a record before the file and the Collector do: whoever reads one and
+            # asks the API about its incident finds it.
+            _on_loop(loop, self.view.add_attributions, (live,))
+            self._emit(live)
+
         try:
             # Each record goes out as soon as it is made: a slot with many violations does not hold
             # back its first ones.
-            result = self.processor.process(slot, emit=self._emit)
+            result = self.processor.process(slot, emit=emit, decided=decided)
         except Exception:
             _logger.exception("window slot %d failed", slot.start_ns)
             return None
@@ -328,6 +342,10 @@ class SidecarService:
             "evaluator": snapshot.dump_evaluator(self.processor.evaluator),
             "tracker": snapshot.dump_tracker(self.processor.tracker),
         }
+
+    def _observe_decided(self, verdicts: Sequence[SeriesWindow], incidents: WindowIncidents) -> None:
+        self.view.add_verdicts(verdicts)
+        self.view.update_incidents(incidents)
 
     def _emit(self, live: LiveAttribution) -> None:
         self.emitter.emit(live)
@@ -454,6 +472,15 @@ class SidecarService:
         if self.store is not None:
             self.store.close()
         _logger.warning("sidecar stopped: %d windows closed", self.results)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, call: Callable[..., object], *args: Any) -> None:
+    """Run `call` on the event loop (the view is the loop's) and wait until it has run."""
+
+    async def run() -> None:
+        call(*args)
+
+    asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=LOOP_WAIT_S)
 
 
 def _warm(processor: SlotProcessor | None) -> int:

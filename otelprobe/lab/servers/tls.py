@@ -213,6 +213,15 @@ class TLSFront(LabServer):
         up_reader, up_writer = await asyncio.open_connection(*upstream)
         up_writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         requests = asyncio.create_task(_pump(reader, up_writer))
+
+        def client_gone(task: asyncio.Task[str]) -> None:
+            # A client that resets (or fails) is gone for good: without this the upstream
+            # connection waited out the backend's keep-alive (75 s for aiohttp), ~1,450 of them
+            # in a 200/s soak.
+            if not task.cancelled() and (task.exception() is not None or task.result() == "reset"):
+                up_writer.transport.abort()
+
+        requests.add_done_callback(client_gone)
         try:
             # The response direction decides when the connection ends: upstream closing (or
             # resetting) ends it even though TLS cannot be half-closed towards the client.

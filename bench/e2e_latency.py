@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.support
 
-from e2e_stack import (
+from tests.support.e2e_stack import (
     CONFIG_DIR,
     accepting_listener,
     collector_overlay,

@@ -34,9 +34,9 @@ import trustme
 import yaml
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "tests" / "e2e"))
+sys.path.insert(0, str(HERE.parents[1]))  # the repository, for tests.support
 
-from e2e_stack import (  # noqa: E402
+from tests.support.e2e_stack import (  # noqa: E402
     CONFIG_DIR,
     QUIET_SDK,
     Jaeger,
@@ -53,7 +53,7 @@ from e2e_stack import (  # noqa: E402
     wait_for,
     wait_ready,
 )
-from e2e_targets import loopback_targets  # noqa: E402
+from tests.support.e2e_targets import loopback_targets  # noqa: E402
 
 SERVICE = "otelprobe"
 CHROMIUM_FLAGS = [

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from train_101_table import train_101_table
 
 from otelprobe.attribution.attribute import attributable
 from otelprobe.attribution.baselines import (
@@ -23,6 +22,7 @@ from otelprobe.attribution.dataset import WindowTable
 from otelprobe.attribution.expert_rules import ExpertRules, expert_pick
 from otelprobe.attribution.metrics import score_cases
 from otelprobe.causes import ROOT_CAUSES, SCOPES
+from tests.support.train_101_table import train_101_table
 
 HEALTHY_WINDOW: dict[str, Any] = {"kind": "http", "n": 2, "n_fail": 0, "success_ratio": 1.0, "warm": True}
 

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from train_101_table import train_101_table
 
 from otelprobe.attribution.baselines import Answer, path_scopes
 from otelprobe.attribution.dataset import WindowTable
@@ -21,6 +20,7 @@ from otelprobe.attribution.evaluate import EvaluationError, EvaluationReport, ev
 from otelprobe.attribution.evaluation_report import report_json, save_report, summary_markdown
 from otelprobe.attribution.model import AttributionModel
 from otelprobe.causes import ROOT_CAUSES
+from tests.support.train_101_table import train_101_table
 
 LABELS = Path(__file__).resolve().parents[2] / "data" / "lab" / "eval-202" / "labels.jsonl"
 NS = 1_000_000_000

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from e2e_stack import Binaries, GoMissing, locate_binaries
+
+from tests.support.e2e_stack import Binaries, GoMissing, locate_binaries
 
 if os.environ.get("OTELPROBE_E2E") != "1":
     collect_ignore_glob = ["test_*.py"]

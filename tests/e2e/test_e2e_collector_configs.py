@@ -9,7 +9,16 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_stack import CONFIG_DIR, Binaries, endpoint, free_port, start_collector, validate_collector, wait_for
+
+from tests.support.e2e_stack import (
+    CONFIG_DIR,
+    Binaries,
+    endpoint,
+    free_port,
+    start_collector,
+    validate_collector,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
 FILES = sorted(CONFIG_DIR.glob("*.yaml"))

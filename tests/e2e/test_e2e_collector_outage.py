@@ -17,7 +17,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from e2e_stack import (
+
+from otelprobe.attribution.records import read_records
+from tests.support.e2e_stack import (
     CONFIG_DIR,
     Binaries,
     Collector,
@@ -32,8 +34,6 @@ from e2e_stack import (
     start_prober,
     wait_for,
 )
-
-from otelprobe.attribution.records import read_records
 
 pytestmark = pytest.mark.timeout(420)
 SERVICE = "otelprobe-e2e-outage"

@@ -16,7 +16,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
-from e2e_stack import (
+
+from otelprobe.attribution.records import read_records
+from otelprobe.telemetry.otlp_json import read_otlp_json
+from tests.support.e2e_stack import (
     CONFIG_DIR,
     REPO,
     Binaries,
@@ -28,10 +31,7 @@ from e2e_stack import (
     start_prober,
     wait_for,
 )
-from e2e_targets import loopback_targets
-
-from otelprobe.attribution.records import read_records
-from otelprobe.telemetry.otlp_json import read_otlp_json
+from tests.support.e2e_targets import loopback_targets
 
 pytestmark = pytest.mark.timeout(300)
 SERVICE = "otelprobe-e2e-recording"

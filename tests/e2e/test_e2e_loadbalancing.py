@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import trustme
-from e2e_stack import (
+
+from tests.support.e2e_stack import (
     CONFIG_DIR,
     Binaries,
     Sidecar,
@@ -23,7 +24,7 @@ from e2e_stack import (
     start_sidecar,
     wait_for,
 )
-from e2e_targets import loopback_targets
+from tests.support.e2e_targets import loopback_targets
 
 pytestmark = pytest.mark.timeout(420)
 SERVICE = "otelprobe-e2e-lb"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from e2e_stack import (
+
+from tests.support.e2e_stack import (
     CONFIG_DIR,
     Binaries,
     Trace,
@@ -23,7 +24,7 @@ from e2e_stack import (
     traces_of_target,
     wait_for,
 )
-from e2e_targets import HOST, loopback_targets
+from tests.support.e2e_targets import HOST, loopback_targets
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_stack import (
+
+from otelprobe.lab.faults import HTTP5xx
+from otelprobe.lab.servers.http import HTTPFaultServer
+from tests.support.e2e_stack import (
     CONFIG_DIR,
     Binaries,
     Trace,
@@ -20,9 +23,6 @@ from e2e_stack import (
     start_sidecar,
     wait_for,
 )
-
-from otelprobe.lab.faults import HTTP5xx
-from otelprobe.lab.servers.http import HTTPFaultServer
 
 pytestmark = pytest.mark.timeout(420)
 SERVICE = "otelprobe-e2e-slo"

@@ -17,7 +17,6 @@ import pytest
 from aiohttp import web
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tls_servers import close_after_read, serve
 
 from otelprobe.errors import ConnectRefused, ConnectTimeout
 from otelprobe.lab.certs import LabCA
@@ -41,6 +40,7 @@ from otelprobe.probes.websocket import WebSocketProbe, WebSocketProbeConfig
 from otelprobe.results import ProbeResult
 from otelprobe.settings.common import IPFamily
 from otelprobe.timing import Phase, PhaseClock
+from tests.support.tls_servers import close_after_read, serve
 
 # Loop and scheduler jitter on a loaded 2-core machine stays far below this.
 SLACK_S = 0.15

@@ -9,16 +9,16 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import http_servers as servers
 import pytest
 import trustme
-from http_probing import CTX, duration, names_of, probe_once
-from http_servers import H2Server, Seen, make_app, serve_app, serve_raw
 
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
+from tests.support import http_servers as servers
+from tests.support.http_probing import CTX, duration, names_of, probe_once
+from tests.support.http_servers import H2Server, Seen, make_app, serve_app, serve_raw
 
 
 def assert_contiguous(result: ProbeResult) -> None:

@@ -11,12 +11,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from http_probing import probe_once
-from http_servers import RawHandler, read_request, serve_raw
 
 from otelprobe import names
 from otelprobe.probes.http import http1_exchange
 from otelprobe.results import ProbeResult
+from tests.support.http_probing import probe_once
+from tests.support.http_servers import RawHandler, read_request, serve_raw
 
 
 def canned(response: bytes, *, close: bool, requests: list[bytes] | None = None) -> RawHandler:

@@ -15,14 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import http_servers as servers
 import pytest
 import trustme
-from http_probing import duration, names_of, probe_once
-from http_servers import H2Server, Seen, make_app, serve_app, serve_raw
 
 from otelprobe.probes.http import http2_exchange
 from otelprobe.results import ProbeResult
+from tests.support import http_servers as servers
+from tests.support.http_probing import duration, names_of, probe_once
+from tests.support.http_servers import H2Server, Seen, make_app, serve_app, serve_raw
 
 H2C_PHASES = ["tcp.connect", "http.request", "http.ttfb", "http.transfer"]
 

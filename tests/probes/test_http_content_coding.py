@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from http_servers import serve_app
 
 from otelprobe.errors import ProtocolError
 from otelprobe.probes.base import ProbeContext
@@ -22,6 +21,7 @@ from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.content_coding import content_codings, decode_body
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
+from tests.support.http_servers import serve_app
 
 CTX = ProbeContext(vantage="test")
 TEXT = b'{"status": "up", "note": "' + b"compressible " * 200 + b'"}'

@@ -15,13 +15,13 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 from otelprobe import names
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.icmp._socket import ICMPNotPermittedError, ping_group_range
 from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
 from otelprobe.results import ProbeResult
+from tests.support.netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 needs_raw = pytest.mark.skipif(
     RAW_ICMP_DENIED is not None, reason=f"raw ICMP sockets not permitted: {RAW_ICMP_DENIED}"

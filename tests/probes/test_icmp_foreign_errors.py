@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 from otelprobe import names
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.icmp._packet import checksum
 from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
 from otelprobe.results import ProbeResult
+from tests.support.netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 pytestmark = [
     needs_root,

@@ -11,13 +11,13 @@ import resource
 from collections.abc import Iterator
 
 import pytest
-from http_servers import read_request, serve_raw
 
 from otelprobe.errors import ERROR_TYPES
 from otelprobe.lab.servers.dns import DNSFaultServer
 from otelprobe.probes import PROBE_TYPES, config_type_for
 from otelprobe.probes.base import ProbeContext
 from otelprobe.results import ProbeResult
+from tests.support.http_servers import read_request, serve_raw
 
 CTX = ProbeContext(vantage="test")
 

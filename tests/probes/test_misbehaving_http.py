@@ -12,11 +12,11 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
-from http_probing import probe_once
-from http_servers import read_request, serve_raw
 
 from otelprobe.errors import ERROR_TYPES
 from otelprobe.results import ProbeResult
+from tests.support.http_probing import probe_once
+from tests.support.http_servers import read_request, serve_raw
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT_S = 1.5

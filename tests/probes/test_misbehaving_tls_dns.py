@@ -26,14 +26,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from http_probing import probe_once
-from http_servers import serve_raw
 
 from otelprobe.errors import ERROR_TYPES
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
+from tests.support.http_probing import probe_once
+from tests.support.http_servers import serve_raw
 
 TIMEOUT_S = 1.5
 SLACK_S = 1.0  # a loaded 2-core machine

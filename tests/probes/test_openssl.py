@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import trustme
-from http_probing import probe_once
-from tls_servers import blocking_server, serve
 
 from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.settings.common import TLSClientConfig
+from tests.support.http_probing import probe_once
+from tests.support.tls_servers import blocking_server, serve
 
 
 async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

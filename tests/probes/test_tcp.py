@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tls_servers import close_after_read, pop3_server, serve, smtp_server
 
 from otelprobe.config import load_text
 from otelprobe.lab.certs import LabCA
@@ -16,6 +15,7 @@ from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
 from otelprobe.settings.common import TLSClientConfig
+from tests.support.tls_servers import close_after_read, pop3_server, serve, smtp_server
 
 
 async def probe(address: str, **fields: Any) -> ProbeResult:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import trustme
-from tls_servers import close_after_read, serve
 
 from otelprobe.lab.certs import LabCA, LeafKind
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
+from tests.support.tls_servers import close_after_read, serve
 
 
 async def probe_kind(lab_ca: LabCA, ca_file: str, kind: LeafKind, **fields: Any) -> ProbeResult:

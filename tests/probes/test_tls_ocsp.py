@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from tls_servers import blocking_server
 
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
+from tests.support.tls_servers import blocking_server
 
 NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)

@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 from otelprobe import names
 from otelprobe.probes.base import ProbeContext
@@ -19,6 +18,7 @@ from otelprobe.probes.icmp.probe import ICMPProbe, ICMPProbeConfig
 from otelprobe.probes.icmp.traceroute import TraceMethod, trace_path
 from otelprobe.results import ProbeResult
 from otelprobe.timing import Phase, PhaseClock
+from tests.support.netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
 
 ROUTER_NEAR, ROUTER_FAR, DESTINATION, NOWHERE = "10.231.1.2", "10.231.2.1", "10.231.2.2", "10.231.3.3"
 

@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
-from tls_servers import serve
 
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
+from tests.support.netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
+from tests.support.tls_servers import serve
 
 T = TypeVar("T")
 HOP = "traceroute.hop"

@@ -14,10 +14,10 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.failures import FailureGroup
-from sidecar_view_data import FAULTY, T0_NS, WINDOW_NS, ThreadedAPI, attribution, fill
 
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.sidecar.view import JSON, MemoryView
+from tests.support.sidecar_view_data import FAULTY, T0_NS, WINDOW_NS, ThreadedAPI, attribution, fill
 
 TOKEN = "s3cret-token-for-tests"
 

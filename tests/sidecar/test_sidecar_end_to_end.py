@@ -14,7 +14,6 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from sidecar_process import jsonl, start_prober, start_sidecar, stop_process, wait_for, write_config
 
 from otelprobe.attribution.attribute import model_label
 from otelprobe.attribution.model import load_model
@@ -22,6 +21,14 @@ from otelprobe.attribution.otlp_decode import attributes_dict
 from otelprobe.lab.faults import HTTP5xx
 from otelprobe.lab.servers.http import HTTPFaultServer
 from otelprobe.sidecar.receiver import OTLPReceiver
+from tests.support.sidecar_process import (
+    jsonl,
+    start_prober,
+    start_sidecar,
+    stop_process,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -34,12 +34,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from sidecar_learn_replay import LAB, Fault, faults, members_under, recording_lines, replay
-from sidecar_process import LISTENING
 
 from otelprobe.attribution.attribute import iso
 from otelprobe.attribution.table_cache import read_table_cached
 from otelprobe.attribution.train import train_model
+from tests.support.sidecar_learn_replay import LAB, Fault, faults, members_under, recording_lines, replay
+from tests.support.sidecar_process import LISTENING
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

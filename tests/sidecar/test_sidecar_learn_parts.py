@@ -22,8 +22,6 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from sidecar_view_data import attribution as make_attribution
-from sidecar_view_data import fill
 
 from otelprobe.attribution.model import load_model
 from otelprobe.errors import ConfigError
@@ -39,6 +37,8 @@ from otelprobe.sidecar.retrain import incident_folds, labeled_feedback, time_spl
 from otelprobe.sidecar.state_store import StateStore
 from otelprobe.sidecar.view import MemoryView
 from otelprobe.sidecar.window_rows import COLUMNS, frame_of, incident_rows
+from tests.support.sidecar_view_data import attribution as make_attribution
+from tests.support.sidecar_view_data import fill
 
 T0 = 1_796_000_000_000_000_000
 WINDOW = 2_000_000_000

@@ -7,11 +7,11 @@ import io
 import re
 
 from aiohttp.test_utils import TestServer
-from sidecar_view_data import T0_NS, WINDOW_NS, fill
 
 from otelprobe.sidecar.api import build_api_app
 from otelprobe.sidecar.view import MemoryView
 from otelprobe.sidecar.watch import render, watch
+from tests.support.sidecar_view_data import T0_NS, WINDOW_NS, fill
 
 URL = "http://127.0.0.1:8787"
 GOLDEN_OPEN = """\

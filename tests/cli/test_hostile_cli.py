@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_probe_secrets import run_otelprobe  # one subprocess runner for the CLI tests
 
 from otelprobe.cli import INTERNAL_ERROR, main
+from tests.support.cli_process import run_otelprobe
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = str(REPO / "models" / "default")

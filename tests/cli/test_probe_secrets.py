@@ -16,23 +16,10 @@ from pathlib import Path
 
 from otelprobe.lab.certs import LabCA
 from otelprobe.lab.servers.http import HTTPFaultServer
+from tests.support.cli_process import run_otelprobe
 
 PASSWORD = "pw-0f8e2b9a"
 TOKEN = "tok-7c1d93e5"
-
-
-async def run_otelprobe(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "otelprobe.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _targets_and_urls(otlp_file: Path) -> tuple[set[str], set[str]]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_sidecar_windows import BASE, S, probe_spans, request
 
 from otelprobe.attribution.features import FeatureEngine
 from otelprobe.attribution.incidents import IncidentTracker
@@ -27,6 +26,7 @@ from otelprobe.sidecar.config import load_sidecar_config
 from otelprobe.sidecar.model_watch import ModelHolder, model_files
 from otelprobe.sidecar.service import SidecarService
 from otelprobe.sidecar.state_store import StateStore
+from tests.support.sidecar_spans import BASE, S, probe_spans, request
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 

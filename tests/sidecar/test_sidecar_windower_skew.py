@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from test_sidecar_windows import BASE, Clock, S, record
-
 from otelprobe.attribution.records import ProbeRecord
 from otelprobe.sidecar.windower import EventTimeWindower, Slot
+from tests.support.sidecar_spans import BASE, Clock, S, record
 
 TEMPLATE = record(BASE)  # a real record, read from real probe spans
 YEAR = 365 * 24 * 3600 * S

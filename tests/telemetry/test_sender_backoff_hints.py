@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from test_senders import a_request
 
 from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterConfig
 from otelprobe.results import ProbeResult
 from otelprobe.sidecar.receiver import OTLPReceiver
 from otelprobe.telemetry.senders import OTLPGRPCSender, OTLPHTTPSender, retry_after_s
+from tests.support.otlp_requests import a_request
 
 ResultFactory = Callable[..., ProbeResult]
 

@@ -23,10 +23,11 @@ from otelprobe.config.telemetry import OTLPGRPCExporterConfig, OTLPHTTPExporterC
 from otelprobe.errors import ConnectRefused
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.sidecar.receiver import OTLPReceiver
-from otelprobe.telemetry.batching import SpanBatcher, build_request
+from otelprobe.telemetry.batching import SpanBatcher
 from otelprobe.telemetry.otlp_json import json_to_message
 from otelprobe.telemetry.pipeline import Telemetry
 from otelprobe.telemetry.senders import ConsoleSender, OTLPGRPCSender, OTLPHTTPSender
+from tests.support.otlp_requests import a_request
 
 ResultFactory = Callable[..., ProbeResult]
 FAST_QUEUE = {"schedule_delay": "20ms", "max_queue_size": 256, "max_export_batch_size": 64}
@@ -78,15 +79,6 @@ def closed_port() -> int:
 
 def http_config(endpoint: str, **extra: Any) -> OTLPHTTPExporterConfig:
     return OTLPHTTPExporterConfig.model_validate({"type": "otlp_http", "endpoint": endpoint, **extra})
-
-
-def a_request(result: ProbeResult) -> ExportTraceServiceRequest:
-    tel = Telemetry(vantage="eu-1", in_memory=True)
-    tel.record(result)
-    assert tel.span_exporter is not None
-    request = build_request(tel.span_exporter.spans, Resource(), InstrumentationScope(name="otelprobe"))
-    tel.shutdown_sync(1.0)
-    return request
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])

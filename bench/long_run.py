@@ -8,7 +8,8 @@
 The prober is the real `Runtime` of `otelprobe run` in this process (so the scheduler's lateness,
 the asyncio task count and the telemetry counters can be read directly); the targets are
 `otelprobe lab serve` in a child process (HTTP, HTTPS, TLS, DNS, a refused port) plus a 503
-path, so some targets always fail; spans and metrics go over OTLP/HTTP to a counting sink in
+path, ICMP echo to 127.0.0.1, and a gRPC health server and a WebSocket echo in another child
+(every probe kind; some targets always fail); spans and metrics go over OTLP/HTTP to a counting sink in
 another child process. Every `--sample` seconds one JSON line: RSS, open fds, asyncio tasks,
 probes, lateness p50/p99 of the samples since the last line, spans exported/dropped. At the end a
 summary line with least-squares slopes (per minute, after the first fifth of the run). Short
@@ -68,6 +69,38 @@ web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 """
 
 
+SIDE_SERVERS = r"""
+import asyncio, json, sys
+import grpc
+from aiohttp import web
+from grpc_health.v1 import _async as health_aio, health_pb2_grpc
+async def echo(request):
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        await ws.send_str(message.data)
+    return ws
+async def main():
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    ws_port = site._server.sockets[0].getsockname()[1]
+    found = {"gRPC": f"127.0.0.1:{grpc_port}", "WebSocket": f"ws://127.0.0.1:{ws_port}/ws"}
+    print(json.dumps(found), flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+"""The kinds `otelprobe lab serve` has no server for: a grpcio health server and an aiohttp
+WebSocket echo, in one child process."""
+
+
 def die_with_parent() -> None:
     """In a child, before exec: SIGTERM it when this bench dies, however it dies (killed, Ctrl-C)."""
     pr_set_pdeathsig = 1
@@ -92,7 +125,15 @@ def lab_servers() -> Iterator[dict[str, str]]:
             found[key.strip()] = value.strip().split()[0] if value.strip() else ""
             if line.startswith("Ctrl-C"):
                 break
-        yield found
+        side = subprocess.Popen(
+            [PYTHON, "-c", SIDE_SERVERS], stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent
+        )
+        try:
+            assert side.stdout is not None
+            found.update(json.loads(side.stdout.readline()))
+            yield found
+        finally:
+            stop(side)
     finally:
         stop(proc)
 
@@ -136,6 +177,10 @@ def write_config(path: Path, labs: dict[str, str], otlp_port: int, rate: float, 
         ("tcp", f"address: '{labs['refused port'].removeprefix('tcp://')}'"),  # fails: connect_refused
         ("tls", f"address: '{labs['TLS'].removeprefix('tls://')}', tls: {{verify: false}}"),
         ("dns", f"server: '{labs['DNS'].removeprefix('dns://').split('/')[0]}', query_name: www.lab.test"),
+        ("icmp", "host: 127.0.0.1, count: 2, packet_interval: 50ms"),
+        ("grpc", f"address: '{labs['gRPC']}'"),
+        ("grpc", f"address: '{labs['gRPC']}', service: no.such.Service"),  # fails: the service is unknown
+        ("websocket", f"url: '{labs['WebSocket']}'"),
     ]
     count = max(len(kinds), int(rate * INTERVAL_S))
     lines = [

@@ -17,6 +17,10 @@ _HASH_SPACE: Final = float(1 << (8 * _HASH_BYTES))
 # Domain separation, so the shard hash and the phase hash of the same name are unrelated.
 _SHARD_KEY: Final = b"otelprobe.shard"
 _SPREAD_KEY: Final = b"otelprobe.spread"
+# The split of one replica's share over its worker processes (`otelprobe run --workers`): its own
+# key, so that it is independent of the replica split (with the same key, replica k of M would
+# hand every target to worker k whenever k < N).
+_WORKER_KEY: Final = b"otelprobe.worker"
 
 
 class Named(Protocol):
@@ -81,6 +85,19 @@ def shard_of(name: str, count: int) -> int:
     if count == 1:
         return 0
     return max(range(count), key=lambda replica: _hash64(_SHARD_KEY, str(replica), name))
+
+
+def worker_of(name: str, count: int) -> int:
+    """The worker process (0..count-1) of one replica that probes target `name`.
+
+    The same rendezvous hashing as `shard_of` under its own key: a replica keeps its share
+    whatever its worker count, and each of its N workers gets ~1/N of that share.
+    """
+    if count < 1:
+        raise ValueError(f"worker count must be at least 1, got {count}")
+    if count == 1:
+        return 0
+    return max(range(count), key=lambda worker: _hash64(_WORKER_KEY, str(worker), name))
 
 
 def select(targets: Iterable[T], index: int, count: int) -> list[T]:

@@ -29,7 +29,7 @@ from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.scheduler import ProbeFactory, Scheduler
 from otelprobe.settings.common import ProbeConfigBase
-from otelprobe.targets import parse_shard, select
+from otelprobe.targets import Shard, parse_shard, select, worker_of
 from otelprobe.telemetry.pipeline import Telemetry
 
 __all__ = ["Runtime", "TelemetrySink", "default_probe_factory", "default_sink", "main", "run"]
@@ -84,6 +84,9 @@ class Runtime:
         ctx: the probe context (vantage, default resolver).
         shard: "i/n" overriding the config's shard (ValueError if malformed).
         vantage: overrides the config's vantage name.
+        worker: this process's index and count among the worker processes of one replica
+            (`otelprobe run --workers`): it probes the part of the replica's shard that
+            `targets.worker_of` gives it.
         poll_interval_s: how often the file's mtime/size is checked.
         grace_s: how long in-flight probes may run after a stop request.
     """
@@ -98,6 +101,7 @@ class Runtime:
         ctx: ProbeContext | None = None,
         shard: str | None = None,
         vantage: str | None = None,
+        worker: Shard | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
         grace_s: float = GRACE_S,
         rng: random.Random | None = None,
@@ -110,6 +114,7 @@ class Runtime:
         # An invalid override is the caller's error: raise ValueError now, not at the first load.
         self._shard_override = parse_shard(shard) if shard else None
         self._vantage_override = vantage
+        self._worker = worker
         self._poll_interval_s = poll_interval_s
         self._grace_s = grace_s
         self._rng = rng
@@ -235,7 +240,7 @@ class Runtime:
         await self.scheduler.apply(targets)
         self.config = config
         log.info("probing %d targets from %s", len(targets), self.path)
-        if not targets:
+        if not config.targets:
             log.warning("no targets to probe in %s; waiting for a reload", self.path)
         _warn_unreadable_files(targets)
 
@@ -247,10 +252,14 @@ class Runtime:
 
     def _select(self, config: Config) -> list[ProbeConfigBase]:
         shard = self._shard_override or config.shard
-        if shard is None:
-            return list(config.targets)
-        mine: list[ProbeConfigBase] = select(config.targets, shard.index, shard.count)
-        log.info("shard %s: %d of %d targets", shard, len(mine), len(config.targets))
+        mine: list[ProbeConfigBase] = list(config.targets)
+        if shard is not None:
+            mine = select(mine, shard.index, shard.count)
+            log.info("shard %s: %d of %d targets", shard, len(mine), len(config.targets))
+        if self._worker is not None:
+            index, count = self._worker.index, self._worker.count
+            mine = [target for target in mine if worker_of(target.name, count) == index]
+            log.info("worker %s: %d targets", self._worker, len(mine))
         return mine
 
     def _log_problems(self, exc: ConfigError) -> None:

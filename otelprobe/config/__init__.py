@@ -22,6 +22,7 @@ from otelprobe.config.document import Document, PathKey, format_path, parse
 from otelprobe.config.file_references import unreadable_files
 from otelprobe.config.models import DUPLICATE_TARGET_NAME, Config
 from otelprobe.config.problems import shorten
+from otelprobe.config.tenant_checks import over_budget, unknown_tenants
 from otelprobe.errors import ConfigError, ConfigProblem
 
 __all__ = ["Config", "ConfigError", "ConfigProblem", "load", "load_text", "validate"]
@@ -133,6 +134,7 @@ def _load(
     if deployment_checks and "targets" not in doc.data:
         problems.append(ConfigProblem(filename, 1, "targets", _NO_TARGETS))
     problems.extend(_duplicate_names(doc, filename))
+    problems.extend(unknown_tenants(doc, filename))
     if deployment_checks:
         problems.extend(unreadable_files(doc, filename))
     try:
@@ -143,6 +145,8 @@ def _load(
         unresolved = {p.path for p in substitution_problems}
         problems.extend(_with_hint(p, substituted) for p in found if p.path not in unresolved)
         config = None
+    if deployment_checks and config is not None:
+        problems.extend(over_budget(config, doc, filename))
     problems.sort(key=lambda p: (p.line is None, p.line or 0))
     if problems:
         logger.debug("%s: %d config problems", filename, len(problems))

@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from otelprobe.config.telemetry import TelemetryConfig
+from otelprobe.config.tenants import SchedulerConfig, TenantConfig
 from otelprobe.probes import ProbeConfig, config_types
 from otelprobe.settings.common import IPFamily, ProbeConfigBase, ResolverConfig, RetryPolicy, StrictModel
 from otelprobe.settings.common import TLSClientConfig as TLSClientConfig
@@ -56,6 +57,10 @@ class Config(StrictModel):
     )
     defaults: Defaults = Defaults()
     telemetry: TelemetryConfig = TelemetryConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    tenants: dict[str, TenantConfig] | None = Field(
+        None, description="tenant name -> its quota, rate budget and weight; none = one shared bound"
+    )
     targets: list[ProbeConfig] = Field(default_factory=list)
 
     @model_validator(mode="before")

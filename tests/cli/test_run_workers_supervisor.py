@@ -1,0 +1,265 @@
+"""`otelprobe run --workers 2` as a user runs it: real processes, a loopback HTTP server counting the
+requests, spans over OTLP/HTTP into a real receiver, the one /metrics endpoint, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from otelprobe.sidecar.receiver import OTLPReceiver, ReceivedSpan, iter_spans
+from otelprobe.targets import worker_of
+
+pytestmark = pytest.mark.timeout(180)
+INTERVAL_S = 0.5
+
+
+@dataclass
+class Hits:
+    """Requests the target server answered: (target name, monotonic time)."""
+
+    seen: list[tuple[str, float]] = field(default_factory=list)
+
+    def count(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
+        return Counter(name for name, at in self.seen if since <= at < until)
+
+    def first_after(self, name: str, since: float) -> float | None:
+        return next((at for n, at in self.seen if n == name and at >= since), None)
+
+
+@contextlib.asynccontextmanager
+async def target_server() -> AsyncIterator[tuple[int, Hits]]:
+    hits = Hits()
+
+    async def answer(request: web.Request) -> web.Response:
+        hits.seen.append((request.match_info["name"], time.monotonic()))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{name}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield port, hits
+    finally:
+        await runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_text(port: int, names: list[str], receiver: OTLPReceiver, metrics_port: int) -> str:
+    config = {
+        "defaults": {"interval": f"{int(INTERVAL_S * 1000)}ms", "timeout": "400ms"},
+        "telemetry": {
+            "exporters": [
+                {"type": "otlp_http", "endpoint": receiver.http_endpoint, "timeout": "2s"},
+                {"type": "prometheus", "port": metrics_port},
+            ],
+            "queue": {"schedule_delay": "100ms"},
+        },
+        "targets": [{"name": n, "kind": "http", "url": f"http://127.0.0.1:{port}/{n}"} for n in names],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+async def start_run(config: Path, log: Path, *extra: str) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "otelprobe.cli", "-v", "run", str(config), *extra, stdout=out, stderr=out
+        )
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """worker index -> pid, from the parent's children's command lines."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    found: dict[int, int] = {}
+    for pid in children:
+        with contextlib.suppress(OSError):
+            match = re.search(rb"--worker=(\d+)/", Path(f"/proc/{pid}/cmdline").read_bytes())
+            if match:
+                found[int(match.group(1))] = int(pid)
+    return found
+
+
+async def wait_until(predicate: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+async def stop(process: asyncio.subprocess.Process, log: Path) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(40):
+            return await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"otelprobe run did not stop; its log:\n{log.read_text()[-4000:]}") from None
+
+
+def received(receiver: OTLPReceiver) -> list[ReceivedSpan]:
+    spans: list[ReceivedSpan] = []
+    while not receiver.queue.empty():
+        spans.extend(iter_spans(receiver.queue.get_nowait()))
+    return spans
+
+
+def roots(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    return [s for s in spans if not s.span.parent_span_id]
+
+
+async def scrape(port: int) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def test_two_workers_probe_each_target_once_per_interval_as_one_prober(tmp_path: Path) -> None:
+    names = [f"site-{i}" for i in range(6)]
+    async with target_server() as (port, hits), OTLPReceiver(grpc_port=None) as receiver:
+        metrics_port = free_port()
+        config = tmp_path / "probes.yaml"
+        config.write_text(config_text(port, names, receiver, metrics_port))
+        log = tmp_path / "run.log"
+        process = await start_run(config, log, "--workers", "2")
+        try:
+            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed")
+            await asyncio.sleep(1.0)
+            window_start = time.monotonic()
+            await asyncio.sleep(3.0)
+            in_window = hits.count(window_start, window_start + 3.0)
+            page = await scrape(metrics_port)
+        finally:
+            code = await stop(process, log)
+        assert code == 0, log.read_text()[-4000:]
+        served = hits.count()
+
+    # Once per interval across the workers (3 s / 0.5 s = 6, with jitter), never once per worker.
+    assert all(5 <= in_window[n] <= 7 for n in names), in_window
+
+    # Every probe the server answered became a span that reached the receiver before exit.
+    spans = roots(received(receiver))
+    by_target = Counter(str(s.attributes["probe.target"]) for s in spans)
+    assert by_target == served, (by_target, served)
+
+    # Each target's spans name the one worker that owns it; otherwise one prober.
+    expected = {f"{socket.gethostname()}-{process.pid}/w{i}" for i in (0, 1)}
+    instance_of: dict[str, set[object]] = {}
+    for span in spans:
+        resource = span.resource_attributes
+        instance_of.setdefault(str(span.attributes["probe.target"]), set()).add(
+            resource["service.instance.id"]
+        )
+        assert resource["service.name"] == "otelprobe"
+        assert resource["otelprobe.vantage"] == spans[0].resource_attributes["otelprobe.vantage"]
+    assert {n: instance_of[n] for n in names} == {
+        n: {f"{socket.gethostname()}-{process.pid}/w{worker_of(n, 2)}"} for n in names
+    }
+    assert set().union(*instance_of.values()) == expected
+
+    # One /metrics page: each family described once, every series labelled by its worker.
+    described = re.findall(r"^# TYPE (\S+)", page, flags=re.M)
+    assert len(described) == len(set(described)), page[:3000]
+    for name in names:
+        owners = set(
+            re.findall(rf'probe_duration_seconds_count{{worker="(\d)",[^}}]*probe_target="{name}"', page)
+        )
+        assert owners == {str(worker_of(name, 2))}, (name, owners)
+    assert 'otelprobe_worker_up{worker="0"} 1' in page and 'otelprobe_worker_up{worker="1"} 1' in page
+
+
+def same_size_same_stamp_rewrite(path: Path, old: str, new: str) -> None:
+    """Change the file without changing what the runtime's file watch looks at (mtime, size, inode),
+    so that only SIGHUP can make the workers read it."""
+    assert len(old) == len(new)
+    stat = path.stat()
+    text = path.read_text()
+    assert old in text
+    with path.open("r+", encoding="utf-8") as fh:
+        fh.write(text.replace(old, new))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+async def test_a_killed_worker_comes_back_and_sighup_reaches_every_worker(tmp_path: Path) -> None:
+    names = [f"svc-{i}" for i in range(4)]
+    async with target_server() as (port, hits), OTLPReceiver(grpc_port=None) as receiver:
+        metrics_port = free_port()
+        config = tmp_path / "probes.yaml"
+        text = config_text(port, names, receiver, metrics_port)
+        added = f'- {{name: added, kind: http, url: "http://127.0.0.1:{port}/added"}}\n'
+        placeholder = "#" + "x" * (len(added) - 2) + "\n"
+        config.write_text(text + placeholder)
+        log = tmp_path / "run.log"
+        process = await start_run(config, log, "--workers", "2")
+        try:
+            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed")
+            assert process.returncode is None
+
+            # kill -9 worker 0: it is restarted and its targets are probed again.
+            victim = worker_pids(process.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            its_targets = [n for n in names if worker_of(n, 2) == 0]
+            assert its_targets
+
+            def back() -> bool:
+                return all(hits.first_after(n, killed_at + 0.5) is not None for n in its_targets)
+
+            await wait_until(back, 60, "worker 0's targets probed again")
+            delay = max(hits.first_after(n, killed_at + 0.5) or 0.0 for n in its_targets) - killed_at
+            print(f"worker 0's targets probed again {delay:.1f} s after kill -9")
+            assert worker_pids(process.pid)[0] != victim
+            page = await scrape(metrics_port)
+            assert 'otelprobe_worker_restarts_total{worker="0"} 1' in page, page[-800:]
+            assert 'otelprobe_worker_restarts_total{worker="1"} 0' in page
+
+            # SIGHUP: both workers reload; the added target is probed by the worker that owns it.
+            same_size_same_stamp_rewrite(config, placeholder, added)
+            hup_at = time.monotonic()
+            process.send_signal(signal.SIGHUP)
+            await wait_until(lambda: hits.first_after("added", hup_at) is not None, 30, "the added target")
+            await wait_until(
+                lambda: all(
+                    f"[w{i}] otelprobe.scheduling.runtime: reload requested" in log.read_text()
+                    for i in (0, 1)
+                ),
+                10,
+                "both workers' reload",
+            )
+        finally:
+            code = await stop(process, log)
+        assert code == 0, log.read_text()[-4000:]
+        assert "worker 0 restarted" in log.read_text()
+
+    owner = {
+        str(s.resource_attributes["service.instance.id"])
+        for s in roots(received(receiver))
+        if s.attributes["probe.target"] == "added"
+    }
+    assert owner == {f"{socket.gethostname()}-{process.pid}/w{worker_of('added', 2)}"}

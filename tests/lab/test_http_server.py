@@ -101,6 +101,15 @@ async def test_reset_mid_body_after_a_large_prefix(server: HTTPFaultServer) -> N
     assert len(result.body) == 3 * 1024 * 1024
 
 
+async def test_close_mid_body(server: HTTPFaultServer) -> None:
+    # A FIN, not a RST: the client reads the promised prefix, then end of stream short of the length.
+    result = await get(server, "/?size=10000&close_after=1000")
+    assert result.status == 200
+    assert result.headers["content-length"] == "10000"
+    assert result.outcome == "incomplete"
+    assert len(result.body) == 1000
+
+
 async def test_wrong_content(server: HTTPFaultServer) -> None:
     server.apply(WrongContent())
     result = await get(server, "/?size=300")
@@ -173,11 +182,14 @@ async def test_raw_server_modes() -> None:
         raw.mode = "hang"
         with pytest.raises(TimeoutError):
             await http_get(raw.host, raw.port, timeout_s=0.2)
+        raw.mode = "close"
+        closed = await http_get(raw.host, raw.port)
+        assert (closed.status, closed.body, closed.outcome) == (None, b"", "incomplete")
         raw.mode = "endless_body"
         raw.max_body_bytes = 2 * 1024 * 1024
         endless = await http_get(raw.host, raw.port)
         assert endless.status == 200 and len(endless.body) > 2 * 1024 * 1024
-        assert raw.counts == {"garbage": 1, "reset": 1, "hang": 1, "endless_body": 1}
+        assert raw.counts == {"garbage": 1, "reset": 1, "hang": 1, "close": 1, "endless_body": 1}
     assert GARBAGE[:1] == b"\x16"  # looks like TLS, is not HTTP
 
 

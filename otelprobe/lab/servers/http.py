@@ -53,6 +53,7 @@ QUERY_KEYS: Final[Mapping[str, str]] = {
     "chunk": "trickle chunk size (default 1024)",
     "status": "answer with this status code",
     "reset_after": "reset (RST) the connection after this many body bytes",
+    "close_after": "close the connection (FIN) after this many body bytes, short of the Content-Length",
     "wrong": "1: serve a body without the expected content",
     "redirects": "redirect this many times before answering",
     "redirect_loop": "1: redirect forever",
@@ -80,6 +81,7 @@ class ResponsePlan:
     trickle_bytes_per_s: float | None = None
     trickle_chunk: int = 1024
     reset_after: int | None = None
+    close_after: int | None = None
     location: str | None = None
     hang: bool = False
 
@@ -150,6 +152,8 @@ def plan_response(
             plan = replace(plan, trickle_chunk=max(1, parse_size(query["chunk"])))
         if "reset_after" in query:
             plan = replace(plan, reset_after=parse_size(query["reset_after"]))
+        if "close_after" in query:
+            plan = replace(plan, close_after=parse_size(query["close_after"]))
         if _flag(query, "wrong"):
             body_line = WrongContent().body.encode()
         if _flag(query, "hang"):
@@ -284,19 +288,24 @@ class HTTPFaultServer(LabServer):
         headers = {"Content-Type": "text/plain", "Cache-Control": "no-store"}
         if plan.location is not None:
             headers["Location"] = plan.location
-        streamed = plan.trickle_bytes_per_s is not None or plan.reset_after is not None
+        cut = plan.reset_after if plan.reset_after is not None else plan.close_after
+        streamed = plan.trickle_bytes_per_s is not None or cut is not None
         if plan.coalesce and not streamed:
             return web.Response(status=plan.status, body=plan.body, headers=headers)
         response = web.StreamResponse(status=plan.status, headers=headers)
         response.content_length = len(plan.body)
         await response.prepare(request)  # sends the headers now: headers first
-        body = plan.body if plan.reset_after is None else plan.body[: plan.reset_after]
+        body = plan.body if cut is None else plan.body[:cut]
         if plan.trickle_bytes_per_s is not None:
             await _trickle(response, body, plan.trickle_bytes_per_s, plan.trickle_chunk)
         elif body:
             await response.write(body)
         if plan.reset_after is not None and plan.reset_after < len(plan.body):
             await _reset(request)
+            return response
+        if plan.close_after is not None and plan.close_after < len(plan.body):
+            if request.transport is not None:
+                request.transport.close()  # flushes what was written, then FIN
             return response
         await response.write_eof()
         return response

@@ -1,5 +1,5 @@
 """A raw asyncio TCP server for the faults an HTTP framework will not produce: hang after accept,
-garbage instead of HTTP, an endless body, and a reset as soon as the request arrives.
+garbage instead of HTTP, an endless body, and a reset or a close as soon as the request arrives.
 
 It complements lab/servers/http.py (which always speaks valid HTTP); `mode` can change while it
 runs, and applies to connections accepted afterwards.
@@ -19,10 +19,11 @@ from otelprobe.lab.servers._lifecycle import LabServer
 
 logger = logging.getLogger(__name__)
 
-RawMode = Literal["hang", "garbage", "endless_body", "reset"]
+RawMode = Literal["hang", "garbage", "endless_body", "reset", "close"]
 """hang: accept, read, never write. garbage: answer the request with bytes that are not HTTP.
 endless_body: a 200 whose chunked body never ends (bounded by `max_body_bytes`).
-reset: RST as soon as the request head has arrived."""
+reset: RST as soon as the request head has arrived.
+close: FIN as soon as the request head has arrived, no answer (a backend that died on the request)."""
 
 GARBAGE: Final = b"\x16\x03\x01\x00\xffSSH-2.0-not-http \x00\xfe\r\n\r\n"
 _CHUNK: Final = 16384
@@ -102,8 +103,9 @@ class RawFaultServer(LabServer):
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 writer.transport.abort()
-            else:
+            elif mode == "endless_body":
                 await self._endless(writer)
+            # close: nothing to write; the finally below closes the connection with FIN.
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             logger.debug("raw connection ended: %r", exc)
         finally:

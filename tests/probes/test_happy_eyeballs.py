@@ -22,6 +22,7 @@ from otelprobe.errors import ConnectRefused, ConnectTimeout
 from otelprobe.lab.certs import LabCA
 from otelprobe.lab.servers.dns import DNSFaultServer
 from otelprobe.lab.servers.ports import BlackholePort, RefusedPort
+from otelprobe.lab.servers.tls import TLSFront
 from otelprobe.net.connection import TimedConnection
 from otelprobe.net.happy_eyeballs import (
     CONNECTION_ATTEMPT_DELAY_S,
@@ -281,7 +282,8 @@ def assert_fell_back(result: ProbeResult) -> None:
 
 
 async def test_tls_falls_back(lab_ca: LabCA, lab_ca_file: str) -> None:
-    async with serve(close_after_read, lab_ca.server_context("valid")) as port:
+    async with TLSFront(lab_ca) as front:
+        port = front.port
         with refused("::1", port=port):
             fields = {"address": f"localhost:{port}", "ip": "prefer_ip6", "tls": {"ca_file": lab_ca_file}}
             config = TLSProbeConfig.model_validate({"name": "t", **fields})

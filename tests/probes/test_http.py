@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
+from otelprobe.lab.servers._lifecycle import LabServer
 from otelprobe.lab.servers.dns import DNSFault, DNSFaultServer
+from otelprobe.lab.servers.http import HTTPFaultServer
+from otelprobe.lab.servers.ports import RefusedPort
+from otelprobe.lab.servers.raw import RawFaultServer
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult
-from tests.support import http_servers as servers
 from tests.support.http_probing import CTX, duration, names_of, probe_once
-from tests.support.http_servers import H2Server, Seen, make_app, serve_app, serve_raw
+from tests.support.http_servers import H2Server, Seen, make_app, serve_app
 
 
 def assert_contiguous(result: ProbeResult) -> None:
@@ -59,11 +61,23 @@ async def https_port(cert_authority: trustme.CA, seen: Seen) -> AsyncIterator[in
 
 
 @pytest.fixture
+async def lab_http() -> AsyncIterator[HTTPFaultServer]:
+    """The lab's HTTP server: faults per request through its query parameters (`/?ttfb=200ms`)."""
+    async with HTTPFaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def lab_https(cert_authority: trustme.CA) -> AsyncIterator[HTTPFaultServer]:
+    context = server_context(cert_authority.issue_cert("localhost", "127.0.0.1"))
+    async with HTTPFaultServer(ssl_context=context) as server:
+        yield server
+
+
+@pytest.fixture
 def closed_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    yield port
+    with RefusedPort() as refused:
+        yield refused.port
 
 
 # --- phases -----------------------------------------------------------------------------------
@@ -126,11 +140,11 @@ async def test_repeated_attempts_report_the_same_certificate_with_fresh_remainin
 
 
 async def test_ttfb_delay_shows_in_ttfb_only_even_with_tls13_session_tickets(
-    https_port: int, ca_file: str
+    lab_https: HTTPFaultServer, ca_file: str
 ) -> None:
     # The server's TLS 1.3 NewSessionTicket records arrive right after the handshake, long
     # before the response: http.ttfb must still end at the first byte of the response.
-    result = await probe_once(f"https://localhost:{https_port}/slow?delay=0.2", tls={"ca_file": ca_file})
+    result = await probe_once(f"https://localhost:{lab_https.port}/?ttfb=200ms", tls={"ca_file": ca_file})
 
     assert result.success, result.error
     assert result.attributes["tls.protocol.version"] == "1.3"
@@ -156,8 +170,9 @@ async def test_dns_delay_shows_in_dns_lookup_only(http_port: int) -> None:
     assert duration(result, "http.ttfb") < 0.05
 
 
-async def test_trickled_body_shows_in_transfer(http_port: int) -> None:
-    result = await probe_once(f"http://127.0.0.1:{http_port}/trickle?chunks=5&pause=0.05")
+async def test_trickled_body_shows_in_transfer(lab_http: HTTPFaultServer) -> None:
+    # 500 bytes at 2000 B/s in 100-byte chunks: one every 50 ms after the headers.
+    result = await probe_once(f"http://127.0.0.1:{lab_http.port}/?size=500&trickle=2000&chunk=100")
 
     assert result.success, result.error
     assert names_of(result)[0] == "tcp.connect"  # an IP literal needs no lookup
@@ -217,8 +232,8 @@ async def test_refused(closed_port: int) -> None:
 
 
 async def test_accepts_but_never_answers_times_out_in_ttfb() -> None:
-    async with serve_raw(servers.hang) as port:
-        result = await probe_once(f"http://127.0.0.1:{port}/", timeout="300ms")
+    async with RawFaultServer("hang") as server:
+        result = await probe_once(server.url, timeout="300ms")
 
     assert result.error is not None
     assert result.error.error_type == "timeout"
@@ -228,9 +243,11 @@ async def test_accepts_but_never_answers_times_out_in_ttfb() -> None:
     assert ttfb is not None and ttfb.error_type == "timeout"
 
 
-async def test_tls_attributes_reported_when_the_response_never_comes(https_port: int, ca_file: str) -> None:
+async def test_tls_attributes_reported_when_the_response_never_comes(
+    lab_https: HTTPFaultServer, ca_file: str
+) -> None:
     result = await probe_once(
-        f"https://localhost:{https_port}/slow?delay=2", tls={"ca_file": ca_file}, timeout="300ms"
+        f"https://localhost:{lab_https.port}/?ttfb=2s", tls={"ca_file": ca_file}, timeout="300ms"
     )
 
     assert result.error is not None
@@ -240,25 +257,29 @@ async def test_tls_attributes_reported_when_the_response_never_comes(https_port:
 
 
 @pytest.mark.parametrize(
-    ("handler", "detail"),
+    ("server", "query", "detail"),
     [
-        (servers.garbage, "malformed_response"),
-        (servers.reset_mid_body, "reset_mid_body"),
-        (servers.close_mid_body, "incomplete_body"),
-        (servers.close_without_answer, "server_disconnected"),
+        (lambda: RawFaultServer("garbage"), "", "malformed_response"),
+        (HTTPFaultServer, "?size=100000&reset_after=1000", "reset_mid_body"),
+        (HTTPFaultServer, "?size=100000&close_after=1000", "incomplete_body"),
+        (lambda: RawFaultServer("close"), "", "server_disconnected"),
     ],
+    ids=["garbage", "reset_mid_body", "close_mid_body", "close_without_answer"],
 )
-async def test_misbehaving_servers_are_protocol_errors(handler: servers.RawHandler, detail: str) -> None:
-    async with serve_raw(handler) as port:
-        result = await probe_once(f"http://127.0.0.1:{port}/", timeout="2s")
+async def test_misbehaving_servers_are_protocol_errors(
+    server: Callable[[], LabServer], query: str, detail: str
+) -> None:
+    async with server() as running:
+        result = await probe_once(running.url + query, timeout="2s")
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("protocol_error", detail)
     assert result.duration_s < 1.5
 
 
-async def test_endless_body_fails_fast_at_the_cap(http_port: int) -> None:
-    result = await probe_once(f"http://127.0.0.1:{http_port}/endless", body_max="256KiB", timeout="5s")
+async def test_endless_body_fails_fast_at_the_cap() -> None:
+    async with RawFaultServer("endless_body") as server:
+        result = await probe_once(server.url, body_max="256KiB", timeout="5s")
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("protocol_error", "body_too_large")
@@ -267,15 +288,15 @@ async def test_endless_body_fails_fast_at_the_cap(http_port: int) -> None:
     assert transfer is not None and transfer.error_type == "protocol_error"
 
 
-async def test_redirect_loop(http_port: int) -> None:
-    result = await probe_once(f"http://127.0.0.1:{http_port}/loop-a")
+async def test_redirect_loop(lab_http: HTTPFaultServer) -> None:
+    result = await probe_once(f"{lab_http.url}?redirect_loop=1")
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("protocol_error", "redirect_loop")
 
 
-async def test_too_many_redirects(http_port: int) -> None:
-    result = await probe_once(f"http://127.0.0.1:{http_port}/redirect/5", redirects={"max": 2})
+async def test_too_many_redirects(lab_http: HTTPFaultServer) -> None:
+    result = await probe_once(f"{lab_http.url}?redirects=5", redirects={"max": 2})
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("protocol_error", "too_many_redirects")
@@ -323,13 +344,13 @@ async def test_bad_certificates_are_tls_errors(
 # --- expectations -----------------------------------------------------------------------------
 
 
-async def test_status_outside_expected_set(http_port: int) -> None:
-    result = await probe_once(f"http://127.0.0.1:{http_port}/status/503")
+async def test_status_outside_expected_set(lab_http: HTTPFaultServer) -> None:
+    result = await probe_once(f"{lab_http.url}?status=503")
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("http_status", "unexpected_status")
     assert result.attributes["http.response.status_code"] == 503
-    ok = await probe_once(f"http://127.0.0.1:{http_port}/status/503", expect={"status": [200, "500-599"]})
+    ok = await probe_once(f"{lab_http.url}?status=503", expect={"status": [200, "500-599"]})
     assert ok.success, ok.error
 
 
@@ -363,8 +384,8 @@ async def test_content_expectations_pass(http_port: int) -> None:
     assert result.success, result.error
 
 
-async def test_latency_bound(http_port: int) -> None:
-    result = await probe_once(f"http://127.0.0.1:{http_port}/slow?delay=0.1", expect={"max_duration": "50ms"})
+async def test_latency_bound(lab_http: HTTPFaultServer) -> None:
+    result = await probe_once(f"{lab_http.url}?ttfb=100ms", expect={"max_duration": "50ms"})
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("assertion_failed", "latency_exceeded")
@@ -400,9 +421,9 @@ async def test_relative_redirects_are_followed_each_hop_timed(http_port: int) ->
     assert_contiguous(result)
 
 
-async def test_redirect_not_followed(http_port: int) -> None:
+async def test_redirect_not_followed(lab_http: HTTPFaultServer) -> None:
     result = await probe_once(
-        f"http://127.0.0.1:{http_port}/redirect/0", redirects={"follow": False}, expect={"status": [302]}
+        f"{lab_http.url}?redirects=1", redirects={"follow": False}, expect={"status": [302]}
     )
     assert result.success, result.error
     assert result.attributes["http.response.status_code"] == 302

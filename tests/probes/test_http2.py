@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import trustme
 
+from otelprobe.lab.servers.raw import GARBAGE, RawFaultServer, RawMode
 from otelprobe.probes.http import http2_exchange
 from otelprobe.results import ProbeResult
-from tests.support import http_servers as servers
 from tests.support.http_probing import duration, names_of, probe_once
-from tests.support.http_servers import H2Server, Seen, make_app, serve_app, serve_raw
+from tests.support.http_servers import H2Server, Seen, make_app, serve_app
 
 H2C_PHASES = ["tcp.connect", "http.request", "http.ttfb", "http.transfer"]
 
@@ -186,23 +186,23 @@ async def test_prior_knowledge_to_an_http11_server() -> None:
 
 
 @pytest.mark.parametrize(
-    ("handler", "detail", "words"),
+    ("mode", "detail", "words"),
     [
-        (servers.garbage, "http2_not_supported", "SSH-2.0"),
-        (servers.close_without_answer, "server_disconnected", "prior knowledge"),
+        ("garbage", "http2_not_supported", str(GARBAGE[:9])),  # quotes what came instead of a frame
+        ("close", "server_disconnected", "prior knowledge"),
     ],
     ids=["garbage", "close"],
 )
-async def test_prior_knowledge_to_other_servers(handler: servers.RawHandler, detail: str, words: str) -> None:
-    async with serve_raw(handler) as port:
-        result = await probe_once(f"http://127.0.0.1:{port}/", http_version="2")
+async def test_prior_knowledge_to_other_servers(mode: RawMode, detail: str, words: str) -> None:
+    async with RawFaultServer(mode) as server:
+        result = await probe_once(server.url, http_version="2")
 
     assert words in assert_failed(result, detail, "http.ttfb")
 
 
 async def test_prior_knowledge_to_a_silent_server_times_out_in_ttfb() -> None:
-    async with serve_raw(servers.hang) as port:
-        result = await probe_once(f"http://127.0.0.1:{port}/", http_version="2", timeout="300ms")
+    async with RawFaultServer("hang") as server:
+        result = await probe_once(server.url, http_version="2", timeout="300ms")
 
     assert result.error is not None
     assert (result.error.error_type, result.error.detail) == ("timeout", "deadline_exceeded_in_http_ttfb")

@@ -4,7 +4,6 @@ fails with a classified error naming the cause, and probes succeed again once de
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import resource
@@ -14,10 +13,10 @@ import pytest
 
 from otelprobe.errors import ERROR_TYPES
 from otelprobe.lab.servers.dns import DNSFaultServer
+from otelprobe.lab.servers.http import HTTPFaultServer
 from otelprobe.probes import PROBE_TYPES, config_type_for
 from otelprobe.probes.base import ProbeContext
 from otelprobe.results import ProbeResult
-from tests.support.http_servers import read_request, serve_raw
 
 CTX = ProbeContext(vantage="test")
 
@@ -40,12 +39,6 @@ def no_descriptor_left() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-async def _ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    await writer.drain()
-
-
 async def _run(kind: str, fields: dict[str, object]) -> ProbeResult:
     config = config_type_for(kind).model_validate({"name": "t", "kind": kind, "timeout": "1s", **fields})
     probe = PROBE_TYPES[kind](config, CTX)  # type: ignore[call-arg]
@@ -58,7 +51,8 @@ async def _run(kind: str, fields: dict[str, object]) -> ProbeResult:
 
 @pytest.mark.parametrize("kind", ["http", "tcp", "dns", "icmp"])
 async def test_a_probe_without_descriptors_fails_classified_and_recovers(kind: str) -> None:
-    async with serve_raw(_ok) as port, DNSFaultServer(zone={"www": {"A": ["127.0.0.1"]}}) as dns_server:
+    async with HTTPFaultServer() as http, DNSFaultServer(zone={"www": {"A": ["127.0.0.1"]}}) as dns_server:
+        port = http.port
         fields: dict[str, object] = {
             "http": {"url": f"http://127.0.0.1:{port}/"},
             "tcp": {"address": f"127.0.0.1:{port}"},

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from otelprobe.errors import ERROR_TYPES
+from otelprobe.lab.servers.raw import RawFaultServer
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.dns.probe import DNSProbe, DNSProbeConfig
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
@@ -304,18 +305,14 @@ async def test_an_oversized_answer_is_read_whole_or_classified() -> None:
 # --- a TLS file that cannot be loaded ------------------------------------------------------------
 
 
-async def _accept_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await asyncio.sleep(10)  # cancelled when the server closes
-
-
 @pytest.mark.parametrize("kind", ["http", "tls", "tcp", "grpc", "websocket", "dns"])
 async def test_a_missing_ca_file_fails_each_attempt_as_tls_config_invalid(kind: str, tmp_path: Path) -> None:
     """The target is built (and scheduled); each attempt says which file, in its own telemetry."""
     from otelprobe.probes import PROBE_TYPES, config_type_for
 
     missing = str(tmp_path / "rotated-away.pem")
-    async with serve_raw(_accept_and_wait) as port:
-        address = f"127.0.0.1:{port}"
+    async with RawFaultServer("hang") as server:
+        address = f"127.0.0.1:{server.port}"
         fields: dict[str, object] = {
             "http": {"url": f"https://{address}/", "tls": {"ca_file": missing}},
             "tls": {"address": address, "tls": {"ca_file": missing}},

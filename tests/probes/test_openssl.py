@@ -17,16 +17,11 @@ from pathlib import Path
 import pytest
 import trustme
 
+from otelprobe.lab.servers.http import HTTPFaultServer
 from otelprobe.net.tls.openssl import ClientTLS
 from otelprobe.settings.common import TLSClientConfig
 from tests.support.http_probing import probe_once
 from tests.support.tls_servers import blocking_server, serve
-
-
-async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-    await writer.drain()
 
 
 @contextlib.contextmanager
@@ -72,8 +67,8 @@ def server_context(
 
 @pytest.fixture
 async def https_port(ca: trustme.CA) -> AsyncIterator[int]:
-    async with serve(answer_ok, server_context(ca)) as port:
-        yield port
+    async with HTTPFaultServer(ssl_context=server_context(ca)) as server:
+        yield server.port
 
 
 async def test_system_trust_store_is_where_the_ssl_module_finds_it(

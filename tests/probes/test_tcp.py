@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from otelprobe.config import load_text
 from otelprobe.lab.certs import LabCA
+from otelprobe.lab.servers.tls import TLSFront
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
@@ -92,7 +93,8 @@ async def test_dialogue_eof_before_match_is_assertion_failure() -> None:
 
 
 async def test_direct_tls(lab_ca: LabCA, lab_ca_file: str) -> None:
-    async with serve(close_after_read, lab_ca.server_context("valid")) as port:
+    async with TLSFront(lab_ca) as front:
+        port = front.port
         result = await probe(f"localhost:{port}", ip="ip4", tls={"ca_file": lab_ca_file})
         untrusted = await probe(f"localhost:{port}", ip="ip4", tls={})
     assert result.success, result.error
@@ -132,7 +134,8 @@ async def test_starttls_without_tls_settings_uses_the_defaults(lab_ca: LabCA) ->
 
 
 async def test_defaults_tls_configures_tcp_tls_but_never_turns_it_on(lab_ca: LabCA, lab_ca_file: str) -> None:
-    async with serve(close_after_read, lab_ca.server_context("valid")) as tls_port:
+    async with TLSFront(lab_ca) as front:
+        tls_port = front.port
         async with serve(close_after_read) as plain_port:
             config = load_text(
                 f"defaults: {{tls: {{ca_file: '{lab_ca_file}'}}, timeout: 2s}}\n"

@@ -11,6 +11,9 @@ import pytest
 import trustme
 
 from otelprobe.lab.certs import LabCA, LeafKind
+from otelprobe.lab.faults import BadCertificate
+from otelprobe.lab.servers.ports import RefusedPort
+from otelprobe.lab.servers.tls import TLSFront
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.tls import TLSProbe, TLSProbeConfig
 from otelprobe.results import ProbeResult
@@ -18,8 +21,11 @@ from tests.support.tls_servers import close_after_read, serve
 
 
 async def probe_kind(lab_ca: LabCA, ca_file: str, kind: LeafKind, **fields: Any) -> ProbeResult:
-    async with serve(close_after_read, lab_ca.server_context(kind)) as port:
-        return await probe(f"127.0.0.1:{port}", ca_file, **fields)
+    """Probe the lab's TLS front serving the `kind` leaf (a bad_certificate fault unless valid)."""
+    async with TLSFront(lab_ca) as front:
+        if kind != "valid":
+            front.apply(BadCertificate(problem=kind))
+        return await probe(f"127.0.0.1:{front.port}", ca_file, **fields)
 
 
 async def probe(address: str, ca_file: str | None, **fields: Any) -> ProbeResult:
@@ -131,9 +137,8 @@ async def test_alpn_and_client_certificate(
 
 
 async def test_refused_port_is_connect_refused(lab_ca_file: str) -> None:
-    async with serve(close_after_read) as port:
-        pass
-    result = await probe(f"127.0.0.1:{port}", lab_ca_file)
+    with RefusedPort() as refused:
+        result = await probe(f"127.0.0.1:{refused.port}", lab_ca_file)
     assert result.error is not None and result.error.error_type == "connect_refused"
 
 

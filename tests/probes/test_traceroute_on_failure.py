@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
+from otelprobe.lab.servers.http import HTTPFaultServer
+from otelprobe.lab.servers.ports import RefusedPort
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.probes.tcp.probe import TCPProbe, TCPProbeConfig
 from otelprobe.results import ProbeResult
 from tests.support.netns_helpers import RAW_ICMP_DENIED, in_netns, namespaces, needs_root
-from tests.support.tls_servers import serve
 
 T = TypeVar("T")
 HOP = "traceroute.hop"
@@ -35,12 +35,6 @@ needs_raw = pytest.mark.skipif(
 )
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def tcp_probe(address: str, **fields: Any) -> ProbeResult:
     config = TCPProbeConfig.model_validate({"name": "t", "address": address, "timeout": "2s", **fields})
     [result] = await TCPProbe(config, ProbeContext(vantage="test")).run()
@@ -51,12 +45,6 @@ async def http_probe(url: str, **fields: Any) -> ProbeResult:
     config = HTTPProbeConfig.model_validate({"name": "h", "url": url, "timeout": "2s", **fields})
     [result] = await HTTPProbe(config, ProbeContext(vantage="test")).run()
     return result
-
-
-async def ok_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-    await writer.drain()
 
 
 def hops(result: ProbeResult) -> list[tuple[object, ...]]:
@@ -74,11 +62,11 @@ def hops(result: ProbeResult) -> list[tuple[object, ...]]:
 @needs_raw
 @pytest.mark.parametrize("kind", ["http", "tcp"])
 async def test_refused_connection_gets_a_path_trace(kind: str) -> None:
-    port = closed_port()
-    if kind == "http":
-        result = await http_probe(f"http://127.0.0.1:{port}/", traceroute_on_failure=True)
-    else:
-        result = await tcp_probe(f"127.0.0.1:{port}", traceroute_on_failure=True)
+    with RefusedPort() as refused:
+        if kind == "http":
+            result = await http_probe(f"http://127.0.0.1:{refused.port}/", traceroute_on_failure=True)
+        else:
+            result = await tcp_probe(f"127.0.0.1:{refused.port}", traceroute_on_failure=True)
     assert result.error is not None and result.error.error_type == "connect_refused"
     assert hops(result) == [(1, "127.0.0.1", "port_unreachable")]
     assert result.attributes["probe.traceroute.destination"] == "127.0.0.1"
@@ -91,11 +79,12 @@ async def test_refused_connection_gets_a_path_trace(kind: str) -> None:
 
 
 async def test_off_by_default_and_never_on_success() -> None:
-    refused = await tcp_probe(f"127.0.0.1:{closed_port()}")
+    with RefusedPort() as closed:
+        refused = await tcp_probe(f"127.0.0.1:{closed.port}")
     assert refused.error is not None and hops(refused) == []
-    async with serve(ok_http) as port:
-        http = await http_probe(f"http://127.0.0.1:{port}/", traceroute_on_failure=True)
-        tcp = await tcp_probe(f"127.0.0.1:{port}", traceroute_on_failure=True)
+    async with HTTPFaultServer() as server:
+        http = await http_probe(server.url, traceroute_on_failure=True)
+        tcp = await tcp_probe(f"127.0.0.1:{server.port}", traceroute_on_failure=True)
     assert http.success and tcp.success, (http.error, tcp.error)
     for result in (http, tcp):
         assert hops(result) == [] and "probe.traceroute.destination" not in result.attributes
@@ -141,8 +130,9 @@ def _without_net_raw(work: Callable[[], T]) -> T:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping CAP_NET_RAW needs to have it first")
 def test_no_raw_socket_is_noted_not_raised() -> None:
-    port = closed_port()
-    result = _without_net_raw(lambda: asyncio.run(tcp_probe(f"127.0.0.1:{port}", traceroute_on_failure=True)))
+    with RefusedPort() as refused:
+        address = f"127.0.0.1:{refused.port}"
+        result = _without_net_raw(lambda: asyncio.run(tcp_probe(address, traceroute_on_failure=True)))
     assert result.error is not None and result.error.error_type == "connect_refused"
     assert hops(result) == []
     assert "raw" in str(result.attributes["probe.traceroute.error"]).lower()

@@ -1,10 +1,10 @@
 """Loopback targets of every probe kind for the end-to-end suite: an HTTPS + WebSocket server with a
-certificate made in the test, a real authoritative DNS server, a gRPC health server, a refused port."""
+certificate made in the test, a gRPC health server, and from the lab a real authoritative DNS
+server and a refused port. The HTTPS app is not the lab's: it also serves a WebSocket echo."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2_grpc
 
 from otelprobe.lab.servers.dns import DNSFaultServer
+from otelprobe.lab.servers.ports import RefusedPort
 
 HOST = "www.lab.test"  # resolved by our DNS server only
 
@@ -108,12 +109,6 @@ async def _ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def _refused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again: connecting to it is refused
-
-
 @contextlib.asynccontextmanager
 async def loopback_targets(tmp: Path, ca: trustme.CA) -> AsyncIterator[Targets]:
     ca_file = tmp / "ca.pem"
@@ -137,7 +132,8 @@ async def loopback_targets(tmp: Path, ca: trustme.CA) -> AsyncIterator[Targets]:
     await server.start()
     try:
         async with DNSFaultServer(zone={"www": {"A": ["127.0.0.1"]}}) as dns:
-            yield Targets(https_port, dns.port, grpc_port, _refused_port(), ca_file)
+            with RefusedPort() as refused:  # reserved while the targets live: nobody else takes it
+                yield Targets(https_port, dns.port, grpc_port, refused.port, ca_file)
     finally:
         await server.stop(grace=None)
         await runner.cleanup()

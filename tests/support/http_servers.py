@@ -1,5 +1,11 @@
-"""Loopback HTTP servers for the HTTP probe's tests: a well-behaved aiohttp app, raw misbehaving
-asyncio servers, and a tiny HTTP/2 server (h2 over TLS with ALPN, or h2c with prior knowledge).
+"""Loopback HTTP servers for the HTTP probe's tests that the lab has no equivalent of: an aiohttp
+application that records what it received (headers, bodies), a runner for hand-written raw
+handlers (framing edge cases no fault mode covers), and a tiny HTTP/2 server (h2 over TLS with
+ALPN, or h2c with prior knowledge; the lab's servers speak HTTP/1.1 only).
+
+Faults a user would inject (a slow first byte, a trickled body, a status, redirect chains and
+loops, a reset or a close mid-body, garbage, a hang, an endless body) come from the lab:
+otelprobe.lab.servers.http.HTTPFaultServer and otelprobe.lab.servers.raw.RawFaultServer.
 
 Each server is an async context manager bound to 127.0.0.1 on an ephemeral port, and closes
 everything it opened (the tests run with filterwarnings=error).
@@ -10,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -34,34 +38,13 @@ class Seen:
 
 
 def make_app(seen: Seen) -> web.Application:
+    """A healthy application: /ok (a short body and an X-Build header), /json, /echo (method and
+    body back as JSON), and /redirect/{n}, a chain of dot-relative Locations (`../redirect/1`)
+    where the lab's redirect chain sends path-absolute ones. Headers received go to `seen`."""
+
     async def ok(request: web.Request) -> web.Response:
         seen.headers.append(dict(request.headers))
         return web.Response(text="hello otelprobe", headers={"X-Build": "v1.2.3"})
-
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("delay", "0.2")))
-        return web.Response(text="slow hello")
-
-    async def trickle(request: web.Request) -> web.StreamResponse:
-        chunks, pause = int(request.query.get("chunks", "5")), float(request.query.get("pause", "0.05"))
-        response = web.StreamResponse(headers={"Content-Length": str(chunks * 100)})
-        await response.prepare(request)
-        for _ in range(chunks):
-            await response.write(b"x" * 100)
-            await asyncio.sleep(pause)
-        await response.write_eof()
-        return response
-
-    async def endless(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionError):
-            for _ in range(100_000):  # bounded: 6.5 GB at most, the client gives up long before
-                await response.write(b"y" * 65536)
-        return response
-
-    async def status(request: web.Request) -> web.Response:
-        return web.Response(status=int(request.match_info["code"]), text="status")
 
     async def data(request: web.Request) -> web.Response:
         return web.json_response({"status": "up", "items": [{"id": 7}, {"id": 8}], "ok": True})
@@ -71,12 +54,6 @@ def make_app(seen: Seen) -> web.Application:
         target = "/ok" if left == 0 else f"../redirect/{left - 1}"  # relative Location
         raise web.HTTPFound(target)
 
-    async def loop_a(request: web.Request) -> web.Response:
-        raise web.HTTPFound("/loop-b")
-
-    async def loop_b(request: web.Request) -> web.Response:
-        raise web.HTTPFound("/loop-a")
-
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
         seen.headers.append(dict(request.headers))
@@ -84,14 +61,8 @@ def make_app(seen: Seen) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/ok", ok)
-    app.router.add_get("/slow", slow)
-    app.router.add_get("/trickle", trickle)
-    app.router.add_get("/endless", endless)
-    app.router.add_get("/status/{code}", status)
     app.router.add_get("/json", data)
     app.router.add_get("/redirect/{n}", redirect)
-    app.router.add_get("/loop-a", loop_a)
-    app.router.add_get("/loop-b", loop_b)
     app.router.add_route("*", "/echo", echo)
     return app
 
@@ -146,41 +117,6 @@ async def serve_raw(handler: RawHandler) -> AsyncIterator[int]:
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
-
-
-async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
-    writer.write(b"SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\r\n")
-    await writer.drain()
-    await asyncio.sleep(1)
-
-
-async def reset_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
-    await writer.drain()
-    await asyncio.sleep(0.05)
-    sock = writer.get_extra_info("socket")
-    # SO_LINGER 0: close() sends RST instead of FIN.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
-async def close_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 1000)
-    await writer.drain()
-    writer.close()
-
-
-async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
-    await asyncio.sleep(30)  # cancelled when the server closes
-
-
-async def close_without_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await read_request(reader)
-    writer.close()
 
 
 @dataclass

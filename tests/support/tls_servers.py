@@ -1,4 +1,11 @@
-"""Loopback TLS and line-protocol servers for the tcp and tls probe tests."""
+"""Loopback TLS and line-protocol servers for the tcp and tls probe tests, where the lab has none.
+
+`serve` runs a hand-written handler per connection (plain or TLS with any context: ALPN, client
+certificates, a dialogue for the tcp probe's send/expect); `blocking_server` is for servers asyncio
+cannot play (it drops TLS alerts; pyOpenSSL needs a plain socket); `smtp_server` and `pop3_server`
+speak STARTTLS, a protocol no lab server speaks. A TLS server with a lab certificate (valid or
+broken) is the lab's otelprobe.lab.servers.tls.TLSFront; a refused port is lab.servers.ports.RefusedPort.
+"""
 
 from __future__ import annotations
 

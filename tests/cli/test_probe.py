@@ -2,49 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from otelprobe.lab.servers.dns import DNSFaultServer
+from otelprobe.lab.servers.http import HTTPFaultServer
+from otelprobe.lab.servers.ports import RefusedPort
+from tests.support.cli_process import run_otelprobe
 
 
 async def _otelprobe(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "otelprobe.cli",
-        "probe",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_otelprobe("probe", *args)
 
 
 @pytest.fixture
 async def http_port() -> AsyncIterator[int]:
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="hello otelprobe")
-
-    async def broken(request: web.Request) -> web.Response:
-        return web.Response(status=500, text="boom")
-
-    app = web.Application()
-    app.router.add_get("/", ok)
-    app.router.add_get("/broken", broken)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield runner.addresses[0][1]
-    await runner.cleanup()
+    """The lab's HTTP server: 200 on /, and `/?status=500` for a failing answer."""
+    async with HTTPFaultServer() as server:
+        yield server.port
 
 
 async def test_waterfall_of_a_successful_http_probe(http_port: int) -> None:
@@ -57,7 +34,7 @@ async def test_waterfall_of_a_successful_http_probe(http_port: int) -> None:
 
 
 async def test_json_output_and_exit_code_of_a_failed_probe(http_port: int) -> None:
-    code, out, _ = await _otelprobe(f"http://127.0.0.1:{http_port}/broken", "--json")
+    code, out, _ = await _otelprobe(f"http://127.0.0.1:{http_port}/?status=500", "--json")
     assert code == 1
     record = json.loads(out)
     assert record["kind"] == "http"
@@ -74,7 +51,7 @@ async def test_json_output_and_exit_code_of_a_failed_probe(http_port: int) -> No
 
 
 async def test_expect_status_option_maps_to_config(http_port: int) -> None:
-    code, _, _ = await _otelprobe(f"http://127.0.0.1:{http_port}/broken", "--expect-status", "500")
+    code, _, _ = await _otelprobe(f"http://127.0.0.1:{http_port}/?status=500", "--expect-status", "500")
     assert code == 0
 
 
@@ -86,12 +63,8 @@ async def test_bad_usage_exits_2(args: list[str]) -> None:
 
 
 async def test_refused_port_is_a_classified_failure() -> None:
-    import socket
-
-    with socket.socket() as sock:  # bound, never listening: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        code, out, _ = await _otelprobe(f"tcp://127.0.0.1:{port}", "--json")
+    with RefusedPort() as refused:
+        code, out, _ = await _otelprobe(f"tcp://127.0.0.1:{refused.port}", "--json")
     assert code == 1
     assert json.loads(out)["error_type"] == "connect_refused"
 

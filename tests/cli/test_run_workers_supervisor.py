@@ -4,140 +4,32 @@ requests, spans over OTLP/HTTP into a real receiver, the one /metrics endpoint, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
 import socket
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import pytest
-import yaml
-from aiohttp import web
 
-from otelprobe.sidecar.receiver import OTLPReceiver, ReceivedSpan, iter_spans
+from otelprobe.sidecar.receiver import OTLPReceiver
 from otelprobe.targets import worker_of
+from tests.support.run_workers import (
+    config_text,
+    free_port,
+    received,
+    roots,
+    scrape,
+    start_run,
+    stop,
+    target_server,
+    wait_until,
+    worker_pids,
+)
 
 pytestmark = pytest.mark.timeout(180)
-INTERVAL_S = 0.5
-
-
-@dataclass
-class Hits:
-    """Requests the target server answered: (target name, monotonic time)."""
-
-    seen: list[tuple[str, float]] = field(default_factory=list)
-
-    def count(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
-        return Counter(name for name, at in self.seen if since <= at < until)
-
-    def first_after(self, name: str, since: float) -> float | None:
-        return next((at for n, at in self.seen if n == name and at >= since), None)
-
-
-@contextlib.asynccontextmanager
-async def target_server() -> AsyncIterator[tuple[int, Hits]]:
-    hits = Hits()
-
-    async def answer(request: web.Request) -> web.Response:
-        hits.seen.append((request.match_info["name"], time.monotonic()))
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/{name}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield port, hits
-    finally:
-        await runner.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def config_text(port: int, names: list[str], receiver: OTLPReceiver, metrics_port: int) -> str:
-    config = {
-        "defaults": {"interval": f"{int(INTERVAL_S * 1000)}ms", "timeout": "400ms"},
-        "telemetry": {
-            "exporters": [
-                {"type": "otlp_http", "endpoint": receiver.http_endpoint, "timeout": "2s"},
-                {"type": "prometheus", "port": metrics_port},
-            ],
-            "queue": {"schedule_delay": "100ms"},
-        },
-        "targets": [{"name": n, "kind": "http", "url": f"http://127.0.0.1:{port}/{n}"} for n in names],
-    }
-    return yaml.safe_dump(config, sort_keys=False)
-
-
-async def start_run(config: Path, log: Path, *extra: str) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "otelprobe.cli", "-v", "run", str(config), *extra, stdout=out, stderr=out
-        )
-
-
-def worker_pids(parent: int) -> dict[int, int]:
-    """worker index -> pid, from the parent's children's command lines."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    found: dict[int, int] = {}
-    for pid in children:
-        with contextlib.suppress(OSError):
-            match = re.search(rb"--worker=(\d+)/", Path(f"/proc/{pid}/cmdline").read_bytes())
-            if match:
-                found[int(match.group(1))] = int(pid)
-    return found
-
-
-async def wait_until(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-async def stop(process: asyncio.subprocess.Process, log: Path) -> int:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(40):
-            return await process.wait()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"otelprobe run did not stop; its log:\n{log.read_text()[-4000:]}") from None
-
-
-def received(receiver: OTLPReceiver) -> list[ReceivedSpan]:
-    spans: list[ReceivedSpan] = []
-    while not receiver.queue.empty():
-        spans.extend(iter_spans(receiver.queue.get_nowait()))
-    return spans
-
-
-def roots(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
-    return [s for s in spans if not s.span.parent_span_id]
-
-
-async def scrape(port: int) -> str:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        assert resp.status == 200
-        return await resp.text()
 
 
 async def test_two_workers_probe_each_target_once_per_interval_as_one_prober(tmp_path: Path) -> None:
@@ -149,7 +41,7 @@ async def test_two_workers_probe_each_target_once_per_interval_as_one_prober(tmp
         log = tmp_path / "run.log"
         process = await start_run(config, log, "--workers", "2")
         try:
-            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed")
+            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed", log)
             await asyncio.sleep(1.0)
             window_start = time.monotonic()
             await asyncio.sleep(3.0)
@@ -218,7 +110,7 @@ async def test_a_killed_worker_comes_back_and_sighup_reaches_every_worker(tmp_pa
         log = tmp_path / "run.log"
         process = await start_run(config, log, "--workers", "2")
         try:
-            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed")
+            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed", log)
             assert process.returncode is None
 
             # kill -9 worker 0: it is restarted and its targets are probed again.
@@ -231,7 +123,7 @@ async def test_a_killed_worker_comes_back_and_sighup_reaches_every_worker(tmp_pa
             def back() -> bool:
                 return all(hits.first_after(n, killed_at + 0.5) is not None for n in its_targets)
 
-            await wait_until(back, 60, "worker 0's targets probed again")
+            await wait_until(back, 60, "worker 0's targets probed again", log)
             delay = max(hits.first_after(n, killed_at + 0.5) or 0.0 for n in its_targets) - killed_at
             print(f"worker 0's targets probed again {delay:.1f} s after kill -9")
             assert worker_pids(process.pid)[0] != victim
@@ -243,7 +135,9 @@ async def test_a_killed_worker_comes_back_and_sighup_reaches_every_worker(tmp_pa
             same_size_same_stamp_rewrite(config, placeholder, added)
             hup_at = time.monotonic()
             process.send_signal(signal.SIGHUP)
-            await wait_until(lambda: hits.first_after("added", hup_at) is not None, 30, "the added target")
+            await wait_until(
+                lambda: hits.first_after("added", hup_at) is not None, 30, "the added target", log
+            )
             await wait_until(
                 lambda: all(
                     f"[w{i}] otelprobe.scheduling.runtime: reload requested" in log.read_text()
@@ -251,6 +145,7 @@ async def test_a_killed_worker_comes_back_and_sighup_reaches_every_worker(tmp_pa
                 ),
                 10,
                 "both workers' reload",
+                log,
             )
         finally:
             code = await stop(process, log)

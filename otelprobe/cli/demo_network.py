@@ -1,11 +1,11 @@
 """The demo's network side when it runs as root: its targets behind the lab's emulated link.
 
 `otelprobe demo` as root puts the lab servers in a network namespace of their own and the prober
-in a second one, joined by the lab's userspace link emulator (lab/link.py: this kernel has no
+in a second one, joined by the lab's userspace link emulator (lab/emulation/link.py: this kernel has no
 netem). Network faults — latency, packet loss, a bandwidth limit — are then settings of that link,
 as in `otelprobe lab run`, and the server faults work as before. The sidecar stays in the host's
 namespace; a small relay inside the prober's namespace carries its OTLP export there. Everything
-is created for the run and removed at its end (also after a crash: lab/netns.py's registry).
+is created for the run and removed at its end (also after a crash: lab/emulation/netns.py's registry).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A probe of a name with several addresses (IPv6 and IPv4, or several of one famil
 because the first one refuses or is silent while another works. `connect_first` starts a
 connect to the first address, starts the next at once when one fails and otherwise after the
 connection attempt delay, keeps earlier attempts running, takes the first connection and
-cancels the rest. Every attempt is its own `tcp.connect` phase (timed by `_net.timed_connect`):
+cancels the rest. Every attempt is its own `tcp.connect` phase (timed by `connection.timed_connect`):
 a failed one carries its error, a cancelled loser `probe.connect.abandoned` and no error. The
 connecting kinds (tcp, tls, grpc, websocket) run their attempts through `run_with_fallback`.
 """
@@ -219,4 +219,4 @@ class _Race:
 
 
 def _is_v6(address: str) -> bool:
-    return ":" in address  # as _net.timed_connect picks the socket family
+    return ":" in address  # as connection.timed_connect picks the socket family

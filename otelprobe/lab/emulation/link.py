@@ -2,7 +2,7 @@
 
 The kernel here has no netem, so each vantage namespace is joined to the targets' namespace by a
 pair of TUN devices and a forwarder process (`_forwarder.py`) that shapes every packet per direction
-(`_shaper.py`). This module is the topology and the control API; scenarios (`lab/scenarios.py`)
+(`_shaper.py`). This module is the topology and the control API; scenarios (`lab/scenario.py`)
 drive it, and the probes see real SYN delays, drops and kernel retransmits.
 
 Topology (addresses exist only inside the lab's namespaces)::

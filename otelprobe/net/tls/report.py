@@ -73,7 +73,7 @@ def is_certificate_detail(detail: str) -> bool:
 
 
 def session_attributes(handshake: Handshake) -> dict[str, AttributeValue]:
-    """tls.* of a completed handshake (version, cipher, ALPN), as `_tls.handshake_attributes` writes them."""
+    """tls.* of a completed handshake (version, cipher, ALPN), as `handshake_attributes` writes them."""
     attrs: dict[str, AttributeValue] = {names.TLS_PROTOCOL_NAME: "tls", names.TLS_ESTABLISHED: True}
     if handshake.version:
         attrs[names.TLS_PROTOCOL_VERSION] = handshake.version

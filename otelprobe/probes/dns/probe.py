@@ -1,8 +1,8 @@
 """The dns probe kind: one query of any type to a chosen server (or the system's), checked.
 
 The query is the `dns.lookup` phase (DESIGN §3); over TCP, DoT and DoH the connection and
-handshake before it are `tcp.connect` and `tls.handshake`. Wire work lives in _dns_channel.py,
-local DNSSEC validation in _dnssec.py, assertions in _dns_checks.py.
+handshake before it are `tcp.connect` and `tls.handshake`. Wire work lives in net/dns/channel.py,
+local DNSSEC validation in _dnssec.py, assertions in _checks.py.
 """
 
 from __future__ import annotations

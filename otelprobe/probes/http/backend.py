@@ -2,9 +2,9 @@
 
 probes/http/http1_exchange.py frames HTTP/1.1 (httptools parses) and http2_exchange.py HTTP/2
 (h2); this module owns the sockets under both. `TimedBackend` resolves and connects (the
-`dns.lookup` / `tcp.connect` phases of probes/base.py and _net.py), `TimedStream.start_tls` is the
-`tls.handshake` phase, and `ExchangeTimer` derives `http.request`, `http.ttfb` and `http.transfer`
-from the bytes that cross the stream (DESIGN §3):
+`dns.lookup` / `tcp.connect` phases of probes/base.py and net/connection.py),
+`TimedStream.start_tls` is the `tls.handshake` phase, and `ExchangeTimer` derives `http.request`,
+`http.ttfb` and `http.transfer` from the bytes that cross the stream (DESIGN §3):
 
 - `http.request`: first request byte written -> last request byte written. On HTTP/1.1 the
   request is complete at the first read (the whole request is written before reading).
@@ -218,7 +218,7 @@ class TimedStream:
         self._timer.wrote(data, *self._write_span)
 
     async def start_tls(self, client: ClientTLS, server_hostname: str) -> None:
-        """The `tls.handshake` phase on probes/_openssl.py; the connection is closed if it fails."""
+        """The `tls.handshake` phase on net/tls/openssl.py; the connection is closed if it fails."""
         try:
             await self._connection.start_tls(client, server_hostname, self._clock)
         except BaseException:

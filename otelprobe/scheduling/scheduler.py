@@ -1,6 +1,11 @@
 """The scheduler: runs every target's probe on its interval, with jitter, a global concurrency bound,
 retries with backoff, an outer safety deadline and per-target UP/DOWN state.
 
+With tenants or a per-destination limit (tenancy.py), attempts start through the fair gate
+(fair_share.py) instead of the one semaphore: tenants share the bound by weight, each within its
+own quota, rate and circuit, and an attempt that cannot start before its run's next due time is
+skipped. Without them the per-attempt path is the semaphore alone, as before.
+
 It sits between config and telemetry: `runtime.py` hands it target configs (and again on every
 reload); it creates one probe per target and passes every `ProbeResult` to a `ResultSink`.
 All timers live in the event loop's own heap (one `loop.call_at` handle per target); a task exists
@@ -18,11 +23,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
-from otelprobe.errors import ProbeTimeout
+from otelprobe.errors import ConnectTimeout, ProbeTimeout
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.scheduling.fair_share import Destination, FairGate, TenantShare
 from otelprobe.scheduling.health import Health, TargetState, backoff_s
 from otelprobe.scheduling.stats import SchedulerStats
+from otelprobe.scheduling.tenancy import Tenancy, destination_of
 from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.targets import spread_offset
 from otelprobe.timing import PhaseClock
@@ -44,7 +51,14 @@ class ResultSink(Protocol):
         ...
 
 
+class TenantAwareSink(Protocol):
+    """A sink that labels each target's telemetry with its tenant (`telemetry.pipeline.Telemetry`)."""
+
+    def set_target_tenants(self, tenants: Mapping[str, str]) -> None: ...
+
+
 ProbeFactory = Callable[[ProbeConfigBase, ProbeContext], Probe]
+_TIMEOUT_TYPES: Final = frozenset({ProbeTimeout.error_type, ConnectTimeout.error_type})
 
 
 @dataclass(eq=False, slots=True)
@@ -57,6 +71,11 @@ class _Target:
     seq: int = 0
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
+    share: TenantShare | None = None
+    """Its tenant's share of the fair gate (None: no tenancy, the semaphore alone)."""
+    destination: Destination | None = None
+    queued: bool = False
+    """Its run is waiting at the fair gate (it gives up its place at the next due time)."""
 
 
 def _run_done(t: _Target, _task: asyncio.Task[None]) -> None:
@@ -72,6 +91,7 @@ class Scheduler:
         ctx: passed to the factory.
         concurrency: the most attempts in flight at once, over all targets.
         rng: source of jitter (seed it in tests).
+        tenancy: tenants' limits and the per-destination limit; None = the one bound only.
     """
 
     def __init__(
@@ -82,6 +102,7 @@ class Scheduler:
         *,
         concurrency: int = 256,
         rng: random.Random | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self._sink = sink
         self._factory = factory
@@ -93,6 +114,8 @@ class Scheduler:
         self._orphans: set[asyncio.Task[list[ProbeResult]]] = set()
         self._epoch: float | None = None
         self._closed = False
+        self._tenancy = tenancy
+        self._gate: FairGate | None = None
         self.stats = SchedulerStats()
 
     # -- public API -------------------------------------------------------------------------
@@ -106,6 +129,17 @@ class Scheduler:
         if concurrency != self._concurrency:
             self._semaphore = asyncio.Semaphore(concurrency)
             self._concurrency = concurrency
+            if self._gate is not None:
+                self._gate.capacity = concurrency
+
+    @property
+    def gate(self) -> FairGate | None:
+        """The fair gate when the scheduler has tenancy (its tenants' counters are read from it)."""
+        return self._gate
+
+    def set_tenancy(self, tenancy: Tenancy | None) -> None:
+        """Replace the tenancy; takes effect for the targets at the next `apply()`."""
+        self._tenancy = tenancy
 
     def targets(self) -> Mapping[str, ProbeConfigBase]:
         return {name: t.config for name, t in self._targets.items()}
@@ -154,7 +188,40 @@ class Scheduler:
             target = _Target(config, probe, Health(name, config.failure_threshold), self._anchor(config))
             self._targets[name] = target
             self._arm(target, loop)
+        self._bind_tenants()
         log.info("scheduling %d targets (%d rebuilt or removed)", len(self._targets), len(stale))
+
+    def _bind_tenants(self) -> None:
+        """Give every target its tenant's share and its destination (or none without tenancy)."""
+        tenancy = self._tenancy
+        if tenancy is None:
+            self._gate = None
+            for t in self._targets.values():
+                t.share = t.destination = None
+            self._label_telemetry({})
+            return
+        gate = self._gate
+        if gate is None:
+            gate = self._gate = FairGate(self._concurrency, tenancy.per_destination, tenancy.circuit)
+        gate.capacity, gate.per_destination, gate.circuit = (
+            self._concurrency,
+            tenancy.per_destination,
+            tenancy.circuit,
+        )
+        for name, limits in tenancy.limits.items():
+            gate.tenant(name, limits)
+        tenants: dict[str, str] = {}
+        for name, t in self._targets.items():
+            tenant = tenancy.tenant_of(t.config)
+            t.share = gate.tenant(tenant)
+            t.destination = gate.destination(destination_of(t.config))
+            tenants[name] = tenant
+        self._label_telemetry(tenants if tenancy.labelled else {})
+
+    def _label_telemetry(self, tenants: Mapping[str, str]) -> None:
+        label = getattr(self._sink, "set_target_tenants", None)
+        if label is not None:
+            label(tenants)
 
     async def aclose(self, grace_s: float = 5.0) -> None:
         """Stop all timers, let in-flight runs finish within `grace_s`, cancel the rest, close probes."""
@@ -211,10 +278,24 @@ class Scheduler:
         t.seq += 1
         self._arm(t, loop)
         assert t.timer is not None
+        if t.task is not None and t.queued:
+            # The previous run is still waiting at the gate and expires now (counted there):
+            # this run starts as soon as that one has ended.
+            t.task.add_done_callback(partial(self._start_after, t, scheduled))
+            return
         if t.task is not None:
             self.stats.skipped_runs += 1
+            if t.share is not None:
+                t.share.skipped += 1
             log.warning("target %s: previous run still going, skipping this one", t.config.name)
             return
+        t.task = loop.create_task(self._run(t, scheduled, t.timer.when()), name=f"probe {t.config.name}")
+        t.task.add_done_callback(partial(_run_done, t))
+
+    def _start_after(self, t: _Target, scheduled: float, _previous: asyncio.Task[None]) -> None:
+        if self._closed or t.task is not None or self._targets.get(t.config.name) is not t or t.timer is None:
+            return
+        loop = asyncio.get_running_loop()
         t.task = loop.create_task(self._run(t, scheduled, t.timer.when()), name=f"probe {t.config.name}")
         t.task.add_done_callback(partial(_run_done, t))
 
@@ -235,11 +316,22 @@ class Scheduler:
                     break
                 await asyncio.sleep(pause)
                 self.stats.retries += 1
-            async with self._semaphore:
-                if attempt == 1:
-                    self.stats.lateness.add(loop.time() - scheduled)
-                self.stats.attempts += 1
-                results = await self._attempt(t, attempt)
+            share = t.share
+            if share is None:
+                async with self._semaphore:
+                    if attempt == 1:
+                        self.stats.lateness.add(loop.time() - scheduled)
+                    self.stats.attempts += 1
+                    results = await self._attempt(t, attempt)
+            else:
+                due = scheduled if attempt == 1 else loop.time()
+                expires = next_run if attempt == 1 else next_run - config.timeout_s
+                granted, results = await self._gated_attempt(t, share, attempt, due, expires)
+                if not granted and attempt == 1:
+                    self.stats.skipped_runs += 1
+                    return  # not run at all: neither a failure nor a success of the target
+                if not granted:
+                    break  # no time left for this retry
             if results is None:  # the probe raised: a bug, logged; retrying would repeat it
                 break
             refs = [
@@ -254,6 +346,32 @@ class Scheduler:
         if not success:
             self.stats.failed_runs += 1
         t.health.observe(success)
+
+    async def _gated_attempt(
+        self, t: _Target, share: TenantShare, attempt: int, due: float, expires: float
+    ) -> tuple[bool, list[ProbeResult] | None]:
+        """One attempt through the fair gate: (False, None) when it could not start before `expires`."""
+        gate = self._gate
+        assert gate is not None
+        destination = t.destination
+        t.queued = True
+        try:
+            granted = await gate.acquire(share, destination, due, expires)
+        finally:
+            t.queued = False
+        if not granted:
+            return False, None
+        try:
+            if attempt == 1:
+                self.stats.lateness.add(asyncio.get_running_loop().time() - due)
+            self.stats.attempts += 1
+            results = await self._attempt(t, attempt)
+        finally:
+            gate.release(share, destination)
+        if results is not None:
+            timed_out = any(r.error is not None and r.error.error_type in _TIMEOUT_TYPES for r in results)
+            gate.observe(share, timed_out)
+        return True, results
 
     async def _attempt(self, t: _Target, attempt: int) -> list[ProbeResult] | None:
         """One probe.run under the outer safety deadline; None if the probe raised."""

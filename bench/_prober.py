@@ -27,6 +27,7 @@ from otelprobe.probes.http.probe import HTTPProbe
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.runtime import settle_long_lived
 from otelprobe.scheduling.scheduler import Scheduler
+from otelprobe.targets import parse_shard, worker_of
 from otelprobe.telemetry.pipeline import Telemetry
 
 
@@ -99,6 +100,10 @@ async def main(args: argparse.Namespace) -> None:
         )
         for i in range(args.targets)
     ]
+    if args.worker:
+        # One of `otelprobe run --workers N`'s processes: its share, by the same hashing.
+        worker = parse_shard(args.worker)
+        configs = [c for c in configs if worker_of(c.name, worker.count) == worker.index]
     scheduler = Scheduler(
         sink,
         lambda config, ctx: HTTPProbe(config, ctx),  # type: ignore[arg-type]
@@ -169,6 +174,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--metric-interval", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--reset-lateness", action="store_true")
+    p.add_argument("--worker", metavar="I/N", help="probe only worker I of N's share of the targets")
     p.add_argument("--switch-interval", type=float, default=0.0, help="experiment: sys.setswitchinterval")
     p.add_argument("--gc-threshold", type=int, default=0, help="experiment: this gen-0 GC threshold")
     return p.parse_args()

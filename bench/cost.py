@@ -15,6 +15,7 @@ blackbox_exporter process, over a measured window after a warm-up; the load driv
 the OTLP sink are not counted. Runs of the two tools alternate so that they share machine noise.
 
     .venv/bin/python bench/cost.py [--quick] [--runs 3] [--rates 50,100,200] [--exporter otlp_grpc]
+        [--workers 1,2]   # otelprobe as 1 and as 2 processes (`otelprobe run --workers N`)
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from _common import (
@@ -86,6 +90,28 @@ class Point:
         )
 
 
+def otelprobe_tool(workers: int) -> str:
+    """The tool's name in points and tables: "otelprobe" for one process, "otelprobe-wN" for N."""
+    return "otelprobe" if workers == 1 else f"otelprobe-w{workers}"
+
+
+def _read_prober(
+    proc: subprocess.Popen[str],
+    out: dict[str, Any],
+    on_warm: Callable[[int], None] | None,
+) -> None:
+    """Read one prober's protocol lines; take its CPU counters as soon as each marker arrives."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] in ("warm", "end"):
+            out[event["event"]] = cpu_s(proc.pid)
+            if event["event"] == "warm" and on_warm is not None:
+                on_warm(proc.pid)
+        elif event["event"] == "summary":
+            out["summary"] = event
+
+
 def run_otelprobe(
     url: str,
     ca: Path,
@@ -97,7 +123,11 @@ def run_otelprobe(
     profile: Path | None = None,
     metric_interval_s: float = 5.0,
     native: bool = False,
+    workers: int = 1,
 ) -> Point:
+    """One point of otelprobe: one prober process, or `workers` of them each probing its
+    `targets.worker_of` share (what `otelprobe run --workers N` runs; the idle supervisor is not
+    counted). CPU is summed over the processes, latencies pooled, start lateness the worst p99."""
     targets = max(1, round(rate * INTERVAL_S))
     cmd = [
         PYTHON,
@@ -114,69 +144,83 @@ def run_otelprobe(
         "--reset-lateness",
         f"--metric-interval={metric_interval_s}",
     ]
+    cmds = [cmd] if workers == 1 else [[*cmd, f"--worker={i}/{workers}"] for i in range(workers)]
+
+    def start_profile(pid: int) -> None:
+        # Sampled from outside (its CPU is not the prober's); collapsed stacks, per thread.
+        assert profile is not None
+        out = profile.with_name(f"{profile.stem}-{rate:.0f}-{run}-{pid}{profile.suffix}")
+        subprocess.Popen(
+            [
+                str(Path(PYTHON).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--threads",
+                "-r",
+                "100",
+                "-d",
+                str(int(window_s)),
+                "-o",
+                str(out),
+                *(["--native"] if native else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     spans_before = sink.counts()["spans"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    assert proc.stdout is not None
-    cpu = {}
-    summary: dict[str, object] = {}
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=REPO) for c in cmds]
+    outs: list[dict[str, Any]] = [{} for _ in procs]
+    readers = [
+        threading.Thread(target=_read_prober, args=(proc, out, start_profile if profile else None))
+        for proc, out in zip(procs, outs, strict=True)
+    ]
     try:
-        for line in proc.stdout:
-            event = json.loads(line)
-            if event["event"] in ("warm", "end"):
-                cpu[event["event"]] = cpu_s(proc.pid)
-            if event["event"] == "warm" and profile is not None:
-                # Sampled from outside (its CPU is not the prober's); collapsed stacks, per thread.
-                out = profile.with_name(f"{profile.stem}-{rate:.0f}-{run}{profile.suffix}")
-                subprocess.Popen(
-                    [
-                        str(Path(PYTHON).parent / "py-spy"),
-                        "record",
-                        "--pid",
-                        str(proc.pid),
-                        "--format",
-                        "raw",
-                        "--threads",
-                        "-r",
-                        "100",
-                        "-d",
-                        str(int(window_s)),
-                        "-o",
-                        str(out),
-                        *(["--native"] if native else []),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            elif event["event"] == "summary":
-                summary = event
-        proc.wait(30)
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(window_s + 120)
+        for proc in procs:
+            proc.wait(30)
     finally:
-        stop(proc)
-    if not summary or proc.returncode != 0:
-        raise RuntimeError(f"the otelprobe prober failed (exit {proc.returncode})")
+        for proc in procs:
+            stop(proc)
+    summaries: list[dict[str, Any]] = [out["summary"] for out in outs if "summary" in out]
+    if len(summaries) != len(procs) or any(proc.returncode != 0 for proc in procs):
+        raise RuntimeError(f"an otelprobe prober failed (exits {[proc.returncode for proc in procs]})")
     time.sleep(0.2)
-    durations = [float(d) for d in summary["durations"]]  # type: ignore[attr-defined]
-    failures = summary["failures"]
-    assert isinstance(failures, dict)
+    durations = [float(d) for summary in summaries for d in summary["durations"]]
+    failures: dict[str, int] = {}
+    for summary in summaries:
+        for key, count in summary["failures"].items():
+            failures[key] = failures.get(key, 0) + count
     completed = len(durations)
     return Point(
-        tool="otelprobe",
+        tool=otelprobe_tool(workers),
         rate=rate,
         run=run,
-        window_s=float(summary["window_s"]),  # type: ignore[arg-type]
+        window_s=median([float(summary["window_s"]) for summary in summaries]),
         completed=completed,
         succeeded=completed - sum(failures.values()),
-        cpu_s=cpu["end"] - cpu["warm"],
+        cpu_s=sum(float(out["end"]) - float(out["warm"]) for out in outs),
         p50_ms=1000 * pct(durations, 50),
         p99_ms=1000 * pct(durations, 99),
-        lateness_p99_ms=1000 * float(summary["lateness_p99_s"]),  # type: ignore[arg-type]
+        lateness_p99_ms=1000 * max(float(summary["lateness_p99_s"]) for summary in summaries),
         extra={
             "failures": failures,
             "spans_received": sink.counts()["spans"] - spans_before,
-            "spans_exported": summary["exported_spans"],
-            "spans_dropped": summary["dropped_spans"],
-            "negative_phases": summary.get("negative_phases", {}),
-            "skipped_runs": summary["skipped_runs"],
+            "spans_exported": sum(summary["exported_spans"] for summary in summaries),
+            "spans_dropped": sum(summary["dropped_spans"] for summary in summaries),
+            "negative_phases": [summary.get("negative_phases", {}) for summary in summaries],
+            "skipped_runs": sum(summary["skipped_runs"] for summary in summaries),
+            **(
+                {"completed_per_worker": [len(summary["durations"]) for summary in summaries]}
+                if workers > 1
+                else {}
+            ),
         },
     )
 
@@ -328,10 +372,15 @@ def summarise(points: list[Point]) -> dict[str, object]:
                 # Sustained when most runs at this rate met the criteria.
                 "sustained": sum(p.sustained for p in runs) * 2 > len(runs),
             }
+    blackbox = table.get("blackbox_exporter", {})
     ratios = {
-        rate: table["otelprobe"][rate]["cpu_s_per_1000"] / table["blackbox_exporter"][rate]["cpu_s_per_1000"]
-        for rate in table.get("otelprobe", {})
-        if rate in table.get("blackbox_exporter", {})
+        tool: {
+            rate: rows[rate]["cpu_s_per_1000"] / blackbox[rate]["cpu_s_per_1000"]
+            for rate in rows
+            if rate in blackbox
+        }
+        for tool, rows in table.items()
+        if tool.startswith("otelprobe")
     }
     max_sustained = {
         tool: max((rate for rate, row in rows.items() if row["sustained"]), default=0.0)
@@ -356,8 +405,9 @@ def print_report(summary: dict[str, object]) -> None:
             )
     ratios = summary["cpu_ratio_otelprobe_over_blackbox"]
     assert isinstance(ratios, dict)
-    for rate, ratio in ratios.items():
-        print(f"CPU per probe otelprobe/blackbox at {rate:.0f}/s: {ratio:.2f}")
+    for tool, by_rate in ratios.items():
+        for rate, ratio in by_rate.items():
+            print(f"CPU per probe {tool}/blackbox at {rate:.0f}/s: {ratio:.2f}")
     print(f"max sustained probes/s (of the rates tried): {summary['max_sustained_per_s']}")
 
 
@@ -386,12 +436,20 @@ def main() -> None:
         "--metric-interval", type=float, default=5.0, help="the prober's metric export period (s)"
     )
     parser.add_argument("--only", choices=["otelprobe", "blackbox"], help="measure one tool only")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="otelprobe process counts measured side by side, e.g. 1,2 (N: the processes of "
+        "`otelprobe run --workers N`, each probing its share)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.rates, args.search, args.window = 1, "50,100", "", 4.0
     require_tools()
     rates = [float(r) for r in args.rates.split(",") if r]
     search = [float(r) for r in args.search.split(",") if r]
+    worker_counts = {otelprobe_tool(int(n)): int(n) for n in args.workers.split(",") if n}
+    tools = [*worker_counts, "blackbox_exporter"]
     points: list[Point] = []
 
     def show(p: Point) -> None:
@@ -408,7 +466,7 @@ def main() -> None:
         with Nginx(directory, certs) as nginx, OTLPSink() as sink, Blackbox(directory, certs.ca) as bb:
 
             def measure(tool: str, rate: float, run: int) -> Point:
-                if tool == "otelprobe":
+                if tool in worker_counts:
                     point = run_otelprobe(
                         nginx.https_url,
                         certs.ca,
@@ -420,6 +478,7 @@ def main() -> None:
                         args.profile,
                         args.metric_interval,
                         args.native,
+                        worker_counts[tool],
                     )
                 else:
                     point = asyncio.run(
@@ -431,14 +490,11 @@ def main() -> None:
 
             for run in range(args.runs):
                 for rate in rates:
-                    for tool in (
-                        ("otelprobe", "blackbox_exporter")
-                        if run % 2 == 0
-                        else ("blackbox_exporter", "otelprobe")
-                    ):
+                    # Alternate the order between runs, so that the tools share machine noise.
+                    for tool in tools if run % 2 == 0 else tools[::-1]:
                         if args.only is None or tool.startswith(args.only):
                             measure(tool, rate, run)
-            for tool in ("otelprobe", "blackbox_exporter"):
+            for tool in tools:
                 if args.only is not None and not tool.startswith(args.only):
                     continue
                 for rate in search:

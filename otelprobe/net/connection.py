@@ -8,9 +8,12 @@ when bytes hit the socket, and set TCP_NODELAY so nothing waits behind Nagle (LA
 
 Edges that a read ends come from the kernel (`net/kernel_time.py`), not from when the event
 loop got round to the read: `tcp.connect` ends at connect() + the kernel's SYN -> SYN-ACK sample,
-a read is stamped with the kernel receive time of its newest byte. Edges a write starts or ends
-are marked just before / after the send syscall, which runs in the same loop step, so loop lag
-does not reach them. `otelprobe lab verify` checks both against a packet capture.
+a read is stamped with the kernel receive time of its newest byte. While `prompt_reads` is set
+(the HTTP probe sets it until a response's first byte), reads are done the moment data arrives
+by net/prompt_read.py's thread, so that segments queued behind the first one cannot take its stamp
+when the loop is late (the kernel keeps only the newest stamp of merged segments).
+Edges a write starts or ends are marked just before / after the send syscall, which runs in the
+same loop step, so loop lag does not reach them. `otelprobe lab verify` checks both against a packet capture.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class TimedConnection:
         """The TLS session once a handshake completed; application data goes through it."""
         self.on_write: Callable[[int, int], None] | None = None
         self.on_read: Callable[[int], None] | None = None
+        self.prompt_reads = False
+        """Set while the next read must keep its first segment's own stamp (until a response's
+        first byte): the read is then done the moment data arrives (net/prompt_read.py)."""
         self.bytes_read = 0
         self.bytes_written = 0
         self._receiver = StampedReceiver(sock, loop)
@@ -169,10 +175,11 @@ class TimedConnection:
         await _writable(self._loop, self.sock)
 
     async def _recv_raw(self, max_bytes: int = _READ_SIZE) -> bytes:
-        data, self._received_ns = await self._receiver.receive(max_bytes)
+        data, self._received_ns = await self._receiver.receive(max_bytes, prompt=self.prompt_reads)
         return data
 
     def close(self) -> None:
+        self._receiver.withdraw()
         self.sock.close()
 
 

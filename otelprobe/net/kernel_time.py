@@ -6,10 +6,17 @@ received segment (SO_TIMESTAMPNS, read back with recvmsg) and measures SYN -> SY
 (TCP_INFO's first RTT sample). `net/connection.py` uses both and falls back to user-space marks where
 an option is missing. Everything returned here is on the `perf_counter_ns` clock (CLOCK_MONOTONIC).
 
-Facts checked on Linux 6.x (tests/probes/test_kernel_time.py): the receive queue coalesces
-in-order segments and keeps the *newest* segment's stamp, so a read's stamp is the arrival of the
-newest byte it returns — exact for a read of one segment or one burst, and never later than a
-user-space mark. TCP_INFO's `tcpi_rtt` after the handshake is the SYN -> SYN-ACK sample in
+Facts checked on Linux 6.x (tests/probes/test_kernel_time.py, tests/net/test_first_byte_stamp_
+kernel_facts.py): the receive queue coalesces in-order segments and keeps the *newest* segment's
+stamp, so a read's stamp is the arrival of the newest byte it returns — exact for a read of one
+segment or one burst, and never later than a user-space mark. Once merged, the older stamps are
+gone: a one-byte recvmsg or MSG_PEEK of a late reader gets the newest stamp too (measured on
+6.18: three 1 KiB segments 20 ms apart, read after the third, all stamped +40 ms). Only while
+something holds a clone of the queued segment (a packet capture on the interface that has not
+read it yet) does the kernel leave segments apart, and then a read of the first segment's length
+does return its own stamp. So the first byte of a response is read the moment it arrives, by a
+thread (net/prompt_read.py), rather than sized or peeked by a late loop.
+TCP_INFO's `tcpi_rtt` after the handshake is the SYN -> SYN-ACK sample in
 microseconds (the smoothed RTT starts at the first sample), unless a SYN was retransmitted.
 
 The kernel stamps packets only while some socket on the host asks for stamps (the global
@@ -27,6 +34,8 @@ import socket
 import struct
 import time
 from typing import Final
+
+from otelprobe.net.prompt_read import PromptReads, Watch
 
 SO_TIMESTAMPNS: Final = int(getattr(socket, "SO_TIMESTAMPNS", 35))
 """Same value for the option and its control message (SCM_TIMESTAMPNS) on Linux."""
@@ -156,23 +165,39 @@ class StampedReceiver:
 
     asyncio has no `sock_recvmsg`; this is its `sock_recv` with the ancillary data kept.
     `receive()` returns (data, arrival_ns): arrival of the newest byte in `data`, from the
-    kernel when it stamped the data, else the user-space time of the read.
+    kernel when it stamped the data, else the user-space time of the read. With `prompt=True`
+    the socket is read by net/prompt_read.py's thread the moment data arrives, so that the first
+    segment comes back alone, with its own stamp, however late the loop is (see that module:
+    segments queued together keep only the newest one's stamp); the first read without it
+    stops that, after handing over what the thread had read.
     """
 
-    __slots__ = ("_loop", "_offset_ns", "_sock", "stamped")
+    __slots__ = ("_loop", "_offset_ns", "_sock", "_watch", "stamped")
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self._sock = sock
         self._loop = loop
         self.stamped = enable_rx_timestamps(sock)
         self._offset_ns = realtime_offset_ns()
+        self._watch: Watch | None = None
 
     def _try(self, max_bytes: int) -> tuple[bytes, int]:
         data, ancillary, _, _ = self._sock.recvmsg(max_bytes, _ANCILLARY_BYTES)
         stamp = rx_stamp_ns(ancillary, self._offset_ns) if ancillary else None
         return data, stamp if stamp is not None else time.perf_counter_ns()
 
-    async def receive(self, max_bytes: int) -> tuple[bytes, int]:
+    async def receive(self, max_bytes: int, *, prompt: bool = False) -> tuple[bytes, int]:
+        watch = self._watch
+        if prompt and (watch is None or not watch.ended):
+            if watch is None:
+                watch = self._watch = PromptReads.shared().watch(self._sock, self._try)
+            return await watch.next(max_bytes)
+        if watch is not None:
+            PromptReads.shared().stop(watch, closing=False)
+            left = watch.take_left(max_bytes)
+            if left is not None:
+                return left
+            self._watch = None
         try:
             return self._try(max_bytes)
         except (BlockingIOError, InterruptedError):
@@ -195,6 +220,11 @@ class StampedReceiver:
             return await future
         finally:
             self._loop.remove_reader(fd)
+
+    def withdraw(self) -> None:
+        """Before the socket closes: the prompt-read thread must not read its number any more."""
+        if self._watch is not None:
+            PromptReads.shared().stop(self._watch, closing=True)
 
 
 def tcp_info(sock: socket.socket) -> tuple[int, int] | None:

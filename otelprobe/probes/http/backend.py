@@ -196,6 +196,9 @@ class TimedStream:
 
     async def read(self, max_bytes: int) -> bytes:
         self._timer.reading()
+        # Until the response's first byte, each read is done the moment data arrives, so that a
+        # busy loop cannot let the next segments merge into it and take its stamp (net/prompt_read.py).
+        self._connection.prompt_reads = not self._timer.response_started
         try:
             data = await self._connection.read(max_bytes)
         except (ConnectionResetError, BrokenPipeError) as exc:

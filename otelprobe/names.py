@@ -45,6 +45,8 @@ SERVICE_NAME: Final = "service.name"
 SERVICE_INSTANCE_ID: Final = "service.instance.id"
 SERVICE_VERSION: Final = "service.version"
 OTELPROBE_VANTAGE: Final = "otelprobe.vantage"
+OTELPROBE_TENANT: Final = "otelprobe.tenant"
+"""The tenant of the target (config `tenants:`), on every span and metric of its probes."""
 
 # --- otelprobe's own keys ---------------------------------------------------------------------
 PROBE_KIND: Final = "probe.kind"
@@ -196,6 +198,9 @@ METRIC_EXPORT_DROPPED: Final = "otelprobe.export.dropped"
 METRIC_PROBE_LATENESS: Final = "otelprobe.scheduler.lateness"
 METRIC_VIOLATIONS_OPEN: Final = "otelprobe.sidecar.violations.open"
 METRIC_SLO_BURN_RATE: Final = "otelprobe.slo.burn_rate"
+METRIC_TENANT_PREFIX: Final = "otelprobe.tenant."
+"""Per-tenant scheduler metrics: otelprobe.tenant.{started,delayed,throttled,skipped,shed} (counters),
+otelprobe.tenant.{in_flight,limit,circuit_open} (gauges), each with `otelprobe.tenant`."""
 
 # Attribute value of `user_agent.synthetic.type` on every HTTP probe.
 SYNTHETIC_TYPE_TEST: Final = "test"

@@ -82,6 +82,7 @@ async def test_a_hanging_tenant_is_throttled_and_shed_while_the_small_one_keeps_
     finally:
         await scheduler.aclose(grace_s=1.0)
         await telemetry.shutdown()
+    metrics = _metric_points(telemetry)
     gate = scheduler.gate
     assert gate is not None
     big, small = gate.tenants["big"], gate.tenants["small"]
@@ -107,6 +108,35 @@ async def test_a_hanging_tenant_is_throttled_and_shed_while_the_small_one_keeps_
     assert 0 < hanging.statuses[0] <= big.started
     assert big.started < 16 * RUN_S / 0.4 + 16  # concurrency 16, each slot held ~400 ms
     assert scheduler.stats.skipped_runs == big.skipped + big.shed
+
+    # Telemetry: the tenant on every span and every probe metric of its targets, and its counters.
+    assert spans and all(s.attributes.get("otelprobe.tenant") in ("big", "small") for s in spans)
+    phases = [s for s in spans if not s.name.startswith("probe ")]
+    assert phases and all(
+        s.attributes["otelprobe.tenant"] == s.attributes["probe.target"].split("-")[0] for s in phases
+    )
+    durations = metrics["probe.duration"]
+    assert durations and all(attrs["otelprobe.tenant"] in ("big", "small") for attrs, _ in durations)
+    counters = {name: dict((a["otelprobe.tenant"], v) for a, v in points) for name, points in metrics.items()}
+    assert counters["otelprobe.tenant.shed"]["big"] == big.shed > 0
+    assert counters["otelprobe.tenant.throttled"]["small"] == 0
+    assert counters["otelprobe.tenant.started"]["small"] == small.started
+    assert counters["otelprobe.tenant.circuit_open"] == {"big": 1, "small": 0}
+    assert counters["otelprobe.tenant.limit"]["big"] == 4  # 16 x shed_to 0.25
+
+
+def _metric_points(telemetry: Telemetry) -> dict[str, list[tuple[dict[str, Any], float]]]:
+    """name -> [(attributes, value or histogram count)] from the OTLP request the exporters would send."""
+    out: dict[str, list[tuple[dict[str, Any], float]]] = {}
+    for rm in telemetry.collect_metrics().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                for point in getattr(metric, kind).data_points:
+                    attrs = {kv.key: kv.value.string_value for kv in point.attributes}
+                    value = point.count if kind == "histogram" else (point.as_int or point.as_double)
+                    out.setdefault(metric.name, []).append((attrs, value))
+    return out
 
 
 async def test_without_tenants_every_target_shares_one_bound(

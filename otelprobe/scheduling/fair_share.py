@@ -175,6 +175,24 @@ class FairGate:
             found = self._destinations[key] = Destination(key)
         return found
 
+    def snapshot(self) -> list[tuple[str, dict[str, float]]]:
+        """Every tenant's counters and usage now (telemetry/tenant_metrics.py reads this on its thread)."""
+        out = []
+        for share in list(self.tenants.values()):
+            base = share.limits.concurrency or self.capacity
+            values: dict[str, float] = {
+                "started": share.started,
+                "delayed": share.delayed,
+                "throttled": share.throttled,
+                "skipped": share.skipped,
+                "shed": share.shed,
+                "in_flight": share.in_use,
+                "limit": share.circuit.shed_limit(base),
+                "circuit_open": int(share.circuit.state is not CircuitState.CLOSED),
+            }
+            out.append((share.name, values))
+        return out
+
     # -- acquiring and releasing ------------------------------------------------------------
 
     async def acquire(

@@ -28,6 +28,7 @@ from otelprobe.probes import PROBE_TYPES
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
 from otelprobe.scheduling.scheduler import ProbeFactory, Scheduler
+from otelprobe.scheduling.tenancy import tenancy_of
 from otelprobe.settings.common import ProbeConfigBase
 from otelprobe.targets import Shard, parse_shard, select, worker_of
 from otelprobe.telemetry.pipeline import Telemetry
@@ -159,6 +160,7 @@ class Runtime:
             self._ctx or ProbeContext(vantage=config.vantage),
             concurrency=config.concurrency,
             rng=self._rng,
+            tenancy=tenancy_of(config, self._processes(config)),
         )
         # Receive stamps on before the first probe, and kept on (net/kernel_time.py).
         hold_rx_timestamping(wait_s=0.1)
@@ -186,6 +188,7 @@ class Runtime:
         ):
             log.warning("vantage and telemetry changes take effect at the next restart")
         self.scheduler.set_concurrency(config.concurrency)
+        self.scheduler.set_tenancy(tenancy_of(config, self._processes(config)))
         await self.scheduler.apply(targets)
         settle_long_lived()
         self.config = config
@@ -261,6 +264,12 @@ class Runtime:
             mine = [target for target in mine if worker_of(target.name, count) == index]
             log.info("worker %s: %d targets", self._worker, len(mine))
         return mine
+
+    def _processes(self, config: Config) -> int:
+        """Prober processes sharing the file's targets (shards x workers): fleet-wide tenant quotas
+        are divided by it."""
+        shard = self._shard_override or config.shard
+        return (shard.count if shard else 1) * (self._worker.count if self._worker else 1)
 
     def _log_problems(self, exc: ConfigError) -> None:
         for problem in exc.problems:

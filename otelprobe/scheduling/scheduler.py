@@ -203,6 +203,9 @@ class Scheduler:
         gate = self._gate
         if gate is None:
             gate = self._gate = FairGate(self._concurrency, tenancy.per_destination, tenancy.circuit)
+            observe = getattr(self._sink, "observe_tenants", None)
+            if observe is not None:
+                observe(self._tenant_snapshot)
         gate.capacity, gate.per_destination, gate.circuit = (
             self._concurrency,
             tenancy.per_destination,
@@ -217,6 +220,10 @@ class Scheduler:
             t.destination = gate.destination(destination_of(t.config))
             tenants[name] = tenant
         self._label_telemetry(tenants if tenancy.labelled else {})
+
+    def _tenant_snapshot(self) -> list[tuple[str, dict[str, float]]]:
+        gate = self._gate
+        return gate.snapshot() if gate is not None else []
 
     def _label_telemetry(self, tenants: Mapping[str, str]) -> None:
         label = getattr(self._sink, "set_target_tenants", None)

@@ -62,7 +62,11 @@ class TenantCircuit:
             self.state = CircuitState.HALF_OPEN
             self._half_open_seen = self._half_open_timeouts = 0
             log.info("tenant %s: circuit half-open, trying its targets again", self.name)
-        return max(1, math.floor(base * self.config.shed_to))
+        return self.shed_limit(base)
+
+    def shed_limit(self, base: int) -> int:
+        """The limit while open or half-open, without a state change (for readers on other threads)."""
+        return base if self.state is CircuitState.CLOSED else max(1, math.floor(base * self.config.shed_to))
 
     def observe(self, timed_out: bool, now: float) -> None:
         """Count one finished attempt of the tenant."""

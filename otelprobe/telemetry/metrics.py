@@ -161,6 +161,14 @@ class ProbeMetrics:
         # (kind, target, phase, error.type) -> the offset of its probe.duration series.
         self._durations: dict[tuple[str, str, str | None, str | None], int] = {}
         self._bases: dict[tuple[str, str], Attrs] = {}
+        self._tenants: Mapping[str, str] = {}
+
+    def set_target_tenants(self, tenants: Mapping[str, str]) -> None:
+        """`otelprobe.tenant` on every series of these targets (target name -> tenant); {} for none."""
+        with self.store.lock:
+            self._tenants = dict(tenants)
+            self._bases.clear()
+            self._durations.clear()
 
     def _observe_dropped(self) -> Sequence[tuple[Attrs, float]]:
         if self._dropped is None:
@@ -179,6 +187,9 @@ class ProbeMetrics:
                 (names.PROBE_TARGET, target),
                 (names.OTELPROBE_VANTAGE, self._vantage),
             )
+            tenant = self._tenants.get(target)
+            if tenant is not None:
+                attrs = self._bases[key] = (*attrs, (names.OTELPROBE_TENANT, tenant))
         return attrs
 
     def _duration_series(self, kind: str, target: str, phase: str, error_type: str | None) -> int:
@@ -235,6 +246,8 @@ class ProbeMetrics:
         ]
         if error_type is not None:
             attrs.append((names.ERROR_TYPE, error_type))
+        if self._tenants and (tenant := self._tenants.get(result.target)) is not None:
+            attrs.append((names.OTELPROBE_TENANT, tenant))
         at = self.store.series(HTTP_CLIENT_DURATION, tuple(attrs))
         _observe(self._values[HTTP_CLIENT_DURATION.name], at, SEMCONV_DURATION_BUCKETS_S, duration_s)
 
@@ -253,5 +266,7 @@ class ProbeMetrics:
             attrs.append((names.DNS_QUESTION_NAME, question))
         if error_type is not None:
             attrs.append((names.ERROR_TYPE, error_type))
+        if self._tenants and (tenant := self._tenants.get(result.target)) is not None:
+            attrs.append((names.OTELPROBE_TENANT, tenant))
         at = self.store.series(DNS_LOOKUP_DURATION, tuple(attrs))
         _observe(self._values[DNS_LOOKUP_DURATION.name], at, SEMCONV_DURATION_BUCKETS_S, duration_s)

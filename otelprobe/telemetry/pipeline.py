@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
@@ -47,6 +48,7 @@ from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender
 from otelprobe.telemetry.prometheus import PrometheusServer, PrometheusText
 from otelprobe.telemetry.senders import ConsoleSender, OTLPGRPCSender, OTLPHTTPSender, SpanSender
 from otelprobe.telemetry.spans import SpanEncoder, any_value
+from otelprobe.telemetry.tenant_metrics import TenantSnapshot, observe_tenants
 
 _logger = logging.getLogger(__name__)
 _SCOPE = "otelprobe"
@@ -115,6 +117,7 @@ class Telemetry:
                     )
                 )
         self._encodes = bool(self.span_batchers) or self.span_exporter is not None
+        self._tenants_observed = False
         self._closed = False
 
     def _metric_encoder(self) -> MetricEncoder:
@@ -156,6 +159,17 @@ class Telemetry:
         self._prometheus_server = server = PrometheusServer(text, cfg.host, cfg.port)
         self.prometheus_address = server.address
         _logger.info("serving Prometheus metrics on http://%s:%s/metrics", *server.address)
+
+    def set_target_tenants(self, tenants: Mapping[str, str]) -> None:
+        """`otelprobe.tenant` on every span and metric of these targets (name -> tenant); {} for none."""
+        self._encoder.set_target_tenants(tenants)
+        self.metrics.set_target_tenants(tenants)
+
+    def observe_tenants(self, source: Callable[[], Sequence[TenantSnapshot]]) -> None:
+        """Export the scheduler's per-tenant counters (telemetry/tenant_metrics.py), once."""
+        if not self._tenants_observed:
+            self._tenants_observed = True
+            observe_tenants(self.metric_store, source)
 
     def collect_metrics(self) -> ExportMetricsServiceRequest:
         """Every metric series now, as the OTLP exporters would send it (one request)."""

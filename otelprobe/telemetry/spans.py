@@ -131,6 +131,14 @@ class SpanEncoder:
         self._heads: dict[str, bytes] = {}
         self._success = self._attribute(names.PROBE_SUCCESS, True)
         self._failure = self._attribute(names.PROBE_SUCCESS, False)
+        self._tenants: dict[str, bytes] = {}
+
+    def set_target_tenants(self, tenants: Mapping[str, str]) -> None:
+        """`otelprobe.tenant` on every span of these targets (target name -> tenant); {} for none."""
+        encoded = {
+            tenant: self._string_attribute(names.OTELPROBE_TENANT, tenant) for tenant in set(tenants.values())
+        }
+        self._tenants = {target: encoded[tenant] for target, tenant in tenants.items()}
 
     def _key(self, key: str) -> bytes:
         """`KeyValue.key` plus the tag of `KeyValue.value`, once per key."""
@@ -203,6 +211,9 @@ class SpanEncoder:
         parts.append(_TIMES.pack(0x39, result.start_ns + offset, 0x41, result.end_ns + offset))
         parts += self._attributes(result.attributes, _ROOT_KEYS if error is None else _ROOT_ERROR_KEYS)
         target = self._string_attribute(names.PROBE_TARGET, result.target)
+        if self._tenants:
+            # The tenant rides with the target attribute: on the root and on every phase span.
+            target += self._tenants.get(result.target, b"")
         parts += (
             self._string_attribute(names.PROBE_KIND, result.kind),
             target,

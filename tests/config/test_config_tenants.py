@@ -108,3 +108,12 @@ def test_validate_accepts_a_tenant_that_fits_and_scales_per_process_budgets_by_r
     assert validate(path) == []
     path.write_text("shard: 0/3\n" + BASE + many)
     assert [p.path for p in validate(path)] == ["tenants.big.rate"]
+
+
+def test_the_docs_tenants_example_loads() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
+    example = doc.split("## Tenants", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_text(example, "docs/config.md")
+    assert config.tenants is not None and set(config.tenants) == {"payments", "search", "default"}
+    assert [t.labels.get("tenant") for t in config.targets] == ["payments", None]
+    assert config.scheduler.per_destination == 8

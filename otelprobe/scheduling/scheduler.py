@@ -293,8 +293,11 @@ class Scheduler:
         if t.task is not None:
             self.stats.skipped_runs += 1
             if t.share is not None:
+                # Expected while its tenant is throttled or shed: counted per tenant, not logged each time.
                 t.share.skipped += 1
-            log.warning("target %s: previous run still going, skipping this one", t.config.name)
+                log.debug("target %s: previous run still going, skipping this one", t.config.name)
+            else:
+                log.warning("target %s: previous run still going, skipping this one", t.config.name)
             return
         t.task = loop.create_task(self._run(t, scheduled, t.timer.when()), name=f"probe {t.config.name}")
         t.task.add_done_callback(partial(_run_done, t))

@@ -15,6 +15,7 @@ so a window only ever sees the baseline as of its own start.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Hashable
@@ -31,7 +32,7 @@ from otelprobe.attribution.aggregates import (
     PHASES,
     window_aggregates,
 )
-from otelprobe.attribution.baseline import BaselineSnapshot, SeriesBaseline
+from otelprobe.attribution.baseline_store import BaselineStore, Snapshots, concat_snapshots
 from otelprobe.attribution.windows import WINDOW_KEYS, assign_windows, window_ns_of
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class FeatureEngine:
     """Per-series baselines plus the feature computation; bounded by `max_series`."""
 
     max_series: int = 100_000
-    baselines: dict[tuple[Hashable, Hashable], SeriesBaseline] = field(default_factory=dict)
+    baselines: BaselineStore = field(default_factory=BaselineStore)
     recent: dict[tuple[Hashable, Hashable], deque[tuple[int, int]]] = field(default_factory=dict)
     evicted_series: int = 0
 
@@ -166,49 +167,65 @@ class FeatureEngine:
         for i, symptom in enumerate(_RECENT_SYMPTOMS):
             frame[f"rsym_{symptom}"] = (out >> i) & 1 == 1
 
-    def _replay(self, agg: pd.DataFrame) -> list[BaselineSnapshot]:
-        snapshots: list[BaselineSnapshot] = []
-        # Rows as Python lists up front: per-element numpy indexing costs more than the learning.
-        p50 = np.column_stack([agg[f"{p}_q50"].to_numpy(dtype=np.float64) for p in PHASES]).tolist()
+    def _replay(self, agg: pd.DataFrame) -> Snapshots:
+        """Each series-window's baseline as of its window's start, learning window by window (the
+        series of one window at once: a series appears once per window)."""
+        p50 = np.column_stack([agg[f"{p}_q50"].to_numpy(dtype=np.float64) for p in PHASES])
         jitter = np.column_stack(
             [(agg[f"{p}_q90"] - agg[f"{p}_q50"]).to_numpy(dtype=np.float64) for p in PHASES]
-        ).tolist()
-        failed = agg["n_fail"].to_numpy().tolist()
-        body = agg["body_bytes"].to_numpy(dtype=np.float64).tolist()
-        addresses = agg["addresses"].to_numpy()
-        series_of = zip(agg["target"].to_numpy(), agg["vantage"].to_numpy(), strict=True)
-        for i, series in enumerate(series_of):
-            state = self.baselines.get(series)
-            if state is None:
-                state = self.baselines[series] = SeriesBaseline()
-                self._bound()
-            snapshots.append(state.snapshot())
-            state.observe(
-                int(failed[i]),
-                dict(zip(PHASES, p50[i], strict=True)),
-                dict(zip(PHASES, jitter[i], strict=True)),
-                body[i],
-                addresses[i],
+        )
+        failed = agg["n_fail"].to_numpy(dtype=np.int64)
+        body = agg["body_bytes"].to_numpy(dtype=np.float64)
+        addresses = agg["addresses"].tolist()
+        series = list(zip(agg["target"].tolist(), agg["vantage"].tolist(), strict=True))
+        starts = agg["window_start_ns"].to_numpy(dtype=np.int64)
+        bounds = [0, *(np.flatnonzero(np.diff(starts)) + 1).tolist(), len(agg)]
+        parts = []
+        for a, b in itertools.pairwise(bounds):
+            rows, dropped = self._rows_for(series[a:b])
+            before = self.baselines.snapshots(rows)
+            self.baselines.observe(
+                rows, before, failed[a:b], p50[a:b], jitter[a:b], body[a:b], addresses[a:b]
             )
-        return snapshots
+            self.baselines.release(dropped)
+            parts.append(before)
+        return concat_snapshots(parts)
 
-    def _bound(self) -> None:
-        while len(self.baselines) > self.max_series:
-            # dicts keep insertion order: the oldest series goes first.
-            del self.baselines[next(iter(self.baselines))]
-            self.evicted_series += 1
+    def _rows_for(self, window_series: list[tuple[Hashable, Hashable]]) -> tuple[np.ndarray, list[int]]:
+        """The store rows of one window's series, new series added (oldest evicted beyond
+        `max_series`, as each is added), and the rows of series evicted after their own row in this
+        window (their state is dropped once the window is learned)."""
+        store = self.baselines
+        found = [store.row_of(series) for series in window_series]
+        dropped: list[int] = []
+        if None in found:
+            position: dict[tuple[Hashable, Hashable], int] | None = None
+            for i, row in enumerate(found):
+                if row is not None and store.row_of(window_series[i]) == row:
+                    continue
+                found[i] = store.add(window_series[i])
+                while len(store) > self.max_series:
+                    if position is None:
+                        position = {s: k for k, s in enumerate(window_series)}
+                    oldest = store.oldest()
+                    gone = store.detach(oldest)
+                    self.evicted_series += 1
+                    if position.get(oldest, len(window_series)) < i:
+                        dropped.append(gone)  # its row of this window still learns first
+                    else:
+                        store.release([gone])
+        return np.array(found, dtype=np.int64), dropped
 
 
-def _baseline_columns(snapshots: list[BaselineSnapshot]) -> dict[str, np.ndarray]:
+def _baseline_columns(snapshots: Snapshots) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    rows = np.array([s.row for s in snapshots], dtype=np.float64).reshape(len(snapshots), len(PHASES), 3)
     for i, p in enumerate(PHASES):
-        # Copies, so each column is contiguous like the lists it replaces.
-        cols[f"base_{p}"] = rows[:, i, 0].copy()
-        cols[f"spread_{p}"] = rows[:, i, 1].copy()
-        cols[f"jitter_{p}"] = rows[:, i, 2].copy()
-    cols["base_body"] = np.array([s.body_bytes for s in snapshots], dtype=np.float64)
-    cols["warm"] = np.array([s.warm for s in snapshots], dtype=bool)
+        # Copies, so each column is contiguous.
+        cols[f"base_{p}"] = snapshots.p50[:, i].copy()
+        cols[f"spread_{p}"] = snapshots.spread[:, i].copy()
+        cols[f"jitter_{p}"] = snapshots.jitter[:, i].copy()
+    cols["base_body"] = snapshots.body.copy()
+    cols["warm"] = snapshots.warm
     return cols
 
 
@@ -296,7 +313,7 @@ def _shift_coherence(agg: pd.DataFrame, base: dict[str, np.ndarray]) -> np.ndarr
         return np.asarray(np.where(high > SLOW_MIN_S, low / high, np.nan), dtype=np.float64)
 
 
-def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: list[BaselineSnapshot]) -> pd.DataFrame:
+def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: Snapshots) -> pd.DataFrame:
     import pandas as pd
 
     base = _baseline_columns(snapshots)
@@ -366,8 +383,8 @@ def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: list[Baseline
         cols["body_rate_rel"] = np.log(rate_now / rate_usual)
         cols["address_changed"] = np.array(
             [
-                float(bool(now) and bool(s.addresses) and not now <= s.addresses)
-                for now, s in zip(agg["addresses"].to_numpy(), snapshots, strict=True)
+                float(bool(now) and bool(usual) and not now <= usual)
+                for now, usual in zip(agg["addresses"].to_numpy(), snapshots.addresses, strict=True)
             ]
         )
         cert_days = agg["cert_remaining_s"].to_numpy(dtype=np.float64) / 86400

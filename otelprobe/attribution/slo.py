@@ -15,7 +15,6 @@ O(rules) per series and state is bounded. The arithmetic (docs/attribution.md):
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -130,30 +129,67 @@ class SeriesWindow:
 
 
 class _Counts:
-    """Per-window (events, bad) of one SLO of one series, with a running sum per rule span."""
+    """Per-window (events, bad) of one SLO for every series (a row each), with a running sum per
+    rule span: a ring of the last `spans[-1]` windows per row, pushed for all rows at once."""
 
-    __slots__ = ("_bad", "_events", "_spans", "_sum_bad", "_sum_events")
+    __slots__ = ("bad", "events", "held", "pos", "spans", "sum_bad", "sum_events")
 
-    def __init__(self, spans: Sequence[int]) -> None:
-        self._spans = tuple(sorted(set(spans)))
-        self._events: deque[int] = deque(maxlen=self._spans[-1])
-        self._bad: deque[int] = deque(maxlen=self._spans[-1])
-        self._sum_events = dict.fromkeys(self._spans, 0)
-        self._sum_bad = dict.fromkeys(self._spans, 0)
+    def __init__(self, spans: Sequence[int], capacity: int) -> None:
+        self.spans = tuple(sorted(set(spans)))
+        self.events = np.zeros((capacity, self.spans[-1]), dtype=np.int64)
+        self.bad = np.zeros((capacity, self.spans[-1]), dtype=np.int64)
+        self.pos = np.zeros(capacity, dtype=np.int64)  # where the next window goes
+        self.held = np.zeros(capacity, dtype=np.int64)  # windows held (at most spans[-1])
+        self.sum_events = np.zeros((capacity, len(self.spans)), dtype=np.int64)
+        self.sum_bad = np.zeros((capacity, len(self.spans)), dtype=np.int64)
 
-    def push(self, events: int, bad: int) -> None:
-        held = len(self._events)
-        for span in self._spans:
-            if held >= span:  # the window that falls out of this span
-                self._sum_events[span] -= self._events[-span]
-                self._sum_bad[span] -= self._bad[-span]
-            self._sum_events[span] += events
-            self._sum_bad[span] += bad
-        self._events.append(events)
-        self._bad.append(bad)
+    def grow(self, capacity: int) -> None:
+        for name in self.__slots__:
+            if name == "spans":
+                continue
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
 
-    def totals(self, span: int) -> tuple[int, int]:
-        return self._sum_events[span], self._sum_bad[span]
+    def clear(self, row: int) -> None:
+        self.events[row] = self.bad[row] = 0
+        self.pos[row] = self.held[row] = 0
+        self.sum_events[row] = self.sum_bad[row] = 0
+
+    def push(self, rows: np.ndarray, events: np.ndarray, bad: np.ndarray) -> None:
+        """Append one window to each row (deque(maxlen) semantics), updating the running sums."""
+        size = self.spans[-1]
+        pos, held = self.pos[rows], self.held[rows]
+        for k, span in enumerate(self.spans):
+            falling = held >= span  # the window that falls out of this span
+            back = (pos - span) % size
+            self.sum_events[rows, k] += events - np.where(falling, self.events[rows, back], 0)
+            self.sum_bad[rows, k] += bad - np.where(falling, self.bad[rows, back], 0)
+        self.events[rows, pos] = events
+        self.bad[rows, pos] = bad
+        self.pos[rows] = (pos + 1) % size
+        self.held[rows] = np.minimum(held + 1, size)
+
+    def history(self, row: int) -> tuple[list[int], list[int]]:
+        """(events, bad) of the held windows, oldest first (the deque this used to be)."""
+        size, held, pos = self.spans[-1], int(self.held[row]), int(self.pos[row])
+        order = [(pos - held + k) % size for k in range(held)]
+        return self.events[row, order].tolist(), self.bad[row, order].tolist()
+
+    def restore(
+        self, row: int, events: Sequence[int], bad: Sequence[int], sums: tuple[dict[int, int], dict[int, int]]
+    ) -> None:
+        size = self.spans[-1]
+        events, bad = list(events)[-size:], list(bad)[-size:]
+        self.clear(row)
+        self.events[row, : len(events)] = events
+        self.bad[row, : len(bad)] = bad
+        self.held[row] = len(events)
+        self.pos[row] = len(events) % size
+        for k, span in enumerate(self.spans):
+            self.sum_events[row, k] = sums[0][span]
+            self.sum_bad[row, k] = sums[1][span]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +204,18 @@ class _Objective:
 
 
 class _SeriesState:
-    __slots__ = ("baseline", "counts", "idle_windows", "objectives")
+    __slots__ = ("baseline", "idle_windows", "objectives", "row", "slos")
 
-    def __init__(self, objectives: tuple[_Objective, ...], baseline: LatencyBaseline | None) -> None:
+    def __init__(
+        self,
+        row: int,
+        objectives: tuple[_Objective, ...],
+        slos: tuple[int, ...],
+        baseline: LatencyBaseline | None,
+    ) -> None:
+        self.row = row  # this series' row in every SLO's counts
         self.objectives = objectives
-        self.counts = [_Counts([n for _, long, short in o.rules for n in (long, short)]) for o in objectives]
+        self.slos = slos  # index of each objective's SLO in the file
         self.baseline = baseline
         self.idle_windows = 0
 
@@ -201,15 +244,37 @@ class SLOEvaluator:
             raise ValueError("time_scale must be positive")
         self._series: dict[Series, _SeriesState] = {}
         self._next_start_ns: int | None = None
-        self._max_span = max(
-            windows_spanned(rule.long_s, window_s, self.time_scale)
+        self._objectives = tuple(
+            _Objective(
+                slo,
+                tuple(
+                    (
+                        rule,
+                        windows_spanned(rule.long_s, window_s, self.time_scale),
+                        windows_spanned(rule.short_s, window_s, self.time_scale),
+                    )
+                    for rule in self.slo_file.rules_of(slo)
+                ),
+            )
             for slo in self.slo_file.slos
-            for rule in self.slo_file.rules_of(slo)
         )
+        self._max_span = max(long for o in self._objectives for _, long, _ in o.rules)
+        capacity = 1024
+        self._counts = [
+            _Counts([n for _, long, short in o.rules for n in (long, short)], capacity)
+            for o in self._objectives
+        ]
+        self._free: list[int] = []
+        self._rows = 0
+        self._sorted: list[tuple[Series, _SeriesState]] | None = None
 
     @property
     def series_count(self) -> int:
         return len(self._series)
+
+    def counts_of(self, state: _SeriesState) -> list[_Counts]:
+        """The counts of each of a series' objectives (its row in them: `state.row`)."""
+        return [self._counts[j] for j in state.slos]
 
     def evaluate(
         self, window_start_ns: int, records: pd.DataFrame | Iterable[ProbeOutcome]
@@ -225,127 +290,199 @@ class SLOEvaluator:
                 raise ValueError("windows must be fed in order, without overlap")
             skipped = (window_start_ns - self._next_start_ns) // self.window_ns
             for _ in range(min(skipped, self._max_span + 1)):  # beyond that, nothing is remembered
-                self._step(self._next_start_ns, {})
-        outcomes = _by_series(records)
-        return self._step(window_start_ns, outcomes)
+                self._step(self._next_start_ns, _no_outcomes())
+        return self._step(window_start_ns, _outcomes(records))
 
-    def _step(self, start_ns: int, outcomes: dict[Series, _Outcomes]) -> list[SeriesWindow]:
+    def forget(self, series: Series) -> None:
+        """Drop a series' counts and baseline (the pipeline's eviction)."""
+        state = self._series.pop(series, None)
+        if state is not None:
+            self._release(state)
+
+    def _release(self, state: _SeriesState) -> None:
+        for counts in self._counts:
+            counts.clear(state.row)
+        self._free.append(state.row)
+        self._sorted = None
+
+    def _step(self, start_ns: int, outcomes: _Batch) -> list[SeriesWindow]:
         end_ns = start_ns + self.window_ns
         self._next_start_ns = end_ns
-        for series in outcomes:
+        keys, totals, success = outcomes
+        for series in dict.fromkeys(keys):
             if series not in self._series:
                 self._series[series] = self._new_state(series)
-        empty: _Outcomes = ([], [])
-        results = []
-        for series in sorted(self._series):
-            state = self._series[series]
-            totals_s, success = outcomes.get(series, empty)
-            state.idle_windows = 0 if len(totals_s) else state.idle_windows + 1
-            results.append(self._evaluate_series(series, state, start_ns, end_ns, totals_s, success))
-        for series in [s for s, state in self._series.items() if state.idle_windows > self._max_span]:
-            del self._series[series]  # gone long enough that every sum is zero again
+        if self._sorted is None:
+            self._sorted = sorted(self._series.items())
+        ordered = self._sorted
+        series_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
+        size = len(self._counts[0].pos) if self._counts else 0
+        # Per record: its series' row, whether it failed, whether it has a usable duration.
+        record_rows = np.array([self._series[key].row for key in keys], dtype=np.int64)
+        failed = ~success
+        finite = np.isfinite(totals)
+        probes = np.bincount(record_rows, minlength=size)
+        fails = np.bincount(record_rows, weights=failed, minlength=size).astype(np.int64)
+        learned: list[float | None] = [
+            state.baseline.threshold_s() if state.baseline is not None else None for _, state in ordered
+        ]
+        learned_of = np.full(size, np.nan)
+        learned_of[series_rows] = [np.nan if t is None else t for t in learned]
+        # Per SLO: this window's (events, bad) for each series it selects, pushed to its counts.
+        window_counts: list[tuple[list[int], list[int], list[float | None]]] = []
+        for j, objective in enumerate(self._objectives):
+            latency = objective.slo.latency
+            rows = series_rows
+            if latency is None:
+                events, bad = probes[rows], fails[rows]
+                thresholds: list[float | None] = [None] * len(rows)
+            else:
+                if latency.threshold_s == "baseline":
+                    threshold_of = learned_of
+                    thresholds = learned
+                else:
+                    threshold_of = np.full(size, float(latency.threshold_s))
+                    thresholds = [float(latency.threshold_s)] * len(rows)
+                limit = threshold_of[record_rows]
+                # A success without a usable duration can be judged neither fast nor slow; no
+                # threshold yet: still learning what normal is.
+                judged = ~np.isnan(limit)
+                counted = judged & (failed | finite)
+                slow = judged & (failed | (finite & (totals > limit)))
+                events = np.bincount(record_rows, weights=counted, minlength=size).astype(np.int64)[rows]
+                bad = np.bincount(record_rows, weights=slow, minlength=size).astype(np.int64)[rows]
+            selects = self._selects(j, ordered)
+            if selects is not None:
+                rows, events, bad = rows[selects], events[selects], bad[selects]
+            self._counts[j].push(rows, events, bad)
+            window_counts.append((events.tolist(), bad.tolist(), thresholds))
+        results = self._windows(ordered, start_ns, end_ns, probes[series_rows].tolist(), window_counts)
+        self._learn(ordered, results, keys, totals, success, finite)
+        gone = []
+        for (series, state), window in zip(ordered, results, strict=True):
+            state.idle_windows = 0 if window.probes else state.idle_windows + 1
+            if state.idle_windows > self._max_span:
+                gone.append(series)
+        leaving = set(gone)
+        for series in [s for s in self._series if s in leaving]:
+            self._release(self._series.pop(series))  # gone long enough that every sum is zero again
         return results
 
-    def _new_state(self, series: Series) -> _SeriesState:
-        objectives = tuple(
-            _Objective(
-                slo,
-                tuple(
-                    (
-                        rule,
-                        windows_spanned(rule.long_s, self.window_s, self.time_scale),
-                        windows_spanned(rule.short_s, self.window_s, self.time_scale),
+    def _selects(self, j: int, ordered: list[tuple[Series, _SeriesState]]) -> np.ndarray | None:
+        """Which of the ordered series SLO j selects (None: all of them)."""
+        flags = [j in state.slos for _, state in ordered]
+        return None if all(flags) else np.array(flags, dtype=bool)
+
+    def _windows(
+        self,
+        ordered: list[tuple[Series, _SeriesState]],
+        start_ns: int,
+        end_ns: int,
+        probes: list[int],
+        window_counts: list[tuple[list[int], list[int], list[float | None]]],
+    ) -> list[SeriesWindow]:
+        """The SeriesWindow of every series: the SLO statuses from the pushed counts."""
+        # Burn rates per SLO and rule for the series it selects, as lists (one object per status).
+        per_slo: list[tuple[list[int], list[int], list[float | None], list[list[RuleStatus]]]] = []
+        cursor = [0] * len(self._objectives)
+        for j, objective in enumerate(self._objectives):
+            counts = self._counts[j]
+            selects = self._selects(j, ordered)
+            rows = np.array([state.row for _, state in ordered], dtype=np.int64)
+            if selects is not None:
+                rows = rows[selects]
+            sums_e, sums_b = counts.sum_events[rows], counts.sum_bad[rows]
+            statuses: list[list[RuleStatus]] = [[] for _ in range(len(rows))]
+            for rule, long, short in objective.rules:
+                k_long, k_short = counts.spans.index(long), counts.spans.index(short)
+                burns = []
+                for k in (k_long, k_short):
+                    events = sums_e[:, k]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        burn = (sums_b[:, k] / events) / objective.budget
+                    burns.append(
+                        [b if e > 0 else None for b, e in zip(burn.tolist(), events.tolist(), strict=True)]
                     )
-                    for rule in self.slo_file.rules_of(slo)
-                ),
-            )
-            for slo in self.slo_file.slos
-            if slo.select.matches(*series)
-        )
+                for i, (long_burn, short_burn) in enumerate(zip(*burns, strict=True)):
+                    statuses[i].append(RuleStatus(rule, long, short, long_burn, short_burn))
+            events_list, bad_list, thresholds = window_counts[j]
+            per_slo.append((events_list, bad_list, thresholds, statuses))
+        results = []
+        names = [o.slo.name for o in self._objectives]
+        for i, ((target, vantage), state) in enumerate(ordered):
+            slos = []
+            for j in state.slos:
+                events_list, bad_list, thresholds, statuses = per_slo[j]
+                k = cursor[j]
+                cursor[j] += 1
+                slos.append(
+                    SLOStatus(names[j], events_list[k], bad_list[k], thresholds[i], tuple(statuses[k]))
+                )
+            results.append(SeriesWindow(target, vantage, start_ns, end_ns, probes[i], tuple(slos)))
+        return results
+
+    def _learn(
+        self,
+        ordered: list[tuple[Series, _SeriesState]],
+        results: list[SeriesWindow],
+        keys: list[Series],
+        totals: np.ndarray,
+        success: np.ndarray,
+        finite: np.ndarray,
+    ) -> None:
+        """Each latency baseline learns its series' healthy durations of the window."""
+        healthy: dict[Series, list[float]] = {}
+        for key, total_s, ok in zip(keys, totals.tolist(), (success & finite).tolist(), strict=True):
+            found = healthy.get(key)
+            if found is None:
+                found = healthy[key] = []
+            if ok:
+                found.append(total_s)
+        for (series, state), window in zip(ordered, results, strict=True):
+            if state.baseline is not None:
+                state.baseline.observe(healthy.get(series, []), window.violating)
+
+    def _new_state(self, series: Series) -> _SeriesState:
+        chosen = tuple(j for j, o in enumerate(self._objectives) if o.slo.select.matches(*series))
+        objectives = tuple(self._objectives[j] for j in chosen)
         learns = any(
             o.slo.latency is not None and o.slo.latency.threshold_s == "baseline" for o in objectives
         )
-        return _SeriesState(objectives, LatencyBaseline(self.slo_file.baseline) if learns else None)
-
-    def _evaluate_series(
-        self,
-        series: Series,
-        state: _SeriesState,
-        start_ns: int,
-        end_ns: int,
-        totals_s: list[float],
-        success: list[bool],
-    ) -> SeriesWindow:
-        # Plain lists, not numpy: a series has a few probes per window, where numpy's per-call
-        # overhead is most of the cost (10,000 series per slot in the sidecar).
-        failed = len(success) - sum(success)
-        learned_s = state.baseline.threshold_s() if state.baseline is not None else None
-        statuses = []
-        for objective, counts in zip(state.objectives, state.counts, strict=True):
-            latency = objective.slo.latency
-            threshold_s: float | None = None
-            if latency is None:
-                events, bad = len(success), failed
-            else:
-                threshold_s = learned_s if latency.threshold_s == "baseline" else float(latency.threshold_s)
-                if threshold_s is None:
-                    events, bad = 0, 0  # still learning what normal is
-                else:
-                    # A success without a usable duration can be judged neither fast nor slow.
-                    events = bad = 0
-                    for total_s, ok in zip(totals_s, success, strict=True):
-                        if not ok:
-                            events += 1
-                            bad += 1
-                        elif math.isfinite(total_s):
-                            events += 1
-                            bad += total_s > threshold_s
-            counts.push(events, bad)
-            # burn_rate over the running sums, inline (the same arithmetic): it runs for every
-            # rule of every SLO of every series, each window.
-            sum_events, sum_bad, budget = counts._sum_events, counts._sum_bad, objective.budget
-            rules = []
-            for rule, long, short in objective.rules:
-                long_events, short_events = sum_events[long], sum_events[short]
-                rules.append(
-                    RuleStatus(
-                        rule,
-                        long,
-                        short,
-                        (sum_bad[long] / long_events) / budget if long_events > 0 else None,
-                        (sum_bad[short] / short_events) / budget if short_events > 0 else None,
-                    )
-                )
-            statuses.append(SLOStatus(objective.slo.name, events, bad, threshold_s, tuple(rules)))
-        window = SeriesWindow(series[0], series[1], start_ns, end_ns, len(totals_s), tuple(statuses))
-        if state.baseline is not None:
-            healthy = [t for t, ok in zip(totals_s, success, strict=True) if ok and math.isfinite(t)]
-            state.baseline.observe(healthy, window.violating)
-        return window
+        if self._free:
+            row = self._free.pop()
+        else:
+            row = self._rows
+            self._rows += 1
+            if self._counts and row >= len(self._counts[0].pos):
+                for counts in self._counts:
+                    counts.grow(2 * len(counts.pos))
+        self._sorted = None
+        return _SeriesState(
+            row, objectives, chosen, LatencyBaseline(self.slo_file.baseline) if learns else None
+        )
 
 
-_Outcomes = tuple[list[float], list[bool]]
-"""(durations_s, success) of one series' probes in one window."""
+_Batch = tuple[list[Series], np.ndarray, np.ndarray]
+"""One window's probes: each one's series, duration (s; NaN: none) and success."""
 
 
-def _by_series(records: pd.DataFrame | Iterable[ProbeOutcome]) -> dict[Series, _Outcomes]:
-    """(durations_s, success) lists per series."""
-    collected: dict[Series, _Outcomes] = {}
+def _no_outcomes() -> _Batch:
+    return [], np.empty(0), np.empty(0, dtype=bool)
+
+
+def _outcomes(records: pd.DataFrame | Iterable[ProbeOutcome]) -> _Batch:
     if isinstance(records, pd.DataFrame):
-        # Plain lists: a pandas groupby costs ~10 ms per window.
-        totals = records["total_s"].to_numpy(dtype=float, na_value=np.nan).tolist()
-        successes = records["success"].to_numpy(dtype=bool).tolist()
-        keys = zip(records["target"].tolist(), records["vantage"].tolist(), strict=True)
-        for key, total_s, ok in zip(keys, totals, successes, strict=True):
-            durations, flags = collected.setdefault(key, ([], []))
-            durations.append(total_s)
-            flags.append(ok)
-        return collected
+        if records.empty:
+            return _no_outcomes()
+        keys = list(zip(records["target"].tolist(), records["vantage"].tolist(), strict=True))
+        totals = records["total_s"].to_numpy(dtype=float, na_value=np.nan)
+        return keys, np.asarray(totals, dtype=np.float64), records["success"].to_numpy(dtype=bool)
+    keys, totals, flags = [], [], []
     for record in records:
-        durations, flags = collected.setdefault((record.target, record.vantage), ([], []))
-        durations.append(math.nan if record.total_s is None else float(record.total_s))
+        keys.append((record.target, record.vantage))
+        totals.append(math.nan if record.total_s is None else float(record.total_s))
         flags.append(bool(record.success))
-    return collected
+    return keys, np.array(totals, dtype=np.float64), np.array(flags, dtype=bool)
 
 
 def evaluate_windows(

@@ -243,7 +243,7 @@ class SlotProcessor:
         # evaluator forgets only idle series: drop an evicted series from both here.
         self.engine.baselines.pop(series, None)
         self.engine.recent.pop(series, None)
-        self.evaluator._series.pop(series, None)
+        self.evaluator.forget(series)
 
 
 def _incident_of(open_incidents: Sequence[Incident]) -> dict[Series, str]:

@@ -79,12 +79,16 @@ def dump_engine(engine: FeatureEngine) -> JSONData:
 
 
 def load_engine(engine: FeatureEngine, data: JSONData) -> None:
-    engine.baselines = {
-        decode(series): SeriesBaseline(
-            **{name: decode(state[name]) for name in _BASELINE_FIELDS if name in state}
+    loaded = [
+        (
+            decode(series),
+            SeriesBaseline(**{name: decode(state[name]) for name in _BASELINE_FIELDS if name in state}),
         )
         for series, state in data["baselines"]
-    }
+    ]
+    engine.baselines.clear()
+    for series, state in loaded:  # the arrays take the per-series shape this file has always had
+        engine.baselines.put(series, state)
     engine.recent = decode(data["recent"])
     engine.evicted_series = int(data.get("evicted", 0))
 
@@ -99,15 +103,23 @@ def _objective_key(evaluator: SLOEvaluator, state: Any) -> list[JSONData]:
 def dump_evaluator(evaluator: SLOEvaluator) -> JSONData:
     series = []
     for key, state in evaluator._series.items():
-        counts = [
-            {
-                "events": encode(c._events),
-                "bad": encode(c._bad),
-                "sum_events": encode(c._sum_events),
-                "sum_bad": encode(c._sum_bad),
-            }
-            for c in state.counts
-        ]
+        counts = []
+        for held in evaluator.counts_of(state):
+            events, bad = held.history(state.row)
+            size = held.spans[-1]
+            sums = [
+                (span, int(held.sum_events[state.row, k]), int(held.sum_bad[state.row, k]))
+                for k, span in enumerate(held.spans)
+            ]
+            # The shape of the per-series deques these counts were before they became arrays.
+            counts.append(
+                {
+                    "events": encode(deque(events, maxlen=size)),
+                    "bad": encode(deque(bad, maxlen=size)),
+                    "sum_events": encode({span: total for span, total, _ in sums}),
+                    "sum_bad": encode({span: total for span, _, total in sums}),
+                }
+            )
         baseline = state.baseline
         latency = None
         if baseline is not None:
@@ -143,14 +155,17 @@ def load_evaluator(evaluator: SLOEvaluator, data: JSONData) -> int:
     restored = 0
     for entry in data["series"]:
         key = decode(entry["series"])
+        evaluator.forget(key)
         state = evaluator._new_state(key)
         state.idle_windows = int(entry["idle_windows"])
         if _objective_key(evaluator, state) == entry["objectives"]:
-            for counts, saved in zip(state.counts, entry["counts"], strict=True):
-                counts._events = decode(saved["events"])
-                counts._bad = decode(saved["bad"])
-                counts._sum_events = decode(saved["sum_events"])
-                counts._sum_bad = decode(saved["sum_bad"])
+            for held, saved in zip(evaluator.counts_of(state), entry["counts"], strict=True):
+                held.restore(
+                    state.row,
+                    decode(saved["events"]),
+                    decode(saved["bad"]),
+                    (decode(saved["sum_events"]), decode(saved["sum_bad"])),
+                )
             restored += 1
         latency = entry.get("latency")
         if state.baseline is not None and latency is not None:

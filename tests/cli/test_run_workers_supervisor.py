@@ -52,8 +52,9 @@ async def test_two_workers_probe_each_target_once_per_interval_as_one_prober(tmp
         assert code == 0, log.read_text()[-4000:]
         served = hits.count()
 
-    # Once per interval across the workers (3 s / 0.5 s = 6, with jitter), never once per worker.
-    assert all(5 <= in_window[n] <= 7 for n in names), in_window
+    # Once per interval across the workers: 3 s / 0.5 s = 6 (+-1 for the jitter, +-1 more for a
+    # busy machine's late starts), where a target probed by both workers would show about 12.
+    assert all(4 <= in_window[n] <= 8 for n in names), in_window
 
     # Every probe the server answered became a span that reached the receiver before exit.
     spans = roots(received(receiver))

@@ -43,5 +43,6 @@ async def test_fleet_quotas_are_divided_by_shards_times_workers_and_per_process_
         _write(path, "  big: {concurrency: 20, rate: 100}\n")
         assert await runtime.reload()
         assert gate.tenants["big"].limits == TenantLimits(concurrency=20, rate=100.0)
+        assert gate.tenants["small"].limits == TenantLimits()  # no longer listed: no limits of its own
     finally:
         await runtime.shutdown()

@@ -26,7 +26,7 @@ from typing import Final, Protocol
 from otelprobe.errors import ConnectTimeout, ProbeTimeout
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
-from otelprobe.scheduling.fair_share import Destination, FairGate, TenantShare
+from otelprobe.scheduling.fair_share import Destination, FairGate, TenantLimits, TenantShare
 from otelprobe.scheduling.health import Health, TargetState, backoff_s
 from otelprobe.scheduling.stats import SchedulerStats
 from otelprobe.scheduling.tenancy import Tenancy, destination_of
@@ -211,8 +211,8 @@ class Scheduler:
             tenancy.per_destination,
             tenancy.circuit,
         )
-        for name, limits in tenancy.limits.items():
-            gate.tenant(name, limits)
+        for name in {*gate.tenants, *tenancy.limits}:
+            gate.tenant(name, tenancy.limits.get(name, TenantLimits()))  # an unlisted tenant: no limits
         tenants: dict[str, str] = {}
         for name, t in self._targets.items():
             tenant = tenancy.tenant_of(t.config)

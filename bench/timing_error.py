@@ -12,6 +12,8 @@ Each configuration runs `--repetitions` times; the table gives the median of the
     sudo .venv/bin/python bench/timing_error.py [--concurrency 1 50 300] [--probes 300] [--repetitions 3]
         [--user-space]   # baseline: kernel stamps off (phase edges at event-loop wake-ups)
         [--burst]        # rounds of probes started at once instead of steady, staggered starts
+        [--busy-ms 20 --busy-every-ms 5]   # the loop also runs Python for 20 ms after every 5 ms idle
+                                           # (a loop late by up to 20 ms without saturating the box)
 """
 
 from __future__ import annotations
@@ -46,15 +48,29 @@ def dns_errors(results: list[ProbeResult], injected_s: float) -> list[float]:
     ]
 
 
+async def keep_loop_busy(busy_s: float, every_s: float) -> None:
+    """Run Python code (the GIL held, as other probes' work holds it) for `busy_s`, then yield."""
+    while True:
+        end = time.perf_counter() + busy_s
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(every_s)
+
+
 async def one_run(
-    spec: TargetSpec, concurrency: int, probes: int, burst: bool
+    spec: TargetSpec, concurrency: int, probes: int, burst: bool, busy: tuple[float, float] = (0.0, 0.0)
 ) -> dict[str, tuple[float, float, int]]:
     """phase -> (mean abs error ms, p99 abs error ms, samples) for one run."""
     out: dict[str, tuple[float, float, int]] = {}
     async with verify.lab_target(spec) as target:
         await verify.probe_rounds(target, 1, 3, by_name=True)  # warm-up
         async with PacketCapture(target.port) as capture:
-            results = await verify.probe_rounds(target, concurrency, probes, by_name=True, burst=burst)
+            busy_task = asyncio.create_task(keep_loop_busy(*busy)) if busy[0] > 0 else None
+            try:
+                results = await verify.probe_rounds(target, concurrency, probes, by_name=True, burst=burst)
+            finally:
+                if busy_task is not None:
+                    busy_task.cancel()
     truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, target.port).items()}
     for error in verify.summarize(verify.match(results, truth)):
         out[error.phase] = (error.mean_abs_ms, error.p99_abs_ms, error.samples)
@@ -81,6 +97,8 @@ async def main() -> None:
     parser.add_argument("--body", type=int, default=8192)
     parser.add_argument("--user-space", action="store_true")
     parser.add_argument("--burst", action="store_true", help="start each round of probes at once")
+    parser.add_argument("--busy-ms", type=float, default=0.0, help="keep the loop busy this long...")
+    parser.add_argument("--busy-every-ms", type=float, default=5.0, help="...after every this much idle")
     args = parser.parse_args()
     if args.user_space:
         user_space_only()
@@ -93,6 +111,8 @@ async def main() -> None:
     )
     mode = "user-space marks" if args.user_space else "kernel stamps"
     mode += ", burst starts" if args.burst else ", steady starts"
+    if args.busy_ms:
+        mode += f", loop busy {args.busy_ms:g} ms after every {args.busy_every_ms:g} ms"
     print(f"# timing error ({mode}); {spec}")
     print(
         "| concurrency | phase | samples/run | mean abs err ms (median of runs) | p99 abs err ms (median) |"
@@ -103,7 +123,13 @@ async def main() -> None:
         started = time.monotonic()
         for _ in range(args.repetitions):
             for phase, run in (
-                await one_run(spec, concurrency, max(args.probes, concurrency), args.burst)
+                await one_run(
+                    spec,
+                    concurrency,
+                    max(args.probes, concurrency),
+                    args.burst,
+                    (args.busy_ms / 1e3, args.busy_every_ms / 1e3),
+                )
             ).items():
                 runs[phase].append(run)
         for phase, per_run in runs.items():

@@ -14,9 +14,12 @@ its own stamp — so a capture alone can make a small first read look like a fix
 watched (edge-triggered: one registration per socket, an event per arrival). On each arrival it
 reads what is queued — `recvmsg` with the receive stamp, normally that one segment — and keeps it
 for the socket's coroutine, waking it through its loop (`call_soon_threadsafe`). The thread needs
-the GIL only for the read: a loop blocked in a C call or a sleep lets it in at once, a loop
-running Python code within the interpreter's switch interval (5 ms by default), still before a
-later segment of a paced response. A watch replaces the loop's add_reader / remove_reader, so a
+the GIL for the read: a loop blocked in a C call or a sleep lets it in at once, a loop running
+Python code after the interpreter's switch interval (set to 1 ms here, from 5), still before a
+later segment of most paced responses — as long as the process gets a CPU: a GIL holder that the
+OS preempts (a box with more runnable threads than cores) holds the thread back too, and a
+segment arriving meanwhile merges (bench/README.md: p90 of the thread's lag 8-14 ms at load 7 on
+2 cores). A watch replaces the loop's add_reader / remove_reader, so a
 response costs about the same syscalls (epoll_ctl ADD, and DEL only if the response goes on,
 instead of ADD and DEL; one wake-up write), plus a thread wake-up.
 
@@ -28,9 +31,11 @@ stamped by its newest byte, which is what a last byte needs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -40,6 +45,11 @@ from typing import Final
 _EVENTS: Final = select.EPOLLIN | select.EPOLLET
 """EPOLLERR / EPOLLHUP are always reported: the read then returns b"" or raises, as the loop's would."""
 
+_log = logging.getLogger(__name__)
+_PYTHON_SWITCH_INTERVAL_S: Final = 0.005
+_SWITCH_INTERVAL_S: Final = 0.001
+"""How long a thread waiting for the GIL lets the holder run first (Python's default is 5 ms;
+changed only if still the default). Only matters while another thread waits for the GIL."""
 _AHEAD: Final = 64 * 1024
 """Bytes the thread reads ahead of the coroutine at most (a response head is far smaller)."""
 
@@ -152,6 +162,10 @@ class PromptReads:
         self._epoll = select.epoll()
         self.lock = threading.Lock()
         self._watches: dict[int, Watch] = {}
+        if sys.getswitchinterval() == _PYTHON_SWITCH_INTERVAL_S:
+            # The thread's read waits for the GIL: a loop running Python code lets it go only
+            # after the switch interval, and a later segment arriving meanwhile takes the stamp.
+            sys.setswitchinterval(_SWITCH_INTERVAL_S)
         thread = threading.Thread(target=self._run, name="otelprobe-prompt-reads", daemon=True)
         thread.start()
 
@@ -183,12 +197,19 @@ class PromptReads:
 
     def _run(self) -> None:
         while True:
-            events = self._epoll.poll()
+            try:
+                events = self._epoll.poll()
+            except OSError:  # the epoll fd closed under us (a forked child's copy): this thread is done
+                return
             with self.lock:
                 for fd, _ in events:
                     watch = self._watches.get(fd)
-                    if watch is not None:
+                    if watch is None:
+                        continue
+                    try:
                         watch._arrived()
+                    except Exception:  # never let one socket stop every other socket's reads
+                        _log.exception("prompt read on fd %d failed", fd)
 
     @classmethod
     def shared(cls) -> PromptReads:

@@ -85,10 +85,13 @@ class SLOStatus:
     bad: int
     threshold_s: float | None  # latency SLOs: the threshold applied this window
     rules: tuple[RuleStatus, ...]
-    violating: bool = field(init=False, repr=False, compare=False)
-    """Any rule firing (worked out once: detection, incidents and the API all ask)."""
+    violating: bool | None = field(default=None, repr=False, compare=False)
+    """Any rule firing (worked out once: detection, incidents and the API all ask; the evaluator
+    passes it in, worked out for all series at once)."""
 
     def __post_init__(self) -> None:
+        if self.violating is not None:
+            return
         violating = False
         for rule in self.rules:  # RuleStatus.firing, inline: 10,000 series x rules per slot
             long_burn, short_burn, factor = rule.long_burn, rule.short_burn, rule.rule.factor
@@ -382,41 +385,55 @@ class SLOEvaluator:
         window_counts: list[tuple[list[int], list[int], list[float | None]]],
     ) -> list[SeriesWindow]:
         """The SeriesWindow of every series: the SLO statuses from the pushed counts."""
-        # Burn rates per SLO and rule for the series it selects, as lists (one object per status).
-        per_slo: list[tuple[list[int], list[int], list[float | None], list[list[RuleStatus]]]] = []
-        cursor = [0] * len(self._objectives)
+        # Per SLO, for the series it selects: each status's rule statuses and whether one fires.
+        per_slo: list[
+            tuple[list[int], list[int], list[float | None], list[tuple[RuleStatus, ...]], list[bool]]
+        ] = []
+        all_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
         for j, objective in enumerate(self._objectives):
             counts = self._counts[j]
             selects = self._selects(j, ordered)
-            rows = np.array([state.row for _, state in ordered], dtype=np.int64)
-            if selects is not None:
-                rows = rows[selects]
+            rows = all_rows if selects is None else all_rows[selects]
             sums_e, sums_b = counts.sum_events[rows], counts.sum_bad[rows]
-            statuses: list[list[RuleStatus]] = [[] for _ in range(len(rows))]
+            columns: list[list[RuleStatus]] = []
+            firing = np.zeros(len(rows), dtype=bool)
             for rule, long, short in objective.rules:
-                k_long, k_short = counts.spans.index(long), counts.spans.index(short)
-                burns = []
-                for k in (k_long, k_short):
+                sides = []
+                for span in (long, short):
+                    k = counts.spans.index(span)
                     events = sums_e[:, k]
                     with np.errstate(divide="ignore", invalid="ignore"):
                         burn = (sums_b[:, k] / events) / objective.budget
-                    burns.append(
-                        [b if e > 0 else None for b, e in zip(burn.tolist(), events.tolist(), strict=True)]
-                    )
-                for i, (long_burn, short_burn) in enumerate(zip(*burns, strict=True)):
-                    statuses[i].append(RuleStatus(rule, long, short, long_burn, short_burn))
+                    none = events <= 0  # no events: no burn rate (None)
+                    firing_side = ~none & (burn > rule.factor)
+                    values: list[float | None] = burn.tolist()
+                    for i in np.flatnonzero(none).tolist():
+                        values[i] = None
+                    sides.append((values, firing_side))
+                (long_burns, long_fires), (short_burns, short_fires) = sides
+                firing |= long_fires & short_fires
+                columns.append(
+                    [
+                        RuleStatus(rule, long, short, lb, sb)
+                        for lb, sb in zip(long_burns, short_burns, strict=True)
+                    ]
+                )
+            statuses: list[tuple[RuleStatus, ...]] = (
+                list(zip(*columns, strict=True)) if columns else [()] * len(rows)
+            )
             events_list, bad_list, thresholds = window_counts[j]
-            per_slo.append((events_list, bad_list, thresholds, statuses))
+            per_slo.append((events_list, bad_list, thresholds, statuses, firing.tolist()))
         results = []
         names = [o.slo.name for o in self._objectives]
+        cursor = [0] * len(self._objectives)
         for i, ((target, vantage), state) in enumerate(ordered):
             slos = []
             for j in state.slos:
-                events_list, bad_list, thresholds, statuses = per_slo[j]
+                events_list, bad_list, thresholds, statuses, fires = per_slo[j]
                 k = cursor[j]
                 cursor[j] += 1
                 slos.append(
-                    SLOStatus(names[j], events_list[k], bad_list[k], thresholds[i], tuple(statuses[k]))
+                    SLOStatus(names[j], events_list[k], bad_list[k], thresholds[i], statuses[k], fires[k])
                 )
             results.append(SeriesWindow(target, vantage, start_ns, end_ns, probes[i], tuple(slos)))
         return results

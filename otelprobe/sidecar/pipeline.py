@@ -175,12 +175,14 @@ class SlotProcessor:
         if table is not None:
             warm = int(table["warm"].sum())
             by_series = _incident_of(window_incidents.open)
-            records_of = records_by_series(slot.records)
+            records_of: dict[Series, list[ProbeRecord]] | None = None  # grouped once something is attributed
             live = self._model()
             if not isinstance(live, LiveModel):
                 live = LiveModel(live)
             for found in self._attribute(live.model, table):
                 series = (found.target, found.vantage)
+                if records_of is None:
+                    records_of = records_by_series(slot.records)
                 links = sample_links(records_of.get(series, ()))
                 made = LiveAttribution(found, by_series.get(series), links, self.window_s, live.version)
                 attributions.append(made)

@@ -10,7 +10,6 @@ into a window table that train.py and attribute.py accept.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -61,10 +60,12 @@ def incident_rows(table: pd.DataFrame, incident_of: Mapping[tuple[str, str], str
         matrix[:, index[column]] = block[column].to_numpy(dtype=np.float64, na_value=np.nan)
     starts = block["window_start_ns"].to_numpy(dtype=np.int64)
     ends = block["window_end_ns"].to_numpy(dtype=np.int64)
+    cells = matrix.astype(object)  # Python floats, None for NaN: at once, not cell by cell
+    cells[~np.isfinite(matrix)] = None
     rows = []
     for k, i in enumerate(chosen):
         target, vantage = keys[i]
-        values = tuple(float(v) if math.isfinite(v) else None for v in matrix[k].tolist())
+        values = tuple(cells[k].tolist())
         rows.append(
             WindowRow(incident_of[(target, vantage)], target, vantage, int(starts[k]), int(ends[k]), values)
         )

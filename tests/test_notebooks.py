@@ -91,6 +91,7 @@ def test_the_kernel_is_this_virtualenv() -> None:
     assert "python" in Path(spec.argv[0]).name
 
 
+@pytest.mark.slow  # each notebook builds window tables and trains: minutes for the four
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_runs_on_the_shipped_data(path: Path, kernel_env: None) -> None:

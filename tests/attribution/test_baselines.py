@@ -237,6 +237,7 @@ def train_table() -> WindowTable:
     return train_101_table()
 
 
+@pytest.mark.slow  # train_table: the whole train-101 recording as windows (~1 min)
 def test_rule_tree_beats_chance_and_the_simple_baselines_on_the_shipped_recordings(
     train_table: WindowTable, eval_table: WindowTable
 ) -> None:

@@ -175,6 +175,7 @@ def lab_report(trained_model: AttributionModel, eval_table: WindowTable) -> Eval
     )
 
 
+@pytest.mark.slow  # lab_report: the train-101 table and the held-out evaluation (~1 min)
 def test_held_out_evaluation_yields_every_number(lab_report: EvaluationReport) -> None:
     names = list(lab_report.attributed)
     assert names[1:] == BASELINE_NAMES
@@ -205,6 +206,7 @@ def test_held_out_evaluation_yields_every_number(lab_report: EvaluationReport) -
     assert model.ac1 > lab_report.attributed["static thresholds"].ac1
 
 
+@pytest.mark.slow  # shares lab_report
 def test_report_files(lab_report: EvaluationReport, tmp_path: Path) -> None:
     markdown_path, json_path, png_path = save_report(lab_report, tmp_path / "out")
     markdown = markdown_path.read_text()

@@ -97,6 +97,7 @@ def test_missing_recordings_are_a_clear_error(tmp_path: Path) -> None:
         experiments.find_lab_dir(tmp_path)
 
 
+@pytest.mark.slow  # builds the held-out window table afresh
 def test_a_cached_table_equals_a_fresh_one(held_out: experiments.Recording, tmp_path: Path) -> None:
     fresh = read_window_table([held_out.traces])
     built = read_table_cached([held_out.traces], tmp_path)
@@ -108,6 +109,7 @@ def test_a_cached_table_equals_a_fresh_one(held_out: experiments.Recording, tmp_
         assert (table.window_s, table.records, table.reader) == (fresh.window_s, fresh.records, fresh.reader)
 
 
+@pytest.mark.slow  # builds the held-out window table afresh
 def test_a_damaged_entry_is_rebuilt(held_out: experiments.Recording, tmp_path: Path) -> None:
     read_table_cached([held_out.traces], tmp_path)
     npz = next(tmp_path.glob("*.npz"))

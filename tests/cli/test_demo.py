@@ -14,6 +14,7 @@ import pytest
 from otelprobe.telemetry.otlp_json import read_otlp_json
 
 
+@pytest.mark.slow  # the whole demo: train or load, probe, inject, detect, close (~1 min)
 @pytest.mark.timeout(150)
 def test_demo_detects_the_injected_fault_ranks_its_cause_first_and_closes(
     tmp_path: Path, trained_model: Path

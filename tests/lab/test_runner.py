@@ -76,6 +76,7 @@ def _window(label: dict[str, object]) -> tuple[int, int]:
 
 
 @needs_root
+@pytest.mark.slow  # shares `tiny`: the tiny scenario run in namespaces (~45 s)
 def test_recording_is_otlp_json_with_labels_and_its_scenario(tiny: Recording) -> None:
     contents = read_otlp_json(tiny.out / "traces.jsonl")
     assert contents.malformed == 0 and contents.traces
@@ -101,6 +102,7 @@ def test_recording_is_otlp_json_with_labels_and_its_scenario(tiny: Recording) ->
 
 
 @needs_root
+@pytest.mark.slow
 def test_spans_carry_the_truth_exactly_during_their_faults(tiny: Recording) -> None:
     labeled = 0
     for span in tiny.spans:
@@ -124,6 +126,7 @@ def test_spans_carry_the_truth_exactly_during_their_faults(tiny: Recording) -> N
 
 
 @needs_root
+@pytest.mark.slow
 def test_ttfb_delay_shows_in_http_ttfb_of_the_target(tiny: Recording) -> None:
     for vantage in ("near", "far"):
         during = [
@@ -149,6 +152,7 @@ def test_ttfb_delay_shows_in_http_ttfb_of_the_target(tiny: Recording) -> None:
 
 
 @needs_root
+@pytest.mark.slow
 def test_link_latency_on_one_vantage_shows_in_its_tcp_connect_only(tiny: Recording) -> None:
     start, end = _window(tiny.labels[1])
     for target in ("web", "api"):
@@ -172,6 +176,7 @@ def test_link_latency_on_one_vantage_shows_in_its_tcp_connect_only(tiny: Recordi
 
 
 @needs_root
+@pytest.mark.slow
 def test_path_scoped_certificate_fault_fails_one_vantage_only(tiny: Recording) -> None:
     label = tiny.labels[2]
     faulted = str(label["vantage"])
@@ -190,6 +195,7 @@ def test_path_scoped_certificate_fault_fails_one_vantage_only(tiny: Recording) -
 
 
 @needs_root
+@pytest.mark.slow
 def test_everything_the_lab_created_is_removed(tiny: Recording) -> None:
     lab_id = tiny.result.lab_id
     assert lab_id
@@ -210,6 +216,7 @@ tail: 1s
 """
 
 
+@pytest.mark.slow  # a scenario run in real time
 def test_loopback_mode_injects_server_faults_only(tmp_path: Path) -> None:
     result = run_scenario(load_scenario_text(LOOPBACK), tmp_path, mode="loopback")
     assert result.mode == "loopback" and result.skipped_incidents == [1] and result.lab_id is None
@@ -315,6 +322,7 @@ tail: 1s
 """
 
 
+@pytest.mark.slow  # a scenario run in real time
 def test_ramps_step_up_and_labels_say_when_and_what_overlapped(tmp_path: Path) -> None:
     recording = _load(run_scenario(load_scenario_text(RAMP_AND_COMPOUND), tmp_path, mode="loopback"))
     ramp, errors, content = recording.labels

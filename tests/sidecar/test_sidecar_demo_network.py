@@ -26,6 +26,7 @@ def _lab_namespaces() -> set[str]:
     return {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("otp-")}
 
 
+@pytest.mark.slow  # the demo behind the emulated link (~1 min)
 @pytest.mark.timeout(200)
 def test_demo_as_root_detects_a_link_latency_fault_and_ranks_network_latency_first(tmp_path: Path) -> None:
     if (why_not := network_unavailable()) is not None:

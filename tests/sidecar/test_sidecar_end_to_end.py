@@ -30,7 +30,7 @@ from tests.support.sidecar_process import (
     write_config,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]  # real processes over real windows: 30-50 s each
 
 
 class Collector:

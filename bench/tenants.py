@@ -13,8 +13,10 @@ Reported per mode, over the measured window (after `--warmup`, which lets the ha
 fill the bound and the circuit open): the small tenant's start lateness p50/p99/max (from each
 result's start against the target's own grid: jitter is 0), its runs started out of those due
 and its success ratio (successful runs / runs due: a skipped run is not a success), the big
-tenant's attempts started, throttled, skipped and shed, the prober's CPU and the machine's load.
-Medians over `--runs`.
+tenant's attempts started, throttled, skipped and shed, the prober's CPU and the machine's load
+(load average, CPU pressure). A control runs beside the probes: something due every 5 ms on a fixed
+grid (`grid_*`), whose lateness is what the loop and the machine give any start, scheduler or not;
+and the longest GC pass. Medians over `--runs`.
 
     .venv/bin/python bench/tenants.py [--runs 3] [--big 3000] [--small 10] [--duration 45] [--json F]
 """
@@ -111,14 +113,19 @@ def config_text(args: argparse.Namespace, ports: dict[str, int], tenants: bool) 
     for i in range(args.small):
         lines.append(
             f"  - {{name: small-{i}, kind: http, url: 'http://127.0.0.1:{ports['healthy']}/',"
-            f" interval: {args.small_interval}s, timeout: 1s, jitter: 0s, labels: {{tenant: small}}}}"
+            f" interval: {args.small_interval}s, timeout: {min(1.0, 0.8 * args.small_interval):g}s,"
+            " jitter: 0s, labels: {tenant: small}}"
         )
     return "\n".join(lines) + "\n"
 
 
 class LoopLag:
-    """How late the loop wakes a 5 ms sleeper, and how long each GC pass holds it: what any probe
-    start on this process suffers from, whatever the scheduler does."""
+    """A control beside the probes: how late this loop runs something due every 5 ms on a fixed grid
+    (every grid point counted, so a 100 ms stall counts 20 late points, as it would for probes due
+    then), and how long each GC pass holds the loop: what any probe start of this process suffers,
+    whatever the scheduler does."""
+
+    GRID_S = 0.005
 
     def __init__(self) -> None:
         self.lags_ms: list[float] = []
@@ -136,10 +143,13 @@ class LoopLag:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        due = loop.time() + self.GRID_S
         while True:
-            before = loop.time()
-            await asyncio.sleep(0.005)
-            self.lags_ms.append((loop.time() - before - 0.005) * 1000)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            while due <= now:
+                self.lags_ms.append((now - due) * 1000)
+                due += self.GRID_S
 
     def start(self) -> None:
         gc.callbacks.append(self._on_gc)
@@ -150,6 +160,15 @@ class LoopLag:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def cpu_pressure() -> float:
+    """PSI `some avg60` of the CPU (% of time some task waited for a core), -1 when unavailable."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return -1.0
+    return float(dict(part.split("=") for part in first.split()[1:])["avg60"])
 
 
 def cpu_now() -> float:
@@ -217,13 +236,15 @@ async def one_run(args: argparse.Namespace, ports: dict[str, int], tenants: bool
         "big_shed": int(big1.get("shed", 0) - big0.get("shed", 0)),
         "skipped_runs_all": skipped,
         "circuit_open": int(big1.get("circuit_open", 0)),
-        "loop_lag_p99_ms": round(pct(lag.lags_ms, 99), 2),
-        "loop_lag_max_ms": round(max(lag.lags_ms, default=0.0), 2),
+        "grid_p50_ms": round(pct(lag.lags_ms, 50), 2),
+        "grid_p99_ms": round(pct(lag.lags_ms, 99), 2),
+        "grid_max_ms": round(max(lag.lags_ms, default=0.0), 2),
         "gc_max_ms": round(max(lag.gc_ms, default=0.0), 2),
         "gc_full_passes": lag.full_gcs,
         "gc_tracked": tracked,
         "prober_cpu_pct": round(100 * cpu_s / window_s, 1),
         "load1": round((load0 + os.getloadavg()[0]) / 2, 2),
+        "cpu_pressure_pct": cpu_pressure(),
     }
 
 

@@ -59,6 +59,7 @@ def _recording_prefix(out: Path, lines: int, *, labels: bool) -> Path:
     return out
 
 
+@pytest.mark.slow  # the CLI over a whole recording (30-50 s measured)
 def test_train_writes_a_text_model_with_its_metadata_and_says_what_it_learned(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -131,6 +132,7 @@ def test_train_on_data_that_cannot_teach_says_why(tmp_path: Path, capsys: pytest
     assert not list(tmp_path.glob("m.*"))
 
 
+@pytest.mark.slow  # the CLI over a whole recording (30-50 s measured)
 def test_attribute_writes_json_lines_and_a_one_line_summary(
     trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +153,7 @@ def test_attribute_writes_json_lines_and_a_one_line_summary(
     assert all(len(r["causes"]) == len(ROOT_CAUSES) for r in records)
 
 
+@pytest.mark.slow  # the CLI over a whole recording (30-50 s measured)
 def test_attribute_out_file_and_slo_file_of_the_defaults_give_the_same_lines(
     trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -271,6 +274,7 @@ def test_a_recording_without_probe_traces_is_an_error_naming_its_first_bad_line(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attributions.jsonl", "garbage.jsonl.gz"]
 
 
+@pytest.mark.slow  # the CLI over a whole recording (30-50 s measured)
 def test_attribute_into_a_pipe_closed_early_stops_quietly(trained_model: Path, tmp_path: Path) -> None:
     """`otelprobe attribute ... | head -1`: no traceback, no error message."""
     recording = _recording_prefix(tmp_path / "traces.jsonl.gz", 800, labels=False)

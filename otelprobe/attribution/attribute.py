@@ -21,7 +21,7 @@ import numpy as np
 
 from otelprobe.attribution.evidence import Evidence, top_evidence
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
-from otelprobe.attribution.model import AttributionModel, gate_input_matrix, scope_inputs
+from otelprobe.attribution.model import AttributionModel, gate_input_matrix
 from otelprobe.attribution.shap_by_cause import contributions_for
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
@@ -112,7 +112,7 @@ def score_windows(model: AttributionModel, frame: pd.DataFrame) -> Scored:
     if frame.empty:
         return Scored(np.zeros((0, len(ROOT_CAUSES))), np.zeros((0, len(ROOT_CAUSES), len(SCOPES))))
     causes = model.cause_scores(feature_matrix(frame))
-    scopes = model.scopes_for_every_cause(scope_inputs(frame))
+    scopes = model.scopes_for_every_cause(frame)
     return Scored(causes, scopes)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from otelprobe import __version__
 from otelprobe.attribution.features import FEATURE_NAMES
+from otelprobe.attribution.scope_evidence import CAUSE_EVIDENCE_FEATURES, column_of
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORMAT_VERSION: Final = 1
-SCOPE_FEATURES: Final[tuple[str, ...]] = (
+LEGACY_SCOPE_FEATURES: Final[tuple[str, ...]] = (
     "vantage_fail_share",
     "vantage_slow_share",
     "vantage_connect_share",
@@ -59,7 +60,16 @@ SCOPE_FEATURES: Final[tuple[str, ...]] = (
     "kind_code",
     "cause_code",
 )
-"""The scope model's inputs: neighbours' symptoms, how bad this series is, and the candidate cause."""
+"""The scope inputs of models trained before the cause-specific neighbour shares; such a model
+still loads and scores exactly as it did."""
+SCOPE_FEATURES: Final[tuple[str, ...]] = (
+    *LEGACY_SCOPE_FEATURES[:-1],
+    *CAUSE_EVIDENCE_FEATURES,
+    "cause_code",
+)
+"""The scope model's inputs: neighbours' symptoms, the share of neighbours showing the candidate
+cause's own symptom (scope_evidence.py), how bad this series is, and the candidate cause."""
+KNOWN_SCOPE_FEATURES: Final = (SCOPE_FEATURES, LEGACY_SCOPE_FEATURES)
 
 GATE_FEATURES: Final[tuple[str, ...]] = FEATURE_NAMES + tuple(
     f"{phase}_p50_z" for phase in ("dns", "connect", "tls", "request", "ttfb", "transfer", "other", "total")
@@ -145,14 +155,22 @@ class AttributionModel:
             features.shape[0], len(self.metadata.causes), len(self.metadata.feature_names) + 1
         )
 
-    def scopes_for_every_cause(self, scope_inputs: np.ndarray) -> np.ndarray:
-        """n × 11 × 3 scope probabilities: the scope of each candidate cause."""
-        n = scope_inputs.shape[0]
-        cause_column = len(SCOPE_FEATURES) - 1
-        stacked = np.repeat(scope_inputs, len(self.metadata.causes), axis=0)
-        stacked[:, cause_column] = np.tile(np.arange(len(self.metadata.causes)), n)
+    def scopes_for_every_cause(self, windows: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """n × 11 × 3 scope probabilities: the scope of each candidate cause. `windows` is a window
+        table (each cause's row gets that cause's neighbour evidence), or a `scope_inputs` matrix
+        (rows repeated with only the cause changed: the cause-specific evidence stays missing)."""
+        n_causes = len(self.metadata.causes)
+        features = self.metadata.scope_features
+        if isinstance(windows, np.ndarray):
+            n = windows.shape[0]
+            stacked = np.repeat(windows, n_causes, axis=0)
+            stacked[:, len(features) - 1] = np.tile(np.arange(n_causes), n)
+        else:
+            n = len(windows)
+            per_cause = [scope_inputs(windows, np.full(n, float(c)), features) for c in range(n_causes)]
+            stacked = np.stack(per_cause, axis=1).reshape(n * n_causes, len(features))
         probs = np.asarray(self.scope_booster.predict(stacked), dtype=np.float64)
-        return probs.reshape(n, len(self.metadata.causes), len(self.metadata.scopes))
+        return probs.reshape(n, n_causes, len(self.metadata.scopes))
 
     def save(self, stem: str | Path) -> tuple[Path, Path, Path, Path]:
         base = Path(stem)
@@ -210,7 +228,9 @@ def load_model(path: str | Path) -> AttributionModel:
     _check_schema(meta_path, "feature_names", meta.get("feature_names"), FEATURE_NAMES)
     _check_schema(meta_path, "causes", meta.get("causes"), ROOT_CAUSES)
     _check_schema(meta_path, "scopes", meta.get("scopes"), SCOPES)
-    _check_schema(meta_path, "scope_features", meta.get("scope_features"), SCOPE_FEATURES)
+    found_scope = meta.get("scope_features")
+    if not any(found_scope == list(known) for known in KNOWN_SCOPE_FEATURES):
+        _check_schema(meta_path, "scope_features", found_scope, SCOPE_FEATURES)
     _check_schema(meta_path, "gate_features", meta.get("gate_features"), GATE_FEATURES)
     boosters = []
     for role in ("gate", "cause", "scope"):
@@ -285,12 +305,28 @@ def versions() -> dict[str, str]:
     return {"otelprobe": __version__, "lightgbm": str(lgb.__version__)}
 
 
-def scope_inputs(frame: pd.DataFrame, cause_codes: np.ndarray | None = None) -> np.ndarray:
-    """The scope model's input rows (cause_code NaN unless given)."""
-    columns = [name for name in SCOPE_FEATURES if name != "cause_code"]
-    matrix = frame.loc[:, columns].to_numpy(dtype=np.float64)
-    codes = np.full((len(frame), 1), np.nan) if cause_codes is None else cause_codes.reshape(-1, 1)
-    out = np.hstack([matrix, codes.astype(np.float64)])
+def scope_inputs(
+    frame: pd.DataFrame,
+    cause_codes: np.ndarray | None = None,
+    features: Sequence[str] = SCOPE_FEATURES,
+) -> np.ndarray:
+    """The scope model's input rows, `features` in order (cause_code NaN unless given). A
+    cause-specific feature (scope_evidence.py) takes each row's value for the row's cause: NaN
+    without a cause, or when the table lacks the column (a table built before it existed)."""
+    n = len(frame)
+    codes = np.full(n, np.nan) if cause_codes is None else np.asarray(cause_codes, dtype=np.float64)
+    out = np.full((n, len(features)), np.nan)
+    for j, name in enumerate(features):
+        if name == "cause_code":
+            out[:, j] = codes
+        elif name in CAUSE_EVIDENCE_FEATURES:
+            for c, cause in enumerate(ROOT_CAUSES):
+                rows = codes == c
+                column = column_of(name, cause)
+                if rows.any() and column in frame:
+                    out[rows, j] = frame[column].to_numpy(dtype=np.float64)[rows]
+        else:
+            out[:, j] = frame[name].to_numpy(dtype=np.float64)
     out[~np.isfinite(out)] = np.nan
     return out
 

@@ -15,13 +15,17 @@ watched (edge-triggered: one registration per socket, an event per arrival). On 
 reads what is queued — `recvmsg` with the receive stamp, normally that one segment — and keeps it
 for the socket's coroutine, waking it through its loop (`call_soon_threadsafe`). The thread needs
 the GIL for the read: a loop blocked in a C call or a sleep lets it in at once, a loop running
-Python code after the interpreter's switch interval (set to 1 ms here, from 5), still before a
-later segment of most paced responses — as long as the process gets a CPU: a GIL holder that the
-OS preempts (a box with more runnable threads than cores) holds the thread back too, and a
-segment arriving meanwhile merges (bench/README.md: p90 of the thread's lag 8-14 ms at load 7 on
-2 cores). A watch replaces the loop's add_reader / remove_reader, so a
-response costs about the same syscalls (epoll_ctl ADD, and DEL only if the response goes on,
-instead of ADD and DEL; one wake-up write), plus a thread wake-up.
+Python code after the interpreter's switch interval (5 ms), still before a later segment of most
+paced responses — as long as the process gets a CPU: a GIL holder that the OS preempts (a box
+with more runnable threads than cores) holds the thread back too, and a segment arriving
+meanwhile merges (bench/README.md: the thread's lag p90 15 ms, p99 22 ms at load 6-8 on 2 cores).
+A 1 ms switch interval shortened that lag in one run but coincided with `tcp.connect` errors in
+`lab verify` at 300 concurrent (forced GIL hand-overs between a phase's start mark and its
+syscall, probably), so the interpreter's default is left alone.
+
+A watch replaces the loop's add_reader / remove_reader, so a response costs about the same
+syscalls (epoll_ctl ADD, and DEL only if the response goes on, instead of ADD and DEL; one
+wake-up write), plus a thread wake-up.
 
 TimedConnection watches a socket while `prompt_reads` is set (until a response's first byte,
 through TLS records and HTTP/2 frames that come before it); later reads are the loop's own, each
@@ -35,7 +39,6 @@ import logging
 import os
 import select
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -46,10 +49,6 @@ _EVENTS: Final = select.EPOLLIN | select.EPOLLET
 """EPOLLERR / EPOLLHUP are always reported: the read then returns b"" or raises, as the loop's would."""
 
 _log = logging.getLogger(__name__)
-_PYTHON_SWITCH_INTERVAL_S: Final = 0.005
-_SWITCH_INTERVAL_S: Final = 0.001
-"""How long a thread waiting for the GIL lets the holder run first (Python's default is 5 ms;
-changed only if still the default). Only matters while another thread waits for the GIL."""
 _AHEAD: Final = 64 * 1024
 """Bytes the thread reads ahead of the coroutine at most (a response head is far smaller)."""
 
@@ -162,10 +161,6 @@ class PromptReads:
         self._epoll = select.epoll()
         self.lock = threading.Lock()
         self._watches: dict[int, Watch] = {}
-        if sys.getswitchinterval() == _PYTHON_SWITCH_INTERVAL_S:
-            # The thread's read waits for the GIL: a loop running Python code lets it go only
-            # after the switch interval, and a later segment arriving meanwhile takes the stamp.
-            sys.setswitchinterval(_SWITCH_INTERVAL_S)
         thread = threading.Thread(target=self._run, name="otelprobe-prompt-reads", daemon=True)
         thread.start()
 

@@ -171,7 +171,10 @@ class PromptReads:
         with self.lock:
             self._watches[fd] = watch
             try:
-                self._epoll.register(fd, _EVENTS)
+                try:
+                    self._epoll.register(fd, _EVENTS)
+                except FileExistsError:  # an earlier socket's entry under this number (a dup lived on)
+                    self._epoll.modify(fd, _EVENTS)
             except BaseException:
                 del self._watches[fd]
                 raise

@@ -412,12 +412,16 @@ class SLOEvaluator:
                     sides.append((values, firing_side))
                 (long_burns, long_fires), (short_burns, short_fires) = sides
                 firing |= long_fires & short_fires
-                columns.append(
-                    [
-                        RuleStatus(rule, long, short, lb, sb)
-                        for lb, sb in zip(long_burns, short_burns, strict=True)
-                    ]
-                )
+                # Statuses are immutable: series with the same burn rates (most, in a quiet
+                # window) share one object instead of building 10,000 alike.
+                made: dict[tuple[float | None, float | None], RuleStatus] = {}
+                column = []
+                for burns in zip(long_burns, short_burns, strict=True):
+                    found = made.get(burns)
+                    if found is None:
+                        found = made[burns] = RuleStatus(rule, long, short, *burns)
+                    column.append(found)
+                columns.append(column)
             statuses: list[tuple[RuleStatus, ...]] = (
                 list(zip(*columns, strict=True)) if columns else [()] * len(rows)
             )
@@ -426,15 +430,20 @@ class SLOEvaluator:
         results = []
         names = [o.slo.name for o in self._objectives]
         cursor = [0] * len(self._objectives)
+        shared: dict[tuple[object, ...], SLOStatus] = {}
         for i, ((target, vantage), state) in enumerate(ordered):
             slos = []
             for j in state.slos:
                 events_list, bad_list, thresholds, statuses, fires = per_slo[j]
                 k = cursor[j]
                 cursor[j] += 1
-                slos.append(
-                    SLOStatus(names[j], events_list[k], bad_list[k], thresholds[i], statuses[k], fires[k])
-                )
+                key = (j, events_list[k], bad_list[k], thresholds[i], *map(id, statuses[k]))
+                status = shared.get(key)
+                if status is None:  # likewise shared (keyed by the rule statuses' identity)
+                    status = shared[key] = SLOStatus(
+                        names[j], events_list[k], bad_list[k], thresholds[i], statuses[k], fires[k]
+                    )
+                slos.append(status)
             results.append(SeriesWindow(target, vantage, start_ns, end_ns, probes[i], tuple(slos)))
         return results
 

@@ -58,7 +58,7 @@ def _config(hanging: HTTPFaultServer, healthy: HTTPFaultServer) -> str:
     for i in range(SMALL_TARGETS):
         lines.append(
             f"  - {{name: small-{i}, kind: http, url: 'http://127.0.0.1:{healthy.port}/?t={i}',"
-            " interval: 250ms, timeout: 200ms, jitter: 0s, labels: {tenant: small}}"
+            " interval: 500ms, timeout: 200ms, jitter: 0s, labels: {tenant: small}}"
         )
     return "\n".join(lines) + "\n"
 
@@ -87,11 +87,14 @@ async def test_a_hanging_tenant_is_throttled_and_shed_while_the_small_one_keeps_
     assert gate is not None
     big, small = gate.tenants["big"], gate.tenants["small"]
 
-    # The small tenant: every run started (none skipped or shed) and every attempt succeeded,
-    # each one seen by the healthy server.
-    expected_runs = SMALL_TARGETS * RUN_S / 0.25
+    # The small tenant: no attempt ever waited at the gate (big holds at most 16 of the 24 slots),
+    # none was throttled or shed, every attempt succeeded and the healthy server saw each one. A
+    # skip could only come from a stall of this shared machine longer than interval - timeout
+    # (the previous run still going), so a few are tolerated.
+    expected_runs = SMALL_TARGETS * RUN_S / 0.5
     assert small.started >= 0.7 * expected_runs, (small.started, expected_runs)
-    assert (small.skipped, small.shed, small.throttled) == (0, 0, 0)
+    assert (small.delayed, small.throttled, small.shed) == (0, 0, 0)
+    assert small.skipped <= 1 + 0.05 * small.started
     assert healthy.statuses[200] == small.started
     spans: list[Any] = telemetry.span_exporter.get_finished_spans() if telemetry.span_exporter else []
     small_roots = [

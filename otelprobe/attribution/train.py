@@ -42,7 +42,7 @@ from otelprobe.causes import ROOT_CAUSES, SCOPES
 if TYPE_CHECKING:
     import pandas as pd
 
-CAUSE_INDEX = {cause: i for i, cause in enumerate(ROOT_CAUSES)}
+CAUSE_INDEX: dict[str, int] = {cause: i for i, cause in enumerate(ROOT_CAUSES)}
 SCOPE_INDEX = {scope: i for i, scope in enumerate(SCOPES)}
 
 
@@ -66,6 +66,7 @@ class TrainingSet:
     causes: np.ndarray  # class index per row
     scopes: np.ndarray
     weights: np.ndarray  # 1, or 1/k for each of the k rows of a compound window
+    teaches_scope: np.ndarray  # the row's scope label is its cause's own (see teaching_windows)
 
 
 def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
@@ -97,7 +98,12 @@ def teaching_windows(frame: pd.DataFrame) -> TrainingSet:
     if WEIGHT_COLUMN in expanded:  # e.g. operator-confirmed windows counting more than lab ones
         weights = weights * expanded[WEIGHT_COLUMN].fillna(1.0).to_numpy(dtype=np.float64)
     scopes = expanded["label_scope"].map(SCOPE_INDEX).fillna(SCOPE_INDEX["path"]).to_numpy(dtype=np.int64)
-    return TrainingSet(expanded, causes, scopes, weights)
+    # The scope on the spans is that of the window's labeled cause: in a compound window the other
+    # fault often has another scope (a path 5xx during a vantage's loss), so its row teaches the
+    # cause model but not the scope model.
+    own = np.array([CAUSE_INDEX.get(str(label), -1) for label in expanded["label"]]) == causes
+    teaches_scope = own | (repeat == 1).repeat(repeat)
+    return TrainingSet(expanded, causes, scopes, weights, teaches_scope)
 
 
 def gate_windows(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -253,15 +259,16 @@ def train_model(
         _bin_rows(gate_frame),
     )
     cause_booster = _fit(features, train.causes, train.weights, n_causes, FEATURE_NAMES, rounds, params, bins)
+    scoped = train.teaches_scope
     scope_booster = _fit(
-        _scope_rows(train),
-        train.scopes,
-        train.weights,
+        _scope_rows(train)[scoped],
+        train.scopes[scoped],
+        train.weights[scoped],
         n_scopes,
         SCOPE_FEATURES,
         max(50, rounds // 2),
         params,
-        bins,
+        None if bins is None else bins[scoped],
     )
     info = dict(training_info or {})
     info.update(
@@ -269,7 +276,7 @@ def train_model(
             "windows": len(train.frame),
             "gate_windows": {"fault": int(gate_labels.sum()), "healthy": int((gate_labels == 0).sum())},
             "windows_per_cause": {c: int((train.causes == i).sum()) for i, c in enumerate(ROOT_CAUSES)},
-            "windows_per_scope": {s: int((train.scopes == i).sum()) for i, s in enumerate(SCOPES)},
+            "windows_per_scope": {s: int((train.scopes[scoped] == i).sum()) for i, s in enumerate(SCOPES)},
             "incidents": len(np.unique(incidents[incidents >= 0])),
             "window_s": window_s,
             "rounds": rounds,

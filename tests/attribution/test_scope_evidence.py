@@ -95,3 +95,35 @@ def test_scope_inputs_take_each_rows_own_cause_evidence() -> None:
     legacy = scope_inputs(frame, None, LEGACY_SCOPE_FEATURES)
     assert legacy.shape == (6, len(LEGACY_SCOPE_FEATURES))
     assert set(CAUSE_EVIDENCE_FEATURES) <= set(SCOPE_FEATURES) - set(LEGACY_SCOPE_FEATURES)
+
+
+def test_a_compound_windows_scope_label_teaches_only_its_labeled_cause() -> None:
+    from otelprobe.attribution.train import teaching_windows
+
+    rows = [
+        {"label": cause, "label_causes": cause, "label_scope": "path", "label_incident": i}
+        for i, cause in enumerate(ROOT_CAUSES)
+    ]
+    # Loss at a vantage (the spans' label and scope) while one of its targets answers 5xx (a path
+    # fault): the window's scope is the loss's, not the 5xx's.
+    rows.append(
+        {
+            "label": "packet_loss",
+            "label_causes": "packet_loss,http_error",
+            "label_scope": "vantage",
+            "label_incident": 99,
+        }
+    )
+    frame = pd.DataFrame(rows).assign(warm=True, symptomatic=True)
+    teaching = teaching_windows(frame)
+    compound = teaching.frame["label_incident"].to_numpy() == 99
+    taught = dict(
+        zip(
+            [ROOT_CAUSES[c] for c in teaching.causes[compound]],
+            teaching.teaches_scope[compound].tolist(),
+            strict=True,
+        )
+    )
+    assert taught == {"packet_loss": True, "http_error": False}
+    assert teaching.teaches_scope[~compound].all()
+    assert teaching.weights[compound].tolist() == [0.5, 0.5]  # both still teach the cause model

@@ -216,3 +216,27 @@ async def test_attempts_dropped_while_the_circuit_is_open_are_counted_as_shed() 
     loop = asyncio.get_running_loop()
     assert not await gate.acquire(share, None, 0.0, loop.time() + 0.02)
     assert (share.shed, share.skipped, share.throttled) == (1, 0, 1)
+
+
+def test_the_destination_of_each_kind_of_target() -> None:
+    from otelprobe.config import load_text
+    from otelprobe.scheduling.tenancy import destination_of
+
+    config = load_text(
+        """targets:
+  - {name: a, kind: http, url: 'https://API.example.com/health'}
+  - {name: b, kind: http, url: 'http://127.0.0.1:8080/'}
+  - {name: c, kind: tcp, address: 'db.internal:5432'}
+  - {name: d, kind: tls, address: '[::1]:443'}
+  - {name: e, kind: dns, server: '10.0.0.53', query_name: example.com}
+  - {name: f, kind: dns, query_name: example.com}
+"""
+    )
+    assert [destination_of(t) for t in config.targets] == [
+        ("api.example.com", 443),
+        ("127.0.0.1", 8080),
+        ("db.internal", 5432),
+        ("::1", 443),
+        ("10.0.0.53", 0),
+        None,  # the system resolver: no destination of its own
+    ]

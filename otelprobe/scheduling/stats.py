@@ -72,6 +72,7 @@ class SchedulerStats:
     """Attempts cut off by the scheduler's outer safety deadline."""
     sink_errors: int = 0
     skipped_runs: int = 0
-    """Runs not started because the previous run of the target was still going, or the loop lagged."""
+    """Runs not started because the previous run of the target was still going, the loop lagged, or
+    (with tenants) the run could not start at the fair gate before its next due time."""
     build_errors: int = 0
     """Targets whose probe could not be created."""

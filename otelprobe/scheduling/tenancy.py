@@ -66,7 +66,11 @@ def tenancy_of(config: Config, processes: int = 1) -> Tenancy | None:
 
 
 def destination_of(target: ProbeConfigBase) -> tuple[str, int] | None:
-    """The (host, port) a target's probes connect to, for the per-destination limit (None: unknown)."""
+    """The (host, port) a target's probes connect to, for the per-destination limit (None: unknown).
+
+    Port 0 stands for the kind's default port where the config gives none (a DNS `server`, an ICMP
+    `host`): the same host written with and without its default port counts as two destinations.
+    """
     try:
         url = getattr(target, "url", None)
         if isinstance(url, str):

@@ -96,6 +96,8 @@ class ProbeRecord:
     dns_answered_attempt: float = math.nan
     """Which of a configured resolver's UDP tries the answer used came for (1 = the first query;
     `probe.dns.answered_attempt`); NaN without one (system resolver, no answer, no DNS)."""
+    tenant: str | None = None
+    """The target's tenant (`otelprobe.tenant`), None when the prober has no `tenants:` section."""
 
 
 RECORD_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(ProbeRecord))
@@ -122,6 +124,7 @@ COLUMN_DTYPES: Final[Mapping[str, str]] = {
             "lab_scope",
             "lab_causes",
             "peer_address",
+            "tenant",
         )
         else "float64"
     )
@@ -147,6 +150,7 @@ RECORD_KEYS: Final = frozenset(
         names.PROBE_TARGET,
         names.PROBE_KIND,
         names.OTELPROBE_VANTAGE,
+        names.OTELPROBE_TENANT,
         names.PROBE_SUCCESS,
         names.PROBE_ATTEMPT,
         names.ERROR_TYPE,
@@ -282,6 +286,7 @@ def build_record(root: SpanView, children: list[SpanView], stats: ReaderStats) -
         dns_answered_attempt=(
             NAN if dns is None else _number(dns.attributes, names.PROBE_DNS_ANSWERED_ATTEMPT, stats)
         ),
+        tenant=_text(attrs.get(names.OTELPROBE_TENANT)),
     )
 
 

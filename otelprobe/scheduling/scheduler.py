@@ -51,12 +51,6 @@ class ResultSink(Protocol):
         ...
 
 
-class TenantAwareSink(Protocol):
-    """A sink that labels each target's telemetry with its tenant (`telemetry.pipeline.Telemetry`)."""
-
-    def set_target_tenants(self, tenants: Mapping[str, str]) -> None: ...
-
-
 ProbeFactory = Callable[[ProbeConfigBase, ProbeContext], Probe]
 _TIMEOUT_TYPES: Final = frozenset({ProbeTimeout.error_type, ConnectTimeout.error_type})
 
@@ -226,6 +220,8 @@ class Scheduler:
         return gate.snapshot() if gate is not None else []
 
     def _label_telemetry(self, tenants: Mapping[str, str]) -> None:
+        # A sink may label telemetry by tenant and export the gate's counters (`Telemetry` does:
+        # set_target_tenants, observe_tenants); a plain ResultSink (tests, benches) need not.
         label = getattr(self._sink, "set_target_tenants", None)
         if label is not None:
             label(tenants)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from otelprobe.attribution.features import FEATURE_NAMES
-from otelprobe.attribution.model import GATE_FEATURES, SCOPE_FEATURES
+from otelprobe.attribution.model import GATE_FEATURES, LEGACY_SCOPE_FEATURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 CONTEXT: Final = ("warm", "symptomatic", "violating", "n", "n_fail")
 COLUMNS: Final[tuple[str, ...]] = tuple(
     dict.fromkeys(
-        [*FEATURE_NAMES, *GATE_FEATURES, *(c for c in SCOPE_FEATURES if c != "cause_code"), *CONTEXT]
+        [*FEATURE_NAMES, *GATE_FEATURES, *(c for c in LEGACY_SCOPE_FEATURES if c != "cause_code"), *CONTEXT]
     )
 )
 """What a kept row holds, in order (the feature schema first)."""

@@ -106,6 +106,7 @@ INPUT_COLUMNS: Final = (
     "dns_attempts",
     "dns_answered_attempt",
     "peer_address",
+    "tenant",
 )
 """The record columns `FeatureEngine.features` and the SLO evaluator read (the sidecar builds
 only these per slot); any other record column does not change a feature."""

@@ -269,6 +269,9 @@ class SLOEvaluator:
         ]
         self._free: list[int] = []
         self._rows = 0
+        # Tenants of series not seen yet, noted only when an SLO selects by tenant (slo_file.Selector).
+        self._by_tenant = any(slo.select.by_tenant for slo in self.slo_file.slos)
+        self._new_tenants: dict[Series, str | None] = {}
         self._sorted: list[tuple[Series, _SeriesState]] | None = None
 
     @property
@@ -294,7 +297,27 @@ class SLOEvaluator:
             skipped = (window_start_ns - self._next_start_ns) // self.window_ns
             for _ in range(min(skipped, self._max_span + 1)):  # beyond that, nothing is remembered
                 self._step(self._next_start_ns, _no_outcomes())
+        if self._by_tenant:
+            records = records if isinstance(records, pd.DataFrame) else list(records)
+            self._note_tenants(records)
         return self._step(window_start_ns, _outcomes(records))
+
+    def _note_tenants(self, records: pd.DataFrame | list[ProbeOutcome]) -> None:
+        rows: Iterable[tuple[str, str, object]]
+        if isinstance(records, pd.DataFrame):
+            if "tenant" not in records.columns:
+                return
+            rows = zip(
+                records["target"].tolist(),
+                records["vantage"].tolist(),
+                records["tenant"].tolist(),
+                strict=True,
+            )
+        else:
+            rows = ((r.target, r.vantage, getattr(r, "tenant", None)) for r in records)
+        for target, vantage, tenant in rows:
+            if (target, vantage) not in self._series:
+                self._new_tenants[target, vantage] = tenant if isinstance(tenant, str) else None
 
     def forget(self, series: Series) -> None:
         """Drop a series' counts and baseline (the pipeline's eviction)."""
@@ -469,7 +492,8 @@ class SLOEvaluator:
                 state.baseline.observe(healthy.get(series, []), window.violating)
 
     def _new_state(self, series: Series) -> _SeriesState:
-        chosen = tuple(j for j, o in enumerate(self._objectives) if o.slo.select.matches(*series))
+        tenant = self._new_tenants.pop(series, None)
+        chosen = tuple(j for j, o in enumerate(self._objectives) if o.slo.select.matches(*series, tenant))
         objectives = tuple(self._objectives[j] for j in chosen)
         learns = any(
             o.slo.latency is not None and o.slo.latency.threshold_s == "baseline" for o in objectives

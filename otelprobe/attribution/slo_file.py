@@ -88,19 +88,31 @@ WORKBOOK_RULES: Final = (
 
 
 class Selector(StrictModel):
-    """Which (target, vantage) series an SLO covers: shell-style globs, any match counts."""
+    """Which (target, vantage) series an SLO covers: shell-style globs, any match counts.
+
+    `tenants` selects by the prober's tenant of the target (`otelprobe.tenant`, the record's
+    `tenant`); a series whose probes carry no tenant is selected only by the default `*`.
+    """
 
     targets: list[str] = Field(["*"], description="target name globs")
     vantages: list[str] = Field(["*"], description="vantage name globs")
+    tenants: list[str] = Field(["*"], description="tenant name globs")
 
-    @field_validator("targets", "vantages")
+    @field_validator("targets", "vantages", "tenants")
     @classmethod
     def _not_empty(cls, globs: list[str]) -> list[str]:
         if not globs:
             raise ValueError("give at least one name or glob ('*' selects all)")
         return globs
 
-    def matches(self, target: str, vantage: str) -> bool:
+    @property
+    def by_tenant(self) -> bool:
+        """Whether the selection depends on the tenant (it is not the default `*`)."""
+        return self.tenants != ["*"]
+
+    def matches(self, target: str, vantage: str, tenant: str | None = None) -> bool:
+        if self.by_tenant and (tenant is None or not any(fnmatchcase(tenant, g) for g in self.tenants)):
+            return False
         return any(fnmatchcase(target, g) for g in self.targets) and any(
             fnmatchcase(vantage, g) for g in self.vantages
         )

@@ -352,7 +352,7 @@ async def _demo(
             print(f"  fault to inject: {kind}: {fault.says} (expected cause: {fault.cause})\n")
             # A process of its own, as in production: the sidecar's work must not delay the probes.
             with (out / "prober.log").open("w", encoding="utf-8") as log:
-                argv = (sys.executable, "-m", "otelprobe.cli", "run", str(config_path))
+                argv = (sys.executable, "-m", "otelprobe.cli", "run", "--workers", "1", str(config_path))
                 if links is not None:
                     prober = await links.start_prober(argv, log)
                 else:

@@ -377,7 +377,9 @@ def _start_prober(
 ) -> subprocess.Popen[bytes]:
     """`otelprobe run CONFIG` inside the link's vantage namespace (or here, without a link)."""
     config_path.write_text(json.dumps(config, indent=1))
-    argv = [sys.executable, "-m", "otelprobe.cli", "run", str(config_path)]
+    # One process per vantage: a handful of targets gains nothing from workers, and one writer
+    # owns the recording file.
+    argv = [sys.executable, "-m", "otelprobe.cli", "run", "--workers", "1", str(config_path)]
     kwargs: dict[str, Any] = {"env": _prober_env(), "stdout": log_file, "stderr": subprocess.STDOUT}
     if link is not None:
         return link.vantage.popen(argv, **kwargs)  # the lab kills it on cleanup, also after a crash

@@ -33,6 +33,7 @@ from otelprobe.attribution.aggregates import (
     window_aggregates,
 )
 from otelprobe.attribution.baseline_store import BaselineStore, Snapshots, concat_snapshots
+from otelprobe.attribution.scope_evidence import add_cause_evidence
 from otelprobe.attribution.windows import WINDOW_KEYS, assign_windows, window_ns_of
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class FeatureEngine:
         snapshots = self._replay(agg)
         frame = _own_features(rec, agg, snapshots)
         self._mark_recent(frame, window_ns_of(window_s))
-        return _add_cross_series(frame)
+        return add_cause_evidence(_add_cross_series(frame))  # scope_evidence.py
 
     def _mark_recent(self, frame: pd.DataFrame, window_ns: int) -> None:
         """`rsym_<symptom>`: the symptom in this window or one of the series' last RECENT_WINDOWS."""

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from otelprobe.attribution.features import FEATURE_NAMES
-from otelprobe.attribution.model import GATE_FEATURES, LEGACY_SCOPE_FEATURES
+from otelprobe.attribution.model import GATE_FEATURES, SCOPE_FEATURES
+from otelprobe.attribution.scope_evidence import CAUSE_EVIDENCE_FEATURES, column_of
+from otelprobe.causes import ROOT_CAUSES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,7 +27,14 @@ if TYPE_CHECKING:
 CONTEXT: Final = ("warm", "symptomatic", "violating", "n", "n_fail")
 COLUMNS: Final[tuple[str, ...]] = tuple(
     dict.fromkeys(
-        [*FEATURE_NAMES, *GATE_FEATURES, *(c for c in LEGACY_SCOPE_FEATURES if c != "cause_code"), *CONTEXT]
+        [
+            *FEATURE_NAMES,
+            *GATE_FEATURES,
+            *(c for c in SCOPE_FEATURES if c != "cause_code" and c not in CAUSE_EVIDENCE_FEATURES),
+            # the scope model reads these per candidate cause (attribution/scope_evidence.py)
+            *(column_of(feature, cause) for feature in CAUSE_EVIDENCE_FEATURES for cause in ROOT_CAUSES),
+            *CONTEXT,
+        ]
     )
 )
 """What a kept row holds, in order (the feature schema first)."""

@@ -9,17 +9,16 @@ that scrape, not an error. The supervisor adds `otelprobe_worker_up` and
 
 from __future__ import annotations
 
-import gzip
 import logging
 import threading
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Final
 
-from otelprobe.telemetry.prometheus import CONTENT_TYPE
+from otelprobe.telemetry.prometheus import MetricsPageHandler
 from otelprobe.telemetry.prometheus_merge import merge_pages
 
 log = logging.getLogger(__name__)
@@ -70,27 +69,11 @@ def render(views: list[WorkerView], pool: ThreadPoolExecutor) -> str:
     return merge_pages(pages, WORKER_LABEL) + _own_page(views)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(MetricsPageHandler):
     server: _Server
 
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
-            self.send_error(404)
-            return
-        body = render(self.server.views(), self.server.pool).encode()
-        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
-        if gzipped:
-            body = gzip.compress(body, compresslevel=1)
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("prometheus scrape: %s", format % args)
+    def page(self) -> str:
+        return render(self.server.views(), self.server.pool)
 
 
 class _Server(ThreadingHTTPServer):

@@ -120,14 +120,17 @@ class PrometheusText:
             yield text
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class MetricsPageHandler(BaseHTTPRequestHandler):
+    """GET /metrics (or /): the text `page()` renders, gzipped when the scraper accepts it."""
+
+    def page(self) -> str:
+        raise NotImplementedError
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] not in ("/metrics", "/"):
             self.send_error(404)
             return
-        body = "".join(self.server.text.render()).encode()
+        body = self.page().encode()
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         if gzipped:
             body = gzip.compress(body, compresslevel=1)
@@ -141,6 +144,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         _logger.debug("prometheus scrape: %s", format % args)
+
+
+class _Handler(MetricsPageHandler):
+    server: _Server
+
+    def page(self) -> str:
+        return "".join(self.server.text.render())
 
 
 class _Server(ThreadingHTTPServer):

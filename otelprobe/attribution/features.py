@@ -30,11 +30,12 @@ from otelprobe.attribution.aggregates import (
     ERROR_CLASSES,
     FAILED_PHASES,
     PHASES,
-    window_aggregates,
+    WindowGroups,
+    aggregate_windows,
 )
 from otelprobe.attribution.baseline_store import BaselineStore, Snapshots, concat_snapshots
 from otelprobe.attribution.scope_evidence import add_cause_evidence
-from otelprobe.attribution.windows import WINDOW_KEYS, assign_windows, window_ns_of
+from otelprobe.attribution.windows import assign_windows, window_ns_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,9 +142,9 @@ class FeatureEngine:
         """Features of every series-window in `records`, in window order; the baselines learn from
         each window after its features are taken."""
         rec = assign_windows(records, window_s) if "window_start_ns" not in records else records
-        agg = window_aggregates(rec)
+        agg, groups = aggregate_windows(rec)
         snapshots = self._replay(agg)
-        frame = _own_features(rec, agg, snapshots)
+        frame = _own_features(rec, agg, groups, snapshots)
         self._mark_recent(frame, window_ns_of(window_s))
         return add_cause_evidence(_add_cross_series(frame))  # scope_evidence.py
 
@@ -237,24 +238,22 @@ def _rtt_reference(base: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(np.maximum(np.nan_to_num(rtt, nan=0.001), 0.0005), dtype=np.float64)
 
 
-def _probe_excess(rec: pd.DataFrame, agg: pd.DataFrame, base: dict[str, np.ndarray]) -> pd.DataFrame:
+def _probe_excess(
+    rec: pd.DataFrame, agg: pd.DataFrame, groups: WindowGroups, base: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Per-window stats that need each probe against the baseline: stalls, retries, which phase
-    took the added time."""
-    import pandas as pd
-
-    keys = list(WINDOW_KEYS)
-    table = agg[keys].copy()
-    for p in COMPONENT_PHASES:
-        table[f"base_{p}"] = base[f"base_{p}"]
-        table[f"low_{p}"] = agg[f"{p}_q10"].to_numpy()
-    merged = rec[
-        [*keys, *(f"{p}_s" for p in COMPONENT_PHASES), "dns_attempts", "dns_answered_attempt"]
-    ].merge(table, on=keys, how="left")
+    took the added time (per row of `agg`; `groups`: each record's row)."""
+    at = groups.order  # the counted records, by row
+    row = groups.row[at]
+    starts = groups.bounds[:-1]
     above_low = np.column_stack(
-        [(merged[f"{p}_s"] - merged[f"low_{p}"]).to_numpy(dtype=np.float64) for p in COMPONENT_PHASES]
+        [
+            rec[f"{p}_s"].to_numpy(dtype=np.float64)[at] - agg[f"{p}_q10"].to_numpy(dtype=np.float64)[row]
+            for p in COMPONENT_PHASES
+        ]
     )
     excess = np.column_stack(
-        [(merged[f"{p}_s"] - merged[f"base_{p}"]).to_numpy(dtype=np.float64) for p in COMPONENT_PHASES]
+        [rec[f"{p}_s"].to_numpy(dtype=np.float64)[at] - base[f"base_{p}"][row] for p in COMPONENT_PHASES]
     )
     filled = np.nan_to_num(excess, nan=-np.inf)
     max_excess = filled.max(axis=1)
@@ -263,35 +262,32 @@ def _probe_excess(rec: pd.DataFrame, agg: pd.DataFrame, base: dict[str, np.ndarr
     notable = has_any & (max_excess > SLOW_MIN_S)
     connect_excess = excess[:, COMPONENT_PHASES.index("connect")]
     dns_excess = excess[:, COMPONENT_PHASES.index("dns")]
-    stats = pd.DataFrame({key: merged[key] for key in keys})
-    stats["step"] = has_any & (max_excess >= STEP_S)
+    counts: dict[str, np.ndarray] = {}
+    counts["step_n"] = has_any & (max_excess >= STEP_S)
     # A stall is one probe's phase far above the same phase of the window's other probes: loss
     # stalls some probes by a retransmission timeout, a longer path delays all of them alike.
-    stats["stall"] = (np.nan_to_num(above_low, nan=0.0) >= STEP_S).any(axis=1)
-    stats["connect_retry"] = np.nan_to_num(connect_excess, nan=0.0) >= 0.9
+    counts["stall_n"] = (np.nan_to_num(above_low, nan=0.0) >= STEP_S).any(axis=1)
+    counts["connect_retry_n"] = np.nan_to_num(connect_excess, nan=0.0) >= 0.9
     # A query lost and asked again: the answer came for a later try. Where the resolver says which
     # try was answered, a retransmit answered by the first query (a late answer: a longer path or a
     # queue) is not a loss; elsewhere (system resolver) a retransmit or a step is the sign.
-    answered = merged["dns_answered_attempt"].to_numpy(dtype=np.float64)
-    guessed = (merged["dns_attempts"].fillna(1).to_numpy() > 1) | (
-        np.nan_to_num(dns_excess, nan=0.0) >= STEP_S
-    )
-    stats["dns_retry"] = np.where(np.isfinite(answered), answered > 1, guessed)
-    stats["max_excess"] = np.where(has_any, max_excess, np.nan)
-    stats["notable"] = notable
+    answered = rec["dns_answered_attempt"].to_numpy(dtype=np.float64)[at]
+    with np.errstate(invalid="ignore"):
+        retried = rec["dns_attempts"].to_numpy(dtype=np.float64)[at] > 1  # NaN: one attempt
+    guessed = retried | (np.nan_to_num(dns_excess, nan=0.0) >= STEP_S)
+    counts["dns_retry_n"] = np.where(np.isfinite(answered), answered > 1, guessed)
+    counts["notable_n"] = notable
     for i, p in enumerate(COMPONENT_PHASES):
-        stats[f"dominant_{p}"] = notable & (dominant == i)
-    grouped = stats.groupby(keys, sort=False)
-    out = grouped.agg(
-        step_n=("step", "sum"),
-        stall_n=("stall", "sum"),
-        connect_retry_n=("connect_retry", "sum"),
-        dns_retry_n=("dns_retry", "sum"),
-        max_excess=("max_excess", "max"),
-        notable_n=("notable", "sum"),
-        **{f"dominant_{p}_n": (f"dominant_{p}", "sum") for p in COMPONENT_PHASES},
-    )
-    return agg[keys].merge(out.reset_index(), on=keys, how="left")
+        counts[f"dominant_{p}_n"] = notable & (dominant == i)
+    out: dict[str, np.ndarray] = {}
+    if not len(at):
+        return {name: np.zeros(0) for name in (*counts, "max_excess")}
+    sums = np.add.reduceat(np.column_stack(list(counts.values())).astype(np.int64), starts, axis=0)
+    for k, name in enumerate(counts):
+        out[name] = sums[:, k]
+    # groupby max: NaN where a window has no phase values at all
+    out["max_excess"] = np.fmax.reduceat(np.where(has_any, max_excess, np.nan), starts)
+    return out
 
 
 def _ratio_change(agg: pd.DataFrame, base: dict[str, np.ndarray], num: str, den: str) -> np.ndarray:
@@ -315,7 +311,9 @@ def _shift_coherence(agg: pd.DataFrame, base: dict[str, np.ndarray]) -> np.ndarr
         return np.asarray(np.where(high > SLOW_MIN_S, low / high, np.nan), dtype=np.float64)
 
 
-def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: Snapshots) -> pd.DataFrame:
+def _own_features(
+    rec: pd.DataFrame, agg: pd.DataFrame, groups: WindowGroups, snapshots: Snapshots
+) -> pd.DataFrame:
     import pandas as pd
 
     base = _baseline_columns(snapshots)
@@ -352,21 +350,21 @@ def _own_features(rec: pd.DataFrame, agg: pd.DataFrame, snapshots: Snapshots) ->
                 total_added > SLOW_MIN_S, positive[:, i] / total_added, np.nan
             )
 
-        excess = _probe_excess(rec, agg, base)
-        notable = excess["notable_n"].to_numpy(dtype=np.float64)
+        excess = _probe_excess(rec, agg, groups, base)
+        notable = excess["notable_n"].astype(np.float64)
         for p in COMPONENT_PHASES:
             cols[f"dominant_{p}_share"] = np.where(
-                notable > 0, excess[f"dominant_{p}_n"].to_numpy(dtype=np.float64) / notable, np.nan
+                notable > 0, excess[f"dominant_{p}_n"].astype(np.float64) / notable, np.nan
             )
         cols["tls_connect_ratio_change"] = _ratio_change(agg, base, "tls", "connect")
         cols["ttfb_connect_ratio_change"] = _ratio_change(agg, base, "ttfb", "connect")
         cols["ttfb_tls_ratio_change"] = _ratio_change(agg, base, "ttfb", "tls")
-        cols["step_share"] = excess["step_n"].to_numpy(dtype=np.float64) / n
-        cols["stall_share"] = excess["stall_n"].to_numpy(dtype=np.float64) / n
+        cols["step_share"] = excess["step_n"].astype(np.float64) / n
+        cols["stall_share"] = excess["stall_n"].astype(np.float64) / n
         cols["shift_coherence"] = _shift_coherence(agg, base)
-        cols["connect_retry_share"] = excess["connect_retry_n"].to_numpy(dtype=np.float64) / n
-        cols["dns_retry_share"] = excess["dns_retry_n"].to_numpy(dtype=np.float64) / n
-        cols["max_excess_ms"] = excess["max_excess"].to_numpy(dtype=np.float64) * 1000
+        cols["connect_retry_share"] = excess["connect_retry_n"].astype(np.float64) / n
+        cols["dns_retry_share"] = excess["dns_retry_n"].astype(np.float64) / n
+        cols["max_excess_ms"] = excess["max_excess"].astype(np.float64) * 1000
         cols["success_ratio"] = 1.0 - agg["n_fail"].to_numpy() / n
         for cls in ERROR_CLASSES:
             cols[f"{cls}_share"] = agg[f"err_{cls}"].to_numpy() / n
@@ -426,35 +424,42 @@ def _up(cols: dict[str, np.ndarray], phase: str) -> np.ndarray:
     return np.asarray((z >= SLOW_Z) & (delta >= SLOW_MIN_S))
 
 
-def _slow(cols: dict[str, np.ndarray], excess: pd.DataFrame) -> np.ndarray:
-    any_phase = np.zeros(len(excess), dtype=bool)
+def _slow(cols: dict[str, np.ndarray], excess: dict[str, np.ndarray]) -> np.ndarray:
+    any_phase = np.zeros(len(excess["step_n"]), dtype=bool)
     for p in COMPONENT_PHASES:
         any_phase |= _up(cols, p)
-    return np.asarray(any_phase | (excess["step_n"].to_numpy() > 0), dtype=bool)
+    return np.asarray(any_phase | (excess["step_n"] > 0), dtype=bool)
+
+
+def _group_codes(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """Each row's group of `keys` (any numbering: only who shares a group matters)."""
+    import pandas as pd
+
+    combined = np.zeros(len(frame), dtype=np.int64)
+    for key in keys:
+        codes, uniques = pd.factorize(frame[key])
+        combined = combined * (len(uniques) + 1) + codes
+    return np.asarray(pd.factorize(combined)[0], dtype=np.int64)
 
 
 def _add_cross_series(frame: pd.DataFrame) -> pd.DataFrame:
     """Neighbours' symptoms in the same window slot: other targets from this vantage, other
-    vantages of this target (a share of the neighbours, excluding the series itself)."""
-    slot = ["window_start_ns"]
+    vantages of this target (a share of the neighbours, excluding the series itself). Sums of
+    integer flags per group (np.bincount), so exact whatever the order."""
     for side, group in (("vantage", "vantage"), ("target", "target")):
-        keys = [*slot, group]
-        peers = frame.groupby(keys, sort=False)["n"].transform("size").to_numpy() - 1
+        codes = _group_codes(frame, ["window_start_ns", group])
+        peers = np.bincount(codes)[codes] - 1
         frame[f"{side}_peers"] = peers
-        for symptom in _SYMPTOMS:
-            flags = frame[f"sym_{symptom}"].astype(np.int64)
-            total = frame.assign(_f=flags).groupby(keys, sort=False)["_f"].transform("sum").to_numpy()
-            others = total - flags.to_numpy()
+        for symptom, name in [(s, f"{side}_{s}") for s in _SYMPTOMS] + [
+            (s, f"{side}_{s}_recent") for s in _RECENT_SYMPTOMS
+        ]:
+            column = f"rsym_{symptom}" if name.endswith("_recent") else f"sym_{symptom}"
+            flags = frame[column].to_numpy().astype(np.int64)
+            total = np.bincount(codes, weights=flags).astype(np.int64)[codes]
+            others = total - flags
             with np.errstate(divide="ignore", invalid="ignore"):
-                frame[f"{side}_{symptom}_share"] = np.where(peers > 0, others / peers, np.nan)
-            frame[f"{side}_{symptom}_count"] = others
-        for symptom in _RECENT_SYMPTOMS:
-            flags = frame[f"rsym_{symptom}"].astype(np.int64)
-            total = frame.assign(_f=flags).groupby(keys, sort=False)["_f"].transform("sum").to_numpy()
-            others = total - flags.to_numpy()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                frame[f"{side}_{symptom}_recent_share"] = np.where(peers > 0, others / peers, np.nan)
-            frame[f"{side}_{symptom}_recent_count"] = others
+                frame[f"{name}_share"] = np.where(peers > 0, others / peers, np.nan)
+            frame[f"{name}_count"] = others
         frame[f"{side}_peers_log"] = np.log1p(peers)
     return frame
 

@@ -486,7 +486,8 @@ def _on_loop(loop: asyncio.AbstractEventLoop, call: Callable[..., object], *args
 def _warm(processor: SlotProcessor | None) -> int:
     if processor is None:
         return 0
-    return sum(1 for state in processor.engine.baselines.values() if state.snapshot().warm)
+    # Counted on the baselines' arrays: a snapshot per series after every slot cost ~0.08 s.
+    return processor.engine.baselines.warm_count()
 
 
 def _stamp(path: Path | None) -> tuple[int, int] | None:

@@ -55,6 +55,8 @@ def test_store_snapshots_equal_series_baseline_bit_for_bit() -> None:
                     base.spread_s,
                     base.jitter_s,
                 )
+        # the service's warm-series count, read off the arrays
+        assert store.warm_count() == sum(reference[s].snapshot().warm for s in series)
         failed = np.array([w[0] for w in windows], dtype=np.int64)
         p50s = np.array([w[1] for w in windows], dtype=np.float64)
         jitters = np.array([w[2] for w in windows], dtype=np.float64)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -124,14 +125,16 @@ def run_otelprobe(
     metric_interval_s: float = 5.0,
     native: bool = False,
     workers: int = 1,
+    checkout: Path | None = None,
 ) -> Point:
     """One point of otelprobe: one prober process, or `workers` of them each probing its
     `targets.worker_of` share (what `otelprobe run --workers N` runs; the idle supervisor is not
-    counted). CPU is summed over the processes, latencies pooled, start lateness the worst p99."""
+    counted). CPU is summed over the processes, latencies pooled, start lateness the worst p99.
+    `checkout`: run that checkout's prober and otelprobe package instead (a before/after A/B)."""
     targets = max(1, round(rate * INTERVAL_S))
     cmd = [
         PYTHON,
-        str(BENCH_DIR / "_prober.py"),
+        str((checkout / "bench" if checkout else BENCH_DIR) / "_prober.py"),
         f"--url={url}",
         f"--ca={ca}",
         f"--targets={targets}",
@@ -172,7 +175,13 @@ def run_otelprobe(
         )
 
     spans_before = sink.counts()["spans"]
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=REPO) for c in cmds]
+    env = None
+    if checkout is not None:
+        # PYTHONPATH comes before the venv's editable install of this checkout.
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=checkout or REPO, env=env) for c in cmds
+    ]
     outs: list[dict[str, Any]] = [{} for _ in procs]
     readers = [
         threading.Thread(target=_read_prober, args=(proc, out, start_profile if profile else None))
@@ -199,7 +208,7 @@ def run_otelprobe(
             failures[key] = failures.get(key, 0) + count
     completed = len(durations)
     return Point(
-        tool=otelprobe_tool(workers),
+        tool=otelprobe_tool(workers) + ("@baseline" if checkout else ""),
         rate=rate,
         run=run,
         window_s=median([float(summary["window_s"]) for summary in summaries]),
@@ -442,6 +451,12 @@ def main() -> None:
         help="otelprobe process counts measured side by side, e.g. 1,2 (N: the processes of "
         "`otelprobe run --workers N`, each probing its share)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure this checkout's otelprobe (e.g. a git worktree of an older commit) "
+        "at each worker count, alternated with the current one: tools named ...@baseline",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.rates, args.search, args.window = 1, "50,100", "", 4.0
@@ -449,6 +464,11 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",") if r]
     search = [float(r) for r in args.search.split(",") if r]
     worker_counts = {otelprobe_tool(int(n)): int(n) for n in args.workers.split(",") if n}
+    checkouts: dict[str, Path | None] = dict.fromkeys(worker_counts)
+    if args.baseline is not None:
+        for name, n in list(worker_counts.items()):
+            worker_counts[name + "@baseline"] = n
+            checkouts[name + "@baseline"] = args.baseline.resolve()
     tools = [*worker_counts, "blackbox_exporter"]
     points: list[Point] = []
 
@@ -479,6 +499,7 @@ def main() -> None:
                         args.metric_interval,
                         args.native,
                         worker_counts[tool],
+                        checkouts[tool],
                     )
                 else:
                     point = asyncio.run(

@@ -13,6 +13,7 @@ system's own retry policy, so `SystemResolver`'s phase stays user-space marks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass, replace
@@ -110,7 +111,10 @@ def is_stamped(resolver: Resolver) -> TypeGuard[StampedResolver]:
     return known
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IP address (IPv6 with or without brackets); remembered per host, as
+    every attempt of every probe kind asks (ipaddress parses in Python, a few µs each)."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -18,6 +18,7 @@ hybrid post-quantum key share is opt-in via `tls.groups`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import ssl
@@ -189,10 +190,8 @@ class TLSSession:
             # A weak reference: a strong one would make a cycle that only the GC could free.
             conn.set_app_data(weakref.ref(self))
             conn.request_ocsp()
-        try:
-            ip = ipaddress.ip_address(server_name.strip("[]"))
-        except ValueError:
-            ip = None
+        ip = _ip_of(server_name)
+        if ip is None:
             conn.set_tlsext_host_name(server_name.encode("idna"))
         self._conn = conn
         if client.verify:
@@ -452,3 +451,13 @@ def _check_identity(
         ok = _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
     if ok != 1:
         raise TLSError("handshake_failure", f"cannot set the name to verify: {server_name!r}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_of(server_name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address an IP-literal server name stands for, None for a host name; remembered per
+    name, as every handshake asks (ipaddress parses in Python, a few µs each)."""
+    try:
+        return ipaddress.ip_address(server_name.strip("[]"))
+    except ValueError:
+        return None

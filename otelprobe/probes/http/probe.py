@@ -73,7 +73,19 @@ class HTTPProbe:
         self._config = config
         self._resolver = ctx.resolver_for(config)
         self._url = urlsplit(config.url)
+        self._host = self._url.hostname or ""
+        """The configured URL's host (SplitResult parses its netloc again on every access)."""
+        self._url_string = self._url.geturl()
         self._url_full = config.display_address()
+        self._root: Attributes = {
+            names.HTTP_REQUEST_METHOD: config.method,
+            names.URL_FULL: self._url_full,
+            names.SERVER_ADDRESS: self._host,
+            names.SERVER_PORT: self._url.port or _DEFAULT_PORTS[self._url.scheme],
+            names.USER_AGENT_SYNTHETIC_TYPE: names.SYNTHETIC_TYPE_TEST,
+        }
+        self._origin: tuple[URL, bytes] | None = None
+        """The configured URL's request origin and Host header, parsed on the first attempt."""
         self._client_tls: ClientTLS | None = None
         self._tls_attributes = TLSAttributeCache()
         self._http1 = config.http_version != "2"
@@ -93,7 +105,7 @@ class HTTPProbe:
         return None  # nothing outlives an attempt: connections are per attempt
 
     async def run(self, attempt: int = 1) -> list[ProbeResult]:
-        host = self._url.hostname or ""
+        host = self._host
         if self._config.ip == "all" and not is_ip_literal(host):
 
             async def one_address(
@@ -137,14 +149,8 @@ class HTTPProbe:
         return dataclasses.replace(result, trace_ref=trace_ref) if trace_ref else result
 
     def _root_attributes(self) -> Attributes:
-        url = self._url
-        return {
-            names.HTTP_REQUEST_METHOD: self._config.method,
-            names.URL_FULL: self._url_full,
-            names.SERVER_ADDRESS: url.hostname or "",
-            names.SERVER_PORT: url.port or _DEFAULT_PORTS[url.scheme],
-            names.USER_AGENT_SYNTHETIC_TYPE: names.SYNTHETIC_TYPE_TEST,
-        }
+        """A fresh copy per attempt (the attempt adds to it) of the attributes fixed by the config."""
+        return dict(self._root)
 
     async def _attempt(
         self,
@@ -161,11 +167,11 @@ class HTTPProbe:
         if trace_ref is not None:
             traceparent = f"00-{trace_ref.trace_id:032x}-{trace_ref.span_id:016x}-01"
             headers.append((b"traceparent", traceparent.encode()))
-        origin_host = url.hostname
-        seen = {url.geturl()}
+        origin_host = self._host
+        seen = {self._url_string}
         hop = 0
         while True:
-            pin = pinned_address if url.hostname == origin_host else None
+            pin = pinned_address if hop == 0 or url.hostname == origin_host else None
             reply = await self._exchange(clock, attrs, hop, url, method, content, headers, family, pin)
             if reply.location is None or not self._config.redirects.follow:
                 break
@@ -259,23 +265,22 @@ class HTTPProbe:
     def _request(
         self, url: SplitResult, method: str, content: bytes | None, headers: list[tuple[bytes, bytes]]
     ) -> Request:
-        port = url.port or _DEFAULT_PORTS[url.scheme]
-        host = _ascii_host(url.hostname or "")
-        authority = f"[{host}]" if ":" in host else host
-        if port != _DEFAULT_PORTS[url.scheme]:
-            authority = f"{authority}:{port}"
-        request_headers = [(b"Host", authority.encode("ascii")), *headers]
+        if url is not self._url:  # a redirect's
+            origin, authority = _request_origin(url)
+        else:
+            if self._origin is None:
+                self._origin = _request_origin(url)
+            origin, authority = self._origin
+        request_headers = [(b"Host", authority), *headers]
         if content is not None:
             request_headers.append((b"Content-Length", str(len(content)).encode()))
-        # The request-target is ASCII: other characters go UTF-8 percent-encoded, as browsers send them.
-        target = quote((url.path or "/") + (f"?{url.query}" if url.query else ""), safe=_TARGET_SAFE)
         sni = self._config.tls.server_name
         return Request(
             method.encode("ascii"),
-            URL(url.scheme, host, port, target.encode("ascii")),
+            origin,
             request_headers,
             content,
-            sni_hostname=sni if sni and url.hostname == self._url.hostname else None,
+            sni_hostname=sni if sni and (url is self._url or url.hostname == self._host) else None,
         )
 
     def _tls_context(self) -> ClientTLS:
@@ -336,6 +341,18 @@ def _base_headers(config: HTTPProbeConfig, url: SplitResult) -> list[tuple[bytes
         userinfo = f"{unquote(url.username)}:{unquote(url.password or '')}"
         headers.append((b"Authorization", b"Basic " + base64.b64encode(userinfo.encode())))
     return headers
+
+
+def _request_origin(url: SplitResult) -> tuple[URL, bytes]:
+    """Where a request to `url` goes and its Host header (the configured URL's are kept by the probe)."""
+    port = url.port or _DEFAULT_PORTS[url.scheme]
+    host = _ascii_host(url.hostname or "")
+    authority = f"[{host}]" if ":" in host else host
+    if port != _DEFAULT_PORTS[url.scheme]:
+        authority = f"{authority}:{port}"
+    # The request-target is ASCII: other characters go UTF-8 percent-encoded, as browsers send them.
+    target = quote((url.path or "/") + (f"?{url.query}" if url.query else ""), safe=_TARGET_SAFE)
+    return URL(url.scheme, host, port, target.encode("ascii")), authority.encode("ascii")
 
 
 def _ascii_host(host: str) -> str:

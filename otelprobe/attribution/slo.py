@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from otelprobe.attribution.latency_baseline import LatencyBaseline
+from otelprobe.attribution.latency_baseline import LatencyStore
 from otelprobe.attribution.slo_file import DEFAULT_SLOS, SLO, BurnRateRule, SLOFile
 from otelprobe.attribution.windows import window_ns_of
 
@@ -207,19 +207,15 @@ class _Objective:
 
 
 class _SeriesState:
-    __slots__ = ("baseline", "idle_windows", "objectives", "row", "slos")
+    __slots__ = ("idle_windows", "learns", "objectives", "row", "slos")
 
     def __init__(
-        self,
-        row: int,
-        objectives: tuple[_Objective, ...],
-        slos: tuple[int, ...],
-        baseline: LatencyBaseline | None,
+        self, row: int, objectives: tuple[_Objective, ...], slos: tuple[int, ...], learns: bool
     ) -> None:
-        self.row = row  # this series' row in every SLO's counts
+        self.row = row  # this series' row in every SLO's counts and in the latency baselines
         self.objectives = objectives
         self.slos = slos  # index of each objective's SLO in the file
-        self.baseline = baseline
+        self.learns = learns  # a latency SLO with `threshold: baseline` selects it
         self.idle_windows = 0
 
 
@@ -267,12 +263,15 @@ class SLOEvaluator:
             _Counts([n for _, long, short in o.rules for n in (long, short)], capacity)
             for o in self._objectives
         ]
+        self.latency = LatencyStore(self.slo_file.baseline, capacity)
+        """The learned latency thresholds (`threshold: baseline`), a row per series."""
         self._free: list[int] = []
         self._rows = 0
         # Tenants of series not seen yet, noted only when an SLO selects by tenant (slo_file.Selector).
         self._by_tenant = any(slo.select.by_tenant for slo in self.slo_file.slos)
         self._new_tenants: dict[Series, str | None] = {}
         self._sorted: list[tuple[Series, _SeriesState]] | None = None
+        self._learning = np.empty(0, dtype=bool)  # of the sorted series: which learn latency
 
     @property
     def series_count(self) -> int:
@@ -328,6 +327,7 @@ class SLOEvaluator:
     def _release(self, state: _SeriesState) -> None:
         for counts in self._counts:
             counts.clear(state.row)
+        self.latency.clear([state.row])
         self._free.append(state.row)
         self._sorted = None
 
@@ -340,6 +340,7 @@ class SLOEvaluator:
                 self._series[series] = self._new_state(series)
         if self._sorted is None:
             self._sorted = sorted(self._series.items())
+            self._learning = np.array([state.learns for _, state in self._sorted], dtype=bool)
         ordered = self._sorted
         series_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
         size = len(self._counts[0].pos) if self._counts else 0
@@ -349,11 +350,10 @@ class SLOEvaluator:
         finite = np.isfinite(totals)
         probes = np.bincount(record_rows, minlength=size)
         fails = np.bincount(record_rows, weights=failed, minlength=size).astype(np.int64)
-        learned: list[float | None] = [
-            state.baseline.threshold_s() if state.baseline is not None else None for _, state in ordered
-        ]
-        learned_of = np.full(size, np.nan)
-        learned_of[series_rows] = [np.nan if t is None else t for t in learned]
+        learning_rows = series_rows[self._learning]
+        learned_of = np.full(size, np.nan)  # NaN: no threshold (yet)
+        learned_of[learning_rows] = self.latency.thresholds(learning_rows)
+        learned: list[float | None] = [None if t != t else t for t in learned_of[series_rows].tolist()]
         # Per SLO: this window's (events, bad) for each series it selects, pushed to its counts.
         window_counts: list[tuple[list[int], list[int], list[float | None]]] = []
         for j, objective in enumerate(self._objectives):
@@ -383,7 +383,10 @@ class SLOEvaluator:
             self._counts[j].push(rows, events, bad)
             window_counts.append((events.tolist(), bad.tolist(), thresholds))
         results = self._windows(ordered, start_ns, end_ns, probes[series_rows].tolist(), window_counts)
-        self._learn(ordered, results, keys, totals, success, finite)
+        violating = np.array([window.violating for window in results], dtype=bool)
+        healthy = success & finite
+        # Each latency baseline learns its series' healthy durations of the window.
+        self.latency.observe(learning_rows, violating[self._learning], record_rows[healthy], totals[healthy])
         gone = []
         for (series, state), window in zip(ordered, results, strict=True):
             state.idle_windows = 0 if window.probes else state.idle_windows + 1
@@ -470,27 +473,6 @@ class SLOEvaluator:
             results.append(SeriesWindow(target, vantage, start_ns, end_ns, probes[i], tuple(slos)))
         return results
 
-    def _learn(
-        self,
-        ordered: list[tuple[Series, _SeriesState]],
-        results: list[SeriesWindow],
-        keys: list[Series],
-        totals: np.ndarray,
-        success: np.ndarray,
-        finite: np.ndarray,
-    ) -> None:
-        """Each latency baseline learns its series' healthy durations of the window."""
-        healthy: dict[Series, list[float]] = {}
-        for key, total_s, ok in zip(keys, totals.tolist(), (success & finite).tolist(), strict=True):
-            found = healthy.get(key)
-            if found is None:
-                found = healthy[key] = []
-            if ok:
-                found.append(total_s)
-        for (series, state), window in zip(ordered, results, strict=True):
-            if state.baseline is not None:
-                state.baseline.observe(healthy.get(series, []), window.violating)
-
     def _new_state(self, series: Series) -> _SeriesState:
         tenant = self._new_tenants.pop(series, None)
         chosen = tuple(j for j, o in enumerate(self._objectives) if o.slo.select.matches(*series, tenant))
@@ -503,13 +485,12 @@ class SLOEvaluator:
         else:
             row = self._rows
             self._rows += 1
-            if self._counts and row >= len(self._counts[0].pos):
+            if row >= self.latency.capacity:
                 for counts in self._counts:
-                    counts.grow(2 * len(counts.pos))
+                    counts.grow(2 * self.latency.capacity)
+                self.latency.grow(2 * self.latency.capacity)
         self._sorted = None
-        return _SeriesState(
-            row, objectives, chosen, LatencyBaseline(self.slo_file.baseline) if learns else None
-        )
+        return _SeriesState(row, objectives, chosen, learns)
 
 
 _Batch = tuple[list[Series], np.ndarray, np.ndarray]

@@ -120,20 +120,15 @@ def dump_evaluator(evaluator: SLOEvaluator) -> JSONData:
                     "sum_bad": encode({span: total for span, _, total in sums}),
                 }
             )
-        baseline = state.baseline
         latency = None
-        if baseline is not None:
-            # Only the learned part of the ring (np.empty's other slots hold garbage).
-            learned = (
-                baseline._ring
-                if baseline._count >= len(baseline._ring)
-                else baseline._ring[: baseline._count]
-            )
+        if state.learns:
+            # LatencyBaseline's shape: only the learned part of the ring, pending windows as lists.
+            ring, next_at, count, pending = evaluator.latency.export(state.row)
             latency = {
-                "ring": encode(learned),
-                "next": baseline._next,
-                "count": baseline._count,
-                "pending": encode(deque(list(w) for w in baseline._pending)),
+                "ring": encode(np.asarray(ring, dtype=np.float64)),
+                "next": next_at,
+                "count": count,
+                "pending": encode(deque(pending)),
             }
         series.append(
             {
@@ -168,14 +163,12 @@ def load_evaluator(evaluator: SLOEvaluator, data: JSONData) -> int:
                 )
             restored += 1
         latency = entry.get("latency")
-        if state.baseline is not None and latency is not None:
+        if state.learns and latency is not None:
             ring = decode(latency["ring"])
             count = int(latency["count"])
-            if len(ring) == count <= len(state.baseline._ring):
-                state.baseline._ring[:count] = ring
-                state.baseline._next = int(latency["next"])
-                state.baseline._count = count
-                state.baseline._pending = deque(list(w) for w in decode(latency["pending"]))
+            if len(ring) == count <= evaluator.latency.settings.samples:
+                pending = [list(w) for w in decode(latency["pending"])]
+                evaluator.latency.restore(state.row, ring, int(latency["next"]), pending)
         evaluator._series[key] = state
     return restored
 

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,17 @@ def live_model(seed: int, work: Path) -> Path:
 
 
 def gate_job(
-    cause: str, work: Path, weighting: dict[str, Any], seed: int = 7, holdout_share: float = 0.3
+    cause: str,
+    work: Path,
+    weighting: dict[str, Any],
+    seed: int = 7,
+    holdout_share: float = 0.3,
+    campaign: str = "eval-402",
+    gate_campaigns: Sequence[str] = ("shifted-503",),
 ) -> dict[str, Any]:
-    """One retraining job against models/default with eval-402's `cause` incidents confirmed
-    (`weighting`: the spec's feedback_weight, feedback_cap_share, feedback_per_incident)."""
+    """One retraining job against models/default with `campaign`'s `cause` incidents confirmed
+    (`weighting`: the spec's feedback_weight, feedback_cap_share, feedback_per_incident), gated on
+    the lab evaluation campaigns `gate_campaigns`."""
     import numpy as np
 
     from otelprobe.attribution.attribute import score_windows
@@ -130,13 +138,13 @@ def gate_job(
     from otelprobe.causes import ROOT_CAUSES
     from otelprobe.sidecar.lab_feedback import confirmed_incidents, incident_name
 
-    table = read_table_cached([REPO / "data/lab/eval-402/traces.jsonl.gz"], default_cache_dir()).frame
+    table = read_table_cached([REPO / f"data/lab/{campaign}/traces.jsonl.gz"], default_cache_dir()).frame
     live_stem = live_model(seed, work)
     shipped = load_model(live_stem)
-    verdicts, windows = confirmed_incidents(table, cause, "eval-402", by="bench")
+    verdicts, windows = confirmed_incidents(table, cause, campaign, by="bench")
     before, symptomatic_rows = {}, {}
     for incident, rows in table[table["warm"] & (table["label"] == cause)].groupby("label_incident"):
-        name = incident_name("eval-402", float(str(incident)))
+        name = incident_name(campaign, float(str(incident)))
         symptomatic = rows[rows["symptomatic"]]
         if len(symptomatic):
             symptomatic_rows[name] = symptomatic
@@ -149,7 +157,7 @@ def gate_job(
         "live_stem": str(live_stem),
         # The shipped model's own training recordings, as the sidecar takes them by default.
         "lab_recordings": [str(REPO / p) for p in shipped.metadata.training["recordings"]],
-        "eval_recordings": [str(REPO / "data/lab/shifted-503")],
+        "eval_recordings": [str(REPO / "data/lab" / name) for name in gate_campaigns],
         "table_cache": str(default_cache_dir()),
         "verdicts": verdicts,
         "windows_file": str(work / "windows.json"),
@@ -246,6 +254,14 @@ def main() -> int:
         default=0.3,
         help="gate: learning.holdout_share (newest incidents held out)",
     )
+    parser.add_argument(
+        "--campaign", default="eval-402", help="gate: the recording whose incidents are confirmed"
+    )
+    parser.add_argument(
+        "--gate-on",
+        default="shifted-503",
+        help="gate: comma-separated lab evaluation campaigns the gate scores on",
+    )
     parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
@@ -270,7 +286,16 @@ def main() -> int:
                 weighting["feedback_cap_share"] = None if args.cap_share == "none" else float(args.cap_share)
             print(
                 json.dumps(
-                    gate_job(args.cause, Path(tmp), weighting, args.seed, args.holdout_share), indent=1
+                    gate_job(
+                        args.cause,
+                        Path(tmp),
+                        weighting,
+                        args.seed,
+                        args.holdout_share,
+                        args.campaign,
+                        args.gate_on.split(","),
+                    ),
+                    indent=1,
                 )
             )
         return 0

@@ -122,7 +122,9 @@ class LearningConfig(StrictModel):
         None, description="lab recordings retraining starts from; default: the model's own training data"
     )
     eval_recordings: list[str] = Field(
-        default_factory=lambda: ["data/lab/eval-402"],
+        # Both shipped held-out campaigns: the standard profile and the shifted one (other RTTs,
+        # resolvers, servers), so a candidate that trades one environment for another is refused.
+        default_factory=lambda: ["data/lab/eval-402", "data/lab/shifted-503"],
         min_length=1,
         description="labeled lab campaigns the gate scores both models on",
     )

@@ -120,7 +120,7 @@ class SeriesWindow:
     """The SLOs violating in this window (worked out once, like `SLOStatus.violating`)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "violating_slos", tuple(s.slo for s in self.slos if s.violating))
+        object.__setattr__(self, "violating_slos", tuple([s.slo for s in self.slos if s.violating]))
 
     @property
     def series(self) -> Series:
@@ -271,7 +271,11 @@ class SLOEvaluator:
         self._by_tenant = any(slo.select.by_tenant for slo in self.slo_file.slos)
         self._new_tenants: dict[Series, str | None] = {}
         self._sorted: list[tuple[Series, _SeriesState]] | None = None
-        self._learning = np.empty(0, dtype=bool)  # of the sorted series: which learn latency
+        # Of the sorted series (rebuilt with them): their rows, which learn latency, which each
+        # SLO selects (None: all).
+        self._sorted_rows = np.empty(0, dtype=np.int64)
+        self._learning = np.empty(0, dtype=bool)
+        self._selected: list[np.ndarray | None] = []
 
     @property
     def series_count(self) -> int:
@@ -335,17 +339,22 @@ class SLOEvaluator:
         end_ns = start_ns + self.window_ns
         self._next_start_ns = end_ns
         keys, totals, success = outcomes
-        for series in dict.fromkeys(keys):
+        # Each record's series, as an index into the distinct series (in order of appearance).
+        distinct, which = _distinct(keys)
+        for series in distinct:
             if series not in self._series:
                 self._series[series] = self._new_state(series)
         if self._sorted is None:
-            self._sorted = sorted(self._series.items())
-            self._learning = np.array([state.learns for _, state in self._sorted], dtype=bool)
+            ordered = self._sorted = sorted(self._series.items())
+            self._sorted_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
+            self._learning = np.array([state.learns for _, state in ordered], dtype=bool)
+            self._selected = [self._selects(j, ordered) for j in range(len(self._objectives))]
         ordered = self._sorted
-        series_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
+        series_rows = self._sorted_rows
         size = len(self._counts[0].pos) if self._counts else 0
         # Per record: its series' row, whether it failed, whether it has a usable duration.
-        record_rows = np.array([self._series[key].row for key in keys], dtype=np.int64)
+        distinct_rows = np.array([self._series[series].row for series in distinct], dtype=np.int64)
+        record_rows = distinct_rows[which]
         failed = ~success
         finite = np.isfinite(totals)
         probes = np.bincount(record_rows, minlength=size)
@@ -377,7 +386,7 @@ class SLOEvaluator:
                 slow = judged & (failed | (finite & (totals > limit)))
                 events = np.bincount(record_rows, weights=counted, minlength=size).astype(np.int64)[rows]
                 bad = np.bincount(record_rows, weights=slow, minlength=size).astype(np.int64)[rows]
-            selects = self._selects(j, ordered)
+            selects = self._selected[j]
             if selects is not None:
                 rows, events, bad = rows[selects], events[selects], bad[selects]
             self._counts[j].push(rows, events, bad)
@@ -415,10 +424,10 @@ class SLOEvaluator:
         per_slo: list[
             tuple[list[int], list[int], list[float | None], list[tuple[RuleStatus, ...]], list[bool]]
         ] = []
-        all_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
+        all_rows = self._sorted_rows
         for j, objective in enumerate(self._objectives):
             counts = self._counts[j]
-            selects = self._selects(j, ordered)
+            selects = self._selected[j]
             rows = all_rows if selects is None else all_rows[selects]
             sums_e, sums_b = counts.sum_events[rows], counts.sum_bad[rows]
             columns: list[list[RuleStatus]] = []
@@ -453,23 +462,39 @@ class SLOEvaluator:
             )
             events_list, bad_list, thresholds = window_counts[j]
             per_slo.append((events_list, bad_list, thresholds, statuses, firing.tolist()))
+        # Per SLO, a status per series it selects; alike statuses (same counts, threshold and
+        # rule statuses) are likewise shared (keyed by the rule statuses' identity).
+        status_columns: list[list[SLOStatus]] = []
+        for j, (events_list, bad_list, thresholds, statuses, fires) in enumerate(per_slo):
+            selects = self._selected[j]
+            if selects is not None:
+                thresholds = [thresholds[i] for i in np.flatnonzero(selects).tolist()]
+            name = self._objectives[j].slo.name
+            shared: dict[tuple[object, ...], SLOStatus] = {}
+            slo_column: list[SLOStatus] = []
+            for events, bad, threshold, rules, fire in zip(
+                events_list, bad_list, thresholds, statuses, fires, strict=True
+            ):
+                key = (events, bad, threshold, *map(id, rules))
+                status = shared.get(key)
+                if status is None:
+                    status = shared[key] = SLOStatus(name, events, bad, threshold, rules, fire)
+                slo_column.append(status)
+            status_columns.append(slo_column)
+        if all(selects is None for selects in self._selected):
+            return [
+                SeriesWindow(target, vantage, start_ns, end_ns, count, slos)
+                for ((target, vantage), _), count, slos in zip(
+                    ordered, probes, zip(*status_columns, strict=True), strict=True
+                )
+            ]
         results = []
-        names = [o.slo.name for o in self._objectives]
         cursor = [0] * len(self._objectives)
-        shared: dict[tuple[object, ...], SLOStatus] = {}
         for i, ((target, vantage), state) in enumerate(ordered):
             slos = []
             for j in state.slos:
-                events_list, bad_list, thresholds, statuses, fires = per_slo[j]
-                k = cursor[j]
+                slos.append(status_columns[j][cursor[j]])
                 cursor[j] += 1
-                key = (j, events_list[k], bad_list[k], thresholds[i], *map(id, statuses[k]))
-                status = shared.get(key)
-                if status is None:  # likewise shared (keyed by the rule statuses' identity)
-                    status = shared[key] = SLOStatus(
-                        names[j], events_list[k], bad_list[k], thresholds[i], statuses[k], fires[k]
-                    )
-                slos.append(status)
             results.append(SeriesWindow(target, vantage, start_ns, end_ns, probes[i], tuple(slos)))
         return results
 
@@ -495,6 +520,13 @@ class SLOEvaluator:
 
 _Batch = tuple[list[Series], np.ndarray, np.ndarray]
 """One window's probes: each one's series, duration (s; NaN: none) and success."""
+
+
+def _distinct(keys: list[Series]) -> tuple[list[Series], np.ndarray]:
+    """The distinct series of `keys` (first appearance order) and each key's index among them."""
+    index: dict[Series, int] = {}
+    which = np.fromiter((index.setdefault(key, len(index)) for key in keys), dtype=np.int64, count=len(keys))
+    return list(index), which
 
 
 def _no_outcomes() -> _Batch:

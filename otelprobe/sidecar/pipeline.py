@@ -229,8 +229,10 @@ class SlotProcessor:
             _logger.exception("attribution of a window slot failed")
 
     def _touch(self, records: Sequence[ProbeRecord]) -> None:
-        for record in records:
-            series = (record.target, record.vantage)
+        # Each series once, in the order of its last record (what moving it to the end at every
+        # record leaves), not once per record.
+        last_seen = list(dict.fromkeys((r.target, r.vantage) for r in reversed(records)))
+        for series in reversed(last_seen):
             if series in self._series:
                 self._series.move_to_end(series)
             else:

@@ -42,7 +42,7 @@ def slot_table(
     if frame.empty:
         return None, verdicts
     table = engine.features(assign_windows(frame, evaluator.window_s), evaluator.window_s)
-    violating = {(v.target, v.vantage): ",".join(v.violating_slos) for v in verdicts}
+    violating = {(v.target, v.vantage): ",".join(v.violating_slos) for v in verdicts if v.violating_slos}
     keys = zip(table["target"].tolist(), table["vantage"].tolist(), strict=True)
     slos = [violating.get(key, "") for key in keys]
     table["violating_slos"] = slos

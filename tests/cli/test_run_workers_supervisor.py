@@ -14,43 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from otelprobe.sidecar.receiver import OTLPReceiver
 from otelprobe.targets import worker_of
-from tests.support.run_workers import (
-    config_text,
-    free_port,
-    received,
-    roots,
-    scrape,
-    start_run,
-    stop,
-    target_server,
-    wait_until,
-    worker_pids,
-)
+from tests.support.run_workers import received, roots, scrape, two_workers, wait_until, worker_pids
 
 pytestmark = pytest.mark.timeout(180)
 
 
 async def test_two_workers_probe_each_target_once_per_interval_as_one_prober(tmp_path: Path) -> None:
     names = [f"site-{i}" for i in range(6)]
-    async with target_server() as (port, hits), OTLPReceiver(grpc_port=None) as receiver:
-        metrics_port = free_port()
-        config = tmp_path / "probes.yaml"
-        config.write_text(config_text(port, names, receiver, metrics_port))
-        log = tmp_path / "run.log"
-        process = await start_run(config, log, "--workers", "2")
-        try:
-            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed", log)
-            await asyncio.sleep(1.0)
-            window_start = time.monotonic()
-            await asyncio.sleep(3.0)
-            in_window = hits.count(window_start, window_start + 3.0)
-            page = await scrape(metrics_port)
-        finally:
-            code = await stop(process, log)
-        assert code == 0, log.read_text()[-4000:]
-        served = hits.count()
+    async with two_workers(tmp_path, names) as prober:
+        hits, receiver, process = prober.hits, prober.receiver, prober.process
+        await asyncio.sleep(1.0)
+        window_start = time.monotonic()
+        await asyncio.sleep(3.0)
+        in_window = hits.count(window_start, window_start + 3.0)
+        page = await scrape(prober.metrics_port)
+    assert prober.code == 0, prober.log.read_text()[-4000:]
+    served = hits.count()
 
     # Once per interval across the workers: 3 s / 0.5 s = 6 (+-1 for the jitter, +-1 more for a
     # busy machine's late starts), where a target probed by both workers would show about 12.
@@ -101,57 +81,50 @@ def same_size_same_stamp_rewrite(path: Path, old: str, new: str) -> None:
 
 async def test_a_killed_worker_comes_back_and_sighup_reaches_every_worker(tmp_path: Path) -> None:
     names = [f"svc-{i}" for i in range(4)]
-    async with target_server() as (port, hits), OTLPReceiver(grpc_port=None) as receiver:
-        metrics_port = free_port()
-        config = tmp_path / "probes.yaml"
-        text = config_text(port, names, receiver, metrics_port)
-        added = f'- {{name: added, kind: http, url: "http://127.0.0.1:{port}/added"}}\n'
-        placeholder = "#" + "x" * (len(added) - 2) + "\n"
-        config.write_text(text + placeholder)
-        log = tmp_path / "run.log"
-        process = await start_run(config, log, "--workers", "2")
-        try:
-            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed", log)
-            assert process.returncode is None
 
-            # kill -9 worker 0: it is restarted and its targets are probed again.
-            victim = worker_pids(process.pid)[0]
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
-            its_targets = [n for n in names if worker_of(n, 2) == 0]
-            assert its_targets
+    def added(port: int) -> str:
+        return f'- {{name: added, kind: http, url: "http://127.0.0.1:{port}/added"}}\n'
 
-            def back() -> bool:
-                return all(hits.first_after(n, killed_at + 0.5) is not None for n in its_targets)
+    def placeholder(port: int) -> str:  # as long as the added target, so the file keeps its size
+        return "#" + "x" * (len(added(port)) - 2) + "\n"
 
-            await wait_until(back, 60, "worker 0's targets probed again", log)
-            delay = max(hits.first_after(n, killed_at + 0.5) or 0.0 for n in its_targets) - killed_at
-            print(f"worker 0's targets probed again {delay:.1f} s after kill -9")
-            assert worker_pids(process.pid)[0] != victim
-            page = await scrape(metrics_port)
-            assert 'otelprobe_worker_restarts_total{worker="0"} 1' in page, page[-800:]
-            assert 'otelprobe_worker_restarts_total{worker="1"} 0' in page
+    async with two_workers(tmp_path, names, placeholder) as prober:
+        hits, receiver, process, log = prober.hits, prober.receiver, prober.process, prober.log
+        assert process.returncode is None
 
-            # SIGHUP: both workers reload; the added target is probed by the worker that owns it.
-            same_size_same_stamp_rewrite(config, placeholder, added)
-            hup_at = time.monotonic()
-            process.send_signal(signal.SIGHUP)
-            await wait_until(
-                lambda: hits.first_after("added", hup_at) is not None, 30, "the added target", log
-            )
-            await wait_until(
-                lambda: all(
-                    f"[w{i}] otelprobe.scheduling.runtime: reload requested" in log.read_text()
-                    for i in (0, 1)
-                ),
-                10,
-                "both workers' reload",
-                log,
-            )
-        finally:
-            code = await stop(process, log)
-        assert code == 0, log.read_text()[-4000:]
-        assert "worker 0 restarted" in log.read_text()
+        # kill -9 worker 0: it is restarted and its targets are probed again.
+        victim = worker_pids(process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        its_targets = [n for n in names if worker_of(n, 2) == 0]
+        assert its_targets
+
+        def back() -> bool:
+            return all(hits.first_after(n, killed_at + 0.5) is not None for n in its_targets)
+
+        await wait_until(back, 60, "worker 0's targets probed again", log)
+        delay = max(hits.first_after(n, killed_at + 0.5) or 0.0 for n in its_targets) - killed_at
+        print(f"worker 0's targets probed again {delay:.1f} s after kill -9")
+        assert worker_pids(process.pid)[0] != victim
+        page = await scrape(prober.metrics_port)
+        assert 'otelprobe_worker_restarts_total{worker="0"} 1' in page, page[-800:]
+        assert 'otelprobe_worker_restarts_total{worker="1"} 0' in page
+
+        # SIGHUP: both workers reload; the added target is probed by the worker that owns it.
+        same_size_same_stamp_rewrite(prober.config, placeholder(prober.port), added(prober.port))
+        hup_at = time.monotonic()
+        process.send_signal(signal.SIGHUP)
+        await wait_until(lambda: hits.first_after("added", hup_at) is not None, 30, "the added target", log)
+        await wait_until(
+            lambda: all(
+                f"[w{i}] otelprobe.scheduling.runtime: reload requested" in log.read_text() for i in (0, 1)
+            ),
+            10,
+            "both workers' reload",
+            log,
+        )
+    assert prober.code == 0, log.read_text()[-4000:]
+    assert "worker 0 restarted" in log.read_text()
 
     owner = {
         str(s.resource_attributes["service.instance.id"])

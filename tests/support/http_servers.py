@@ -27,6 +27,8 @@ import h2.events
 from aiohttp import web
 from hyperframe.frame import GoAwayFrame
 
+from tests.support.tls_servers import serve
+
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -87,32 +89,10 @@ async def serve_app(
         await runner.cleanup()
 
 
-@contextlib.asynccontextmanager
-async def serve_raw(handler: RawHandler) -> AsyncIterator[int]:
-    """A raw asyncio TCP server running `handler` per connection; yields its port."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.transport.abort()
-            tasks.discard(task)
-
-    server = await asyncio.start_server(run, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+def serve_raw(handler: RawHandler) -> contextlib.AbstractAsyncContextManager[int]:
+    """A raw asyncio TCP server running `handler` per connection, each connection aborted when
+    its handler returns; yields its port."""
+    return serve(handler, abort=True)
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:

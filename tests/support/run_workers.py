@@ -138,3 +138,40 @@ async def scrape(port: int) -> str:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
         assert resp.status == 200
         return await resp.text()
+
+
+@dataclass
+class RunningProber:
+    """`otelprobe run --workers 2` on `names`, once every target has been probed (two_workers)."""
+
+    process: asyncio.subprocess.Process
+    hits: Hits
+    receiver: OTLPReceiver
+    port: int
+    metrics_port: int
+    config: Path
+    log: Path
+    code: int | None = None
+    """Its exit code, once two_workers has stopped it (SIGTERM if it was still running)."""
+
+
+@contextlib.asynccontextmanager
+async def two_workers(
+    tmp_path: Path, names: list[str], extra_config: Callable[[int], str] | None = None
+) -> AsyncIterator[RunningProber]:
+    """A target server, a real OTLP receiver and `otelprobe run --workers 2` probing `names`
+    (`extra_config(port)` appended to the file); yields once every target was probed, stops it on
+    exit. The receiver's queue keeps the spans after the block."""
+    async with target_server() as (port, hits), OTLPReceiver(grpc_port=None) as receiver:
+        metrics_port = free_port()
+        config = tmp_path / "probes.yaml"
+        extra = extra_config(port) if extra_config else ""
+        config.write_text(config_text(port, names, receiver, metrics_port) + extra)
+        log = tmp_path / "run.log"
+        process = await start_run(config, log, "--workers", "2")
+        prober = RunningProber(process, hits, receiver, port, metrics_port, config, log)
+        try:
+            await wait_until(lambda: set(hits.count()) == set(names), 90, "every target probed", log)
+            yield prober
+        finally:
+            prober.code = await stop(process, log)

@@ -20,8 +20,11 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 @contextlib.asynccontextmanager
-async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
-    """Run `handler` per connection on 127.0.0.1:<port>; yields the port, closes everything after."""
+async def serve(
+    handler: Handler, ssl_context: ssl.SSLContext | None = None, abort: bool = False
+) -> AsyncIterator[int]:
+    """Run `handler` per connection on 127.0.0.1:<port>; yields the port, closes everything after.
+    Each connection is closed when its handler returns: with a FIN, or `abort`ed (a reset)."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -38,6 +41,10 @@ async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> 
             raise
         finally:
             tasks.discard(task)
+            if abort:
+                writer.transport.abort()
+        if abort:
+            return
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()

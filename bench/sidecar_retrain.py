@@ -136,7 +136,9 @@ def gate_job(
     from otelprobe.attribution.model import load_model
     from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
     from otelprobe.causes import ROOT_CAUSES
+    from otelprobe.sidecar.config import LearningConfig
     from otelprobe.sidecar.lab_feedback import confirmed_incidents, incident_name
+    from otelprobe.sidecar.retrain import job_spec
 
     table = read_table_cached([REPO / f"data/lab/{campaign}/traces.jsonl.gz"], default_cache_dir()).frame
     live_stem = live_model(seed, work)
@@ -151,22 +153,19 @@ def gate_job(
             top = np.array(ROOT_CAUSES)[score_windows(shipped, symptomatic).causes.argmax(1)]
             before[name] = round(float(np.mean(top == cause)), 2)
     (work / "windows.json").write_text(json.dumps(windows))
-    spec = {
-        "version": "v0002",
-        "registry_dir": str(work),
-        "live_stem": str(live_stem),
-        # The shipped model's own training recordings, as the sidecar takes them by default.
-        "lab_recordings": [str(REPO / p) for p in shipped.metadata.training["recordings"]],
-        "eval_recordings": [str(REPO / "data/lab" / name) for name in gate_campaigns],
-        "table_cache": str(default_cache_dir()),
-        "verdicts": verdicts,
-        "windows_file": str(work / "windows.json"),
-        "holdout_share": holdout_share,
-        **weighting,
-        "rounds": 150,
-        "seed": seed,
-        "tolerance": {"ac1": 0.01, "false_attributions": 0.005},
-    }
+    # The shipped model's own training recordings, as the sidecar takes them by default.
+    learning = LearningConfig(**weighting, holdout_share=holdout_share, rounds=150, seed=seed)
+    spec = job_spec(
+        learning,
+        version="v0002",
+        registry_dir=work,
+        live_stem=live_stem,
+        lab_recordings=[REPO / p for p in shipped.metadata.training["recordings"]],
+        eval_recordings=[REPO / "data/lab" / name for name in gate_campaigns],
+        table_cache=default_cache_dir(),
+        verdicts=verdicts,
+        windows_file=work / "windows.json",
+    )
     (work / "spec.json").write_text(json.dumps(spec))
     started = time.perf_counter()
     subprocess.run(

@@ -32,6 +32,7 @@ from otelprobe.sidecar.config import LearningConfig
 from otelprobe.sidecar.feedback import FeedbackError, parse_feedback, record_feedback
 from otelprobe.sidecar.model_registry import ModelRegistry, RegistryError
 from otelprobe.sidecar.model_watch import ModelHolder, load_checked, model_files
+from otelprobe.sidecar.retrain import job_spec
 from otelprobe.sidecar.state_store import StateStore
 from otelprobe.sidecar.view import MAX_LIMIT, MemoryView
 
@@ -181,24 +182,17 @@ class Learning:
         verdicts = self.store.feedback()
         windows = await asyncio.to_thread(self.store.feedback_windows)
         await asyncio.to_thread(windows_file.write_text, json.dumps(windows, separators=(",", ":")))
-        spec = {
-            "version": version,
-            "registry_dir": str(self.registry.directory),
-            "live_stem": str(self.registry.stem(live)),
-            "lab_recordings": self._lab_recordings(),
-            "eval_recordings": [self._beside_model(p) for p in self.config.eval_recordings],
-            "table_cache": str(self.table_cache),
-            "verdicts": verdicts,
-            "windows_file": str(windows_file),
-            "holdout_share": self.config.holdout_share,
-            "feedback_weight": self.config.feedback_weight,
-            "feedback_per_incident": self.config.feedback_per_incident,
-            "feedback_cap_share": self.config.feedback_cap_share,
-            "rounds": self.config.rounds,
-            "seed": self.config.seed,
-            "crossfit_folds": self.config.crossfit_folds,
-            "tolerance": self.config.tolerance.model_dump(),
-        }
+        spec = job_spec(
+            self.config,
+            version=version,
+            registry_dir=self.registry.directory,
+            live_stem=self.registry.stem(live),
+            lab_recordings=self._lab_recordings(),
+            eval_recordings=[self._beside_model(p) for p in self.config.eval_recordings],
+            table_cache=self.table_cache,
+            verdicts=verdicts,
+            windows_file=windows_file,
+        )
         spec_file = self.jobs_dir / f"{version}.spec.json"
         spec_file.write_text(json.dumps(spec, indent=1))
         now_ns = time.time_ns()

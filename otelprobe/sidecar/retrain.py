@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from otelprobe.attribution.model import AttributionModel
+    from otelprobe.sidecar.config import LearningConfig
 
 FEEDBACK_INCIDENT_BASE: Final = 1_000_000_000
 """Confirmed incidents get label_incident ids from here (lab incidents are small numbers)."""
@@ -52,6 +53,39 @@ CROSSFIT_FOLDS: Final = 5
 """The trained confirmed incidents are also scored out of fold (learning.crossfit_folds; 0: not):
 each fold is one more cause fit, about half of the candidate's `train_model` (measured: five
 folds 69-85 s beside a 27-38 s fit at the shipped model's scale, bench/README.md)."""
+
+
+def job_spec(
+    learning: LearningConfig,
+    *,
+    version: str,
+    registry_dir: str | Path,
+    live_stem: str | Path,
+    lab_recordings: Sequence[str | Path],
+    eval_recordings: Sequence[str | Path],
+    table_cache: str | Path | None,
+    verdicts: Sequence[Mapping[str, Any]],
+    windows_file: str | Path,
+) -> dict[str, Any]:
+    """The spec `run_job` reads: the sidecar's learning settings and where the job's inputs are."""
+    return {
+        "version": version,
+        "registry_dir": str(registry_dir),
+        "live_stem": str(live_stem),
+        "lab_recordings": [str(p) for p in lab_recordings],
+        "eval_recordings": [str(p) for p in eval_recordings],
+        "table_cache": None if table_cache is None else str(table_cache),
+        "verdicts": list(verdicts),
+        "windows_file": str(windows_file),
+        "holdout_share": learning.holdout_share,
+        "feedback_weight": learning.feedback_weight,
+        "feedback_per_incident": learning.feedback_per_incident,
+        "feedback_cap_share": learning.feedback_cap_share,
+        "rounds": learning.rounds,
+        "seed": learning.seed,
+        "crossfit_folds": learning.crossfit_folds,
+        "tolerance": learning.tolerance.model_dump(),
+    }
 
 
 def labeled_feedback(

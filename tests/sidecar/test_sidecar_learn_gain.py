@@ -10,7 +10,6 @@ retraining".
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,13 @@ from otelprobe.attribution.model import load_model
 from otelprobe.attribution.table_cache import read_table_cached
 from otelprobe.attribution.train import train_model
 from otelprobe.sidecar.config import LearningConfig
-from otelprobe.sidecar.lab_feedback import confirmed_incidents
-from otelprobe.sidecar.retrain import run_job
+from otelprobe.sidecar.retrain import job_spec, run_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 LAB = Path(__file__).resolve().parents[2] / "data" / "lab"
 LAB_TRAIN = LAB / "train-101" / "traces.jsonl.gz"
 LAB_EVAL = LAB / "shifted-503" / "traces.jsonl.gz"
-FEEDBACK = LAB / "eval-402" / "traces.jsonl.gz"
 ROUNDS = 30
 DEFAULTS = LearningConfig()
 """The sidecar's default tolerance (and time split)."""
@@ -49,31 +46,21 @@ def live_model(tables: Path, stem: Path, seed: int) -> Path:
     return stem
 
 
-def job(tables: Path, work: Path, live: Path, cause: str | None, **spec: Any) -> dict[str, Any]:
-    verdicts: list[dict[str, Any]] = []
-    windows: list[dict[str, Any]] = []
-    if cause is not None:
-        table = read_table_cached([FEEDBACK], tables).frame
-        verdicts, windows = confirmed_incidents(table, cause, "eval-402", by="test")
-    (work / "windows.json").write_text(json.dumps(windows))
-    return run_job(
-        {
-            "version": "v0002",
-            "registry_dir": str(work),
-            "live_stem": str(live),
-            "lab_recordings": [str(LAB_TRAIN)],
-            "eval_recordings": [str(LAB_EVAL)],
-            "table_cache": str(tables),
-            "verdicts": verdicts,
-            "windows_file": str(work / "windows.json"),
-            "holdout_share": DEFAULTS.holdout_share,
-            "feedback_weight": DEFAULTS.feedback_weight,
-            "feedback_per_incident": DEFAULTS.feedback_per_incident,
-            "feedback_cap_share": DEFAULTS.feedback_cap_share,
-            "tolerance": DEFAULTS.tolerance.model_dump(),
-            **spec,
-        }
+def job(tables: Path, work: Path, live: Path, **learning: Any) -> dict[str, Any]:
+    """A retraining job with no feedback, the sidecar's defaults changed by `learning`."""
+    (work / "windows.json").write_text("[]")
+    spec = job_spec(
+        DEFAULTS.model_copy(update=learning),
+        version="v0002",
+        registry_dir=work,
+        live_stem=live,
+        lab_recordings=[LAB_TRAIN],
+        eval_recordings=[LAB_EVAL],
+        table_cache=tables,
+        verdicts=[],
+        windows_file=work / "windows.json",
     )
+    return run_job(spec)
 
 
 def trees(booster: Any) -> Any:
@@ -83,7 +70,7 @@ def trees(booster: Any) -> Any:
 def test_without_feedback_the_candidate_is_the_live_model(tables: Path, tmp_path: Path) -> None:
     live = live_model(tables, tmp_path / "live", seed=8)
     # The config's seed and rounds differ from the live model's: the live model's are used.
-    result = job(tables, tmp_path, live, None, seed=7, rounds=ROUNDS + 20)
+    result = job(tables, tmp_path, live, seed=7, rounds=ROUNDS + 20)
     old, new = load_model(live), load_model(tmp_path / "v0002")
     assert new.metadata.params["seed"] == 8 and new.metadata.training["rounds"] == ROUNDS
     assert new.metadata.training["hyper_parameters_from"] == "live"

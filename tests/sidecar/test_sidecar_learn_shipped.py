@@ -38,7 +38,7 @@ from otelprobe.attribution.table_cache import default_cache_dir, read_table_cach
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.sidecar.config import LearningConfig
 from otelprobe.sidecar.lab_feedback import confirmed_incidents
-from otelprobe.sidecar.retrain import run_job
+from otelprobe.sidecar.retrain import job_spec, run_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -56,29 +56,23 @@ def feedback_table() -> Any:
 
 
 def job(
-    work: Path, verdicts: list[dict[str, Any]], windows: list[dict[str, Any]], **spec: Any
+    work: Path, verdicts: list[dict[str, Any]], windows: list[dict[str, Any]], **learning: Any
 ) -> dict[str, Any]:
+    """The sidecar's retraining job against the shipped model, its defaults changed by `learning`."""
     shipped = load_model(SHIPPED)
     (work / "windows.json").write_text(json.dumps(windows))
-    return run_job(
-        {
-            "version": "v0002",
-            "registry_dir": str(work),
-            "live_stem": str(SHIPPED),
-            "lab_recordings": [str(REPO / p) for p in shipped.metadata.training["recordings"]],
-            "eval_recordings": [str(REPO / p) for p in DEFAULTS.eval_recordings],
-            "table_cache": str(default_cache_dir()),
-            "verdicts": verdicts,
-            "windows_file": str(work / "windows.json"),
-            "holdout_share": DEFAULTS.holdout_share,
-            "feedback_weight": DEFAULTS.feedback_weight,
-            "feedback_per_incident": DEFAULTS.feedback_per_incident,
-            "feedback_cap_share": DEFAULTS.feedback_cap_share,
-            "crossfit_folds": DEFAULTS.crossfit_folds,
-            "tolerance": DEFAULTS.tolerance.model_dump(),
-            **spec,
-        }
+    spec = job_spec(
+        DEFAULTS.model_copy(update=learning),
+        version="v0002",
+        registry_dir=work,
+        live_stem=SHIPPED,
+        lab_recordings=[REPO / p for p in shipped.metadata.training["recordings"]],
+        eval_recordings=[REPO / p for p in DEFAULTS.eval_recordings],
+        table_cache=default_cache_dir(),
+        verdicts=verdicts,
+        windows_file=work / "windows.json",
     )
+    return run_job(spec)
 
 
 def ranked_first(model_stem: Path, rows: Any) -> np.ndarray:

@@ -120,7 +120,11 @@ class SeriesWindow:
     """The SLOs violating in this window (worked out once, like `SLOStatus.violating`)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "violating_slos", tuple([s.slo for s in self.slos if s.violating]))
+        for status in self.slos:
+            if status.violating:
+                object.__setattr__(self, "violating_slos", tuple([s.slo for s in self.slos if s.violating]))
+                return
+        object.__setattr__(self, "violating_slos", ())  # most series, most windows
 
     @property
     def series(self) -> Series:
@@ -402,12 +406,15 @@ class SLOEvaluator:
             if state.idle_windows > self._max_span:
                 gone.append(series)
         leaving = set(gone)
-        for series in [s for s in self._series if s in leaving]:
+        for series in [s for s in self._series if s in leaving] if leaving else []:
             self._release(self._series.pop(series))  # gone long enough that every sum is zero again
         return results
 
     def _selects(self, j: int, ordered: list[tuple[Series, _SeriesState]]) -> np.ndarray | None:
         """Which of the ordered series SLO j selects (None: all of them)."""
+        every = len(self._objectives)
+        if all(len(state.slos) == every for _, state in ordered):
+            return None
         flags = [j in state.slos for _, state in ordered]
         return None if all(flags) else np.array(flags, dtype=bool)
 

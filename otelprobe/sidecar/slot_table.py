@@ -43,8 +43,10 @@ def slot_table(
         return None, verdicts
     table = engine.features(assign_windows(frame, evaluator.window_s), evaluator.window_s)
     violating = {(v.target, v.vantage): ",".join(v.violating_slos) for v in verdicts if v.violating_slos}
-    keys = zip(table["target"].tolist(), table["vantage"].tolist(), strict=True)
-    slos = [violating.get(key, "") for key in keys]
+    slos = [""] * len(table)
+    if violating:  # most windows: none
+        keys = zip(table["target"].tolist(), table["vantage"].tolist(), strict=True)
+        slos = [violating.get(key, "") for key in keys]
     table["violating_slos"] = slos
     table["violating"] = np.array([bool(s) for s in slos], dtype=bool)
     return table, verdicts

@@ -57,7 +57,8 @@ def incident_rows(table: pd.DataFrame, incident_of: Mapping[tuple[str, str], str
     """The rows of `table` (a slot's window table) whose series is in an open incident."""
     if table.empty or not incident_of:
         return []
-    keys = list(zip(table["target"].astype(str), table["vantage"].astype(str), strict=True))
+    # .tolist(): iterating a pandas string column boxes each value (~0.1 s per 10,000-series slot)
+    keys = list(zip(table["target"].astype(str).tolist(), table["vantage"].astype(str).tolist(), strict=True))
     chosen = [i for i, key in enumerate(keys) if key in incident_of]
     if not chosen:
         return []

@@ -38,6 +38,24 @@ __all__ = ["ProbeFactory", "ResultSink", "Scheduler", "SchedulerStats", "TargetS
 
 log = logging.getLogger(__name__)
 
+START_GRID_S: Final = 0.01
+"""Jittered starts land on this grid (of the loop's clock), so that targets due within the same
+10 ms start in one wake-up of the loop instead of one wake-up each. Measured with two workers at
+100 probes/s each: ~7 % less CPU per probe (bench/README.md, Workers). Never outside the target's
+own jitter window, which is random anyway; a target without jitter starts exactly on time."""
+
+
+def on_start_grid(when: float, earliest: float, latest: float) -> float:
+    """`when` moved to the next START_GRID_S boundary, or the one before if that passes `latest`;
+    `when` itself if no boundary lies in [earliest, latest]."""
+    grid = START_GRID_S
+    up = math.ceil(when / grid) * grid
+    if up <= latest:
+        return up
+    down = up - grid
+    return down if down >= earliest else when
+
+
 SAFETY_MARGIN_S: Final = 1.0
 """The outer deadline is the target's timeout plus this: probes enforce their own timeout, this
 only catches a probe that ignores it."""
@@ -260,9 +278,12 @@ class Scheduler:
             first += math.ceil((now - first) / interval) * interval
         return first
 
-    def _jitter(self, config: ProbeConfigBase) -> float:
+    def _jittered(self, due: float, config: ProbeConfigBase) -> float:
+        """`due` plus the target's random jitter, on the start grid when the jitter window spans it."""
         jitter = min(config.effective_jitter_s, config.interval_s)
-        return self._rng.uniform(0.0, jitter) if jitter > 0 else 0.0
+        if jitter <= 0:
+            return due  # no jitter asked for: exactly on time
+        return on_start_grid(due + self._rng.uniform(0.0, jitter), due, due + jitter)
 
     def _arm(self, t: _Target, loop: asyncio.AbstractEventLoop) -> None:
         """Set the timer for run number t.seq, skipping deadlines already missed entirely."""
@@ -273,7 +294,7 @@ class Scheduler:
             t.seq += missed
             self.stats.skipped_runs += missed
             log.warning("target %s skipped %d runs: the event loop was blocked", t.config.name, missed)
-        when = t.anchor + t.seq * interval + self._jitter(t.config)
+        when = self._jittered(t.anchor + t.seq * interval, t.config)
         t.timer = loop.call_at(when, self._fire, t, when)
 
     def _fire(self, t: _Target, scheduled: float) -> None:

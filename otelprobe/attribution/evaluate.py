@@ -164,6 +164,7 @@ def evaluate(
     # whether each attribution named the incident's cause.
     scored_rows = secondary | emitted
     rows = eval_frame[scored_rows]
+    rows = rows.assign(_cause_scopes=compound_scopes(rows, labels))
     answers = {a.name: a.answer(rows) for a in attributors}
     in_rows = {
         "attributed": headline[scored_rows],
@@ -210,13 +211,49 @@ def _score(answer: Answer, rows: pd.DataFrame, mask: np.ndarray) -> AttributionS
     ]
     # The true cause of a compound case is the one this attributor ranked highest (module doc).
     truth = [_best_ranked(causes[row], cause_set) for row, cause_set in enumerate(cause_sets)]
+    # ... and its true scope that cause's incident's, where the labels name it.
+    scopes = [
+        (by_cause or {}).get(cause, scope)
+        for cause, scope, by_cause in zip(truth, frame["label_scope"], frame["_cause_scopes"], strict=True)
+    ]
     return score_cases(
         causes,
         truth,
         true_cause_sets=cause_sets,
-        true_scopes=[str(s) if s in SCOPES else "path" for s in frame["label_scope"]],
+        true_scopes=[str(s) if s in SCOPES else "path" for s in scopes],
         predicted_scopes=answer.scopes[mask],
     )
+
+
+def compound_scopes(frame: pd.DataFrame, labels: Sequence[Mapping[str, Any]]) -> list[dict[str, str] | None]:
+    """For each compound window (`label_causes` naming two or more causes), the scope of each of
+    its causes: that of the labels.jsonl incident of the cause whose affected series include the
+    window's and whose [start, end) overlaps it (the earliest such incident); None for other rows."""
+    by_cause: dict[str, list[tuple[int, int, set[tuple[str, str]], str]]] = {}
+    for label in labels:
+        if label.get("scope") not in SCOPES:
+            continue
+        series = {(str(t), str(v)) for t, v in label.get("affected") or ()}
+        entry = (int(label["start_unix_nano"]), int(label["end_unix_nano"]), series, str(label["scope"]))
+        by_cause.setdefault(str(label["cause"]), []).append(entry)
+    found: list[dict[str, str] | None] = []
+    columns = ("label_causes", "target", "vantage", "window_start_ns", "window_end_ns")
+    for all_causes, target, vantage, start, end in zip(*(frame[c] for c in columns), strict=True):
+        causes = str(all_causes).split(",") if isinstance(all_causes, str) else []
+        if len(causes) < 2 or not labels:
+            found.append(None)
+            continue
+        scopes: dict[str, str] = {}
+        for cause in causes:
+            overlapping = [
+                (begin, scope)
+                for begin, finish, series, scope in by_cause.get(cause, ())
+                if begin < int(end) and finish > int(start) and (str(target), str(vantage)) in series
+            ]
+            if overlapping:
+                scopes[cause] = min(overlapping)[1]
+        found.append(scopes)
+    return found
 
 
 def _best_ranked(scores: np.ndarray, cause_set: list[str]) -> str:

@@ -124,6 +124,38 @@ def test_compound_windows_false_attributions_and_timing_on_a_hand_made_table() -
     assert goals["false attributions (share of healthy series-windows)"].passed is False
 
 
+@dataclass(frozen=True)
+class ScopedAttributor:
+    """Ranks http_error first and backend_slow second, calling http_error vantage-wide."""
+
+    name: str = "scoped"
+
+    def answer(self, frame: pd.DataFrame) -> Answer:
+        scores = np.full((len(frame), len(ROOT_CAUSES)), 0.2 / (len(ROOT_CAUSES) - 2))
+        scores[:, ROOT_CAUSES.index("http_error")] = 0.5
+        scores[:, ROOT_CAUSES.index("backend_slow")] = 0.3
+        scopes = path_scopes(len(frame))
+        scopes[:, ROOT_CAUSES.index("http_error")] = "vantage"
+        return Answer(scores, scopes)
+
+
+def test_a_compound_windows_scope_is_that_of_the_cause_ranked() -> None:
+    # A slow backend on t1 (path) while the vantage answers 5xx everywhere (vantage): the spans
+    # name the first fault's scope only; the labels give each cause its own.
+    frame = pd.DataFrame([_row("t1", 100, "backend_slow", "-", causes="backend_slow,http_error")])
+    labels = [
+        {"incident": 1, "cause": "backend_slow", "scope": "path", "affected": [["t1", "v1"]]},
+        {"incident": 2, "cause": "http_error", "scope": "vantage", "affected": [["t1", "v1"], ["t2", "v1"]]},
+    ]
+    for label in labels:
+        label.update(start_unix_nano=99 * NS, end_unix_nano=104 * NS)
+    with_labels = evaluate(ScopedAttributor(), frame, _train_table(), window_s=2.0, labels=labels)
+    without = evaluate(ScopedAttributor(), frame, _train_table(), window_s=2.0)
+    assert with_labels.attributed["scoped"].ac1 == without.attributed["scoped"].ac1 == 1.0
+    assert with_labels.attributed["scoped"].scope_ac1 == 1.0  # http_error, vantage: right
+    assert without.attributed["scoped"].scope_ac1 == 0.0  # scored against backend_slow's "path"
+
+
 def test_ramp_steps_of_one_incident_are_one_incident() -> None:
     steps = [
         {

@@ -153,20 +153,22 @@ class FeatureEngine:
         bits = np.zeros(len(frame), dtype=np.int64)
         for i, symptom in enumerate(_RECENT_SYMPTOMS):
             bits |= frame[f"sym_{symptom}"].to_numpy(dtype=np.int64) << i
-        out = np.zeros(len(frame), dtype=np.int64)
-        starts = frame["window_start_ns"].to_numpy(dtype=np.int64)
+        # Python values throughout: a numpy scalar per row costs more than this loop's own work.
+        merged_bits = []
+        starts = frame["window_start_ns"].to_numpy(dtype=np.int64).tolist()
         horizon = RECENT_WINDOWS * window_ns
-        series_of = zip(frame["target"].to_numpy(), frame["vantage"].to_numpy(), strict=True)
-        for i, series in enumerate(series_of):
+        series_of = zip(frame["target"].tolist(), frame["vantage"].tolist(), strict=True)
+        for series, now, flags_now in zip(series_of, starts, bits.tolist(), strict=True):
             history = self.recent.get(series)
             if history is None:
                 history = self.recent[series] = deque(maxlen=RECENT_WINDOWS)
-            history.append((int(starts[i]), int(bits[i])))
+            history.append((now, flags_now))
             merged = 0
             for start, flags in history:
-                if starts[i] - start < horizon:
+                if now - start < horizon:
                     merged |= flags
-            out[i] = merged
+            merged_bits.append(merged)
+        out = np.array(merged_bits, dtype=np.int64)
         for i, symptom in enumerate(_RECENT_SYMPTOMS):
             frame[f"rsym_{symptom}"] = (out >> i) & 1 == 1
 

@@ -343,22 +343,23 @@ class SLOEvaluator:
         end_ns = start_ns + self.window_ns
         self._next_start_ns = end_ns
         keys, totals, success = outcomes
-        # Each record's series, as an index into the distinct series (in order of appearance).
-        distinct, which = _distinct(keys)
-        for series in distinct:
+        for series in dict.fromkeys(keys):
             if series not in self._series:
                 self._series[series] = self._new_state(series)
         if self._sorted is None:
             ordered = self._sorted = sorted(self._series.items())
             self._sorted_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
             self._learning = np.array([state.learns for _, state in ordered], dtype=bool)
-            self._selected = [self._selects(j, ordered) for j in range(len(self._objectives))]
+            every = len(self._objectives)
+            if all(len(state.slos) == every for _, state in ordered):
+                self._selected = [None] * every
+            else:
+                self._selected = [self._selects(j, ordered) for j in range(every)]
         ordered = self._sorted
         series_rows = self._sorted_rows
         size = len(self._counts[0].pos) if self._counts else 0
         # Per record: its series' row, whether it failed, whether it has a usable duration.
-        distinct_rows = np.array([self._series[series].row for series in distinct], dtype=np.int64)
-        record_rows = distinct_rows[which]
+        record_rows = np.array([self._series[key].row for key in keys], dtype=np.int64)
         failed = ~success
         finite = np.isfinite(totals)
         probes = np.bincount(record_rows, minlength=size)
@@ -412,9 +413,6 @@ class SLOEvaluator:
 
     def _selects(self, j: int, ordered: list[tuple[Series, _SeriesState]]) -> np.ndarray | None:
         """Which of the ordered series SLO j selects (None: all of them)."""
-        every = len(self._objectives)
-        if all(len(state.slos) == every for _, state in ordered):
-            return None
         flags = [j in state.slos for _, state in ordered]
         return None if all(flags) else np.array(flags, dtype=bool)
 
@@ -527,13 +525,6 @@ class SLOEvaluator:
 
 _Batch = tuple[list[Series], np.ndarray, np.ndarray]
 """One window's probes: each one's series, duration (s; NaN: none) and success."""
-
-
-def _distinct(keys: list[Series]) -> tuple[list[Series], np.ndarray]:
-    """The distinct series of `keys` (first appearance order) and each key's index among them."""
-    index: dict[Series, int] = {}
-    which = np.fromiter((index.setdefault(key, len(index)) for key in keys), dtype=np.int64, count=len(keys))
-    return list(index), which
 
 
 def _no_outcomes() -> _Batch:

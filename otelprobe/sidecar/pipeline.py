@@ -229,10 +229,8 @@ class SlotProcessor:
             _logger.exception("attribution of a window slot failed")
 
     def _touch(self, records: Sequence[ProbeRecord]) -> None:
-        # Each series once, in the order of its last record (what moving it to the end at every
-        # record leaves), not once per record.
-        last_seen = list(dict.fromkeys((r.target, r.vantage) for r in reversed(records)))
-        for series in reversed(last_seen):
+        for record in records:
+            series = (record.target, record.vantage)
             if series in self._series:
                 self._series.move_to_end(series)
             else:

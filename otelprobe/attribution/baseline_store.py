@@ -183,7 +183,14 @@ class BaselineStore(Mapping[Series, SeriesBaseline]):
         return self._rows.pop(series)
 
     def oldest(self) -> Series:
+        """The least recently seen series (insertion order, moved on by `touch`)."""
         return next(iter(self._rows))
+
+    def touch(self, series: list[Series]) -> None:
+        """Mark known `series` as seen now: they become the newest, in the given order."""
+        rows = self._rows
+        for one in series:
+            rows[one] = rows.pop(one)
 
     def row_of(self, series: Series) -> int | None:
         return self._rows.get(series)

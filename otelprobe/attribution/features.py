@@ -187,39 +187,32 @@ class FeatureEngine:
         bounds = [0, *(np.flatnonzero(np.diff(starts)) + 1).tolist(), len(agg)]
         parts = []
         for a, b in itertools.pairwise(bounds):
-            rows, dropped = self._rows_for(series[a:b])
+            rows = self._rows_for(series[a:b])
             before = self.baselines.snapshots(rows)
             self.baselines.observe(
                 rows, before, failed[a:b], p50[a:b], jitter[a:b], body[a:b], addresses[a:b]
             )
-            self.baselines.release(dropped)
             parts.append(before)
         return concat_snapshots(parts)
 
-    def _rows_for(self, window_series: list[tuple[Hashable, Hashable]]) -> tuple[np.ndarray, list[int]]:
-        """The store rows of one window's series, new series added (oldest evicted beyond
-        `max_series`, as each is added), and the rows of series evicted after their own row in this
-        window (their state is dropped once the window is learned)."""
+    def _rows_for(self, window_series: list[tuple[Hashable, Hashable]]) -> np.ndarray:
+        """The store rows of one window's series: known ones marked as seen now, new ones added,
+        then the least recently seen series evicted beyond `max_series` — never one of this
+        window's (with more series in one window than `max_series`, the store holds the window's
+        series until the sidecar's own eviction trims it; evicting a series about to be seen
+        again would only make it, and the one its return evicts, start cold in turn)."""
         store = self.baselines
         found = [store.row_of(series) for series in window_series]
-        dropped: list[int] = []
-        if None in found:
-            position: dict[tuple[Hashable, Hashable], int] | None = None
-            for i, row in enumerate(found):
-                if row is not None and store.row_of(window_series[i]) == row:
-                    continue
+        store.touch([series for series, row in zip(window_series, found, strict=True) if row is not None])
+        for i, row in enumerate(found):
+            if row is None:
                 found[i] = store.add(window_series[i])
-                while len(store) > self.max_series:
-                    if position is None:
-                        position = {s: k for k, s in enumerate(window_series)}
-                    oldest = store.oldest()
-                    gone = store.detach(oldest)
-                    self.evicted_series += 1
-                    if position.get(oldest, len(window_series)) < i:
-                        dropped.append(gone)  # its row of this window still learns first
-                    else:
-                        store.release([gone])
-        return np.array(found, dtype=np.int64), dropped
+        if len(store) > self.max_series:
+            in_window = set(window_series)
+            while len(store) > self.max_series and store.oldest() not in in_window:
+                store.release([store.detach(store.oldest())])
+                self.evicted_series += 1
+        return np.array(found, dtype=np.int64)
 
 
 def _baseline_columns(snapshots: Snapshots) -> dict[str, np.ndarray]:

@@ -43,6 +43,13 @@ def clean_environ() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def xdg_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An XDG_CACHE_HOME for the whole session: the window-table cache of the notebooks and of the
+    tests that read the shipped campaigns (built once, read by the others; ~/.cache untouched)."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(scope="session")
 def cert_authority() -> trustme.CA:
     return trustme.CA()
 

@@ -3,9 +3,10 @@ committed without outputs (issue 8).
 
 Each notebook is executed in a fresh `python3` kernel of this virtualenv (ipykernel installs its
 kernelspec into the venv's share/jupyter, so nothing in ~/.local is needed or touched), with the
-working directory notebooks/ as Jupyter would use. The window-table cache goes to a temporary
-XDG_CACHE_HOME shared by the notebooks of one test session: the first notebook builds the tables,
-the others read them, and the user's ~/.cache is left alone.
+working directory notebooks/ as Jupyter would use. The window-table cache goes to the session's
+temporary XDG_CACHE_HOME (conftest.py), shared with the other tests that read the shipped
+campaigns: the first to need a table builds it, the others read it, and the user's ~/.cache is
+left alone.
 """
 
 from __future__ import annotations
@@ -70,15 +71,10 @@ def test_defines_no_logic(path: Path) -> None:
         assert not defined, f"{path.name} cell {number} defines {defined}: move it into the package"
 
 
-@pytest.fixture(scope="session")
-def table_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("xdg-cache")
-
-
 @pytest.fixture
-def kernel_env(table_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def kernel_env(xdg_cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The kernel is a child process: it inherits this environment.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(table_cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg_cache_home))
     monkeypatch.setenv("MPLBACKEND", "agg")
     yield
 

@@ -19,8 +19,8 @@ as packet loss:
   candidate stays within the default tolerance of 1 point on the lab campaigns.)
 
 Reading the shipped campaigns into window tables takes 1-2 minutes the first time; the tables
-go to the same cache the notebooks use (table_cache.default_cache_dir), so the suite builds them
-once.
+go to the session's cache that the notebooks use too (conftest.py `xdg_cache_home`), so the suite
+builds them once.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import pytest
 
 from otelprobe.attribution.attribute import score_windows
 from otelprobe.attribution.model import load_model
-from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
+from otelprobe.attribution.table_cache import read_table_cached
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.sidecar.config import LearningConfig
 from otelprobe.sidecar.lab_feedback import confirmed_incidents
@@ -51,12 +51,22 @@ DEFAULTS = LearningConfig()
 
 
 @pytest.fixture(scope="module")
-def feedback_table() -> Any:
-    return read_table_cached([FEEDBACK], default_cache_dir()).frame
+def table_cache(xdg_cache_home: Path) -> Path:
+    """Where the notebooks' kernels find it too (table_cache.default_cache_dir under XDG_CACHE_HOME)."""
+    return xdg_cache_home / "otelprobe" / "window-tables"
+
+
+@pytest.fixture(scope="module")
+def feedback_table(table_cache: Path) -> Any:
+    return read_table_cached([FEEDBACK], table_cache).frame
 
 
 def job(
-    work: Path, verdicts: list[dict[str, Any]], windows: list[dict[str, Any]], **learning: Any
+    work: Path,
+    table_cache: Path,
+    verdicts: list[dict[str, Any]],
+    windows: list[dict[str, Any]],
+    **learning: Any,
 ) -> dict[str, Any]:
     """The sidecar's retraining job against the shipped model, its defaults changed by `learning`."""
     shipped = load_model(SHIPPED)
@@ -68,7 +78,7 @@ def job(
         live_stem=SHIPPED,
         lab_recordings=[REPO / p for p in shipped.metadata.training["recordings"]],
         eval_recordings=[REPO / p for p in DEFAULTS.eval_recordings],
-        table_cache=default_cache_dir(),
+        table_cache=table_cache,
         verdicts=verdicts,
         windows_file=work / "windows.json",
     )
@@ -85,10 +95,12 @@ def test_default_eval_campaigns_are_both_shipped_ones() -> None:
     assert {Path(p).name for p in DEFAULTS.eval_recordings} == {"eval-402", "shifted-503"}
 
 
-def test_confirmed_packet_loss_is_learned_and_promoted(feedback_table: Any, tmp_path: Path) -> None:
+def test_confirmed_packet_loss_is_learned_and_promoted(
+    feedback_table: Any, table_cache: Path, tmp_path: Path
+) -> None:
     verdicts, windows = confirmed_incidents(feedback_table, CAUSE, "eval-202", by="oncall")
     assert len(verdicts) >= 5
-    result = job(tmp_path, verdicts, windows)
+    result = job(tmp_path, table_cache, verdicts, windows)
     print(f"\n{result['reason']}", flush=True)  # the gate's comparison, for `pytest -s`
     assert result["passed"], result["reason"]
     lab, tolerance = result["metrics"]["lab"], DEFAULTS.tolerance
@@ -117,7 +129,9 @@ def test_confirmed_packet_loss_is_learned_and_promoted(feedback_table: Any, tmp_
     assert load_model(tmp_path / "v0002").metadata.metrics["gate"]["passed"]
 
 
-def test_every_incident_confirmed_as_the_wrong_cause_is_refused(feedback_table: Any, tmp_path: Path) -> None:
+def test_every_incident_confirmed_as_the_wrong_cause_is_refused(
+    feedback_table: Any, table_cache: Path, tmp_path: Path
+) -> None:
     verdicts, windows = [], []
     for cause in ROOT_CAUSES:
         confirmed, rows = confirmed_incidents(feedback_table, cause, "eval-202", by="intern")
@@ -126,7 +140,7 @@ def test_every_incident_confirmed_as_the_wrong_cause_is_refused(feedback_table: 
         windows += rows
     assert len(verdicts) >= 50
     # No leave-one-out folds: the lab slice decides, and 59 incidents would make them slow.
-    result = job(tmp_path, verdicts, windows, crossfit_folds=0)
+    result = job(tmp_path, table_cache, verdicts, windows, crossfit_folds=0)
     print(f"\n{result['reason']}", flush=True)
     assert not result["passed"], result["reason"]
     assert "lab AC@1" in result["reason"] and "worse by more than" in result["reason"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -55,9 +56,13 @@ def test_demo_as_root_detects_a_link_latency_fault_and_ranks_network_latency_fir
     assert completed.returncode == 0, out + completed.stderr
     assert "behind an emulated link" in out
     assert "SLO violation detected" in out
-    ranked = [line.split() for line in out.splitlines() if line.lstrip().startswith("1. ")]
-    assert ranked[0][:2] == ["1.", "network_latency"], out
-    assert "top cause network_latency matches the injected fault" in out
+    # The first window may straddle the fault's start: its top 3 name the cause; the incident's
+    # windows rank it first.
+    ranked = [line.split() for line in out.splitlines() if line.lstrip().startswith(("1. ", "2. ", "3. "))]
+    assert "network_latency" in {rank[1] for rank in ranked[:3]}, out
+    assert re.search(
+        r"ranked first in \d+ of \d+ windows attributed so far: network_latency, which matches", out
+    ), out
     assert " closed: " in out
 
     # The link fault hits every target: most of the records, over several targets, rank it first.

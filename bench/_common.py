@@ -169,16 +169,22 @@ http {{
 
 
 class OTLPSink:
-    """otelprobe's OTLPReceiver in its own process (bench/_otlp_sink.py), counting what arrives."""
+    """otelprobe's OTLPReceiver in its own process (bench/_otlp_sink.py), counting what arrives
+    (and writing each span to `spans_out`, if given: bench/_span_log.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spans_out: Path | None = None) -> None:
+        self.spans_out = spans_out
         self.proc: subprocess.Popen[str] | None = None
         self.http_port = 0
         self.grpc_port = 0
 
     def __enter__(self) -> OTLPSink:
         self.proc = subprocess.Popen(
-            [PYTHON, str(BENCH_DIR / "_otlp_sink.py")],
+            [
+                PYTHON,
+                str(BENCH_DIR / "_otlp_sink.py"),
+                *([f"--spans-out={self.spans_out}"] if self.spans_out else []),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,0 +1,455 @@
+"""Timing error of the HTTP probe's phase spans against the wire, through `otelprobe run --workers N`
+at a steady probe rate (issue 13, "Exact first bytes at any load": "at the max sustained rate with
+workers"). bench/timing_error.py measures the same in one process, with in-process probes.
+
+The product path, as a user runs it: `otelprobe run --workers N CONFIG` (the supervisor and N
+worker processes) probes `rate x interval` HTTPS targets on `--interval`, each resolving
+`www.lab.test` through the lab target's DNS server and fetching over a fresh TLS connection
+(`otelprobe/lab/verification/target.py`: the same injected DNS / TLS / TTFB delays and trickled
+body as bench/timing_error.py). Spans go over OTLP/HTTP to the bench's sink process
+(bench/_otlp_sink.py --spans-out, bench/_span_log.py). Truth: a packet capture on lo
+(`lab/verification/capture.py`, kernel stamps), opened after a warm-up for `--seconds`; each
+exported trace whose root span lies inside the capture is matched to its connection by the client
+port its `tcp.connect` span records (`network.local.port`, the same `verify.match`).
+dns.lookup is not captured (UDP): it is reported against the injected delay.
+
+A rate counts as sustained when >= 95 % of the requested probes started in the window, >= 99 % of
+them succeeded and the p99 probe duration is within 100 ms of the injected delays' sum (the
+cost bench's 100 ms p99 bound, over the delays the target adds on purpose).
+
+    sudo .venv/bin/python bench/timing_error_workers.py --workers 1 2 --rates 100 200 --seconds 15 \\
+        [--repetitions 3] [--interval 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from _common import CLK_TCK, NGINX, PYTHON, REPO, Certs, OTLPSink, free_port, make_certs, pct, wait_port
+from _span_log import ExportedProbe, read_probes
+
+from otelprobe import names
+from otelprobe.lab.verification import verify
+from otelprobe.lab.verification.capture import PacketCapture
+from otelprobe.lab.verification.target import TargetSpec
+from otelprobe.lab.verification.wire import wire_phases
+
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+MAX_EXTRA_P99_S = 0.1
+_MARGIN_NS = 20_000_000
+"""A probe counts when its root span starts this long after the capture began (its SYN is in)."""
+
+
+@dataclass
+class RunResult:
+    workers: int
+    rate: float
+    run: int
+    window_s: float
+    started: int
+    """Probes whose root span started inside the capture window."""
+    failed: int
+    in_capture: int
+    """Successful probes started and finished inside the capture (the ones compared)."""
+    matched: int
+    """...of which the wire has a connection at the client port their tcp.connect recorded."""
+    capture_drops: int
+    p50_ms: float
+    p99_ms: float
+    per_worker: dict[str, int]
+    cpu_cores: dict[str, float]
+    """Share of one core each process used over the window: workers, lab target, capture, sink."""
+    phases: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    """phase -> (mean |span - wire| ms, p99 ms, samples)."""
+    export_errors: int = 0
+
+    @property
+    def achieved(self) -> float:
+        return self.started / self.window_s
+
+    def sustained(self, nominal_s: float) -> bool:
+        return (
+            self.achieved >= 0.95 * self.rate
+            and self.failed <= 0.01 * max(self.started, 1)
+            and self.p99_ms <= (nominal_s + MAX_EXTRA_P99_S) * 1e3
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The HTTPS server the probes fetch from: its port, URL, CA, DNS server if any, processes."""
+
+    port: int
+    url: str
+    ca_path: Path
+    dns_port: int | None
+    pids: list[int]
+
+
+@contextlib.asynccontextmanager
+async def lab_server(spec: TargetSpec, by_name: bool) -> AsyncIterator[Served]:
+    """The lab verification target (one Python process: DNS, TLS front, HTTP server)."""
+    async with verify.lab_target(spec) as target:
+        pids = [p for p in children(os.getpid()) if "otelprobe.lab.verification.target" in cmdline(p)]
+        dns_port = target.dns_port if by_name else None
+        yield Served(target.port, target.url(by_name=by_name), target.ca_path, dns_port, pids)
+
+
+def nginx_conf(directory: Path, port: int, certs: Certs, spec: TargetSpec) -> str:
+    """nginx + the echo module serving the lab target's TTFB delay and trickled body (no DNS, no
+    TLS delay): sleep `ttfb`, then each chunk flushed on its own, `chunk / rate` apart. TLS 1.3
+    without session tickets, as the lab target, so the wire's TLS and TTFB edges stay unambiguous."""
+    chunk = spec.trickle_chunk_bytes if spec.trickle_bytes_per_s else spec.body_bytes
+    chunks = max(1, spec.body_bytes // chunk)
+    gap_s = chunk / spec.trickle_bytes_per_s if spec.trickle_bytes_per_s else 0.0
+    body = []
+    for i in range(chunks):
+        if i and gap_s:
+            body.append(f"echo_sleep {gap_s:.3f};")
+        body.append(f"echo -n {'x' * chunk};")
+        body.append("echo_flush;")
+    ttfb = f"echo_sleep {spec.ttfb_s:.3f};" if spec.ttfb_s else ""
+    temp = directory / "tmp"
+    return f"""
+load_module {ECHO_MODULE};
+worker_processes 1;
+daemon off;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    default_type text/plain;
+    keepalive_timeout 5s;
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=4096;
+        ssl_certificate {certs.cert};
+        ssl_certificate_key {certs.key};
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        ssl_conf_command NumTickets 0;
+        location / {{ {ttfb} {" ".join(body)} }}
+    }}
+}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def nginx_server(spec: TargetSpec, tmp: Path) -> AsyncIterator[Served]:
+    """nginx (C, one worker process) in place of the lab target, for rates the lab target cannot serve."""
+    directory = Path(tempfile.mkdtemp(prefix="nginx-", dir=tmp))
+    (directory / "tmp").mkdir()
+    certs = make_certs(directory)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(nginx_conf(directory, port, certs, spec))
+    process = await asyncio.create_subprocess_exec(
+        NGINX, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")
+    )
+    try:
+        await asyncio.to_thread(wait_port, port)
+        yield Served(
+            port, f"https://127.0.0.1:{port}/", certs.ca, None, [process.pid, *children(process.pid)]
+        )
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGQUIT)  # nginx's graceful stop; the master takes its worker
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def config_text(served: Served, rate: float, interval_s: float, endpoint: str) -> str:
+    """`rate x interval` copies of the target, each on `interval`: the scheduler starts `rate`/s."""
+    count = max(1, round(rate * interval_s))
+    target_fields: dict[str, Any] = {
+        "kind": "http",
+        "url": served.url,
+        "tls": {"ca_file": str(served.ca_path)},
+        "ip": "ip4",
+    }
+    if served.dns_port is not None:
+        target_fields["resolver"] = {"server": f"127.0.0.1:{served.dns_port}"}
+    config = {
+        "vantage": "bench",
+        "defaults": {"interval": f"{int(interval_s * 1000)}ms", "timeout": f"{int(interval_s * 1000)}ms"},
+        "telemetry": {
+            "exporters": [{"type": "otlp_http", "endpoint": endpoint, "timeout": "10s"}],
+            # Room for every span of a window: a dropped span would be a probe left unmatched.
+            "queue": {"max_queue_size": 65536, "max_export_batch_size": 2048, "schedule_delay": "500ms"},
+            "metric_export_interval": "60s",
+        },
+        "targets": [{"name": f"lab-{i:05d}", **target_fields} for i in range(count)],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        path = task / "children"
+        if path.exists():
+            found.extend(int(p) for p in path.read_text().split())
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def processes(prober: int, sink: int, server: list[int]) -> dict[str, list[int]]:
+    """The processes whose CPU the run reports, by role (found through /proc, our own children)."""
+    workers = children(prober)  # --workers 1 is one process, no supervisor
+    roles: dict[str, list[int]] = {
+        "workers": workers or [prober],
+        "supervisor": [prober] if workers else [],
+        "server": server,
+        "capture": [p for p in children(os.getpid()) if "otelprobe.lab.verification.capture" in cmdline(p)],
+        "sink": [sink],
+    }
+    return roles
+
+
+def ticks(roles: dict[str, list[int]]) -> dict[str, int]:
+    return {role: sum(cpu_ticks(pid) for pid in pids) for role, pids in roles.items()}
+
+
+async def stop_prober(process: asyncio.subprocess.Process) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(60):
+            return await process.wait()
+    except TimeoutError:
+        process.kill()
+        return await process.wait()
+
+
+async def one_run(
+    spec: TargetSpec, workers: int, rate: float, args: argparse.Namespace, run: int, tmp: Path
+) -> RunResult:
+    spans_path = tmp / f"spans-{workers}-{rate:g}-{run}.jsonl"
+    log_path = tmp / f"run-{workers}-{rate:g}-{run}.log"
+    config_path = tmp / f"probes-{workers}-{rate:g}-{run}.yaml"
+    with OTLPSink(spans_out=spans_path) as sink:
+        assert sink.proc is not None
+        server = nginx_server(spec, tmp) if args.server == "nginx" else lab_server(spec, not args.no_dns)
+        async with server as target:
+            config_path.write_text(config_text(target, rate, args.interval, sink.endpoint("otlp_http")))
+            with log_path.open("wb") as log:
+                prober = await asyncio.create_subprocess_exec(
+                    PYTHON,
+                    "-m",
+                    "otelprobe.cli",
+                    "run",
+                    "--workers",
+                    str(workers),
+                    str(config_path),
+                    stdout=log,
+                    stderr=log,
+                    cwd=REPO,
+                )
+            try:
+                await asyncio.sleep(args.warmup)
+                if prober.returncode is not None:
+                    raise RuntimeError(f"otelprobe run exited: {log_path.read_text()[-2000:]}")
+                async with PacketCapture(target.port) as capture:
+                    roles = processes(prober.pid, sink.proc.pid, target.pids)
+                    before = ticks(roles)
+                    t0_wall, t0 = time.time_ns(), time.monotonic()
+                    await asyncio.sleep(args.seconds)
+                    t1_wall, t1 = time.time_ns(), time.monotonic()
+                    after = ticks(roles)
+            finally:
+                code = await stop_prober(prober)
+        sink.counts()  # answered once the sink has handled every request sent before it
+    log_text = log_path.read_text(errors="replace")
+    if code != 0:
+        print(f"  note: otelprobe run exited {code}: {log_text[-1500:]}", file=sys.stderr)
+    probes = read_probes(spans_path.read_text().splitlines())
+    window_s = t1 - t0
+    cpu = {role: (after[role] - before[role]) / CLK_TCK / window_s for role in roles}
+    result = compare(probes, capture.result, target.port, t0_wall, t1_wall, spec)
+    result.update(
+        workers=workers,
+        rate=rate,
+        run=run,
+        window_s=window_s,
+        cpu_cores=cpu,
+        export_errors=log_text.count("export of traces"),
+    )
+    spans_path.unlink()
+    return RunResult(**result)
+
+
+def compare(
+    probes: Sequence[ExportedProbe],
+    capture: Any,
+    server_port: int,
+    t0_wall: int,
+    t1_wall: int,
+    spec: TargetSpec,
+) -> dict[str, Any]:
+    """Per phase |span - wire| of the probes inside the capture window, and the window's counts."""
+    started = [p for p in probes if t0_wall + _MARGIN_NS <= p.result.start_ns < t1_wall]
+    ok = [p for p in started if not p.failed]
+    inside = [p.result for p in ok if p.result.end_ns <= t1_wall]
+    truth = {port: w.as_dict() for port, w in wire_phases(capture.segments, server_port).items()}
+    pairs = verify.match(inside, truth)
+    phases = {e.phase: (e.mean_abs_ms, e.p99_abs_ms, e.samples) for e in verify.summarize(pairs)}
+    dns = [
+        abs(ph.duration_s - spec.dns_delay_s) * 1e3
+        for r in inside
+        for ph in r.phases
+        if ph.name == names.SPAN_DNS_LOOKUP and not ph.failed
+    ]
+    if dns:
+        phases["dns.lookup (vs injected)"] = (statistics.fmean(dns), verify.quantile(dns, 0.99), len(dns))
+    durations = [(p.result.end_ns - p.result.start_ns) / 1e6 for p in started]
+    per_worker: dict[str, int] = {}
+    for p in started:
+        per_worker[p.instance] = per_worker.get(p.instance, 0) + 1
+    return {
+        "started": len(started),
+        "failed": len(started) - len(ok),
+        "in_capture": len(inside),
+        "matched": len(pairs.get(names.SPAN_TCP_CONNECT, [])),
+        "capture_drops": capture.drops,
+        "p50_ms": pct(durations, 50),
+        "p99_ms": pct(durations, 99),
+        "per_worker": per_worker,
+        "phases": phases,
+    }
+
+
+def nominal_s(spec: TargetSpec, by_name: bool) -> float:
+    transfer = spec.body_bytes / spec.trickle_bytes_per_s if spec.trickle_bytes_per_s else 0.0
+    return (spec.dns_delay_s if by_name else 0.0) + spec.tls_delay_s + spec.ttfb_s + transfer
+
+
+def show(r: RunResult, nominal: float) -> None:
+    phases = ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f} ms n={v[2]}" for k, v in r.phases.items())
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_cores.items())
+    print(
+        f"  w{r.workers} rate {r.rate:g} run {r.run}: started {r.achieved:.1f}/s, failed {r.failed}, "
+        f"compared {r.in_capture}, matched {r.matched}, capture drops {r.capture_drops}, "
+        f"duration p50/p99 {r.p50_ms:.0f}/{r.p99_ms:.0f} ms, sustained {r.sustained(nominal)}, "
+        f"per worker {sorted(r.per_worker.values())}, CPU cores: {cpu}, export errors {r.export_errors}\n"
+        f"    {phases}",
+        flush=True,
+    )
+
+
+def table(runs: Sequence[RunResult], nominal: float) -> str:
+    lines = [
+        "| workers | rate/s | started/s | sustained | phase | samples | mean abs err ms | p99 abs err ms |",
+        "|---:|---:|---:|---|---|---:|---:|---:|",
+    ]
+    for key in sorted({(r.workers, r.rate) for r in runs}):
+        group = [r for r in runs if (r.workers, r.rate) == key]
+        achieved = statistics.median(r.achieved for r in group)
+        sustained = f"{sum(r.sustained(nominal) for r in group)}/{len(group)}"
+        phase_names = list(dict.fromkeys(p for r in group for p in r.phases))
+        for phase in phase_names:
+            per_run = [r.phases[phase] for r in group if phase in r.phases]
+            mean = statistics.median(f[0] for f in per_run)
+            p99 = statistics.median(f[1] for f in per_run)
+            samples = int(statistics.median(f[2] for f in per_run))
+            lines.append(
+                f"| {key[0]} | {key[1]:g} | {achieved:.1f} | {sustained} | {phase} | {samples} | "
+                f"{mean:.3f} | {p99:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="capture window per run")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds before the capture opens")
+    parser.add_argument("--interval", type=float, default=2.0, help="each target's interval (s)")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--dns-delay", type=float, default=0.02)
+    parser.add_argument("--tls-delay", type=float, default=0.02)
+    parser.add_argument("--ttfb", type=float, default=0.03)
+    parser.add_argument("--trickle", type=int, default=65536, help="body bytes/s (0: no trickle)")
+    parser.add_argument("--body", type=int, default=8192)
+    parser.add_argument("--no-dns", action="store_true", help="probe https://127.0.0.1 (no dns.lookup)")
+    parser.add_argument(
+        "--server",
+        choices=["lab", "nginx"],
+        default="lab",
+        help="lab: the lab verification target (Python); nginx: nginx + echo module serving the same "
+        "TTFB delay and trickled body (no DNS, no TLS delay), for higher rates",
+    )
+    parser.add_argument("--json", type=Path, help="write every run here")
+    args = parser.parse_args()
+    if args.server == "nginx":
+        args.no_dns = True
+    spec = TargetSpec(
+        dns_delay_s=0.0 if args.no_dns else args.dns_delay,
+        tls_delay_s=0.0 if args.server == "nginx" else args.tls_delay,
+        ttfb_s=args.ttfb,
+        trickle_bytes_per_s=args.trickle or None,
+        body_bytes=args.body,
+    )
+    nominal = nominal_s(spec, not args.no_dns)
+    print(
+        f"# timing error through otelprobe run --workers, {args.server} server; {spec}; "
+        f"nominal probe {nominal * 1e3:.0f} ms"
+    )
+    runs: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="otelprobe-timing-workers-") as tmp:
+        for run in range(args.repetitions):
+            for rate in args.rates:
+                # Alternate the worker counts' order between runs, so that they share machine noise.
+                for workers in args.workers if run % 2 == 0 else args.workers[::-1]:
+                    load = Path("/proc/loadavg").read_text().split()[:3]
+                    print(f"  (load average {' '.join(load)})", flush=True)
+                    result = await one_run(spec, workers, rate, args, run, Path(tmp))
+                    runs.append(result)
+                    show(result, nominal)
+    print(table(runs, nominal))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from otelprobe.attribution.evidence import Evidence, top_evidence
+from otelprobe.attribution.evidence import Evidence, evidence_of, strongest_positive
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
+from otelprobe.attribution.frame_rows import FrameRows
 from otelprobe.attribution.model import AttributionModel, gate_input_matrix
 from otelprobe.attribution.shap_by_cause import contributions_for
 from otelprobe.causes import ROOT_CAUSES, SCOPES
@@ -108,10 +109,11 @@ class Scored:
     scopes: np.ndarray
 
 
-def score_windows(model: AttributionModel, frame: pd.DataFrame) -> Scored:
+def score_windows(model: AttributionModel, frame: pd.DataFrame, features: np.ndarray | None = None) -> Scored:
+    """Cause and scope scores of `frame`'s rows (`features`: its feature_matrix, if already made)."""
     if frame.empty:
         return Scored(np.zeros((0, len(ROOT_CAUSES))), np.zeros((0, len(ROOT_CAUSES), len(SCOPES))))
-    causes = model.cause_scores(feature_matrix(frame))
+    causes = model.cause_scores(feature_matrix(frame) if features is None else features)
     scopes = model.scopes_for_every_cause(frame)
     return Scored(causes, scopes)
 
@@ -123,31 +125,43 @@ def model_label(model: AttributionModel) -> str:
 
 
 def attribute(model: AttributionModel, frame: pd.DataFrame) -> Iterator[Attribution]:
-    """One Attribution per attributable window of `frame` (dataset.window_table's output)."""
+    """One Attribution per attributable window of `frame` (dataset.window_table's output).
+
+    The numbers are made for all rows at once (scores, scopes, SHAP values and which of them are
+    evidence); the loop over rows only builds the records and words the evidence."""
     rows = frame[attributed(model, frame)]
     if rows.empty:
         return
-    scored = score_windows(model, rows)
+    features = feature_matrix(rows)
+    scored = score_windows(model, rows, features)
     orders = np.argsort(-scored.causes, axis=1, kind="stable")
     # SHAP values of the causes that get evidence only (the same numbers, 3/11 of the work).
-    contributions = contributions_for(model.cause_booster, feature_matrix(rows), orders[:, :EVIDENCE_FOR_TOP])
+    contributions = contributions_for(model.cause_booster, features, orders[:, :EVIDENCE_FOR_TOP])
+    shap = contributions[:, :, :-1]  # the last column is the bias
+    chosen, chosen_count = strongest_positive(shap)
+    chosen_values = np.take_along_axis(shap, chosen, axis=2).tolist()
+    chosen_lists, chosen_counts = chosen.tolist(), chosen_count.tolist()
+    cause_lists, score_lists = orders.tolist(), scored.causes.tolist()
+    scope_lists = scored.scopes.tolist()
+    best_scopes = np.argmax(scored.scopes, axis=2).tolist()
     label = model_label(model)
-    records = rows.to_dict("records")
-    for i, row in enumerate(records):
-        order = orders[i]
+    table = FrameRows(rows)
+    for i in range(len(rows)):
+        row = table[i]
         ranked = []
-        for rank, c in enumerate(order):
-            scope_probs = scored.scopes[i, c]
+        for rank, c in enumerate(cause_lists[i]):
             evidence: tuple[Evidence, ...] = ()
             if rank < EVIDENCE_FOR_TOP:
-                shap = dict(zip(FEATURE_NAMES, contributions[i, rank, :-1].tolist(), strict=True))
-                evidence = tuple(top_evidence(shap, row))
+                count = chosen_counts[i][rank]
+                evidence = evidence_of(
+                    FEATURE_NAMES, chosen_lists[i][rank][:count], chosen_values[i][rank][:count], row
+                )
             ranked.append(
                 RankedCause(
                     cause=ROOT_CAUSES[c],
-                    scope=SCOPES[int(np.argmax(scope_probs))],
-                    score=float(scored.causes[i, c]),
-                    scope_scores={s: float(p) for s, p in zip(SCOPES, scope_probs, strict=True)},
+                    scope=SCOPES[best_scopes[i][c]],
+                    score=score_lists[i][c],
+                    scope_scores=dict(zip(SCOPES, scope_lists[i][c], strict=True)),
                     evidence=evidence,
                 )
             )

@@ -167,8 +167,7 @@ class AttributionModel:
             stacked[:, len(features) - 1] = np.tile(np.arange(n_causes), n)
         else:
             n = len(windows)
-            per_cause = [scope_inputs(windows, np.full(n, float(c)), features) for c in range(n_causes)]
-            stacked = np.stack(per_cause, axis=1).reshape(n * n_causes, len(features))
+            stacked = scope_inputs_per_cause(windows, n_causes, features).reshape(n * n_causes, len(features))
         probs = np.asarray(self.scope_booster.predict(stacked), dtype=np.float64)
         return probs.reshape(n, n_causes, len(self.metadata.scopes))
 
@@ -327,6 +326,27 @@ def scope_inputs(
                     out[rows, j] = frame[column].to_numpy(dtype=np.float64)[rows]
         else:
             out[:, j] = frame[name].to_numpy(dtype=np.float64)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def scope_inputs_per_cause(
+    frame: pd.DataFrame, n_causes: int = len(ROOT_CAUSES), features: Sequence[str] = SCOPE_FEATURES
+) -> np.ndarray:
+    """n × n_causes × features: `scope_inputs(frame, [c] * n, features)` for every cause c at
+    once, each column of the frame read once (not once per cause)."""
+    n = len(frame)
+    out = np.full((n, n_causes, len(features)), np.nan)
+    for j, name in enumerate(features):
+        if name == "cause_code":
+            out[:, :, j] = np.arange(n_causes, dtype=np.float64)
+        elif name in CAUSE_EVIDENCE_FEATURES:
+            for c, cause in enumerate(ROOT_CAUSES[:n_causes]):
+                column = column_of(name, cause)
+                if n and column in frame:
+                    out[:, c, j] = frame[column].to_numpy(dtype=np.float64)
+        else:
+            out[:, :, j] = frame[name].to_numpy(dtype=np.float64)[:, None]
     out[~np.isfinite(out)] = np.nan
     return out
 

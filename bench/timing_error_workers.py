@@ -73,9 +73,13 @@ class RunResult:
     per_worker: dict[str, int]
     cpu_cores: dict[str, float]
     """Share of one core each process used over the window: workers, lab target, capture, sink."""
-    phases: dict[str, tuple[float, float, int]] = field(default_factory=dict)
-    """phase -> (mean |span - wire| ms, p99 ms, samples)."""
+    phases: dict[str, tuple[float, float, int, float]] = field(default_factory=dict)
+    """phase -> (mean |span - wire| ms, p99 ms, samples, mean signed ms: > 0 the span is longer)."""
     export_errors: int = 0
+    ttfb_off_1ms: int = 0
+    """Compared probes whose http.ttfb is off the wire by more than 1 ms..."""
+    ttfb_off_first_byte_edge: int = 0
+    """...of which the first-byte edge alone moved (transfer off by the opposite, within 0.2 ms)."""
 
     @property
     def achieved(self) -> float:
@@ -330,7 +334,9 @@ def compare(
     inside = [p.result for p in ok if p.result.end_ns <= t1_wall]
     truth = {port: w.as_dict() for port, w in wire_phases(capture.segments, server_port).items()}
     pairs = verify.match(inside, truth)
-    phases = {e.phase: (e.mean_abs_ms, e.p99_abs_ms, e.samples) for e in verify.summarize(pairs)}
+    phases = {
+        e.phase: (e.mean_abs_ms, e.p99_abs_ms, e.samples, e.mean_signed_ms) for e in verify.summarize(pairs)
+    }
     dns = [
         abs(ph.duration_s - spec.dns_delay_s) * 1e3
         for r in inside
@@ -338,8 +344,27 @@ def compare(
         if ph.name == names.SPAN_DNS_LOOKUP and not ph.failed
     ]
     if dns:
-        phases["dns.lookup (vs injected)"] = (statistics.fmean(dns), verify.quantile(dns, 0.99), len(dns))
+        phases["dns.lookup (vs injected)"] = (
+            statistics.fmean(dns),
+            verify.quantile(dns, 0.99),
+            len(dns),
+            0.0,
+        )
     durations = [(p.result.end_ns - p.result.start_ns) / 1e6 for p in started]
+    late_first_byte, off_by_1ms = 0, 0
+    for r in inside:
+        connect = next((ph for ph in r.phases if ph.name == names.SPAN_TCP_CONNECT), None)
+        wire = truth.get(int(str(connect.attributes.get(names.NETWORK_LOCAL_PORT)))) if connect else None
+        spans = {ph.name: ph.duration_ns for ph in r.phases}
+        ttfb, transfer = names.SPAN_HTTP_TTFB, names.SPAN_HTTP_TRANSFER
+        if not wire or wire.get(ttfb) is None or wire.get(transfer) is None or ttfb not in spans:
+            continue
+        ttfb_err = spans[ttfb] - int(str(wire[ttfb]))
+        if abs(ttfb_err) > 1_000_000:
+            off_by_1ms += 1
+            # The first-byte edge moved: ttfb longer, transfer shorter by the same (their sum exact).
+            if abs(spans.get(transfer, 0) - int(str(wire[transfer])) + ttfb_err) < 200_000:
+                late_first_byte += 1
     per_worker: dict[str, int] = {}
     for p in started:
         per_worker[p.instance] = per_worker.get(p.instance, 0) + 1
@@ -353,6 +378,8 @@ def compare(
         "p99_ms": pct(durations, 99),
         "per_worker": per_worker,
         "phases": phases,
+        "ttfb_off_1ms": off_by_1ms,
+        "ttfb_off_first_byte_edge": late_first_byte,
     }
 
 
@@ -362,13 +389,14 @@ def nominal_s(spec: TargetSpec, by_name: bool) -> float:
 
 
 def show(r: RunResult, nominal: float) -> None:
-    phases = ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f} ms n={v[2]}" for k, v in r.phases.items())
+    phases = ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f} ({v[3]:+.3f}) ms n={v[2]}" for k, v in r.phases.items())
     cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_cores.items())
     print(
         f"  w{r.workers} rate {r.rate:g} run {r.run}: started {r.achieved:.1f}/s, failed {r.failed}, "
         f"compared {r.in_capture}, matched {r.matched}, capture drops {r.capture_drops}, "
         f"duration p50/p99 {r.p50_ms:.0f}/{r.p99_ms:.0f} ms, sustained {r.sustained(nominal)}, "
-        f"per worker {sorted(r.per_worker.values())}, CPU cores: {cpu}, export errors {r.export_errors}\n"
+        f"per worker {sorted(r.per_worker.values())}, CPU cores: {cpu}, export errors {r.export_errors}, "
+        f"ttfb off > 1 ms {r.ttfb_off_1ms} (first-byte edge {r.ttfb_off_first_byte_edge})\n"
         f"    {phases}",
         flush=True,
     )
@@ -376,8 +404,9 @@ def show(r: RunResult, nominal: float) -> None:
 
 def table(runs: Sequence[RunResult], nominal: float) -> str:
     lines = [
-        "| workers | rate/s | started/s | sustained | phase | samples | mean abs err ms | p99 abs err ms |",
-        "|---:|---:|---:|---|---|---:|---:|---:|",
+        "| workers | rate/s | started/s | sustained | phase | samples | mean abs err ms | p99 abs err ms "
+        "| mean signed ms |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     for key in sorted({(r.workers, r.rate) for r in runs}):
         group = [r for r in runs if (r.workers, r.rate) == key]
@@ -389,10 +418,24 @@ def table(runs: Sequence[RunResult], nominal: float) -> str:
             mean = statistics.median(f[0] for f in per_run)
             p99 = statistics.median(f[1] for f in per_run)
             samples = int(statistics.median(f[2] for f in per_run))
+            signed = statistics.median(f[3] for f in per_run)
             lines.append(
                 f"| {key[0]} | {key[1]:g} | {achieved:.1f} | {sustained} | {phase} | {samples} | "
-                f"{mean:.3f} | {p99:.3f} |"
+                f"{mean:.3f} | {p99:.3f} | {signed:+.3f} |"
             )
+    lines.append("")
+    for key in sorted({(r.workers, r.rate) for r in runs}):
+        group = [r for r in runs if (r.workers, r.rate) == key]
+        roles = list(group[0].cpu_cores)
+        cpu = ", ".join(f"{k} {statistics.median(r.cpu_cores[k] for r in group):.2f}" for k in roles)
+        lines.append(
+            f"workers {key[0]}, rate {key[1]:g}: per run started {[r.started for r in group]}, "
+            f"failed {[r.failed for r in group]}, compared {[r.in_capture for r in group]}, "
+            f"matched {[r.matched for r in group]}, capture drops {[r.capture_drops for r in group]}, "
+            f"duration p99 ms {[round(r.p99_ms) for r in group]}, "
+            f"ttfb off > 1 ms {[r.ttfb_off_1ms for r in group]} "
+            f"(first-byte edge {[r.ttfb_off_first_byte_edge for r in group]}); median CPU cores: {cpu}"
+        )
     return "\n".join(lines)
 
 

@@ -149,7 +149,11 @@ Words = Callable[[Mapping[str, Any]], str]
 
 def describe(feature: str, row: Mapping[str, Any]) -> str:
     """One sentence about `feature` in the window `row` (features + context columns)."""
-    if not math.isfinite(_num(row, feature)) and not _told_by_context(feature, row):
+    return _describe(feature, row, _num(row, feature))
+
+
+def _describe(feature: str, row: Mapping[str, Any], value: float) -> str:
+    if not math.isfinite(value) and not _told_by_context(feature, row):
         return _missing(feature, row)
     return _words_of(feature)(row)
 
@@ -294,7 +298,7 @@ def evidence_of(
     for j, value in zip(columns, values, strict=True):
         name = names[j]
         raw = _num(row, name)
-        out.append(Evidence(name, value, raw if math.isfinite(raw) else None, describe(name, row)))
+        out.append(Evidence(name, value, raw if math.isfinite(raw) else None, _describe(name, row, raw)))
     return tuple(out)
 
 

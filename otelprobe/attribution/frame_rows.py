@@ -18,12 +18,13 @@ if TYPE_CHECKING:
 class FrameRows:
     """Lazily converted columns of `frame`; `rows[i]` is row i (by position) as a Mapping."""
 
-    __slots__ = ("_columns", "_frame", "_names")
+    __slots__ = ("_frame", "_names", "converted")
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self._frame = frame
         self._names = frozenset(frame.columns)
-        self._columns: dict[str, list[Any]] = {}
+        self.converted: dict[str, list[Any]] = {}
+        """The columns read so far, by name."""
 
     def __len__(self) -> int:
         return len(self._frame)
@@ -33,11 +34,11 @@ class FrameRows:
 
     def column(self, name: str) -> list[Any] | None:
         """The column's values as Python objects (converted once), None when there is no such column."""
-        values = self._columns.get(name)
+        values = self.converted.get(name)
         if values is None:
             if name not in self._names:
                 return None
-            values = self._columns[name] = self._frame[name].tolist()
+            values = self.converted[name] = self._frame[name].tolist()
         return values
 
     def has(self, name: str) -> bool:
@@ -50,10 +51,11 @@ class FrameRows:
 class FrameRow(Mapping[str, Any]):
     """One row of a FrameRows."""
 
-    __slots__ = ("_position", "_rows")
+    __slots__ = ("_converted", "_position", "_rows")
 
     def __init__(self, rows: FrameRows, position: int) -> None:
         self._rows = rows
+        self._converted = rows.converted
         self._position = position
 
     def __getitem__(self, name: str) -> Any:
@@ -63,7 +65,9 @@ class FrameRow(Mapping[str, Any]):
         return values[self._position]
 
     def get(self, name: str, default: Any = None) -> Any:
-        values = self._rows.column(name)
+        values = self._converted.get(name)  # most reads: a column some row already read
+        if values is None:
+            values = self._rows.column(name)
         return default if values is None else values[self._position]
 
     def __contains__(self, name: object) -> bool:

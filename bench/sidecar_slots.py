@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -116,6 +116,32 @@ def verdict_json(window: Any) -> Any:
     ]
 
 
+HEAVY_SLOT: Final = 1000
+"""Attributed windows from which a slot's cost is read as a cost per window (a light slot's few
+windows are lost in the noise of the quiet floor)."""
+
+
+def per_window_cost(rows: list[dict[str, Any]], quiet_s: float | None) -> dict[str, Any]:
+    """CPU per attributed window of the heavy slots, (cpu - quiet median) / attributed, and the
+    envelope: how many attributed windows a slot can have with its last record still out within
+    1 s of CPU, the quiet floor included (floor + windows x cost <= 1 s)."""
+    if quiet_s is None:
+        return {}
+    heavy = {
+        str(r["slot"]): round(1000 * (r["cpu_s"] - quiet_s) / r["attributed"], 3)
+        for r in rows
+        if r["attributed"] >= HEAVY_SLOT
+    }
+    if not heavy:
+        return {}
+    per_window_ms = statistics.median(heavy.values())
+    return {
+        "ms_per_attributed_window": heavy,
+        "ms_per_attributed_window_median": round(per_window_ms, 3),
+        "envelope_windows": max(0, math.floor((1.0 - quiet_s) * 1000 / per_window_ms)),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=Path, required=True)
@@ -130,16 +156,16 @@ def main() -> int:
     processor = pipeline.SlotProcessor(lambda: model, None, WINDOW_S, max_series=10_000)
     tables: list[Any] = []
     if args.digest:
-        original = pipeline.slot_table
+        original = pipeline.slot_table  # type: ignore[attr-defined]
 
         def keeping(*a: Any, **k: Any) -> Any:
             table, verdicts = original(*a, **k)
             tables.append(table)
             return table, verdicts
 
-        pipeline.slot_table = keeping  # type: ignore[assignment]
+        pipeline.slot_table = keeping  # type: ignore[attr-defined]
     profiler = cProfile.Profile() if args.profile else None
-    rows = []
+    rows: list[dict[str, Any]] = []
     digests = []
     for index, slot in enumerate(slots_of(args.requests, args.warm_slots + args.slots)):
         slot_closed_cpu = time.process_time()
@@ -193,6 +219,7 @@ def main() -> int:
         "slots": rows,
         "quiet_cpu_s_median": statistics.median(quiet) if quiet else None,
         "all_cpu_s_mean": round(statistics.fmean(r["cpu_s"] for r in rows), 3),
+        **per_window_cost(rows, statistics.median(quiet) if quiet else None),
     }
     print(json.dumps(summary, indent=1))
     if profiler is not None and args.profile:

@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,14 +45,17 @@ from _span_log import ExportedProbe, read_probes
 
 from otelprobe import names
 from otelprobe.lab.verification import verify
-from otelprobe.lab.verification.capture import PacketCapture
+from otelprobe.lab.verification.capture import SYN, PacketCapture, Segment
 from otelprobe.lab.verification.target import TargetSpec
-from otelprobe.lab.verification.wire import wire_phases
+from otelprobe.lab.verification.wire import _connections, connection_phases, wire_phases
+from otelprobe.results import ProbeResult
 
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 MAX_EXTRA_P99_S = 0.1
 _MARGIN_NS = 20_000_000
 """A probe counts when its root span starts this long after the capture began (its SYN is in)."""
+_SAME_CONNECTION_NS = 20_000_000
+"""A connection is the probe's when its SYN is this close to the tcp.connect span's start."""
 
 
 @dataclass
@@ -76,6 +80,10 @@ class RunResult:
     phases: dict[str, tuple[float, float, int, float]] = field(default_factory=dict)
     """phase -> (mean |span - wire| ms, p99 ms, samples, mean signed ms: > 0 the span is longer)."""
     export_errors: int = 0
+    reused_ports: int = 0
+    """Client ports the capture saw more than one connection on (matched by SYN time)."""
+    port_only_worst_p99_ms: float = 0.0
+    """The worst phase's p99 had each probe been paired with its port's last connection."""
     ttfb_off_1ms: int = 0
     """Compared probes whose http.ttfb is off the wire by more than 1 ms..."""
     ttfb_off_first_byte_edge: int = 0
@@ -295,6 +303,7 @@ async def one_run(
                     roles = processes(prober.pid, sink.proc.pid, target.pids)
                     before = ticks(roles)
                     t0_wall, t0 = time.time_ns(), time.monotonic()
+                    epoch_offset_ns = time.time_ns() - time.monotonic_ns()
                     await asyncio.sleep(args.seconds)
                     t1_wall, t1 = time.time_ns(), time.monotonic()
                     after = ticks(roles)
@@ -307,7 +316,9 @@ async def one_run(
     probes = read_probes(spans_path.read_text().splitlines())
     window_s = t1 - t0
     cpu = {role: (after[role] - before[role]) / CLK_TCK / window_s for role in roles}
-    result = compare(probes, capture.result, target.port, t0_wall, t1_wall, spec)
+    result = compare(
+        probes, capture.result, target.port, t0_wall, t1_wall, spec, epoch_offset_ns, args.dump_worst
+    )
     result.update(
         workers=workers,
         rate=rate,
@@ -320,6 +331,73 @@ async def one_run(
     return RunResult(**result)
 
 
+def own_connections(
+    results: Sequence[ProbeResult], segments: Sequence[Segment], server_port: int, epoch_offset_ns: int
+) -> tuple[list[tuple[ProbeResult, dict[int, dict[str, int | None]]]], int]:
+    """Each probe with the wire phases of its own connection, and how many client ports the capture
+    saw more than one connection on. On loopback a client port comes back within seconds (Linux's
+    default tcp_tw_reuse=2 reuses TIME_WAIT ports for loopback), so a port alone can name several
+    connections of one capture; the probe's is the one whose SYN left when its tcp.connect began
+    (span epoch time - `epoch_offset_ns` = the capture's CLOCK_MONOTONIC)."""
+    by_port: dict[int, list[tuple[int, dict[str, int | None]]]] = defaultdict(list)
+    for port, group in _connections(segments, server_port):
+        syn = next((s.ts_ns for s in group if s.dst_port == server_port and s.flags & SYN), None)
+        if syn is not None:
+            by_port[port].append((syn, connection_phases(port, group, server_port).as_dict()))
+    out: list[tuple[ProbeResult, dict[int, dict[str, int | None]]]] = []
+    for result in results:
+        truth: dict[int, dict[str, int | None]] = {}
+        for phase in result.phases:
+            local = phase.attributes.get(names.NETWORK_LOCAL_PORT)
+            if phase.name != names.SPAN_TCP_CONNECT or not isinstance(local, int):
+                continue
+            at = phase.start_ns - epoch_offset_ns
+            nearest = min(by_port.get(local, []), key=lambda c: abs(c[0] - at), default=None)
+            if nearest is not None and abs(nearest[0] - at) <= _SAME_CONNECTION_NS:
+                truth[local] = nearest[1]
+        out.append((result, truth))
+    return out, sum(len(connections) > 1 for connections in by_port.values())
+
+
+def worst_probes(
+    own: Sequence[tuple[ProbeResult, dict[int, dict[str, int | None]]]],
+    segments: Sequence[Segment],
+    server_port: int,
+    epoch_offset_ns: int,
+    count: int,
+) -> str:
+    """The `count` probes furthest off the wire in any phase: their spans and their connection's
+    segments on one clock (ms from the SYN), to see which edge moved."""
+    scored: list[tuple[int, ProbeResult, int]] = []
+    for result, truth in own:
+        for port, wire in truth.items():
+            worst = max(
+                (abs(p.duration_ns - (wire.get(p.name) or p.duration_ns)) for p in result.phases), default=0
+            )
+            scored.append((worst, result, port))
+    lines: list[str] = []
+    for worst, result, port in sorted(scored, key=lambda s: -s[0])[:count]:
+        connect = next(p for p in result.phases if p.attributes.get(names.NETWORK_LOCAL_PORT) == port)
+        at = connect.start_ns - epoch_offset_ns
+        group = [
+            s for s in segments if port in (s.src_port, s.dst_port) and abs(s.ts_ns - at) < 3_000_000_000
+        ]
+        syn = min((s.ts_ns for s in group if s.flags & SYN and s.dst_port == server_port), default=at)
+        lines.append(f"port {port}: worst error {worst / 1e6:.3f} ms; spans (ms from the SYN):")
+        for p in result.phases:
+            lines.append(
+                f"    {p.name:14} {(p.start_ns - epoch_offset_ns - syn) / 1e6:9.3f} "
+                f"{(p.end_ns - epoch_offset_ns - syn) / 1e6:9.3f}"
+            )
+        for s in sorted(group, key=lambda s: s.ts_ns):
+            way = "->" if s.dst_port == server_port else "<-"
+            lines.append(
+                f"    {(s.ts_ns - syn) / 1e6:9.3f} {way} flags {s.flags:#04x} {s.payload_bytes:5d} B "
+                f"first {s.first_byte:#04x}"
+            )
+    return "\n".join(lines)
+
+
 def compare(
     probes: Sequence[ExportedProbe],
     capture: Any,
@@ -327,13 +405,23 @@ def compare(
     t0_wall: int,
     t1_wall: int,
     spec: TargetSpec,
+    epoch_offset_ns: int,
+    dump_worst: int = 0,
 ) -> dict[str, Any]:
     """Per phase |span - wire| of the probes inside the capture window, and the window's counts."""
     started = [p for p in probes if t0_wall + _MARGIN_NS <= p.result.start_ns < t1_wall]
     ok = [p for p in started if not p.failed]
     inside = [p.result for p in ok if p.result.end_ns <= t1_wall]
-    truth = {port: w.as_dict() for port, w in wire_phases(capture.segments, server_port).items()}
-    pairs = verify.match(inside, truth)
+    own, reused_ports = own_connections(inside, capture.segments, server_port, epoch_offset_ns)
+    # What port-only matching (verify.match on wire_phases: the last connection of each port) gives.
+    last_by_port = {port: w.as_dict() for port, w in wire_phases(capture.segments, server_port).items()}
+    port_only = max((e.p99_abs_ms for e in verify.summarize(verify.match(inside, last_by_port))), default=0.0)
+    if dump_worst:
+        print(worst_probes(own, capture.segments, server_port, epoch_offset_ns, dump_worst))
+    pairs: dict[str, list[tuple[int, int]]] = {}
+    for result, truth in own:
+        for phase, matched in verify.match([result], truth).items():
+            pairs.setdefault(phase, []).extend(matched)
     phases = {
         e.phase: (e.mean_abs_ms, e.p99_abs_ms, e.samples, e.mean_signed_ms) for e in verify.summarize(pairs)
     }
@@ -352,9 +440,9 @@ def compare(
         )
     durations = [(p.result.end_ns - p.result.start_ns) / 1e6 for p in started]
     late_first_byte, off_by_1ms = 0, 0
-    for r in inside:
+    for r, own_truth in own:
         connect = next((ph for ph in r.phases if ph.name == names.SPAN_TCP_CONNECT), None)
-        wire = truth.get(int(str(connect.attributes.get(names.NETWORK_LOCAL_PORT)))) if connect else None
+        wire = own_truth.get(int(str(connect.attributes.get(names.NETWORK_LOCAL_PORT)))) if connect else None
         spans = {ph.name: ph.duration_ns for ph in r.phases}
         ttfb, transfer = names.SPAN_HTTP_TTFB, names.SPAN_HTTP_TRANSFER
         if not wire or wire.get(ttfb) is None or wire.get(transfer) is None or ttfb not in spans:
@@ -380,6 +468,8 @@ def compare(
         "phases": phases,
         "ttfb_off_1ms": off_by_1ms,
         "ttfb_off_first_byte_edge": late_first_byte,
+        "reused_ports": reused_ports,
+        "port_only_worst_p99_ms": port_only,
     }
 
 
@@ -396,7 +486,8 @@ def show(r: RunResult, nominal: float) -> None:
         f"compared {r.in_capture}, matched {r.matched}, capture drops {r.capture_drops}, "
         f"duration p50/p99 {r.p50_ms:.0f}/{r.p99_ms:.0f} ms, sustained {r.sustained(nominal)}, "
         f"per worker {sorted(r.per_worker.values())}, CPU cores: {cpu}, export errors {r.export_errors}, "
-        f"ttfb off > 1 ms {r.ttfb_off_1ms} (first-byte edge {r.ttfb_off_first_byte_edge})\n"
+        f"ttfb off > 1 ms {r.ttfb_off_1ms} (first-byte edge {r.ttfb_off_first_byte_edge}), "
+        f"reused ports {r.reused_ports} (worst p99 by port alone {r.port_only_worst_p99_ms:.3f} ms)\n"
         f"    {phases}",
         flush=True,
     )
@@ -432,6 +523,8 @@ def table(runs: Sequence[RunResult], nominal: float) -> str:
             f"workers {key[0]}, rate {key[1]:g}: per run started {[r.started for r in group]}, "
             f"failed {[r.failed for r in group]}, compared {[r.in_capture for r in group]}, "
             f"matched {[r.matched for r in group]}, capture drops {[r.capture_drops for r in group]}, "
+            f"reused ports {[r.reused_ports for r in group]} (worst phase p99 by port alone "
+            f"{[round(r.port_only_worst_p99_ms, 3) for r in group]} ms), "
             f"duration p99 ms {[round(r.p99_ms) for r in group]}, "
             f"ttfb off > 1 ms {[r.ttfb_off_1ms for r in group]} "
             f"(first-byte edge {[r.ttfb_off_first_byte_edge for r in group]}); median CPU cores: {cpu}"
@@ -463,6 +556,9 @@ async def main() -> None:
         "TTFB delay and trickled body (no DNS, no TLS delay), for higher rates",
     )
     parser.add_argument("--json", type=Path, help="write every run here")
+    parser.add_argument(
+        "--dump-worst", type=int, default=0, help="print the N probes furthest off the wire, with segments"
+    )
     args = parser.parse_args()
     if args.server == "nginx":
         args.no_dns = True

@@ -11,6 +11,7 @@ import pytest
 import trustme
 
 from otelprobe.lab.certs import LabCA
+from tests.support.shipped_tables import build_shipped_tables, table_cache_dir
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -47,6 +48,15 @@ def xdg_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An XDG_CACHE_HOME for the whole session: the window-table cache of the notebooks and of the
     tests that read the shipped campaigns (built once, read by the others; ~/.cache untouched)."""
     return tmp_path_factory.mktemp("xdg-cache")
+
+
+@pytest.fixture(scope="session")
+def shipped_table_cache(xdg_cache_home: Path) -> Path:
+    """The session's window-table cache with every shipped campaign's table already in it
+    (tests/support/shipped_tables.py: built once, two processes at once)."""
+    cache = table_cache_dir(xdg_cache_home)
+    build_shipped_tables(cache)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The shipped model learns from operators (issue 16), at its own scale: models/default, retrained
-by the sidecar's job (retrain.run_job, as its child process runs it) with the default learning
+by the sidecar's job (its child process, `python -m otelprobe.sidecar.retrain`) with the default learning
 settings, gated on both shipped lab evaluation campaigns (eval-402 and shifted-503).
 
 The cause the shipped model confuses: packet loss seen by probers without DNS retransmits
@@ -18,14 +18,17 @@ as packet loss:
   cause are not enough: the per-cause cap on confirmed weight bounds what they can do, and the
   candidate stays within the default tolerance of 1 point on the lab campaigns.)
 
-Reading the shipped campaigns into window tables takes 1-2 minutes the first time; the tables
-go to the session's cache that the notebooks use too (conftest.py `xdg_cache_home`), so the suite
-builds them once.
+The shipped campaigns' window tables come from the session's cache that the notebooks read too
+(conftest.py `shipped_table_cache`: built once, two at a time), and the two jobs run at once, each
+in its own child process as the sidecar runs it (`python -m otelprobe.sidecar.retrain`).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ from otelprobe.attribution.table_cache import read_table_cached
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.sidecar.config import LearningConfig
 from otelprobe.sidecar.lab_feedback import confirmed_incidents
-from otelprobe.sidecar.retrain import job_spec, run_job
+from otelprobe.sidecar.retrain import job_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -48,41 +51,112 @@ FEEDBACK = REPO / "data" / "lab" / "eval-202" / "traces.jsonl.gz"
 CAUSE = "packet_loss"
 DEFAULTS = LearningConfig()
 """The sidecar's default weighting, time split, folds and tolerance."""
+JOB_TIMEOUT_S = 600.0
 
 
 @pytest.fixture(scope="module")
-def table_cache(xdg_cache_home: Path) -> Path:
-    """Where the notebooks' kernels find it too (table_cache.default_cache_dir under XDG_CACHE_HOME)."""
-    return xdg_cache_home / "otelprobe" / "window-tables"
+def feedback_table(shipped_table_cache: Path) -> Any:
+    return read_table_cached([FEEDBACK], shipped_table_cache).frame
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One retraining job: its spec and work directory, run as the sidecar runs it."""
+
+    work: Path
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls,
+        work: Path,
+        table_cache: Path,
+        verdicts: list[dict[str, Any]],
+        windows: list[dict[str, Any]],
+        **learning: Any,
+    ) -> Job:
+        """The sidecar's retraining job against the shipped model, its defaults changed by `learning`."""
+        work.mkdir(parents=True)
+        shipped = load_model(SHIPPED)
+        (work / "windows.json").write_text(json.dumps(windows))
+        spec = job_spec(
+            DEFAULTS.model_copy(update=learning),
+            version="v0002",
+            registry_dir=work,
+            live_stem=SHIPPED,
+            lab_recordings=[REPO / p for p in shipped.metadata.training["recordings"]],
+            eval_recordings=[REPO / p for p in DEFAULTS.eval_recordings],
+            table_cache=table_cache,
+            verdicts=verdicts,
+            windows_file=work / "windows.json",
+        )
+        return cls(work, spec)
+
+    def start(self) -> subprocess.Popen[str]:
+        """`python -m otelprobe.sidecar.retrain SPEC RESULT`: the sidecar's niced child."""
+        (self.work / "spec.json").write_text(json.dumps(self.spec))
+        return subprocess.Popen(
+            [sys.executable, "-m", "otelprobe.sidecar.retrain", "spec.json", "result.json"],
+            cwd=self.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def packet_loss_confirmed(feedback_table: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The operator's verdicts: eval-202's packet-loss incidents confirmed as packet loss."""
+    return confirmed_incidents(feedback_table, CAUSE, "eval-202", by="oncall")
+
+
+def every_incident_as_the_next_cause(
+    feedback_table: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Deliberately wrong verdicts: every eval-202 incident confirmed as the next cause in the list."""
+    verdicts, windows = [], []
+    for cause in ROOT_CAUSES:
+        confirmed, rows = confirmed_incidents(feedback_table, cause, "eval-202", by="intern")
+        wrong = ROOT_CAUSES[(ROOT_CAUSES.index(cause) + 1) % len(ROOT_CAUSES)]
+        verdicts += [{**verdict, "cause": wrong} for verdict in confirmed]
+        windows += rows
+    return verdicts, windows
 
 
 @pytest.fixture(scope="module")
-def feedback_table(table_cache: Path) -> Any:
-    return read_table_cached([FEEDBACK], table_cache).frame
+def results(
+    feedback_table: Any, shipped_table_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """Both jobs' results. The two jobs are independent single-threaded fits, so they run at once
+    (one per core), each in its own child process as the sidecar runs it."""
+    root = tmp_path_factory.mktemp("shipped-learning")
+    jobs = {
+        "right": Job.of(root / "right", shipped_table_cache, *packet_loss_confirmed(feedback_table)),
+        # No leave-one-out folds: the lab slice decides, and 59 incidents would make them slow.
+        "wrong": Job.of(
+            root / "wrong",
+            shipped_table_cache,
+            *every_incident_as_the_next_cause(feedback_table),
+            crossfit_folds=0,
+        ),
+    }
+    children = {name: job.start() for name, job in jobs.items()}
+    out = {}
+    for name, child in children.items():
+        try:
+            output, _ = child.communicate(timeout=JOB_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            output, _ = child.communicate()
+        result_file = jobs[name].work / "result.json"
+        assert result_file.exists(), f"the {name!r} job wrote no result (exit {child.returncode}):\n{output}"
+        out[name] = {**json.loads(result_file.read_text()), "work": jobs[name].work, "output": output}
+    return out
 
 
-def job(
-    work: Path,
-    table_cache: Path,
-    verdicts: list[dict[str, Any]],
-    windows: list[dict[str, Any]],
-    **learning: Any,
-) -> dict[str, Any]:
-    """The sidecar's retraining job against the shipped model, its defaults changed by `learning`."""
-    shipped = load_model(SHIPPED)
-    (work / "windows.json").write_text(json.dumps(windows))
-    spec = job_spec(
-        DEFAULTS.model_copy(update=learning),
-        version="v0002",
-        registry_dir=work,
-        live_stem=SHIPPED,
-        lab_recordings=[REPO / p for p in shipped.metadata.training["recordings"]],
-        eval_recordings=[REPO / p for p in DEFAULTS.eval_recordings],
-        table_cache=table_cache,
-        verdicts=verdicts,
-        windows_file=work / "windows.json",
-    )
-    return run_job(spec)
+def result_of(results: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    result = results[name]
+    assert "error" not in result, f"the job failed: {result['error']}\n{result['output']}"
+    return result
 
 
 def ranked_first(model_stem: Path, rows: Any) -> np.ndarray:
@@ -96,11 +170,12 @@ def test_default_eval_campaigns_are_both_shipped_ones() -> None:
 
 
 def test_confirmed_packet_loss_is_learned_and_promoted(
-    feedback_table: Any, table_cache: Path, tmp_path: Path
+    feedback_table: Any, results: dict[str, dict[str, Any]]
 ) -> None:
-    verdicts, windows = confirmed_incidents(feedback_table, CAUSE, "eval-202", by="oncall")
+    verdicts, _ = packet_loss_confirmed(feedback_table)
     assert len(verdicts) >= 5
-    result = job(tmp_path, table_cache, verdicts, windows)
+    result = result_of(results, "right")
+    candidate = result["work"] / "v0002"
     print(f"\n{result['reason']}", flush=True)  # the gate's comparison, for `pytest -s`
     assert result["passed"], result["reason"]
     lab, tolerance = result["metrics"]["lab"], DEFAULTS.tolerance
@@ -124,23 +199,17 @@ def test_confirmed_packet_loss_is_learned_and_promoted(
         feedback_table["warm"] & feedback_table["symptomatic"] & (feedback_table["label"] == CAUSE)
     ]
     rows = windows_of_cause[windows_of_cause["label_incident"].map(lambda i: f"eval-202-{int(i)}" in held)]
-    old, new = ranked_first(SHIPPED, rows), ranked_first(tmp_path / "v0002", rows)
+    old, new = ranked_first(SHIPPED, rows), ranked_first(candidate, rows)
     assert (new & ~old).sum() > (old & ~new).sum(), (old.tolist(), new.tolist())
-    assert load_model(tmp_path / "v0002").metadata.metrics["gate"]["passed"]
+    assert load_model(candidate).metadata.metrics["gate"]["passed"]
 
 
 def test_every_incident_confirmed_as_the_wrong_cause_is_refused(
-    feedback_table: Any, table_cache: Path, tmp_path: Path
+    feedback_table: Any, results: dict[str, dict[str, Any]]
 ) -> None:
-    verdicts, windows = [], []
-    for cause in ROOT_CAUSES:
-        confirmed, rows = confirmed_incidents(feedback_table, cause, "eval-202", by="intern")
-        wrong = ROOT_CAUSES[(ROOT_CAUSES.index(cause) + 1) % len(ROOT_CAUSES)]
-        verdicts += [{**verdict, "cause": wrong} for verdict in confirmed]
-        windows += rows
+    verdicts, _ = every_incident_as_the_next_cause(feedback_table)
     assert len(verdicts) >= 50
-    # No leave-one-out folds: the lab slice decides, and 59 incidents would make them slow.
-    result = job(tmp_path, table_cache, verdicts, windows, crossfit_folds=0)
+    result = result_of(results, "wrong")
     print(f"\n{result['reason']}", flush=True)
     assert not result["passed"], result["reason"]
     assert "lab AC@1" in result["reason"] and "worse by more than" in result["reason"]

@@ -10,15 +10,19 @@ body as bench/timing_error.py). Spans go over OTLP/HTTP to the bench's sink proc
 (bench/_otlp_sink.py --spans-out, bench/_span_log.py). Truth: a packet capture on lo
 (`lab/verification/capture.py`, kernel stamps), opened after a warm-up for `--seconds`; each
 exported trace whose root span lies inside the capture is matched to its connection by the client
-port its `tcp.connect` span records (`network.local.port`, the same `verify.match`).
+port its `tcp.connect` span records (`network.local.port`) and, since loopback reuses TIME_WAIT
+ports within seconds, by the SYN time (`own_connections`); then the same `verify.match`.
 dns.lookup is not captured (UDP): it is reported against the injected delay.
+`--server nginx` serves the same TTFB delay and trickled body from nginx + its echo module (no DNS,
+no TLS delay), for rates the lab target (one Python process) cannot serve.
 
 A rate counts as sustained when >= 95 % of the requested probes started in the window, >= 99 % of
 them succeeded and the p99 probe duration is within 100 ms of the injected delays' sum (the
 cost bench's 100 ms p99 bound, over the delays the target adds on purpose).
 
-    sudo .venv/bin/python bench/timing_error_workers.py --workers 1 2 --rates 100 200 --seconds 15 \\
-        [--repetitions 3] [--interval 2] [--json out.json]
+    sudo .venv/bin/python bench/timing_error_workers.py --workers 1 2 --rates 50 100 --seconds 10 \\
+        [--repetitions 3] [--interval 2] [--server lab|nginx] [--no-dns] [--json out.json]
+        [--dump-worst N]   # the N probes furthest off the wire: spans and segments on one clock
 """
 
 from __future__ import annotations

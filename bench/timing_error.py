@@ -27,7 +27,7 @@ from collections import defaultdict
 from otelprobe.lab.verification import verify
 from otelprobe.lab.verification.capture import PacketCapture
 from otelprobe.lab.verification.target import TargetSpec
-from otelprobe.lab.verification.wire import wire_phases
+from otelprobe.lab.verification.wire import wire_connections
 from otelprobe.net import connection as _net
 from otelprobe.net import kernel_time as _kernel_time
 from otelprobe.results import ProbeResult
@@ -71,7 +71,7 @@ async def one_run(
             finally:
                 if busy_task is not None:
                     busy_task.cancel()
-    truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, target.port).items()}
+    truth = wire_connections(capture.result.segments, target.port)
     for error in verify.summarize(verify.match(results, truth)):
         out[error.phase] = (error.mean_abs_ms, error.p99_abs_ms, error.samples)
     dns = dns_errors(results, spec.dns_delay_s)

@@ -11,7 +11,7 @@ body as bench/timing_error.py). Spans go over OTLP/HTTP to the bench's sink proc
 (`lab/verification/capture.py`, kernel stamps), opened after a warm-up for `--seconds`; each
 exported trace whose root span lies inside the capture is matched to its connection by the client
 port its `tcp.connect` span records (`network.local.port`) and, since loopback reuses TIME_WAIT
-ports within seconds, by the SYN time (`own_connections`); then the same `verify.match`.
+ports within seconds, by the SYN time (`verify.match` with `wire.connection_at`, as `lab verify` does).
 dns.lookup is not captured (UDP): it is reported against the injected delay.
 `--server nginx` serves the same TTFB delay and trickled body from nginx + its echo module (no DNS,
 no TLS delay), for rates the lab target (one Python process) cannot serve.
@@ -37,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,15 +50,13 @@ from otelprobe import names
 from otelprobe.lab.verification import verify
 from otelprobe.lab.verification.capture import SYN, PacketCapture, Segment
 from otelprobe.lab.verification.target import TargetSpec
-from otelprobe.lab.verification.wire import _connections, connection_phases, wire_phases
+from otelprobe.lab.verification.wire import WireConnection, connection_at, wire_connections, wire_phases
 from otelprobe.results import ProbeResult
 
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 MAX_EXTRA_P99_S = 0.1
 _MARGIN_NS = 20_000_000
 """A probe counts when its root span starts this long after the capture began (its SYN is in)."""
-_SAME_CONNECTION_NS = 20_000_000
-"""A connection is the probe's when its SYN is this close to the tcp.connect span's start."""
 
 
 @dataclass
@@ -338,16 +335,10 @@ async def one_run(
 def own_connections(
     results: Sequence[ProbeResult], segments: Sequence[Segment], server_port: int, epoch_offset_ns: int
 ) -> tuple[list[tuple[ProbeResult, dict[int, dict[str, int | None]]]], int]:
-    """Each probe with the wire phases of its own connection, and how many client ports the capture
-    saw more than one connection on. On loopback a client port comes back within seconds (Linux's
-    default tcp_tw_reuse=2 reuses TIME_WAIT ports for loopback), so a port alone can name several
-    connections of one capture; the probe's is the one whose SYN left when its tcp.connect began
-    (span epoch time - `epoch_offset_ns` = the capture's CLOCK_MONOTONIC)."""
-    by_port: dict[int, list[tuple[int, dict[str, int | None]]]] = defaultdict(list)
-    for port, group in _connections(segments, server_port):
-        syn = next((s.ts_ns for s in group if s.dst_port == server_port and s.flags & SYN), None)
-        if syn is not None:
-            by_port[port].append((syn, connection_phases(port, group, server_port).as_dict()))
+    """Each probe with the wire phases of its own connection (wire.connection_at: the one on its
+    client port whose SYN left when its tcp.connect began; span epoch time - `epoch_offset_ns` =
+    the capture's CLOCK_MONOTONIC), and how many client ports carried more than one connection."""
+    connections = wire_connections(segments, server_port)
     out: list[tuple[ProbeResult, dict[int, dict[str, int | None]]]] = []
     for result in results:
         truth: dict[int, dict[str, int | None]] = {}
@@ -355,12 +346,11 @@ def own_connections(
             local = phase.attributes.get(names.NETWORK_LOCAL_PORT)
             if phase.name != names.SPAN_TCP_CONNECT or not isinstance(local, int):
                 continue
-            at = phase.start_ns - epoch_offset_ns
-            nearest = min(by_port.get(local, []), key=lambda c: abs(c[0] - at), default=None)
-            if nearest is not None and abs(nearest[0] - at) <= _SAME_CONNECTION_NS:
-                truth[local] = nearest[1]
+            wire = connection_at(connections.get(local, ()), phase.start_ns - epoch_offset_ns)
+            if wire is not None:
+                truth[local] = wire.as_dict()
         out.append((result, truth))
-    return out, sum(len(connections) > 1 for connections in by_port.values())
+    return out, sum(len(on_port) > 1 for on_port in connections.values())
 
 
 def worst_probes(
@@ -417,15 +407,14 @@ def compare(
     ok = [p for p in started if not p.failed]
     inside = [p.result for p in ok if p.result.end_ns <= t1_wall]
     own, reused_ports = own_connections(inside, capture.segments, server_port, epoch_offset_ns)
-    # What port-only matching (verify.match on wire_phases: the last connection of each port) gives.
-    last_by_port = {port: w.as_dict() for port, w in wire_phases(capture.segments, server_port).items()}
+    # What pairing by the port alone (each port's last connection) would give, for comparison.
+    last_by_port = {
+        port: [WireConnection(None, w)] for port, w in wire_phases(capture.segments, server_port).items()
+    }
     port_only = max((e.p99_abs_ms for e in verify.summarize(verify.match(inside, last_by_port))), default=0.0)
     if dump_worst:
         print(worst_probes(own, capture.segments, server_port, epoch_offset_ns, dump_worst))
-    pairs: dict[str, list[tuple[int, int]]] = {}
-    for result, truth in own:
-        for phase, matched in verify.match([result], truth).items():
-            pairs.setdefault(phase, []).extend(matched)
+    pairs = verify.match(inside, wire_connections(capture.segments, server_port), epoch_offset_ns)
     phases = {
         e.phase: (e.mean_abs_ms, e.p99_abs_ms, e.samples, e.mean_signed_ms) for e in verify.summarize(pairs)
     }

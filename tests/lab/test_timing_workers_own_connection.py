@@ -1,6 +1,7 @@
-"""bench/timing_error_workers.py pairs each probe with its own connection when loopback reused its
-client port within one capture (TIME_WAIT reuse): by the SYN time, not by the port's last
-connection (no capture needed: the segments are written here as the capture records them)."""
+"""`lab verify` (verify.match) and bench/timing_error_workers.py pair each probe with its own
+connection when loopback reused its client port within one capture (TIME_WAIT reuse): by the SYN
+time, not by the port's last connection (no capture needed: the segments are written here as the
+capture records them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from otelprobe import names
 from otelprobe.lab.verification.capture import ACK, FIN, SYN, Segment
 from otelprobe.lab.verification.verify import match
-from otelprobe.lab.verification.wire import wire_phases
+from otelprobe.lab.verification.wire import WireConnection, wire_connections, wire_phases
 from otelprobe.results import ProbeResult
 from otelprobe.timing import Phase
 
@@ -57,12 +58,15 @@ def test_a_reused_client_port_pairs_each_probe_with_its_own_connection() -> None
 
     assert reused == 1
     for result, truth in own:
-        pairs = match([result], truth)
-        assert pairs[names.SPAN_HTTP_TTFB] == [(result.phases[2].duration_ns,) * 2]
-        assert pairs[names.SPAN_HTTP_TRANSFER] == [(4 * MS, 4 * MS)]
+        (wire,) = truth.values()
+        assert wire[names.SPAN_HTTP_TTFB] == result.phases[2].duration_ns
+        assert wire[names.SPAN_HTTP_TRANSFER] == 4 * MS
     # By the port alone both probes get the later connection: the early one looks 4 ms off.
-    last = {port: w.as_dict() for port, w in wire_phases(segments, SERVER).items()}
-    assert match([early], last)[names.SPAN_HTTP_TTFB] == [(5 * MS, 9 * MS)]
+    last = {port: [WireConnection(None, w)] for port, w in wire_phases(segments, SERVER).items()}
+    assert match([early], last, EPOCH_OFFSET)[names.SPAN_HTTP_TTFB] == [(5 * MS, 9 * MS)]
+    # lab verify's pairing (wire_connections + the SYN time) gets each probe its own.
+    both = match([early, late], wire_connections(segments, SERVER), EPOCH_OFFSET)
+    assert both[names.SPAN_HTTP_TTFB] == [(5 * MS, 5 * MS), (9 * MS, 9 * MS)]
 
 
 def test_a_probe_whose_connection_is_not_in_the_capture_is_left_unpaired() -> None:

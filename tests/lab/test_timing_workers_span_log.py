@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otelprobe import names
 from otelprobe.config.telemetry import TelemetryConfig
 from otelprobe.lab.verification.verify import match
+from otelprobe.lab.verification.wire import WireConnection, WirePhases
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
@@ -43,6 +44,15 @@ async def http_port() -> AsyncIterator[int]:
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
+
+
+WIRE_PHASES = (
+    names.SPAN_TCP_CONNECT,
+    names.SPAN_TLS_HANDSHAKE,
+    names.SPAN_HTTP_REQUEST,
+    names.SPAN_HTTP_TTFB,
+    names.SPAN_HTTP_TRANSFER,
+)
 
 
 def closed_port() -> int:
@@ -102,8 +112,12 @@ async def test_exported_probes_read_back_with_their_phases_and_client_port(http_
     [connect] = [p for p in ok.phases if p.name == names.SPAN_TCP_CONNECT]
     port = connect.attributes[names.NETWORK_LOCAL_PORT]
     assert isinstance(port, int)
-    wire: dict[int, dict[str, int | None]] = {port: {p.name: p.duration_ns + 5000 for p in ok.phases}}
-    pairs = match([p.result for p in probes.values()], wire)
+    on_wire = {p.name: p.duration_ns + 5000 for p in ok.phases}
+    phases = WirePhases(port, *(on_wire.get(n) for n in WIRE_PHASES))
+    wire = {port: [WireConnection(connect.start_ns, phases)]}  # its SYN when tcp.connect began
+    exported_clock = ok.anchor_wall_ns - ok.anchor_mono_ns  # exported spans are on epoch time
+    pairs = match([p.result for p in probes.values()], wire, exported_clock)
     assert pairs == match([ok, refused], wire)
+    assert pairs[names.SPAN_HTTP_TTFB]
     assert pairs[names.SPAN_TCP_CONNECT] == [(connect.duration_ns, connect.duration_ns + 5000)]
     assert set(pairs) == {p.name for p in ok.phases}

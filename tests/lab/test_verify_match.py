@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from otelprobe.lab.verification.verify import match
+from otelprobe.lab.verification.wire import WireConnection, WirePhases
 from otelprobe.names import PROBE_CONNECT_ABANDONED as ABANDONED
 from otelprobe.results import ProbeResult
 from otelprobe.timing import Phase
@@ -19,9 +20,9 @@ def test_match_pairs_the_connection_that_won_a_race() -> None:
         Phase("tls.handshake", 300, 900),
     )
     result = ProbeResult("http", "t", 1, 0, 900, 0, 0, phases)
-    wire: dict[int, dict[str, int | None]] = {
-        1002: {"tcp.connect": 999},
-        1003: {"tcp.connect": 190, "tls.handshake": 610},
+    wire = {
+        1002: [WireConnection(50, WirePhases(1002, 999, None, None, None, None))],
+        1003: [WireConnection(100, WirePhases(1003, 190, 610, None, None, None))],
     }
     pairs = match([result], wire)
     assert pairs == {"tcp.connect": [(200, 190)], "tls.handshake": [(600, 610)]}

@@ -4,7 +4,8 @@ Two measurements. Fault accuracy: each delay fault achieved vs requested, from t
 clients of `lab/servers/measure.py`. Timing error: real HTTPS probes (`HTTPProbe`) against a lab
 target running in its own process, at 1 and at several hundred concurrent probes, each span
 compared with the same connection's phases in a packet capture (`lab/verification/capture.py`,
-`lab/verification/wire.py`; matched by the client port the `tcp.connect` span records).
+`lab/verification/wire.py`; matched by the client port the `tcp.connect` span records and the
+SYN's time, since loopback reuses a client port within seconds).
 bench/timing_error.py drives it too.
 """
 
@@ -16,7 +17,7 @@ import math
 import statistics
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -25,7 +26,7 @@ from otelprobe import names
 from otelprobe.lab.servers.measure import Accuracy, measure_accuracy
 from otelprobe.lab.verification.capture import PacketCapture
 from otelprobe.lab.verification.target import TARGET_NAME, TargetSpec
-from otelprobe.lab.verification.wire import wire_phases
+from otelprobe.lab.verification.wire import WireConnection, connection_at, wire_connections
 from otelprobe.probes.base import ProbeContext
 from otelprobe.probes.http.config import HTTPProbeConfig
 from otelprobe.probes.http.probe import HTTPProbe
@@ -95,21 +96,30 @@ def summarize(pairs: dict[str, list[tuple[int, int]]]) -> list[PhaseError]:
 
 
 def match(
-    results: Sequence[ProbeResult], wire_by_port: dict[int, dict[str, int | None]]
+    results: Sequence[ProbeResult],
+    connections: Mapping[int, Sequence[WireConnection]],
+    clock_offset_ns: int = 0,
 ) -> dict[str, list[tuple[int, int]]]:
-    """Pair each probe's phase spans with the wire phases of its connection (by client port)."""
+    """Pair each probe's phase spans with the wire phases of its own connection: the one on the
+    client port its `tcp.connect` span records whose SYN left when that span began (a port can
+    carry several connections of one capture). `clock_offset_ns`: the spans' clock minus the
+    capture's (0 for in-process results, which are on CLOCK_MONOTONIC; epoch minus monotonic for
+    exported spans)."""
     pairs: dict[str, list[tuple[int, int]]] = {}
     for result in results:
         # The connection the attempt used: with several addresses raced, the one that won.
         connect = next((p for p in result.phases if p.name == names.SPAN_TCP_CONNECT and _used(p)), None)
         port = connect.attributes.get(names.NETWORK_LOCAL_PORT) if connect else None
-        wire = wire_by_port.get(port) if isinstance(port, int) else None
+        if connect is None or not isinstance(port, int):
+            continue
+        wire = connection_at(connections.get(port, ()), connect.start_ns - clock_offset_ns)
         if wire is None:
             continue
+        truth = wire.as_dict()
         for phase in result.phases:
-            truth = wire.get(phase.name)
-            if truth is not None and _used(phase):
-                pairs.setdefault(phase.name, []).append((phase.duration_ns, truth))
+            measured = truth.get(phase.name)
+            if measured is not None and _used(phase):
+                pairs.setdefault(phase.name, []).append((phase.duration_ns, measured))
     return pairs
 
 
@@ -214,8 +224,7 @@ async def timing_error(
     """Probe a running target under capture and compare each span with the wire."""
     async with PacketCapture(target.port) as capture:
         results = await probe_rounds(target, concurrency, probes, by_name=by_name, burst=burst)
-    truth = {p: w.as_dict() for p, w in wire_phases(capture.result.segments, target.port).items()}
-    pairs = match(results, truth)
+    pairs = match(results, wire_connections(capture.result.segments, target.port))
     matched = len(pairs.get(names.SPAN_TCP_CONNECT, []))
     failed = sum(1 for r in results if not r.success)
     return TimingRun(concurrency, len(results), matched, failed, capture.result.drops, summarize(pairs))

@@ -17,8 +17,9 @@ the CLOCK_MONOTONIC capture stamps of the client side of a loopback or lab inter
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from otelprobe.lab.verification.capture import ACK, FIN, RST, SYN, Segment
 
@@ -124,8 +125,46 @@ def connection_phases(client_port: int, segments: list[Segment], server_port: in
     )
 
 
+SAME_CONNECTION_NS: Final = 20_000_000
+"""How far a connection's SYN on the wire may be from the start of the probe's tcp.connect span: the
+two are microseconds apart, while another connection on a reused port is seconds away."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireConnection:
+    """One connection of the capture: when its SYN left (None: the capture began after it) and
+    its phases."""
+
+    syn_ns: int | None
+    phases: WirePhases
+
+
+def wire_connections(segments: Iterable[Segment], server_port: int) -> dict[int, list[WireConnection]]:
+    """client port -> every connection the capture saw on it, in order. A port alone does not name
+    one connection: on loopback Linux reuses a TIME_WAIT port within seconds (tcp_tw_reuse=2 is
+    the default there), so at a few hundred probes per second one capture holds several
+    connections of some ports."""
+    out: dict[int, list[WireConnection]] = defaultdict(list)
+    for port, group in _connections(segments, server_port):
+        syn = next((s.ts_ns for s in group if s.dst_port == server_port and s.flags & SYN), None)
+        out[port].append(WireConnection(syn, connection_phases(port, group, server_port)))
+    return dict(out)
+
+
+def connection_at(connections: Sequence[WireConnection], connect_start_ns: int) -> WirePhases | None:
+    """The connection whose SYN left when a probe's tcp.connect began (`connect_start_ns` on the
+    capture's clock), within SAME_CONNECTION_NS; a port's only connection whose SYN was before
+    the capture began counts as it."""
+    if len(connections) == 1 and connections[0].syn_ns is None:
+        return connections[0].phases
+    gaps = [(abs(c.syn_ns - connect_start_ns), i) for i, c in enumerate(connections) if c.syn_ns is not None]
+    gap, nearest = min(gaps, default=(SAME_CONNECTION_NS + 1, -1))
+    return connections[nearest].phases if gap <= SAME_CONNECTION_NS else None
+
+
 def wire_phases(segments: Iterable[Segment], server_port: int) -> dict[int, WirePhases]:
-    """client port -> its connection's wire phases (the last connection, if a port was reused)."""
+    """client port -> its connection's wire phases (the last connection, if a port was reused:
+    pair probes with `wire_connections` + `connection_at` instead)."""
     return {
         port: connection_phases(port, group, server_port)
         for port, group in _connections(segments, server_port)

@@ -9,7 +9,6 @@ A file that fails validation is rejected with every problem logged; the running 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -27,6 +26,7 @@ from otelprobe.net.kernel_time import hold_rx_timestamping
 from otelprobe.probes import PROBE_TYPES
 from otelprobe.probes.base import Probe, ProbeContext
 from otelprobe.results import ProbeResult, TraceRef
+from otelprobe.scheduling.loop_signals import signals_on_loop
 from otelprobe.scheduling.scheduler import ProbeFactory, Scheduler
 from otelprobe.scheduling.tenancy import tenancy_of
 from otelprobe.settings.common import ProbeConfigBase
@@ -311,18 +311,17 @@ def run(
 
     async def main() -> int:
         runtime = runtime_factory(Path(path)) if runtime_factory else Runtime(path)
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, runtime.request_reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runtime.request_stop)
-        try:
-            await runtime.serve()
-        except ConfigError:
-            return 1
-        finally:
-            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(ValueError, RuntimeError):
-                    loop.remove_signal_handler(sig)
+        callbacks = {
+            signal.SIGHUP: runtime.request_reload,
+            signal.SIGTERM: runtime.request_stop,
+            signal.SIGINT: runtime.request_stop,
+        }
+        # Not loop.add_signal_handler: it loses a signal when the loop is behind (loop_signals.py).
+        with signals_on_loop(asyncio.get_running_loop(), callbacks):
+            try:
+                await runtime.serve()
+            except ConfigError:
+                return 1
         return 0
 
     return asyncio.run(main())

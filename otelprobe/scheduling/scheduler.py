@@ -256,6 +256,9 @@ class Scheduler:
                 t.timer.cancel()
         running = [t.task for t in targets if t.task is not None]
         if running:
+            log.info(
+                "stopping: %d probe runs in flight get up to %.1fs; no new ones start", len(running), grace_s
+            )
             _, pending = await asyncio.wait(running, timeout=grace_s)
             if pending:
                 log.warning("cancelling %d probe runs still going after %.1fs", len(pending), grace_s)
@@ -346,6 +349,9 @@ class Scheduler:
             share = t.share
             if share is None:
                 async with self._semaphore:
+                    if self._closed:  # got its slot after a stop: not started
+                        self.stats.skipped_runs += 1
+                        return
                     if attempt == 1:
                         self.stats.lateness.add(loop.time() - scheduled)
                     self.stats.attempts += 1
@@ -387,6 +393,9 @@ class Scheduler:
         finally:
             t.queued = False
         if not granted:
+            return False, None
+        if self._closed:  # granted after a stop: not started (counted as skipped by the caller)
+            gate.release(share, destination)
             return False, None
         try:
             if attempt == 1:

@@ -257,7 +257,9 @@ class Scheduler:
         running = [t.task for t in targets if t.task is not None]
         if running:
             log.info(
-                "stopping: %d probe runs in flight get up to %.1fs; no new ones start", len(running), grace_s
+                "stopping: %d probe runs in flight get up to %.1fs; no new ones are scheduled",
+                len(running),
+                grace_s,
             )
             _, pending = await asyncio.wait(running, timeout=grace_s)
             if pending:
@@ -393,9 +395,6 @@ class Scheduler:
         finally:
             t.queued = False
         if not granted:
-            return False, None
-        if self._closed:  # granted after a stop: not started (counted as skipped by the caller)
-            gate.release(share, destination)
             return False, None
         try:
             if attempt == 1:

@@ -25,6 +25,8 @@ import logging
 import signal
 import sys
 
+from otelprobe.scheduling.loop_signals import signals_on_loop
+
 _logger = logging.getLogger("otelprobe.sidecar")
 API_COMMANDS = ("feedback", "models", "retrain", "rollback")
 
@@ -176,25 +178,26 @@ async def _serve(config: object, path: str, *, watching: bool = False) -> int:
         print(f"{path}: cannot listen: {exc}", file=sys.stderr)
         await service.stop()
         return 1
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, service.request_reload)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.request_stop)
-    view: asyncio.Task[int] | None = None
-    if watching:
-        from otelprobe.sidecar.watch import watch
+    callbacks = {
+        signal.SIGHUP: service.request_reload,
+        signal.SIGTERM: service.request_stop,
+        signal.SIGINT: service.request_stop,
+    }
+    # Not loop.add_signal_handler: it loses a signal when the loop is behind on cross-thread
+    # wake-ups (the slot worker, gRPC's poller), see scheduling/loop_signals.py.
+    with signals_on_loop(asyncio.get_running_loop(), callbacks):
+        view: asyncio.Task[int] | None = None
+        if watching:
+            from otelprobe.sidecar.watch import watch
 
-        token = config.api.bearer_token
-        url = f"http://{config.api.host}:{service.api_port}"
-        view = asyncio.create_task(watch(url, token.get_secret_value() if token else None))
-    try:
-        await service.run_until_stopped()
-    finally:
-        if view is not None:
-            view.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await view
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError, RuntimeError):
-                loop.remove_signal_handler(sig)
+            token = config.api.bearer_token
+            url = f"http://{config.api.host}:{service.api_port}"
+            view = asyncio.create_task(watch(url, token.get_secret_value() if token else None))
+        try:
+            await service.run_until_stopped()
+        finally:
+            if view is not None:
+                view.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await view
     return 0

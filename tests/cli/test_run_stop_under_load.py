@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from otelprobe.scheduling.runtime import GRACE_S
+from tests.support.loop_behind import behind_then_sigterm
 from tests.support.run_workers import start_run, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,23 +82,13 @@ async def test_sigterm_cuts_probes_still_in_flight_after_the_grace_period(tmp_pa
     assert "prober stopped" in text
 
 
-# A process running the real `runtime.run` (signal handling included) on a real config; while its
-# loop is busy in one callback, another thread makes many call_soon_threadsafe wake-ups (as the
-# prompt-reads thread does under load, net/prompt_read.py), filling the loop's self-pipe, then
-# sends the process SIGTERM.
+# A process running the real `runtime.run` (signal handling included) on a real config; half a
+# second in, one loop callback floods the loop's self-pipe from another thread and sends SIGTERM
+# (tests/support/loop_behind.py; as the prompt-reads thread, net/prompt_read.py, does under load).
 _BEHIND_THEN_SIGTERM = """
-import asyncio, os, signal, sys, threading
+import asyncio, sys
 from otelprobe.scheduling.runtime import Runtime, run
-
-def flood_then_sigterm(loop):
-    def flood():
-        for _ in range(5000):
-            loop.call_soon_threadsafe(lambda: None)
-        os.kill(os.getpid(), signal.SIGTERM)
-    thread = threading.Thread(target=flood)
-    thread.start()
-    thread.join()
-    print("sigterm sent", flush=True)
+from tests.support.loop_behind import flood_then_sigterm
 
 def runtime_factory(path):
     loop = asyncio.get_running_loop()
@@ -112,22 +102,4 @@ sys.exit(run(sys.argv[1], runtime_factory=runtime_factory))
 async def test_a_sigterm_while_the_loop_is_behind_is_not_lost(tmp_path: Path) -> None:
     config = tmp_path / "probes.yaml"
     config.write_text(yaml.safe_dump({"telemetry": {"exporters": []}, "targets": []}))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _BEHIND_THEN_SIGTERM,
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(10):
-            out, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        out, err = await process.communicate()
-        raise AssertionError(
-            f"SIGTERM lost: still running 10 s later\n{out.decode()}{err.decode()}"
-        ) from None
-    assert "sigterm sent" in out.decode()
-    assert process.returncode == 0, err.decode()[-3000:]
+    await behind_then_sigterm(_BEHIND_THEN_SIGTERM, config, within_s=10)

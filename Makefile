@@ -31,7 +31,7 @@ typecheck: venv
 check: lint typecheck
 
 test: check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 # The Collector (OCB manifest collector-config/builder/) and Jaeger v2, built into the user's cache.
 otel:

@@ -57,11 +57,13 @@ def test_demo_as_root_detects_a_link_latency_fault_and_ranks_network_latency_fir
     assert "behind an emulated link" in out
     assert "SLO violation detected" in out
     # The first window may straddle the fault's start: its top 3 name the cause; the incident's
-    # windows rank it first.
+    # windows, by mean score, rank it first.
     ranked = [line.split() for line in out.splitlines() if line.lstrip().startswith(("1. ", "2. ", "3. "))]
     assert "network_latency" in {rank[1] for rank in ranked[:3]}, out
     assert re.search(
-        r"ranked first in \d+ of \d+ windows attributed so far: network_latency, which matches", out
+        r"ranked first in \d+ of \d+ windows attributed so far, and first by mean score over them "
+        r"\(0\.\d\d\): network_latency, which matches",
+        out,
     ), out
     assert " closed: " in out
 

@@ -95,6 +95,35 @@ def make_certs(directory: Path) -> Certs:
     return certs
 
 
+def nginx_conf(
+    directory: Path, server: str, workers: int = 1, error_log: Path | None = None, preamble: str = ""
+) -> str:
+    """A private nginx config around one `server` block: pid and temp paths under `directory`, no
+    access log, HTTP/1.1, `workers` worker processes; `preamble` goes first (e.g. `load_module`)."""
+    temp = directory / "tmp"
+    return f"""
+{preamble}
+worker_processes {workers};
+daemon off;
+pid {directory}/nginx.pid;
+error_log {error_log or directory / "error.log"} warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    default_type text/plain;
+    keepalive_timeout 5s;
+    server {{{server}
+    }}
+}}
+"""
+
+
 class Nginx:
     """Debian's nginx with a private config, prefix and pid file; HTTPS and HTTP on 127.0.0.1.
 
@@ -109,33 +138,14 @@ class Nginx:
         self.proc: subprocess.Popen[bytes] | None = None
         for sub in ("logs", "tmp"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        temp = self.dir / "tmp"
-        (self.dir / "nginx.conf").write_text(
-            f"""
-worker_processes {workers};
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/logs/error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    default_type text/plain;
-    keepalive_timeout 5s;
-    server {{
+        server = f"""
         listen 127.0.0.1:{self.https_port} ssl backlog=4096;
         listen 127.0.0.1:{self.http_port} backlog=4096;
         ssl_certificate {certs.cert};
         ssl_certificate_key {certs.key};
-        location / {{ return 200 "x"; }}
-    }}
-}}
-"""
+        location / {{ return 200 "x"; }}"""
+        (self.dir / "nginx.conf").write_text(
+            nginx_conf(self.dir, server, workers=workers, error_log=self.dir / "logs/error.log")
         )
 
     def __enter__(self) -> Nginx:

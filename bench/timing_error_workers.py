@@ -43,7 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import CLK_TCK, NGINX, PYTHON, REPO, Certs, OTLPSink, free_port, make_certs, pct, wait_port
+from _common import (
+    CLK_TCK,
+    NGINX,
+    PYTHON,
+    REPO,
+    Certs,
+    OTLPSink,
+    free_port,
+    make_certs,
+    nginx_conf,
+    pct,
+    wait_port,
+)
 from _span_log import ExportedProbe, read_probes
 
 from otelprobe import names
@@ -122,7 +134,7 @@ async def lab_server(spec: TargetSpec, by_name: bool) -> AsyncIterator[Served]:
         yield Served(target.port, target.url(by_name=by_name), target.ca_path, dns_port, pids)
 
 
-def nginx_conf(directory: Path, port: int, certs: Certs, spec: TargetSpec) -> str:
+def echo_nginx_conf(directory: Path, port: int, certs: Certs, spec: TargetSpec) -> str:
     """nginx + the echo module serving the lab target's TTFB delay and trickled body (no DNS, no
     TLS delay): sleep `ttfb`, then each chunk flushed on its own, `chunk / rate` apart. TLS 1.3
     without session tickets, as the lab target, so the wire's TLS and TTFB edges stay unambiguous."""
@@ -136,24 +148,7 @@ def nginx_conf(directory: Path, port: int, certs: Certs, spec: TargetSpec) -> st
         body.append(f"echo -n {'x' * chunk};")
         body.append("echo_flush;")
     ttfb = f"echo_sleep {spec.ttfb_s:.3f};" if spec.ttfb_s else ""
-    temp = directory / "tmp"
-    return f"""
-load_module {ECHO_MODULE};
-worker_processes 1;
-daemon off;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    default_type text/plain;
-    keepalive_timeout 5s;
-    server {{
+    server = f"""
         listen 127.0.0.1:{port} ssl backlog=4096;
         ssl_certificate {certs.cert};
         ssl_certificate_key {certs.key};
@@ -161,10 +156,8 @@ http {{
         ssl_session_tickets off;
         ssl_session_cache off;
         ssl_conf_command NumTickets 0;
-        location / {{ {ttfb} {" ".join(body)} }}
-    }}
-}}
-"""
+        location / {{ {ttfb} {" ".join(body)} }}"""
+    return nginx_conf(directory, server, preamble=f"load_module {ECHO_MODULE};")
 
 
 @contextlib.asynccontextmanager
@@ -175,7 +168,7 @@ async def nginx_server(spec: TargetSpec, tmp: Path) -> AsyncIterator[Served]:
     certs = make_certs(directory)
     port = free_port()
     conf = directory / "nginx.conf"
-    conf.write_text(nginx_conf(directory, port, certs, spec))
+    conf.write_text(echo_nginx_conf(directory, port, certs, spec))
     process = await asyncio.create_subprocess_exec(
         NGINX, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")
     )

@@ -240,3 +240,30 @@ def test_the_destination_of_each_kind_of_target() -> None:
         ("10.0.0.53", 0),
         None,  # the system resolver: no destination of its own
     ]
+
+
+async def test_closing_drops_every_waiting_attempt_and_refuses_new_ones() -> None:
+    gate = FairGate(1, 1, NO_CIRCUIT)  # one slot, and one per destination
+    a, b = gate.tenant("a"), gate.tenant("b")
+    here, there = gate.destination(("h", 1)), gate.destination(("t", 1))
+    assert await gate.acquire(a, here, 0.0, FAR)
+    # Queued: two at the global capacity, one behind its destination.
+    queued = [
+        asyncio.create_task(gate.acquire(b, there, 0.0, FAR)),
+        asyncio.create_task(gate.acquire(b, None, 0.0, FAR)),
+        asyncio.create_task(gate.acquire(a, here, 0.0, FAR)),
+    ]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in queued)
+
+    gate.close()
+    answers = await asyncio.wait_for(asyncio.gather(*queued), 1)
+    assert answers == [False, False, False]
+    # The slot held in flight is released as usual and starts nobody; a late attempt is refused.
+    gate.release(a, here)
+    assert gate.in_use == 0
+    assert not await gate.acquire(b, None, 0.0, FAR)
+    counters = dict(gate.snapshot())
+    assert counters["a"]["started"] == 1 and counters["b"]["started"] == 0
+    # Each attempt that did not start is counted once, as an expired one would be.
+    assert counters["a"]["skipped"] + counters["b"]["skipped"] == 4

@@ -13,6 +13,8 @@ a slot of the global capacity through its tenant:
   within a tenant, the attempt due earliest goes first (earliest deadline first).
 - Every wait has an expiry (the run's next due time): an attempt not started by then is dropped,
   and counted as skipped, or as shed when its tenant's circuit was open.
+- Closing the gate (the prober is stopping) drops every waiting attempt at once, counted the same
+  way, and refuses new ones: nothing starts after a stop, whatever the capacity freed in the grace.
 
 Synchronous bookkeeping around futures: no task of its own; timers only for expiries and for
 the moment a rate-limited tenant has a token again.
@@ -142,6 +144,7 @@ class FairGate:
         self._vtime = 0.0
         self._order = itertools.count()
         self._wakeup: asyncio.TimerHandle | None = None
+        self._closed = False
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -207,7 +210,15 @@ class FairGate:
             expires: loop time after which it is dropped.
         """
         loop = asyncio.get_running_loop()
+        if self._closed:
+            self._dropped(share, delayed=False)
+            return False
         if destination is not None and not await self._acquire_destination(destination, due, expires, loop):
+            self._dropped(share, delayed=True)
+            return False
+        if self._closed:  # closed while it waited for its destination, which it now holds
+            if destination is not None:
+                self._release_destination(destination)
             self._dropped(share, delayed=True)
             return False
         now = loop.time()
@@ -257,6 +268,24 @@ class FairGate:
         share.circuit.observe(timed_out, loop.time())
         self._dispatch(loop)  # a closed circuit may let waiting attempts start
 
+    def close(self) -> None:
+        """Stop granting: every waiting attempt is dropped now (counted as skipped or shed, as an
+        expired one) and later ones are refused; attempts in flight finish and release as usual."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        for share in self.tenants.values():
+            for _, _, waiter in list(share.heap):  # _expire may clear the heap
+                self._expire(share, waiter)
+            share.heap.clear()
+        for dest in self._destinations.values():
+            for _, _, waiter in list(dest._heap):
+                self._expire_destination(dest, waiter)
+            dest._heap.clear()
+
     # -- internals --------------------------------------------------------------------------
 
     def _grant(self, share: TenantShare, now: float) -> None:
@@ -270,6 +299,8 @@ class FairGate:
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Grant waiting attempts while there is capacity, smallest tag first among those that may start."""
+        if self._closed:
+            return
         now = loop.time()
         wake_at = math.inf
         while self.in_use < self.capacity:
@@ -359,7 +390,7 @@ class FairGate:
     def _release_destination(self, dest: Destination) -> None:
         dest.in_use -= 1
         assert self.per_destination is not None
-        while dest.waiting and dest.in_use < self.per_destination:
+        while dest.waiting and dest.in_use < self.per_destination and not self._closed:
             _, _, waiter = heapq.heappop(dest._heap)
             if waiter.future.done():
                 continue

@@ -249,6 +249,8 @@ class Scheduler:
         if self._closed:
             return
         self._closed = True
+        if self._gate is not None:
+            self._gate.close()  # runs waiting at the gate are dropped, as those given the semaphore after a stop (_run)
         targets = list(self._targets.values())
         self._targets.clear()
         for t in targets:

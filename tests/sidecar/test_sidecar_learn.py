@@ -159,14 +159,15 @@ def truth() -> dict[int, Fault]:
 
 
 @pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[int, bytes]]) -> Iterator[Sidecar]:
+def sidecar(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[int, bytes]], shipped_table_cache: Path
+) -> Iterator[Sidecar]:
     """A sidecar that has seen eval-402's first FIRST_S seconds (its baselines warm, its incidents
     open and closed), with learning configured as the module docstring says."""
     home = tmp_path_factory.mktemp("learn")
-    tables = home / "tables"
-    # Built once here (and read by the sidecar's retraining process through the same cache).
+    # The session's tables (conftest): the sidecar's retraining process reads them there too.
+    tables = shipped_table_cache
     train = read_table_cached([LAB_TRAIN], tables)
-    read_table_cached([LAB_EVAL], tables)
     stem = home / "live"
     train_model(train.frame, window_s=train.window_s, rounds=ROUNDS, training_info={"name": "lab-101"}).save(
         stem

@@ -32,11 +32,9 @@ DEFAULTS = LearningConfig()
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("tables")
-    for path in (LAB_TRAIN, LAB_EVAL):
-        read_table_cached([path], cache)
-    return cache
+def tables(shipped_table_cache: Path) -> Path:
+    """The session's window tables (conftest), train-101's and shifted-503's among them."""
+    return shipped_table_cache
 
 
 def live_model(tables: Path, stem: Path, seed: int) -> Path:

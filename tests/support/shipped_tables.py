@@ -2,9 +2,9 @@
 
 The notebooks and the shipped-model learning tests read the same tables through table_cache.py
 (keyed by the recordings' bytes, whatever their order). Building them is single-threaded pandas
-work, ~80 s for the three training campaigns and ~25 s for the three evaluation ones, so they
-are built by two child processes at once into the session's cache before either reader needs
-them, instead of by whichever test comes first, one after another.
+work, ~80 s for the three training campaigns and ~40 s for the three evaluation ones and
+train-101, so they are built by two child processes at once into the session's cache before any
+reader needs them, instead of by whichever test comes first, one after another.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ TRAIN: Final = ("train-301", "wide-304", "high-305")
 """models/default's training campaigns (its metadata names them) = the notebooks' train role."""
 EVALUATION: Final = ("eval-402", "shifted-503", "eval-202")
 """The held-out campaigns: the notebooks' held-out one, the gate's two, the learning test's feedback."""
+LEARNING: Final = ("train-101",)
+"""The small training recording the sidecar learning tests train their live models on (with
+shifted-503 as the gate's campaign); built beside the evaluation ones, whose lane is the shorter."""
 BUILD_TIMEOUT_S: Final = 600.0
 
 _BUILD = """
@@ -45,7 +48,7 @@ def build_shipped_tables(cache_dir: Path) -> None:
     """Every shipped table into `cache_dir`: the training tables in one child, the rest in another."""
     lanes: Sequence[Sequence[str]] = (
         [",".join(traces(c) for c in TRAIN)],
-        [traces(c) for c in EVALUATION],
+        [traces(c) for c in (*EVALUATION, *LEARNING)],
     )
     children = [
         subprocess.Popen(

@@ -250,7 +250,8 @@ class Scheduler:
             return
         self._closed = True
         if self._gate is not None:
-            self._gate.close()  # runs waiting at the gate are dropped, as those given the semaphore after a stop (_run)
+            # Runs queued at the gate are dropped, as those given the semaphore after a stop (_run).
+            self._gate.close()
         targets = list(self._targets.values())
         self._targets.clear()
         for t in targets:

@@ -41,7 +41,7 @@ from otelprobe.attribution.train import train_model
 from tests.support.sidecar_learn_replay import LAB, Fault, faults, members_under, recording_lines, replay
 from tests.support.sidecar_process import LISTENING
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # incl. the session's table build (conftest)
 
 ROUNDS = 30
 """Boosting rounds of the live model and of the sidecar's candidates (the default is 150)."""

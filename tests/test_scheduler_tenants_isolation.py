@@ -16,12 +16,12 @@ import pytest
 
 from otelprobe.config import load_text
 from otelprobe.lab.servers.http import HTTPFaultServer
-from otelprobe.probes.base import ProbeContext
 from otelprobe.scheduling.runtime import default_probe_factory
 from otelprobe.scheduling.scheduler import Scheduler
 from otelprobe.scheduling.tenancy import tenancy_of
 from otelprobe.scheduling.tenant_circuit import CircuitState
 from otelprobe.telemetry.pipeline import Telemetry
+from tests.support.tenant_scheduler import tenant_scheduler
 
 BIG_TARGETS = 200
 SMALL_TARGETS = 3
@@ -69,13 +69,7 @@ async def test_a_hanging_tenant_is_throttled_and_shed_while_the_small_one_keeps_
     hanging, healthy = servers
     config = load_text(_config(hanging, healthy))
     telemetry = Telemetry(vantage="test", in_memory=True)
-    scheduler = Scheduler(
-        telemetry,
-        default_probe_factory,
-        ProbeContext(vantage="test"),
-        concurrency=config.concurrency,
-        tenancy=tenancy_of(config),
-    )
+    scheduler = tenant_scheduler(config, telemetry)
     try:
         await scheduler.apply(config.targets)
         await asyncio.sleep(RUN_S)

@@ -7,11 +7,8 @@ import asyncio
 from aiohttp import web
 
 from otelprobe.config import load_text
-from otelprobe.probes.base import ProbeContext
-from otelprobe.scheduling.runtime import default_probe_factory
-from otelprobe.scheduling.scheduler import Scheduler
-from otelprobe.scheduling.tenancy import tenancy_of
 from otelprobe.telemetry.pipeline import Telemetry
+from tests.support.tenant_scheduler import tenant_scheduler
 
 
 async def test_no_more_than_n_requests_reach_one_host_at_once() -> None:
@@ -43,13 +40,7 @@ async def test_no_more_than_n_requests_reach_one_host_at_once() -> None:
         f"concurrency: 64\nscheduler: {{per_destination: 3}}\ntenants: {{a: {{}}, b: {{}}}}\n"
         f"targets:\n{targets}"
     )
-    scheduler = Scheduler(
-        Telemetry(vantage="test"),
-        default_probe_factory,
-        ProbeContext(vantage="test"),
-        concurrency=config.concurrency,
-        tenancy=tenancy_of(config),
-    )
+    scheduler = tenant_scheduler(config, Telemetry(vantage="test"))
     try:
         await scheduler.apply(config.targets)
         await asyncio.sleep(2.5)

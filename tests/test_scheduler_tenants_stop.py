@@ -9,11 +9,8 @@ import time
 
 from otelprobe.config import load_text
 from otelprobe.lab.servers.http import HTTPFaultServer
-from otelprobe.probes.base import ProbeContext
-from otelprobe.scheduling.runtime import default_probe_factory
-from otelprobe.scheduling.scheduler import Scheduler
-from otelprobe.scheduling.tenancy import tenancy_of
 from otelprobe.telemetry.pipeline import Telemetry
+from tests.support.tenant_scheduler import tenant_scheduler
 
 TARGETS = 12
 CONCURRENCY = 2
@@ -34,13 +31,7 @@ async def test_a_stop_starts_none_of_the_runs_queued_at_the_gate() -> None:
     await server.start()
     telemetry = Telemetry(vantage="test", in_memory=True)
     config = load_text(_config(server.port))
-    scheduler = Scheduler(
-        telemetry,
-        default_probe_factory,
-        ProbeContext(vantage="test"),
-        concurrency=config.concurrency,
-        tenancy=tenancy_of(config),
-    )
+    scheduler = tenant_scheduler(config, telemetry)
     try:
         await scheduler.apply(config.targets)
         gate = scheduler.gate

@@ -228,9 +228,11 @@ class TLSFront(LabServer):
             if await _pump(up_reader, writer, self.record_bytes) == "reset":
                 _abort_with_rst(writer)
         finally:
+            # Close first: a cancel (the front closing) at one of the awaits below must not skip
+            # it, or the upstream connection is left to the garbage collector.
             requests.cancel()
-            await asyncio.gather(requests, return_exceptions=True)
             up_writer.close()
+            await asyncio.gather(requests, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await up_writer.wait_closed()
 

@@ -49,7 +49,7 @@ NETWORK_HEALTHY_S: Final = 24.0
 """Healthy probing before a fault behind the link: latency objectives learn their threshold from
 20 healthy probes of each series (slo_file.BaselineLearning.warmup_samples), 20 s at 1 s."""
 VERDICT_WINDOWS: Final = 3
-"""Windows attributed while the fault is on before the demo gives its verdict (or 10 s)."""
+"""Windows wholly inside the fault, attributed, before the demo gives its verdict (or 10 s)."""
 DEFAULT_OUT: Final = Path("otelprobe-demo")
 T = TypeVar("T")
 TRAIN_DATA: Final = Path(__file__).resolve().parents[2] / "data" / "lab" / "train-101" / "traces.jsonl.gz"
@@ -416,7 +416,8 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
     # 2. The fault: wait for its attribution.
     clear = await lab.inject(kind)
     injected = time.monotonic()
-    since_ns = time.time_ns() - 2 * 10**9  # the window the fault began in may start before it
+    injected_ns = time.time_ns()
+    since_ns = injected_ns - 2 * 10**9  # the window the fault began in may start before it
     found = None
     while time.monotonic() - injected < timeout_s:
         watched = None if fault.every_target else fault.target
@@ -432,14 +433,19 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
     print(clock(), f"SLO violation detected {time.monotonic() - injected:.1f} s after the fault:", flush=True)
     _print_attribution(found)
     target = str(found["target"])
-    # The first window may straddle the fault's start, and one window of two probes on a busy
-    # machine can go either way: the verdict is the incident's, over at least three windows
-    # attributed while the fault is on — the cause with the highest mean score over them.
+    # The windows the fault began in straddle its start (a link fault: one per target, all at
+    # once), and one window of two probes on a busy machine can go either way: the verdict is the
+    # incident's, over at least three windows wholly inside the fault (all attributed ones if
+    # fewer came within 10 s) — the cause with the highest mean score over them.
     watched = None if fault.every_target else target
     verdict_by = time.monotonic() + 10.0
     while True:
-        during = sidecar.view.attributions(target=watched, since_ns=since_ns) or [found]
-        if len(during) >= VERDICT_WINDOWS or time.monotonic() >= verdict_by:
+        attributed = sidecar.view.attributions(target=watched, since_ns=since_ns) or [found]
+        during = [r for r in attributed if int(r["window_start_unix_nano"]) >= injected_ns]
+        if len(during) >= VERDICT_WINDOWS:
+            break
+        if time.monotonic() >= verdict_by:
+            during = during or attributed
             break
         await asyncio.sleep(0.25)
     firsts = Counter(str(r["causes"][0]["cause"]) for r in during)

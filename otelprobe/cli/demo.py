@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -449,7 +449,10 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
             break
         await asyncio.sleep(0.25)
     firsts = Counter(str(r["causes"][0]["cause"]) for r in during)
-    top, mean = _top_by_mean_score(during)
+    from otelprobe.sidecar.view import rank_causes
+
+    best = rank_causes(during)[0]  # the incident's ranking: mean score, ties by name
+    top, mean = str(best["cause"]), float(best["score"])
     verdict = "matches" if top == fault.cause else "does NOT match"
     print(
         f"  ranked first in {firsts[top]} of {len(during)} windows attributed so far, and first by mean "
@@ -477,17 +480,6 @@ async def _story(lab: _Lab, sidecar: SidecarService, kind: str, healthy_s: float
         await asyncio.sleep(0.25)
     print(clock(), f"the incident did not close within {timeout_s:g} s", flush=True)
     return 1
-
-
-def _top_by_mean_score(records: Sequence[Mapping[str, Any]]) -> tuple[str, float]:
-    """The cause with the highest mean score over the records (ties: the name, for a stable verdict)."""
-    totals: dict[str, float] = {}
-    for record in records:
-        for entry in record["causes"]:
-            cause = str(entry["cause"])
-            totals[cause] = totals.get(cause, 0.0) + float(entry["score"])
-    cause, total = min(totals.items(), key=lambda item: (-item[1], item[0]))
-    return cause, total / len(records)
 
 
 def _print_attribution(record: dict[str, Any]) -> None:

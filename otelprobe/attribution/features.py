@@ -34,7 +34,7 @@ from otelprobe.attribution.aggregates import (
     aggregate_windows,
 )
 from otelprobe.attribution.baseline_store import BaselineStore, Snapshots, concat_snapshots
-from otelprobe.attribution.scope_evidence import add_cause_evidence
+from otelprobe.attribution.scope_evidence import add_cause_evidence, cause_signatures
 from otelprobe.attribution.windows import assign_windows, window_ns_of
 
 if TYPE_CHECKING:
@@ -145,14 +145,22 @@ class FeatureEngine:
         agg, groups = aggregate_windows(rec)
         snapshots = self._replay(agg)
         frame = _own_features(rec, agg, groups, snapshots)
-        self._mark_recent(frame, window_ns_of(window_s))
-        return add_cause_evidence(_add_cross_series(frame))  # scope_evidence.py
+        signatures = cause_signatures(frame)
+        recent_signatures = self._mark_recent(frame, window_ns_of(window_s), signatures)
+        return add_cause_evidence(
+            _add_cross_series(frame), recent_signatures, signatures
+        )  # scope_evidence.py
 
-    def _mark_recent(self, frame: pd.DataFrame, window_ns: int) -> None:
-        """`rsym_<symptom>`: the symptom in this window or one of the series' last RECENT_WINDOWS."""
+    def _mark_recent(self, frame: pd.DataFrame, window_ns: int, signatures: np.ndarray) -> np.ndarray:
+        """`rsym_<symptom>`: the symptom in this window or one of the series' last RECENT_WINDOWS;
+        returns the same for each cause's `signatures` (n x 11, scope_evidence.cause_signatures)."""
         bits = np.zeros(len(frame), dtype=np.int64)
         for i, symptom in enumerate(_RECENT_SYMPTOMS):
             bits |= frame[f"sym_{symptom}"].to_numpy(dtype=np.int64) << i
+        # The causes' signatures ride in the same int above the symptoms: a state saved before
+        # they were kept reads as "no signature", one saved after reads fine in older code.
+        shift = np.arange(len(_RECENT_SYMPTOMS), len(_RECENT_SYMPTOMS) + signatures.shape[1])
+        bits |= (signatures.astype(np.int64) << shift).sum(axis=1)
         # Python values throughout: a numpy scalar per row costs more than this loop's own work.
         merged_bits = []
         starts = frame["window_start_ns"].to_numpy(dtype=np.int64).tolist()
@@ -171,6 +179,7 @@ class FeatureEngine:
         out = np.array(merged_bits, dtype=np.int64)
         for i, symptom in enumerate(_RECENT_SYMPTOMS):
             frame[f"rsym_{symptom}"] = (out >> i) & 1 == 1
+        return ((out[:, None] >> shift) & 1).astype(np.float64)
 
     def _replay(self, agg: pd.DataFrame) -> Snapshots:
         """Each series-window's baseline as of its window's start, learning window by window (the

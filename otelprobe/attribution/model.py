@@ -30,7 +30,11 @@ import numpy as np
 
 from otelprobe import __version__
 from otelprobe.attribution.features import FEATURE_NAMES
-from otelprobe.attribution.scope_evidence import CAUSE_EVIDENCE_FEATURES, column_of
+from otelprobe.attribution.scope_evidence import (
+    CAUSE_EVIDENCE_FEATURES,
+    SAME_WINDOW_EVIDENCE_FEATURES,
+    column_of,
+)
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
 if TYPE_CHECKING:
@@ -62,14 +66,22 @@ LEGACY_SCOPE_FEATURES: Final[tuple[str, ...]] = (
 )
 """The scope inputs of models trained before the cause-specific neighbour shares; such a model
 still loads and scores exactly as it did."""
+SAME_WINDOW_SCOPE_FEATURES: Final[tuple[str, ...]] = (
+    *LEGACY_SCOPE_FEATURES[:-1],
+    *SAME_WINDOW_EVIDENCE_FEATURES,
+    "cause_code",
+)
+"""The scope inputs of models trained before the cause-specific shares over recent windows; such a
+model still loads and scores exactly as it did."""
 SCOPE_FEATURES: Final[tuple[str, ...]] = (
     *LEGACY_SCOPE_FEATURES[:-1],
     *CAUSE_EVIDENCE_FEATURES,
     "cause_code",
 )
 """The scope model's inputs: neighbours' symptoms, the share of neighbours showing the candidate
-cause's own symptom (scope_evidence.py), how bad this series is, and the candidate cause."""
-KNOWN_SCOPE_FEATURES: Final = (SCOPE_FEATURES, LEGACY_SCOPE_FEATURES)
+cause's own symptom in this window and over the last three (scope_evidence.py), how bad this
+series is, and the candidate cause."""
+KNOWN_SCOPE_FEATURES: Final = (SCOPE_FEATURES, SAME_WINDOW_SCOPE_FEATURES, LEGACY_SCOPE_FEATURES)
 
 GATE_FEATURES: Final[tuple[str, ...]] = FEATURE_NAMES + tuple(
     f"{phase}_p50_z" for phase in ("dns", "connect", "tls", "request", "ttfb", "transfer", "other", "total")

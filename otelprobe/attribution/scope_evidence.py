@@ -9,34 +9,47 @@ vantages, a path fault on neither. And a fault reaches only targets that can sho
 HTTP targets), so the vantage side is also counted over the targets probed the same way (same
 kind): the share then does not depend on how many DNS or TCP targets a vantage happens to probe.
 
+The same shares are also taken over the last RECENT_WINDOWS windows (`*_recent_share`): a fault
+that hits a share of requests (loss at 10 %, a 5xx at 30 %) shows its symptom on each neighbour
+in some windows, not every one, so one window's share undercounts a vantage- or target-wide fault.
+A neighbour counts when its own signature showed the cause in this window or one of its last two
+(features.py keeps each series' recent signatures, and the sidecar saves them across a restart).
+
 `add_cause_evidence` adds, per cause, `{feature}.{cause}` columns to a window table (all series
 of each window slot present, as features.py builds it); `model.scope_inputs` picks each row's
-candidate cause's column. Stateless: one window slot at a time, as the sidecar computes it.
+candidate cause's column. Each window slot is computed on its own, as the sidecar computes it; the
+recent signatures come in as an argument.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import numpy as np
+import pandas as pd
 
 from otelprobe.causes import ROOT_CAUSES
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-CAUSE_EVIDENCE_FEATURES: Final = (
+SAME_WINDOW_EVIDENCE_FEATURES: Final = (
     "vantage_kin_same_cause_share",
     "vantage_same_cause_share",
     "target_same_cause_share",
 )
+"""The shares over neighbours' signatures in this window only."""
+RECENT_EVIDENCE_FEATURES: Final = (
+    "vantage_kin_same_cause_recent_share",
+    "vantage_same_cause_recent_share",
+    "target_same_cause_recent_share",
+)
+"""The same shares over neighbours' signatures in this window or one of their last two."""
+CAUSE_EVIDENCE_FEATURES: Final = SAME_WINDOW_EVIDENCE_FEATURES + RECENT_EVIDENCE_FEATURES
 """Scope features whose value depends on the candidate cause (a column per cause in the table)."""
 
-_GROUPS: Final = {
-    "vantage_kin_same_cause_share": ("window_start_ns", "vantage", "kind"),
-    "vantage_same_cause_share": ("window_start_ns", "vantage"),
-    "target_same_cause_share": ("window_start_ns", "target"),
-}
+_GROUP_KEYS: Final = (
+    ("window_start_ns", "vantage", "kind"),
+    ("window_start_ns", "vantage"),
+    ("window_start_ns", "target"),
+)
 
 
 def column_of(feature: str, cause: str) -> str:
@@ -74,23 +87,33 @@ def cause_signatures(frame: pd.DataFrame) -> np.ndarray:
     return np.column_stack([signs[cause] for cause in ROOT_CAUSES]).astype(np.float64)
 
 
-def add_cause_evidence(frame: pd.DataFrame) -> pd.DataFrame:
+def add_cause_evidence(
+    frame: pd.DataFrame,
+    recent_signatures: np.ndarray | None = None,
+    signatures: np.ndarray | None = None,
+) -> pd.DataFrame:
     """`frame` with a `{feature}.{cause}` column per CAUSE_EVIDENCE_FEATURES and cause: the share of
-    the row's neighbours (excluding itself) with the cause's symptom; NaN with no neighbour."""
+    the row's neighbours (excluding itself) with the cause's symptom; NaN with no neighbour.
+
+    `recent_signatures` (n x 11, `cause_signatures` of each row's series OR-ed over this window and
+    its last two) feeds the `*_recent_share` features; without it (a table with no history) they
+    equal the same-window shares. `signatures`: the rows' own `cause_signatures`, when the caller
+    has them already."""
     if frame.empty:
         for feature in CAUSE_EVIDENCE_FEATURES:
             for cause in ROOT_CAUSES:
                 frame[column_of(feature, cause)] = np.zeros(0)
         return frame
-    signs = cause_signatures(frame)
+    signs = cause_signatures(frame) if signatures is None else signatures
+    recent = signs if recent_signatures is None else np.asarray(recent_signatures, dtype=np.float64)
+    codes_of = [frame.groupby(list(keys), sort=False).ngroup().to_numpy() for keys in _GROUP_KEYS]
     columns: dict[str, np.ndarray] = {}
-    for feature, keys in _GROUPS.items():
-        codes = frame.groupby(list(keys), sort=False).ngroup().to_numpy()
-        peers = np.bincount(codes)[codes] - 1
-        for j, cause in enumerate(ROOT_CAUSES):
-            others = np.bincount(codes, weights=signs[:, j])[codes] - signs[:, j]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                columns[column_of(feature, cause)] = np.where(peers > 0, others / peers, np.nan)
-    for name, values in columns.items():
-        frame[name] = values
-    return frame
+    for features, shown in ((SAME_WINDOW_EVIDENCE_FEATURES, signs), (RECENT_EVIDENCE_FEATURES, recent)):
+        for feature, codes in zip(features, codes_of, strict=True):
+            peers = np.bincount(codes)[codes] - 1
+            for j, cause in enumerate(ROOT_CAUSES):
+                others = np.bincount(codes, weights=shown[:, j])[codes] - shown[:, j]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    columns[column_of(feature, cause)] = np.where(peers > 0, others / peers, np.nan)
+    kept = frame.drop(columns=[name for name in columns if name in frame])
+    return pd.concat([kept, pd.DataFrame(columns, index=frame.index)], axis=1)

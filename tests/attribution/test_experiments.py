@@ -242,3 +242,14 @@ def test_every_case_joins_its_incident(
     assert np.isclose(
         (by_band["ac1"] * by_band["cases"]).sum() / by_band["cases"].sum(), (pred["true_rank"] == 1).mean()
     )
+
+
+def test_scope_cross_validation_sees_what_the_neighbour_evidence_is_worth(table: WindowTable) -> None:
+    neighbours = [
+        c for c in table.frame.columns if c.startswith(("vantage_", "target_")) and c != "vantage_peers_log"
+    ]
+    with_evidence = experiments.scope_cross_validation(table, folds=3, rounds=FEW_ROUNDS)
+    blind = experiments.scope_cross_validation(table, neighbours, folds=3, rounds=FEW_ROUNDS)
+    # Without any neighbour's symptoms the scope model can only guess from the series itself.
+    assert 0.0 < blind < with_evidence <= 1.0
+    assert with_evidence > 0.8

@@ -16,98 +16,7 @@ from otelprobe.attribution.features import FEATURE_NAMES, FeatureEngine, feature
 from otelprobe.attribution.labels import AMBIGUOUS, HEALTHY, window_labels
 from otelprobe.attribution.records import ProbeRecord, records_frame
 from otelprobe.attribution.windows import assign_windows, auto_window_s
-
-T0_NS = 1_800_000_000_000_000_000
-SECOND_NS = 1_000_000_000
-NAN = math.nan
-
-
-def https_probe(
-    target: str,
-    vantage: str,
-    start_s: float,
-    rtt_s: float,
-    *,
-    dns_s: float | None = None,
-    connect_s: float | None = None,
-    tls_s: float | None = None,
-    ttfb_s: float | None = None,
-    transfer_s: float = 0.0005,
-    error: str | None = None,
-    detail: str | None = None,
-    failed_phase: str | None = None,
-    lab_cause: str | None = None,
-    rng: random.Random | None = None,
-) -> ProbeRecord:
-    """An HTTPS probe over a path of `rtt_s`: DNS, connect and TLS one round trip each, TTFB one
-    round trip plus 1 ms of server time (a little jitter from `rng`)."""
-    jitter = (lambda: rng.uniform(0, 0.0002)) if rng else (lambda: 0.0)
-    dns = rtt_s + jitter() if dns_s is None else dns_s
-    connect = rtt_s + jitter() if connect_s is None else connect_s
-    tls = rtt_s + jitter() if tls_s is None else tls_s
-    ttfb = rtt_s + 0.001 + jitter() if ttfb_s is None else ttfb_s
-    total = dns + connect + tls + ttfb + transfer_s
-    start_ns = T0_NS + round(start_s * SECOND_NS)
-    return ProbeRecord(
-        trace_id=f"{random.getrandbits(128):032x}",
-        span_id=f"{random.getrandbits(64):016x}",
-        target=target,
-        vantage=vantage,
-        kind="http",
-        start_ns=start_ns,
-        end_ns=start_ns + round(total * SECOND_NS),
-        total_s=total,
-        success=error is None,
-        attempt=1,
-        error_type=error,
-        error_detail=detail,
-        failed_phase=failed_phase,
-        status_code=NAN if error else 200.0,
-        body_bytes=NAN if error else 4096.0,
-        cert_remaining_s=NAN,
-        tls_version="1.3",
-        dns_s=dns,
-        connect_s=connect,
-        tls_s=tls,
-        request_s=0.00001,
-        ttfb_s=ttfb,
-        transfer_s=transfer_s,
-        other_s=NAN,
-        connect_attempts=1,
-        dns_attempts=1.0,
-        phases_ok=error is None,
-        lab_cause=lab_cause,
-        lab_scope="path" if lab_cause else None,
-        lab_incident=1.0 if lab_cause else NAN,
-        lab_causes=None,
-    )
-
-
-def series(
-    rtt_s: float,
-    healthy_s: int,
-    faulty_s: int,
-    fault: dict[str, float],
-    target: str = "api",
-    vantage: str = "eu",
-) -> list[ProbeRecord]:
-    """One probe a second: `healthy_s` healthy seconds, then `faulty_s` with `fault` applied
-    (phase -> seconds added)."""
-    rng = random.Random(1)
-    out = []
-    for second in range(healthy_s + faulty_s):
-        probe = https_probe(target, vantage, second + 0.1, rtt_s, rng=rng)
-        if second >= healthy_s:
-            probe = replace(
-                probe,
-                dns_s=probe.dns_s + fault.get("dns", 0.0),
-                connect_s=probe.connect_s + fault.get("connect", 0.0),
-                tls_s=probe.tls_s + fault.get("tls", 0.0),
-                ttfb_s=probe.ttfb_s + fault.get("ttfb", 0.0),
-                lab_cause="fault",
-            )
-        out.append(probe)
-    return out
+from tests.support.probe_records import NAN, SECOND_NS, T0_NS, https_probe, offline_and_live, series
 
 
 def features_of(records: list[ProbeRecord], window_s: float = 2.0) -> pd.DataFrame:
@@ -229,18 +138,7 @@ def test_the_schema_has_no_absolute_latency_or_identity() -> None:
 def test_offline_and_window_by_window_give_the_same_features() -> None:
     """The live sidecar feeds one window slot at a time; the result must equal the offline pass."""
     records = series(0.01, 30, 6, {"ttfb": 0.05}) + series(0.02, 30, 6, {}, "b", "eu")
-    frame = assign_windows(records_frame(records), 2.0)
-    offline = FeatureEngine().features(frame, 2.0)
-    engine = FeatureEngine()
-    live = pd.concat(
-        [engine.features(part, 2.0) for _, part in frame.groupby("window_start_ns", sort=True)],
-        ignore_index=True,
-    )
-    key = ["window_start_ns", "target", "vantage"]
-    offline, live = (
-        offline.sort_values(key).reset_index(drop=True),
-        live.sort_values(key).reset_index(drop=True),
-    )
+    offline, live = offline_and_live(assign_windows(records_frame(records), 2.0))
     np.testing.assert_allclose(
         np.nan_to_num(feature_matrix(offline)), np.nan_to_num(feature_matrix(live)), rtol=1e-9, atol=1e-9
     )

@@ -36,20 +36,6 @@ SYMPTOM_WORDS: Final = {
     "tls": "with a slower TLS handshake",
     "transfer": "with a slower body transfer",
 }
-CAUSE_SYMPTOM_WORDS: Final = {
-    "dns_latency": "a slower DNS lookup",
-    "dns_failure": "DNS errors",
-    "network_latency": "a slower TCP connect",
-    "packet_loss": "stalls, retries or timeouts",
-    "bandwidth_limit": "a slower body transfer",
-    "tls_slow": "a slower TLS handshake",
-    "certificate_invalid": "certificate errors",
-    "backend_slow": "a slower TTFB or timeouts",
-    "http_error": "HTTP error answers",
-    "target_unreachable": "refused or timed-out connects",
-    "content_mismatch": "failed content checks",
-}
-"""What each cause leaves on a probe (scope_evidence.cause_signatures), for the neighbour shares."""
 MAX_EVIDENCE: Final = 4
 
 
@@ -108,9 +94,6 @@ def _share_of(row: Mapping[str, Any], feature: str) -> str:
 
 def _missing(feature: str, row: Mapping[str, Any]) -> str:
     """Words for a feature the window has no value of (LightGBM scores missing values too)."""
-    if "_kin_same_cause_" in feature:
-        kind = row.get("kind") or "same-kind"
-        return f"no other {kind} targets from this vantage to compare with in this window"
     for side, neighbours in (("vantage", "targets from this vantage"), ("target", "vantages of this target")):
         if feature.startswith(f"{side}_"):
             return f"no other {neighbours} to compare with in this window"
@@ -179,8 +162,6 @@ def _describe(feature: str, row: Mapping[str, Any], value: float) -> str:
 def _words_of(feature: str) -> Words:
     """Which sentence `feature` gets depends on its name only: decided once per feature, not once
     per window (the string matching cost more than the words)."""
-    if "_same_cause_" in feature:
-        return _same_cause_words(feature)
     for side in ("vantage", "target"):
         prefix = f"{side}_"
         if feature.startswith(prefix) and feature.endswith("_share"):
@@ -236,30 +217,6 @@ def _neighbour_words(side: str, symptom: str) -> Words:
             vantage = row.get("vantage", "?")
             return f"{count} of {peers} other targets seen from {vantage} {symptom_words} {when}"
         return f"{count} of {peers} other vantages of {row.get('target', '?')} {symptom_words} {when}"
-
-    return words
-
-
-def _same_cause_words(feature: str) -> Words:
-    """`{side}[_kin]_same_cause[_recent]_share.{cause}` (scope_evidence.py) in words."""
-    name, _, cause = feature.partition(".")
-    symptom = CAUSE_SYMPTOM_WORDS.get(cause, cause.replace("_", " "))
-    when = "in this or their last two windows" if "_recent_" in name else "in this window"
-    side = name.split("_", 1)[0]
-
-    def words(row: Mapping[str, Any]) -> str:
-        share = _num(row, feature)
-        if "_kin_" in name:
-            kind, vantage = row.get("kind") or "same-kind", row.get("vantage", "?")
-            return f"{share:.0%} of the other {kind} targets seen from {vantage} show {symptom} {when}"
-        peers = int(_num(row, f"{side}_peers") or 0)
-        count = round(share * peers)
-        show = "shows" if count == 1 else "show"
-        if side == "vantage":
-            seen = f"other targets seen from {row.get('vantage', '?')}"
-        else:
-            seen = f"other vantages of {row.get('target', '?')}"
-        return f"{count} of {peers} {seen} {show} {symptom} {when}"
 
     return words
 

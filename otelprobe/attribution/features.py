@@ -34,11 +34,7 @@ from otelprobe.attribution.aggregates import (
     aggregate_windows,
 )
 from otelprobe.attribution.baseline_store import BaselineStore, Snapshots, concat_snapshots
-from otelprobe.attribution.scope_evidence import (
-    CAUSE_EVIDENCE_COLUMNS,
-    add_cause_evidence,
-    cause_signatures,
-)
+from otelprobe.attribution.scope_evidence import add_cause_evidence, cause_signatures
 from otelprobe.attribution.windows import assign_windows, window_ns_of
 
 if TYPE_CHECKING:
@@ -67,7 +63,7 @@ def _phase_features(phase: str) -> list[str]:
     ]
 
 
-BASE_FEATURES: Final[tuple[str, ...]] = tuple(
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
     [name for phase in PHASES for name in _phase_features(phase)]
     + [f"{phase}_delta_share" for phase in COMPONENT_PHASES]
     + ["dominant_" + phase + "_share" for phase in COMPONENT_PHASES]
@@ -92,12 +88,7 @@ BASE_FEATURES: Final[tuple[str, ...]] = tuple(
     + [f"vantage_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
     + [f"target_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
 )
-"""The window's own features and its neighbours' symptoms: the gate's inputs (with the z-scores),
-and the cause model's until it also read the cause-specific neighbour shares."""
-FEATURE_NAMES: Final[tuple[str, ...]] = BASE_FEATURES + CAUSE_EVIDENCE_COLUMNS
-"""The ordered feature schema (the contract with models/): BASE_FEATURES, then, for every cause,
-the share of neighbours showing that cause's own symptom, in this window and over the last three
-(scope_evidence.py)."""
+"""The ordered feature schema (the contract with models/)."""
 
 INPUT_COLUMNS: Final = (
     "target",
@@ -156,8 +147,9 @@ class FeatureEngine:
         frame = _own_features(rec, agg, groups, snapshots)
         signatures = cause_signatures(frame)
         recent_signatures = self._mark_recent(frame, window_ns_of(window_s), signatures)
-        cross = _add_cross_series(frame)
-        return add_cause_evidence(cross, recent_signatures, signatures)  # scope_evidence.py
+        return add_cause_evidence(
+            _add_cross_series(frame), recent_signatures, signatures
+        )  # scope_evidence.py
 
     def _mark_recent(self, frame: pd.DataFrame, window_ns: int, signatures: np.ndarray) -> np.ndarray:
         """`rsym_<symptom>`: the symptom in this window or one of the series' last RECENT_WINDOWS;

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from otelprobe import __version__
-from otelprobe.attribution.features import BASE_FEATURES, FEATURE_NAMES
+from otelprobe.attribution.features import FEATURE_NAMES
 from otelprobe.attribution.scope_evidence import (
     CAUSE_EVIDENCE_FEATURES,
     SAME_WINDOW_EVIDENCE_FEATURES,
@@ -83,13 +83,11 @@ cause's own symptom in this window and over the last three (scope_evidence.py), 
 series is, and the candidate cause."""
 KNOWN_SCOPE_FEATURES: Final = (SCOPE_FEATURES, SAME_WINDOW_SCOPE_FEATURES, LEGACY_SCOPE_FEATURES)
 
-GATE_FEATURES: Final[tuple[str, ...]] = BASE_FEATURES + tuple(
+GATE_FEATURES: Final[tuple[str, ...]] = FEATURE_NAMES + tuple(
     f"{phase}_p50_z" for phase in ("dns", "connect", "tls", "request", "ttfb", "transfer", "other", "total")
 )
-"""The gate's inputs: the window's own features and its neighbours' symptoms plus how far each
-phase is from the series' own noise (robust z-scores against its baseline spread). The
-cause-specific neighbour shares the cause model reads are not among them: the gate was kept as it
-was when they were added (a gate on them was not measured)."""
+"""The gate's inputs: the cause schema plus how far each phase is from the series' own noise
+(robust z-scores against its baseline spread)."""
 GATE_THRESHOLD: Final = 0.5
 
 DEFAULT_PARAMS: Final[dict[str, Any]] = {

@@ -56,14 +56,6 @@ def column_of(feature: str, cause: str) -> str:
     return f"{feature}.{cause}"
 
 
-CAUSE_EVIDENCE_COLUMNS: Final = tuple(
-    column_of(feature, cause) for feature in CAUSE_EVIDENCE_FEATURES for cause in ROOT_CAUSES
-)
-"""Every cause's column of every cause-specific share: the cause model reads them all (a
-vantage- or target-wide fault shows its own symptom on the neighbours, whatever the scope model
-then says), the scope model the candidate cause's."""
-
-
 def _any(frame: pd.DataFrame, *columns: str) -> np.ndarray:
     found = np.zeros(len(frame), dtype=bool)
     for column in columns:

@@ -34,22 +34,3 @@ def test_a_neighbours_recent_symptom_says_recent() -> None:
         "2 of 5 other targets seen from eu-1 failing in this or a recent window"
     )
     assert describe("target_slow_share", row) == "2 of 5 other vantages of api degraded in this window"
-
-
-def test_neighbours_showing_a_causes_own_symptom_say_which_symptom_and_when() -> None:
-    row = {**_window(0.4), "kind": "http"}
-    assert describe("vantage_same_cause_share.http_error", row) == (
-        "2 of 5 other targets seen from eu-1 show HTTP error answers in this window"
-    )
-    assert describe(
-        "target_same_cause_recent_share.packet_loss",
-        {**row, "target_peers": 2, "target_same_cause_recent_share.packet_loss": 0.5},
-    ) == ("1 of 2 other vantages of api shows stalls, retries or timeouts in this or their last two windows")
-    assert describe("vantage_kin_same_cause_share.dns_latency", row) == (
-        "40% of the other http targets seen from eu-1 show a slower DNS lookup in this window"
-    )
-    # No other target of the kind: said so, not "nan%".
-    missing = {**row, "vantage_kin_same_cause_share.dns_latency": float("nan")}
-    assert describe("vantage_kin_same_cause_share.dns_latency", missing) == (
-        "no other http targets from this vantage to compare with in this window"
-    )

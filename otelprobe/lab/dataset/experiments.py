@@ -310,29 +310,18 @@ def tuning_grid(tables: Tables, grid: Iterable[Mapping[str, Any]]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True, slots=True)
-class CrossValidation:
-    """What `cross_validation` measured on the left-out cases of every fold."""
-
-    cases: int
-    cause_ac1: float
-    """The top cause is one of the window's labeled causes (as AC@1 in metrics.py)."""
-    scope_for_true_cause: float
-    """The scope given for the labeled cause is its scope."""
-
-
-def cross_validation(
+def scope_cross_validation(
     table: WindowTable,
     dropped: Sequence[str] = (),
     *,
     folds: int = 4,
     rounds: int = DEFAULT_ROUNDS,
-) -> CrossValidation:
-    """Cause and scope accuracy by `folds`-fold cross-validation on `table` split by incident
-    (scikit-learn's GroupKFold; a healthy window is grouped with its series' minute): each fold's
-    model (`train_model`, the features in `dropped` removed as `without_features` does) scores the
-    left-out cases (`scoring_windows`, before the gate). What the training recordings alone say
-    about a feature, before any held-out campaign is looked at."""
+) -> float:
+    """Scope accuracy for the true cause, by `folds`-fold cross-validation on `table` split by
+    incident (scikit-learn's GroupKFold; a healthy window is grouped with its series' minute):
+    each fold's model (`train_model`, the features in `dropped` removed as `without_features`
+    does) gives the scope of the labeled cause on the left-out cases (`scoring_windows`). What the
+    training recordings alone say about a scope input, before any held-out campaign is looked at."""
     from sklearn.model_selection import GroupKFold
 
     frame = without_features(table.frame, dropped).reset_index(drop=True)
@@ -343,23 +332,16 @@ def cross_validation(
     )
     cases = scoring_windows(frame)
     scope_index = {scope: i for i, scope in enumerate(SCOPES)}
-    cause_hits: list[bool] = []
-    scope_hits: list[np.ndarray] = []
+    hits: list[np.ndarray] = []
     for fit_rows, test_rows in GroupKFold(folds).split(frame, groups=groups):
         model = train_model(frame.iloc[fit_rows], window_s=table.window_s, rounds=rounds)
         rows = frame.iloc[test_rows][cases[test_rows]]
-        top = np.asarray(ROOT_CAUSES)[model.cause_scores(feature_matrix(rows)).argmax(axis=1)]
-        cause_hits += [str(t) in labeled for t, labeled in zip(top, _cause_sets(rows), strict=True)]
         scopes = model.scopes_for_every_cause(rows)
         causes = rows["label"].map(CAUSE_INDEX).to_numpy(dtype=np.int64)
         predicted = scopes[np.arange(len(rows)), causes].argmax(axis=1)
         truth = rows["label_scope"].fillna("path").map(scope_index).to_numpy(dtype=np.int64)
-        scope_hits.append(predicted == truth)
-    return CrossValidation(
-        cases=len(cause_hits),
-        cause_ac1=float(np.mean(cause_hits)),
-        scope_for_true_cause=float(np.concatenate(scope_hits).mean()),
-    )
+        hits.append(predicted == truth)
+    return float(np.concatenate(hits).mean())
 
 
 def gain_importance(model: AttributionModel) -> pd.Series:

@@ -147,9 +147,8 @@ class FeatureEngine:
         frame = _own_features(rec, agg, groups, snapshots)
         signatures = cause_signatures(frame)
         recent_signatures = self._mark_recent(frame, window_ns_of(window_s), signatures)
-        return add_cause_evidence(
-            _add_cross_series(frame), recent_signatures, signatures
-        )  # scope_evidence.py
+        cross = _add_cross_series(frame)
+        return add_cause_evidence(cross, recent_signatures, signatures)  # scope_evidence.py
 
     def _mark_recent(self, frame: pd.DataFrame, window_ns: int, signatures: np.ndarray) -> np.ndarray:
         """`rsym_<symptom>`: the symptom in this window or one of the series' last RECENT_WINDOWS;

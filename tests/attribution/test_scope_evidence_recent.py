@@ -21,7 +21,7 @@ from otelprobe.attribution.model import (
     scope_inputs,
     scope_inputs_per_cause,
 )
-from otelprobe.attribution.records import read_records, records_frame
+from otelprobe.attribution.records import records_frame
 from otelprobe.attribution.scope_evidence import (
     RECENT_EVIDENCE_FEATURES,
     SAME_WINDOW_EVIDENCE_FEATURES,
@@ -29,7 +29,7 @@ from otelprobe.attribution.scope_evidence import (
 )
 from otelprobe.attribution.windows import assign_windows
 from otelprobe.causes import ROOT_CAUSES
-from tests.support.probe_records import SECOND_NS, T0_NS, offline_and_live, series
+from tests.support.probe_records import SECOND_NS, T0_NS, offline_and_live, recording_windows, series
 
 EVAL_402 = Path(__file__).resolve().parents[2] / "data" / "lab" / "eval-402" / "traces.jsonl.gz"
 SAME = column_of("vantage_same_cause_share", "backend_slow")
@@ -68,10 +68,7 @@ def test_a_neighbours_symptom_counts_for_its_next_two_windows_then_not() -> None
 
 
 def test_live_window_by_window_equals_the_offline_table_on_a_recording() -> None:
-    records, _ = read_records([str(EVAL_402)])
-    frame = assign_windows(records.sort_values("start_ns", kind="stable").reset_index(drop=True), 2.0)
-    first = sorted(frame["window_start_ns"].unique())[:60]
-    offline, live = offline_and_live(frame[frame["window_start_ns"].isin(first)])
+    offline, live = offline_and_live(recording_windows(EVAL_402, 60))
     columns = [column_of(f, c) for f in RECENT_EVIDENCE_FEATURES for c in ROOT_CAUSES]
     np.testing.assert_array_equal(offline[columns].to_numpy(), live[columns].to_numpy())
     # Over the last windows a neighbour shows at least what it shows now, and on a recording with

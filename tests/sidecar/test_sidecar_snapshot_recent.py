@@ -11,20 +11,18 @@ import numpy as np
 import pandas as pd
 
 from otelprobe.attribution.features import FeatureEngine
-from otelprobe.attribution.records import read_records
 from otelprobe.attribution.scope_evidence import CAUSE_EVIDENCE_FEATURES, column_of
-from otelprobe.attribution.windows import assign_windows
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.sidecar import snapshot
+from tests.support.probe_records import recording_windows
 
 EVAL_402 = Path(__file__).resolve().parents[2] / "data" / "lab" / "eval-402" / "traces.jsonl.gz"
 EVIDENCE = [column_of(f, c) for f in CAUSE_EVIDENCE_FEATURES for c in ROOT_CAUSES]
 
 
 def _slots() -> list[pd.DataFrame]:
-    records, _ = read_records([str(EVAL_402)])
-    frame = assign_windows(records.sort_values("start_ns", kind="stable").reset_index(drop=True), 2.0)
-    return [part for _, part in frame.groupby("window_start_ns", sort=True)][:50]
+    frame = recording_windows(EVAL_402, 50)
+    return [part for _, part in frame.groupby("window_start_ns", sort=True)]
 
 
 def test_restart_between_windows_keeps_the_recent_neighbour_evidence() -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
 from otelprobe.attribution.features import FeatureEngine
-from otelprobe.attribution.records import ProbeRecord
+from otelprobe.attribution.records import ProbeRecord, read_records
+from otelprobe.attribution.windows import assign_windows
 
 T0_NS = 1_800_000_000_000_000_000
 SECOND_NS = 1_000_000_000
@@ -116,3 +118,11 @@ def offline_and_live(frame: pd.DataFrame, window_s: float = 2.0) -> tuple[pd.Dat
     )
     key = ["window_start_ns", "target", "vantage"]
     return offline.sort_values(key).reset_index(drop=True), live.sort_values(key).reset_index(drop=True)
+
+
+def recording_windows(path: Path, windows: int, window_s: float = 2.0) -> pd.DataFrame:
+    """The records of a recording in start order, windowed, its first `windows` window slots."""
+    records, _ = read_records([str(path)])
+    frame = assign_windows(records.sort_values("start_ns", kind="stable").reset_index(drop=True), window_s)
+    first = sorted(frame["window_start_ns"].unique())[:windows]
+    return frame[frame["window_start_ns"].isin(first)]

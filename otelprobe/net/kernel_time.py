@@ -118,6 +118,21 @@ def enable_rx_timestamps(sock: socket.socket) -> bool:
 _OFFSET_READINGS: Final = 5
 _OFFSET_MAX_AGE_NS: Final = 1_000_000_000
 _offset_cache: list[int] = [0, -_OFFSET_MAX_AGE_NS - 1]  # [offset, taken at (perf_counter_ns)]
+_STEP_TOLERANCE_NS: Final = 100_000
+"""An offset that moved more than this (plus the reading's own uncertainty) was moved by a step of
+the wall clock; a phase edge off by less is well inside the 1 ms the timing is held to."""
+_STEP_CHECK_TRIES: Final = 3
+_STEP_CHECK_MAX_WIDTH_NS: Final = 20_000
+"""A reading whose bracket is wider (the thread was preempted inside it) cannot tell."""
+
+
+def _offset_reading() -> tuple[int, int]:
+    """(CLOCK_REALTIME - CLOCK_MONOTONIC, the bracket's width): one realtime read between two
+    monotonic ones."""
+    before = time.perf_counter_ns()
+    real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    after = time.perf_counter_ns()
+    return real - (before + after) // 2, after - before
 
 
 def realtime_offset_ns() -> int:
@@ -127,28 +142,46 @@ def realtime_offset_ns() -> int:
     the bracket would shift every stamp of a connection by the preemption (milliseconds on a busy
     machine, enough to make a short phase negative), so the tightest of several brackets wins.
     Both clocks are slewed alike by NTP: the offset moves only when the wall clock is stepped, so
-    one value serves the whole process for up to a second.
+    one value serves the whole process for up to a second (a step seen by `rx_stamp_ns` ends it).
     """
     now = time.perf_counter_ns()
     if now - _offset_cache[1] < _OFFSET_MAX_AGE_NS:
         return _offset_cache[0]
     best_width, best_offset = None, 0
     for _ in range(_OFFSET_READINGS):
-        before = time.perf_counter_ns()
-        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        after = time.perf_counter_ns()
-        if best_width is None or after - before < best_width:
-            best_width, best_offset = after - before, real - (before + after) // 2
+        offset, width = _offset_reading()
+        if best_width is None or width < best_width:
+            best_width, best_offset = width, offset
     _offset_cache[0], _offset_cache[1] = best_offset, now
     return best_offset
 
 
+def clock_stepped_since(offset_ns: int) -> bool:
+    """Whether the wall clock was stepped (settimeofday, a time daemon's step) since `offset_ns`
+    was read: the offset now differs by more than `_STEP_TOLERANCE_NS`. A step ends the cached
+    offset, so the next connection reads a fresh one. False when every reading was preempted
+    (it cannot tell; three tight brackets cost ~0.5 us)."""
+    for _ in range(_STEP_CHECK_TRIES):
+        offset, width = _offset_reading()
+        if width <= _STEP_CHECK_MAX_WIDTH_NS:
+            if abs(offset - offset_ns) <= _STEP_TOLERANCE_NS + width:
+                return False
+            _offset_cache[1] = -_OFFSET_MAX_AGE_NS - 1
+            return True
+    return False
+
+
 def rx_stamp_ns(ancillary: list[tuple[int, int, bytes]], offset_ns: int) -> int | None:
-    """The kernel receive time (perf_counter_ns clock) in recvmsg's ancillary data, if any."""
+    """The kernel receive time (perf_counter_ns clock) in recvmsg's ancillary data, if any.
+
+    None also when the wall clock was stepped since `offset_ns` was read: the stamp is wall-clock
+    time from one side of the step or the other, and which one cannot be told, so the caller
+    takes the time of the read, as for a socket without stamps (later, never wrong by the step).
+    """
     stamp = _realtime_stamp_ns(ancillary)
-    if stamp is None:
+    if stamp is None or clock_stepped_since(offset_ns):
         return None
-    # Never later than now: guards against a wall-clock step since the offset was taken.
+    # Never later than now (a step smaller than the tolerance).
     return min(stamp - offset_ns, time.perf_counter_ns())
 
 

@@ -173,3 +173,41 @@ def test_kernel_keeps_stamping_between_connections() -> None:
     # 200 us: slack for the realtime -> monotonic offset; a stamp taken at the read is 30 ms late.
     assert before_ns - 200_000 <= stamp <= after_ns + 200_000, "stamped on arrival"
     assert read_ns - stamp > 25_000_000
+
+
+async def test_after_a_wall_clock_step_a_read_takes_its_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernel stamps are wall-clock time. Once the wall clock has been stepped (a time daemon, an
+    operator) a stamp cannot be put on the monotonic clock, since it may come from either side of
+    the step: the read's own time is used, and the next offset is read anew. The step is made by
+    moving CLOCK_REALTIME as this process reads it; stepping the host's clock would disturb
+    everything else running on it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        client.setblocking(False)
+        receiver = StampedReceiver(client, asyncio.get_running_loop())
+        server.send(b"before")
+        time.sleep(0.03)
+        read_from = time.perf_counter_ns()
+        data, arrival = await receiver.receive(100)
+        assert data == b"before" and read_from - arrival > 20_000_000, "the kernel's stamp, no step yet"
+
+        offset = realtime_offset_ns()
+        real_clock = time.clock_gettime_ns
+        step_ns = 50_000_000
+
+        def stepped(clock: int) -> int:
+            return real_clock(clock) + (step_ns if clock == time.CLOCK_REALTIME else 0)
+
+        monkeypatch.setattr(time, "clock_gettime_ns", stepped)
+        server.send(b"after")
+        time.sleep(0.03)
+        read_from = time.perf_counter_ns()
+        data, arrival = await receiver.receive(100)
+        assert data == b"after"
+        assert arrival >= read_from, "a stamp across a step is not trusted: the read's time"
+        assert abs(realtime_offset_ns() - (offset + step_ns)) < 1_000_000, "the offset is read anew"
+    finally:
+        for sock in (server, client, listener):
+            sock.close()

@@ -12,6 +12,7 @@ import pytest
 from otelprobe.net.connection import timed_connect
 from otelprobe.net.kernel_time import (
     StampedReceiver,
+    clock_stepped_since,
     enable_rx_timestamps,
     handshake_end_ns,
     hold_rx_timestamping,
@@ -208,6 +209,10 @@ async def test_after_a_wall_clock_step_a_read_takes_its_own_time(monkeypatch: py
         assert data == b"after"
         assert arrival >= read_from, "a stamp across a step is not trusted: the read's time"
         assert abs(realtime_offset_ns() - (offset + step_ns)) < 1_000_000, "the offset is read anew"
+        # Stepping back is a step too (and leaves no stepped offset behind for the next test).
+        monkeypatch.undo()
+        assert clock_stepped_since(offset + step_ns)
+        assert abs(realtime_offset_ns() - offset) < 1_000_000
     finally:
         for sock in (server, client, listener):
             sock.close()

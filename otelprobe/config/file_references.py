@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from otelprobe.config.document import Document, PathKey, format_path
+from otelprobe.config.problems import shorten
 from otelprobe.errors import ConfigProblem
 
 FILE_KEYS = frozenset({"ca_file", "client_cert", "client_key"})
@@ -32,7 +33,7 @@ def unreadable_files(doc: Document, filename: str) -> list[ConfigProblem]:
         reason = _unreadable(Path(value))
         if reason:
             where = "" if Path(value).is_absolute() else f" (relative to the working directory {Path.cwd()})"
-            message = f"cannot read {value!r}{where}: {reason}"
+            message = shorten(f"cannot read {value!r}{where}: {reason}")  # a path can be 100 kB
             problems.append(ConfigProblem(filename, doc.lines.get(path), format_path(path), message))
     return problems
 

@@ -21,6 +21,7 @@ from typing import Final, Protocol
 from otelprobe.config import load
 from otelprobe.config.file_references import unreadable_in
 from otelprobe.config.models import Config
+from otelprobe.config.problems import shorten
 from otelprobe.errors import ConfigError
 from otelprobe.net.kernel_time import hold_rx_timestamping
 from otelprobe.probes import PROBE_TYPES
@@ -280,8 +281,8 @@ def _warn_unreadable_files(targets: list[ProbeConfigBase]) -> None:
     # Files are loaded per attempt (a renewed or late-mounted one is picked up); say it once here.
     for path, (reason, count) in unreadable_in(targets).items():
         log.warning(
-            "TLS file %r cannot be read (%s): %d target(s) fail with tls_config_invalid until it can",
-            path,
+            "TLS file %s cannot be read (%s): %d target(s) fail with tls_config_invalid until it can",
+            shorten(repr(path)),
             reason,
             count,
         )

@@ -21,7 +21,6 @@ lesson leans on; to compare two schemas, run it in both checkouts.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -37,9 +36,9 @@ CAMPAIGN = "eval-402"
 
 
 def tables() -> tuple[Any, Any]:
-    from otelprobe.attribution.table_cache import read_table_cached
+    from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "otelprobe" / "window-tables"
+    cache = default_cache_dir()
     lab = read_table_cached([REPO / "data/lab/train-101/traces.jsonl.gz"], cache)
     production = read_table_cached([REPO / f"data/lab/{CAMPAIGN}/traces.jsonl.gz"], cache)
     return lab, production

@@ -53,10 +53,10 @@ def training_table(windows: int, seed: int) -> Any:
     import pandas as pd
     from train_speed import stacked
 
-    from otelprobe.attribution.table_cache import read_table_cached
+    from otelprobe.attribution.table_cache import default_cache_dir, read_table_cached
     from otelprobe.attribution.train import WEIGHT_COLUMN
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "otelprobe" / "window-tables"
+    cache = default_cache_dir()
     lab = read_table_cached([REPO / "data/lab/train-101/traces.jsonl.gz"], cache).frame
     production = read_table_cached([REPO / "data/lab/eval-402/traces.jsonl.gz"], cache).frame
     confirmed = production[production["warm"] & (production["label"] == "bandwidth_limit")].copy()

@@ -136,6 +136,16 @@ def _replace(data: Any, path: tuple[Any, ...], value: Any) -> Any:
     return copy
 
 
+def _written(data: Any, directory: Path, stem: str, as_json: bool) -> Path:
+    """`data` as a config file of either format, as a user might write it."""
+    target = directory / f"{stem}.{'json' if as_json else 'yaml'}"
+    if as_json:
+        target.write_text(json.dumps(data, indent=1, allow_nan=True))
+    else:
+        target.write_text(yaml.safe_dump(data, allow_unicode=True, width=1_000_000))
+    return target
+
+
 # A failing example holding the 100 kB string has a repr hypothesis warns about: let it print the
 # example and the failure instead of stopping at the warning.
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")
@@ -144,12 +154,7 @@ def _replace(data: Any, path: tuple[Any, ...], value: Any) -> Any:
 def test_a_wrong_value_at_any_path_is_a_located_problem(
     tmp_path: Path, path: tuple[Any, ...], value: Any, as_json: bool
 ) -> None:
-    data = _replace(FULL_DATA, path, value)
-    target = tmp_path / ("hostile.json" if as_json else "hostile.yaml")
-    if as_json:
-        target.write_text(json.dumps(data, indent=1, allow_nan=True))
-    else:
-        target.write_text(yaml.safe_dump(data, allow_unicode=True, width=1_000_000))
+    target = _written(_replace(FULL_DATA, path, value), tmp_path, "hostile", as_json)
     problems = _problems_of(target)
     for problem in problems:  # some values are fine where they are (a label "", an int port)
         text = str(problem)
@@ -163,11 +168,7 @@ def test_a_huge_unreadable_file_path_is_one_short_located_line(tmp_path: Path) -
     whole path."""
     for as_json in (False, True):
         data = _replace(FULL_DATA, ("defaults", "tls", "ca_file"), "x" * 100_000)
-        target = tmp_path / ("huge.json" if as_json else "huge.yaml")
-        if as_json:
-            target.write_text(json.dumps(data, indent=1))
-        else:
-            target.write_text(yaml.safe_dump(data, width=1_000_000))
+        target = _written(data, tmp_path, "huge", as_json)
         problems = _problems_of(target)
         _assert_located(problems, target)
         (problem,) = [p for p in problems if p.path == "defaults.tls.ca_file"]

@@ -51,6 +51,8 @@ NETWORK_HEALTHY_S: Final = 24.0
 VERDICT_WINDOWS: Final = 3
 """Windows wholly inside the fault, attributed, before the demo gives its verdict (or 10 s)."""
 DEFAULT_OUT: Final = Path("otelprobe-demo")
+LAST_FAULT_FILE: Final = "last-fault"
+"""In `--out`: the fault the last run injected, so the next run injects the one after it."""
 T = TypeVar("T")
 TRAIN_DATA: Final = Path(__file__).resolve().parents[2] / "data" / "lab" / "train-101" / "traces.jsonl.gz"
 
@@ -92,13 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fault",
         choices=sorted(ALL_FAULTS),
-        help="the fault to inject (default: a random one; network faults need root)",
+        help="the fault to inject (default: the one after the last run's, in turn; network faults need root)",
     )
     parser.add_argument(
         "--loopback", action="store_true", help="stay on loopback even as root (no network faults)"
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="where recordings go (default ./otelprobe-demo)"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="where recordings go, and the last run's fault (default ./otelprobe-demo)",
     )
     parser.add_argument(
         "--healthy", type=float, default=15.0, help="seconds of healthy probing at least (15)"
@@ -122,14 +127,29 @@ def run(args: argparse.Namespace) -> int:
             )
         if not args.loopback:
             print(f"network faults ({', '.join(NETWORK_DEMO_FAULTS)}) need root: {why_not}\n", flush=True)
-    kind = args.fault or random.choice(sorted(FAULTS if why_not else ALL_FAULTS))
-    model = demo_model(args.model)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    kind = args.fault or next_fault(sorted(FAULTS if why_not else ALL_FAULTS), out / LAST_FAULT_FILE)
+    model = demo_model(args.model)
     for name in ("traces.jsonl", "sidecar.jsonl", "attributions.jsonl"):
         (out / name).unlink(missing_ok=True)
     healthy = args.healthy if why_not else max(args.healthy, NETWORK_HEALTHY_S)
     return asyncio.run(_demo(kind, out, healthy, args.timeout, model, network=why_not is None))
+
+
+def next_fault(kinds: list[str], last_file: Path) -> str:
+    """The fault after the one the last run injected (kept in `last_file`), so each run of the
+    demo shows another; a random one when there is no last run (or it named an unknown fault)."""
+    try:
+        last = last_file.read_text().strip()
+    except OSError:
+        last = ""
+    kind = kinds[(kinds.index(last) + 1) % len(kinds)] if last in kinds else random.choice(kinds)
+    try:
+        last_file.write_text(kind + "\n")
+    except OSError:
+        pass  # a read-only output directory: the rotation restarts at random next time
+    return kind
 
 
 def demo_model(explicit: str | None, cache_dir: Path | None = None) -> str:

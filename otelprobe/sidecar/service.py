@@ -46,6 +46,7 @@ _logger = logging.getLogger(__name__)
 
 TICK_S: Final = 0.1
 """How often the watermark is checked for slots to close."""
+WINDOWS_TASK: Final = "sidecar-windows"
 POLL_S: Final = 2.0
 """How often the config file and the model files are checked for changes."""
 AUTO_MIN_PROBES: Final = 3
@@ -109,6 +110,7 @@ class SidecarService:
         self._api_runner: web.AppRunner | None = None
         self.api_port: int | None = None
         self._stop = asyncio.Event()
+        self._stopping_windows = asyncio.Event()
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.results = 0
@@ -210,7 +212,7 @@ class SidecarService:
             self.api_port = int(self._api_runner.addresses[0][1])
         self._tasks = [
             asyncio.create_task(self._consume(), name="sidecar-consume"),
-            asyncio.create_task(self._close_slots(), name="sidecar-windows"),
+            asyncio.create_task(self._close_slots(), name=WINDOWS_TASK),
             asyncio.create_task(self._watch(), name="sidecar-watch"),
         ]
         if self.learning is not None:
@@ -265,9 +267,15 @@ class SidecarService:
         self.windower.add(buffered)
 
     async def _close_slots(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            if self.windower is not None:
+        """Close ready windows every tick until `stop` asks; never cancelled, so a slot taken from
+        the windower is always processed, and never beside the drain's (SlotProcessor is one
+        thread's at a time)."""
+        while not self._stopping_windows.is_set():
+            try:
+                await asyncio.wait_for(self._stopping_windows.wait(), TICK_S)
+            except TimeoutError:
+                pass
+            if self.windower is not None and not self._stopping_windows.is_set():
                 for slot in self.windower.close_ready():
                     await self._process(slot)
 
@@ -451,8 +459,12 @@ class SidecarService:
         await self.receiver.stop()
         if self.learning is not None:
             await self.learning.stop()  # a running retrain is stopped; its version stays unused
+        # The windows task finishes the slots it has taken (their worker thread cannot be
+        # cancelled); the others stop where they are.
+        self._stopping_windows.set()
         for task in self._tasks:
-            task.cancel()
+            if task.get_name() != WINDOWS_TASK:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         pending = []

@@ -23,33 +23,41 @@ from otelprobe.errors import ConfigProblem
 FILE_KEYS = frozenset({"ca_file", "client_cert", "client_key"})
 
 
-def unreadable_files(doc: Document, filename: str) -> list[ConfigProblem]:
+def unreadable_files(
+    doc: Document, filename: str, *, keys: frozenset[str] = FILE_KEYS, base_dir: Path | None = None
+) -> list[ConfigProblem]:
     """One problem per file reference (anywhere in the file) that is not a readable file now.
 
-    Relative paths are checked against the working directory, as the prober opens them.
+    Relative paths are checked against `base_dir` if given (the sidecar takes them from its config
+    file's directory), else against the working directory, as the prober opens them.
     """
     problems = []
-    for path, value in _file_references(doc.data, ()):
-        reason = _unreadable(Path(value))
+    for path, value in _file_references(doc.data, (), keys):
+        reason = _unreadable(base_dir / Path(value).expanduser() if base_dir else Path(value))
         if reason:
-            where = "" if Path(value).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            base = (
+                f"the config file's directory {base_dir}"
+                if base_dir
+                else f"the working directory {Path.cwd()}"
+            )
+            where = "" if Path(value).is_absolute() else f" (relative to {base})"
             message = shorten(f"cannot read {value!r}{where}: {reason}")  # a path can be 100 kB
             problems.append(ConfigProblem(filename, doc.lines.get(path), format_path(path), message))
     return problems
 
 
-def _file_references(data: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
+def _file_references(data: Any, path: PathKey, keys: frozenset[str]) -> Iterator[tuple[PathKey, str]]:
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(key, str) and key.startswith("x-"):
                 continue  # extension keys are YAML anchors' scratch space, never read
-            if key in FILE_KEYS and isinstance(value, str) and value:
+            if key in keys and isinstance(value, str) and value:
                 yield (*path, key), value
             else:
-                yield from _file_references(value, (*path, key))
+                yield from _file_references(value, (*path, key), keys)
     elif isinstance(data, list):
         for index, item in enumerate(data):
-            yield from _file_references(item, (*path, index))
+            yield from _file_references(item, (*path, index), keys)
 
 
 def _unreadable(path: Path) -> str | None:

@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from otelprobe.config import envsubst, read_config_file
 from otelprobe.config import problems as _problems
 from otelprobe.config.document import PathKey, format_path, parse
+from otelprobe.config.file_references import unreadable_files
 from otelprobe.errors import ConfigError, ConfigProblem
 from otelprobe.settings.common import StrictModel
 from otelprobe.settings.durations import Duration, Size, parse_duration
@@ -25,6 +26,8 @@ AUTO: Final = "auto"
 DEFAULT_GRPC_PORT: Final = 4327
 DEFAULT_HTTP_PORT: Final = 4328
 DEFAULT_API_PORT: Final = 8787
+TLS_FILE_KEYS: Final = frozenset({"cert_file", "key_file", "client_ca_file"})
+"""The receiver's TLS files, checked readable when the config is loaded."""
 """Next to a Collector's 4317/4318 without clashing with them."""
 
 
@@ -285,6 +288,10 @@ def load_sidecar_text(
         unresolved = {p.path for p in substitution_problems}
         problems.extend(p for p in found if p.path not in unresolved)
         config = None
+    if config is not None and base_dir is not None:
+        # The receiver reads its certificate and key once, at start: a bad path is this file's
+        # problem, at its line, not a "cannot listen" later.
+        problems.extend(unreadable_files(doc, filename, keys=TLS_FILE_KEYS, base_dir=base_dir))
     if problems or config is None:
         raise ConfigError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
     return config

@@ -249,6 +249,12 @@ BAD_CONFIGS = {
     "receiver:\n  bearer_token: ${OTELPROBE_TEST_UNSET}\n": "bad.yaml:2: receiver.bearer_token: environment",
     "- a\n- list\n": "bad.yaml:1: a sidecar config must be a mapping",
     "receiver: [\n": "bad.yaml:",
+    "receiver:\n  tls:\n    cert_file: no-such.pem\n    key_file: bad.yaml\n": (
+        "bad.yaml:3: receiver.tls.cert_file: cannot read 'no-such.pem' (relative to the config file's"
+    ),
+    "receiver:\n  tls: {cert_file: bad.yaml, key_file: ., client_ca_file: bad.yaml}\n": (
+        "bad.yaml:2: receiver.tls.key_file: cannot read '.' (relative to the config file's directory"
+    ),
 }
 
 

@@ -82,6 +82,8 @@ class ModelHolder:
     _stamp: tuple[tuple[int, int], ...]
     swaps: int = 0
     rejected: int = 0
+    rejection: str | None = None
+    """Why the watched model files were last rejected, until valid ones replace them."""
     version: str | None = None
     watched: Path | None = None
     _live: LiveModel | None = None
@@ -128,11 +130,12 @@ class ModelHolder:
         except ModelError as exc:
             if stamp != self._stamp or target != watched:
                 self.rejected += 1
-                _logger.error("model %s rejected, keeping %s: %s", target, self.label, exc)
+                self.rejection = f"model {target} rejected, keeping {self.label}: {exc}"
+                _logger.error("%s", self.rejection)
             self._stamp = stamp  # do not retry the same bad files every poll
             return False
         self.path, self.watched, self.model, self._stamp = target, target, model, stamp
-        self.label, self.version = model_label(model), None
+        self.label, self.version, self.rejection = model_label(model), None, None
         self._live = LiveModel(model)
         self.swaps += 1
         _logger.warning("model swapped: now %s (%s)", self.label, target)

@@ -405,6 +405,8 @@ class SidecarService:
                 self.reload_config()
             if await asyncio.to_thread(self.models.check, force=forced):
                 self._model_file_swapped()
+            # The old model keeps running, but the operator's new one is not: /healthz says so.
+            self.view.health_state.degraded = self.models.rejection
 
     def _model_file_swapped(self) -> None:
         if self.learning is not None:

@@ -154,12 +154,16 @@ async def test_model_files_swapped_under_a_running_sidecar(tmp_path: Path, train
         booster_file(stem, "scope").write_text("not a model\n")  # the scope booster broken
         service.request_reload()
         await asyncio.sleep(0.5)
-        assert (await _health(service))["model"]["version"] == before
+        health = await _health(service)
+        assert health["model"]["version"] == before
+        assert health["status"] == "degraded" and "rejected, keeping" in health["reason"]
         assert service.models.rejected == 1
         copy_model(trained_model, tmp_path / "live", name="swapped")
         service.request_reload()
         await asyncio.sleep(1.0)
-        assert (await _health(service))["model"]["version"].startswith("swapped@")
+        health = await _health(service)
+        assert health["model"]["version"].startswith("swapped@")
+        assert health["status"] != "degraded" and health["reason"] is None
     finally:
         await service.stop()
 

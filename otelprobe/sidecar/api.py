@@ -3,9 +3,11 @@ and — with a `SidecarControl` (learning.py) — operator feedback and the mode
 
 The read side of the sidecar (DESIGN §2, after attribution): `build_api_app(view)` serves what a
 `SidecarView` (view.py) gives, as JSON, with the OpenAPI document of api_openapi.py at
-/openapi.json. The app has no listener of its own; the service core decides where it listens
-(loopback by default). Query parameters are validated strictly (an unknown or repeated parameter
-is an error, so a typo never silently widens a query); every error is an RFC 9457 problem body.
+/openapi.json; with an `Intake` (view_metrics.py), /healthz and /metrics also show what the
+input refused and dropped, by reason. The app has no listener of its own; the service core
+decides where it listens (loopback by default). Query parameters are validated strictly (an
+unknown or repeated parameter is an error, so a typo never silently widens a query); every error
+is an RFC 9457 problem body.
 The write operations take JSON bodies only (`Content-Type: application/json`, else 415): a
 browser cannot send one cross-site without a preflight, so a page cannot post feedback or roll a
 model back behind an operator's back.
@@ -28,6 +30,7 @@ from otelprobe.sidecar.feedback import FeedbackError
 from otelprobe.sidecar.model_registry import RegistryError
 from otelprobe.sidecar.view import DEFAULT_LIMIT, INCIDENT_STATUSES, MAX_LIMIT, IncidentStatus, SidecarView
 from otelprobe.sidecar.view_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from otelprobe.sidecar.view_metrics import Intake, intake_json, render_intake
 
 _logger = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class SidecarControl(Protocol):
 
 
 CONTROL_KEY: Final = web.AppKey("sidecar_control", SidecarControl)
+INTAKE_KEY: Final = web.AppKey("sidecar_intake", Intake)
 
 
 class BadParameter(ValueError):
@@ -165,12 +169,17 @@ async def _slos(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     Query(request, ())
-    return _json(request.app[VIEW_KEY].health())
+    body = request.app[VIEW_KEY].health()
+    intake = request.app.get(INTAKE_KEY)
+    return _json(body if intake is None else {**body, "intake": intake_json(intake)})
 
 
 async def _metrics(request: web.Request) -> web.Response:
     Query(request, ())
     body = request.app[VIEW_KEY].prometheus_text()
+    intake = request.app.get(INTAKE_KEY)
+    if intake is not None:
+        body += render_intake(intake)
     # aiohttp refuses a charset inside content_type; set the header whole.
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
@@ -289,7 +298,11 @@ _TITLES: Final = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 422: "U
 
 
 def build_api_app(
-    view: SidecarView, *, token: str | None = None, control: SidecarControl | None = None
+    view: SidecarView,
+    *,
+    token: str | None = None,
+    control: SidecarControl | None = None,
+    intake: Intake | None = None,
 ) -> web.Application:
     """The API as an aiohttp application (mount it on any runner or site).
 
@@ -299,12 +312,16 @@ def build_api_app(
             The token is never logged.
         control: feedback and the model registry; None leaves those operations out (and out of
             the OpenAPI document).
+        intake: the receiver's and later stages' counters, read live: /healthz gains `intake`
+            and /metrics the refused and dropped counters by reason.
     """
     middlewares: list[Middleware] = [_problems]
     if token:
         middlewares.append(_auth_middleware(token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[VIEW_KEY] = view
+    if intake is not None:
+        app[INTAKE_KEY] = intake
     if control is not None:
         app[CONTROL_KEY] = control
         app.router.add_post("/v1/incidents/{incident}/feedback", _post_feedback)
@@ -317,6 +334,6 @@ def build_api_app(
     app.router.add_get("/v1/slos", _slos)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
-    document = openapi_document(bearer=bool(token), learning=control is not None)
+    document = openapi_document(bearer=bool(token), learning=control is not None, intake=intake is not None)
     app.router.add_get("/openapi.json", _openapi(document))
     return app

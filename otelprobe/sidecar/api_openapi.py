@@ -13,6 +13,7 @@ from typing import Any, Final
 from otelprobe import __version__
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 from otelprobe.sidecar.view import DEFAULT_LIMIT, INCIDENT_STATUSES, MAX_LIMIT
+from otelprobe.sidecar.view_metrics import REFUSED_REASONS
 
 JSON = dict[str, Any]
 MAX_UNIX_NANO: Final = 2**63 - 1
@@ -193,7 +194,32 @@ _SCHEMAS: Final[JSON] = {
             },
         }
     ),
+    "Intake": {
+        **_object(
+            {
+                "receiver": _object(
+                    {
+                        "requests_refused": {
+                            **_object({reason: _INT for reason in REFUSED_REASONS}),
+                            "description": "requests refused whole (error status), by reason",
+                            "additionalProperties": _INT,
+                        },
+                        "spans_rejected": {
+                            **_object({"invalid_ids": _INT, "queue_full": _INT}),
+                            "description": "spans rejected through OTLP partial_success (or a 400 "
+                            "when no span of the request was good), by reason",
+                            "additionalProperties": _INT,
+                        },
+                    }
+                )
+            }
+        ),
+        "description": "What the input refused and dropped: the receiver's counts, then every "
+        "counter of each later stage (ingest, reader) by its field name",
+        "additionalProperties": {"type": "object", "additionalProperties": _INT},
+    },
 }
+_SCHEMAS["Health"]["properties"]["intake"] = _ref("Intake")
 
 
 _SLICE: Final = {
@@ -407,9 +433,10 @@ def _get(summary: str, parameters: list[JSON], ok: JSON, operation_id: str) -> J
     }
 
 
-def openapi_document(*, bearer: bool = False, learning: bool = False) -> JSON:
+def openapi_document(*, bearer: bool = False, learning: bool = False, intake: bool = False) -> JSON:
     """The document; with `bearer`, every operation but /healthz requires the token (401 without);
-    with `learning`, the feedback and model-registry operations."""
+    with `learning`, the feedback and model-registry operations; with `intake`, /healthz always
+    carries `intake` (it is optional in Health otherwise)."""
     paths: JSON = {
         "/v1/incidents": _get(
             "Open and recently closed incidents with their ranked causes",
@@ -485,6 +512,9 @@ def openapi_document(*, bearer: bool = False, learning: bool = False) -> JSON:
         "paths": paths,
         "components": {"schemas": dict(_SCHEMAS)},
     }
+    if intake:
+        health = document["components"]["schemas"]["Health"]
+        document["components"]["schemas"]["Health"] = {**health, "required": [*health["required"], "intake"]}
     if learning:
         paths.update(_learning_paths())
         document["components"]["schemas"].update(_LEARNING_SCHEMAS)

@@ -5,7 +5,10 @@ shape of OTel's `_otlp_test_server.py`. It only decodes and validates: each Expo
 Request goes to a callback or a bounded asyncio queue (requests beyond it are rejected through
 OTLP partial success, or — `when_full="retry"`, the sidecar's choice — answered with a retryable
 status and a back-off hint: HTTP 503 with Retry-After, gRPC UNAVAILABLE with RetryInfo) and
-counted, so memory stays bounded whatever the senders do. Optional bearer-token auth (HTTP 401,
+counted, so memory stays bounded whatever the senders do. Spans whose IDs have the wrong size are
+dropped and the rest accepted, the answer saying how many through OTLP partial success (a request
+with no good span at all is bad data: HTTP 400, gRPC INVALID_ARGUMENT). Bodies over the cap are
+refused (HTTP 413, gRPC RESOURCE_EXHAUSTED) and counted. Optional bearer-token auth (HTTP 401,
 gRPC UNAUTHENTICATED) and TLS, with client certificates required when a client CA is given. Probe
 semantics are not read here: queued requests become ProbeRecords through attribution/records.py
 (`wait_for_records`, `drain_records`); a sidecar's `on_traces` feeds its own TraceAssembler.
@@ -60,6 +63,11 @@ _logger = logging.getLogger(__name__)
 CONTENT_PROTOBUF: Final = "application/x-protobuf"
 CONTENT_JSON: Final = "application/json"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024  # the Collector's default max_recv_msg_size
+GRPC_CORE_LIMIT_FACTOR: Final = 2
+"""gRPC core refuses (RESOURCE_EXHAUSTED) messages over this many times the cap, after
+decompression, before any handler runs, so those go uncounted; between the cap and that, the
+handler refuses them itself and counts them, as HTTP does with every body over the cap."""
+QUEUE_FULL_MESSAGE: Final = "receiver queue full"
 _TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 _METRICS_SERVICE: Final = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 _LOGS_SERVICE: Final = "opentelemetry.proto.collector.logs.v1.LogsService"
@@ -103,6 +111,15 @@ class ReceiverTLS:
         )
 
 
+def _trace_response(rejected: int, message: str) -> ExportTraceServiceResponse:
+    if not rejected:
+        return ExportTraceServiceResponse()
+    # Partial success: the sender must not retry, and the loss is visible on its side too.
+    return ExportTraceServiceResponse(
+        partial_success=ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
+    )
+
+
 class MalformedRequest(ValueError):
     """The body is not a valid OTLP request (HTTP 400, gRPC INVALID_ARGUMENT)."""
 
@@ -115,14 +132,40 @@ class Overloaded(Exception):
     """The queue is full and the sender should retry later (HTTP 503, gRPC UNAVAILABLE)."""
 
 
-def _validate_ids(request: ExportTraceServiceRequest) -> None:
-    # Protobuf parsing is lenient; the sidecar keys everything on IDs, so check their sizes here.
-    for received in iter_spans(request):
-        span = received.span
-        if len(span.trace_id) != 16 or len(span.span_id) != 8:
-            raise MalformedRequest(f"span {span.name!r}: trace_id must be 16 bytes and span_id 8 bytes")
-        if span.parent_span_id and len(span.parent_span_id) != 8:
-            raise MalformedRequest(f"span {span.name!r}: parent_span_id must be 8 bytes")
+def _drop_invalid_ids(request: ExportTraceServiceRequest) -> tuple[int, int, str]:
+    """Remove the spans whose IDs have the wrong size, in place; (spans, removed, first bad name).
+
+    Protobuf parsing is lenient and the sidecar keys everything on IDs, so their sizes are checked
+    here. The common case (every span good) is one pass that copies nothing.
+    """
+    total = removed = 0
+    first = ""
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            total += len(spans)
+            bad = [
+                i
+                for i, span in enumerate(spans)
+                if len(span.trace_id) != 16
+                or len(span.span_id) != 8
+                or len(span.parent_span_id) not in (0, 8)
+            ]
+            if not bad:
+                continue
+            if not removed:
+                first = spans[bad[0]].name
+            removed += len(bad)
+            for index in reversed(bad):
+                del spans[index]
+    return total, removed, first
+
+
+def _invalid_ids_message(removed: int, total: int, first: str) -> str:
+    return (
+        f"{removed} of {total} spans dropped for invalid IDs (trace_id must be 16 bytes, span_id and"
+        f" parent_span_id 8 bytes; the first: span {first[:60]!r})"
+    )
 
 
 def _inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:
@@ -161,11 +204,17 @@ class ReceiverStats:
     spans: int = 0
     log_requests: int = 0
     dropped_requests: int = 0
+    """Requests whose spans were all rejected because the queue was full (when_full="reject")."""
     dropped_spans: int = 0
+    """Their spans (reported to the sender through partial success)."""
+    invalid_spans: int = 0
+    """Spans dropped for IDs of the wrong size (partial success, or 400 when no span was good)."""
     retry_answers: int = 0
     """Requests answered "retry later" because the queue was full (when_full="retry")."""
     unauthenticated: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    """Requests refused whole, by reason: "malformed" (HTTP 400, gRPC INVALID_ARGUMENT),
+    "too_large" (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
 
 
 class OTLPReceiver:
@@ -249,9 +298,11 @@ class OTLPReceiver:
             await site.start()
             self.http_port = int(self._runner.addresses[0][1])
         if self._grpc_port is not None:
-            server = grpc.aio.server(
-                options=[("grpc.max_receive_message_length", self.max_body_bytes)],
-            )
+            # gRPC core holds and inflates a message before any handler sees it; its own limit
+            # stays a bounded step above ours, so that most oversize messages reach the handler
+            # and are counted (see GRPC_CORE_LIMIT_FACTOR).
+            core_limit = min(GRPC_CORE_LIMIT_FACTOR * self.max_body_bytes, 2**31 - 1)
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", core_limit)])
             # Raw-bytes handlers, so that undecodable input is INVALID_ARGUMENT (not INTERNAL).
             server.add_generic_rpc_handlers(
                 (
@@ -292,10 +343,22 @@ class OTLPReceiver:
 
     # --- delivery -------------------------------------------------------------------------------
 
-    def _deliver_traces(self, request: ExportTraceServiceRequest) -> int:
-        """Hand the request on; returns the number of spans rejected because the queue is full."""
-        _validate_ids(request)
-        count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+    def _deliver_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
+        """Hand the request on; the answer reports the spans rejected (invalid IDs, full queue).
+
+        Raises:
+            MalformedRequest: the request has spans and none has valid IDs.
+            Overloaded: the queue is full and when_full="retry".
+        """
+        total, invalid, first_bad = _drop_invalid_ids(request)
+        message = ""
+        if invalid:
+            self.stats.invalid_spans += invalid
+            message = _invalid_ids_message(invalid, total, first_bad)
+            if invalid == total:
+                raise MalformedRequest(message)  # nothing accepted: bad data, not a partial success
+            _logger.debug("partial success: %s", message)
+        count = total - invalid
         self.stats.trace_requests += 1
         if self._on_traces is not None:
             self._on_traces(request)
@@ -306,12 +369,13 @@ class OTLPReceiver:
                 if self.when_full == "retry":
                     self.stats.retry_answers += 1
                     self.stats.trace_requests -= 1  # it will come again
+                    self.stats.invalid_spans -= invalid  # and so will they
                     raise Overloaded from None
                 self.stats.dropped_requests += 1
                 self.stats.dropped_spans += count
-                return count
+                return _trace_response(total, "; ".join(filter(None, (QUEUE_FULL_MESSAGE, message))))
         self.stats.spans += count
-        return 0
+        return _trace_response(invalid, message)
 
     def _deliver_metrics(self, request: ExportMetricsServiceRequest) -> None:
         self.stats.metric_requests += 1
@@ -388,7 +452,7 @@ class OTLPReceiver:
         try:
             body, content_type = await self._http_body(request)
             decode = decode_json if content_type == CONTENT_JSON else decode_protobuf
-            rejected = self._deliver_traces(decode(body, ExportTraceServiceRequest()))
+            answer = self._deliver_traces(decode(body, ExportTraceServiceRequest()))
         except (MalformedRequest, BodyTooLarge) as exc:
             return self._error(exc, content_type)
         except Overloaded:
@@ -397,7 +461,7 @@ class OTLPReceiver:
             response = self._respond(message, reply_type, status=503)
             response.headers["Retry-After"] = self._retry_after_header()
             return response
-        return self._respond(self._trace_response(rejected), content_type)
+        return self._respond(answer, content_type)
 
     async def _http_metrics(self, request: web.Request) -> web.Response:
         return await self._http_export(
@@ -429,17 +493,6 @@ class OTLPReceiver:
             return self._error(exc, content_type)
         return self._respond(response_type(), content_type)
 
-    @staticmethod
-    def _trace_response(rejected: int) -> ExportTraceServiceResponse:
-        if not rejected:
-            return ExportTraceServiceResponse()
-        # Partial success: the sender must not retry, and the loss is visible on its side too.
-        return ExportTraceServiceResponse(
-            partial_success=ExportTracePartialSuccess(
-                rejected_spans=rejected, error_message="receiver queue full"
-            )
-        )
-
     # --- OTLP/gRPC ------------------------------------------------------------------------------
 
     async def _grpc_check_auth(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
@@ -461,10 +514,27 @@ class OTLPReceiver:
             (_GRPC_STATUS_DETAILS, status.SerializeToString()),
         )
 
-    async def _grpc_traces(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    async def _grpc_decode(
+        self, body: bytes, message: _M, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> _M:
+        """The request, after auth; too large or undecodable ones end the call, counted."""
         await self._grpc_check_auth(context)
+        if len(body) > self.max_body_bytes:
+            # gRPC core let it through (under GRPC_CORE_LIMIT_FACTOR times the cap, inflated).
+            self._rejected("too_large")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"message exceeds {self.max_body_bytes} bytes"
+            )
         try:
-            rejected = self._deliver_traces(decode_protobuf(body, ExportTraceServiceRequest()))
+            return decode_protobuf(body, message)
+        except MalformedRequest as exc:
+            self._rejected("malformed")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def _grpc_traces(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        request = await self._grpc_decode(body, ExportTraceServiceRequest(), context)
+        try:
+            answer = self._deliver_traces(request)
         except MalformedRequest as exc:
             self._rejected("malformed")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -474,24 +544,14 @@ class OTLPReceiver:
                 "receiver queue full; retry later",
                 trailing_metadata=self._retry_metadata(),
             )
-        return self._trace_response(rejected).SerializeToString()
+        return answer.SerializeToString()
 
     async def _grpc_logs(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        await self._grpc_check_auth(context)
-        try:
-            self._deliver_logs(decode_protobuf(body, ExportLogsServiceRequest()))
-        except MalformedRequest as exc:
-            self._rejected("malformed")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._deliver_logs(await self._grpc_decode(body, ExportLogsServiceRequest(), context))
         return ExportLogsServiceResponse().SerializeToString()
 
     async def _grpc_metrics(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        await self._grpc_check_auth(context)
-        try:
-            self._deliver_metrics(decode_protobuf(body, ExportMetricsServiceRequest()))
-        except MalformedRequest as exc:
-            self._rejected("malformed")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._deliver_metrics(await self._grpc_decode(body, ExportMetricsServiceRequest(), context))
         return ExportMetricsServiceResponse().SerializeToString()
 
     # --- test helpers ---------------------------------------------------------------------------

@@ -200,10 +200,15 @@ class SidecarService:
         await self.receiver.start()
         if self.config.api.port is not None:
             from otelprobe.sidecar.api import build_api_app
+            from otelprobe.sidecar.view_metrics import Intake
 
             token = self.config.api.bearer_token
+            intake = Intake(self.receiver.stats, {"ingest": self.ingest.stats, "reader": self.ingest.reader})
             app = build_api_app(
-                self.view, token=token.get_secret_value() if token else None, control=self.learning
+                self.view,
+                token=token.get_secret_value() if token else None,
+                control=self.learning,
+                intake=intake,
             )
             self._api_runner = web.AppRunner(app, access_log=None)
             await self._api_runner.setup()

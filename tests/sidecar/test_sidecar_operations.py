@@ -137,7 +137,11 @@ async def test_duplicates_late_and_out_of_order_spans_are_counted_through_the_re
         late = request(*probe_spans(5, BASE + S // 4)).SerializeToString()
         assert await _post(service, late) == 200
         await asyncio.sleep(0.3)
-        counters = (await _health(service))["counters"]
+        health = await _health(service)
+        counters = health["counters"]
+        # The service hands the receiver's and ingest's own counters to the API (/healthz, /metrics).
+        assert health["intake"]["ingest"]["duplicate_traces"] == 2
+        assert health["intake"]["receiver"]["requests_refused"]["malformed"] == 0
         assert counters["duplicate"] == 2
         assert counters["late"] == 1
         assert counters["out_of_order"] == 1

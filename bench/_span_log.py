@@ -16,10 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from otelprobe import names
-from otelprobe.attribution.otlp_decode import attributes_dict
+from otelprobe.attribution.otlp_decode import views_from_request
 from otelprobe.results import ProbeResult
 from otelprobe.timing import Phase
 
@@ -27,28 +26,27 @@ _KEPT = frozenset({names.NETWORK_LOCAL_PORT, names.PROBE_CONNECT_ABANDONED, name
 
 
 def span_lines(request: ExportTraceServiceRequest) -> Iterator[str]:
-    """One line per span of an OTLP trace export request."""
-    for resource_spans in request.resource_spans:
-        resource = attributes_dict(resource_spans.resource.attributes)
-        instance = str(resource.get(names.SERVICE_INSTANCE_ID, ""))
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                attributes = attributes_dict(span.attributes, _KEPT)
-                port = attributes.get(names.NETWORK_LOCAL_PORT)
-                yield json.dumps(
-                    [
-                        span.trace_id.hex(),
-                        span.name,
-                        span.start_time_unix_nano,
-                        span.end_time_unix_nano,
-                        span.status.code == Status.STATUS_CODE_ERROR,
-                        port if isinstance(port, int) else None,
-                        bool(attributes.get(names.PROBE_CONNECT_ABANDONED, False)),
-                        str(attributes.get(names.PROBE_TARGET, "")),
-                        instance,
-                        not span.parent_span_id,
-                    ]
-                )
+    """One line per span of an OTLP trace export request (decoded by otelprobe's one span decoder).
+
+    Raises:
+        MalformedSpan: a span whose trace or span ID has the wrong size.
+    """
+    for view in views_from_request(request, _KEPT):
+        port = view.attributes.get(names.NETWORK_LOCAL_PORT)
+        yield json.dumps(
+            [
+                view.trace_id,
+                view.name,
+                view.start_ns,
+                view.end_ns,
+                view.error,
+                port if isinstance(port, int) else None,
+                bool(view.attributes.get(names.PROBE_CONNECT_ABANDONED, False)),
+                str(view.attributes.get(names.PROBE_TARGET, "")),
+                str(view.resource.get(names.SERVICE_INSTANCE_ID, "")),
+                not view.parent_span_id,
+            ]
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import statistics
 import time
 from collections import defaultdict
 
+from otelprobe import names
 from otelprobe.lab.verification import verify
 from otelprobe.lab.verification.capture import PacketCapture
 from otelprobe.lab.verification.target import TargetSpec
@@ -44,7 +45,7 @@ def dns_errors(results: list[ProbeResult], injected_s: float) -> list[float]:
         abs(p.duration_s - injected_s) * 1e3
         for r in results
         for p in r.phases
-        if p.name == "dns.lookup" and not p.failed
+        if p.name == names.SPAN_DNS_LOOKUP and not p.failed
     ]
 
 
@@ -76,7 +77,11 @@ async def one_run(
         out[error.phase] = (error.mean_abs_ms, error.p99_abs_ms, error.samples)
     dns = dns_errors(results, spec.dns_delay_s)
     if dns:
-        out["dns.lookup (vs injected)"] = (statistics.fmean(dns), verify.quantile(dns, 0.99), len(dns))
+        out[f"{names.SPAN_DNS_LOOKUP} (vs injected)"] = (
+            statistics.fmean(dns),
+            verify.quantile(dns, 0.99),
+            len(dns),
+        )
     failed = sum(not r.success for r in results)
     if failed or capture.result.drops:
         print(f"  note: {failed} failed probes, {capture.result.drops} capture drops")

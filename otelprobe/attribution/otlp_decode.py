@@ -4,7 +4,8 @@ Two inputs give the same `SpanView`s: a decoded ExportTraceServiceRequest (the r
 protobuf, or JSON parsed into protobuf) and a parsed OTLP/JSON line walked as dicts. The second
 is the fast path for recordings: json.loads plus a direct walk is several times faster than
 protobuf's json_format (figures in docs/records.md). records.py joins the views into one
-record per probe attempt; lab/dataset/recording.py and the receiver's test helpers read views too.
+record per probe attempt; otlp_files.py reads recordings' lines into views, the receiver
+and the benches' span log decode requests here.
 """
 
 from __future__ import annotations

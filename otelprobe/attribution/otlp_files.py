@@ -1,9 +1,10 @@
-"""Recordings: OTLP JSON-lines files (plain or gzip) streamed as batches of span views.
+"""Recordings: OTLP JSON-lines files (plain or gzip) streamed as span views: the one file reader.
 
 One line (one ExportTraceServiceRequest) in memory at a time; lines too long, not JSON, or not a
 trace request, and spans without IDs or timestamps, are counted in `ReaderStats` with file:line and
 skipped. A truncated gzip stream ends its file with a problem; the lines before it are kept.
-records.py turns the batches into probe records; lab/dataset/recording.py reads spans through here too.
+records.py turns the batches into probe records; `iter_span_views` gives span-level checks the
+spans one by one; lab/dataset/recording.py rewrites each line's JSON (`iter_trace_lines`) to label it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from otelprobe.attribution.otlp_decode import MalformedSpan, SpanView, json_resource_spans, json_span_view
 
@@ -78,6 +79,8 @@ class ReaderStats:
     """Spans that arrived after their trace's record was made (or a second root)."""
     absurd_values: int = 0
     """Durations < 0 or > 1 h, and numeric attributes that are NaN, infinite or negative: NaN'd."""
+    long_values: int = 0
+    """Text values longer than records.MAX_NAME_CHARS / MAX_DETAIL_CHARS, cut to that length."""
     problem_count: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -119,10 +122,21 @@ def _lines(path: Path, stats: ReaderStats, max_line_bytes: int) -> Iterator[tupl
             stats.bad_lines += 1
 
 
-def _line_views(
+class TraceLine(NamedTuple):
+    """One trace-request line of a file: its JSON tree and its well-formed spans."""
+
+    request: dict[str, Any]
+    """The parsed ExportTraceServiceRequest (lab labelling adds attributes and writes it back)."""
+    span_dicts: list[dict[str, Any]]
+    """The well-formed spans' dicts inside `request`, in order (malformed ones are counted, not here)."""
+    views: list[SpanView]
+    """The same spans as views: views[i] is span_dicts[i]."""
+
+
+def _trace_line(
     path: Path, number: int, line: bytes, stats: ReaderStats, keys: frozenset[str] | None
-) -> list[SpanView] | None:
-    """The spans of one line; None for a line that is not a trace request (counted)."""
+) -> TraceLine | None:
+    """One line as a TraceLine; None for a line that is not a trace request (counted)."""
     where = f"{path}:{number}"
     try:
         request: Any = json.loads(line)
@@ -137,6 +151,7 @@ def _line_views(
             stats.bad_lines += 1
             stats.problem(f"{where}: not an OTLP trace, metrics or logs request")
         return None
+    span_dicts: list[dict[str, Any]] = []
     views: list[SpanView] = []
     try:
         for resource, spans in json_resource_spans(request):
@@ -146,12 +161,14 @@ def _line_views(
                 except MalformedSpan as exc:
                     stats.bad_spans += 1
                     stats.problem(f"{where}: span skipped: {exc}")
+                    continue
+                span_dicts.append(span)
     except MalformedSpan as exc:
         stats.bad_lines += 1
         stats.problem(f"{where}: {exc}")
         return None
     stats.requests += 1
-    return views
+    return TraceLine(request, span_dicts, views)
 
 
 def paths_of(paths: PathsArg) -> list[Path]:
@@ -161,15 +178,16 @@ def paths_of(paths: PathsArg) -> list[Path]:
     return [Path(p) for p in paths]
 
 
-def iter_span_batches(
+def iter_trace_lines(
     paths: PathsArg,
     stats: ReaderStats,
     *,
     keys: frozenset[str] | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[list[SpanView]]:
-    """The spans of each trace-request line of the files, in order, with the attributes in `keys`
-    (all if None). Metric and log lines are counted as `other_lines` and skipped.
+) -> Iterator[TraceLine]:
+    """Every trace-request line of the files, in order (one with no spans too), its spans' views
+    with the attributes in `keys` (all if None). Metric and log lines are counted as
+    `other_lines` and skipped; bad lines and spans are counted and named file:line.
 
     Raises:
         OSError: a file cannot be opened.
@@ -178,6 +196,39 @@ def iter_span_batches(
         for number, line in _lines(path, stats, max_line_bytes):
             stats.lines += 1
             if line.strip():
-                views = _line_views(path, number, line, stats, keys)
-                if views:
-                    yield views
+                trace_line = _trace_line(path, number, line, stats, keys)
+                if trace_line is not None:
+                    yield trace_line
+
+
+def iter_span_batches(
+    paths: PathsArg,
+    stats: ReaderStats,
+    *,
+    keys: frozenset[str] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[list[SpanView]]:
+    """The spans of each trace-request line of the files that has any, in order, with the
+    attributes in `keys` (all if None); see `iter_trace_lines`.
+
+    Raises:
+        OSError: a file cannot be opened.
+    """
+    for trace_line in iter_trace_lines(paths, stats, keys=keys, max_line_bytes=max_line_bytes):
+        if trace_line.views:
+            yield trace_line.views
+
+
+def iter_span_views(
+    paths: PathsArg, stats: ReaderStats | None = None, *, keys: frozenset[str] | None = None
+) -> Iterator[SpanView]:
+    """Every well-formed span of the files, one by one, for span-level checks (the vantage is
+    `view.resource["otelprobe.vantage"]`, a root has no `parent_span_id`); what was skipped is
+    counted in `stats`.
+
+    Raises:
+        OSError: a file cannot be opened.
+    """
+    stats = stats if stats is not None else ReaderStats()
+    for views in iter_span_batches(paths, stats, keys=keys):
+        yield from views

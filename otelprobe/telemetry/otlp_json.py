@@ -1,11 +1,12 @@
-"""OTLP JSON lines: the Collector file exporter's format, written by exporters and read back.
+"""OTLP JSON lines: the Collector file exporter's format, as exporters write it.
 
 Telemetry files (DESIGN §7) are one ExportTraceServiceRequest (or ExportMetricsServiceRequest) per
 line, encoded per the OTLP/JSON spec: lowerCamelCase fields, trace and span IDs as hex strings
 (not protobuf JSON's base64), enums as integers, int64 as strings. The lab records datasets with
-the writer. `read_otlp_json` gives back the protobuf requests of a (small) file, for tests of the
-wire format; probe records are read by attribution/records.py, which streams big and gzip files
-and walks the JSON directly (about 10x faster than json_format's ParseDict here).
+the writer. `json_to_message` parses one line into protobuf (the receiver's OTLP/HTTP JSON bodies).
+Files of spans are read by the one reader, attribution/otlp_files.py (records.py for probe
+records), which streams big and gzip files and walks the JSON directly (about 10x faster than
+json_format's ParseDict here).
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 _logger = logging.getLogger(__name__)
@@ -121,48 +119,3 @@ class OTLPJSONSpanSender:
 
     def shutdown(self) -> None:
         return None
-
-
-@dataclass
-class OTLPFile:
-    """What a file held: decoded requests per signal and one message per malformed line."""
-
-    traces: list[ExportTraceServiceRequest] = field(default_factory=list)
-    metrics: list[ExportMetricsServiceRequest] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def malformed(self) -> int:
-        return len(self.problems)
-
-
-def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    with Path(path).open(encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                yield number, line
-
-
-def read_otlp_json(path: str | os.PathLike[str]) -> OTLPFile:
-    """Parse an OTLP JSON lines file; malformed lines are skipped, counted and named file:line.
-
-    Lines of other signals (logs) are skipped silently: the Collector writes every signal it
-    receives into one file.
-    """
-    contents = OTLPFile()
-    for number, line in iter_lines(path):
-        try:
-            head = json.loads(line)
-            if not isinstance(head, dict):
-                raise ValueError("not a JSON object")
-            if "resourceSpans" in head:
-                contents.traces.append(json_to_message(line, ExportTraceServiceRequest()))
-            elif "resourceMetrics" in head:
-                contents.metrics.append(json_to_message(line, ExportMetricsServiceRequest()))
-            elif "resourceLogs" not in head:
-                raise ValueError("no resourceSpans, resourceMetrics or resourceLogs")
-        except ValueError as exc:
-            problem = f"{path}:{number}: malformed OTLP JSON line skipped: {exc}"
-            _logger.warning("%s", problem)
-            contents.problems.append(problem)
-    return contents

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from otelprobe.telemetry.otlp_json import read_otlp_json
+from otelprobe.attribution.otlp_files import ReaderStats, iter_span_views, iter_trace_lines
 from tests.support.demo_story import assert_story_told
 
 
@@ -58,25 +58,18 @@ def test_demo_detects_the_injected_fault_ranks_its_cause_first_and_closes(
     assert abs(sum(c["score"] for c in payments[0]["causes"]) - 1) < 1e-3
 
     # The probe spans as OTLP JSON lines (the Collector's file format), whole probe traces.
-    recording = read_otlp_json(tmp_path / "traces.jsonl")
-    assert not recording.problems
-    names = {
-        span.name
-        for request in recording.traces
-        for rs in request.resource_spans
-        for ss in rs.scope_spans
-        for span in ss.spans
-    }
-    assert {"probe http", "dns.lookup", "tcp.connect", "tls.handshake", "http.ttfb"} <= names
+    stats = ReaderStats()
+    span_names = {view.name for view in iter_span_views(tmp_path / "traces.jsonl", stats)}
+    assert not stats.problems and not stats.bad_lines, stats.summary()
+    assert {"probe http", "dns.lookup", "tcp.connect", "tls.handshake", "http.ttfb"} <= span_names
 
     # The sidecar's own slo.violation spans, as its OTLP exporter sent them, linked to probe spans.
-    sidecar = read_otlp_json(tmp_path / "sidecar.jsonl")
+    sidecar_stats = ReaderStats()
     violations = [
         span
-        for request in sidecar.traces
-        for rs in request.resource_spans
-        for ss in rs.scope_spans
-        for span in ss.spans
-        if span.name == "slo.violation"
+        for line in iter_trace_lines(tmp_path / "sidecar.jsonl", sidecar_stats)
+        for span, view in zip(line.span_dicts, line.views, strict=True)
+        if view.name == "slo.violation"
     ]
-    assert violations and all(span.links for span in violations)
+    assert not sidecar_stats.problems, sidecar_stats.problems
+    assert violations and all(span.get("links") for span in violations)

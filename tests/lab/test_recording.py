@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from otelprobe import names
+from otelprobe.attribution.otlp_files import ReaderStats, iter_span_views
 from otelprobe.causes import ROOT_CAUSES
-from otelprobe.lab.dataset.recording import IncidentWindow, iter_spans, label_recording, read_labels
-from otelprobe.telemetry.otlp_json import read_otlp_json
+from otelprobe.lab.dataset.recording import IncidentWindow, label_recording, read_labels
+from otelprobe.telemetry.otlp_json import json_to_message
 
 S = 1_000_000_000
 
@@ -76,8 +80,8 @@ def test_attempts_overlapping_a_window_on_an_affected_pair_are_labeled(tmp_path:
     stats = label_recording([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], windows, out)
     assert (stats.traces, stats.labeled_traces, stats.spans) == (6, 2, 12)
     assert stats.traces_per_incident == {0: 2, 1: 1}
-    by_trace: dict[int, list[dict[str, object]]] = {}
-    for span in iter_spans(out):
+    by_trace: dict[int, list[Mapping[str, object]]] = {}
+    for span in iter_span_views(out):
         by_trace.setdefault(int(span.trace_id, 16), []).append(span.attributes)
     for trace in (1, 4, 5, 6):
         assert all(names.LAB_FAULT_CAUSE not in attrs for attrs in by_trace[trace])
@@ -93,8 +97,13 @@ def test_plain_output_is_collector_format(tmp_path: Path) -> None:
     _write(tmp_path / "a.jsonl", "a", [_trace(1, "web", 1.0, 2.0)])
     out = tmp_path / "traces.jsonl"
     label_recording([tmp_path / "a.jsonl"], [], out)
-    contents = read_otlp_json(out)
-    assert contents.malformed == 0 and len(contents.traces) == 2 and not contents.metrics
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2  # the metric line is left out
+    for line in lines:
+        json_to_message(line, ExportTraceServiceRequest())  # protobuf's OTLP/JSON parser takes it
+    stats = ReaderStats()
+    assert len(list(iter_span_views(out, stats))) == 2
+    assert (stats.requests, stats.bad_lines, stats.bad_spans, stats.other_lines) == (2, 0, 0, 0)
 
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lab"
@@ -107,8 +116,8 @@ def test_shipped_recordings_hold_every_cause_and_their_labels_match_the_spans() 
         assert all(label["traces"] > 0 for label in labels), name
     # The held-out set is small enough to check span by span here.
     by_id = {label["incident"]: label for label in read_labels(DATA / "eval-202" / "labels.jsonl")}
-    spans = list(iter_spans(DATA / "eval-202" / "traces.jsonl.gz"))
-    roots = {s.trace_id: s for s in spans if s.is_root}
+    spans = list(iter_span_views(DATA / "eval-202" / "traces.jsonl.gz"))
+    roots = {s.trace_id: s for s in spans if not s.parent_span_id}
     assert len(roots) > 4000
     for span in spans:
         incident = span.attributes.get(names.LAB_FAULT_INCIDENT)
@@ -117,7 +126,9 @@ def test_shipped_recordings_hold_every_cause_and_their_labels_match_the_spans() 
             continue
         label = by_id[int(str(incident))]
         assert span.attributes[names.LAB_FAULT_CAUSE] == label["cause"]
-        assert [root.attributes[names.PROBE_TARGET], root.vantage] in label["affected"]
+        assert [root.attributes[names.PROBE_TARGET], root.resource[names.OTELPROBE_VANTAGE]] in label[
+            "affected"
+        ]
         assert root.start_ns < label["end_unix_nano"] and root.end_ns > label["start_unix_nano"]
 
 

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelprobe import names
+from otelprobe.attribution.otlp_decode import SpanView
+from otelprobe.attribution.otlp_files import ReaderStats, iter_span_views
 from otelprobe.lab.dataset.incidents import resolve
-from otelprobe.lab.dataset.recording import RecordedSpan, iter_spans, read_labels
+from otelprobe.lab.dataset.recording import read_labels
 from otelprobe.lab.dataset.runner import RunResult, run_scenario
 from otelprobe.lab.emulation.netns import RUN_DIR, LabUnavailable, lab_namespaces, require_lab_support
 from otelprobe.lab.scenario import load_scenario, load_scenario_text
-from otelprobe.telemetry.otlp_json import read_otlp_json
+from otelprobe.telemetry.otlp_json import json_to_message
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 
@@ -37,29 +40,37 @@ def _lab_unavailable() -> str | None:
 needs_root = pytest.mark.skipif(_lab_unavailable() is not None, reason=_lab_unavailable() or "")
 
 
+def _vantage(span: SpanView) -> object:
+    return span.resource.get(names.OTELPROBE_VANTAGE)
+
+
+def _seconds(span: SpanView) -> float:
+    return (span.end_ns - span.start_ns) / 1e9
+
+
 @dataclass
 class Recording:
     result: RunResult
     out: Path
-    spans: list[RecordedSpan]
-    roots: dict[str, RecordedSpan]
+    spans: list[SpanView]
+    roots: dict[str, SpanView]
     labels: list[dict[str, object]]
 
-    def phases(self, name: str, target: str, vantage: str) -> list[tuple[RecordedSpan, RecordedSpan]]:
+    def phases(self, name: str, target: str, vantage: str) -> list[tuple[SpanView, SpanView]]:
         """(root, phase span) pairs of one phase for one path."""
         return [
             (self.roots[s.trace_id], s)
             for s in self.spans
             if s.name == name
             and self.roots[s.trace_id].attributes[names.PROBE_TARGET] == target
-            and s.vantage == vantage
+            and _vantage(s) == vantage
         ]
 
 
 def _load(result: RunResult) -> Recording:
     out = Path(result.out_dir)
-    spans = list(iter_spans(out / result.traces_file))
-    roots = {s.trace_id: s for s in spans if s.is_root}
+    spans = list(iter_span_views(out / result.traces_file))
+    roots = {s.trace_id: s for s in spans if not s.parent_span_id}
     return Recording(result, out, spans, roots, read_labels(out / "labels.jsonl"))
 
 
@@ -78,9 +89,12 @@ def _window(label: dict[str, object]) -> tuple[int, int]:
 @needs_root
 @pytest.mark.slow  # shares `tiny`: the tiny scenario run in namespaces (~45 s)
 def test_recording_is_otlp_json_with_labels_and_its_scenario(tiny: Recording) -> None:
-    contents = read_otlp_json(tiny.out / "traces.jsonl")
-    assert contents.malformed == 0 and contents.traces
-    assert not contents.metrics  # the recording holds spans only
+    stats = ReaderStats()
+    assert list(iter_span_views(tiny.out / "traces.jsonl", stats))
+    assert (stats.bad_lines, stats.bad_spans) == (0, 0)
+    assert stats.other_lines == 0  # the recording holds spans only
+    for line in (tiny.out / "traces.jsonl").read_text().splitlines():
+        json_to_message(line, ExportTraceServiceRequest())  # Collector format: protobuf parses it
     assert [label["incident"] for label in tiny.labels] == [0, 1, 2]
     assert [label["cause"] for label in tiny.labels] == [
         "backend_slow",
@@ -94,10 +108,10 @@ def test_recording_is_otlp_json_with_labels_and_its_scenario(tiny: Recording) ->
     assert resolve(load_scenario(tiny.out / "scenario.yaml")) == resolve(
         load_scenario(EXAMPLES / "tiny.yaml")
     )
-    assert {s.vantage for s in tiny.spans} == {"near", "far"}
+    assert {_vantage(s) for s in tiny.spans} == {"near", "far"}
     per_path: dict[tuple[object, str], int] = defaultdict(int)
     for root in tiny.roots.values():
-        per_path[root.attributes[names.PROBE_TARGET], root.vantage] += 1
+        per_path[root.attributes[names.PROBE_TARGET], _vantage(root)] += 1
     assert len(per_path) == 4 and min(per_path.values()) >= 15  # ~1 probe/s for ~25 s
 
 
@@ -107,7 +121,7 @@ def test_spans_carry_the_truth_exactly_during_their_faults(tiny: Recording) -> N
     labeled = 0
     for span in tiny.spans:
         root = tiny.roots[span.trace_id]
-        path = [root.attributes[names.PROBE_TARGET], root.vantage]
+        path = [root.attributes[names.PROBE_TARGET], _vantage(root)]
         hits = [
             label
             for label in tiny.labels
@@ -130,12 +144,12 @@ def test_spans_carry_the_truth_exactly_during_their_faults(tiny: Recording) -> N
 def test_ttfb_delay_shows_in_http_ttfb_of_the_target(tiny: Recording) -> None:
     for vantage in ("near", "far"):
         during = [
-            s.duration_s
+            _seconds(s)
             for r, s in tiny.phases("http.ttfb", "web", vantage)
             if r.attributes.get(names.LAB_FAULT_INCIDENT) == 0
         ]
         healthy = [
-            s.duration_s
+            _seconds(s)
             for r, s in tiny.phases("http.ttfb", "web", vantage)
             if names.LAB_FAULT_CAUSE not in r.attributes
         ]
@@ -144,7 +158,7 @@ def test_ttfb_delay_shows_in_http_ttfb_of_the_target(tiny: Recording) -> None:
         assert sorted(during)[len(during) // 2] >= 0.24
         assert max(healthy) < 0.1
         connects = [
-            s.duration_s
+            _seconds(s)
             for r, s in tiny.phases("tcp.connect", "web", vantage)
             if r.attributes.get(names.LAB_FAULT_INCIDENT) == 0
         ]
@@ -157,15 +171,15 @@ def test_link_latency_on_one_vantage_shows_in_its_tcp_connect_only(tiny: Recordi
     start, end = _window(tiny.labels[1])
     for target in ("web", "api"):
         far = [
-            s.duration_s
+            _seconds(s)
             for r, s in tiny.phases("tcp.connect", target, "far")
             if r.attributes.get(names.LAB_FAULT_INCIDENT) == 1 and s.start_ns > start and s.end_ns < end
         ]
         near = [
-            s.duration_s for r, s in tiny.phases("tcp.connect", target, "near") if start < s.start_ns < end
+            _seconds(s) for r, s in tiny.phases("tcp.connect", target, "near") if start < s.start_ns < end
         ]
         far_healthy = [
-            s.duration_s
+            _seconds(s)
             for r, s in tiny.phases("tcp.connect", target, "far")
             if names.LAB_FAULT_CAUSE not in r.attributes
         ]
@@ -187,7 +201,7 @@ def test_path_scoped_certificate_fault_fails_one_vantage_only(tiny: Recording) -
             r.attributes.get(names.ERROR_TYPE)
             for r in tiny.roots.values()
             if r.attributes[names.PROBE_TARGET] == "api"
-            and r.vantage == vantage
+            and _vantage(r) == vantage
             and start < r.start_ns
             and r.end_ns < end
         }
@@ -223,12 +237,12 @@ def test_loopback_mode_injects_server_faults_only(tmp_path: Path) -> None:
     recording = _load(result)
     assert [label["incident"] for label in recording.labels] == [0]
     slow = [
-        s.duration_s
+        _seconds(s)
         for r, s in recording.phases("http.ttfb", "web", "here")
         if names.LAB_FAULT_CAUSE in r.attributes
     ]
     fast = [
-        s.duration_s
+        _seconds(s)
         for r, s in recording.phases("http.ttfb", "web", "here")
         if names.LAB_FAULT_CAUSE not in r.attributes
     ]
@@ -337,12 +351,12 @@ def test_ramps_step_up_and_labels_say_when_and_what_overlapped(tmp_path: Path) -
     switched = int(steps[1]["start_unix_nano"])
     on, off = int(ramp["start_unix_nano"]), int(ramp["end_unix_nano"])  # type: ignore[call-overload]
     first_half = [
-        s.duration_s
+        _seconds(s)
         for r, s in recording.phases("http.ttfb", "web", "here")
         if on < r.start_ns < r.end_ns < switched
     ]
     second_half = [
-        s.duration_s
+        _seconds(s)
         for r, s in recording.phases("http.ttfb", "web", "here")
         if switched < r.start_ns < r.end_ns < off
     ]

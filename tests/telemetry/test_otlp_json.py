@@ -1,21 +1,22 @@
-"""OTLP JSON lines: Collector file-exporter format, round trip, rotation, malformed lines."""
+"""OTLP JSON lines: Collector file-exporter format, round trip through the one reader
+(attribution/otlp_files.py), rotation, malformed lines."""
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otelprobe import names
+from otelprobe.attribution.otlp_decode import attributes_dict
+from otelprobe.attribution.otlp_files import ReaderStats, iter_span_views
 from otelprobe.results import ProbeResult
-from otelprobe.sidecar.receiver import attributes_dict, iter_spans
 from otelprobe.telemetry.batching import build_request
-from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender, read_otlp_json
+from otelprobe.telemetry.otlp_json import JSONLinesWriter, OTLPJSONSpanSender, json_to_message
 from otelprobe.telemetry.pipeline import Telemetry
 
 ResultFactory = Callable[..., ProbeResult]
@@ -41,21 +42,21 @@ def test_round_trip_keeps_every_span(tmp_path: Path, result_factory: ResultFacto
     assert tel.span_exporter is not None
     original = {(s.context.trace_id, s.context.span_id): s for s in tel.span_exporter.get_finished_spans()}
 
-    contents = read_otlp_json(path)
-    assert contents.problems == []
-    (request,) = contents.traces
-    decoded = list(iter_spans(request))
+    stats = ReaderStats()
+    decoded = list(iter_span_views(path, stats))
+    assert stats.problems == [] and stats.requests == 1
     assert len(decoded) == len(original) == 14
-    for received in decoded:
-        span = received.span
-        source = original[(int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"))]
-        assert span.name == source.name
-        assert span.start_time_unix_nano == source.start_time
-        assert span.end_time_unix_nano == source.end_time
-        assert received.attributes == dict(source.attributes or {})
+    for view in decoded:
+        source = original[(int(view.trace_id, 16), int(view.span_id, 16))]
+        assert view.name == source.name
+        assert view.start_ns == source.start_time
+        assert view.end_ns == source.end_time
+        assert dict(view.attributes) == dict(source.attributes or {})
         if source.parent is not None:
-            assert int.from_bytes(span.parent_span_id, "big") == source.parent.span_id
-    assert decoded[0].resource_attributes[names.OTELPROBE_VANTAGE] == "eu-1"
+            assert int(view.parent_span_id, 16) == source.parent.span_id
+        else:
+            assert view.parent_span_id == ""
+    assert decoded[0].resource[names.OTELPROBE_VANTAGE] == "eu-1"
 
 
 def test_lines_follow_the_otlp_json_encoding(tmp_path: Path, result_factory: ResultFactory) -> None:
@@ -88,9 +89,7 @@ def test_rotation_caps_the_file_and_keeps_backups(tmp_path: Path) -> None:
     assert newest[-1] == 19
 
 
-def test_malformed_lines_are_skipped_counted_and_named(
-    tmp_path: Path, result_factory: ResultFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_malformed_lines_are_skipped_counted_and_named(tmp_path: Path, result_factory: ResultFactory) -> None:
     path = tmp_path / "mixed.jsonl"
     record_to_file(path, [result_factory()])
     good = path.read_text()
@@ -103,12 +102,10 @@ def test_malformed_lines_are_skipped_counted_and_named(
         + "\n"
         + good
     )
-    with caplog.at_level(logging.WARNING):
-        contents = read_otlp_json(path)
-    assert len(contents.traces) == 2
-    assert contents.malformed == 3
-    assert [p.split(": ")[0] for p in contents.problems] == [f"{path}:2", f"{path}:3", f"{path}:5"]
-    assert f"{path}:2" in caplog.text
+    stats = ReaderStats()
+    assert len(list(iter_span_views(path, stats))) == 14
+    assert (stats.requests, stats.bad_lines, stats.bad_spans, stats.other_lines) == (3, 2, 1, 1)
+    assert [p.split(": ")[0] for p in stats.problems] == [f"{path}:2", f"{path}:3", f"{path}:5"]
 
 
 def test_metrics_lines_share_the_file_with_spans(tmp_path: Path, result_factory: ResultFactory) -> None:
@@ -120,16 +117,18 @@ def test_metrics_lines_share_the_file_with_spans(tmp_path: Path, result_factory:
     tel.record(result_factory())
     tel.shutdown_sync(5.0)
 
-    contents = read_otlp_json(path)
-    assert contents.problems == []
-    assert sum(1 for r in contents.traces for _ in iter_spans(r)) == 7
+    stats = ReaderStats()
+    assert len(list(iter_span_views(path, stats))) == 7
+    assert stats.problems == [] and stats.other_lines >= 1  # the metric lines
+    metrics = [
+        json_to_message(line, ExportMetricsServiceRequest())
+        for line in path.read_text().splitlines()
+        if '"resourceMetrics"' in line
+    ]
+    assert len(metrics) == stats.other_lines
     metric_names = {
-        m.name
-        for r in contents.metrics
-        for rm in r.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
+        m.name for r in metrics for rm in r.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
     }
     assert {names.METRIC_PROBE_DURATION, names.METRIC_PROBE_SUCCESS} <= metric_names
-    resource = contents.metrics[0].resource_metrics[0].resource
+    resource = metrics[0].resource_metrics[0].resource
     assert attributes_dict(resource.attributes)[names.OTELPROBE_VANTAGE] == "eu-1"

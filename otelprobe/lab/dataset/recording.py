@@ -4,9 +4,10 @@ coming out.
 lab/dataset/runner.py writes one config per vantage (`prober_config`), lets each prober write OTLP JSON
 lines, and afterwards `label_recording` merges those files into the recording, adding
 `lab.fault.cause` / `lab.fault.scope` to every span of every probe that overlapped a fault on its
-(target, vantage). Reading spans back goes through the one reader (attribution/records.py and
-its file layer): `iter_spans` for span-level checks, `attribution.records.read_records` for
-analysis; `read_labels` reads the incidents.
+(target, vantage). Labelling reads the probers' files through the one reader
+(attribution/otlp_files.py: gzip, bad lines counted with file:line) and writes each line back with
+the labels added. Reading a recording: `attribution.records.read_records` for analysis,
+`attribution.otlp_files.iter_span_views` for span-level checks; `read_labels` reads the incidents.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from otelprobe import names
-from otelprobe.attribution.otlp_files import ReaderStats, iter_span_batches
+from otelprobe.attribution.otlp_files import ReaderStats, iter_trace_lines
 from otelprobe.attribution.records import iter_records
 from otelprobe.lab.emulation.topology import LAB_ZONE, TargetSide
 from otelprobe.lab.scenario import Scenario
 from otelprobe.lab.servers.http import LAB_BODY_LINE
+
+_logger = logging.getLogger(__name__)
+_NO_ATTRIBUTES: Final[frozenset[str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +50,15 @@ class LabelStats:
     traces: int = 0
     labeled_traces: int = 0
     spans: int = 0
+    """Spans written (malformed ones, kept unlabelled, are counted in `reader.bad_spans`)."""
     traces_per_incident: dict[int, int] = field(default_factory=dict)
-    bad_lines: int = 0
-    """Lines of the probers' files that are not JSON: left out of the recording."""
+    reader: ReaderStats = field(default_factory=ReaderStats)
+    """What reading the probers' files skipped, with file:line: bad lines are left out of the
+    recording; malformed spans are kept, unlabelled."""
+
+    @property
+    def bad_lines(self) -> int:
+        return self.reader.bad_lines
 
 
 def prober_config(
@@ -117,23 +128,6 @@ def _open_out(path: Path) -> IO[str]:
     return path.open("w", encoding="utf-8")
 
 
-def _span_lines(paths: Sequence[Path], stats: LabelStats) -> Iterator[dict[str, Any]]:
-    """Every trace request in `paths` as a JSON tree, to be rewritten with labels; metric lines
-    (the file exporter writes both) are skipped, lines that are not JSON counted and skipped."""
-    for path in paths:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    request = json.loads(line)
-                except ValueError:
-                    stats.bad_lines += 1
-                    continue
-                if isinstance(request, dict) and "resourceSpans" in request:
-                    yield request
-
-
 def _root_windows(paths: Sequence[Path]) -> dict[str, tuple[str, str, int, int]]:
     """traceId -> (target, vantage, start ns, end ns) of each probe attempt, from its record."""
     return {r.trace_id: (r.target, r.vantage, r.start_ns, r.end_ns) for r in iter_records(paths)}
@@ -173,15 +167,22 @@ def label_recording(
         labels[trace_id] = attrs
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with _open_out(out_path) as out:
-        for request in _span_lines(raw_files, stats):
-            for resource_spans in request["resourceSpans"]:
-                for scope_spans in resource_spans.get("scopeSpans", ()):
-                    for span in scope_spans.get("spans", ()):
-                        stats.spans += 1
-                        extra = labels.get(span["traceId"])
-                        if extra is not None:
-                            span.setdefault("attributes", []).extend(extra)
-            out.write(json.dumps(request, separators=(",", ":")) + "\n")
+        # Metric lines (the file exporter writes both) are left out; so are bad lines (counted).
+        for line in iter_trace_lines(raw_files, stats.reader, keys=_NO_ATTRIBUTES):
+            for span, view in zip(line.span_dicts, line.views, strict=True):
+                stats.spans += 1
+                extra = labels.get(view.trace_id)
+                if extra is not None:
+                    span.setdefault("attributes", []).extend(extra)
+            out.write(json.dumps(line.request, separators=(",", ":")) + "\n")
+    if stats.reader.problem_count:
+        _logger.warning(
+            "%s: %d bad lines and %d malformed spans in the probers' files, e.g. %s",
+            out_path,
+            stats.reader.bad_lines,
+            stats.reader.bad_spans,
+            "; ".join(stats.reader.problems[:3]),
+        )
     return stats
 
 
@@ -196,41 +197,3 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
     """The incidents of a labels.jsonl file."""
     with open_text(Path(path)) as fh:
         return [json.loads(line) for line in fh if line.strip()]
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedSpan:
-    """One span of a recording, flattened for analysis."""
-
-    trace_id: str
-    name: str
-    vantage: str
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, Any]
-    is_root: bool
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end_ns - self.start_ns) / 1e9
-
-
-def iter_spans(path: str | Path, stats: ReaderStats | None = None) -> Iterator[RecordedSpan]:
-    """Every span of a recording (traces.jsonl or traces.jsonl.gz), attributes decoded (arrays as
-    tuples); bad lines are counted in `stats` and skipped.
-
-    Raises:
-        OSError: the file cannot be opened.
-    """
-    stats = stats if stats is not None else ReaderStats()
-    for views in iter_span_batches(path, stats):
-        for view in views:
-            yield RecordedSpan(
-                trace_id=view.trace_id,
-                name=view.name,
-                vantage=str(view.resource.get(names.OTELPROBE_VANTAGE, "")),
-                start_ns=view.start_ns,
-                end_ns=view.end_ns,
-                attributes=dict(view.attributes),
-                is_root=not view.parent_span_id,
-            )

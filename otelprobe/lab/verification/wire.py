@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from otelprobe import names
 from otelprobe.lab.verification.capture import ACK, FIN, RST, SYN, Segment
 
 _TLS_HANDSHAKE = 0x16
@@ -40,11 +41,11 @@ class WirePhases:
 
     def as_dict(self) -> dict[str, int | None]:
         return {
-            "tcp.connect": self.connect_ns,
-            "tls.handshake": self.tls_ns,
-            "http.request": self.request_ns,
-            "http.ttfb": self.ttfb_ns,
-            "http.transfer": self.transfer_ns,
+            names.SPAN_TCP_CONNECT: self.connect_ns,
+            names.SPAN_TLS_HANDSHAKE: self.tls_ns,
+            names.SPAN_HTTP_REQUEST: self.request_ns,
+            names.SPAN_HTTP_TTFB: self.ttfb_ns,
+            names.SPAN_HTTP_TRANSFER: self.transfer_ns,
         }
 
 

@@ -192,6 +192,19 @@ _SCHEMAS: Final[JSON] = {
                 ),
                 "additionalProperties": _INT,
             },
+            "attribution_latency": {
+                **_object(
+                    {
+                        "records": _INT,
+                        "recent": _INT,
+                        "p50_s": _OPT_NUM,
+                        "p99_s": _OPT_NUM,
+                        "max_s": _OPT_NUM,
+                    }
+                ),
+                "description": "window close -> record out: records since start, and p50 / p99 / max "
+                "(s) over the most recent ones",
+            },
         }
     ),
     "Intake": {

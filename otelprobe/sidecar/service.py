@@ -281,12 +281,14 @@ class SidecarService:
             except TimeoutError:
                 pass
             if self.windower is not None and not self._stopping_windows.is_set():
-                for slot in self.windower.close_ready():
-                    await self._process(slot)
+                ready = self.windower.close_ready()
+                closed_s = time.monotonic()  # every slot of the batch closed now; later ones wait
+                for slot in ready:
+                    await self._process(slot, closed_s)
 
-    async def _process(self, slot: Slot) -> None:
+    async def _process(self, slot: Slot, closed_s: float) -> None:
         loop = asyncio.get_running_loop()
-        result = await asyncio.to_thread(self._process_in_worker, slot, loop)
+        result = await asyncio.to_thread(self._process_in_worker, slot, loop, closed_s)
         if result is None:
             return
         health = self.view.health_state
@@ -305,8 +307,11 @@ class SidecarService:
                 top.score,
             )
 
-    def _process_in_worker(self, slot: Slot, loop: asyncio.AbstractEventLoop) -> SlotResult | None:
+    def _process_in_worker(
+        self, slot: Slot, loop: asyncio.AbstractEventLoop, closed_s: float
+    ) -> SlotResult | None:
         assert self.processor is not None and self.windower is not None
+        latency = self.view.health_state.attribution_latency
 
         def decided(verdicts: Sequence[SeriesWindow], incidents: WindowIncidents) -> None:
             _on_loop(loop, self._observe_decided, verdicts, incidents)
@@ -316,6 +321,7 @@ class SidecarService:
             # asks the API about its incident finds it.
             _on_loop(loop, self.view.add_attributions, (live,))
             self._emit(live)
+            latency.observe(time.monotonic() - closed_s)
 
         try:
             # Each record goes out as soon as it is made: a slot with many violations does not hold
@@ -480,7 +486,7 @@ class SidecarService:
         self._ingest(pending)
         if self.windower is not None:
             for slot in self.windower.drain():
-                await self._process(slot)
+                await self._process(slot, time.monotonic())
             if self.windower.closed_until_ns is not None:
                 await asyncio.to_thread(self._save, self.windower.closed_until_ns, None, final=True)
         self._update_counters()

@@ -23,6 +23,7 @@ from otelprobe.attribution.incidents import Incident, WindowIncidents
 from otelprobe.attribution.slo import SeriesWindow, SLOStatus
 from otelprobe.attribution.slo_file import SLOFile
 from otelprobe.causes import ROOT_CAUSES, SCOPES
+from otelprobe.sidecar.latency import LatencyRecorder
 from otelprobe.sidecar.view_metrics import render_metrics
 
 IncidentStatus = Literal["open", "recent", "all"]
@@ -216,6 +217,8 @@ class HealthState:
     degraded: str | None = None
     """Why the sidecar is degraded (e.g. the model failed to load), or None."""
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    attribution_latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    """Window close -> record out, per attribution record (the service observes it)."""
 
 
 @dataclass(slots=True)
@@ -446,12 +449,14 @@ class MemoryView:
             "open_incidents": len(self._open),
             "attributions": self.attributions_total,
             "counters": dict(state.counters),
+            "attribution_latency": state.attribution_latency.summary(),
         }
 
     def prometheus_text(self) -> bytes:
         text = render_metrics(
             self.health(), self.slos(limit=self._max_series), self.incidents("open", limit=MAX_LIMIT)
         )
+        text += ("\n".join(self.health_state.attribution_latency.prometheus_lines()) + "\n").encode()
         if not self.model_events and self.health_state.model_registry_version is None:
             return text
         lines = [

@@ -278,9 +278,13 @@ def parse_exposition(text: str) -> dict[str, list[tuple[dict[str, str], float]]]
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge") and name not in types
-            types[name] = kind
-            families[name] = []
+            assert kind in ("counter", "gauge", "histogram") and name not in types
+            # A histogram's samples are its _bucket (with `le`), _sum and _count series.
+            for series in [name] + (
+                [f"{name}{s}" for s in ("_bucket", "_sum", "_count")] if kind == "histogram" else []
+            ):
+                types[series] = kind
+                families[series] = []
         elif line.startswith("# HELP "):
             continue
         else:

@@ -39,7 +39,7 @@ async def test_a_stop_during_a_window_finishes_every_taken_window_once(
     first_started = threading.Event()
     process = service._process_in_worker
 
-    def slow_process(slot: Slot, loop: asyncio.AbstractEventLoop) -> Any:
+    def slow_process(slot: Slot, loop: asyncio.AbstractEventLoop, closed_s: float) -> Any:
         nonlocal running, most_at_once
         with lock:
             running += 1
@@ -47,7 +47,7 @@ async def test_a_stop_during_a_window_finishes_every_taken_window_once(
         first_started.set()
         time.sleep(SLOW_S)  # a heavy window: stop() arrives while this one is in its thread
         try:
-            return process(slot, loop)
+            return process(slot, loop, closed_s)
         finally:
             with lock:
                 running -= 1

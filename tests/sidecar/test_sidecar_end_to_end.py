@@ -115,6 +115,10 @@ async def test_a_5xx_fault_is_attributed_and_emitted_over_otlp(tmp_path: Path, t
             # The API serves the same: an open incident on payments whose top cause is http_error.
             incidents = await sidecar.get("/v1/incidents?status=open")
             assert any("payments" in i["targets"] for i in incidents["incidents"])
+            # How late each record left after its window closed, for the operator (and bench/).
+            written = len(jsonl(attributions))
+            latency = (await sidecar.get("/healthz"))["attribution_latency"]
+            assert latency["records"] >= written and 0 <= latency["p50_s"] <= latency["p99_s"] < 30
             # The slo.violation span, its log record and the metrics reach the stand-in Collector.
             await wait_for(
                 lambda: collector.violation_spans() and collector.log_records(), 15, "the span and log"

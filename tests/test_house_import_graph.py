@@ -9,6 +9,8 @@ make cycles, but they still may not point upward. The layer order is the one REA
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
@@ -230,3 +232,54 @@ def test_no_httpcore_import() -> None:
     # HTTP/1.1 runs on h11/httptools and HTTP/2 on h2; httpcore is no dependency any more.
     users = sorted({f"{e.importer}:{e.line}" for e in _edges() if e.imported == "httpcore"})
     assert users == []
+
+
+def _chain_to(start: str, part: str, graph: dict[str, set[str]]) -> list[str] | None:
+    """The shortest import chain from module `start` to any module of top-level `part`, if any."""
+    parent: dict[str, str] = {}
+    queue = [start]
+    seen = {start}
+    while queue:
+        module = queue.pop(0)
+        for imported in sorted(graph.get(module, ())):
+            if imported in seen:
+                continue
+            seen.add(imported)
+            parent[imported] = module
+            if _top(imported) == part:
+                chain = [imported]
+                while chain[-1] != start:
+                    chain.append(parent[chain[-1]])
+                return chain[::-1]
+            queue.append(imported)
+    return None
+
+
+def test_the_sidecar_and_attribution_never_import_the_lab() -> None:
+    # Issue 8: the sidecar runs beside a production collector and must not pull in the fault lab
+    # (fault servers, link emulation, network namespaces). The layer order alone allows
+    # sidecar -> lab (the lab sits below it), so it is checked here: directly or through any chain
+    # of imports, function-level and type-only ones included.
+    graph: dict[str, set[str]] = defaultdict(set)
+    for edge in _internal_edges(runtime_only=False):
+        graph[edge.importer].add(edge.imported)
+    starts = sorted(m for m in _modules() if _top(m) in {"sidecar", "attribution"})
+    assert len(starts) > 40  # both packages were found
+    assert _chain_to("otelprobe.cli.lab", "lab", graph)  # the walk does find a chain where one exists
+    chains = [" -> ".join(chain) for start in starts if (chain := _chain_to(start, "lab", graph))]
+    assert chains == []
+
+
+def test_importing_the_sidecar_and_attribution_loads_no_lab_module() -> None:
+    # The same at run time, for imports the source walk cannot see (importlib by name).
+    packages = ("otelprobe.sidecar", "otelprobe.attribution")
+    names = [m for m in _modules() if m.startswith(packages)]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('otelprobe.lab'))))\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split() == []

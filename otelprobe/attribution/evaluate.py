@@ -378,3 +378,43 @@ def goals_of(report: EvaluationReport) -> tuple[Goal, ...]:
         met = None if math.isnan(value) else bool(value >= bound if relation == "≥" else value <= bound)
         goals.append(Goal(name, f"{relation} {bound:g}", float(value), met))
     return tuple(goals)
+
+
+def held_out_summary(report: Mapping[str, Any], *, model: str | None = None) -> dict[str, Any]:
+    """The model's headline figures from a report (evaluation_report.report_json, or a saved
+    report.json), for the model's metadata `metrics` (`otelprobe evaluate --record-in-model`).
+
+    Values are the report's own, unrounded, with its goals and their `met` as it judged them.
+
+    Args:
+        report: the report as JSON.
+        model: the model's label (attribute.model_label); a report of another model is refused.
+
+    Raises:
+        EvaluationError: the report is of another model, or lacks the model's scores.
+    """
+    name = str(report.get("model"))
+    if model is not None and name != model:
+        raise EvaluationError(f"the report scores {name}, not {model}")
+    scores = (report.get("attributed") or {}).get(name)
+    if not scores:
+        raise EvaluationError(f"the report has no attributed-window scores of {name}")
+    recalls = {cause: c["recall"] for cause, c in scores["per_class"].items() if c["support"]}
+    worst = min(recalls, key=lambda cause: recalls[cause], default=None)
+    timing = report.get("timing") or {}
+    inputs = report.get("inputs") or {}
+    return {
+        "evaluated": list(inputs.get("evaluated", [])),
+        "cases": scores["n_cases"],
+        "cause_ac1": scores["ac1"],
+        "cause_ac3": scores["ac3"],
+        "cause_scope_ac1": scores["scope_ac1"],
+        "macro_f1": scores["macro_f1"],
+        "ece": scores["ece"],
+        "compound_both_at3": scores["compound_both_at3"],
+        "worst_class_recall": None if worst is None else {"cause": worst, "recall": recalls[worst]},
+        "false_attributions": dict(report.get("false_attributions") or {}),
+        "within_one_window": (timing.get("per_series") or {}).get("within_one_window"),
+        "goals": [dict(goal) for goal in report.get("goals", [])],
+        "held_out_check": list(inputs.get("held_out_check", [])),
+    }

@@ -228,14 +228,7 @@ def load_model(path: str | Path) -> AttributionModel:
 
     stem = _stem(path)
     meta_path = stem.with_name(stem.name + ".json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{meta_path}: no such model metadata file") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{meta_path}: unreadable model metadata: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{meta_path}: not an otelprobe model metadata file of format {FORMAT_VERSION}")
+    meta = _read_metadata(meta_path)
     _check_schema(meta_path, "feature_names", meta.get("feature_names"), FEATURE_NAMES)
     _check_schema(meta_path, "causes", meta.get("causes"), ROOT_CAUSES)
     _check_schema(meta_path, "scopes", meta.get("scopes"), SCOPES)
@@ -288,6 +281,47 @@ def load_model(path: str | Path) -> AttributionModel:
     if not 0.0 <= metadata.gate_threshold <= 1.0:
         raise ModelError(f"{meta_path}: gate_threshold must be between 0 and 1")
     return AttributionModel(gate_booster, cause_booster, scope_booster, metadata)
+
+
+def record_metrics(path: str | Path, updates: Mapping[str, Any]) -> Path:
+    """Merge `updates` into a saved model's metadata `metrics` (e.g. held-out figures measured
+    after training: `otelprobe evaluate --record-in-model`); nothing else in the files changes.
+
+    A key whose old and new values are both objects is merged one level down (`held_out` keeps
+    the campaigns not named again); any other key is replaced. The boosters and their digests are
+    untouched, so the model loads and predicts exactly as before.
+
+    Returns:
+        The metadata file written.
+
+    Raises:
+        ModelError: the metadata is missing, unreadable or not of this format.
+    """
+    stem = _stem(path)
+    meta_path = stem.with_name(stem.name + ".json")
+    meta = _read_metadata(meta_path)
+    metrics = dict(meta.get("metrics") or {})
+    for key, value in updates.items():
+        old = metrics.get(key)
+        metrics[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, Mapping) else value
+    meta["metrics"] = metrics
+    text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    partial = meta_path.with_name(meta_path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(meta_path)  # a reader sees the old file or the new one, never half of one
+    return meta_path
+
+
+def _read_metadata(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{meta_path}: no such model metadata file") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{meta_path}: unreadable model metadata: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{meta_path}: not an otelprobe model metadata file of format {FORMAT_VERSION}")
+    return meta
 
 
 def _check_schema(meta_path: Path, key: str, found: object, expected: Sequence[str]) -> None:

@@ -7,14 +7,26 @@ scores the model, static thresholds, robust z, neighbour voting and the expert r
 same windows, prints the markdown summary and writes report.md, report.json and confusion.png
 into `--out`. User errors (missing files, a recording without labels, a model for another schema,
 a bad SLO file) are one line on stderr and exit 2.
+
+Held out, checked (`held_out_check`, `series_overlap`): an evaluated recording that is one of the
+model's training recordings (named in its metadata, byte-identical to one whose SHA-256 it
+stores, or byte-identical to a `--train` recording once `--train`'s digest is the model's
+training digest) is refused, exit 2. Weaker signs (an evaluated recording also given as
+`--train`, one named like a training recording, series names shared with the training data,
+`--train` not being the model's training data, a model that names no training data) are warnings
+on stderr and in report.json (`inputs.held_out_check`). `--record-in-model` writes the headline
+figures into the model's metadata `metrics.held_out` (evaluate.held_out_summary).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +34,8 @@ from otelprobe.cli.inputs import InputError, recording_files
 from otelprobe.cli.train import parse_window
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from otelprobe.attribution.evaluate import EvaluationReport
     from otelprobe.attribution.model import AttributionModel
     from otelprobe.attribution.slo_file import SLOFile
@@ -66,6 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="report directory (default: evaluation)",
     )
+    parser.add_argument(
+        "--record-in-model",
+        action="store_true",
+        help="also write the model's headline figures into its metadata (metrics.held_out)",
+    )
+    parser.add_argument(
+        "--record-as",
+        metavar="NAME",
+        help="the key under metrics.held_out (default: the evaluated recordings' directory names)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,11 +103,12 @@ def run(args: argparse.Namespace) -> int:
         labels = read_labels(label_files)
         model = load_model(args.model)
         slos = _slos(args.slo)
-    except (InputError, ModelError, ValueError) as exc:
+        notes = held_out_check(model.metadata.training, eval_files, train_files)
+    except (InputError, ModelError, OSError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     try:
-        report = _evaluate(model, eval_files, train_files, label_files, labels, window_s, slos)
+        report = _evaluate(model, eval_files, train_files, label_files, labels, window_s, slos, notes)
     except (InputError, OSError, ValueError) as exc:
         # EvaluationError is a ValueError: no labeled window to score, no labels to tune on.
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -97,7 +122,146 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(summary_markdown(report))
     print(f"{PROG}: wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
+    for note in report.inputs.get("held_out_check", []):
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
+    if args.record_in_model:
+        try:
+            name = args.record_as or _campaign(eval_files)
+            recorded = _record(args.model, report.model_name, written[1], name)
+        except (ModelError, OSError, ValueError) as exc:
+            print(f"{PROG}: --record-in-model: {exc}", file=sys.stderr)
+            return 2
+        print(f"{PROG}: recorded the figures in {recorded}", file=sys.stderr)
     return 0
+
+
+def held_out_check(
+    training: Mapping[str, Any], evaluated: Sequence[Path], train: Sequence[Path]
+) -> list[str]:
+    """Whether the evaluated recordings are held out from the model's training data, as far as
+    its metadata can tell: `training.recordings` (paths), `training.recording_sha256` (each
+    recording's bytes; models trained since it exists) and `training.digest` (over all of them:
+    when `train` has it, `train` is the training data and its files' bytes are compared too).
+
+    Returns:
+        Warnings: weaker signs of overlap, or what could not be checked; empty when held out.
+
+    Raises:
+        InputError: an evaluated recording is one the model was trained on.
+    """
+    from otelprobe.attribution.train import data_digest, file_sha256
+
+    sha256 = cache(file_sha256)
+    stored = [Path(str(p)) for p in training.get("recordings") or []]
+    stored_sha256 = {str(h): str(p) for p, h in (training.get("recording_sha256") or {}).items()}
+    digest = training.get("digest")
+    verified = bool(digest) and data_digest(train) == digest
+    notes = []
+    if not digest and not stored:
+        notes.append(
+            "the model's metadata names no training recordings and no digest:"
+            " whether the evaluated recordings are held out cannot be checked"
+        )
+    elif digest and not verified:
+        notes.append(
+            "the --train recordings are not the model's training data (their digest differs from"
+            " its training.digest): the static thresholds are tuned on other data, and the evaluated"
+            " recordings are compared with the model's training recordings by path (and by bytes"
+            " where its metadata has training.recording_sha256)"
+        )
+    for file in evaluated:
+        named = next((s for s in stored if _same_file(s, file)), None)
+        if named is not None:
+            raise InputError(
+                f"{file} is one of the model's training recordings ({named} in its metadata):"
+                " a held-out evaluation needs recordings the model never saw"
+            )
+        if sha256(file) in stored_sha256:
+            raise InputError(
+                f"{file} has the bytes of {stored_sha256[sha256(file)]}, one of the model's training"
+                " recordings (training.recording_sha256): a held-out evaluation needs recordings the"
+                " model never saw"
+            )
+        twin = next((t for t in train if _same_file(t, file) or sha256(t) == sha256(file)), None)
+        if twin is not None and verified:
+            raise InputError(
+                f"{file} has the bytes of {twin}, one of the model's training recordings (the --train"
+                " recordings' digest is the model's training.digest): a held-out evaluation needs"
+                " recordings the model never saw"
+            )
+        if twin is not None:
+            notes.append(
+                f"{file} is also given as --train ({twin}): the static-threshold baseline is tuned"
+                " on the data it is scored on"
+            )
+        alike = next((s for s in stored if s.parts[-2:] == file.parts[-2:]), None)
+        if alike is not None:
+            notes.append(
+                f"{file} is named like the model's training recording {alike}: if it is that"
+                " recording, this evaluation is not held out"
+            )
+    return notes
+
+
+def series_overlap(
+    training: Mapping[str, Any], eval_frame: pd.DataFrame, train_frame: pd.DataFrame
+) -> list[str]:
+    """Warnings for targets and vantages the evaluated windows share with the model's training
+    series (`training.targets`/`vantages`, stored by train_model since they exist) and with the
+    `--train` table (splits.check_no_leak); empty when none is shared."""
+    import pandas as pd
+
+    from otelprobe.attribution.splits import LeakError, check_no_leak
+
+    columns = ["target", "vantage"]
+    stored = {col: [str(v) for v in training.get(f"{col}s") or []] for col in columns}
+    longest = max(len(values) for values in stored.values())
+    padded = {
+        col: pd.Series(values + [None] * (longest - len(values)), dtype=object)
+        for col, values in stored.items()
+    }
+    sides = {
+        "the model's training series (its metadata)": pd.DataFrame(padded),
+        "the --train recordings": train_frame,
+    }
+    notes = []
+    for side, frame in sides.items():
+        if frame.empty or not set(columns) <= set(frame.columns):
+            continue
+        try:
+            check_no_leak(frame, eval_frame, columns)
+        except LeakError as exc:
+            shared = str(exc).removeprefix("train and test share values: ")
+            notes.append(f"the evaluated windows share series names with {side}: {shared}")
+    return notes
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # `a` is not there (a path the trainer saw from another directory)
+        return False
+
+
+def _campaign(files: Sequence[Path]) -> str:
+    """`eval-402` for data/lab/eval-402/traces.jsonl.gz (several files: their names joined by +)."""
+    return "+".join(dict.fromkeys(f.parent.name or f.name for f in files))
+
+
+def _record(model: str, label: str, report_path: Path, name: str) -> Path:
+    """Write the report's headline figures into the model's metadata, metrics.held_out[name]."""
+    from otelprobe.attribution.evaluate import held_out_summary
+    from otelprobe.attribution.model import record_metrics
+    from otelprobe.attribution.train import file_sha256
+
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    summary = held_out_summary(report, model=label)
+    summary["report"] = {
+        "path": str(report_path),
+        "sha256": file_sha256(report_path),
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+    }
+    return record_metrics(model, {"held_out": {name: summary}})
 
 
 def _labels_beside(files: Sequence[Path]) -> list[Path]:
@@ -167,6 +331,7 @@ def _evaluate(
     labels: list[dict[str, Any]],
     window_s: float | None,
     slos: SLOFile | None,
+    notes: list[str],
 ) -> EvaluationReport:
     from otelprobe.attribution.dataset import read_window_table
     from otelprobe.attribution.evaluate import evaluate
@@ -188,6 +353,7 @@ def _evaluate(
         "evaluated": [str(f) for f in eval_files],
         "train": [str(f) for f in train_files],
         "labels": [str(f) for f in label_files],
+        "held_out_check": notes + series_overlap(model.metadata.training, held_out.frame, train.frame),
     }
     return evaluate(
         model, held_out.frame, train.frame, window_s=held_out.window_s, labels=labels, inputs=inputs

@@ -81,7 +81,7 @@ def _train(files: list[Path], out: Path, window_s: float | None, rounds: int | N
     from otelprobe.attribution.dataset import window_table
     from otelprobe.attribution.model import DEFAULT_ROUNDS
     from otelprobe.attribution.records import read_records
-    from otelprobe.attribution.train import data_digest, train_model
+    from otelprobe.attribution.train import data_digest, file_sha256, train_model
 
     started = time.monotonic()
     records, stats = read_records([str(f) for f in files])
@@ -93,6 +93,8 @@ def _train(files: list[Path], out: Path, window_s: float | None, rounds: int | N
         "name": out.name,
         "digest": data_digest(files),
         "recordings": [str(f) for f in files],
+        # Each recording's own SHA-256: `otelprobe evaluate` refuses to score the model on one.
+        "recording_sha256": {str(f): file_sha256(f) for f in files},
         "records": len(records),
         "reader": _reader_info(stats),
     }

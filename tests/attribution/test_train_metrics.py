@@ -1,0 +1,81 @@
+"""What `train_model` records in the model's metadata `metrics`: the counts that taught it and what
+its calibration split (held-out incidents) measured; and the shipped model's `metrics` agreeing
+with its training data and its evaluation reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from otelprobe.attribution.attribute import model_label
+from otelprobe.attribution.dataset import WindowTable
+from otelprobe.attribution.evaluate import held_out_summary
+from otelprobe.attribution.model import load_model
+from otelprobe.attribution.train import file_sha256, train_model
+from otelprobe.causes import ROOT_CAUSES
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "models" / "default"
+CAMPAIGNS = ("eval-402", "shifted-503", "eval-202")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_training_records_its_counts_and_its_calibration_split_in_metrics(
+    eval_table: WindowTable, tmp_path: Path
+) -> None:
+    # Trained on eval-202 for speed: the figures' consistency is under test, not their size.
+    model = train_model(eval_table.frame, window_s=eval_table.window_s, rounds=20)
+    metrics, training = model.metadata.metrics, model.metadata.training
+
+    counts = metrics["training"]
+    assert counts["rows_per_cause"] == training["windows_per_cause"]
+    assert sum(counts["rows_per_cause"].values()) == counts["teaching_rows"] == training["windows"]
+    # A compound window teaches each of its causes: fewer windows than rows, but not fewer than half.
+    assert counts["teaching_rows"] / 2 <= counts["teaching_windows"] < counts["teaching_rows"]
+    assert counts["gate_windows"] == training["gate_windows"]
+    assert counts["incident_ids"] == training["incidents"]
+
+    validation = metrics["validation"]
+    assert validation["temperature"] == model.metadata.temperature
+    assert 0 < validation["incident_ids"] < counts["incident_ids"]
+    assert 0 < validation["windows"] <= validation["rows"] < counts["teaching_rows"]
+    before, after = validation["uncalibrated"], validation["calibrated"]
+    # One temperature divides every score: the ranking, so AC@k, cannot change ...
+    assert (before["cause_ac1"], before["cause_ac3"]) == (after["cause_ac1"], after["cause_ac3"])
+    assert 0.5 < after["cause_ac1"] <= after["cause_ac3"] <= 1.0
+    # ... and it is the temperature of least log-loss on these rows (T = 1 is on its grid).
+    assert after["log_loss"] <= before["log_loss"] + 1e-9
+    assert 0.0 <= after["ece"] <= 1.0
+
+    # The series it saw, for `otelprobe evaluate`'s held-out check.
+    assert training["targets"] == sorted(set(eval_table.frame["target"]))
+    assert training["vantages"] == sorted(set(eval_table.frame["vantage"]))
+
+    model.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").metadata.metrics == metrics  # plain JSON, no NaN
+
+
+def test_the_shipped_metrics_are_its_own_training_counts_and_its_reports() -> None:
+    model = load_model(SHIPPED)
+    metrics, training = model.metadata.metrics, model.metadata.training
+    assert metrics["training"]["rows_per_cause"] == training["windows_per_cause"]
+    assert metrics["training"]["gate_windows"] == training["gate_windows"]
+    assert metrics["validation"]["temperature"] == model.metadata.temperature
+    assert set(training["windows_per_cause"]) == set(ROOT_CAUSES)
+
+    label = model_label(model)
+    assert set(metrics["held_out"]) == set(CAMPAIGNS)
+    for campaign in CAMPAIGNS:
+        path = REPO / "models" / "evaluation" / campaign / "report.json"
+        recorded = dict(metrics["held_out"][campaign])
+        source = recorded.pop("report")
+        # The figures are the report's, unrounded; a regenerated report must be recorded again.
+        assert source["path"] == f"models/evaluation/{campaign}/report.json"
+        assert source["sha256"] == file_sha256(path)
+        assert recorded == held_out_summary(json.loads(path.read_text()), model=label)
+    # The goal the card once called met: 0.94976 is below 0.95, and the metadata says so.
+    goal = next(g for g in metrics["held_out"]["eval-402"]["goals"] if g["goal"] == "cause AC@1")
+    assert goal["value"] < 0.95 and goal["met"] is False

@@ -167,12 +167,23 @@ def _scope_rows(train: TrainingSet) -> np.ndarray:
     return scope_inputs(train.frame, train.causes.astype(np.float64))
 
 
-def fit_temperature(raw_scores: np.ndarray, classes: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood of held-out windows (grid + refine)."""
+def fit_temperature(raw_scores: np.ndarray, classes: np.ndarray, windows: np.ndarray | None = None) -> float:
+    """The temperature minimising the negative log-likelihood of held-out windows (grid + refine).
+
+    A window is right when any of its true causes is the one named (`otelprobe evaluate` counts a
+    compound window so), so its likelihood is the score of its set of causes: the sum over its
+    rows (`windows` gives each row's window; rows of one window share their raw scores). Scored
+    row by row instead, a compound window asks for two causes at once and pulls the temperature
+    up: scores flatter than the single-cause windows warrant.
+    """
+    row_windows = np.arange(len(classes)) if windows is None else np.asarray(windows)
+    _, first, inverse = np.unique(row_windows, return_index=True, return_inverse=True)
+    truth = np.zeros((len(first), raw_scores.shape[1]), dtype=bool)
+    truth[inverse, classes] = True
+    raw = raw_scores[first]
 
     def nll(t: float) -> float:
-        probs = softmax(raw_scores / t)
-        picked = probs[np.arange(len(classes)), classes]
+        picked = (softmax(raw / t) * truth).sum(axis=1)
         return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
 
     grid = np.exp(np.linspace(math.log(0.25), math.log(8.0), 41))
@@ -194,8 +205,8 @@ def validation_metrics(
     scored by the booster fit on the other incidents, before and after the temperature.
 
     A compound window is one case, right at AC@k when any of its causes ranks within k (as
-    `otelprobe evaluate` counts it); log-loss is over its rows (one per cause, as the temperature
-    was fitted). NaN figures (no compound window) become None.
+    `otelprobe evaluate` counts it), and its log-loss is that of the summed score of its causes
+    (the likelihood the temperature is fitted to). NaN figures (no compound window) become None.
     """
     first: dict[int, int] = {}
     cause_sets: dict[int, list[str]] = {}
@@ -218,7 +229,10 @@ def validation_metrics(
         # The true cause of a compound window: whichever of its causes ranks highest.
         truth = [max(s, key=lambda c: float(p[CAUSE_INDEX[c]])) for s, p in zip(sets, probs, strict=True)]
         scores = score_cases(probs, truth, true_cause_sets=sets)
-        picked = row_probs[np.arange(len(rows)), train.causes[rows]]
+        # Each window's likelihood is the score of its set of causes, as the temperature is fitted.
+        picked = np.array(
+            [sum(float(p[CAUSE_INDEX[c]]) for c in s) for s, p in zip(sets, probs, strict=True)]
+        )
         result[name] = {
             "cause_ac1": scores.ac1,
             "cause_ac3": scores.ac3,
@@ -310,7 +324,7 @@ def train_model(
                 None if bins is None else bins[fit_idx],
             )
             raw = np.asarray(probe.predict(features[held_idx], raw_score=True), dtype=np.float64)
-            temperature = fit_temperature(raw, train.causes[held_idx])
+            temperature = fit_temperature(raw, train.causes[held_idx], train.window[held_idx])
             validation = validation_metrics(raw, temperature, train, held_idx)
 
     gate_frame, gate_labels = gate_windows(frame)

@@ -18,6 +18,7 @@ import pytest
 
 from otelprobe.attribution.evaluate import EvaluationError, held_out_summary
 from otelprobe.attribution.model import ModelError, load_model, record_metrics
+from otelprobe.attribution.otlp_files import InputError
 from otelprobe.attribution.records import read_records
 from otelprobe.attribution.train import file_sha256
 from otelprobe.cli.evaluate import held_out_check, series_overlap
@@ -87,9 +88,14 @@ def test_the_held_out_campaign_passes_the_check(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_weaker_signs_are_warnings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    training = load_model(SHIPPED).metadata.training
+    shipped = load_model(SHIPPED).metadata.training
     monkeypatch.chdir(tmp_path)  # the stored relative paths name nothing from here
     train_101 = LAB / "train-101" / "traces.jsonl.gz"
+    # With each training recording's bytes in the metadata, even a path that names nothing is caught.
+    with pytest.raises(InputError, match=r"training\.recording_sha256"):
+        held_out_check(shipped, [TRAINING[0]], [train_101])
+    # Metadata of a model trained before recording_sha256: only weaker signs are left.
+    training = {key: value for key, value in shipped.items() if key != "recording_sha256"}
     # A training campaign with a --train that is not the training data: named like a training
     # recording, and the digest does not vouch for --train.
     notes = held_out_check(training, [TRAINING[0]], [train_101])

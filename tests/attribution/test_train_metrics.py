@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from otelprobe.attribution.attribute import model_label
 from otelprobe.attribution.dataset import WindowTable
 from otelprobe.attribution.evaluate import held_out_summary
-from otelprobe.attribution.model import load_model
-from otelprobe.attribution.train import file_sha256, train_model
+from otelprobe.attribution.model import load_model, softmax
+from otelprobe.attribution.train import file_sha256, fit_temperature, train_model
 from otelprobe.causes import ROOT_CAUSES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def test_training_records_its_counts_and_its_calibration_split_in_metrics(
     # One temperature divides every score: the ranking, so AC@k, cannot change ...
     assert (before["cause_ac1"], before["cause_ac3"]) == (after["cause_ac1"], after["cause_ac3"])
     assert 0.5 < after["cause_ac1"] <= after["cause_ac3"] <= 1.0
-    # ... and it is the temperature of least log-loss on these rows (T = 1 is on its grid).
+    # ... and it is the temperature of least log-loss on these windows (T = 1 is on its grid).
     assert after["log_loss"] <= before["log_loss"] + 1e-9
     assert 0.0 <= after["ece"] <= 1.0
 
@@ -79,3 +80,19 @@ def test_the_shipped_metrics_are_its_own_training_counts_and_its_reports() -> No
     # The goal the card once called met: 0.94976 is below 0.95, and the metadata says so.
     goal = next(g for g in metrics["held_out"]["eval-402"]["goals"] if g["goal"] == "cause AC@1")
     assert goal["value"] < 0.95 and goal["met"] is False
+
+
+def test_a_compound_window_is_scored_by_its_set_of_causes_not_row_by_row() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.normal(0.0, 3.0, size=(4000, 11))
+    probs = softmax(raw)
+    # Labels drawn from the scores themselves: T = 1 is the calibrated temperature.
+    single = np.array([rng.choice(11, p=p) for p in probs])
+    # A quarter are compound: the drawn cause plus any other (most of which the scores rule out).
+    compound = np.arange(3000, 4000)
+    other = (single[compound] + 1 + rng.integers(0, 10, len(compound))) % 11
+    rows = np.concatenate([raw, raw[compound]])
+    classes = np.concatenate([single, other])
+    windows = np.concatenate([np.arange(4000), compound])
+    assert 0.9 < fit_temperature(rows, classes, windows) < 1.1
+    assert fit_temperature(rows, classes) > 1.3  # row by row: flattened for the pairs

@@ -141,6 +141,7 @@ class SidecarService:
         self.windower = EventTimeWindower(
             window_s, self.config.allowed_lateness_s, max_open_slots=limits.max_open_windows
         )
+        self.ingest.attach(self.windower)  # late phases join their record while its slot is open
         self.processor = SlotProcessor(
             self.models.live,
             self.slo_file,
@@ -311,17 +312,14 @@ class SidecarService:
         self, slot: Slot, loop: asyncio.AbstractEventLoop, closed_s: float
     ) -> SlotResult | None:
         assert self.processor is not None and self.windower is not None
-        latency = self.view.health_state.attribution_latency
 
         def decided(verdicts: Sequence[SeriesWindow], incidents: WindowIncidents) -> None:
             _on_loop(loop, self._observe_decided, verdicts, incidents)
 
         def emit(live: LiveAttribution) -> None:
-            # The API knows a record before the file and the Collector do: whoever reads one and
-            # asks the API about its incident finds it.
-            _on_loop(loop, self.view.add_attributions, (live,))
-            self._emit(live)
-            latency.observe(time.monotonic() - closed_s)
+            # Handed to the loop without waiting for it: a record costs this thread no round trip
+            # (the loop may be busy decoding a request), and records still go out in order.
+            loop.call_soon_threadsafe(self._publish, live, closed_s)
 
         try:
             # Each record goes out as soon as it is made: a slot with many violations does not hold
@@ -365,6 +363,13 @@ class SidecarService:
     def _observe_decided(self, verdicts: Sequence[SeriesWindow], incidents: WindowIncidents) -> None:
         self.view.add_verdicts(verdicts)
         self.view.update_incidents(incidents)
+
+    def _publish(self, live: LiveAttribution, closed_s: float) -> None:
+        """One record out, on the loop: the API knows it before the file and the Collector do, so
+        whoever reads one and asks the API about its incident finds it."""
+        self.view.add_attributions((live,))
+        self._emit(live)
+        self.view.health_state.attribution_latency.observe(time.monotonic() - closed_s)
 
     def _emit(self, live: LiveAttribution) -> None:
         self.emitter.emit(live)

@@ -5,6 +5,8 @@ features). A slot is `[k * window, (k + 1) * window)` on the probes' own clock (
 `start_ns`), the same edges as attribution/windows.py, so the live path cuts time exactly as the
 offline one. A slot closes when the watermark passes its end; a record for a closed slot is late
 (counted, dropped). Open slots are bounded: beyond `max_open_slots` the oldest closes early.
+A record whose trace the open slot already holds replaces the earlier one (`revised_records`):
+sidecar/ingest.py rebuilds a record when phase spans arrive after its root.
 
 The watermark follows the probes' own clocks, never the sidecar's wall clock, so a prober whose
 clock is off from the sidecar's is windowed correctly. No single series can drive it: the newest
@@ -54,6 +56,8 @@ class Slot:
     start_ns: int
     end_ns: int
     records: list[ProbeRecord] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """trace id -> index in `records` (the windower's, while the slot is open)."""
 
 
 @dataclass(slots=True)
@@ -65,11 +69,23 @@ class WindowerStats:
     """Records too far ahead of the other series' clocks (dropped)."""
     out_of_order_records: int = 0
     """Records older than the newest of their series, still in time (kept)."""
+    revised_records: int = 0
+    """Records that replaced the earlier record of their trace in its open slot (phases joined late)."""
     slots_closed: int = 0
     slots_forced: int = 0
     """Slots closed early because too many were open."""
     evicted_series: int = 0
     """Series whose newest time was forgotten, least recently seen first, beyond `max_series`."""
+
+
+def _same_probe(old: ProbeRecord, new: ProbeRecord) -> bool:
+    """Whether `new` is `old` rebuilt: same trace (the caller's check), root span, start and series."""
+    return (
+        old.span_id == new.span_id
+        and old.start_ns == new.start_ns
+        and old.target == new.target
+        and old.vantage == new.vantage
+    )
 
 
 class EventTimeWindower:
@@ -129,6 +145,12 @@ class EventTimeWindower:
         """Series whose newest event time is remembered."""
         return len(self._newest)
 
+    def late_before_ns(self) -> int | None:
+        """A record starting before this is late (its slot has closed); None while none has closed."""
+        if self._closed_until_ns is None:
+            return None
+        return -(-self._closed_until_ns // self.window_ns) * self.window_ns  # that slot edge or the next
+
     def resume_after(self, closed_until_ns: int) -> None:
         """Treat every slot ending at or before `closed_until_ns` as closed (state restored)."""
         self._closed_until_ns = closed_until_ns
@@ -140,6 +162,12 @@ class EventTimeWindower:
         return self._reference_ns + self._idle_ns(self._clock()) - self.lateness_ns
 
     def add(self, records: Iterable[ProbeRecord]) -> None:
+        """Put records in their slots; a probe already in its open slot (rebuilt with phases that
+        came after its root) replaces the record there. Records from `Ingest.add` attach this
+        windower to their Ingest, which then joins late phases only while their slot is open."""
+        ingest = getattr(records, "ingest", None)  # Ingest.add's records name their Ingest
+        if ingest is not None:
+            ingest.attach(self)
         now_s = self._clock()
         stats, newest, untrusted, open_slots = self.stats, self._newest, self._untrusted, self._open
         window_ns, closed_until_ns = self.window_ns, self._closed_until_ns
@@ -157,6 +185,13 @@ class EventTimeWindower:
             if closed_until_ns is not None and start_ns < closed_until_ns:
                 stats.late_records += 1
                 continue
+            slot = open_slots.get(start_ns)
+            if slot is not None:
+                at = slot.positions.get(record.trace_id)
+                if at is not None and _same_probe(slot.records[at], record):
+                    slot.records[at] = record  # rebuilt with phases that came after its root
+                    stats.revised_records += 1
+                    continue
             series = (record.target, record.vantage)
             previous_ns = newest.get(series)
             if previous_ns is None:
@@ -183,6 +218,7 @@ class EventTimeWindower:
                     limit_basis_ns, last_start_ns = current_ns, self._last_start_for(current_ns)
                     if open_slots and max(open_slots) > last_start_ns:
                         self._drop_beyond(last_start_ns)
+                        slot = open_slots.get(start_ns)
             if start_ns > last_start_ns:
                 if basis_ns != limit_basis_ns:
                     limit_basis_ns, last_start_ns = basis_ns, self._last_start_for(basis_ns)
@@ -192,9 +228,9 @@ class EventTimeWindower:
                     continue
             if untrusted and series in untrusted and newest[series] == event_ns:
                 untrusted.discard(series)
-            slot = open_slots.get(start_ns)
             if slot is None:
                 slot = open_slots[start_ns] = Slot(start_ns, start_ns + window_ns)
+            slot.positions[record.trace_id] = len(slot.records)
             slot.records.append(record)
         stats.records += count
         if reference_moved:

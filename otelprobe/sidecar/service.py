@@ -12,11 +12,12 @@ re-read on SIGHUP); a stop closes every pending window, saves, and flushes the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,13 +48,13 @@ _logger = logging.getLogger(__name__)
 TICK_S: Final = 0.1
 """How often the watermark is checked for slots to close."""
 WINDOWS_TASK: Final = "sidecar-windows"
+INGEST_PAUSE_MAX_S: Final = 2.0
+"""Longest ingestion waits for a window being attributed (a heavy one then shares the CPU)."""
 POLL_S: Final = 2.0
 """How often the config file and the model files are checked for changes."""
 AUTO_MIN_PROBES: Final = 3
 """First probes of one series needed to tell the probe interval (window: auto)."""
 AUTO_MAX_BUFFER: Final = 20_000
-LOOP_WAIT_S: Final = 30.0
-"""Longest a worker waits for the event loop to take a window's news (a stuck loop fails the slot)."""
 
 
 class SidecarService:
@@ -111,6 +112,9 @@ class SidecarService:
         self.api_port: int | None = None
         self._stop = asyncio.Event()
         self._stopping_windows = asyncio.Event()
+        self._window_check = asyncio.Event()
+        self._window_running = asyncio.Event()
+        self._window_done = asyncio.Event()
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.results = 0
@@ -239,12 +243,13 @@ class SidecarService:
         queue = self.receiver.queue
         while True:
             request = await queue.get()
+            if self._window_running.is_set():
+                # A window being attributed has the interpreter first (one GIL: ingesting beside
+                # it doubled its time); the queue and the senders' retries absorb the pause.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._window_done.wait(), INGEST_PAUSE_MAX_S)
             self._ingest([request])
-            # Whatever else is waiting, in one go (cheap per request, and the queue empties fast).
-            batch: list[ExportTraceServiceRequest] = []
-            while not queue.empty() and len(batch) < 256:
-                batch.append(queue.get_nowait())
-            self._ingest(batch)
+            self._window_check.set()  # a slot may be ready to close now, not at the next tick
 
     def _ingest(self, requests: Sequence[ExportTraceServiceRequest]) -> None:
         for request in requests:
@@ -277,10 +282,11 @@ class SidecarService:
         the windower is always processed, and never beside the drain's (SlotProcessor is one
         thread's at a time)."""
         while not self._stopping_windows.is_set():
-            try:
-                await asyncio.wait_for(self._stopping_windows.wait(), TICK_S)
-            except TimeoutError:
-                pass
+            # Woken after each ingested request, else every tick (the watermark also moves with
+            # the clock while no probe arrives).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._window_check.wait(), TICK_S)
+            self._window_check.clear()
             if self.windower is not None and not self._stopping_windows.is_set():
                 ready = self.windower.close_ready()
                 closed_s = time.monotonic()  # every slot of the batch closed now; later ones wait
@@ -289,7 +295,13 @@ class SidecarService:
 
     async def _process(self, slot: Slot, closed_s: float) -> None:
         loop = asyncio.get_running_loop()
-        result = await asyncio.to_thread(self._process_in_worker, slot, loop, closed_s)
+        self._window_done.clear()
+        self._window_running.set()
+        try:
+            result = await asyncio.to_thread(self._process_in_worker, slot, loop, closed_s)
+        finally:
+            self._window_running.clear()
+            self._window_done.set()
         if result is None:
             return
         health = self.view.health_state
@@ -314,7 +326,8 @@ class SidecarService:
         assert self.processor is not None and self.windower is not None
 
         def decided(verdicts: Sequence[SeriesWindow], incidents: WindowIncidents) -> None:
-            _on_loop(loop, self._observe_decided, verdicts, incidents)
+            # Not waited for either: the loop takes it before this slot's records (one queue).
+            loop.call_soon_threadsafe(self._observe_decided, verdicts, incidents)
 
         def emit(live: LiveAttribution) -> None:
             # Handed to the loop without waiting for it: a record costs this thread no round trip
@@ -480,6 +493,7 @@ class SidecarService:
         # The windows task finishes the slots it has taken (their worker thread cannot be
         # cancelled); the others stop where they are.
         self._stopping_windows.set()
+        self._window_check.set()
         for task in self._tasks:
             if task.get_name() != WINDOWS_TASK:
                 task.cancel()
@@ -502,15 +516,6 @@ class SidecarService:
         if self.store is not None:
             self.store.close()
         _logger.warning("sidecar stopped: %d windows closed", self.results)
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop, call: Callable[..., object], *args: Any) -> None:
-    """Run `call` on the event loop (the view is the loop's) and wait until it has run."""
-
-    async def run() -> None:
-        call(*args)
-
-    asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=LOOP_WAIT_S)
 
 
 def _warm(processor: SlotProcessor | None) -> int:

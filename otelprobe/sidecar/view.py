@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from otelprobe import __version__
 from otelprobe.attribution.attribute import iso
@@ -30,6 +30,7 @@ IncidentStatus = Literal["open", "recent", "all"]
 INCIDENT_STATUSES: Final[tuple[IncidentStatus, ...]] = ("open", "recent", "all")
 JSON = dict[str, Any]
 Series = tuple[str, str]
+_V = TypeVar("_V")
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 HEALTH_STATUSES: Final = ("starting", "warming_up", "ok", "degraded")
@@ -271,7 +272,7 @@ class MemoryView:
         self._open: dict[str, Incident] = {}
         self._closed: deque[_Closed] = deque(maxlen=max(1, max_recent_incidents))
         self._counts: dict[str, int] = {}
-        self._status: OrderedDict[Series, JSON] = OrderedDict()
+        self._status: OrderedDict[Series, SeriesWindow] = OrderedDict()
         self._max_series = max(1, max_series)
         self.attributions_total = 0
         self.feedback: dict[str, JSON] = {}
@@ -299,8 +300,10 @@ class MemoryView:
         self.health_state.windows_closed += 1
 
     def add_verdicts(self, verdicts: Iterable[SeriesWindow]) -> None:
+        # Kept as they are, turned into JSON when asked for: every series gets a verdict every
+        # window, and most are never read before the next one replaces them.
         for window in verdicts:
-            self._put(self._status, window.series, series_window_json(window, self._objective_of))
+            self._put(self._status, window.series, window)
 
     def update_incidents(self, window: WindowIncidents) -> None:
         """The tracker's answer for one window: the open incidents now, those that just closed."""
@@ -328,7 +331,7 @@ class MemoryView:
             self._put(self._latest, series, record)
             self.attributions_total += 1
 
-    def _put(self, table: OrderedDict[Series, JSON], series: Series, value: JSON) -> None:
+    def _put(self, table: OrderedDict[Series, _V], series: Series, value: _V) -> None:
         table[series] = value
         table.move_to_end(series)
         while len(table) > self._max_series:
@@ -410,11 +413,11 @@ class MemoryView:
         self, target: str | None = None, vantage: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> list[JSON]:
         rows: list[JSON] = []
-        for (t, v), status in reversed(self._status.items()):
+        for (t, v), window in reversed(self._status.items()):
             if len(rows) >= limit:
                 break
             if (target is None or t == target) and (vantage is None or v == vantage):
-                rows.append(status)
+                rows.append(series_window_json(window, self._objective_of))
         rows.sort(key=lambda row: (row["target"], row["vantage"]))
         return rows
 

@@ -27,6 +27,7 @@ import argparse
 import gzip
 import inspect
 import json
+import math
 import os
 import struct
 import subprocess
@@ -36,10 +37,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Final
 
 import psutil
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -81,8 +84,70 @@ def _renamed(template: ExportTraceServiceRequest, copy: int, into: ExportTraceSe
     return count
 
 
-def generate(out: Path, copies: int, seconds: float) -> None:
-    """Write length-prefixed requests covering the recording's first `seconds` of event time."""
+_FAULT_KEYS: Final = frozenset({names.LAB_FAULT_CAUSE, names.LAB_FAULT_CAUSES})
+
+
+class HealthyTwin:
+    """A recording's requests with every probe that overlapped a fault replaced by the same
+    series' latest healthy probe, moved to the faulted probe's start: the series as it would have
+    been without the lab's faults (its real healthy phases, repeated)."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], tuple[int, list[Span]]] = {}
+
+    def __call__(self, template: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+        healthy = ExportTraceServiceRequest()
+        healthy.CopyFrom(template)
+        for resource_spans in healthy.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                traces: dict[bytes, list[Span]] = {}
+                for span in scope_spans.spans:
+                    copied = Span()
+                    copied.CopyFrom(span)
+                    traces.setdefault(span.trace_id, []).append(copied)
+                del scope_spans.spans[:]
+                for trace_id, spans in traces.items():
+                    scope_spans.spans.extend(self._healthy(trace_id, spans))
+        return healthy
+
+    def _healthy(self, trace_id: bytes, spans: list[Span]) -> list[Span]:
+        series = _series_of(spans)
+        start_ns = min(span.start_time_unix_nano for span in spans)
+        if not any(kv.key in _FAULT_KEYS for span in spans for kv in span.attributes):
+            self._latest[series] = (start_ns, spans)
+            return spans
+        latest = self._latest.get(series)
+        if latest is None:
+            return []  # no healthy probe of this series yet: this one is left out
+        latest_start_ns, latest_spans = latest
+        shift_ns = start_ns - latest_start_ns
+        moved = []
+        for original in latest_spans:
+            span = Span()
+            span.CopyFrom(original)
+            span.trace_id = trace_id
+            span.start_time_unix_nano += shift_ns
+            span.end_time_unix_nano += shift_ns
+            for event in span.events:
+                event.time_unix_nano += shift_ns
+            moved.append(span)
+        return moved
+
+
+def _series_of(spans: list[Span]) -> tuple[str, str]:
+    attributes = {kv.key: kv.value.string_value for span in spans for kv in span.attributes}
+    return attributes.get(names.OTELPROBE_VANTAGE, ""), attributes.get(names.PROBE_TARGET, "")
+
+
+def faulted_copy(copy: int, faulted_share: float) -> bool:
+    """Whether copy `copy` keeps the recording's faults: `faulted_share` of the copies, spread
+    evenly (copy 0 is the first to)."""
+    return math.ceil((copy + 1) * faulted_share) > math.ceil(copy * faulted_share)
+
+
+def generate(out: Path, copies: int, seconds: float, faulted_share: float = 1.0) -> None:
+    """Write length-prefixed requests covering the recording's first `seconds` of event time;
+    `faulted_share` of the copies keep the faults, the others are their healthy twins."""
     templates = []
     with gzip.open(RECORDING, "rt") as lines:
         for line in lines:
@@ -99,17 +164,20 @@ def generate(out: Path, copies: int, seconds: float) -> None:
     templates.sort(key=lambda item: item[0])
     first_ns = templates[0][0]
     spans = requests = 0
+    twin = HealthyTwin()
+    faulted = [faulted_copy(copy, faulted_share) for copy in range(copies)]
     with out.open("wb") as sink:
         for start_ns, template in templates:
             if start_ns - first_ns > seconds * 1e9:
                 break
+            healthy = twin(template) if not all(faulted) else template
             merged = ExportTraceServiceRequest()
             for copy in range(copies):
-                spans += _renamed(template, copy, merged)
+                spans += _renamed(template if faulted[copy] else healthy, copy, merged)
             body = merged.SerializeToString()
             sink.write(_LEN.pack(len(body)) + body)
             requests += 1
-    print(json.dumps({"requests": requests, "spans": spans}))
+    print(json.dumps({"requests": requests, "spans": spans, "faulted_copies": sum(faulted)}))
 
 
 def read_requests(path: Path) -> Iterator[bytes]:
@@ -312,6 +380,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model stem (default: trained here from train-101)")
     parser.add_argument("--copies", type=int, default=556, help="copies of the 18 series (556 -> 10,008)")
+    parser.add_argument(
+        "--faulted-share",
+        type=float,
+        default=1.0,
+        help="share of the copies that keep train-101's faults; the others replay their series' "
+        "healthy probes (1.0: every copy faulted, the stress case)",
+    )
     parser.add_argument("--rates", default="10000,20000,30000,max", help="offered spans/s per phase")
     parser.add_argument("--slots", type=int, default=5, help="slots per rate phase")
     parser.add_argument("--warm-slots", type=int, default=8)
@@ -322,7 +397,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
-        generate(args.generate, args.copies, args.seconds)
+        generate(args.generate, args.copies, args.seconds, args.faulted_share)
         return 0
     rates = [None if r == "max" else float(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
@@ -359,6 +434,8 @@ def main() -> int:
                     str(args.copies),
                     "--seconds",
                     str(seconds),
+                    "--faulted-share",
+                    str(args.faulted_share),
                 ],
                 check=True,
                 capture_output=True,

@@ -8,7 +8,7 @@ split is scikit-learn's GroupShuffleSplit over incident ids with a fixed seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -102,3 +102,32 @@ def check_no_leak(train: pd.DataFrame, test: pd.DataFrame, cols: Sequence[str]) 
 
 def _present(column: pd.Series) -> set[Any]:
     return set(column.dropna().unique().tolist())
+
+
+def series_overlap(
+    training: Mapping[str, Any], eval_frame: pd.DataFrame, train_frame: pd.DataFrame
+) -> list[str]:
+    """Warnings for targets and vantages the evaluated windows share with the model's training
+    series (`training.targets`/`vantages`, stored by train_model since they exist) and with the
+    `--train` table (splits.check_no_leak); empty when none is shared."""
+    columns = ["target", "vantage"]
+    stored = {col: [str(v) for v in training.get(f"{col}s") or []] for col in columns}
+    longest = max(len(values) for values in stored.values())
+    padded = {
+        col: pd.Series(values + [None] * (longest - len(values)), dtype=object)
+        for col, values in stored.items()
+    }
+    sides = {
+        "the model's training series (its metadata)": pd.DataFrame(padded),
+        "the --train recordings": train_frame,
+    }
+    notes = []
+    for side, frame in sides.items():
+        if frame.empty or not set(columns) <= set(frame.columns):
+            continue
+        try:
+            check_no_leak(frame, eval_frame, columns)
+        except LeakError as exc:
+            shared = str(exc).removeprefix("train and test share values: ")
+            notes.append(f"the evaluated windows share series names with {side}: {shared}")
+    return notes

@@ -8,7 +8,7 @@ same windows, prints the markdown summary and writes report.md, report.json and 
 into `--out`. User errors (missing files, a recording without labels, a model for another schema,
 a bad SLO file) are one line on stderr and exit 2.
 
-Held out, checked (`held_out_check`, `series_overlap`): an evaluated recording that is one of the
+Held out, checked (`held_out_check`, `splits.series_overlap`): an evaluated recording that is one of the
 model's training recordings (named in its metadata, byte-identical to one whose SHA-256 it
 stores, or byte-identical to a `--train` recording once `--train`'s digest is the model's
 training digest) is refused, exit 2. Weaker signs (an evaluated recording also given as
@@ -34,8 +34,6 @@ from otelprobe.cli.inputs import InputError, recording_files
 from otelprobe.cli.train import parse_window
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from otelprobe.attribution.evaluate import EvaluationReport
     from otelprobe.attribution.model import AttributionModel
     from otelprobe.attribution.slo_file import SLOFile
@@ -203,39 +201,6 @@ def held_out_check(
     return notes
 
 
-def series_overlap(
-    training: Mapping[str, Any], eval_frame: pd.DataFrame, train_frame: pd.DataFrame
-) -> list[str]:
-    """Warnings for targets and vantages the evaluated windows share with the model's training
-    series (`training.targets`/`vantages`, stored by train_model since they exist) and with the
-    `--train` table (splits.check_no_leak); empty when none is shared."""
-    import pandas as pd
-
-    from otelprobe.attribution.splits import LeakError, check_no_leak
-
-    columns = ["target", "vantage"]
-    stored = {col: [str(v) for v in training.get(f"{col}s") or []] for col in columns}
-    longest = max(len(values) for values in stored.values())
-    padded = {
-        col: pd.Series(values + [None] * (longest - len(values)), dtype=object)
-        for col, values in stored.items()
-    }
-    sides = {
-        "the model's training series (its metadata)": pd.DataFrame(padded),
-        "the --train recordings": train_frame,
-    }
-    notes = []
-    for side, frame in sides.items():
-        if frame.empty or not set(columns) <= set(frame.columns):
-            continue
-        try:
-            check_no_leak(frame, eval_frame, columns)
-        except LeakError as exc:
-            shared = str(exc).removeprefix("train and test share values: ")
-            notes.append(f"the evaluated windows share series names with {side}: {shared}")
-    return notes
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -335,6 +300,7 @@ def _evaluate(
 ) -> EvaluationReport:
     from otelprobe.attribution.dataset import read_window_table
     from otelprobe.attribution.evaluate import evaluate
+    from otelprobe.attribution.splits import series_overlap
 
     intervals = model.metadata.window_intervals
     held_out = read_window_table(eval_files, window_s, slos, intervals)

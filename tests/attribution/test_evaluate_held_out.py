@@ -20,8 +20,9 @@ from otelprobe.attribution.evaluate import EvaluationError, held_out_summary
 from otelprobe.attribution.model import ModelError, load_model, record_metrics
 from otelprobe.attribution.otlp_files import InputError
 from otelprobe.attribution.records import read_records
+from otelprobe.attribution.splits import series_overlap
 from otelprobe.attribution.train import file_sha256
-from otelprobe.cli.evaluate import held_out_check, series_overlap
+from otelprobe.cli.evaluate import held_out_check
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "data" / "lab"

@@ -250,6 +250,9 @@ class SidecarService:
                     await asyncio.wait_for(self._window_done.wait(), INGEST_PAUSE_MAX_S)
             self._ingest([request])
             self._window_check.set()  # a slot may be ready to close now, not at the next tick
+            # get() of a non-empty queue does not yield: let the windows task close that slot
+            # before the next queued request is ingested.
+            await asyncio.sleep(0)
 
     def _ingest(self, requests: Sequence[ExportTraceServiceRequest]) -> None:
         for request in requests:

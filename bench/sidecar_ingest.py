@@ -266,6 +266,7 @@ def run_path(
     model = load_model(model_stem)
     ingest = Ingest()
     windower = EventTimeWindower(WINDOW_S, LATENESS_S)
+    ingest.attach(windower)
     processor = SlotProcessor(lambda: model, None, WINDOW_S, max_series=10_000)
     process = psutil.Process()
     streams = "emit" in inspect.signature(processor.process).parameters

@@ -50,6 +50,7 @@ def slots_of(path: Path, count: int) -> Iterator[Slot]:
     """The first `count` slots of the requests, closed by event time only."""
     ingest = Ingest()
     windower = EventTimeWindower(WINDOW_S, LATENESS_S, clock=lambda: 0.0)
+    ingest.attach(windower)
     made = 0
     for body in read_requests(path):
         windower.add(ingest.add(ExportTraceServiceRequest.FromString(body)))

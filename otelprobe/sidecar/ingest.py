@@ -19,8 +19,8 @@ with its entries here, where the decoded spans of a 7-span probe take ~6 KB) sta
 at most `max_pending_traces` traces (beyond that the oldest recorded go first: `joins_evicted`);
 then only its span ids (16 bytes a span) among the last `max_seen_traces` recorded traces. A
 span of a trace forgotten even from that is taken as new.
-The windower is the one `EventTimeWindower.add` was last given this Ingest's records (`attach`);
-without one, every slot counts as open.
+The windower is the one given to `attach` (the windower this Ingest's records go to); without
+one, every slot counts as open.
 """
 
 from __future__ import annotations
@@ -65,18 +65,6 @@ class IngestStats:
     """Recorded traces let go before their slot closed (beyond max_pending_traces)."""
 
 
-class IngestedRecords(list[ProbeRecord]):
-    """What `Ingest.add` returns: the records the request completed, then the records it revised
-    (same trace id as one returned before, rebuilt with phases that came after the root). `ingest`
-    is the Ingest, for `EventTimeWindower.add` to attach itself to (see `Ingest.attach`)."""
-
-    __slots__ = ("ingest",)
-
-    def __init__(self, ingest: Ingest) -> None:
-        super().__init__()
-        self.ingest = ingest
-
-
 class Ingest:
     """Requests in, records out; spans of a trace already recorded are duplicates or late phases.
 
@@ -117,14 +105,15 @@ class Ingest:
 
     def attach(self, windower: EventTimeWindower) -> None:
         """Join late phases only while `windower` holds their record's slot open, and let a
-        recorded trace go when it closes it. `EventTimeWindower.add` calls this when it is given
-        this Ingest's records."""
+        recorded trace go when it closes it (the windower its records are given to)."""
         self._windower = windower
 
-    def add(self, request: ExportTraceServiceRequest) -> IngestedRecords:
-        """The records the request completes or revises (duplicates and bad spans counted, not raised)."""
+    def add(self, request: ExportTraceServiceRequest) -> list[ProbeRecord]:
+        """The records the request completed, then those it revised (same trace id as one returned
+        before, rebuilt with phases that came after the root); duplicates and bad spans counted,
+        not raised."""
         self.stats.requests += 1
-        records = IngestedRecords(self)
+        records: list[ProbeRecord] = []
         try:
             views = list(views_from_request(request, RECORD_KEYS))
         except MalformedSpan:

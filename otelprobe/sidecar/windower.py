@@ -163,11 +163,8 @@ class EventTimeWindower:
 
     def add(self, records: Iterable[ProbeRecord]) -> None:
         """Put records in their slots; a probe already in its open slot (rebuilt with phases that
-        came after its root) replaces the record there. Records from `Ingest.add` attach this
-        windower to their Ingest, which then joins late phases only while their slot is open."""
-        ingest = getattr(records, "ingest", None)  # Ingest.add's records name their Ingest
-        if ingest is not None:
-            ingest.attach(self)
+        came after its root) replaces the record there (an Ingest `attach`ed to this windower
+        joins late phases only while their slot is open)."""
         now_s = self._clock()
         stats, newest, untrusted, open_slots = self.stats, self._newest, self._untrusted, self._open
         window_ns, closed_until_ns = self.window_ns, self._closed_until_ns

@@ -311,6 +311,7 @@ def test_fuzzed_requests_flow_through_ingest_windows_features_and_slos(
     # are windowed, featured and judged against the SLOs without an exception.
     ingest = Ingest()
     windows = EventTimeWindower(2.0, allowed_lateness_s=1.0, clock=lambda: 0.0)
+    ingest.attach(windows)
     windows.add(ingest.add(request))
     engine, evaluator = FeatureEngine(), SLOEvaluator(None, 2.0)
     for slot in windows.drain():

@@ -73,7 +73,9 @@ def closes_first_slot(ingest: Ingest, windows: EventTimeWindower) -> Slot:
 
 
 def parts() -> tuple[Ingest, EventTimeWindower]:
-    return Ingest(), EventTimeWindower(1.0, allowed_lateness_s=0.5, clock=Clock())
+    ingest, windows = Ingest(), EventTimeWindower(1.0, allowed_lateness_s=0.5, clock=Clock())
+    ingest.attach(windows)
+    return ingest, windows
 
 
 def test_phases_after_their_root_complete_the_record_in_its_open_slot() -> None:

@@ -43,12 +43,6 @@ async def receiver() -> AsyncIterator[OTLPReceiver]:
         yield rcv
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def export_with(exporter: SpanExporter) -> SpanExportResult:
     """Spans from a real SDK, exported by a real OTLP exporter (runs in a worker thread)."""
     provider = TracerProvider(resource=Resource.create({"service.name": "probe-test"}))

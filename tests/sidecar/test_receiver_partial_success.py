@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator
 
 import aiohttp
 import grpc
@@ -53,12 +52,6 @@ def mixed_request() -> ExportTraceServiceRequest:
     mixed = request(*probe_spans(1, BASE), bad_id_spans()[0])
     mixed.resource_spans[0].scope_spans.add().spans.extend([*probe_spans(2, BASE), bad_id_spans()[1]])
     return mixed
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def assert_two_rejected(answer: ExportTraceServiceResponse) -> None:

@@ -113,8 +113,8 @@ class SidecarService:
         self._stop = asyncio.Event()
         self._stopping_windows = asyncio.Event()
         self._window_check = asyncio.Event()
-        self._window_running = asyncio.Event()
-        self._window_done = asyncio.Event()
+        self._window_idle = asyncio.Event()  # clear while a window is attributed
+        self._window_idle.set()
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.results = 0
@@ -243,11 +243,11 @@ class SidecarService:
         queue = self.receiver.queue
         while True:
             request = await queue.get()
-            if self._window_running.is_set():
+            if not self._window_idle.is_set():
                 # A window being attributed has the interpreter first (one GIL: ingesting beside
                 # it doubled its time); the queue and the senders' retries absorb the pause.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._window_done.wait(), INGEST_PAUSE_MAX_S)
+                    await asyncio.wait_for(self._window_idle.wait(), INGEST_PAUSE_MAX_S)
             self._ingest([request])
             self._window_check.set()  # a slot may be ready to close now, not at the next tick
             # get() of a non-empty queue does not yield: let the windows task close that slot
@@ -298,13 +298,11 @@ class SidecarService:
 
     async def _process(self, slot: Slot, closed_s: float) -> None:
         loop = asyncio.get_running_loop()
-        self._window_done.clear()
-        self._window_running.set()
+        self._window_idle.clear()
         try:
             result = await asyncio.to_thread(self._process_in_worker, slot, loop, closed_s)
         finally:
-            self._window_running.clear()
-            self._window_done.set()
+            self._window_idle.set()
         if result is None:
             return
         health = self.view.health_state

@@ -38,6 +38,7 @@ import aiohttp
 import psutil
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -138,15 +139,18 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, stats: dic
     stats["gave_up"] = stats.get("gave_up", 0) + 1
 
 
+def _spans(body: bytes) -> list[Span]:
+    request = ExportTraceServiceRequest.FromString(body)
+    return [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+
+
 def spans_of(body: bytes) -> int:
-    return peer_walk(body)
+    """Spans in a request (counted on the sender's CPU: no dict per span, as peer_walk makes)."""
+    return len(_spans(body))
 
 
 def _start_ns(body: bytes) -> int:
-    request = ExportTraceServiceRequest.FromString(body)
-    return min(
-        s.start_time_unix_nano for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
-    )
+    return min(span.start_time_unix_nano for span in _spans(body))
 
 
 async def at_rate(

@@ -26,7 +26,9 @@ def supervise(args: argparse.Namespace, workers: int) -> int:
         try:
             parse_shard(args.shard)
         except ValueError as exc:
-            log.error("%s", exc)
+            # A usage error, like the single process's: one line on stderr (logging may not be
+            # set up yet, and then the line would be lost).
+            print(f"otelprobe run: {exc}", file=sys.stderr)
             return 2
     try:
         config = load(args.config)

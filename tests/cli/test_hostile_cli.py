@@ -253,6 +253,7 @@ def test_file_commands_with_hostile_files(
 )
 @example(argv=["probe", "probe", "\r"])  # found by a run: the echoed argument split the line
 @example(argv=["run", "\x1b[2J", "\n"])
+@example(argv=["run", "--shard", "probe", "probe"])  # 2+ workers: was logged, lost
 def test_argument_soup_is_a_usage_error(argv: list[str]) -> None:
     """Any words in any order: argparse refuses them in one line (no command ever starts: a
     command needs its required arguments, which the soup never holds usable)."""

@@ -24,10 +24,30 @@ import pandas as pd
 
 from otelprobe.attribution.latency_baseline import LatencyStore
 from otelprobe.attribution.slo_file import DEFAULT_SLOS, SLO, BurnRateRule, SLOFile
+from otelprobe.attribution.slo_status import (
+    RuleStatus,
+    SeriesWindow,
+    SLOColumn,
+    SLOStatus,
+    SlotVerdicts,
+    WindowColumns,
+)
 from otelprobe.attribution.windows import window_ns_of
 
 Series = tuple[str, str]
 """(target, vantage)."""
+
+__all__ = [
+    "RuleStatus",
+    "SLOEvaluator",
+    "SLOStatus",
+    "SeriesWindow",
+    "SlotVerdicts",
+    "burn_rate",
+    "evaluate_windows",
+    "window_rows",
+    "windows_spanned",
+]
 
 
 class ProbeOutcome(Protocol):
@@ -53,86 +73,6 @@ def burn_rate(bad: int, events: int, objective: float) -> float | None:
 def windows_spanned(duration_s: float, window_s: float, time_scale: float) -> int:
     """Whole windows a rule window covers once scaled: 1 h x 1/30 over 2 s windows -> 60."""
     return max(1, math.ceil(duration_s * time_scale / window_s - 1e-9))
-
-
-@dataclass(frozen=True, slots=True)
-class RuleStatus:
-    """One burn-rate rule of one SLO of one series, after one window."""
-
-    rule: BurnRateRule
-    long_windows: int
-    short_windows: int
-    long_burn: float | None
-    short_burn: float | None
-
-    @property
-    def firing(self) -> bool:
-        factor = self.rule.factor
-        return (
-            self.long_burn is not None
-            and self.short_burn is not None
-            and self.long_burn > factor
-            and self.short_burn > factor
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SLOStatus:
-    """One SLO of one series after one window: this window's events and every rule's burn rates."""
-
-    slo: str
-    events: int  # probes counted this window (latency: 0 while the baseline warms up)
-    bad: int
-    threshold_s: float | None  # latency SLOs: the threshold applied this window
-    rules: tuple[RuleStatus, ...]
-    violating: bool | None = field(default=None, repr=False, compare=False)
-    """Any rule firing (worked out once: detection, incidents and the API all ask; the evaluator
-    passes it in, worked out for all series at once)."""
-
-    def __post_init__(self) -> None:
-        if self.violating is not None:
-            return
-        violating = False
-        for rule in self.rules:  # RuleStatus.firing, inline: 10,000 series x rules per slot
-            long_burn, short_burn, factor = rule.long_burn, rule.short_burn, rule.rule.factor
-            if (
-                long_burn is not None
-                and short_burn is not None
-                and long_burn > factor
-                and short_burn > factor
-            ):
-                violating = True
-                break
-        object.__setattr__(self, "violating", violating)
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesWindow:
-    """Every SLO of one (target, vantage) series in one closed window."""
-
-    target: str
-    vantage: str
-    window_start_ns: int
-    window_end_ns: int
-    probes: int
-    slos: tuple[SLOStatus, ...]
-    violating_slos: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    """The SLOs violating in this window (worked out once, like `SLOStatus.violating`)."""
-
-    def __post_init__(self) -> None:
-        for status in self.slos:
-            if status.violating:
-                object.__setattr__(self, "violating_slos", tuple([s.slo for s in self.slos if s.violating]))
-                return
-        object.__setattr__(self, "violating_slos", ())  # most series, most windows
-
-    @property
-    def series(self) -> Series:
-        return (self.target, self.vantage)
-
-    @property
-    def violating(self) -> bool:
-        return bool(self.violating_slos)
 
 
 class _Counts:
@@ -280,6 +220,9 @@ class SLOEvaluator:
         self._sorted_rows = np.empty(0, dtype=np.int64)
         self._learning = np.empty(0, dtype=bool)
         self._selected: list[np.ndarray | None] = []
+        self._positions: list[np.ndarray | None] = []
+        self._sorted_series: list[Series] = []
+        self._sorted_slos: list[tuple[int, ...]] = []
 
     @property
     def series_count(self) -> int:
@@ -289,11 +232,10 @@ class SLOEvaluator:
         """The counts of each of a series' objectives (its row in them: `state.row`)."""
         return [self._counts[j] for j in state.slos]
 
-    def evaluate(
-        self, window_start_ns: int, records: pd.DataFrame | Iterable[ProbeOutcome]
-    ) -> list[SeriesWindow]:
+    def evaluate(self, window_start_ns: int, records: pd.DataFrame | Iterable[ProbeOutcome]) -> SlotVerdicts:
         """Evaluate the window [window_start_ns, +window) holding `records`; returns one
-        `SeriesWindow` per known series (sorted), those without probes included.
+        `SeriesWindow` per known series (sorted), those without probes included (the violating
+        ones built at once, the rest when first read: `SlotVerdicts`).
 
         Raises:
             ValueError: when the window starts before the end of the previous one.
@@ -339,7 +281,7 @@ class SLOEvaluator:
         self._free.append(state.row)
         self._sorted = None
 
-    def _step(self, start_ns: int, outcomes: _Batch) -> list[SeriesWindow]:
+    def _step(self, start_ns: int, outcomes: _Batch) -> SlotVerdicts:
         end_ns = start_ns + self.window_ns
         self._next_start_ns = end_ns
         keys, totals, success = outcomes
@@ -348,6 +290,8 @@ class SLOEvaluator:
                 self._series[series] = self._new_state(series)
         if self._sorted is None:
             ordered = self._sorted = sorted(self._series.items())
+            self._sorted_series = [series for series, _ in ordered]
+            self._sorted_slos = [state.slos for _, state in ordered]
             self._sorted_rows = np.array([state.row for _, state in ordered], dtype=np.int64)
             self._learning = np.array([state.learns for _, state in ordered], dtype=bool)
             every = len(self._objectives)
@@ -355,6 +299,7 @@ class SLOEvaluator:
                 self._selected = [None] * every
             else:
                 self._selected = [self._selects(j, ordered) for j in range(every)]
+            self._positions = [_positions(selects) for selects in self._selected]
         ordered = self._sorted
         series_rows = self._sorted_rows
         size = len(self._counts[0].pos) if self._counts else 0
@@ -367,141 +312,91 @@ class SLOEvaluator:
         learning_rows = series_rows[self._learning]
         learned_of = np.full(size, np.nan)  # NaN: no threshold (yet)
         learned_of[learning_rows] = self.latency.thresholds(learning_rows)
-        learned: list[float | None] = [None if t != t else t for t in learned_of[series_rows].tolist()]
         # Per SLO: this window's (events, bad) for each series it selects, pushed to its counts.
-        window_counts: list[tuple[list[int], list[int], list[float | None]]] = []
+        columns = []
         for j, objective in enumerate(self._objectives):
             latency = objective.slo.latency
-            rows = series_rows
             if latency is None:
-                events, bad = probes[rows], fails[rows]
-                thresholds: list[float | None] = [None] * len(rows)
+                events, bad = probes, fails
+                threshold_of = np.full(size, np.nan)
             else:
                 if latency.threshold_s == "baseline":
                     threshold_of = learned_of
-                    thresholds = learned
                 else:
                     threshold_of = np.full(size, float(latency.threshold_s))
-                    thresholds = [float(latency.threshold_s)] * len(rows)
                 limit = threshold_of[record_rows]
                 # A success without a usable duration can be judged neither fast nor slow; no
                 # threshold yet: still learning what normal is.
                 judged = ~np.isnan(limit)
                 counted = judged & (failed | finite)
                 slow = judged & (failed | (finite & (totals > limit)))
-                events = np.bincount(record_rows, weights=counted, minlength=size).astype(np.int64)[rows]
-                bad = np.bincount(record_rows, weights=slow, minlength=size).astype(np.int64)[rows]
+                events = np.bincount(record_rows, weights=counted, minlength=size).astype(np.int64)
+                bad = np.bincount(record_rows, weights=slow, minlength=size).astype(np.int64)
             selects = self._selected[j]
-            if selects is not None:
-                rows, events, bad = rows[selects], events[selects], bad[selects]
-            self._counts[j].push(rows, events, bad)
-            window_counts.append((events.tolist(), bad.tolist(), thresholds))
-        results = self._windows(ordered, start_ns, end_ns, probes[series_rows].tolist(), window_counts)
-        violating = np.array([window.violating for window in results], dtype=bool)
+            rows = series_rows if selects is None else series_rows[selects]
+            self._counts[j].push(rows, events[rows], bad[rows])
+            columns.append(
+                self._column(j, rows, events[rows], bad[rows], threshold_of[rows], self._positions[j])
+            )
+        window = WindowColumns(
+            start_ns, end_ns, self._sorted_series, self._sorted_slos, probes[series_rows], tuple(columns)
+        )
+        violating = window.violating()
         healthy = success & finite
         # Each latency baseline learns its series' healthy durations of the window.
         self.latency.observe(learning_rows, violating[self._learning], record_rows[healthy], totals[healthy])
         gone = []
-        for (series, state), window in zip(ordered, results, strict=True):
-            state.idle_windows = 0 if window.probes else state.idle_windows + 1
+        for (series, state), count in zip(ordered, window.probes.tolist(), strict=True):
+            state.idle_windows = 0 if count else state.idle_windows + 1
             if state.idle_windows > self._max_span:
                 gone.append(series)
         leaving = set(gone)
         for series in [s for s in self._series if s in leaving] if leaving else []:
             self._release(self._series.pop(series))  # gone long enough that every sum is zero again
-        return results
+        return SlotVerdicts.of(window)
 
     def _selects(self, j: int, ordered: list[tuple[Series, _SeriesState]]) -> np.ndarray | None:
         """Which of the ordered series SLO j selects (None: all of them)."""
         flags = [j in state.slos for _, state in ordered]
         return None if all(flags) else np.array(flags, dtype=bool)
 
-    def _windows(
+    def _column(
         self,
-        ordered: list[tuple[Series, _SeriesState]],
-        start_ns: int,
-        end_ns: int,
-        probes: list[int],
-        window_counts: list[tuple[list[int], list[int], list[float | None]]],
-    ) -> list[SeriesWindow]:
-        """The SeriesWindow of every series: the SLO statuses from the pushed counts."""
-        # Per SLO, for the series it selects: each status's rule statuses and whether one fires.
-        per_slo: list[
-            tuple[list[int], list[int], list[float | None], list[tuple[RuleStatus, ...]], list[bool]]
-        ] = []
-        all_rows = self._sorted_rows
-        for j, objective in enumerate(self._objectives):
-            counts = self._counts[j]
-            selects = self._selected[j]
-            rows = all_rows if selects is None else all_rows[selects]
-            sums_e, sums_b = counts.sum_events[rows], counts.sum_bad[rows]
-            columns: list[list[RuleStatus]] = []
-            firing = np.zeros(len(rows), dtype=bool)
-            for rule, long, short in objective.rules:
-                sides = []
-                for span in (long, short):
-                    k = counts.spans.index(span)
-                    events = sums_e[:, k]
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        burn = (sums_b[:, k] / events) / objective.budget
-                    none = events <= 0  # no events: no burn rate (None)
-                    firing_side = ~none & (burn > rule.factor)
-                    values: list[float | None] = burn.tolist()
-                    for i in np.flatnonzero(none).tolist():
-                        values[i] = None
-                    sides.append((values, firing_side))
-                (long_burns, long_fires), (short_burns, short_fires) = sides
-                firing |= long_fires & short_fires
-                # Statuses are immutable: series with the same burn rates (most, in a quiet
-                # window) share one object instead of building 10,000 alike.
-                made: dict[tuple[float | None, float | None], RuleStatus] = {}
-                column = []
-                for burns in zip(long_burns, short_burns, strict=True):
-                    found = made.get(burns)
-                    if found is None:
-                        found = made[burns] = RuleStatus(rule, long, short, *burns)
-                    column.append(found)
-                columns.append(column)
-            statuses: list[tuple[RuleStatus, ...]] = (
-                list(zip(*columns, strict=True)) if columns else [()] * len(rows)
-            )
-            events_list, bad_list, thresholds = window_counts[j]
-            per_slo.append((events_list, bad_list, thresholds, statuses, firing.tolist()))
-        # Per SLO, a status per series it selects; alike statuses (same counts, threshold and
-        # rule statuses) are likewise shared (keyed by the rule statuses' identity).
-        status_columns: list[list[SLOStatus]] = []
-        for j, (events_list, bad_list, thresholds, statuses, fires) in enumerate(per_slo):
-            selects = self._selected[j]
-            if selects is not None:
-                thresholds = [thresholds[i] for i in np.flatnonzero(selects).tolist()]
-            name = self._objectives[j].slo.name
-            shared: dict[tuple[object, ...], SLOStatus] = {}
-            slo_column: list[SLOStatus] = []
-            for events, bad, threshold, rules, fire in zip(
-                events_list, bad_list, thresholds, statuses, fires, strict=True
-            ):
-                key = (events, bad, threshold, *map(id, rules))
-                status = shared.get(key)
-                if status is None:
-                    status = shared[key] = SLOStatus(name, events, bad, threshold, rules, fire)
-                slo_column.append(status)
-            status_columns.append(slo_column)
-        if all(selects is None for selects in self._selected):
-            return [
-                SeriesWindow(target, vantage, start_ns, end_ns, count, slos)
-                for ((target, vantage), _), count, slos in zip(
-                    ordered, probes, zip(*status_columns, strict=True), strict=True
-                )
-            ]
-        results = []
-        cursor = [0] * len(self._objectives)
-        for i, ((target, vantage), state) in enumerate(ordered):
-            slos = []
-            for j in state.slos:
-                slos.append(status_columns[j][cursor[j]])
-                cursor[j] += 1
-            results.append(SeriesWindow(target, vantage, start_ns, end_ns, probes[i], tuple(slos)))
-        return results
+        j: int,
+        rows: np.ndarray,
+        events: np.ndarray,
+        bad: np.ndarray,
+        thresholds: np.ndarray,
+        position: np.ndarray | None,
+    ) -> SLOColumn:
+        """SLO j's burn rates and verdicts for the series at `rows` (its pushed counts)."""
+        objective, counts = self._objectives[j], self._counts[j]
+        sums_e, sums_b = counts.sum_events[rows], counts.sum_bad[rows]
+        firing = np.zeros(len(rows), dtype=bool)
+        burns: list[list[np.ndarray]] = [[], []]
+        for rule, long, short in objective.rules:
+            fires = np.ones(len(rows), dtype=bool)
+            for side, span in enumerate((long, short)):
+                k = counts.spans.index(span)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    # No events: no burn rate (NaN, None to readers).
+                    burn = np.where(
+                        sums_e[:, k] > 0, (sums_b[:, k] / sums_e[:, k]) / objective.budget, np.nan
+                    )
+                fires &= burn > rule.factor  # NaN compares False
+                burns[side].append(burn)
+            firing |= fires
+        return SLOColumn(
+            objective.slo.name,
+            objective.rules,
+            tuple(burns[0]),
+            tuple(burns[1]),
+            events,
+            bad,
+            thresholds,
+            firing,
+            position,
+        )
 
     def _new_state(self, series: Series) -> _SeriesState:
         tenant = self._new_tenants.pop(series, None)
@@ -525,6 +420,15 @@ class SLOEvaluator:
 
 _Batch = tuple[list[Series], np.ndarray, np.ndarray]
 """One window's probes: each one's series, duration (s; NaN: none) and success."""
+
+
+def _positions(selects: np.ndarray | None) -> np.ndarray | None:
+    """Each sorted series' index among those an SLO selects, -1 where it does not (None: all)."""
+    if selects is None:
+        return None
+    position = np.full(len(selects), -1, dtype=np.int64)
+    position[selects] = np.arange(int(selects.sum()))
+    return position
 
 
 def _no_outcomes() -> _Batch:

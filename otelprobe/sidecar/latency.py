@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from typing import Any, Final
 
-BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKETS_S: Final = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Histogram bucket bounds (s); 1 s is one of them (issue 9's p99 goal)."""
 RECENT: Final = 10_000
 """Records whose latencies /healthz's quantiles are taken over."""

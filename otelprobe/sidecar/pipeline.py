@@ -159,16 +159,19 @@ class SlotProcessor:
         slot: Slot,
         emit: Callable[[LiveAttribution], None] | None = None,
         decided: Callable[[Sequence[SeriesWindow], WindowIncidents], None] | None = None,
+        verdicts_ready: Callable[[Sequence[SeriesWindow]], None] | None = None,
     ) -> SlotResult:
-        """The slot's verdicts, incidents and attributions. `decided` gets the verdicts and
-        incidents once known, before any attribution; `emit` gets each attribution as soon as it
-        is made (before the rest of the slot is done)."""
+        """The slot's verdicts, incidents and attributions. `decided` gets the violating series'
+        verdicts and the incidents once known, before any attribution; `emit` gets each
+        attribution as soon as it is made (before the rest of the slot is done); `verdicts_ready`
+        gets every series' verdicts after the last attribution (building 10,000 of them would
+        hold back the first record)."""
         started = time.perf_counter()
         self._touch(slot.records)
         table, verdicts = slot_table(self.engine, self.evaluator, slot.start_ns, slot.records)
-        window_incidents = self.tracker.update(slot.start_ns, slot.end_ns, verdicts)
+        window_incidents = self.tracker.update(slot.start_ns, slot.end_ns, verdicts.violating)
         if decided is not None:
-            decided(verdicts, window_incidents)
+            decided(verdicts.violating, window_incidents)
         attributions: list[LiveAttribution] = []
         kept: list[WindowRow] = []
         warm = 0
@@ -189,6 +192,12 @@ class SlotProcessor:
                 if emit is not None:
                     emit(made)
             kept = self._keep_rows(table, by_series)  # after the records are out: only feedback reads them
+        # Work no record waits for, done once they are out: every series' verdict objects, and
+        # the baselines' medians this slot made stale (else the next slot works them out first).
+        verdicts.materialize()
+        if verdicts_ready is not None:
+            verdicts_ready(verdicts)
+        self.engine.baselines.refresh()
         self.stats.slots += 1
         self.stats.attributions += len(attributions)
         result = SlotResult(

@@ -330,6 +330,10 @@ class SidecarService:
             # Not waited for either: the loop takes it before this slot's records (one queue).
             loop.call_soon_threadsafe(self._observe_decided, verdicts, incidents)
 
+        def verdicts_ready(verdicts: Sequence[SeriesWindow]) -> None:
+            # Every series' verdict (the violating ones came with `decided`), after the records.
+            loop.call_soon_threadsafe(self.view.add_verdicts, verdicts)
+
         def emit(live: LiveAttribution) -> None:
             # Handed to the loop without waiting for it: a record costs this thread no round trip
             # (the loop may be busy decoding a request), and records still go out in order.
@@ -338,7 +342,7 @@ class SidecarService:
         try:
             # Each record goes out as soon as it is made: a slot with many violations does not hold
             # back its first ones.
-            result = self.processor.process(slot, emit=emit, decided=decided)
+            result = self.processor.process(slot, emit=emit, decided=decided, verdicts_ready=verdicts_ready)
         except Exception:
             _logger.exception("window slot %d failed", slot.start_ns)
             return None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from otelprobe.attribution.features import FeatureEngine
-    from otelprobe.attribution.slo import SeriesWindow, SLOEvaluator
+    from otelprobe.attribution.slo import SLOEvaluator, SlotVerdicts
 
 
 def slot_table(
@@ -30,9 +30,10 @@ def slot_table(
     evaluator: SLOEvaluator,
     slot_start_ns: int,
     records: Sequence[ProbeRecord],
-) -> tuple[pd.DataFrame | None, list[SeriesWindow]]:
+) -> tuple[pd.DataFrame | None, SlotVerdicts]:
     """Features (with `violating` / `violating_slos`) of every series with probes in the slot,
-    and the SLO verdict of every known series; None for the table of an empty slot.
+    and the SLO verdict of every known series (the violating ones built, the rest when read);
+    None for the table of an empty slot.
 
     Raises:
         ValueError: a slot that starts before the previous one ended (the windower prevents it).
@@ -42,7 +43,7 @@ def slot_table(
     if frame.empty:
         return None, verdicts
     table = engine.features(assign_windows(frame, evaluator.window_s), evaluator.window_s)
-    violating = {(v.target, v.vantage): ",".join(v.violating_slos) for v in verdicts if v.violating_slos}
+    violating = {(v.target, v.vantage): ",".join(v.violating_slos) for v in verdicts.violating}
     slos = [""] * len(table)
     if violating:  # most windows: none
         keys = zip(table["target"].tolist(), table["vantage"].tolist(), strict=True)

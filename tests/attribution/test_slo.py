@@ -488,3 +488,43 @@ def test_detection_command_needs_a_recording(tmp_path: Path, capsys: pytest.Capt
 
     assert main([str(tmp_path)]) == 2
     assert "no traces.jsonl" in capsys.readouterr().err
+
+
+def test_the_violating_verdicts_built_first_are_those_of_the_whole_window() -> None:
+    """`evaluate` builds the violating series' SeriesWindows at once and everyone else's when
+    first read; both views of every window agree, with SLOs that select only some series, a
+    learned latency threshold and series coming and going."""
+    slos = slo_file(
+        """
+time_scale: 1/30
+rules: [{long: 1h, short: 5m, factor: 14.4}, {long: 6h, short: 30m, factor: 6}]
+slos:
+  - {name: api, select: {targets: ["api-*"]}, availability: {objective: 0.99}}
+  - {name: eu, select: {vantages: ["eu-*"]}, latency: {percentile: 95, threshold: 300ms}}
+  - {name: learned, latency: {percentile: 90, threshold: baseline}}
+"""
+    )
+    rng = np.random.default_rng(3)
+    evaluator = SLOEvaluator(slos, 2.0)
+    series = [(t, v) for t in ("api-1", "api-2", "web") for v in ("eu-1", "us-1", "eu-2")]
+    seen_violating = 0
+    for index in range(120):
+        window = []
+        for number, (target, vantage) in enumerate(series):
+            if index > 60 and number % 3 == index % 3:
+                continue  # some series miss some windows
+            broken = 40 < index < 80 and number in (1, 5, 8)  # failing and slow for a while
+            for _ in range(3):
+                slow = 0.5 if broken else 0.05 * rng.uniform(0.8, 1.2)
+                window.append(Probe(target, vantage, slow, not (broken and rng.random() < 0.5)))
+        verdicts = evaluator.evaluate(T0_NS + index * WINDOW_NS, window)
+        violating = verdicts.violating  # built before the rest
+        everything = list(verdicts)
+        assert len(verdicts) == len(everything) == len(series)
+        assert list(violating) == [w for w in everything if w.violating]
+        assert [w.series for w in everything] == sorted(series)
+        for w in everything:  # the columns' verdict is the rules' own arithmetic
+            assert [s.slo for s in w.slos if s.violating] == list(w.violating_slos)
+            assert all(s.violating == any(r.firing for r in s.rules) for s in w.slos)
+        seen_violating += len(violating)
+    assert seen_violating > 0, "the broken stretch must violate something"

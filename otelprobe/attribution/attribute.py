@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 EVIDENCE_FOR_TOP: Final = 3
 """Causes that get evidence; the rest are listed with their score and scope only."""
+EVIDENCE_MIN_SCORE: Final = 0.05
+"""Below the top cause, a cause scored under this gets no evidence either (DESIGN §6's example:
+a 0.05 cause with `"evidence": []`): what pushed the model a little toward a cause it thinks
+unlikely says little, and each cause's SHAP values are most of an attributed window's CPU (one
+TreeSHAP pass of its trees per cause; ~1.5 causes a window instead of 3 on eval-402)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +140,13 @@ def attribute(model: AttributionModel, frame: pd.DataFrame) -> Iterator[Attribut
     features = feature_matrix(rows)
     scored = score_windows(model, rows, features)
     orders = np.argsort(-scored.causes, axis=1, kind="stable")
-    # SHAP values of the causes that get evidence only (the same numbers, 3/11 of the work).
-    contributions = contributions_for(model.cause_booster, features, orders[:, :EVIDENCE_FOR_TOP])
+    # SHAP values of the causes that get evidence only (the same numbers, a fraction of the work):
+    # the top EVIDENCE_FOR_TOP, without those below EVIDENCE_MIN_SCORE but the first (-1: none).
+    asked = orders[:, :EVIDENCE_FOR_TOP].copy()
+    unlikely = np.take_along_axis(scored.causes, asked, axis=1) < EVIDENCE_MIN_SCORE
+    unlikely[:, 0] = False
+    asked[unlikely] = -1
+    contributions = contributions_for(model.cause_booster, features, asked)
     shap = contributions[:, :, :-1]  # the last column is the bias
     chosen, chosen_count = strongest_positive(shap)
     chosen_values = np.take_along_axis(shap, chosen, axis=2).tolist()

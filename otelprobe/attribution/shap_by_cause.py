@@ -1,6 +1,6 @@
 """LightGBM SHAP values (`pred_contrib`) for chosen causes only, identical to the full computation.
 
-Evidence is worded for the top 3 causes of a window, but `pred_contrib` on the multiclass cause
+Evidence is worded for at most the top 3 causes of a window, but `pred_contrib` on the multiclass cause
 booster computes all 11 (8.8 ms per window; a third of a 10,000-series sidecar slot in violation
 made that the largest cost of a slot). A multiclass booster holds one tree per class per
 iteration, tree `i` belonging to class `i % num_class`, and a class's SHAP values are the sum of
@@ -66,15 +66,17 @@ def _split(booster: lgb.Booster) -> tuple[lgb.Booster, ...] | None:
 
 def contributions_for(booster: lgb.Booster, features: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """SHAP values of row i for class `classes[i, j]`: an n × m × (features + 1) array (the last
-    column the bias), equal to `booster.predict(features, pred_contrib=True)`'s slices."""
+    column the bias), equal to `booster.predict(features, pred_contrib=True)`'s slices; zeros
+    where `classes[i, j]` is negative (not asked for, not computed)."""
     n, m = classes.shape
     width = features.shape[1] + 1
     split = class_boosters(booster)
     if split is None:
         full = np.asarray(booster.predict(features, pred_contrib=True, num_threads=1), dtype=np.float64)
         full = full.reshape(n, -1, width)
-        return np.take_along_axis(full, classes[:, :, None], axis=1)
-    out = np.empty((n, m, width), dtype=np.float64)
+        taken = np.take_along_axis(full, np.maximum(classes, 0)[:, :, None], axis=1)
+        return np.where(classes[:, :, None] >= 0, taken, 0.0)
+    out = np.zeros((n, m, width), dtype=np.float64)
     for k, one in enumerate(split):
         rows, slots = np.nonzero(classes == k)
         if len(rows):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from otelprobe import names
-from otelprobe.attribution.attribute import EVIDENCE_FOR_TOP, attribute
+from otelprobe.attribution.attribute import EVIDENCE_FOR_TOP, EVIDENCE_MIN_SCORE, attribute
 from otelprobe.attribution.dataset import WindowTable, read_window_table
 from otelprobe.attribution.model import AttributionModel
 from otelprobe.attribution.records import read_records
@@ -63,6 +63,7 @@ def test_every_record_ranks_all_causes_with_calibrated_scores_and_scopes(
             assert cause["scope"] == max(cause["scope_scores"], key=cause["scope_scores"].get)
             assert math.isclose(sum(cause["scope_scores"].values()), 1.0, abs_tol=1e-3)
         assert all(c["evidence"] == [] for c in causes[EVIDENCE_FOR_TOP:])
+        assert all(c["evidence"] == [] for c in causes[1:] if c["score"] < EVIDENCE_MIN_SCORE)
         assert causes[0]["evidence"], "the top cause always says why"
         # ISO-8601 UTC window edges, one window apart, equal to the epoch value.
         start = datetime.fromisoformat(record["window_start"])

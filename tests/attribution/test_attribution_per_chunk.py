@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from otelprobe.attribution.attribute import attributable, attribute, attributed
+from otelprobe.attribution.attribute import EVIDENCE_MIN_SCORE, attributable, attribute, attributed
 from otelprobe.attribution.dataset import WindowTable
 from otelprobe.attribution.evidence import strongest_positive, top_evidence
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
@@ -69,7 +69,8 @@ def test_scope_inputs_of_every_cause_are_the_per_cause_inputs(eval_table: Window
 def test_records_carry_the_top_evidence_of_their_shap_values(
     trained_model: AttributionModel, eval_table: WindowTable
 ) -> None:
-    """Each window's evidence is what `top_evidence` makes of the cause's SHAP values and the row."""
+    """Each window's evidence is what `top_evidence` makes of the cause's SHAP values and the row,
+    for the top cause and the next two when scored at least EVIDENCE_MIN_SCORE; none for the rest."""
     frame = eval_table.frame
     candidates = frame[attributable(frame)].iloc[:120]
     rows = candidates[attributed(trained_model, candidates)]
@@ -78,7 +79,10 @@ def test_records_carry_the_top_evidence_of_their_shap_values(
     shap = trained_model.cause_contributions(feature_matrix(rows))
     records = rows.to_dict("records")
     for i, attribution in enumerate(made):
-        for ranked in attribution.causes[:3]:
+        for rank, ranked in enumerate(attribution.causes[:3]):
+            if rank and ranked.score < EVIDENCE_MIN_SCORE:
+                assert ranked.evidence == ()
+                continue
             c = ROOT_CAUSES.index(ranked.cause)
             contributions = dict(zip(FEATURE_NAMES, shap[i, c, :-1].tolist(), strict=True))
             assert ranked.evidence == tuple(top_evidence(contributions, records[i]))

@@ -334,10 +334,9 @@ class SLOEvaluator:
                 bad = np.bincount(record_rows, weights=slow, minlength=size).astype(np.int64)
             selects = self._selected[j]
             rows = series_rows if selects is None else series_rows[selects]
-            self._counts[j].push(rows, events[rows], bad[rows])
-            columns.append(
-                self._column(j, rows, events[rows], bad[rows], threshold_of[rows], self._positions[j])
-            )
+            events, bad = events[rows], bad[rows]
+            self._counts[j].push(rows, events, bad)
+            columns.append(self._column(j, rows, events, bad, threshold_of[rows], self._positions[j]))
         window = WindowColumns(
             start_ns, end_ns, self._sorted_series, self._sorted_slos, probes[series_rows], tuple(columns)
         )

@@ -402,7 +402,7 @@ def _own_features(
             "dns": _up(cols, "dns"),
             "ttfb": _up(cols, "ttfb"),
             "tls": _up(cols, "tls"),
-            "transfer": _up(cols, "transfer"),
+            "transfer": _transfer_beyond_path(cols),
         }
 
     frame = pd.DataFrame(cols)
@@ -425,6 +425,23 @@ def _up(cols: dict[str, np.ndarray], phase: str) -> np.ndarray:
     z = np.nan_to_num(cols[f"{phase}_p50_z"], nan=0.0)
     delta = np.nan_to_num(cols[f"{phase}_p50_delta_ms"], nan=0.0) / 1000
     return np.asarray((z >= SLOW_Z) & (delta >= SLOW_MIN_S))
+
+
+TRANSFER_ROUNDS_MAX: Final = 8.0
+"""A longer path slows a body by at most about one round trip per slow-start round (7 rounds
+carry 1 MiB from an initial window of 10 segments), so a transfer that grew by no more than this
+many times its connect's growth is the path's round trips, not a narrower pipe."""
+
+
+def _transfer_beyond_path(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """The *transfer* symptom: a slower body transfer that a longer path does not explain. A path
+    fault slows every multi-round-trip body too, so counting those would make a vantage-wide
+    latency fault look, from its neighbours, like a bandwidth limit (DESIGN §5 tells them apart
+    by the connect: a narrower pipe leaves the handshake's single packets alone)."""
+    transfer = np.nan_to_num(cols["transfer_p50_delta_ms"], nan=0.0)
+    connect = np.nan_to_num(cols["connect_p50_delta_ms"], nan=0.0)
+    explained = _up(cols, "connect") & (transfer <= TRANSFER_ROUNDS_MAX * connect)
+    return np.asarray(_up(cols, "transfer") & ~explained)
 
 
 def _slow(cols: dict[str, np.ndarray], excess: dict[str, np.ndarray]) -> np.ndarray:

@@ -120,6 +120,37 @@ def test_neighbours_in_the_same_window_give_scope_evidence() -> None:
     assert last.loc[("a", "us"), "target_slow_share"] == 1.0
 
 
+def _vantage_with_one_large_body(fault: dict[str, float], large_body_fault: dict[str, float]) -> pd.Series:
+    """The last window of target `a` on a vantage where `big` fetches a large body and `c` a small
+    one, every series with `fault` and `big` also with `large_body_fault`."""
+    records = series(0.01, 40, 4, fault, "a", "eu") + series(0.01, 40, 4, fault, "c", "eu")
+    records += series(0.01, 40, 4, {**fault, **large_body_fault}, "big", "eu")
+    rows = features_of(records)
+    last = rows[rows["window_start_ns"] == rows["window_start_ns"].max()]
+    return last.set_index(["target", "vantage"]).loc[("a", "eu")]
+
+
+def test_a_longer_path_slowing_a_large_body_is_not_a_narrower_pipe() -> None:
+    # +10 ms per round trip; the large body needs 4 slow-start rounds, so 40 ms more transfer
+    longer_path = {p: 0.01 for p in ("dns", "connect", "tls", "ttfb")}
+    row = _vantage_with_one_large_body(longer_path, {"transfer": 0.04})
+    assert row["vantage_connect_share"] == 1.0  # both neighbours' handshakes are slower
+    assert row["vantage_transfer_share"] == 0.0  # ... and so is big's body, by the path alone
+
+
+def test_a_narrower_pipe_slows_the_large_body_alone() -> None:
+    row = _vantage_with_one_large_body({}, {"transfer": 0.3})
+    assert row["vantage_transfer_share"] == 0.5  # big, of big and c
+    assert row["vantage_connect_share"] == 0.0
+
+
+def test_a_transfer_far_beyond_the_paths_round_trips_is_still_a_slower_transfer() -> None:
+    # a queue in front of a rate limit delays the handshake a little and the body a lot
+    queued = {"connect": 0.005, "tls": 0.005}
+    row = _vantage_with_one_large_body(queued, {"transfer": 0.5})
+    assert row["vantage_transfer_share"] == 0.5
+
+
 def test_features_do_not_depend_on_names() -> None:
     records = series(0.02, 40, 4, {"ttfb": 0.05})
     renamed = [replace(r, target="never-seen", vantage="mars-1") for r in records]

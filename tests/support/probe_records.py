@@ -101,6 +101,7 @@ def series(
                 connect_s=probe.connect_s + fault.get("connect", 0.0),
                 tls_s=probe.tls_s + fault.get("tls", 0.0),
                 ttfb_s=probe.ttfb_s + fault.get("ttfb", 0.0),
+                transfer_s=probe.transfer_s + fault.get("transfer", 0.0),
                 lab_cause="fault",
             )
         out.append(probe)

@@ -124,9 +124,12 @@ def score_windows(model: AttributionModel, frame: pd.DataFrame, features: np.nda
 
 
 def model_label(model: AttributionModel) -> str:
+    """`name@data.model`: the training name, the first 12 hex digits of its training data's digest
+    and the first 8 of the model's own (two models trained on the same data differ in the last)."""
     files = model.metadata.training.get("name") or "model"
-    digest = str(model.metadata.training.get("digest", ""))[:12]
-    return f"{files}@{digest}" if digest else str(files)
+    data = str(model.metadata.training.get("digest", ""))[:12]
+    own = model.digest()[:8]
+    return f"{files}@{data}.{own}" if data else f"{files}@{own}"
 
 
 def attribute(model: AttributionModel, frame: pd.DataFrame) -> Iterator[Attribution]:

@@ -150,6 +150,21 @@ class AttributionModel:
     cause_booster: lgb.Booster
     scope_booster: lgb.Booster
     metadata: ModelMetadata
+    booster_sha256: tuple[str, str, str] | None = field(default=None, repr=False)
+    """The SHA-256 of the gate, cause and scope boosters' text: the files' (as the metadata
+    vouches for them) once loaded; worked out from the boosters on first use otherwise."""
+
+    def digest(self) -> str:
+        """What tells this model from another trained on the same data: a digest of its three
+        boosters' text (identical to their saved files) and its calibration."""
+        if self.booster_sha256 is None:
+            gate, cause, scope = (
+                hashlib.sha256(b.model_to_string().encode()).hexdigest()
+                for b in (self.gate_booster, self.cause_booster, self.scope_booster)
+            )
+            self.booster_sha256 = (gate, cause, scope)
+        parts = [*self.booster_sha256, repr(self.metadata.temperature), repr(self.metadata.gate_threshold)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def fault_probability(self, gate_inputs: np.ndarray) -> np.ndarray:
         """P(the window shows a fault, not noise) per row of `gate_input_matrix`."""
@@ -199,6 +214,11 @@ class AttributionModel:
             "cause": {"path": cause_path.name, "sha256": _sha256(cause_path)},
             "scope": {"path": scope_path.name, "sha256": _sha256(scope_path)},
         }
+        self.booster_sha256 = (
+            meta["files"]["gate"]["sha256"],
+            meta["files"]["cause"]["sha256"],
+            meta["files"]["scope"]["sha256"],
+        )
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n")
         return gate_path, cause_path, scope_path, meta_path
 
@@ -236,7 +256,7 @@ def load_model(path: str | Path) -> AttributionModel:
     if not any(found_scope == list(known) for known in KNOWN_SCOPE_FEATURES):
         _check_schema(meta_path, "scope_features", found_scope, SCOPE_FEATURES)
     _check_schema(meta_path, "gate_features", meta.get("gate_features"), GATE_FEATURES)
-    boosters = []
+    boosters, digests = [], []
     for role in ("gate", "cause", "scope"):
         entry = meta.get("files", {}).get(role, {})
         file = meta_path.with_name(str(entry.get("path", f"{stem.name}.{role}.txt")))
@@ -257,6 +277,7 @@ def load_model(path: str | Path) -> AttributionModel:
         except lgb.basic.LightGBMError as exc:
             raise ModelError(f"{file}: not a LightGBM text model: {exc}") from None
         boosters.append(booster)
+        digests.append(str(entry["sha256"]))
     gate_booster, cause_booster, scope_booster = boosters
     if cause_booster.num_feature() != len(FEATURE_NAMES) or cause_booster.feature_name() != list(
         FEATURE_NAMES
@@ -280,7 +301,13 @@ def load_model(path: str | Path) -> AttributionModel:
         raise ModelError(f"{meta_path}: temperature must be a positive number")
     if not 0.0 <= metadata.gate_threshold <= 1.0:
         raise ModelError(f"{meta_path}: gate_threshold must be between 0 and 1")
-    return AttributionModel(gate_booster, cause_booster, scope_booster, metadata)
+    return AttributionModel(
+        gate_booster,
+        cause_booster,
+        scope_booster,
+        metadata,
+        booster_sha256=(digests[0], digests[1], digests[2]),
+    )
 
 
 def record_metrics(path: str | Path, updates: Mapping[str, Any]) -> Path:

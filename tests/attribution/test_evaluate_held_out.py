@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from otelprobe.attribution.attribute import model_label
 from otelprobe.attribution.evaluate import EvaluationError, held_out_summary
 from otelprobe.attribution.model import ModelError, load_model, record_metrics
 from otelprobe.attribution.otlp_files import InputError
@@ -127,8 +128,10 @@ def test_recorded_figures_are_the_reports_and_the_boosters_stay_byte_identical(t
     stem = _copy_model(SHIPPED, tmp_path)
     boosters = {p.name: p.read_bytes() for p in tmp_path.glob("*.txt")}
     report = json.loads(REPORT_402.read_text())
-    summary = held_out_summary(report, model="default@c0f176c137b6")
-    scores = report["attributed"]["default@c0f176c137b6"]
+    label = model_label(load_model(SHIPPED))
+    assert label == "default@c0f176c137b6.9ad9937d"  # the shipped model's, as its reports name it
+    summary = held_out_summary(report, model=label)
+    scores = report["attributed"][label]
     assert (summary["cause_ac1"], summary["cause_scope_ac1"]) == (scores["ac1"], scores["scope_ac1"])
     assert summary["cases"] == 636
     assert summary["false_attributions"] == {"healthy_windows": 2666, "attributed": 10, "rate": 10 / 2666}

@@ -14,9 +14,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from otelprobe.attribution.attribute import model_label
 from otelprobe.attribution.dataset import WindowTable
 from otelprobe.attribution.features import FEATURE_NAMES, feature_matrix
-from otelprobe.attribution.model import ModelError, gate_input_matrix, load_model, scope_inputs
+from otelprobe.attribution.model import (
+    ModelError,
+    gate_input_matrix,
+    load_model,
+    record_metrics,
+    scope_inputs,
+)
 from otelprobe.attribution.train import TrainingError, train_model
 from otelprobe.causes import ROOT_CAUSES, SCOPES
 
@@ -60,6 +67,36 @@ def test_saved_model_predicts_exactly_what_it_predicted_before(
     for name in ("m.json", "m.gate.txt", "m.cause.txt", "m.scope.txt"):
         again = load_model(tmp_path / name)
         np.testing.assert_array_equal(again.cause_scores(features[:20]), model.cause_scores(features[:20]))
+
+
+def test_two_models_of_the_same_data_have_labels_that_tell_them_apart(
+    eval_table: WindowTable, tmp_path: Path
+) -> None:
+    frame = eval_table.frame
+    first = train_model(
+        frame, window_s=eval_table.window_s, rounds=10, training_info={"name": "m", "digest": "ab" * 32}
+    )
+    other = train_model(
+        frame,
+        window_s=eval_table.window_s,
+        rounds=10,
+        training_info={"name": "m", "digest": "ab" * 32},
+        seed=8,
+    )
+    label = model_label(first)
+    assert re.fullmatch(r"m@abababababab\.[0-9a-f]{8}", label)
+    assert model_label(other).split(".")[0] == label.split(".")[0]  # the same data ...
+    assert model_label(other) != label  # ... another model
+    # The label is the same before saving, after saving and once loaded from the files.
+    first.save(tmp_path / "m")
+    assert model_label(load_model(tmp_path / "m")) == label
+    unsaved = train_model(
+        frame, window_s=eval_table.window_s, rounds=10, training_info={"name": "m", "digest": "ab" * 32}
+    )
+    assert model_label(unsaved) == label  # training is deterministic
+    # Only the metadata's metrics changing (evaluate --record-in-model) keeps the label.
+    record_metrics(tmp_path / "m", {"notes": "recorded"})
+    assert model_label(load_model(tmp_path / "m")) == label
 
 
 def test_model_files_are_text_and_json_with_their_provenance(model_stem: Path) -> None:

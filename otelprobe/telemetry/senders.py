@@ -34,7 +34,9 @@ from otelprobe.telemetry.otlp_json import message_to_json
 
 # OTLP/HTTP: "429, 502, 503, 504 are retryable"; every other non-2xx is permanent.
 RETRYABLE_HTTP_STATUS: Final = frozenset({429, 502, 503, 504})
-# OTLP/gRPC: the codes the spec lists as retryable (RESOURCE_EXHAUSTED: the Collector is busy).
+# OTLP/gRPC: the codes the spec lists as retryable. RESOURCE_EXHAUSTED only with a RetryInfo: "the
+# client SHOULD interpret RESOURCE_EXHAUSTED as retryable only if the server signals that recovery
+# is possible" (a busy Collector does; a message over a receiver's size limit never recovers).
 RETRYABLE_GRPC_CODES: Final = frozenset(
     {
         grpc.StatusCode.CANCELLED,
@@ -290,8 +292,9 @@ class OTLPGRPCSender:
             try:
                 self._export(body, timeout=remaining_s, metadata=self._metadata)
             except grpc.RpcError as exc:
-                code = exc.code()
-                return code in RETRYABLE_GRPC_CODES, str(code), grpc_retry_info_s(exc)
+                code, hint = exc.code(), grpc_retry_info_s(exc)
+                exhausted_for_good = code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is None
+                return code in RETRYABLE_GRPC_CODES and not exhausted_for_good, str(code), hint
             return None
 
         return self._retrier.deliver(export, timeout_s, items)

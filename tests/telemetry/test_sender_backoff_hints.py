@@ -47,6 +47,26 @@ async def test_sender_waits_as_long_as_the_busy_receiver_asks(
     assert 0.9 <= waited < 3.0, f"second export took {waited:.2f}s"
 
 
+async def test_grpc_resource_exhausted_without_a_retry_hint_is_not_retried(
+    result_factory: ResultFactory,
+) -> None:
+    # A message over the receiver's size limit: RESOURCE_EXHAUSTED and no RetryInfo, a condition
+    # no retry recovers from (the OTLP spec: retryable only when the server signals it can).
+    request = a_request(result_factory())
+    # one byte over the cap: refused by the receiver's own check (gRPC core's limit is twice that)
+    async with OTLPReceiver(max_body_bytes=request.ByteSize() - 1) as receiver:
+        sender = OTLPGRPCSender(
+            OTLPGRPCExporterConfig(type="otlp_grpc", endpoint=receiver.grpc_endpoint, insecure=True)
+        )
+        started = time.monotonic()
+        delivered = await asyncio.to_thread(sender.send, request, 5.0)
+        took = time.monotonic() - started
+        sender.shutdown()
+    assert not delivered
+    assert receiver.stats.rejected == {"too_large": 1}  # asked once, not until the timeout
+    assert took < 2.0, f"gave up after {took:.2f}s"
+
+
 def test_retry_after_values() -> None:
     assert retry_after_s("120") == 120.0
     assert retry_after_s(" 3 ") == 3.0

@@ -20,17 +20,14 @@ import asyncio
 import hmac
 import logging
 import math
-import ssl
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Literal, TypeVar
 
 import grpc
 from aiohttp import web
 from google.protobuf.any_pb2 import Any as AnyMessage
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 # googleapis-common-protos ships no type stubs.
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
@@ -43,7 +40,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
@@ -52,13 +48,26 @@ from otelprobe.attribution.otlp_decode import ReceivedSpan as ReceivedSpan  # re
 from otelprobe.attribution.otlp_decode import attributes_dict as attributes_dict
 from otelprobe.attribution.otlp_decode import iter_received, views_from_request
 from otelprobe.attribution.records import RECORD_KEYS, ProbeRecord, ReaderStats, TraceAssembler
-from otelprobe.telemetry.otlp_json import json_to_message, message_to_json
+from otelprobe.sidecar.otlp_bodies import (
+    WBITS,
+    BodyTooLarge,
+    MalformedRequest,
+    decode_json,
+    decode_protobuf,
+    drop_invalid_ids,
+    inflate,
+    invalid_ids_message,
+    trace_response,
+)
+from otelprobe.sidecar.receiver_tls import ReceiverTLS as ReceiverTLS  # re-exported: the config's type
+from otelprobe.telemetry.otlp_json import message_to_json
 
 iter_spans = iter_received
 """Every span of a request as protobuf with its resource (transport-level inspection; probe
 semantics are read by attribution/records.py)."""
 
 _logger = logging.getLogger(__name__)
+_M = TypeVar("_M", bound=Message)
 
 CONTENT_PROTOBUF: Final = "application/x-protobuf"
 CONTENT_JSON: Final = "application/json"
@@ -75,10 +84,6 @@ _LOGS_SERVICE: Final = "opentelemetry.proto.collector.logs.v1.LogsService"
 # key the OpenTelemetry Python exporter reads.
 _GRPC_STATUS_DETAILS: Final = "grpc-status-details-bin"
 _GRPC_RETRY_INFO: Final = "google.rpc.retryinfo-bin"
-_M = TypeVar("_M", bound=Message)
-# Content-Encoding -> zlib wbits. The runner turns aiohttp's own inflating off: inflating here
-# caps the inflated size (a small gzip bomb) and answers a broken stream with a clean 400.
-_WBITS: Final[dict[str, int | None]] = {"identity": None, "": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
 
 TracesCallback = Callable[[ExportTraceServiceRequest], None]
 MetricsCallback = Callable[[ExportMetricsServiceRequest], None]
@@ -86,113 +91,8 @@ LogsCallback = Callable[[ExportLogsServiceRequest], None]
 WhenFull = Literal["reject", "retry"]
 
 
-@dataclass(frozen=True, slots=True)
-class ReceiverTLS:
-    """Server certificate and key (PEM files); with `client_ca_file`, clients must present a
-    certificate it signed (mTLS)."""
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
-
-    def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        if self.client_ca_file:
-            context.load_verify_locations(self.client_ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
-
-    def grpc_credentials(self) -> grpc.ServerCredentials:
-        client_ca = Path(self.client_ca_file).read_bytes() if self.client_ca_file else None
-        pair = (Path(self.key_file).read_bytes(), Path(self.cert_file).read_bytes())
-        return grpc.ssl_server_credentials(
-            [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
-        )
-
-
-def _trace_response(rejected: int, message: str) -> ExportTraceServiceResponse:
-    if not rejected:
-        return ExportTraceServiceResponse()
-    # Partial success: the sender must not retry, and the loss is visible on its side too.
-    return ExportTraceServiceResponse(
-        partial_success=ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
-    )
-
-
-class MalformedRequest(ValueError):
-    """The body is not a valid OTLP request (HTTP 400, gRPC INVALID_ARGUMENT)."""
-
-
-class BodyTooLarge(ValueError):
-    """The (decompressed) body exceeds the size cap (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
-
-
 class Overloaded(Exception):
     """The queue is full and the sender should retry later (HTTP 503, gRPC UNAVAILABLE)."""
-
-
-def _drop_invalid_ids(request: ExportTraceServiceRequest) -> tuple[int, int, str]:
-    """Remove the spans whose IDs have the wrong size, in place; (spans, removed, first bad name).
-
-    Protobuf parsing is lenient and the sidecar keys everything on IDs, so their sizes are checked
-    here. The common case (every span good) is one pass that copies nothing.
-    """
-    total = removed = 0
-    first = ""
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            spans = scope_spans.spans
-            total += len(spans)
-            bad = [
-                i
-                for i, span in enumerate(spans)
-                if len(span.trace_id) != 16
-                or len(span.span_id) != 8
-                or len(span.parent_span_id) not in (0, 8)
-            ]
-            if not bad:
-                continue
-            if not removed:
-                first = spans[bad[0]].name
-            removed += len(bad)
-            for index in reversed(bad):
-                del spans[index]
-    return total, removed, first
-
-
-def _invalid_ids_message(removed: int, total: int, first: str) -> str:
-    return (
-        f"{removed} of {total} spans dropped for invalid IDs (trace_id must be 16 bytes, span_id and"
-        f" parent_span_id 8 bytes; the first: span {first[:60]!r})"
-    )
-
-
-def _inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:
-    # wbits 0 takes the zlib header's window size (HTTP "deflate" is zlib-wrapped).
-    decompressor = zlib.decompressobj(wbits=wbits or zlib.MAX_WBITS)
-    try:
-        data = decompressor.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise MalformedRequest(f"invalid compressed body: {exc}") from exc
-    if len(data) > max_bytes or decompressor.unconsumed_tail:
-        raise BodyTooLarge(f"decompressed body exceeds {max_bytes} bytes")
-    return data
-
-
-def decode_protobuf(body: bytes, message: _M) -> _M:
-    try:
-        message.ParseFromString(body)
-    except DecodeError as exc:
-        raise MalformedRequest(f"invalid protobuf: {exc}") from exc
-    return message
-
-
-def decode_json(body: bytes, message: _M) -> _M:
-    try:
-        return json_to_message(body.decode("utf-8"), message)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedRequest(f"invalid OTLP JSON: {exc}") from exc
 
 
 @dataclass
@@ -350,11 +250,11 @@ class OTLPReceiver:
             MalformedRequest: the request has spans and none has valid IDs.
             Overloaded: the queue is full and when_full="retry".
         """
-        total, invalid, first_bad = _drop_invalid_ids(request)
+        total, invalid, first_bad = drop_invalid_ids(request)
         message = ""
         if invalid:
             self.stats.invalid_spans += invalid
-            message = _invalid_ids_message(invalid, total, first_bad)
+            message = invalid_ids_message(invalid, total, first_bad)
             if invalid == total:
                 raise MalformedRequest(message)  # nothing accepted: bad data, not a partial success
             _logger.debug("partial success: %s", message)
@@ -373,9 +273,9 @@ class OTLPReceiver:
                     raise Overloaded from None
                 self.stats.dropped_requests += 1
                 self.stats.dropped_spans += count
-                return _trace_response(total, "; ".join(filter(None, (QUEUE_FULL_MESSAGE, message))))
+                return trace_response(total, "; ".join(filter(None, (QUEUE_FULL_MESSAGE, message))))
         self.stats.spans += count
-        return _trace_response(invalid, message)
+        return trace_response(invalid, message)
 
     def _deliver_metrics(self, request: ExportMetricsServiceRequest) -> None:
         self.stats.metric_requests += 1
@@ -409,15 +309,15 @@ class OTLPReceiver:
         if content_type not in (CONTENT_PROTOBUF, CONTENT_JSON):
             raise web.HTTPUnsupportedMediaType(text=f"unsupported content type {content_type!r}")
         encoding = request.headers.get("Content-Encoding", "identity").lower()
-        if encoding not in _WBITS:
+        if encoding not in WBITS:
             raise MalformedRequest(f"unsupported Content-Encoding {encoding!r}")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise BodyTooLarge(f"body exceeds {self.max_body_bytes} bytes") from exc
-        wbits = _WBITS[encoding]
+        wbits = WBITS[encoding]
         if wbits is not None:
-            body = _inflate(body, wbits, self.max_body_bytes)
+            body = inflate(body, wbits, self.max_body_bytes)
         return body, content_type
 
     @staticmethod

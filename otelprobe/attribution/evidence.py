@@ -270,6 +270,16 @@ _TEXTS: Final[dict[str, Callable[[Mapping[str, Any], str], str]]] = {
     "body_bytes_rel": lambda row, feature: f"body size {_num(row, feature):+.0%} against the usual",
     "body_rate_rel": lambda row, feature: f"body fetch rate {math.exp(_num(row, feature)):.2f}× the usual",
     "address_changed": lambda row, feature: "the name resolved to an address this series never used",
+    "own_recent_through_after_stall": lambda row, feature: (
+        "in its last two windows a probe stalled and still got through"
+        if _num(row, feature) > 0
+        else "no probe of its last two windows stalled and still got through"
+    ),
+    "own_recent_all_failed": lambda row, feature: (
+        "every probe failed in one of its last two windows"
+        if _num(row, feature) > 0
+        else "no window of its last two had every probe fail"
+    ),
     "cert_days_left": lambda row, feature: f"certificate expires in {_num(row, feature):.0f} days",
     "retry_share": lambda row, feature: f"{_share_of(row, feature)} were retries",
     "kind_code": lambda row, feature: f"a {row.get('kind', '?')} probe",

@@ -48,6 +48,9 @@ SLOW_MIN_S: Final = 0.002
 KIND_CODES: Final = {"http": 0, "dns": 1, "tcp": 2, "tls": 3, "icmp": 4, "grpc": 5, "websocket": 6}
 _SYMPTOMS: Final = ("fail", "slow", "connect", "dns", "ttfb", "tls", "transfer")
 _RECENT_SYMPTOMS: Final = ("fail", "slow")
+_OWN_RECENT: Final = ("own_recent_through_after_stall", "own_recent_all_failed")
+"""The series' own last two windows (not this one): did a probe stall or retry its connect and
+still succeed (loss lets probes through, late), did every probe fail (a dead target fails all)."""
 RECENT_WINDOWS: Final = 3
 """Neighbours count as affected when they showed a symptom in any of the last 3 windows: a fault
 that hits a share of requests (5xx at 30 %) reaches every neighbour, just not in every window."""
@@ -87,6 +90,7 @@ FEATURE_NAMES: Final[tuple[str, ...]] = tuple(
     + [f"target_{symptom}_share" for symptom in _SYMPTOMS]
     + [f"vantage_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
     + [f"target_{symptom}_recent_share" for symptom in _RECENT_SYMPTOMS]
+    + list(_OWN_RECENT)
 )
 """The ordered feature schema (the contract with models/)."""
 
@@ -160,8 +164,10 @@ class FeatureEngine:
         # they were kept reads as "no signature", one saved after reads fine in older code.
         shift = np.arange(len(_RECENT_SYMPTOMS), len(_RECENT_SYMPTOMS) + signatures.shape[1])
         bits |= (signatures.astype(np.int64) << shift).sum(axis=1)
+        own_shift = len(_RECENT_SYMPTOMS) + signatures.shape[1]  # above the signatures, likewise
+        bits |= _own_history_bits(frame) << own_shift
         # Python values throughout: a numpy scalar per row costs more than this loop's own work.
-        merged_bits = []
+        merged_bits, earlier_bits = [], []
         starts = frame["window_start_ns"].to_numpy(dtype=np.int64).tolist()
         horizon = RECENT_WINDOWS * window_ns
         series_of = zip(frame["target"].tolist(), frame["vantage"].tolist(), strict=True)
@@ -170,12 +176,18 @@ class FeatureEngine:
             if history is None:
                 history = self.recent[series] = deque(maxlen=RECENT_WINDOWS)
             history.append((now, flags_now))
-            merged = 0
+            merged = earlier = 0
             for start, flags in history:
                 if now - start < horizon:
                     merged |= flags
+                    if start != now:
+                        earlier |= flags
             merged_bits.append(merged)
+            earlier_bits.append(earlier)
         out = np.array(merged_bits, dtype=np.int64)
+        earlier_out = np.array(earlier_bits, dtype=np.int64)
+        for i, name in enumerate(_OWN_RECENT):
+            frame[name] = ((earlier_out >> (own_shift + i)) & 1).astype(np.float64)
         for i, symptom in enumerate(_RECENT_SYMPTOMS):
             frame[f"rsym_{symptom}"] = (out >> i) & 1 == 1
         return ((out[:, None] >> shift) & 1).astype(np.float64)
@@ -221,6 +233,17 @@ class FeatureEngine:
                 store.release([store.detach(store.oldest())])
                 self.evicted_series += 1
         return np.array(found, dtype=np.int64)
+
+
+def _own_history_bits(frame: pd.DataFrame) -> np.ndarray:
+    """Each window's `_OWN_RECENT` facts as bits (bit 0: a probe got through after a stall or a
+    connect retry; bit 1: every probe failed)."""
+    troubled = (np.nan_to_num(frame["stall_share"].to_numpy(dtype=np.float64)) > 0) | (
+        np.nan_to_num(frame["connect_retry_share"].to_numpy(dtype=np.float64)) > 0
+    )
+    success = frame["success_ratio"].to_numpy(dtype=np.float64)
+    through = troubled & (success > 0)
+    return np.asarray(through.astype(np.int64) | ((success == 0).astype(np.int64) << 1), dtype=np.int64)
 
 
 def _baseline_columns(snapshots: Snapshots) -> dict[str, np.ndarray]:

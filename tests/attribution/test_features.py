@@ -68,6 +68,35 @@ def test_one_stalled_probe_is_a_stall_not_a_shift() -> None:
     assert row["tls_uniformity"] < 0.2
 
 
+def _connect_timeout(start_s: float) -> ProbeRecord:
+    return https_probe(
+        "api", "eu", start_s, 0.01, error="connect_timeout", detail="timeout", failed_phase="tcp.connect"
+    )
+
+
+def test_a_series_remembers_probes_that_got_through_late_and_windows_that_all_failed() -> None:
+    healthy = series(0.01, 40, 0, {})
+    # Loss: a window with a stalled probe that still succeeded, then one whose probes all time out.
+    stalled = https_probe("api", "eu", 40.1, 0.01, tls_s=0.01 + 0.21)
+    lossy = [
+        *healthy,
+        stalled,
+        https_probe("api", "eu", 41.1, 0.01),
+        _connect_timeout(42.1),
+        _connect_timeout(43.1),
+    ]
+    rows = features_of(lossy).sort_values("window_start_ns")
+    assert rows.iloc[-2]["stall_share"] == 0.5
+    assert rows.iloc[-2]["own_recent_through_after_stall"] == 0  # this window's own stall is no history
+    assert rows.iloc[-1]["own_recent_through_after_stall"] == 1  # the failing window remembers it
+    assert rows.iloc[-1]["own_recent_all_failed"] == 0
+    # A dead target: every probe of two windows fails; only the second remembers the first.
+    dead = features_of([*healthy, *(_connect_timeout(40.1 + i) for i in range(4))])
+    dead = dead.sort_values("window_start_ns")
+    assert list(dead["own_recent_all_failed"].tail(2)) == [0, 1]
+    assert (dead["own_recent_through_after_stall"].tail(2) == 0).all()
+
+
 def test_failures_are_counted_by_class_detail_and_phase() -> None:
     records = series(0.01, 40, 0, {})
     bad = [

@@ -22,7 +22,7 @@ ALLOWED: Final[dict[str, str]] = {
     "attribution in the layers, so it cannot call otlp_decode)",
     # Not a reader: it checks span ID sizes in place, dropping bad spans, before the request is
     # queued (the sidecar's partial success); decoding into views is otlp_decode's.
-    "sidecar/receiver.py": "drops spans with ill-sized IDs from a request in place before queueing it",
+    "sidecar/otlp_bodies.py": "drops spans with ill-sized IDs from a request in place before queueing it",
 }
 STRINGS: Final = frozenset({"resourceSpans", "scopeSpans"})
 ATTRIBUTES: Final = frozenset({"resource_spans", "scope_spans"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from otelprobe.attribution.attribute import model_label
 from otelprobe.attribution.dataset import read_window_table
+from otelprobe.attribution.model import load_model
 from otelprobe.attribution.train import train_model
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "data" / "lab" / "eval-202"
@@ -54,7 +57,9 @@ def test_evaluate_writes_the_report_and_prints_the_summary(model_stem: Path, tmp
         "--model", model_stem, "--input", EVAL_DIR, "--train", EVAL_TRACES, "--window", "2s", "--out", out
     )
     assert result.returncode == 0, result.stderr
-    for name in ("plumbing", "static thresholds", "robust z (BARO)", "vantage/target voting", "expert rules"):
+    label = model_label(load_model(model_stem))
+    assert re.fullmatch(r"plumbing@[0-9a-f]{8}", label)  # no data digest given: name and model
+    for name in (label, "static thresholds", "robust z (BARO)", "vantage/target voting", "expert rules"):
         assert f"| {name} |" in result.stdout
     assert "| cause AC@1 | ≥ 0.95 |" in result.stdout
     assert "Traceback" not in result.stderr

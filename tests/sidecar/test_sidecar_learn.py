@@ -406,7 +406,10 @@ async def test_rollback_restores_the_previous_version(sidecar: Sidecar) -> None:
     assert status == 200, answer
     assert (answer["live"], answer["previous"]) == ("v0001", "v0002")
     health = await get(sidecar, "/healthz")
-    assert health["model"]["registry_version"] == "v0001" and health["model"]["version"] == "lab-101"
+    assert health["model"]["registry_version"] == "v0001"
+    first = next(m for m in (await get(sidecar, "/v1/models"))["models"] if m["version"] == "v0001")
+    assert health["model"]["version"] == first["label"]
+    assert health["model"]["version"].startswith("lab-101@")  # its training name, then its own digest
     status, problem = await call(sidecar, "POST", "/v1/models/rollback", {})
     assert status == 409, problem  # nothing earlier than the first version
     status, problem = await call(sidecar, "POST", "/v1/models/rollback", {"version": "v0999"})

@@ -2,7 +2,8 @@
 (tests/sidecar/data/pipeline_state_per_series.json.gz: 3 eval-402 series after 20 windows, written
 by snapshot.py at 00fd9f4) loads into the array code, is saved again in the same JSON, and the next
 window's features and SLO verdicts are bit for bit what the old code computed from it (the columns
-the old code had: the per-cause scope evidence added since is not in its digest)."""
+the old code had: the per-cause scope evidence and the series' own recent past, added since, are not
+in its digest)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def table_sha256(table: pd.DataFrame) -> str:
 
 
 def columns_of_the_old_code(table: pd.DataFrame) -> pd.DataFrame:
-    added_since = [c for c in table.columns if c.split(".")[0] in CAUSE_EVIDENCE_FEATURES]
+    added_since = [
+        c for c in table.columns if c.split(".")[0] in CAUSE_EVIDENCE_FEATURES or c.startswith("own_recent_")
+    ]
     return table.drop(columns=added_since)
 
 

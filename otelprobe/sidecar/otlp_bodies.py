@@ -7,7 +7,11 @@ from __future__ import annotations
 import zlib
 from typing import Final, TypeVar
 
+from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError, Message
+
+# googleapis-common-protos ships no type stubs.
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -32,7 +36,26 @@ def trace_response(rejected: int, message: str) -> ExportTraceServiceResponse:
 
 
 class MalformedRequest(ValueError):
-    """The body is not a valid OTLP request (HTTP 400, gRPC INVALID_ARGUMENT)."""
+    """The body is not a valid OTLP request (HTTP 400, gRPC INVALID_ARGUMENT). `field`: where the
+    bad data is, as a BadRequest field violation names it ("" for the body as a whole)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+SPAN_IDS_FIELD: Final = "resource_spans.scope_spans.spans.trace_id"
+"""The field a request whose every span has ill-sized IDs is refused for (span_id and
+parent_span_id are checked too; the description says which)."""
+
+
+def bad_request_status(exc: MalformedRequest) -> status_pb2.Status:
+    """The google.rpc.Status of a refused request, with the BadRequest detail the OTLP spec asks a
+    400 / INVALID_ARGUMENT to carry (what was wrong, and where)."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=str(exc))
+    detail = AnyMessage()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=[detail])
 
 
 class BodyTooLarge(ValueError):

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, NoReturn, TypeVar
 
 import grpc
 from aiohttp import web
@@ -49,9 +49,11 @@ from otelprobe.attribution.otlp_decode import attributes_dict as attributes_dict
 from otelprobe.attribution.otlp_decode import iter_received, views_from_request
 from otelprobe.attribution.records import RECORD_KEYS, ProbeRecord, ReaderStats, TraceAssembler
 from otelprobe.sidecar.otlp_bodies import (
+    SPAN_IDS_FIELD,
     WBITS,
     BodyTooLarge,
     MalformedRequest,
+    bad_request_status,
     decode_json,
     decode_protobuf,
     drop_invalid_ids,
@@ -255,8 +257,8 @@ class OTLPReceiver:
         if invalid:
             self.stats.invalid_spans += invalid
             message = invalid_ids_message(invalid, total, first_bad)
-            if invalid == total:
-                raise MalformedRequest(message)  # nothing accepted: bad data, not a partial success
+            if invalid == total:  # nothing accepted: bad data, not a partial success
+                raise MalformedRequest(message, SPAN_IDS_FIELD)
             _logger.debug("partial success: %s", message)
         count = total - invalid
         self.stats.trace_requests += 1
@@ -329,9 +331,11 @@ class OTLPReceiver:
     def _error(self, exc: ValueError, content_type: str) -> web.Response:
         too_large = isinstance(exc, BodyTooLarge)
         self._rejected("too_large" if too_large else "malformed")
-        code = code_pb2.RESOURCE_EXHAUSTED if too_large else code_pb2.INVALID_ARGUMENT
         _logger.debug("rejected OTLP request: %s", exc)
-        body = status_pb2.Status(code=code, message=str(exc))
+        if isinstance(exc, MalformedRequest):
+            body = bad_request_status(exc)
+        else:
+            body = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(exc))
         reply_type = content_type if content_type == CONTENT_JSON else CONTENT_PROTOBUF
         return self._respond(body, reply_type, status=413 if too_large else 400)
 
@@ -414,6 +418,18 @@ class OTLPReceiver:
             (_GRPC_STATUS_DETAILS, status.SerializeToString()),
         )
 
+    @staticmethod
+    async def _grpc_abort_bad_request(
+        exc: MalformedRequest, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> NoReturn:
+        """INVALID_ARGUMENT with the rich status (its BadRequest detail) where gRPC clients read it."""
+        status = bad_request_status(exc)
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            str(exc),
+            trailing_metadata=((_GRPC_STATUS_DETAILS, status.SerializeToString()),),
+        )
+
     async def _grpc_decode(
         self, body: bytes, message: _M, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> _M:
@@ -429,7 +445,7 @@ class OTLPReceiver:
             return decode_protobuf(body, message)
         except MalformedRequest as exc:
             self._rejected("malformed")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._grpc_abort_bad_request(exc, context)
 
     async def _grpc_traces(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         request = await self._grpc_decode(body, ExportTraceServiceRequest(), context)
@@ -437,7 +453,7 @@ class OTLPReceiver:
             answer = self._deliver_traces(request)
         except MalformedRequest as exc:
             self._rejected("malformed")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._grpc_abort_bad_request(exc, context)
         except Overloaded:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,

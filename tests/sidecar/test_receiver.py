@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import socket
 from collections.abc import AsyncIterator
 
@@ -119,8 +120,13 @@ async def test_malformed_http_body_is_400_with_a_status(
     if content_type == "application/x-protobuf":
         status = status_pb2.Status.FromString(raw)
         assert status.code == 3 and "protobuf" in status.message  # INVALID_ARGUMENT
+        assert status.details[0].type_url == "type.googleapis.com/google.rpc.BadRequest"
     else:
-        assert b'"code":3' in raw
+        answer = json.loads(raw)
+        assert answer["code"] == 3
+        (detail,) = answer["details"]  # the BadRequest, in OTLP/JSON as well
+        assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+        assert detail["fieldViolations"][0]["description"] == answer["message"]
     assert receiver.stats.rejected == {"malformed": 1}
     assert receiver.queue.empty()
 

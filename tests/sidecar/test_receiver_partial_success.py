@@ -15,7 +15,7 @@ import gzip
 import aiohttp
 import grpc
 import pytest
-from google.rpc import status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
 from otelprobe.sidecar.ingest import Ingest
+from otelprobe.sidecar.otlp_bodies import SPAN_IDS_FIELD
 from otelprobe.sidecar.receiver import GRPC_CORE_LIMIT_FACTOR, OTLPReceiver
 from otelprobe.telemetry.otlp_json import json_to_message, message_to_json
 from tests.support.sidecar_spans import BASE, probe_spans, request
@@ -95,6 +96,14 @@ async def test_http_json_answers_partial_success_in_json(http: aiohttp.ClientSes
     ]
 
 
+def bad_request_of(status: status_pb2.Status) -> list[tuple[str, str]]:
+    """The (field, description) pairs of the BadRequest detail a Status carries."""
+    (detail,) = status.details
+    found = error_details_pb2.BadRequest()
+    assert detail.Unpack(found)
+    return [(v.field, v.description) for v in found.field_violations]
+
+
 async def test_grpc_answers_partial_success() -> None:
     async with OTLPReceiver(http_port=None) as rcv, grpc.aio.insecure_channel(rcv.grpc_endpoint) as channel:
         export = channel.unary_unary(TRACE_METHOD)
@@ -114,11 +123,17 @@ async def test_a_request_with_no_good_span_is_bad_data(http: aiohttp.ClientSessi
             assert r.status == 400
             status = status_pb2.Status.FromString(await r.read())
         assert status.code == 3 and "2 of 2 spans dropped for invalid IDs" in status.message
+        # The spec's detail for bad data: a BadRequest saying what was wrong, and where.
+        assert bad_request_of(status) == [(SPAN_IDS_FIELD, status.message)]
         async with grpc.aio.insecure_channel(rcv.grpc_endpoint) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await channel.unary_unary(TRACE_METHOD)(all_bad, timeout=5)
         assert failure.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "invalid IDs" in (failure.value.details() or "")
+        rich = dict(failure.value.trailing_metadata() or ())["grpc-status-details-bin"]
+        assert bad_request_of(status_pb2.Status.FromString(rich)) == [
+            (SPAN_IDS_FIELD, failure.value.details())
+        ]
         assert rcv.stats.rejected == {"malformed": 2} and rcv.stats.invalid_spans == 4
         assert rcv.queue.empty() and rcv.stats.trace_requests == 0
 

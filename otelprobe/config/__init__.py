@@ -78,8 +78,8 @@ def read_config_file(path: Path, what: str = "config file") -> str:
     """
     try:
         data = path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read {what}: {reason}")]) from None
     try:
         return data.decode("utf-8")

@@ -125,7 +125,7 @@ def _read_secret_file(path_text: str, base_dir: Path | None, problems: list[str]
         path = base_dir / path
     try:
         content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL byte in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         problems.append(f"cannot read secret file {path}: {reason}")
         return None

@@ -254,6 +254,7 @@ def test_file_commands_with_hostile_files(
 @example(argv=["probe", "probe", "\r"])  # found by a run: the echoed argument split the line
 @example(argv=["run", "\x1b[2J", "\n"])
 @example(argv=["run", "--shard", "probe", "probe"])  # 2+ workers: was logged, lost
+@example(argv=["run", "\x00"])  # found by a CI run: a NUL in the path was an internal error
 def test_argument_soup_is_a_usage_error(argv: list[str]) -> None:
     """Any words in any order: argparse refuses them in one line (no command ever starts: a
     command needs its required arguments, which the soup never holds usable)."""

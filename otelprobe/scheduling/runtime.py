@@ -70,7 +70,7 @@ def default_sink(config: Config) -> TelemetrySink:
 def _file_stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path (loading it says so)
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 

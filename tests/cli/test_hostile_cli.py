@@ -255,6 +255,7 @@ def test_file_commands_with_hostile_files(
 @example(argv=["run", "\x1b[2J", "\n"])
 @example(argv=["run", "--shard", "probe", "probe"])  # 2+ workers: was logged, lost
 @example(argv=["run", "\x00"])  # found by a CI run: a NUL in the path was an internal error
+@example(argv=["run", "--workers", "1", "\x00"])  # ... and in one process, where it is stat'ed first
 def test_argument_soup_is_a_usage_error(argv: list[str]) -> None:
     """Any words in any order: argparse refuses them in one line (no command ever starts: a
     command needs its required arguments, which the soup never holds usable)."""

@@ -7,7 +7,8 @@ Two measurements, each as the sidecar does it:
   with jittered copies (bench/train_speed.py's `stacked`), plus confirmed production windows (the
   held-out eval-402's bandwidth-limit windows relabeled as an operator would, weighted 10) — run by
   `train_model` exactly as `otelprobe.sidecar.retrain` calls it, in a child process at the lowest
-  CPU priority with LightGBM on one thread. Wall and CPU seconds of the fit.
+  CPU priority with LightGBM on one thread per fit and the shipped model's seeds per booster
+  (`--members`, 3: the fits on a thread pool over the usable cores). Wall and CPU seconds of the fit.
 - `ingest`: bench/sidecar_ingest.py (unchanged: the ingest owner's bench) run twice, alone and
   while that retraining child runs back to back beside it, and the attribution latency p50 / p99
   and spans per CPU-second of each phase compared. The retraining process is `nice 19`, so on a
@@ -68,7 +69,7 @@ def training_table(windows: int, seed: int) -> Any:
     )
 
 
-def fit_once(windows: int, rounds: int, seed: int) -> dict[str, Any]:
+def fit_once(windows: int, rounds: int, seed: int, members: int) -> dict[str, Any]:
     """In this (child) process: build the table, then time the fit alone."""
     from otelprobe.attribution.train import teaching_windows, train_model
 
@@ -76,11 +77,12 @@ def fit_once(windows: int, rounds: int, seed: int) -> dict[str, Any]:
     frame = training_table(windows, seed)
     teaching = len(teaching_windows(frame).frame)
     started, cpu = time.perf_counter(), time.process_time()
-    model = train_model(frame, window_s=2.0, rounds=rounds, seed=seed)
+    model = train_model(frame, window_s=2.0, rounds=rounds, seed=seed, members=members)
     return {
         "windows": len(frame),
         "teaching_rows": teaching,
         "rounds": rounds,
+        "members": members,
         "threads": model.metadata.params.get("num_threads"),
         "fit_wall_s": round(time.perf_counter() - started, 1),
         "fit_cpu_s": round(time.process_time() - cpu, 1),
@@ -112,6 +114,7 @@ def live_model(seed: int, work: Path) -> Path:
         rounds=int(training["rounds"]),
         params=params,
         seed=seed,
+        members=int(training.get("members") or 1),
         training_info={"name": f"default-seed{seed}", "recordings": training["recordings"]},
     )
     model.save(work / "live")
@@ -264,17 +267,20 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--members", type=int, default=3, help="train: seeds per booster (the shipped model's: 3)"
+    )
     parser.add_argument("--copies", default="556", help="ingest: sidecar_ingest.py --copies")
     parser.add_argument("--rates", default="10000,20000", help="ingest: sidecar_ingest.py --rates")
     parser.add_argument("--slots", default="5", help="ingest: sidecar_ingest.py --slots")
     parser.add_argument("--repeat", type=int, default=1, help="ingest: alone/during pairs, alternated")
     args = parser.parse_args()
     if args.what == "fit-child":
-        print(json.dumps(fit_once(args.windows, args.rounds, args.seed)))
+        print(json.dumps(fit_once(args.windows, args.rounds, args.seed, args.members)))
         return 0
     if args.what == "load-child":  # retrain back to back until killed (the sidecar's job, looped)
         while True:
-            fit_once(args.windows, args.rounds, args.seed)
+            fit_once(args.windows, args.rounds, args.seed, args.members)
     if args.what == "gate":
         with tempfile.TemporaryDirectory(prefix="sidecar-gate-bench-") as tmp:
             weighting: dict[str, Any] = {
@@ -300,7 +306,17 @@ def main() -> int:
         return 0
     if args.what == "train":
         started = time.perf_counter()
-        process = child(["fit-child", "--windows", str(args.windows), "--rounds", str(args.rounds)])
+        process = child(
+            [
+                "fit-child",
+                "--windows",
+                str(args.windows),
+                "--rounds",
+                str(args.rounds),
+                "--members",
+                str(args.members),
+            ]
+        )
         out, _ = process.communicate()
         result = json.loads(out)
         result["child_wall_s"] = round(time.perf_counter() - started, 1)
@@ -333,7 +349,17 @@ def main() -> int:
         runs: dict[str, list[list[dict[str, Any]]]] = {"alone": [], "during_retrain": []}
         for _ in range(args.repeat):
             runs["alone"].append(phases(run_ingest(common)))
-            load = child(["load-child", "--windows", str(args.windows), "--rounds", str(args.rounds)])
+            load = child(
+                [
+                    "load-child",
+                    "--windows",
+                    str(args.windows),
+                    "--rounds",
+                    str(args.rounds),
+                    "--members",
+                    str(args.members),
+                ]
+            )
             try:
                 time.sleep(20)  # the table is built; the fit is running
                 runs["during_retrain"].append(phases(run_ingest(common)))

@@ -4,12 +4,15 @@ The shipped training recording holds ~7,700 series-windows, ~2,000 of which teac
 symptomatic). A table of the wanted size is built by stacking copies of its window table, each copy
 with every feature jittered by a few percent and its incidents renumbered (so the held-out split
 for the temperature still splits by incident), then `train_model` is timed as `otelprobe train`
-calls it (default rounds and parameters). Wall time and this process's CPU time are both printed:
-the model trains on one thread, so on a shared machine CPU time is what an idle core would take.
+calls it (default rounds, parameters and members: each booster the mean of 3 seeds, the fits on
+a thread pool as wide as the usable cores, one LightGBM thread each). Wall time and this
+process's CPU time are both printed: on a shared machine CPU time over the cores is what idle
+cores would take.
 
     .venv/bin/python bench/train_speed.py                      # a 100,000-window table
     .venv/bin/python bench/train_speed.py --teaching-only      # 100,000 windows that all teach
     .venv/bin/python bench/train_speed.py --windows 20000 --repeat 3
+    .venv/bin/python bench/train_speed.py --members 1         # one seed per booster (before session 19)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from otelprobe.attribution.dataset import read_window_table  # noqa: E402
 from otelprobe.attribution.features import FEATURE_NAMES  # noqa: E402
+from otelprobe.attribution.model import DEFAULT_MEMBERS, DEFAULT_ROUNDS  # noqa: E402
 from otelprobe.attribution.train import teaching_windows, train_model  # noqa: E402
 
 RECORDING = REPO / "data" / "lab" / "train-101" / "traces.jsonl.gz"
@@ -64,6 +68,9 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="timed runs (default 1)")
     parser.add_argument("--rounds", type=int, help="boosting rounds (default: train_model's)")
+    parser.add_argument(
+        "--members", type=int, default=DEFAULT_MEMBERS, help=f"seeds per booster (default {DEFAULT_MEMBERS})"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -81,17 +88,17 @@ def main() -> int:
     times, cpu_times = [], []
     for run in range(args.repeat):
         started, cpu_started = time.perf_counter(), time.process_time()
-        if args.rounds:
-            model = train_model(frame, window_s=table.window_s, rounds=args.rounds)
-        else:
-            model = train_model(frame, window_s=table.window_s)
+        model = train_model(
+            frame, window_s=table.window_s, rounds=args.rounds or DEFAULT_ROUNDS, members=args.members
+        )
         took, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         times.append(took)
         cpu_times.append(cpu)
         print(
             f"run {run + 1}: train_model {took:.1f} s wall, {cpu:.1f} s CPU "
             f"(temperature {model.metadata.temperature:.2f}, rounds {model.metadata.training['rounds']}, "
-            f"threads {model.metadata.params.get('num_threads')})"
+            f"members {model.metadata.training['members']}, "
+            f"threads per fit {model.metadata.params.get('num_threads')})"
         )
     print(
         f"median {statistics.median(times):.1f} s wall, {statistics.median(cpu_times):.1f} s CPU "

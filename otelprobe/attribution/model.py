@@ -105,6 +105,8 @@ DEFAULT_PARAMS: Final[dict[str, Any]] = {
     "seed": 7,
 }
 DEFAULT_ROUNDS: Final = 150
+DEFAULT_MEMBERS: Final = 3
+"""Seeds averaged into each booster by `otelprobe train` (train.py; booster_mean.py)."""
 
 
 class ModelError(ValueError):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from otelprobe.attribution.otlp_files import ReaderStats
 
 DEFAULT_OUT: Final = Path("models/default")
+MAX_MEMBERS: Final = 16  # each member is a full fit: more costs minutes and buys nothing measured
 PROBLEMS_KEPT_IN_METADATA: Final = 5
 
 
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rounds", type=int, help="boosting rounds (default: the model's own)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument(
+        "--members",
+        type=int,
+        help="boosters fit with seeds SEED, SEED+1, ... and averaged into each model part (default 3)",
+    )
 
 
 def parse_window(text: str) -> float | None:
@@ -65,21 +71,25 @@ def run(args: argparse.Namespace) -> int:
         window_s = parse_window(args.window)
         if args.rounds is not None and args.rounds < 1:
             raise ValueError("--rounds must be at least 1")
+        if args.members is not None and not 1 <= args.members <= MAX_MEMBERS:
+            raise ValueError(f"--members must be from 1 to {MAX_MEMBERS}")
         files = recording_files(args.input)
     except (InputError, ValueError) as exc:
         print(f"otelprobe train: {exc}", file=sys.stderr)
         return 2
     try:
-        return _train(files, args.out, window_s, args.rounds, args.seed)
+        return _train(files, args.out, window_s, args.rounds, args.seed, args.members)
     except (InputError, OSError, ValueError) as exc:
         # TrainingError is a ValueError: no labels, or a class without examples.
         print(f"otelprobe train: {exc}", file=sys.stderr)
         return 2
 
 
-def _train(files: list[Path], out: Path, window_s: float | None, rounds: int | None, seed: int) -> int:
+def _train(
+    files: list[Path], out: Path, window_s: float | None, rounds: int | None, seed: int, members: int | None
+) -> int:
     from otelprobe.attribution.dataset import window_table
-    from otelprobe.attribution.model import DEFAULT_ROUNDS
+    from otelprobe.attribution.model import DEFAULT_MEMBERS, DEFAULT_ROUNDS
     from otelprobe.attribution.records import read_records
     from otelprobe.attribution.train import data_digest, file_sha256, train_model
 
@@ -104,6 +114,7 @@ def _train(files: list[Path], out: Path, window_s: float | None, rounds: int | N
         rounds=rounds or DEFAULT_ROUNDS,
         training_info=info,
         seed=seed,
+        members=members or DEFAULT_MEMBERS,
     )
     written = model.save(out)
     took_s = time.monotonic() - started

@@ -144,11 +144,14 @@ def decide(slices: dict[str, tuple[SliceScores, SliceScores]], tolerance: Tolera
     passed, parts = True, []
     for name, (live, candidate) in slices.items():
         if live.cases and math.isfinite(live.ac1) and math.isfinite(candidate.ac1):
-            ok = candidate.ac1 >= live.ac1 - tolerance.ac1 - 1e-12
+            # One window never decides a slice: on the few held-out windows of the newest confirmed
+            # incident (6 in the shipped scenario) a single flip is 17 points, noise not evidence.
+            allowed = max(tolerance.ac1, 1.0 / live.cases)
+            ok = candidate.ac1 >= live.ac1 - allowed - 1e-12
             passed &= ok
             parts.append(
                 f"{name} AC@1 {candidate.ac1:.3f} vs live {live.ac1:.3f} on {live.cases} cases"
-                f" ({'ok' if ok else f'worse by more than {tolerance.ac1:g}'})"
+                f" ({'ok' if ok else f'worse by more than {tolerance.ac1:g} and one case'})"
             )
         if live.healthy and math.isfinite(live.false_rate) and math.isfinite(candidate.false_rate):
             ok = candidate.false_rate <= live.false_rate + tolerance.false_attributions + 1e-12

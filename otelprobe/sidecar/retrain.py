@@ -173,15 +173,17 @@ def weighting_of(spec: Mapping[str, Any]) -> FeedbackWeighting:
     )
 
 
-def hyper_parameters(live: AttributionModel, spec: Mapping[str, Any]) -> tuple[dict[str, Any], int, int]:
-    """(LightGBM params, rounds, seed) for the candidate: the live model's as recorded, the spec's
-    where it records none. One thread whatever the live model was trained with (ingest's core)."""
+def hyper_parameters(live: AttributionModel, spec: Mapping[str, Any]) -> tuple[dict[str, Any], int, int, int]:
+    """(LightGBM params, rounds, seed, members) for the candidate: the live model's as recorded, the
+    spec's where it records none (members: 1, a model from before seed averaging). One LightGBM
+    thread per fit whatever the live model was trained with (ingest's core; the job is niced)."""
     params = {k: v for k, v in live.metadata.params.items() if k not in ("seed", "verbosity")}
     params["num_threads"] = 1
     rounds = int(live.metadata.training.get("rounds") or spec["rounds"])
     recorded_seed = live.metadata.params.get("seed")
     seed = int(spec["seed"] if recorded_seed is None else recorded_seed)
-    return params, rounds, seed
+    members = int(live.metadata.training.get("members") or 1)
+    return params, rounds, seed, members
 
 
 def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,7 +240,7 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
     train_incidents = sorted(set(train_part["feedback_incident"])) if not train_part.empty else []
     held_incidents = sorted(set(held_part["feedback_incident"])) if not held_part.empty else []
     live = load_model(spec["live_stem"])
-    params, rounds, seed = hyper_parameters(live, spec)
+    params, rounds, seed, members = hyper_parameters(live, spec)
     info = {
         "name": spec["version"],
         "digest": digest.hexdigest(),
@@ -257,7 +259,13 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
         "hyper_parameters_from": "live" if "rounds" in live.metadata.training else "spec",
     }
     candidate = train_model(
-        frame, window_s=lab.window_s, rounds=rounds, params=params, seed=seed, training_info=info
+        frame,
+        window_s=lab.window_s,
+        rounds=rounds,
+        params=params,
+        seed=seed,
+        members=members,
+        training_info=info,
     )
     mark = lap("train_s", mark)
 
@@ -267,7 +275,7 @@ def run_job(spec: Mapping[str, Any]) -> dict[str, Any]:
         for in_fold in folds:
             # The candidate's data without this fold's incidents (lab rows come first in `frame`).
             keep = np.concatenate([np.ones(len(frame) - len(train_part), dtype=bool), ~in_fold])
-            booster = fit_cause_booster(frame[keep], rounds=rounds, params=params, seed=seed)
+            booster = fit_cause_booster(frame[keep], rounds=rounds, params=params, seed=seed, members=members)
             fold_model = dataclasses.replace(candidate, cause_booster=booster)
             fold_models.append((fold_model, train_part[in_fold]))
         mark = lap("crossfit_s", mark)

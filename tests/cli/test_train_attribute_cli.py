@@ -99,6 +99,8 @@ def test_train_writes_a_text_model_with_its_metadata_and_says_what_it_learned(
         (["--input", str(EVAL_DIR), "--window", "soon"], r"invalid duration 'soon'"),
         (["--input", str(EVAL_DIR), "--window", "0s"], r"the window must be longer than 0 s"),
         (["--input", str(EVAL_DIR), "--rounds", "0"], r"--rounds must be at least 1"),
+        (["--input", str(EVAL_DIR), "--members", "0"], r"--members must be from 1 to 16"),
+        (["--input", str(EVAL_DIR), "--members", "17"], r"--members must be from 1 to 16"),
     ],
 )
 def test_train_usage_errors_are_one_line(

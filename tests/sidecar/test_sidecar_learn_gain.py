@@ -37,10 +37,13 @@ def tables(shipped_table_cache: Path) -> Path:
     return shipped_table_cache
 
 
-def live_model(tables: Path, stem: Path, seed: int) -> Path:
+def live_model(tables: Path, stem: Path, seed: int, members: int = 1) -> Path:
     lab = read_table_cached([LAB_TRAIN], tables)
     info = {"name": f"lab-101-seed{seed}", "recordings": [str(LAB_TRAIN)]}
-    train_model(lab.frame, window_s=lab.window_s, rounds=ROUNDS, seed=seed, training_info=info).save(stem)
+    model = train_model(
+        lab.frame, window_s=lab.window_s, rounds=ROUNDS, seed=seed, members=members, training_info=info
+    )
+    model.save(stem)
     return stem
 
 
@@ -66,11 +69,13 @@ def trees(booster: Any) -> Any:
 
 
 def test_without_feedback_the_candidate_is_the_live_model(tables: Path, tmp_path: Path) -> None:
-    live = live_model(tables, tmp_path / "live", seed=8)
-    # The config's seed and rounds differ from the live model's: the live model's are used.
+    live = live_model(tables, tmp_path / "live", seed=8, members=2)
+    # The config's seed and rounds differ from the live model's: the live model's are used, and
+    # so is its number of averaged seeds.
     result = job(tables, tmp_path, live, seed=7, rounds=ROUNDS + 20)
     old, new = load_model(live), load_model(tmp_path / "v0002")
     assert new.metadata.params["seed"] == 8 and new.metadata.training["rounds"] == ROUNDS
+    assert new.metadata.training["members"] == 2
     assert new.metadata.training["hyper_parameters_from"] == "live"
     for part in ("gate_booster", "cause_booster", "scope_booster"):
         assert trees(getattr(new, part)) == trees(getattr(old, part)), part

@@ -1,7 +1,7 @@
 """One LightGBM booster that is the mean of several: a seed ensemble saved in LightGBM's own text.
 
 Boosters fit on the same rows with different seeds (bagging, feature sampling) disagree by a point
-or two of AC@1 on held-out labs; their mean disagrees far less (models/MODEL_CARD.md, "Seeds").
+or two of AC@1 on held-out labs; their mean far less (models/MODEL_CARD.md, the session-19 step).
 A booster's raw score is the sum of its trees' leaf values, so the mean of k boosters' raw scores
 is the raw score of one booster holding all their trees with every leaf value divided by k. That
 booster is an ordinary LightGBM text model: `predict` (raw, or through the objective's link),
@@ -43,6 +43,9 @@ def mean_booster(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
     head, _, tail = parts[0]
     if any(_shape(other_head) != _shape(head) for other_head, _, _ in parts[1:]):
         raise BoosterMeanError("the boosters differ in features, classes or objective")
+    if any("\nis_linear=1" in block for _, trees, _ in parts for block in trees):
+        # A linear tree's leaves are linear models (leaf_const, leaf_coeff), not one value.
+        raise BoosterMeanError("linear trees cannot be averaged here")
     scale = 1.0 / len(boosters)
     blocks = [_scaled(block, scale) for _, trees, _ in parts for block in trees]
     numbered = [re.sub(r"^Tree=\d+", f"Tree={i}", block, count=1) for i, block in enumerate(blocks)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 
@@ -98,5 +99,18 @@ def test_boosters_that_cannot_be_averaged_are_refused(
     with pytest.raises(BoosterMeanError, match="differ"):
         mean_booster([singles[0].cause_booster, singles[0].gate_booster])
     assert mean_booster([singles[0].gate_booster]) is singles[0].gate_booster
+    # A linear tree's leaves are linear models, not values to divide: refused, not mis-averaged.
+    rows = feature_matrix(eval_table.frame)[:, :4]
+    target = np.nan_to_num(rows[:, 0])
+    linear = [
+        lgb.train(
+            {"objective": "regression", "linear_tree": True, "verbosity": -1, "seed": seed},
+            lgb.Dataset(np.nan_to_num(rows), target),
+            num_boost_round=3,
+        )
+        for seed in (1, 2)
+    ]
+    with pytest.raises(BoosterMeanError, match="linear trees"):
+        mean_booster(linear)
     with pytest.raises(TrainingError, match="members must be at least 1"):
         train_model(eval_table.frame, window_s=eval_table.window_s, members=0)

@@ -90,6 +90,11 @@ def fit_once(windows: int, rounds: int, seed: int, members: int) -> dict[str, An
     }
 
 
+def fit_options(args: argparse.Namespace) -> list[str]:
+    """The fit's size, as a child process is told it."""
+    return ["--windows", str(args.windows), "--rounds", str(args.rounds), "--members", str(args.members)]
+
+
 def live_model(seed: int, work: Path) -> Path:
     """The live model the job is gated against: models/default, or for another `seed` the same
     training (its recordings, parameters and rounds) with that seed — a live model as the
@@ -306,17 +311,7 @@ def main() -> int:
         return 0
     if args.what == "train":
         started = time.perf_counter()
-        process = child(
-            [
-                "fit-child",
-                "--windows",
-                str(args.windows),
-                "--rounds",
-                str(args.rounds),
-                "--members",
-                str(args.members),
-            ]
-        )
+        process = child(["fit-child", *fit_options(args)])
         out, _ = process.communicate()
         result = json.loads(out)
         result["child_wall_s"] = round(time.perf_counter() - started, 1)
@@ -349,17 +344,7 @@ def main() -> int:
         runs: dict[str, list[list[dict[str, Any]]]] = {"alone": [], "during_retrain": []}
         for _ in range(args.repeat):
             runs["alone"].append(phases(run_ingest(common)))
-            load = child(
-                [
-                    "load-child",
-                    "--windows",
-                    str(args.windows),
-                    "--rounds",
-                    str(args.rounds),
-                    "--members",
-                    str(args.members),
-                ]
-            )
+            load = child(["load-child", *fit_options(args)])
             try:
                 time.sleep(20)  # the table is built; the fit is running
                 runs["during_retrain"].append(phases(run_ingest(common)))

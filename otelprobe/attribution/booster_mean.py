@@ -16,10 +16,11 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+from otelprobe.attribution.booster_text import join_trees, split_trees
+
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-_TREE_START: Final = re.compile(r"\n(?=Tree=\d+\n)")
 _SCALED_LINES: Final = re.compile(r"^(leaf_value|internal_value)=(.*)$", flags=re.M)
 
 
@@ -47,12 +48,7 @@ def mean_booster(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
         # A linear tree's leaves are linear models (leaf_const, leaf_coeff), not one value.
         raise BoosterMeanError("linear trees cannot be averaged here")
     scale = 1.0 / len(boosters)
-    blocks = [_scaled(block, scale) for _, trees, _ in parts for block in trees]
-    numbered = [re.sub(r"^Tree=\d+", f"Tree={i}", block, count=1) for i, block in enumerate(blocks)]
-    # tree_sizes describes the first booster's trees only; LightGBM reads the trees in order
-    # without it, and writes it anew when the merged booster is saved.
-    head = re.sub(r"^tree_sizes=.*\n?", "", head, flags=re.M)
-    text = head + "\n" + "\n\n\n".join(numbered) + "\n\n\nend of trees" + tail
+    text = join_trees(head, [_scaled(block, scale) for _, trees, _ in parts for block in trees], tail)
     try:
         return lgb.Booster(model_str=text)
     except lgb.basic.LightGBMError as exc:  # a layout this module does not understand
@@ -60,11 +56,10 @@ def mean_booster(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
 
 
 def _parts(text: str) -> tuple[str, list[str], str]:
-    head, found, rest = text.partition("\nTree=0\n")
-    trees, ended, tail = rest.partition("\nend of trees")
-    if not (found and ended):
+    parts = split_trees(text)
+    if parts is None:
         raise BoosterMeanError("a booster's text has no trees, or not LightGBM's text layout")
-    return head, _TREE_START.split("Tree=0\n" + trees.strip("\n")), tail
+    return parts
 
 
 def _shape(head: str) -> tuple[str, ...]:
@@ -78,4 +73,4 @@ def _scaled(block: str, scale: float) -> str:
         values = " ".join(repr(float(value) * scale) for value in match[2].split())
         return f"{match[1]}={values}"
 
-    return _SCALED_LINES.sub(scaled_line, block.strip("\n"))
+    return _SCALED_LINES.sub(scaled_line, block)

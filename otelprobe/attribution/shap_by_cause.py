@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from otelprobe.attribution.booster_text import join_trees, split_trees
 
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-_TREE: Final = re.compile(r"\n(?=Tree=\d+\n)")
 _split_cache: weakref.WeakKeyDictionary[lgb.Booster, tuple[lgb.Booster, ...] | None] = (
     weakref.WeakKeyDictionary()
 )
@@ -37,28 +38,25 @@ def class_boosters(booster: lgb.Booster) -> tuple[lgb.Booster, ...] | None:
 def _split(booster: lgb.Booster) -> tuple[lgb.Booster, ...] | None:
     import lightgbm as lgb
 
-    text = booster.model_to_string()
-    head, found, rest = text.partition("\nTree=0\n")
-    trees, ended, tail = rest.partition("\nend of trees")
+    parts = split_trees(booster.model_to_string())
+    if parts is None:
+        return None
+    head, blocks, tail = parts
     classes = re.search(r"^num_class=(\d+)$", head, flags=re.M)
     per_iteration = re.search(r"^num_tree_per_iteration=(\d+)$", head, flags=re.M)
-    if not (found and ended and classes and per_iteration) or classes[1] != per_iteration[1]:
+    if not (classes and per_iteration) or classes[1] != per_iteration[1]:
         return None
     count = int(classes[1])
-    blocks = _TREE.split("Tree=0\n" + trees.strip("\n"))
     if count < 2 or len(blocks) % count:
         return None
     head = re.sub(r"^num_class=\d+$", "num_class=1", head, flags=re.M)
     head = re.sub(r"^num_tree_per_iteration=\d+$", "num_tree_per_iteration=1", head, flags=re.M)
     # A raw single output: pred_contrib never applies the objective's transform anyway.
     head = re.sub(r"^objective=.*$", "objective=regression", head, flags=re.M)
-    head = re.sub(r"^tree_sizes=.*\n?", "", head, flags=re.M)
     out = []
     for k in range(count):
-        own = [re.sub(r"^Tree=\d+", f"Tree={j}", block, count=1) for j, block in enumerate(blocks[k::count])]
-        model = head + "\n" + "\n".join(own) + "\n\nend of trees" + tail
         try:
-            out.append(lgb.Booster(model_str=model))
+            out.append(lgb.Booster(model_str=join_trees(head, blocks[k::count], tail)))
         except lgb.basic.LightGBMError:
             return None
     return tuple(out)

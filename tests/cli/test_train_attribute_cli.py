@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from otelprobe.attribution.model import load_model
+from otelprobe.attribution.model import DEFAULT_MEMBERS, load_model
 from otelprobe.attribution.train import data_digest
 from otelprobe.causes import ROOT_CAUSES
 from otelprobe.cli import main
@@ -89,6 +89,15 @@ def test_train_writes_a_text_model_with_its_metadata_and_says_what_it_learned(
     assert load_model(stem).metadata.training["digest"] == training["digest"]
     for booster in (f for f in files if f.suffix == ".txt"):
         assert booster.read_text(encoding="ascii").startswith("tree\n")  # LightGBM text, no pickle
+
+
+def test_train_help_names_the_default_seeds_per_booster(capsys: pytest.CaptureFixture[str]) -> None:
+    # The CLI cannot import the model module to parse its arguments (numpy, the attribution
+    # extra), so its help repeats the default: held equal here.
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"averaged into each model part (default {DEFAULT_MEMBERS})" in help_text
 
 
 @pytest.mark.parametrize(
